@@ -1,0 +1,62 @@
+"""The shared kernel: money, currencies, exchange rates, time, ids and errors.
+
+It imports nothing else from fxcrm_core; everything else may import it.
+"""
+
+from fxcrm_core.kernel.clock import Clock, FixedClock, SystemClock
+from fxcrm_core.kernel.errors import (
+    CodecError,
+    ConcurrencyError,
+    CurrencyMismatchError,
+    FloatNotAllowedError,
+    FxCrmError,
+    IdempotencyConflictError,
+    NaiveDatetimeError,
+    NegativeAmountError,
+    NotFoundError,
+    PrecisionError,
+    RateNotFoundError,
+    StoreError,
+    UnknownCurrencyError,
+    UnknownEventTypeError,
+    ValidationError,
+)
+from fxcrm_core.kernel.ids import IdGenerator, new_id
+from fxcrm_core.kernel.money import Currency, Money, Rounding, UnroundedMoney
+from fxcrm_core.kernel.rates import Conversion, ExchangeRate, RateSource, RateTable
+from fxcrm_core.kernel.time import ensure_aware, to_utc
+from fxcrm_core.kernel.trading_day import TradingCalendar
+
+__all__ = [
+    "Clock",
+    "CodecError",
+    "ConcurrencyError",
+    "Conversion",
+    "Currency",
+    "CurrencyMismatchError",
+    "ExchangeRate",
+    "FixedClock",
+    "FloatNotAllowedError",
+    "FxCrmError",
+    "IdGenerator",
+    "IdempotencyConflictError",
+    "Money",
+    "NaiveDatetimeError",
+    "NegativeAmountError",
+    "NotFoundError",
+    "PrecisionError",
+    "RateNotFoundError",
+    "RateSource",
+    "RateTable",
+    "Rounding",
+    "StoreError",
+    "SystemClock",
+    "TradingCalendar",
+    "UnknownCurrencyError",
+    "UnknownEventTypeError",
+    "UnroundedMoney",
+    "ValidationError",
+    "ensure_aware",
+    "new_id",
+    "to_utc",
+]

@@ -1,0 +1,99 @@
+"""The error hierarchy: one root, and every error also refines the builtin it is a kind of.
+
+Messages name what was wrong and never echo the offending value when it could be personal data.
+"""
+
+from __future__ import annotations
+
+
+class FxCrmError(Exception):
+    """Root of every error fxcrm_core raises on purpose."""
+
+    default_message = "fxcrm_core refused the operation"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+
+class ValidationError(FxCrmError, ValueError):
+    """Input that breaks a rule of the domain."""
+
+    default_message = "invalid input"
+
+
+class FloatNotAllowedError(FxCrmError, TypeError):
+    """A float was given where an exact decimal is required (money, rates, ratios)."""
+
+    default_message = "floats are not accepted: pass a Decimal, an int or a decimal string"
+
+
+class UnknownCurrencyError(ValidationError):
+    """A currency code that is not an ISO 4217 code known to Babel nor registered by the host."""
+
+    default_message = "unknown currency code"
+
+
+class CurrencyMismatchError(ValidationError):
+    """Two amounts of different currencies were combined."""
+
+    default_message = "amounts in different currencies cannot be combined"
+
+
+class PrecisionError(ValidationError):
+    """An amount has more decimal places than its currency's minor unit allows."""
+
+    default_message = "amount is more precise than the currency's minor unit"
+
+
+class NegativeAmountError(ValidationError):
+    """A negative (or zero, where positive is required) amount where it is not allowed."""
+
+    default_message = "amount must be positive"
+
+
+class NaiveDatetimeError(ValidationError):
+    """A datetime without a time zone: fxcrm_core only accepts aware datetimes."""
+
+    default_message = "naive datetime: pass a timezone-aware datetime"
+
+
+class NotFoundError(FxCrmError, LookupError):
+    """Something looked up by id or key does not exist."""
+
+    default_message = "not found"
+
+
+class RateNotFoundError(NotFoundError):
+    """No exchange rate is known for the pair at that time (inverses are never guessed)."""
+
+    default_message = "no exchange rate for that currency pair and time"
+
+
+class ConcurrencyError(FxCrmError, RuntimeError):
+    """An append found a stream at another version than expected; nothing was written."""
+
+    default_message = "the stream changed since it was read; nothing was written"
+
+
+class IdempotencyConflictError(FxCrmError, ValueError):
+    """An idempotency key was reused for a different operation."""
+
+    default_message = "idempotency key already used for a different operation"
+
+
+class UnknownEventTypeError(FxCrmError, LookupError):
+    """A stored event names a type the codec's registry does not know."""
+
+    default_message = "unknown event type"
+
+
+class CodecError(FxCrmError, ValueError):
+    """Stored bytes could not be turned back into an event (corrupt, tampered or wrong key)."""
+
+    default_message = "stored event could not be decoded"
+
+
+class StoreError(FxCrmError, OSError):
+    """The storage adapter failed for a reason outside the domain (I/O, schema)."""
+
+    default_message = "event store failure"

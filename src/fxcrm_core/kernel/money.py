@@ -1,0 +1,415 @@
+"""Currencies and money: exact Decimal amounts at the currency's minor unit.
+
+``Money`` is always exact at its currency's minor unit (ISO 4217 data from Babel).
+``UnroundedMoney`` holds intermediate results (rates times amounts, shares of fees) and becomes
+``Money`` only through :meth:`UnroundedMoney.round`, which names its rounding mode.
+"""
+
+from __future__ import annotations
+
+import decimal
+import enum
+import re
+import threading
+from collections.abc import Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import overload
+
+import attrs
+import babel.numbers
+
+from fxcrm_core.kernel._decimal import EXACT, DecimalLike, to_decimal
+from fxcrm_core.kernel.errors import (
+    CurrencyMismatchError,
+    NegativeAmountError,
+    PrecisionError,
+    UnknownCurrencyError,
+    ValidationError,
+)
+
+__all__ = ["Currency", "Money", "Rounding", "UnroundedMoney"]
+
+
+class Rounding(enum.Enum):
+    """Named rounding modes; every rounding in fxcrm_core says which one it uses."""
+
+    HALF_EVEN = decimal.ROUND_HALF_EVEN
+    HALF_UP = decimal.ROUND_HALF_UP
+    HALF_DOWN = decimal.ROUND_HALF_DOWN
+    DOWN = decimal.ROUND_DOWN  # towards zero
+    UP = decimal.ROUND_UP  # away from zero
+    FLOOR = decimal.ROUND_FLOOR
+    CEILING = decimal.ROUND_CEILING
+
+
+_CODE = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
+_registry: dict[str, Currency] = {}
+_registry_lock = threading.Lock()
+
+
+@attrs.frozen(slots=True, repr=False)
+class Currency:
+    """A currency and the number of decimal places of its minor unit.
+
+    >>> Currency.of("JPY").minor_units, Currency.of("USD").minor_units, Currency.of("KWD").minor_units
+    (0, 2, 3)
+    """
+
+    code: str
+    minor_units: int
+    quantum: Decimal = attrs.field(init=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.minor_units))
+
+    @classmethod
+    def of(cls, code: str | Currency) -> Currency:
+        """The currency for an ISO 4217 code (or one the host registered)."""
+        if isinstance(code, Currency):
+            return code
+        found = _registry.get(code)
+        if found is not None:
+            return found
+        if not isinstance(code, str):
+            raise UnknownCurrencyError("a currency code must be a string")
+        normal = code.strip().upper()
+        if not _CODE.match(normal) or not babel.numbers.is_currency(normal):
+            raise UnknownCurrencyError(
+                "unknown currency code: use an ISO 4217 code or Currency.register() it first"
+            )
+        currency = cls(normal, babel.numbers.get_currency_precision(normal))
+        with _registry_lock:
+            _registry.setdefault(code, currency)
+            _registry.setdefault(normal, currency)
+        return currency
+
+    @classmethod
+    def register(cls, code: str, minor_units: int) -> Currency:
+        """Register a non-ISO currency (a stablecoin, a bonus unit) with its decimal places."""
+        if not _CODE.match(code):
+            raise ValidationError("currency code must be 3-10 upper-case letters or digits")
+        if isinstance(minor_units, bool) or not 0 <= minor_units <= 18:
+            raise ValidationError("minor_units must be an int from 0 to 18")
+        with _registry_lock:
+            existing = _registry.get(code)
+            if existing is not None and existing.minor_units != minor_units:
+                raise ValidationError(f"currency {code} is already defined differently")
+            currency = cls(code, minor_units)
+            _registry[code] = currency
+        return currency
+
+    @property
+    def is_iso(self) -> bool:
+        return babel.numbers.is_currency(self.code)
+
+    def __repr__(self) -> str:
+        return f"Currency({self.code!r})"
+
+    def __str__(self) -> str:
+        return self.code
+
+
+# Quantizing in this context raises instead of rounding: used to check exactness.
+_CHECK = EXACT.copy()
+_CHECK.traps[decimal.Inexact] = True
+_CHECK.traps[decimal.Rounded] = True
+_WS = re.compile(r"\s+")
+
+
+def _same(a: Currency, b: Currency) -> None:
+    if a is not b and a != b:
+        raise CurrencyMismatchError(f"cannot combine {a.code} with {b.code}")
+
+
+def _exact(amount: Decimal, currency: Currency) -> Decimal:
+    try:
+        return amount.quantize(currency.quantum, context=_CHECK)
+    except (decimal.Inexact, decimal.Rounded):
+        raise PrecisionError(
+            f"{currency.code} amounts have at most {currency.minor_units} decimal places"
+        ) from None
+    except decimal.InvalidOperation:
+        raise ValidationError("amount is too large") from None
+
+
+def _new_money(amount: Decimal, currency: Currency) -> Money:
+    # Internal fast path for values already known exact at the minor unit.
+    m = object.__new__(Money)
+    object.__setattr__(m, "amount", amount)
+    object.__setattr__(m, "currency", currency)
+    return m
+
+
+@attrs.frozen(slots=True, repr=False, eq=True, order=False)
+class Money:
+    """An exact amount of one currency, always at the currency's minor unit.
+
+    >>> Money.of("10.5", "USD")
+    Money('10.50', 'USD')
+    >>> Money.of("10.50", "USD") + Money.of(1, "USD")
+    Money('11.50', 'USD')
+    >>> Money.parse(str(Money.of("-3", "JPY")))
+    Money('-3', 'JPY')
+    """
+
+    amount: Decimal
+    currency: Currency
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.currency, Currency):
+            raise UnknownCurrencyError("Money needs a Currency; use Money.of(amount, code)")
+        value = to_decimal(self.amount)
+        object.__setattr__(self, "amount", _exact(value, self.currency))
+
+    # -- constructors ---------------------------------------------------------------------
+    @classmethod
+    def of(cls, amount: DecimalLike, currency: str | Currency) -> Money:
+        """Money from a Decimal, int or decimal string; floats are refused."""
+        cur = Currency.of(currency)
+        return _new_money(_exact(to_decimal(amount), cur), cur)
+
+    @classmethod
+    def zero(cls, currency: str | Currency) -> Money:
+        cur = Currency.of(currency)
+        return _new_money(Decimal(0).quantize(cur.quantum), cur)
+
+    @classmethod
+    def from_minor(cls, units: int, currency: str | Currency) -> Money:
+        """Money from a whole number of minor units (cents, fils, yen)."""
+        if isinstance(units, bool) or not isinstance(units, int):
+            raise ValidationError("minor units must be an int")
+        cur = Currency.of(currency)
+        return _new_money(Decimal(units).scaleb(-cur.minor_units), cur)
+
+    @classmethod
+    def parse(cls, text: str) -> Money:
+        """Parse the canonical form ``"10.50 USD"`` (``"USD 10.50"`` is accepted too)."""
+        if not isinstance(text, str):
+            raise ValidationError("Money.parse takes a string")
+        parts = text.split()
+        if len(parts) != 2:
+            raise ValidationError("money text must be '<amount> <currency>'")
+        a, b = parts
+        if _CODE.match(a.upper()) and not _CODE.match(b.upper()):
+            a, b = b, a
+        return cls.of(a, b)
+
+    @classmethod
+    def parse_localized(cls, text: str, currency: str | Currency, locale: str) -> Money:
+        """Parse what :meth:`format` printed for ``locale`` back into Money."""
+        cur = Currency.of(currency)
+        try:
+            symbol = babel.numbers.get_currency_symbol(cur.code, locale)
+        except Exception:  # noqa: BLE001 - babel raises several types for a bad locale
+            raise ValidationError("unknown locale") from None
+        rest = text.replace(symbol, "") if symbol else text
+        rest = _WS.sub("", rest.replace(cur.code, ""))
+        try:
+            value = babel.numbers.parse_decimal(rest, locale=locale, strict=True)
+        except babel.numbers.NumberFormatError:
+            raise ValidationError("not a money amount in that locale's format") from None
+        return cls.of(value, cur)
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def minor(self) -> int:
+        """The amount as a whole number of minor units."""
+        return int(self.amount.scaleb(self.currency.minor_units))
+
+    def is_zero(self) -> bool:
+        return not self.amount
+
+    def is_positive(self) -> bool:
+        return self.amount > 0
+
+    def is_negative(self) -> bool:
+        return self.amount < 0
+
+    def require_positive(self, what: str = "amount") -> Money:
+        """Return self if strictly positive, else raise :class:`NegativeAmountError`."""
+        if self.amount <= 0:
+            raise NegativeAmountError(f"{what} must be positive")
+        return self
+
+    def require_non_negative(self, what: str = "amount") -> Money:
+        if self.amount < 0:
+            raise NegativeAmountError(f"{what} must not be negative")
+        return self
+
+    def format(self, locale: str = "en_US") -> str:
+        """Locale-aware text, e.g. ``$1,234.50`` (en_US) or ``US$1,234.50`` (zh_CN)."""
+        if self.currency.is_iso:
+            return babel.numbers.format_currency(
+                self.amount, self.currency.code, locale=locale, currency_digits=True
+            )
+        number = babel.numbers.format_decimal(
+            self.amount, locale=locale, decimal_quantization=False
+        )
+        return f"{number} {self.currency.code}"
+
+    def to_unrounded(self) -> UnroundedMoney:
+        return UnroundedMoney(self.amount, self.currency)
+
+    # -- arithmetic ----------------------------------------------------------------------
+    def __add__(self, other: Money) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        _same(self.currency, other.currency)
+        return _new_money(EXACT.add(self.amount, other.amount), self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        _same(self.currency, other.currency)
+        return _new_money(EXACT.subtract(self.amount, other.amount), self.currency)
+
+    def __neg__(self) -> Money:
+        return _new_money(EXACT.minus(self.amount), self.currency)
+
+    def __abs__(self) -> Money:
+        return _new_money(EXACT.abs(self.amount), self.currency)
+
+    @overload
+    def __mul__(self, factor: int) -> Money: ...
+    @overload
+    def __mul__(self, factor: Decimal) -> UnroundedMoney: ...
+    def __mul__(self, factor: int | Decimal) -> Money | UnroundedMoney:
+        """Times an int stays exact Money; times a Decimal gives UnroundedMoney."""
+        if isinstance(factor, bool):
+            return NotImplemented
+        if isinstance(factor, int):
+            return _new_money(EXACT.multiply(self.amount, Decimal(factor)), self.currency)
+        if isinstance(factor, Decimal):
+            return UnroundedMoney(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def _cmp(self, other: object) -> tuple[Decimal, Decimal]:
+        if not isinstance(other, Money):
+            raise TypeError("Money compares only with Money")
+        _same(self.currency, other.currency)
+        return self.amount, other.amount
+
+    def __lt__(self, other: Money) -> bool:
+        a, b = self._cmp(other)
+        return a < b
+
+    def __le__(self, other: Money) -> bool:
+        a, b = self._cmp(other)
+        return a <= b
+
+    def __gt__(self, other: Money) -> bool:
+        a, b = self._cmp(other)
+        return a > b
+
+    def __ge__(self, other: Money) -> bool:
+        a, b = self._cmp(other)
+        return a >= b
+
+    # -- splitting ---------------------------------------------------------------------------
+    def allocate(self, ratios: Sequence[DecimalLike]) -> list[Money]:
+        """Split by ratios, to the minor unit, so that the parts always sum to the whole.
+
+        Each part is the exact share rounded down, and the leftover minor units go one each
+        to the parts with the largest remainders (earlier parts first on ties).
+
+        >>> [str(m) for m in Money.of("100", "USD").allocate([1, 1, 1])]
+        ['33.34 USD', '33.33 USD', '33.33 USD']
+        """
+        weights = [to_decimal(r, "ratio") for r in ratios]
+        if not weights:
+            raise ValidationError("allocate needs at least one ratio")
+        if any(w < 0 for w in weights):
+            raise NegativeAmountError("ratios must not be negative")
+        total = sum((Fraction(w) for w in weights), Fraction(0))
+        if total == 0:
+            raise ValidationError("ratios must not all be zero")
+        whole = self.minor
+        sign = -1 if whole < 0 else 1
+        whole = abs(whole)
+        exact = [Fraction(whole) * Fraction(w) / total for w in weights]
+        parts = [int(x) for x in exact]  # floor: all non-negative
+        leftover = whole - sum(parts)
+        order = sorted(range(len(parts)), key=lambda i: (-(exact[i] - parts[i]), i))
+        for i in order[:leftover]:
+            parts[i] += 1
+        return [Money.from_minor(sign * p, self.currency) for p in parts]
+
+    def split(self, n: int) -> list[Money]:
+        """Split into ``n`` parts as equal as the minor unit allows."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValidationError("split needs a positive number of parts")
+        return self.allocate([1] * n)
+
+    def __repr__(self) -> str:
+        return f"Money({str(self.amount)!r}, {self.currency.code!r})"
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency.code}"
+
+
+@attrs.frozen(slots=True, repr=False)
+class UnroundedMoney:
+    """An intermediate amount of any precision; becomes Money only via :meth:`round`.
+
+    >>> fee = Money.of("7.00", "USD") * Decimal("0.3333")
+    >>> fee
+    UnroundedMoney('2.333100', 'USD')
+    >>> fee.round(Rounding.HALF_EVEN)
+    Money('2.33', 'USD')
+    """
+
+    amount: Decimal = attrs.field(converter=lambda v: to_decimal(v))
+    currency: Currency = attrs.field(converter=Currency.of)
+
+    @classmethod
+    def zero(cls, currency: str | Currency) -> UnroundedMoney:
+        return cls(Decimal(0), Currency.of(currency))
+
+    def round(self, mode: Rounding) -> Money:
+        """Round to the currency's minor unit with the named mode."""
+        if not isinstance(mode, Rounding):
+            raise ValidationError("round() needs a Rounding mode")
+        ctx = EXACT.copy()
+        ctx.traps[decimal.Inexact] = False
+        ctx.rounding = mode.value
+        return _new_money(self.amount.quantize(self.currency.quantum, context=ctx), self.currency)
+
+    def round_with_remainder(self, mode: Rounding) -> tuple[Money, UnroundedMoney]:
+        """The rounded Money and what rounding left over (``rounded + remainder == self``)."""
+        rounded = self.round(mode)
+        return rounded, UnroundedMoney(EXACT.subtract(self.amount, rounded.amount), self.currency)
+
+    def __add__(self, other: UnroundedMoney | Money) -> UnroundedMoney:
+        if not isinstance(other, UnroundedMoney | Money):
+            return NotImplemented
+        _same(self.currency, other.currency)
+        return UnroundedMoney(EXACT.add(self.amount, other.amount), self.currency)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: UnroundedMoney | Money) -> UnroundedMoney:
+        if not isinstance(other, UnroundedMoney | Money):
+            return NotImplemented
+        _same(self.currency, other.currency)
+        return UnroundedMoney(EXACT.subtract(self.amount, other.amount), self.currency)
+
+    def __neg__(self) -> UnroundedMoney:
+        return UnroundedMoney(EXACT.minus(self.amount), self.currency)
+
+    def __mul__(self, factor: int | Decimal) -> UnroundedMoney:
+        if isinstance(factor, bool) or not isinstance(factor, int | Decimal):
+            return NotImplemented
+        return UnroundedMoney(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"UnroundedMoney({str(self.amount)!r}, {self.currency.code!r})"
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency.code} (unrounded)"
+
+

@@ -1,0 +1,33 @@
+"""Aware time only: helpers that reject naive datetimes and normalise to UTC for storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fxcrm_core.kernel.errors import NaiveDatetimeError, ValidationError
+
+__all__ = ["ensure_aware", "to_utc"]
+
+
+def ensure_aware(value: datetime, what: str = "datetime") -> datetime:
+    """Return ``value`` if it carries a time zone, else raise :class:`NaiveDatetimeError`."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{what}: expected a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise NaiveDatetimeError(f"{what}: naive datetime; pass a timezone-aware datetime")
+    return value
+
+
+def to_utc(value: datetime, what: str = "datetime") -> datetime:
+    """The same instant as a plain ``datetime`` in UTC (the storage form).
+
+    >>> from datetime import timedelta, timezone
+    >>> to_utc(datetime(2026, 3, 8, 17, 0, tzinfo=timezone(timedelta(hours=-4)))).isoformat()
+    '2026-03-08T21:00:00+00:00'
+    """
+    aware = ensure_aware(value, what)
+    utc = aware.astimezone(UTC)
+    # pendulum returns its own subclass; storage and equality want the plain type.
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
+    )

@@ -1,0 +1,87 @@
+"""The forex trading-day calendar: days roll at 17:00 New York; the week runs Sun 17:00 to Fri 17:00.
+
+Summer and winter are handled by the America/New_York zone (pendulum), so the roll is 21:00 UTC
+while New York is on daylight time and 22:00 UTC otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import attrs
+import pendulum
+
+from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel.time import ensure_aware, to_utc
+
+__all__ = ["NEW_YORK", "ROLLOVER_HOUR", "TradingCalendar"]
+
+NEW_YORK = pendulum.timezone("America/New_York")
+ROLLOVER_HOUR = 17
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
+
+
+def _raw_day(at: datetime) -> date:
+    """The trading day an instant belongs to, before weekends and closed days are skipped."""
+    ny = pendulum.instance(at).in_timezone(NEW_YORK)
+    day = date(ny.year, ny.month, ny.day)
+    return day + timedelta(days=1) if ny.hour >= ROLLOVER_HOUR else day
+
+
+@attrs.frozen
+class TradingCalendar:
+    """Which trading day an instant belongs to, and whether the market is open then.
+
+    ``closed_days`` lists extra trading days with no session (25 Dec, 1 Jan, ...): the host's
+    choice, as brokers differ.
+
+    >>> cal = TradingCalendar()
+    >>> cal.trading_day(datetime(2026, 7, 1, 20, 59, tzinfo=UTC))  # 16:59 in New York (EDT)
+    datetime.date(2026, 7, 1)
+    >>> cal.trading_day(datetime(2026, 7, 1, 21, 0, tzinfo=UTC))   # 17:00 in New York: rolled
+    datetime.date(2026, 7, 2)
+    """
+
+    closed_days: frozenset[date] = attrs.field(default=frozenset(), converter=frozenset)
+    _by_hour: dict[int, date] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def _day_of(self, at: datetime) -> date:
+        # 17:00 New York is always a whole UTC hour, so the day is constant within a UTC hour:
+        # caching by hour keeps the hot path (one call per deal) off the tz database.
+        hour = (ensure_aware(at, "at") - _EPOCH) // _HOUR
+        day = self._by_hour.get(hour)
+        if day is None:
+            day = _raw_day(_EPOCH + timedelta(hours=hour))
+            self._by_hour[hour] = day
+        return day
+
+    def is_trading_day(self, day: date) -> bool:
+        return day.weekday() < 5 and day not in self.closed_days
+
+    def is_open(self, at: datetime) -> bool:
+        """True while a session runs (Sunday 17:00 to Friday 17:00 New York, less closed days)."""
+        return self.is_trading_day(self._day_of(at))
+
+    def trading_day(self, at: datetime) -> date:
+        """The trading day ``at`` counts for; when closed, the next day that has a session."""
+        day = self._day_of(at)
+        while not self.is_trading_day(day):
+            day += timedelta(days=1)
+        return day
+
+    def session(self, day: date) -> tuple[datetime, datetime]:
+        """Start and end (UTC) of a trading day's session: 17:00 NY the day before to 17:00 NY."""
+        if not self.is_trading_day(day):
+            raise ValidationError("that date has no trading session")
+        end = pendulum.datetime(day.year, day.month, day.day, ROLLOVER_HOUR, tz=NEW_YORK)
+        start = end.subtract(days=1)
+        return to_utc(start), to_utc(end)
+
+    def next_rollover(self, at: datetime) -> datetime:
+        """The first 17:00 New York strictly after ``at`` (UTC)."""
+        ny = pendulum.instance(ensure_aware(at, "at")).in_timezone(NEW_YORK)
+        roll = ny.set(hour=ROLLOVER_HOUR, minute=0, second=0, microsecond=0)
+        if roll <= ny:
+            roll = roll.add(days=1)
+        return to_utc(roll)
