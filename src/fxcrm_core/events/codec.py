@@ -1,0 +1,281 @@
+"""The one codec between domain events and stored bytes.
+
+Write: unstructure (cattrs) → encrypt PII fields per subject → JSON → encrypt the whole payload.
+Read: the reverse, then upcast old versions step by step, then structure into the event class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+import cattrs
+
+from fxcrm_core.events.event import ERASED, DomainEvent, EventMetadata, RecordedEvent
+from fxcrm_core.events.store import NewEvent, StoredEvent
+from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel.errors import CodecError, UnknownEventTypeError, ValidationError
+from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
+from fxcrm_core.kernel.time import to_utc
+
+__all__ = [
+    "EventCodec",
+    "EventRegistry",
+    "FieldCipher",
+    "PayloadCipher",
+    "Upcaster",
+    "make_converter",
+]
+
+EventT = TypeVar("EventT", bound=type[DomainEvent])
+T = TypeVar("T")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
+_ENCRYPTED = b"e"
+_ENC_KEY = "$enc"
+
+
+@runtime_checkable
+class FieldCipher(Protocol):
+    """Encrypts single PII fields under the data subject's own key (privacy plugs in here)."""
+
+    def encrypt_field(self, subject_id: str, field: str, plaintext: str) -> str: ...
+
+    def decrypt_field(self, subject_id: str, field: str, token: str) -> str | None:
+        """The plaintext, or None when the subject's key was destroyed (erased)."""
+        ...
+
+
+@runtime_checkable
+class PayloadCipher(Protocol):
+    """Encrypts whole payloads; ``associated_data`` binds a ciphertext to its stream and type."""
+
+    def encrypt_payload(self, plaintext: bytes, associated_data: bytes) -> bytes: ...
+
+    def decrypt_payload(self, ciphertext: bytes, associated_data: bytes) -> bytes: ...
+
+
+def make_converter() -> cattrs.Converter:
+    """The edge converter: Decimal as string, times as ISO-8601 UTC, Money as ``"10.50 USD"``."""
+    c = cattrs.Converter()
+    c.register_unstructure_hook(Decimal, str)
+    c.register_structure_hook(Decimal, lambda v, _: to_decimal(v))
+    c.register_unstructure_hook(datetime, lambda v: to_utc(v).isoformat())
+    c.register_structure_hook(datetime, lambda v, _: _parse_datetime(v))
+    c.register_unstructure_hook(date, date.isoformat)
+    c.register_structure_hook(date, lambda v, _: date.fromisoformat(v))
+    c.register_unstructure_hook(Currency, lambda v: v.code)
+    c.register_structure_hook(Currency, lambda v, _: Currency.of(v))
+    c.register_unstructure_hook(Money, str)
+    c.register_structure_hook(Money, lambda v, _: Money.parse(v))
+    c.register_unstructure_hook(UnroundedMoney, lambda v: f"{v.amount} {v.currency.code}")
+    c.register_structure_hook(UnroundedMoney, lambda v, _: _parse_unrounded(v))
+    return c
+
+
+def _parse_datetime(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is UTC else to_utc(parsed)
+
+
+def _parse_unrounded(value: str) -> UnroundedMoney:
+    amount, code = value.split(" ")
+    return UnroundedMoney(Decimal(amount), Currency.of(code))
+
+
+@attrs.frozen(slots=True)
+class _Spec:
+    cls: type[DomainEvent]
+    name: str
+    version: int
+    pii_fields: tuple[str, ...]
+    subject: str | None
+
+
+class EventRegistry:
+    """Names, versions and upcasters of the event types a store may hold."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Spec] = {}
+        self._by_class: dict[type[DomainEvent], _Spec] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(
+        self, cls: EventT, *, name: str | None = None, version: int = 1
+    ) -> EventT:
+        """Register an event class (usable as a decorator). The name defaults to the class name."""
+        if not (isinstance(cls, type) and issubclass(cls, DomainEvent) and attrs.has(cls)):
+            raise ValidationError("an event type must be an attrs class deriving DomainEvent")
+        if version < 1:
+            raise ValidationError("event versions start at 1")
+        event_name = name or cls.__name__
+        existing = self._by_name.get(event_name)
+        if existing is not None and existing.cls is not cls:
+            raise ValidationError(f"event name {event_name} is already registered")
+        fields = attrs.fields(cls)
+        pii_fields = tuple(f.name for f in fields if f.metadata.get("pii"))
+        subject = cls.__subject__
+        if pii_fields and (subject is None or subject not in {f.name for f in fields}):
+            raise ValidationError(f"{event_name} has PII fields but no __subject__ field")
+        spec = _Spec(cls, event_name, version, pii_fields, subject)
+        self._by_name[event_name] = spec
+        self._by_class[cls] = spec
+        return cls
+
+    def register_all(self, classes: Iterable[type[DomainEvent]]) -> None:
+        for cls in classes:
+            self.register(cls)
+
+    def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorate a function turning version ``from_version`` of ``name`` into the next one."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            key = (name, from_version)
+            if key in self._upcasters:
+                raise ValidationError(f"{name} v{from_version} already has an upcaster")
+            self._upcasters[key] = fn
+            return fn
+
+        return decorate
+
+    def spec_for_class(self, cls: type[DomainEvent]) -> _Spec:
+        try:
+            return self._by_class[cls]
+        except KeyError:
+            raise UnknownEventTypeError(f"{cls.__name__} is not registered") from None
+
+    def spec_for_name(self, name: str) -> _Spec:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownEventTypeError(f"unknown event type {name!r}") from None
+
+    def upcast(self, name: str, version: int, data: dict[str, Any], target: int) -> dict[str, Any]:
+        while version < target:
+            step = self._upcasters.get((name, version))
+            if step is None:
+                raise CodecError(f"no upcaster for {name} v{version}")
+            data = step(data)
+            version += 1
+        return data
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+
+class EventCodec:
+    """Turns events into stored rows and back; the single place for format, ciphers, upcasts."""
+
+    def __init__(
+        self,
+        registry: EventRegistry,
+        *,
+        converter: cattrs.Converter | None = None,
+        field_cipher: FieldCipher | None = None,
+        payload_cipher: PayloadCipher | None = None,
+    ) -> None:
+        self.registry = registry
+        self.converter = converter or make_converter()
+        self.field_cipher = field_cipher
+        self.payload_cipher = payload_cipher
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        self._loads = json.JSONDecoder().decode
+
+    # -- write ---------------------------------------------------------------------------
+    def encode(self, stream_id: str, event: DomainEvent, metadata: EventMetadata) -> NewEvent:
+        spec = self.registry.spec_for_class(type(event))
+        data: dict[str, Any] = self.converter.unstructure(event, spec.cls)
+        if spec.pii_fields and self.field_cipher is not None:
+            subject = str(getattr(event, spec.subject or ""))
+            for name in spec.pii_fields:
+                value = data.get(name)
+                if value is not None:
+                    token = self.field_cipher.encrypt_field(subject, name, value)
+                    data[name] = {_ENC_KEY: token}
+        if spec.version > 1:
+            data["_v"] = spec.version
+        payload = self._dumps(data).encode()
+        if self.payload_cipher is not None:
+            payload = _ENCRYPTED + self.payload_cipher.encrypt_payload(
+                payload, _associated(stream_id, spec.name)
+            )
+        return NewEvent(spec.name, payload, self.encode_metadata(metadata))
+
+    def encode_metadata(self, metadata: EventMetadata) -> bytes:
+        doc = {"a": metadata.actor}
+        if metadata.correlation_id is not None:
+            doc["c"] = metadata.correlation_id
+        if metadata.causation_id is not None:
+            doc["k"] = metadata.causation_id
+        if metadata.reason is not None:
+            doc["r"] = metadata.reason
+        return self._dumps(doc).encode()
+
+    def encode_state(self, state: object) -> bytes:
+        """An attrs object (an aggregate state for a snapshot) as JSON bytes."""
+        return self._dumps(self.converter.unstructure(state, type(state))).encode()
+
+    def decode_state(self, cls: type[T], raw: bytes) -> T:
+        return self.converter.structure(self._loads(raw.decode()), cls)
+
+    # -- read ----------------------------------------------------------------------------
+    def decode(self, stored: StoredEvent) -> RecordedEvent[DomainEvent]:
+        return RecordedEvent(
+            stored.stream_id,
+            stored.version,
+            stored.position,
+            stored.recorded_at,
+            self.decode_event(stored.stream_id, stored.event_type, stored.data),
+            self.decode_metadata(stored.metadata),
+        )
+
+    def decode_metadata(self, raw: bytes) -> EventMetadata:
+        doc = self._loads(raw.decode())
+        return EventMetadata(doc["a"], doc.get("c"), doc.get("k"), doc.get("r"))
+
+    def decode_event(self, stream_id: str, event_type: str, payload: bytes) -> DomainEvent:
+        spec = self.registry.spec_for_name(event_type)
+        if payload[:1] == _ENCRYPTED:
+            if self.payload_cipher is None:
+                raise CodecError("payload is encrypted but no payload cipher is configured")
+            payload = self.payload_cipher.decrypt_payload(
+                payload[1:], _associated(stream_id, spec.name)
+            )
+        try:
+            data: dict[str, Any] = self._loads(payload.decode())
+        except (UnicodeDecodeError, ValueError):
+            raise CodecError(f"{event_type}: payload is not valid JSON") from None
+        version = data.pop("_v", 1)
+        if version != spec.version:
+            data = self.registry.upcast(spec.name, version, data, spec.version)
+        erased: list[str] = []
+        if spec.pii_fields:
+            subject = str(data.get(spec.subject or ""))
+            for name in spec.pii_fields:
+                value = data.get(name)
+                if isinstance(value, dict) and _ENC_KEY in value:
+                    if self.field_cipher is None:
+                        raise CodecError("field is encrypted but no field cipher is configured")
+                    plain = self.field_cipher.decrypt_field(subject, name, value[_ENC_KEY])
+                    if plain is None:
+                        erased.append(name)
+                        data[name] = ERASED
+                    else:
+                        data[name] = plain
+        try:
+            event = self.converter.structure(data, spec.cls)
+        except Exception:  # cattrs wraps errors in several types; values may be PII
+            raise CodecError(f"{event_type}: payload does not match the event class") from None
+        for name in erased:
+            # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
+            object.__setattr__(event, name, ERASED)
+        return event
+
+
+def _associated(stream_id: str, event_type: str) -> bytes:
+    return f"{stream_id}\0{event_type}".encode()

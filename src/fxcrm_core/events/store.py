@@ -1,0 +1,190 @@
+"""The EventStore port and the small, boring rows it stores.
+
+A store keeps (stream id, version, type, bytes, metadata bytes, recorded-at) and a global
+position; it never looks inside the bytes. Appends are atomic across streams, checked against
+expected versions, and optionally idempotent by a caller-given key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import attrs
+
+from fxcrm_core.kernel.errors import IdempotencyConflictError, ValidationError
+
+__all__ = [
+    "AppendResult",
+    "CheckpointStore",
+    "EventStore",
+    "NewEvent",
+    "Snapshot",
+    "SnapshotStore",
+    "StoredEvent",
+    "StreamAppend",
+    "append_digest",
+    "replay_result",
+    "check_appends",
+    "iter_all",
+]
+
+
+class NewEvent(NamedTuple):
+    """An encoded event waiting to be appended."""
+
+    event_type: str
+    data: bytes
+    metadata: bytes
+
+
+class StoredEvent(NamedTuple):
+    """An event as stored: its place in its stream and in the whole log."""
+
+    position: int
+    stream_id: str
+    version: int
+    event_type: str
+    data: bytes
+    metadata: bytes
+    recorded_at: datetime
+
+
+@attrs.frozen(slots=True)
+class StreamAppend:
+    """Events for one stream, appended only if the stream is at ``expected_version``.
+
+    ``expected_version`` is the number of events the writer saw (0: the stream must not exist);
+    ``None`` skips the check (for append-only streams such as an audit log).
+    """
+
+    stream_id: str
+    expected_version: int | None
+    events: tuple[NewEvent, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen(slots=True)
+class AppendResult:
+    """Where an append landed; ``replayed`` is True when an idempotency key matched."""
+
+    last_position: int
+    versions: Mapping[str, int]
+    replayed: bool = False
+
+
+def check_appends(appends: Sequence[StreamAppend]) -> None:
+    """Shared argument checks for every adapter (so they all refuse the same things)."""
+    if not appends:
+        raise ValidationError("append needs at least one stream")
+    seen: set[str] = set()
+    for a in appends:
+        if not a.stream_id:
+            raise ValidationError("stream id must not be empty")
+        if a.stream_id in seen:
+            raise ValidationError("a stream may appear only once in one append")
+        seen.add(a.stream_id)
+        if a.expected_version is not None and a.expected_version < 0:
+            raise ValidationError("expected version must be >= 0")
+        if not a.events:
+            raise ValidationError("a stream append needs at least one event")
+
+
+def append_digest(appends: Sequence[StreamAppend]) -> bytes:
+    """What an idempotency key is bound to: the streams, types and payloads, in order.
+
+    Metadata (correlation ids, reasons) and expected versions are left out on purpose: a retry
+    of the same command may carry a fresh request id or see a newer stream version.
+    """
+    h = hashlib.sha256()
+    for a in appends:
+        h.update(a.stream_id.encode())
+        h.update(b"\0")
+        for e in a.events:
+            h.update(e.event_type.encode())
+            h.update(b"\0")
+            h.update(len(e.data).to_bytes(8, "big"))
+            h.update(e.data)
+        h.update(b"\1")
+    return h.digest()
+
+
+def replay_result(stored_digest: bytes, stored: AppendResult, digest: bytes) -> AppendResult:
+    """What a retried append gets back: the first result, or a conflict if the content differs."""
+    if stored_digest != digest:
+        raise IdempotencyConflictError(
+            "idempotency key already used for a different operation; nothing was written"
+        )
+    return AppendResult(stored.last_position, stored.versions, replayed=True)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Append-only log of streams. Adapters: memory, SQLite, PostgreSQL, or the host's own.
+
+    Run ``fxcrm_core.testing.EventStoreContract`` against an adapter to show it keeps the rules.
+    """
+
+    def append(
+        self, *appends: StreamAppend, idempotency_key: str | None = None
+    ) -> AppendResult:
+        """Append atomically to one or more streams.
+
+        Raises ConcurrencyError (nothing written) if a stream is not at its expected version,
+        and IdempotencyConflictError if the key was used for different content.
+        """
+        ...
+
+    def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+        """The stream's events with version > ``after_version``, in version order."""
+        ...
+
+    def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Up to ``limit`` events with position > ``after_position``, in position order."""
+        ...
+
+    def stream_version(self, stream_id: str) -> int:
+        """How many events the stream holds (0 if none)."""
+        ...
+
+    def last_position(self) -> int:
+        """The global position of the newest event (0 if the log is empty)."""
+        ...
+
+
+def iter_all(store: EventStore, *, after_position: int = 0, batch: int = 1000) -> Iterator[StoredEvent]:
+    """Every event after a position, read in batches (for projections and full replays)."""
+    position = after_position
+    while True:
+        chunk = store.read_all(after_position=position, limit=batch)
+        if not chunk:
+            return
+        yield from chunk
+        position = chunk[-1].position
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where projections remember the last global position they handled."""
+
+    def get_checkpoint(self, name: str) -> int: ...
+
+    def set_checkpoint(self, name: str, position: int) -> None: ...
+
+
+class Snapshot(NamedTuple):
+    stream_id: str
+    version: int
+    state: bytes
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Optional cache of aggregate states; always rebuildable from the log, so deletable."""
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
+
+    def delete_snapshot(self, stream_id: str) -> None: ...

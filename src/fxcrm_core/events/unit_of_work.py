@@ -1,0 +1,99 @@
+"""The unit of work: everything one command records is committed in one atomic append, or nothing."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TypeVar
+
+import attrs
+
+from fxcrm_core.events.aggregate import Aggregate
+from fxcrm_core.events.event import DomainEvent, EventMetadata
+from fxcrm_core.events.repository import Repository
+from fxcrm_core.events.store import AppendResult, StreamAppend
+from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError, ValidationError
+
+__all__ = ["UnitOfWork"]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+@attrs.define
+class _Pending:
+    expected_version: int
+    version: int
+    events: list[DomainEvent]
+
+
+class UnitOfWork:
+    """Collects the events of one command across aggregates and commits them together.
+
+    Typical use (see docs/events.md for a runnable version)::
+
+        with UnitOfWork(repository, EventMetadata(actor="staff:7")) as uow:
+            wallet = uow.record(wallet, Deposited(...))
+            uow.commit(idempotency_key="psp:abc")
+
+    Leaving the ``with`` block without :meth:`commit` (or by an exception) discards everything.
+    """
+
+    def __init__(self, repository: Repository, metadata: EventMetadata) -> None:
+        self.repository = repository
+        self.metadata = metadata
+        self._pending: dict[str, _Pending] = {}
+        self._done = False
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pending.clear()
+        self._done = True
+
+    def load(self, cls: type[A], aggregate_id: str) -> A | None:
+        return self.repository.load(cls, aggregate_id)
+
+    def get(self, cls: type[A], aggregate_id: str) -> A:
+        return self.repository.get(cls, aggregate_id)
+
+    def record(self, aggregate: A, *events: DomainEvent) -> A:
+        """Apply ``events`` to ``aggregate``, stage them, and return the new state."""
+        if self._done:
+            raise FxCrmError("this unit of work is closed")
+        if not events:
+            raise ValidationError("record needs at least one event")
+        new_state = aggregate.fold(events)
+        pending = self._pending.get(aggregate.stream_id)
+        if pending is None:
+            pending = _Pending(aggregate.version, aggregate.version, [])
+            self._pending[aggregate.stream_id] = pending
+        elif pending.version != aggregate.version:
+            raise ConcurrencyError("record was given a stale state of an aggregate in this unit")
+        pending.events.extend(events)
+        pending.version = new_state.version
+        return new_state
+
+    def commit(self, *, idempotency_key: str | None = None) -> AppendResult:
+        """Append every staged event in one atomic call; the unit is closed afterwards."""
+        if self._done:
+            raise FxCrmError("this unit of work is closed")
+        self._done = True
+        if not self._pending:
+            raise ValidationError("nothing to commit")
+        encode = self.repository.codec.encode
+        meta = self.metadata
+        appends = [
+            StreamAppend(
+                stream_id,
+                p.expected_version,
+                tuple(encode(stream_id, e, meta) for e in p.events),
+            )
+            for stream_id, p in self._pending.items()
+        ]
+        self._pending.clear()
+        return self.repository.store.append(*appends, idempotency_key=idempotency_key)

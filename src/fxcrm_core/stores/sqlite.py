@@ -1,0 +1,295 @@
+"""SQLite adapters of the storage ports: the embedded default (one file, WAL, stdlib sqlite3).
+
+Writers take the database's write lock up front (``BEGIN IMMEDIATE``), check versions, insert,
+and commit, so concurrent writers in threads or processes serialise and global positions are
+handed out in commit order (a reader following positions never skips a late commit).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from fxcrm_core.events.store import (
+    AppendResult,
+    Snapshot,
+    StoredEvent,
+    StreamAppend,
+    append_digest,
+    check_appends,
+    replay_result,
+)
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
+from fxcrm_core.kernel.time import to_utc
+
+__all__ = ["SqliteDatabase", "SqliteEventStore"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fx_events (
+    position    INTEGER PRIMARY KEY,
+    stream_id   TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    event_type  TEXT    NOT NULL,
+    data        BLOB    NOT NULL,
+    metadata    BLOB    NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS fx_idempotency (
+    key    TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fx_checkpoints (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fx_snapshots (
+    stream_id TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL,
+    state     BLOB NOT NULL
+);
+"""
+
+_INSERT = (
+    "INSERT INTO fx_events (stream_id, version, event_type, data, metadata, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_COLUMNS = "position, stream_id, version, event_type, data, metadata, recorded_at"
+
+
+def _micros(when: datetime) -> int:
+    return (to_utc(when) - _EPOCH) // timedelta(microseconds=1)
+
+
+def _row(r: tuple[int, str, int, str, bytes, bytes, int]) -> StoredEvent:
+    return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], _EPOCH + timedelta(microseconds=r[6]))
+
+
+class SqliteDatabase:
+    """One SQLite file shared by the stores built on it; one connection per thread.
+
+    ``synchronous="FULL"`` (the default) makes every commit durable across power loss;
+    ``"NORMAL"`` is durable across application crashes only, and faster.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValidationError("synchronous must be FULL or NORMAL")
+        self.path = str(path)
+        self.synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._lock:
+            conn = self.connection()
+            conn.executescript(_SCHEMA)
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,
+                    timeout=self._busy_timeout_ms / 1000,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite database: {exc}") from None
+            self._local.conn = conn
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock from the start."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot start a write transaction: {exc}") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"commit failed: {exc}") from None
+
+    def close(self) -> None:
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._local = threading.local()
+
+    # The checkpoint and snapshot ports live in the same file, next to the events.
+    def get_checkpoint(self, name: str) -> int:
+        row = (
+            self.connection()
+            .execute("SELECT position FROM fx_checkpoints WHERE name = ?", (name,))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def set_checkpoint(self, name: str, position: int) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO fx_checkpoints (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO fx_snapshots (stream_id, version, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+                "state = excluded.state",
+                snapshot,
+            )
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        row = (
+            self.connection()
+            .execute(
+                "SELECT stream_id, version, state FROM fx_snapshots WHERE stream_id = ?",
+                (stream_id,),
+            )
+            .fetchone()
+        )
+        return Snapshot(row[0], row[1], bytes(row[2])) if row else None
+
+    def delete_snapshot(self, stream_id: str) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM fx_snapshots WHERE stream_id = ?", (stream_id,))
+
+
+class SqliteEventStore:
+    """The EventStore port on a SQLite file.
+
+    >>> import tempfile, os
+    >>> from fxcrm_core.events import NewEvent, StreamAppend
+    >>> store = SqliteEventStore(os.path.join(tempfile.mkdtemp(), "log.sqlite"))
+    >>> store.append(StreamAppend("wallet-1", 0, [NewEvent("Opened", b"{}", b"{}")])).versions
+    {'wallet-1': 1}
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        path: str | Path | SqliteDatabase,
+        *,
+        clock: Clock | None = None,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        self.db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(
+            path, synchronous=synchronous
+        )
+        self._clock = clock or SystemClock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:
+        check_appends(appends)
+        digest = append_digest(appends) if idempotency_key is not None else b""
+        recorded = _micros(self._clock.now())
+        with self.db.write() as conn:
+            if idempotency_key is not None:
+                found = conn.execute(
+                    "SELECT digest, result FROM fx_idempotency WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if found is not None:
+                    doc = json.loads(found[1])
+                    previous = AppendResult(doc["last_position"], doc["versions"])
+                    return replay_result(bytes(found[0]), previous, digest)
+            rows: list[tuple[str, int, str, bytes, bytes, int]] = []
+            versions: dict[str, int] = {}
+            for a in appends:
+                (current,) = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = ?",
+                    (a.stream_id,),
+                ).fetchone()
+                if a.expected_version is not None and current != a.expected_version:
+                    raise ConcurrencyError(
+                        f"stream {a.stream_id} is at version {current}, "
+                        f"expected {a.expected_version}; nothing was written"
+                    )
+                for e in a.events:
+                    current += 1
+                    rows.append((a.stream_id, current, e.event_type, e.data, e.metadata, recorded))
+                versions[a.stream_id] = current
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                # Only reachable if another writer bypassed the write lock.
+                raise ConcurrencyError("a stream changed during the append") from None
+            (last,) = conn.execute("SELECT max(position) FROM fx_events").fetchone()
+            result = AppendResult(last, versions)
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO fx_idempotency (key, digest, result) VALUES (?, ?, ?)",
+                    (
+                        idempotency_key,
+                        digest,
+                        json.dumps({"last_position": last, "versions": versions}),
+                    ),
+                )
+        return result
+
+    def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+        cur = self.db.connection().execute(
+            f"SELECT {_COLUMNS} FROM fx_events WHERE stream_id = ? AND version > ? "  # noqa: S608
+            "ORDER BY version",
+            (stream_id, after_version),
+        )
+        return [_row(r) for r in cur]
+
+    def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        cur = self.db.connection().execute(
+            f"SELECT {_COLUMNS} FROM fx_events WHERE position > ? "  # noqa: S608
+            "ORDER BY position LIMIT ?",
+            (after_position, limit),
+        )
+        return [_row(r) for r in cur]
+
+    def stream_version(self, stream_id: str) -> int:
+        (version,) = (
+            self.db.connection()
+            .execute(
+                "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = ?",
+                (stream_id,),
+            )
+            .fetchone()
+        )
+        return int(version)
+
+    def last_position(self) -> int:
+        (last,) = self.db.connection().execute(
+            "SELECT coalesce(max(position), 0) FROM fx_events"
+        ).fetchone()
+        return int(last)
