@@ -1,4 +1,5 @@
-"""The event-sourcing core: events, aggregates, the EventStore port, codec, projections, units of work.
+"""The event-sourcing core: events, aggregates, the EventStore port, codec, projections, units of
+work.
 
 Imports only ``fxcrm_core.kernel``.
 """

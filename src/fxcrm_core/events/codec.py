@@ -6,11 +6,12 @@ Read: the reverse, then upcast old versions step by step, then structure into th
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import attrs
 import cattrs
@@ -105,11 +106,9 @@ class EventRegistry:
         self._by_class: dict[type[DomainEvent], _Spec] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
 
-    def register(
-        self, cls: EventT, *, name: str | None = None, version: int = 1
-    ) -> EventT:
+    def register(self, cls: EventT, *, name: str | None = None, version: int = 1) -> EventT:
         """Register an event class (usable as a decorator). The name defaults to the class name."""
-        if not (isinstance(cls, type) and issubclass(cls, DomainEvent) and attrs.has(cls)):
+        if not (isinstance(cls, type) and issubclass(cls, DomainEvent) and _is_attrs(cls)):
             raise ValidationError("an event type must be an attrs class deriving DomainEvent")
         if version < 1:
             raise ValidationError("event versions start at 1")
@@ -117,7 +116,7 @@ class EventRegistry:
         existing = self._by_name.get(event_name)
         if existing is not None and existing.cls is not cls:
             raise ValidationError(f"event name {event_name} is already registered")
-        fields = attrs.fields(cls)
+        fields = attrs.fields(cast(Any, cls))
         pii_fields = tuple(f.name for f in fields if f.metadata.get("pii"))
         subject = cls.__subject__
         if pii_fields and (subject is None or subject not in {f.name for f in fields}):
@@ -188,6 +187,19 @@ class EventCodec:
 
     # -- write ---------------------------------------------------------------------------
     def encode(self, stream_id: str, event: DomainEvent, metadata: EventMetadata) -> NewEvent:
+        return self.encode_many(stream_id, (event,), metadata)[0]
+
+    def encode_many(
+        self, stream_id: str, events: Iterable[DomainEvent], metadata: EventMetadata
+    ) -> tuple[NewEvent, ...]:
+        """Encode the events of one command; they share one metadata record."""
+        meta = self.encode_metadata(metadata)
+        return tuple(
+            NewEvent(name, data, meta)
+            for name, data in (self._encode_payload(stream_id, e) for e in events)
+        )
+
+    def _encode_payload(self, stream_id: str, event: DomainEvent) -> tuple[str, bytes]:
         spec = self.registry.spec_for_class(type(event))
         data: dict[str, Any] = self.converter.unstructure(event, spec.cls)
         if spec.pii_fields and self.field_cipher is not None:
@@ -204,7 +216,7 @@ class EventCodec:
             payload = _ENCRYPTED + self.payload_cipher.encrypt_payload(
                 payload, _associated(stream_id, spec.name)
             )
-        return NewEvent(spec.name, payload, self.encode_metadata(metadata))
+        return spec.name, payload
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
         doc = {"a": metadata.actor}
@@ -235,8 +247,7 @@ class EventCodec:
         )
 
     def decode_metadata(self, raw: bytes) -> EventMetadata:
-        doc = self._loads(raw.decode())
-        return EventMetadata(doc["a"], doc.get("c"), doc.get("k"), doc.get("r"))
+        return _decode_metadata(raw)
 
     def decode_event(self, stream_id: str, event_type: str, payload: bytes) -> DomainEvent:
         spec = self.registry.spec_for_name(event_type)
@@ -275,6 +286,20 @@ class EventCodec:
             # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
             object.__setattr__(event, name, ERASED)
         return event
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_metadata(raw: bytes) -> EventMetadata:
+    # Events of one command share their metadata bytes; EventMetadata is immutable.
+    try:
+        doc = json.loads(raw)
+        return EventMetadata(doc["a"], doc.get("c"), doc.get("k"), doc.get("r"))
+    except (ValueError, KeyError, TypeError):
+        raise CodecError("event metadata is corrupt") from None
+
+
+def _is_attrs(cls: type) -> bool:
+    return attrs.has(cls)
 
 
 def _associated(stream_id: str, event_type: str) -> bytes:

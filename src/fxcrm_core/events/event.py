@@ -1,4 +1,4 @@
-"""Domain events and their envelope: what happened, plus who/when/why and where it sits in the log."""
+"""Domain events and their envelope: what happened, who/when/why, and its place in the log."""
 
 from __future__ import annotations
 

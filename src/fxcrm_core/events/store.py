@@ -8,7 +8,7 @@ expected versions, and optionally idempotent by a caller-given key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -52,6 +52,10 @@ class StoredEvent(NamedTuple):
     recorded_at: datetime
 
 
+def _event_tuple(events: Iterable[NewEvent]) -> tuple[NewEvent, ...]:
+    return tuple(events)
+
+
 @attrs.frozen(slots=True)
 class StreamAppend:
     """Events for one stream, appended only if the stream is at ``expected_version``.
@@ -62,7 +66,7 @@ class StreamAppend:
 
     stream_id: str
     expected_version: int | None
-    events: tuple[NewEvent, ...] = attrs.field(converter=tuple)
+    events: tuple[NewEvent, ...] = attrs.field(converter=_event_tuple)
 
 
 @attrs.frozen(slots=True)
@@ -126,9 +130,7 @@ class EventStore(Protocol):
     Run ``fxcrm_core.testing.EventStoreContract`` against an adapter to show it keeps the rules.
     """
 
-    def append(
-        self, *appends: StreamAppend, idempotency_key: str | None = None
-    ) -> AppendResult:
+    def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:
         """Append atomically to one or more streams.
 
         Raises ConcurrencyError (nothing written) if a stream is not at its expected version,
@@ -153,7 +155,9 @@ class EventStore(Protocol):
         ...
 
 
-def iter_all(store: EventStore, *, after_position: int = 0, batch: int = 1000) -> Iterator[StoredEvent]:
+def iter_all(
+    store: EventStore, *, after_position: int = 0, batch: int = 1000
+) -> Iterator[StoredEvent]:
     """Every event after a position, read in batches (for projections and full replays)."""
     position = after_position
     while True:

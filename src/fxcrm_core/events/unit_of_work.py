@@ -1,4 +1,4 @@
-"""The unit of work: everything one command records is committed in one atomic append, or nothing."""
+"""The unit of work: all that one command records is committed in one atomic append, or nothing."""
 
 from __future__ import annotations
 
@@ -85,14 +85,9 @@ class UnitOfWork:
         self._done = True
         if not self._pending:
             raise ValidationError("nothing to commit")
-        encode = self.repository.codec.encode
-        meta = self.metadata
+        encode = self.repository.codec.encode_many
         appends = [
-            StreamAppend(
-                stream_id,
-                p.expected_version,
-                tuple(encode(stream_id, e, meta) for e in p.events),
-            )
+            StreamAppend(stream_id, p.expected_version, encode(stream_id, p.events, self.metadata))
             for stream_id, p in self._pending.items()
         ]
         self._pending.clear()

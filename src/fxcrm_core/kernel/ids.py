@@ -36,11 +36,7 @@ class IdGenerator:
         ms = int(self._clock.now().timestamp() * 1000) & ((1 << 48) - 1)
         with self._lock:
             candidate = (
-                (ms << 80)
-                | (0x7 << 76)
-                | (self._bits(12) << 64)
-                | (0b10 << 62)
-                | self._bits(62)
+                (ms << 80) | (0x7 << 76) | (self._bits(12) << 64) | (0b10 << 62) | self._bits(62)
             )
             if candidate <= self._last:
                 # Same millisecond (or a clock step back): count up from the last id so the

@@ -52,8 +52,8 @@ _registry_lock = threading.Lock()
 class Currency:
     """A currency and the number of decimal places of its minor unit.
 
-    >>> Currency.of("JPY").minor_units, Currency.of("USD").minor_units, Currency.of("KWD").minor_units
-    (0, 2, 3)
+    >>> [Currency.of(code).minor_units for code in ("JPY", "USD", "KWD")]
+    [0, 2, 3]
     """
 
     code: str
@@ -110,10 +110,8 @@ class Currency:
         return self.code
 
 
-# Quantizing in this context raises instead of rounding: used to check exactness.
+# Quantizing in this context raises when a non-zero digit would be lost (dropping zeros is fine).
 _CHECK = EXACT.copy()
-_CHECK.traps[decimal.Inexact] = True
-_CHECK.traps[decimal.Rounded] = True
 _WS = re.compile(r"\s+")
 
 
@@ -125,7 +123,7 @@ def _same(a: Currency, b: Currency) -> None:
 def _exact(amount: Decimal, currency: Currency) -> Decimal:
     try:
         return amount.quantize(currency.quantum, context=_CHECK)
-    except (decimal.Inexact, decimal.Rounded):
+    except decimal.Inexact:
         raise PrecisionError(
             f"{currency.code} amounts have at most {currency.minor_units} decimal places"
         ) from None
@@ -187,6 +185,11 @@ class Money:
         """Parse the canonical form ``"10.50 USD"`` (``"USD 10.50"`` is accepted too)."""
         if not isinstance(text, str):
             raise ValidationError("Money.parse takes a string")
+        amount, _, code = text.rpartition(" ")
+        currency = _registry.get(code)
+        if currency is not None:
+            # The canonical form, as stored by the codec: skip the general parser.
+            return _new_money(_exact(to_decimal(amount), currency), currency)
         parts = text.split()
         if len(parts) != 2:
             raise ValidationError("money text must be '<amount> <currency>'")
@@ -201,7 +204,7 @@ class Money:
         cur = Currency.of(currency)
         try:
             symbol = babel.numbers.get_currency_symbol(cur.code, locale)
-        except Exception:  # noqa: BLE001 - babel raises several types for a bad locale
+        except Exception:
             raise ValidationError("unknown locale") from None
         rest = text.replace(symbol, "") if symbol else text
         rest = _WS.sub("", rest.replace(cur.code, ""))
@@ -350,6 +353,14 @@ class Money:
         return f"{self.amount} {self.currency.code}"
 
 
+def _any_decimal(value: DecimalLike) -> Decimal:
+    return to_decimal(value)
+
+
+def _any_currency(value: str | Currency) -> Currency:
+    return Currency.of(value)
+
+
 @attrs.frozen(slots=True, repr=False)
 class UnroundedMoney:
     """An intermediate amount of any precision; becomes Money only via :meth:`round`.
@@ -361,8 +372,8 @@ class UnroundedMoney:
     Money('2.33', 'USD')
     """
 
-    amount: Decimal = attrs.field(converter=lambda v: to_decimal(v))
-    currency: Currency = attrs.field(converter=Currency.of)
+    amount: Decimal = attrs.field(converter=_any_decimal)
+    currency: Currency = attrs.field(converter=_any_currency)
 
     @classmethod
     def zero(cls, currency: str | Currency) -> UnroundedMoney:
@@ -411,5 +422,3 @@ class UnroundedMoney:
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency.code} (unrounded)"
-
-

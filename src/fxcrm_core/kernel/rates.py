@@ -33,6 +33,10 @@ def _positive_rate(value: DecimalLike) -> Decimal:
     return rate
 
 
+def _as_of(value: datetime) -> datetime:
+    return to_utc(value, "as_of")
+
+
 @attrs.frozen(slots=True)
 class ExchangeRate:
     """One unit of ``base`` is worth ``rate`` units of ``quote``, per ``source`` at ``as_of``.
@@ -41,14 +45,14 @@ class ExchangeRate:
     >>> eurusd = ExchangeRate.of("EUR", "USD", "1.0850", "ecb", datetime(2026, 1, 5, tzinfo=UTC))
     >>> c = eurusd.convert(Money.of("100", "EUR"))
     >>> c.result, c.round(Rounding.HALF_EVEN)
-    (UnroundedMoney('108.5000', 'USD'), Money('108.50', 'USD'))
+    (UnroundedMoney('108.500000', 'USD'), Money('108.50', 'USD'))
     """
 
     base: Currency
     quote: Currency
     rate: Decimal = attrs.field(converter=_positive_rate)
     source: str
-    as_of: datetime = attrs.field(converter=lambda v: to_utc(v, "as_of"))
+    as_of: datetime = attrs.field(converter=_as_of)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.base, Currency) or not isinstance(self.quote, Currency):
@@ -130,7 +134,9 @@ class RateTable:
     ``max_age`` refuses rates older than that at the asked time (a stale rate is not a rate).
     """
 
-    def __init__(self, rates: list[ExchangeRate] | None = None, *, max_age: timedelta | None = None):
+    def __init__(
+        self, rates: list[ExchangeRate] | None = None, *, max_age: timedelta | None = None
+    ):
         self._series: dict[tuple[str, str], list[tuple[datetime, ExchangeRate]]] = {}
         self._max_age = max_age
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""The forex trading-day calendar: days roll at 17:00 New York; the week runs Sun 17:00 to Fri 17:00.
+"""The forex trading-day calendar: days roll at 17:00 New York; the week is Sun 17:00 to Fri 17:00.
 
 Summer and winter are handled by the America/New_York zone (pendulum), so the roll is 21:00 UTC
 while New York is on daylight time and 22:00 UTC otherwise.
@@ -6,6 +6,7 @@ while New York is on daylight time and 22:00 UTC otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import attrs
@@ -29,6 +30,10 @@ def _raw_day(at: datetime) -> date:
     return day + timedelta(days=1) if ny.hour >= ROLLOVER_HOUR else day
 
 
+def _date_set(days: Iterable[date]) -> frozenset[date]:
+    return frozenset(days)
+
+
 @attrs.frozen
 class TradingCalendar:
     """Which trading day an instant belongs to, and whether the market is open then.
@@ -43,7 +48,7 @@ class TradingCalendar:
     datetime.date(2026, 7, 2)
     """
 
-    closed_days: frozenset[date] = attrs.field(default=frozenset(), converter=frozenset)
+    closed_days: frozenset[date] = attrs.field(default=frozenset(), converter=_date_set)
     _by_hour: dict[int, date] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _day_of(self, at: datetime) -> date:

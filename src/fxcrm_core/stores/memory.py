@@ -52,7 +52,13 @@ class MemoryEventStore:
                 for e in a.events:
                     position += 1
                     stored = StoredEvent(
-                        position, a.stream_id, len(stream) + 1, e.event_type, e.data, e.metadata, now
+                        position,
+                        a.stream_id,
+                        len(stream) + 1,
+                        e.event_type,
+                        e.data,
+                        e.metadata,
+                        now,
                     )
                     stream.append(stored)
                     self._log.append(stored)
@@ -103,5 +109,3 @@ class MemorySnapshotStore:
 
     def delete_snapshot(self, stream_id: str) -> None:
         self._snapshots.pop(stream_id, None)
-
-

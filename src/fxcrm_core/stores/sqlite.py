@@ -206,8 +206,10 @@ class SqliteEventStore:
         clock: Clock | None = None,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
     ) -> None:
-        self.db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(
-            path, synchronous=synchronous
+        self.db = (
+            path
+            if isinstance(path, SqliteDatabase)
+            else SqliteDatabase(path, synchronous=synchronous)
         )
         self._clock = clock or SystemClock()
 
@@ -289,7 +291,9 @@ class SqliteEventStore:
         return int(version)
 
     def last_position(self) -> int:
-        (last,) = self.db.connection().execute(
-            "SELECT coalesce(max(position), 0) FROM fx_events"
-        ).fetchone()
+        (last,) = (
+            self.db.connection()
+            .execute("SELECT coalesce(max(position), 0) FROM fx_events")
+            .fetchone()
+        )
         return int(last)

@@ -46,9 +46,7 @@ def _ev(n: int, kind: str = "Happened") -> NewEvent:
 
 
 _payloads = st.binary(min_size=0, max_size=64)
-_new_events = st.builds(
-    NewEvent, st.sampled_from(["A", "B", "Ünïcode"]), _payloads, _payloads
-)
+_new_events = st.builds(NewEvent, st.sampled_from(["A", "B", "Ünïcode"]), _payloads, _payloads)
 
 
 class EventStoreContract:
@@ -84,7 +82,9 @@ class EventStoreContract:
         assert [(e.stream_id, e.version) for e in events] == [("s-1", 1), ("s-1", 2)]
         assert [e.data for e in events] == [_ev(1).data, _ev(2).data]
         assert [e.metadata for e in events] == [b'{"a":"test"}'] * 2
-        assert all(e.recorded_at == T0 and e.recorded_at.utcoffset() == timedelta(0) for e in events)
+        assert all(
+            e.recorded_at == T0 and e.recorded_at.utcoffset() == timedelta(0) for e in events
+        )
         assert events[0].position < events[1].position == result.last_position
 
     def test_read_stream_after_version_and_unknown_stream(self, store: EventStore) -> None:
@@ -186,7 +186,10 @@ class EventStoreContract:
 
     # -- laws --------------------------------------------------------------------------------
     @settings(
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
         deadline=None,
     )
     @given(batches=st.lists(st.lists(_new_events, min_size=1, max_size=4), max_size=6))
@@ -258,7 +261,6 @@ class EventStoreContract:
         assert all(store.stream_version(f"own-{n}") == per_thread for n in range(writers))
         positions = [e.position for e in store.read_all(limit=10_000)]
         assert positions == list(range(1, 2 * per_thread * writers + 1))
-
 
 
 class SharedEventStoreContract(EventStoreContract):

@@ -1,0 +1,324 @@
+"""Event-store throughput as ratios against baselines measured in the same run.
+
+Each round runs every measurement once, on fresh files, and computes its ratios; the report
+gives the median of the rounds (this machine is noisy, pairs within a round share its noise).
+
+    python benchmarks/bench_event_store.py            # the full run (about two minutes)
+    python benchmarks/bench_event_store.py --quick    # a smoke run with tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application as EsApplication
+from eventsourcing.domain import Aggregate as EsAggregate
+from eventsourcing.domain import event as es_event
+
+from fxcrm_core.broker import Broker
+from fxcrm_core.demo import DEMO_EVENTS, CashDesk, CashReceived, DeskOpened
+from fxcrm_core.events import EventCodec, EventMetadata, EventRegistry, NewEvent, StreamAppend
+from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.stores import MemoryEventStore, SqliteEventStore
+
+T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
+META = EventMetadata("psp:callback", "corr-0123456789", reason="deposit confirmed")
+SYNC = "FULL"  # the same durability for our store and the raw baselines
+
+
+def _codec() -> EventCodec:
+    reg = EventRegistry()
+    reg.register_all(DEMO_EVENTS)
+    return EventCodec(reg)
+
+
+def _events(n: int) -> list[CashReceived]:
+    return [CashReceived(Money.from_minor(10_000 + i, "USD"), f"psp-{i:09d}") for i in range(n)]
+
+
+def _rows(codec: EventCodec, n: int) -> list[NewEvent]:
+    return [codec.encode("desk-bench", e, META) for e in _events(n)]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _raw_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={SYNC}")
+    conn.execute(
+        "CREATE TABLE t (position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, "
+        "version INTEGER NOT NULL, event_type TEXT NOT NULL, data BLOB NOT NULL, "
+        "metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL, UNIQUE (stream_id, version))"
+    )
+    return conn
+
+
+# -- measurements: each returns seconds for the work it names -------------------------------
+def raw_executemany(d: Path, rows: list[NewEvent], batch: int) -> float:
+    conn = _raw_db(d / "raw_many.sqlite")
+    tuples = [
+        ("desk-bench", i + 1, r.event_type, r.data, r.metadata, 0) for i, r in enumerate(rows)
+    ]
+
+    def run() -> None:
+        for i in range(0, len(tuples), batch):
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO t (stream_id, version, event_type, data, metadata, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                tuples[i : i + batch],
+            )
+            conn.execute("COMMIT")
+
+    return _timed(run)
+
+
+def store_batched(d: Path, rows: list[NewEvent], batch: int, name: str) -> float:
+    store = SqliteEventStore(d / f"{name}.sqlite", clock=FixedClock(T0), synchronous=SYNC)
+
+    def run() -> None:
+        for i in range(0, len(rows), batch):
+            store.append(StreamAppend("desk-bench", i, rows[i : i + batch]))
+
+    return _timed(run)
+
+
+def full_stack_batched(broker: Broker, n: int, batch: int) -> float:
+    events = _events(n)
+
+    def run() -> None:
+        desk = CashDesk.blank("bench")
+        for i in range(0, n, batch):
+            with broker.unit_of_work("psp:callback", correlation_id="c") as uow:
+                if i == 0:
+                    desk = uow.record(desk, DeskOpened(Currency.of("USD")))
+                desk = uow.record(desk, *events[i : i + batch])
+                uow.commit()
+
+    return _timed(run)
+
+
+def raw_commits(d: Path, rows: list[NewEvent]) -> float:
+    conn = _raw_db(d / "raw_commit.sqlite")
+
+    def run() -> None:
+        for i, r in enumerate(rows):
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO t (stream_id, version, event_type, data, metadata, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ("desk-bench", i + 1, r.event_type, r.data, r.metadata, 0),
+            )
+            conn.execute("COMMIT")
+
+    return _timed(run)
+
+
+def store_per_command(d: Path, rows: list[NewEvent]) -> float:
+    store = SqliteEventStore(d / "per_cmd.sqlite", clock=FixedClock(T0), synchronous=SYNC)
+
+    def run() -> None:
+        for i, r in enumerate(rows):
+            store.append(StreamAppend("desk-bench", i, [r]))
+
+    return _timed(run)
+
+
+def raw_scan_decode(path: Path) -> float:
+    conn = sqlite3.connect(path)
+
+    def run() -> None:
+        loads = json.loads
+        for row in conn.execute(
+            "SELECT position, stream_id, version, event_type, data, metadata, recorded_at "
+            "FROM fx_events ORDER BY position"
+        ):
+            loads(row[4])
+            loads(row[5])
+
+    return _timed(run)
+
+
+def store_replay(store: Any, codec: EventCodec) -> float:
+    def run() -> None:
+        decode = codec.decode
+        position = 0
+        while True:
+            chunk = store.read_all(after_position=position, limit=5000)
+            if not chunk:
+                return
+            for stored in chunk:
+                decode(stored)
+            position = chunk[-1].position
+
+    return _timed(run)
+
+
+def aggregate_load(broker: Broker) -> float:
+    return _timed(lambda: broker.repository.get(CashDesk, "bench"))
+
+
+# -- the eventsourcing library doing the same work -------------------------------------------
+class EsDesk(EsAggregate):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.balance = Decimal(0)
+
+    @es_event("Received")  # type: ignore[untyped-decorator]
+    def receive(self, amount: Decimal, psp_reference: str) -> None:
+        self.balance += amount
+
+
+def _es_app(db: Path | None) -> Any:
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)} if db else {}
+    return EsApplication(env=env), EsDesk
+
+
+def es_batched(db: Path | None, n: int, batch: int) -> tuple[float, Any, Any]:
+    app, desk_cls = _es_app(db)
+    amounts = [(Decimal(10_000 + i) / 100, f"psp-{i:09d}") for i in range(n)]
+
+    def run() -> Any:
+        desk = desk_cls()
+        for i in range(0, n, batch):
+            for amount, ref in amounts[i : i + batch]:
+                desk.receive(amount, ref)
+            app.save(desk)
+        return desk
+
+    start = time.perf_counter()
+    desk = run()
+    return time.perf_counter() - start, app, desk.id
+
+
+def es_load(app: Any, desk_id: Any) -> float:
+    return _timed(lambda: app.repository.get(desk_id))
+
+
+# -- the run ---------------------------------------------------------------------------------
+def one_round(n: int, batch: int, commands: int) -> dict[str, float]:
+    codec = _codec()
+    rows = _rows(codec, n)
+    cmd_rows = rows[:commands]
+    r: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        r["raw_executemany"] = n / raw_executemany(d, rows, batch)
+        r["sqlite_batched"] = n / store_batched(d, rows, batch, "batched")
+        r["raw_commit"] = commands / raw_commits(d, cmd_rows)
+        r["sqlite_per_command"] = commands / store_per_command(d, cmd_rows)
+
+        sq = Broker.sqlite(
+            d / "full.sqlite", clock=FixedClock(T0), events=DEMO_EVENTS, synchronous=SYNC
+        )
+        r["sqlite_full_stack_batched"] = n / full_stack_batched(sq, n, batch)
+        r["raw_scan_decode"] = (n + 1) / raw_scan_decode(d / "full.sqlite")
+        r["sqlite_replay"] = (n + 1) / store_replay(sq.store, sq.codec)
+        r["sqlite_aggregate_load"] = (n + 1) / aggregate_load(sq)
+        sq.close()
+
+        mem = Broker.in_memory(clock=FixedClock(T0), events=DEMO_EVENTS)
+        r["memory_full_stack_batched"] = n / full_stack_batched(mem, n, batch)
+        assert isinstance(mem.store, MemoryEventStore)
+        r["memory_replay"] = (n + 1) / store_replay(mem.store, mem.codec)
+        r["memory_aggregate_load"] = (n + 1) / aggregate_load(mem)
+
+        secs, app, desk_id = es_batched(d / "es.sqlite", n, batch)
+        r["es_sqlite_batched"] = n / secs
+        r["es_sqlite_aggregate_load"] = (n + 1) / es_load(app, desk_id)
+        secs, app, desk_id = es_batched(None, n, batch)
+        r["es_popo_batched"] = n / secs
+        r["es_popo_aggregate_load"] = (n + 1) / es_load(app, desk_id)
+    return r
+
+
+RATIOS: list[tuple[str, str, str, float | None]] = [
+    ("batched append vs raw executemany", "sqlite_batched", "raw_executemany", 0.40),
+    ("per-command append vs raw commit", "sqlite_per_command", "raw_commit", 0.60),
+    ("replay (read+decode) vs raw scan+json", "sqlite_replay", "raw_scan_decode", 0.35),
+    (
+        "full-stack batched append vs raw executemany",
+        "sqlite_full_stack_batched",
+        "raw_executemany",
+        None,
+    ),
+    (
+        "SQLite batched append vs eventsourcing",
+        "sqlite_full_stack_batched",
+        "es_sqlite_batched",
+        2.5,
+    ),
+    (
+        "SQLite aggregate replay vs eventsourcing",
+        "sqlite_aggregate_load",
+        "es_sqlite_aggregate_load",
+        2.0,
+    ),
+    (
+        "memory batched append vs eventsourcing POPO",
+        "memory_full_stack_batched",
+        "es_popo_batched",
+        2.5,
+    ),
+    (
+        "memory aggregate replay vs eventsourcing POPO",
+        "memory_aggregate_load",
+        "es_popo_aggregate_load",
+        2.0,
+    ),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    n, batch, commands, rounds = (
+        (600, 100, 30, 1) if args.quick else (20_000, 1_000, 300, args.rounds or 5)
+    )
+    print(
+        f"events per round {n}, batch {batch}, commands {commands}, rounds {rounds}, "
+        f"synchronous={SYNC}, python {sys.version.split()[0]}, cpus {os.cpu_count()}"
+    )
+    results = [one_round(n, batch, commands) for _ in range(rounds)]
+    print(f"\n{'throughput (median, events/s)':<40}{'':>14}")
+    for key in results[0]:
+        print(f"  {key:<38}{statistics.median(r[key] for r in results):>14,.0f}")
+    print(f"\n{'ratio (median of paired rounds)':<48}{'ratio':>8}{'target':>9}")
+    report: dict[str, Any] = {"throughput": {}, "ratios": {}}
+    failed = 0
+    for label, ours, base, target in RATIOS:
+        ratio = statistics.median(r[ours] / r[base] for r in results)
+        mark = "" if target is None else ("  ok" if ratio >= target else "  BELOW TARGET")
+        failed += target is not None and ratio < target
+        shown = "-" if target is None else f">= {target:g}"
+        print(f"  {label:<46}{ratio:>8.2f}{shown:>9}{mark}")
+        report["ratios"][label] = {"ratio": ratio, "target": target}
+    for key in results[0]:
+        report["throughput"][key] = statistics.median(r[key] for r in results)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(f"\n{failed} ratio(s) below target" if failed else "\nall ratios meet their targets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

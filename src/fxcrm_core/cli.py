@@ -1,0 +1,26 @@
+"""The ``fxcrm`` command: ``fxcrm demo`` runs the demo broker day on SQLite."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from fxcrm_core import __version__
+from fxcrm_core.demo import DEFAULT_DB, run_demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fxcrm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fxcrm_core {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the demo broker day on a SQLite file")
+    demo.add_argument("--db", type=Path, default=DEFAULT_DB, help="SQLite file (recreated)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        run_demo(args.db)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
