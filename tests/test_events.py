@@ -124,6 +124,20 @@ def test_corrupt_payloads_are_codec_errors_that_do_not_echo_data() -> None:
     assert info.value.__cause__ is None
 
 
+def test_values_json_cannot_hold_are_codec_errors() -> None:
+    @attrs.frozen
+    class Odd(DomainEvent):
+        value: object
+
+    reg = EventRegistry()
+    reg.register(Odd)
+    codec = EventCodec(reg)
+    with pytest.raises(CodecError):
+        codec.encode("s", Odd(float("nan")), META)
+    with pytest.raises(CodecError):
+        codec.encode("s", Odd(object()), META)
+
+
 def test_registry_refuses_pii_without_subject_and_duplicate_names() -> None:
     @attrs.frozen
     class Leaky(DomainEvent):

@@ -117,9 +117,8 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
     out("\n== Money")
     fee = Money.of("100.00", "USD")
     shares = fee.allocate([Decimal(20), Decimal(5), Decimal(2)])
-    out(
-        f"  {fee} shared 20:5:2 -> {', '.join(map(str, shares))} (sum {sum(shares, Money.zero(fee.currency))})"
-    )
+    total = sum(shares, Money.zero(fee.currency))
+    out(f"  {fee} shared 20:5:2 -> {', '.join(map(str, shares))} (sum {total})")
     for locale in ("en_US", "zh_CN"):
         out(
             f"  {locale}: {Money.of('1234567.891', 'KWD').format(locale)}, "

@@ -182,7 +182,7 @@ class EventCodec:
         self.converter = converter or make_converter()
         self.field_cipher = field_cipher
         self.payload_cipher = payload_cipher
-        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        self._dumps = _make_dumps()
         self._loads = json.JSONDecoder().decode
 
     # -- write ---------------------------------------------------------------------------
@@ -194,9 +194,9 @@ class EventCodec:
     ) -> tuple[NewEvent, ...]:
         """Encode the events of one command; they share one metadata record."""
         meta = self.encode_metadata(metadata)
+        encode = self._encode_payload
         return tuple(
-            NewEvent(name, data, meta)
-            for name, data in (self._encode_payload(stream_id, e) for e in events)
+            NewEvent(name, data, meta) for name, data in (encode(stream_id, e) for e in events)
         )
 
     def _encode_payload(self, stream_id: str, event: DomainEvent) -> tuple[str, bytes]:
@@ -211,7 +211,10 @@ class EventCodec:
                     data[name] = {_ENC_KEY: token}
         if spec.version > 1:
             data["_v"] = spec.version
-        payload = self._dumps(data).encode()
+        try:
+            payload = self._dumps(data).encode()
+        except ValueError:  # NaN or infinite floats: JSON cannot hold them
+            raise CodecError(f"{spec.name}: a value cannot be stored as JSON") from None
         if self.payload_cipher is not None:
             payload = _ENCRYPTED + self.payload_cipher.encrypt_payload(
                 payload, _associated(stream_id, spec.name)
@@ -286,6 +289,28 @@ class EventCodec:
             # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
             object.__setattr__(event, name, ERASED)
         return event
+
+
+def _not_json(value: object) -> object:
+    raise CodecError(f"cannot store a {type(value).__name__} in an event payload")
+
+
+def _make_dumps() -> Callable[[object], str]:
+    """Compact JSON text. ``JSONEncoder.encode`` builds a new C encoder per call; on the append
+    hot path we build it once (falling back to the pure-Python encoder where C is missing)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_not_json
+        ).encode
+    c_encode = make(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def dumps(value: object) -> str:
+        return "".join(c_encode(value, 0))
+
+    return dumps
 
 
 @functools.lru_cache(maxsize=4096)
