@@ -44,11 +44,11 @@ class BonusAccount(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case BonusAccountOpened(client_id=client_id):
-                return attrs.evolve(self, client_id=client_id)
+                return self.evolve(client_id=client_id)
             case BonusGranted(amount=amount):
-                return attrs.evolve(self, available=self.available + amount)
+                return self.evolve(available=self.available + amount)
             case BonusUsed(amount=amount):
-                return attrs.evolve(self, available=self.available - amount)
+                return self.evolve(available=self.available - amount)
         raise ValidationError(f"BonusAccount cannot apply {type(event).__name__}")
 
     def grant(self, amount: Money, campaign: str) -> list[DomainEvent]:

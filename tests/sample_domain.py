@@ -52,13 +52,13 @@ class Till(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case TillOpened(currency=cur, holder=holder):
-                return attrs.evolve(self, holder=holder, balance=Money.zero(cur))
+                return self.evolve(holder=holder, balance=Money.zero(cur))
             case CashPaidIn(amount=amount):
-                return attrs.evolve(self, balance=self._balance + amount)
+                return self.evolve(balance=self._balance + amount)
             case CashPaidOut(amount=amount):
-                return attrs.evolve(self, balance=self._balance - amount)
+                return self.evolve(balance=self._balance - amount)
             case TillClosed():
-                return attrs.evolve(self, closed=True)
+                return self.evolve(closed=True)
         raise ValidationError(f"Till cannot apply {type(event).__name__}")
 
     @property

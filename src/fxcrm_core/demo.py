@@ -57,11 +57,11 @@ class CashDesk(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case DeskOpened(currency=currency):
-                return attrs.evolve(self, balance=Money.zero(currency))
+                return self.evolve(balance=Money.zero(currency))
             case CashReceived(amount=amount):
-                return attrs.evolve(self, balance=self.cash + amount, received=self.received + 1)
+                return self.evolve(balance=self.cash + amount, received=self.received + 1)
             case CashPaid(amount=amount):
-                return attrs.evolve(self, balance=self.cash - amount)
+                return self.evolve(balance=self.cash - amount)
         raise ValidationError(f"CashDesk cannot apply {type(event).__name__}")
 
     @property

@@ -182,6 +182,7 @@ class EventCodec:
         self.converter = converter or make_converter()
         self.field_cipher = field_cipher
         self.payload_cipher = payload_cipher
+        self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
         self._loads = json.JSONDecoder().decode
 
@@ -201,7 +202,11 @@ class EventCodec:
 
     def _encode_payload(self, stream_id: str, event: DomainEvent) -> tuple[str, bytes]:
         spec = self.registry.spec_for_class(type(event))
-        data: dict[str, Any] = self.converter.unstructure(event, spec.cls)
+        unstructure = self._unstructure.get(spec.cls)
+        if unstructure is None:
+            unstructure = self.converter.get_unstructure_hook(spec.cls)
+            self._unstructure[spec.cls] = unstructure
+        data = unstructure(event)
         if spec.pii_fields and self.field_cipher is not None:
             subject = str(getattr(event, spec.subject or ""))
             for name in spec.pii_fields:

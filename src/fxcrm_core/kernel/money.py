@@ -131,11 +131,14 @@ def _exact(amount: Decimal, currency: Currency) -> Decimal:
         raise ValidationError("amount is too large") from None
 
 
+_set = object.__setattr__
+
+
 def _new_money(amount: Decimal, currency: Currency) -> Money:
     # Internal fast path for values already known exact at the minor unit.
     m = object.__new__(Money)
-    object.__setattr__(m, "amount", amount)
-    object.__setattr__(m, "currency", currency)
+    _set(m, "amount", amount)
+    _set(m, "currency", currency)
     return m
 
 
@@ -258,13 +261,15 @@ class Money:
     def __add__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
-        _same(self.currency, other.currency)
+        if other.currency is not self.currency:
+            _same(self.currency, other.currency)
         return _new_money(EXACT.add(self.amount, other.amount), self.currency)
 
     def __sub__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
-        _same(self.currency, other.currency)
+        if other.currency is not self.currency:
+            _same(self.currency, other.currency)
         return _new_money(EXACT.subtract(self.amount, other.amount), self.currency)
 
     def __neg__(self) -> Money:
