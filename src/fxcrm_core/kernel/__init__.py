@@ -5,6 +5,7 @@ It imports nothing else from fxcrm_core; everything else may import it.
 
 from fxcrm_core.kernel.clock import Clock, FixedClock, SystemClock
 from fxcrm_core.kernel.errors import (
+    AccessDeniedError,
     CodecError,
     ConcurrencyError,
     CurrencyMismatchError,
@@ -16,7 +17,9 @@ from fxcrm_core.kernel.errors import (
     NotFoundError,
     PrecisionError,
     RateNotFoundError,
+    RetentionHoldError,
     StoreError,
+    SubjectErasedError,
     UnknownCurrencyError,
     UnknownEventTypeError,
     ValidationError,
@@ -28,6 +31,7 @@ from fxcrm_core.kernel.time import ensure_aware, to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
 
 __all__ = [
+    "AccessDeniedError",
     "Clock",
     "CodecError",
     "ConcurrencyError",
@@ -47,9 +51,11 @@ __all__ = [
     "PrecisionError",
     "RateNotFoundError",
     "RateSource",
+    "RetentionHoldError",
     "RateTable",
     "Rounding",
     "StoreError",
+    "SubjectErasedError",
     "SystemClock",
     "TradingCalendar",
     "UnknownCurrencyError",

@@ -93,6 +93,24 @@ class CodecError(FxCrmError, ValueError):
     default_message = "stored event could not be decoded"
 
 
+class AccessDeniedError(FxCrmError, PermissionError):
+    """The actor lacks the permission, or the row is outside what its role may see."""
+
+    default_message = "access denied"
+
+
+class SubjectErasedError(FxCrmError, PermissionError):
+    """The data subject was erased: no new personal data may be stored under it."""
+
+    default_message = "the data subject was erased"
+
+
+class RetentionHoldError(FxCrmError, PermissionError):
+    """Erasure refused: records must be kept (AML retention or a legal hold)."""
+
+    default_message = "erasure refused: a retention hold applies"
+
+
 class StoreError(FxCrmError, OSError):
     """The storage adapter failed for a reason outside the domain (I/O, schema)."""
 

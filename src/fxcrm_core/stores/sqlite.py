@@ -114,6 +114,8 @@ class SqliteDatabase:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+                # Overwrite deleted content (destroyed keys, replaced snapshots) with zeros.
+                conn.execute("PRAGMA secure_delete=ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database: {exc}") from None
             self._local.conn = conn
@@ -139,6 +141,10 @@ class SqliteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"commit failed: {exc}") from None
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file and truncate it (after destroying key bytes)."""
+        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         for conn in self._all:

@@ -6,6 +6,7 @@ Needs pytest and hypothesis (the ``dev`` extra). See docs/stores.md.
 from fxcrm_core.testing.contract import (
     CheckpointStoreContract,
     EventStoreContract,
+    KeyStoreContract,
     SharedEventStoreContract,
     SnapshotStoreContract,
 )
@@ -13,6 +14,7 @@ from fxcrm_core.testing.contract import (
 __all__ = [
     "CheckpointStoreContract",
     "EventStoreContract",
+    "KeyStoreContract",
     "SharedEventStoreContract",
     "SnapshotStoreContract",
 ]

@@ -29,11 +29,13 @@ from fxcrm_core.kernel.errors import (
     IdempotencyConflictError,
     ValidationError,
 )
+from fxcrm_core.privacy.keys import KeyStore, WrappedKey
 from fxcrm_core.testing import _workers
 
 __all__ = [
     "CheckpointStoreContract",
     "EventStoreContract",
+    "KeyStoreContract",
     "SharedEventStoreContract",
     "SnapshotStoreContract",
 ]
@@ -343,3 +345,54 @@ class SnapshotStoreContract:
         assert snaps.load_snapshot("w-1") == Snapshot("w-1", 5, b"newer")
         snaps.delete_snapshot("w-1")
         assert snaps.load_snapshot("w-1") is None
+
+
+class KeyStoreContract:
+    """The contract of the privacy KeyStore port: implement :meth:`make_keystore`."""
+
+    def make_keystore(self, directory: Path) -> KeyStore:
+        raise NotImplementedError
+
+    @staticmethod
+    def _key(subject: str, key_id: str = "k1", wrapped: bytes = b"wrapped-1") -> WrappedKey:
+        return WrappedKey(subject, key_id, "m1", wrapped, T0)
+
+    def test_put_new_keeps_the_first_key(self, tmp_path: Path) -> None:
+        ks = self.make_keystore(tmp_path)
+        assert ks.get("c-1") is None
+        first = ks.put_new(self._key("c-1"))
+        again = ks.put_new(self._key("c-1", "k2", b"other"))
+        assert first == again == ks.get("c-1")
+        assert (first.key_id, first.wrapped, first.created_at) == ("k1", b"wrapped-1", T0)
+
+    def test_destroy_leaves_a_tombstone_without_key_bytes(self, tmp_path: Path) -> None:
+        ks = self.make_keystore(tmp_path)
+        ks.put_new(self._key("c-1"))
+        later = T0 + timedelta(days=1)
+        assert ks.destroy("c-1", later) is True
+        assert ks.destroy("c-1", later) is False
+        tomb = ks.get("c-1")
+        assert tomb is not None
+        assert tomb.destroyed_at == later
+        assert tomb.wrapped == b""
+        assert ks.put_new(self._key("c-1", "k9")) == tomb  # no silent new key after erasure
+        assert ks.destroy("never-had-one", later) is True
+        ghost = ks.get("never-had-one")
+        assert ghost is not None
+        assert ghost.destroyed
+
+    def test_rewrap_is_all_or_nothing_and_only_for_live_keys(self, tmp_path: Path) -> None:
+        ks = self.make_keystore(tmp_path)
+        ks.put_new(self._key("a"))
+        ks.put_new(self._key("b"))
+        ks.destroy("b", T0)
+        with pytest.raises(ValidationError):
+            ks.rewrap(
+                [WrappedKey("a", "k1", "m2", b"new-a", T0), WrappedKey("b", "k1", "m2", b"x", T0)]
+            )
+        assert ks.get("a") == self._key("a")
+        ks.rewrap([WrappedKey("a", "k1", "m2", b"new-a", T0)])
+        got = ks.get("a")
+        assert got is not None
+        assert (got.master_key_id, got.wrapped) == ("m2", b"new-a")
+        assert sorted(k.subject_id for k in ks.all_keys()) == ["a", "b"]

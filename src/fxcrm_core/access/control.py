@@ -1,0 +1,216 @@
+"""Who may do what to whom: roles grant permissions, scopes limit rows; deny by default.
+
+A permission is ``"<resource>.<action>"`` (``"withdrawal.approve"``); a grant of
+``"withdrawal.*"`` covers every action on withdrawals. A role's row scope says which clients'
+records it may touch: its own (client), its downline (IB), the clients it owns (sales), all
+(back-office roles), or none. Unknown roles, permissions and scopes are denied.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from fxcrm_core.kernel.errors import AccessDeniedError, ValidationError
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "AccessControl",
+    "AccessPolicy",
+    "Actor",
+    "Relationships",
+    "Role",
+    "RowScope",
+]
+
+log = logging.getLogger("fxcrm_core.access")
+
+
+class Role:
+    """The roles fxcrm_core knows; hosts add their own names to an AccessPolicy."""
+
+    CLIENT = "client"
+    IB = "ib"
+    SALES = "sales"
+    SUPPORT = "support"
+    COMPLIANCE = "compliance"
+    FINANCE = "finance"
+    ADMIN = "admin"
+
+
+class RowScope(enum.Enum):
+    NONE = "none"
+    OWN = "own"  # the actor's own client record
+    DOWNLINE = "downline"  # clients attributed to the IB or its sub-IBs
+    OWNED = "owned"  # clients the sales rep owns
+    ALL = "all"
+
+
+def _roles(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+@attrs.frozen
+class Actor:
+    """The person or system acting. ``id`` is an opaque reference stored in event metadata.
+
+    One person has one id whatever roles they hold, which is what maker-checker compares.
+    """
+
+    id: str
+    roles: frozenset[str] = attrs.field(converter=_roles)
+    client_id: str | None = None
+    ib_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.id:
+            raise ValidationError("an actor needs an id")
+
+    @classmethod
+    def staff(cls, staff_id: str, *roles: str) -> Actor:
+        return cls(f"staff:{staff_id}", frozenset(roles))
+
+    @classmethod
+    def client(cls, client_id: str) -> Actor:
+        return cls(f"client:{client_id}", frozenset({Role.CLIENT}), client_id=client_id)
+
+    @classmethod
+    def ib(cls, ib_id: str) -> Actor:
+        return cls(f"ib:{ib_id}", frozenset({Role.IB}), ib_id=ib_id)
+
+    @classmethod
+    def system(cls, name: str, *roles: str) -> Actor:
+        return cls(f"system:{name}", frozenset(roles))
+
+
+@runtime_checkable
+class Relationships(Protocol):
+    """Answers row-level questions from the clients and commissions contexts (or the host)."""
+
+    def sales_owner(self, client_id: str) -> str | None:
+        """The actor id of the sales rep owning the client, if any."""
+        ...
+
+    def in_downline(self, ib_id: str, client_id: str) -> bool:
+        """True if the client is attributed to the IB or to an IB below it."""
+        ...
+
+
+def _grants(value: Mapping[str, Iterable[str]]) -> Mapping[str, frozenset[str]]:
+    return {role: frozenset(perms) for role, perms in value.items()}
+
+
+@attrs.frozen
+class AccessPolicy:
+    """Permissions and row scopes per role."""
+
+    grants: Mapping[str, frozenset[str]] = attrs.field(converter=_grants)
+    scopes: Mapping[str, RowScope] = attrs.field(factory=dict)
+
+    def with_role(self, role: str, permissions: Iterable[str], scope: RowScope) -> AccessPolicy:
+        """A copy with a host-defined role (or a role redefined)."""
+        return AccessPolicy(
+            {**self.grants, role: frozenset(permissions)}, {**self.scopes, role: scope}
+        )
+
+    def grants_permission(self, role: str, permission: str) -> bool:
+        granted = self.grants.get(role, frozenset())
+        if permission in granted:
+            return True
+        resource = permission.split(".", 1)[0]
+        return f"{resource}.*" in granted
+
+
+DEFAULT_POLICY = AccessPolicy(
+    grants={
+        Role.CLIENT: {
+            "client.read",
+            "client.update",
+            "kyc.submit",
+            "account.open",
+            "deposit.request",
+            "withdrawal.request",
+            "transfer.request",
+            "instrument.manage",
+        },
+        Role.IB: {"client.read", "commission.read", "statement.read"},
+        Role.SALES: {"client.read", "client.update", "client.note"},
+        Role.SUPPORT: {"client.read", "kyc.read"},
+        Role.COMPLIANCE: {
+            "client.read",
+            "kyc.*",
+            "withdrawal.approve",
+            "erasure.*",
+            "audit.read",
+            "pii.reveal",
+        },
+        Role.FINANCE: {
+            "client.read",
+            "deposit.*",
+            "withdrawal.*",
+            "transfer.*",
+            "payout.*",
+            "adjustment.*",
+        },
+        Role.ADMIN: {"client.read", "role.assign", "audit.read"},
+    },
+    scopes={
+        Role.CLIENT: RowScope.OWN,
+        Role.IB: RowScope.DOWNLINE,
+        Role.SALES: RowScope.OWNED,
+        Role.SUPPORT: RowScope.ALL,
+        Role.COMPLIANCE: RowScope.ALL,
+        Role.FINANCE: RowScope.ALL,
+        Role.ADMIN: RowScope.ALL,
+    },
+)
+
+
+class AccessControl:
+    """Checks permissions at the service layer.
+
+    >>> access = AccessControl()
+    >>> access.allows(Actor.client("c-1"), "withdrawal.request", client_id="c-1")
+    True
+    >>> access.allows(Actor.client("c-1"), "withdrawal.request", client_id="c-2")
+    False
+    """
+
+    def __init__(
+        self, policy: AccessPolicy = DEFAULT_POLICY, relationships: Relationships | None = None
+    ) -> None:
+        self.policy = policy
+        self.relationships = relationships
+
+    def allows(self, actor: Actor, permission: str, *, client_id: str | None = None) -> bool:
+        """True if one of the actor's roles grants ``permission`` on that client's rows."""
+        return any(
+            self.policy.grants_permission(role, permission)
+            and (client_id is None or self._in_scope(actor, role, client_id))
+            for role in actor.roles
+        )
+
+    def require(self, actor: Actor, permission: str, *, client_id: str | None = None) -> None:
+        """Raise AccessDeniedError unless :meth:`allows`."""
+        if not self.allows(actor, permission, client_id=client_id):
+            log.info("access denied", extra={"actor": actor.id, "permission": permission})
+            raise AccessDeniedError(f"{actor.id} may not {permission} here")
+
+    def _in_scope(self, actor: Actor, role: str, client_id: str) -> bool:
+        scope = self.policy.scopes.get(role, RowScope.NONE)
+        if scope is RowScope.ALL:
+            return True
+        if scope is RowScope.OWN:
+            return actor.client_id is not None and actor.client_id == client_id
+        rel = self.relationships
+        if rel is None:
+            return False  # fail closed: no way to know the relationship
+        if scope is RowScope.DOWNLINE:
+            return actor.ib_id is not None and rel.in_downline(actor.ib_id, client_id)
+        if scope is RowScope.OWNED:
+            return rel.sales_owner(client_id) == actor.id
+        return False

@@ -1,0 +1,154 @@
+"""Field-level encryption of PII in stored events: AES-256-GCM under each subject's own key.
+
+Each ciphertext carries its data key id and is bound (associated data) to its subject and field,
+so a ciphertext copied into another subject's event, or another field, fails to decrypt. Once a
+subject's key is destroyed, its fields read as ``ERASED``: nothing else in the log changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+from collections import OrderedDict
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import CodecError, SubjectErasedError
+from fxcrm_core.privacy.keys import KeyStore, MasterKeyring, WrappedKey, new_key_id
+
+__all__ = ["FieldEncryption"]
+
+log = logging.getLogger("fxcrm_core.privacy")
+_NONCE = 12
+_FORMAT = "v1"
+
+
+class FieldEncryption:
+    """The codec's FieldCipher: one AES-GCM data key per subject, wrapped by the master keyring.
+
+    Unwrapped keys are cached per process (``cache_size`` subjects). :meth:`erase` destroys a key
+    and evicts it here; other processes should call :meth:`forget` (or restart) after an erasure.
+    """
+
+    def __init__(
+        self,
+        keystore: KeyStore,
+        keyring: MasterKeyring,
+        *,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.keystore = keystore
+        self.keyring = keyring
+        self._clock = clock or SystemClock()
+        self._cache: OrderedDict[str, tuple[str, AESGCM] | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    # -- FieldCipher ---------------------------------------------------------------------
+    def encrypt_field(self, subject_id: str, field: str, plaintext: str) -> str:
+        entry = self._key(subject_id, create=True)
+        if entry is None:
+            raise SubjectErasedError("the data subject was erased: its personal data is not stored")
+        key_id, aes = entry
+        nonce = os.urandom(_NONCE)
+        sealed = aes.encrypt(nonce, plaintext.encode(), _ad(subject_id, field, key_id))
+        return f"{_FORMAT}:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def decrypt_field(self, subject_id: str, field: str, token: str) -> str | None:
+        try:
+            fmt, key_id, body = token.split(":", 2)
+            raw = base64.b64decode(body, validate=True)
+        except ValueError:
+            raise CodecError("malformed encrypted field") from None
+        if fmt != _FORMAT:
+            raise CodecError("unknown encrypted field format")
+        entry = self._key(subject_id, create=False)
+        if entry is None:
+            return None  # erased (or never had a key): reads as the ERASED marker
+        current_id, aes = entry
+        if key_id != current_id:
+            raise CodecError("encrypted field was made under another subject's key")
+        try:
+            return aes.decrypt(raw[:_NONCE], raw[_NONCE:], _ad(subject_id, field, key_id)).decode()
+        except InvalidTag:
+            raise CodecError(
+                "encrypted field failed authentication (tampered, or moved to another subject "
+                "or field)"
+            ) from None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def erase(self, subject_id: str) -> bool:
+        """Destroy the subject's data key (crypto-shredding); True if this call destroyed it."""
+        destroyed = self.keystore.destroy(subject_id, self._clock.now())
+        self.forget(subject_id)
+        log.info("data key destroyed", extra={"subject_id": subject_id})
+        return destroyed
+
+    def is_erased(self, subject_id: str) -> bool:
+        key = self.keystore.get(subject_id)
+        return key is not None and key.destroyed
+
+    def forget(self, subject_id: str | None = None) -> None:
+        """Drop cached keys (one subject, or all), e.g. after another process erased one."""
+        with self._lock:
+            if subject_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(subject_id, None)
+
+    def rotate_master(self) -> int:
+        """Re-wrap every live data key under the keyring's current master key.
+
+        Events are not touched: they are encrypted under data keys, which do not change.
+        Returns the number of keys re-wrapped.
+        """
+        rewrapped: list[WrappedKey] = []
+        for key in self.keystore.all_keys():
+            if key.destroyed or key.master_key_id == self.keyring.current_id:
+                continue
+            plain = self.keyring.unwrap(key)
+            master_id, wrapped = self.keyring.wrap(key.subject_id, key.key_id, plain)
+            rewrapped.append(
+                WrappedKey(key.subject_id, key.key_id, master_id, wrapped, key.created_at)
+            )
+        self.keystore.rewrap(rewrapped)
+        log.info("master key rotated", extra={"rewrapped": len(rewrapped)})
+        return len(rewrapped)
+
+    # -- keys ----------------------------------------------------------------------------
+    def _key(self, subject_id: str, *, create: bool) -> tuple[str, AESGCM] | None:
+        with self._lock:
+            if subject_id in self._cache:
+                self._cache.move_to_end(subject_id)
+                return self._cache[subject_id]
+        stored = self.keystore.get(subject_id)
+        if stored is None and create:
+            stored = self._create(subject_id)
+        entry = None
+        if stored is not None and not stored.destroyed:
+            entry = (stored.key_id, AESGCM(self.keyring.unwrap(stored)))
+        if stored is not None:  # never cache "no key yet": one may be created later
+            with self._lock:
+                self._cache[subject_id] = entry
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return entry
+
+    def _create(self, subject_id: str) -> WrappedKey:
+        key_id = new_key_id()
+        master_id, wrapped = self.keyring.wrap(
+            subject_id, key_id, AESGCM.generate_key(bit_length=256)
+        )
+        key = WrappedKey(subject_id, key_id, master_id, wrapped, self._clock.now())
+        log.debug("data key created", extra={"subject_id": subject_id})
+        # A racing writer may have created one first: put_new returns whichever is stored.
+        return self.keystore.put_new(key)
+
+
+def _ad(subject_id: str, field: str, key_id: str) -> bytes:
+    return f"fxcrm-field/{_FORMAT}\0{subject_id}\0{field}\0{key_id}".encode()

@@ -1,0 +1,105 @@
+"""The KeyStore port on SQLite. Keep it in its own file, apart from the events, and back it up on
+a shorter schedule: a destroyed key must also age out of the backups for erasure to hold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.privacy.keys import WrappedKey
+from fxcrm_core.stores.sqlite import SqliteDatabase
+
+__all__ = ["SqliteKeyStore"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fx_data_keys (
+    subject_id    TEXT PRIMARY KEY,
+    key_id        TEXT NOT NULL,
+    master_key_id TEXT NOT NULL,
+    wrapped       BLOB NOT NULL,
+    created_at    INTEGER NOT NULL,
+    destroyed_at  INTEGER
+)
+"""
+_COLUMNS = "subject_id, key_id, master_key_id, wrapped, created_at, destroyed_at"
+
+
+def _us(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _at(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def _key(row: tuple[str, str, str, bytes, int, int | None]) -> WrappedKey:
+    created = _at(row[4])
+    assert created is not None
+    return WrappedKey(row[0], row[1], row[2], bytes(row[3]), created, _at(row[5]))
+
+
+class SqliteKeyStore:
+    def __init__(self, path: str | Path | SqliteDatabase) -> None:
+        self.db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
+        with self.db.write() as conn:
+            conn.execute(_SCHEMA)
+
+    def get(self, subject_id: str) -> WrappedKey | None:
+        row = (
+            self.db.connection()
+            .execute(
+                f"SELECT {_COLUMNS} FROM fx_data_keys WHERE subject_id = ?",  # noqa: S608
+                (subject_id,),
+            )
+            .fetchone()
+        )
+        return _key(row) if row else None
+
+    def put_new(self, key: WrappedKey) -> WrappedKey:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO fx_data_keys (subject_id, key_id, master_key_id, wrapped, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (subject_id) DO NOTHING",
+                (key.subject_id, key.key_id, key.master_key_id, key.wrapped, _us(key.created_at)),
+            )
+        stored = self.get(key.subject_id)
+        assert stored is not None
+        return stored
+
+    def destroy(self, subject_id: str, at: datetime) -> bool:
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT destroyed_at FROM fx_data_keys WHERE subject_id = ?", (subject_id,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                return False
+            conn.execute(
+                "INSERT INTO fx_data_keys (subject_id, key_id, master_key_id, wrapped, "
+                "created_at, destroyed_at) VALUES (?, '', '', x'', ?, ?) "
+                "ON CONFLICT (subject_id) DO UPDATE SET wrapped = x'', "
+                "destroyed_at = excluded.destroyed_at",
+                (subject_id, _us(at), _us(at)),
+            )
+        self.db.checkpoint()
+        return True
+
+    def rewrap(self, keys: Iterable[WrappedKey]) -> None:
+        with self.db.write() as conn:
+            for k in keys:
+                changed = conn.execute(
+                    "UPDATE fx_data_keys SET master_key_id = ?, wrapped = ? "
+                    "WHERE subject_id = ? AND key_id = ? AND destroyed_at IS NULL",
+                    (k.master_key_id, k.wrapped, k.subject_id, k.key_id),
+                ).rowcount
+                if changed != 1:
+                    raise ValidationError("rewrap applies to existing live keys only")
+
+    def all_keys(self) -> list[WrappedKey]:
+        cur = self.db.connection().execute(f"SELECT {_COLUMNS} FROM fx_data_keys")  # noqa: S608
+        return [_key(r) for r in cur]
+
+    def close(self) -> None:
+        self.db.close()
