@@ -1,7 +1,7 @@
-"""The composition root: the one object a host builds, wiring a store, the codec and the clock.
+"""The composition root: the one object a host builds, wiring stores, codec, clock and services.
 
 Each bounded context adds its events and services here as it lands; a host swaps any adapter
-(its own event store, clock or ciphers) through the constructor.
+(its own event store, key store, clock) through the constructor.
 """
 
 from __future__ import annotations
@@ -10,6 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, TypedDict, Unpack
 
+from fxcrm_core.access import (
+    APPROVAL_EVENTS,
+    AccessControl,
+    Actor,
+    Approvals,
+    AuditLog,
+    AuditTrail,
+    MemoryAuditLog,
+)
 from fxcrm_core.events import (
     CheckpointStore,
     DomainEvent,
@@ -17,7 +26,6 @@ from fxcrm_core.events import (
     EventMetadata,
     EventRegistry,
     EventStore,
-    FieldCipher,
     PayloadCipher,
     ProjectionRunner,
     Repository,
@@ -25,6 +33,17 @@ from fxcrm_core.events import (
     UnitOfWork,
 )
 from fxcrm_core.kernel import Clock, IdGenerator, SystemClock, TradingCalendar
+from fxcrm_core.privacy import (
+    DEFAULT_MASKING,
+    ERASURE_EVENTS,
+    Erasure,
+    FieldEncryption,
+    KeyStore,
+    MaskingPolicy,
+    MasterKeyring,
+    MemoryKeyStore,
+    RetentionPolicy,
+)
 from fxcrm_core.stores import (
     MemoryCheckpointStore,
     MemoryEventStore,
@@ -32,6 +51,8 @@ from fxcrm_core.stores import (
     SqliteDatabase,
     SqliteEventStore,
 )
+from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
+from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
 
 __all__ = ["Broker", "BrokerOptions"]
 
@@ -41,17 +62,24 @@ class BrokerOptions(TypedDict, total=False):
 
     calendar: TradingCalendar
     events: Iterable[type[DomainEvent]]
-    field_cipher: FieldCipher
+    keyring: MasterKeyring
     payload_cipher: PayloadCipher
     ids: IdGenerator
+    access: AccessControl
+    masking: MaskingPolicy
+    retention: RetentionPolicy
+    audit_key: bytes
 
 
 class Broker:
-    """Everything a host needs to run commands and read models against one event log.
+    """Everything a host needs to run commands, approvals and read models on one event log.
 
-    >>> broker = Broker.in_memory()
-    >>> broker.store.last_position()
-    0
+    Give it a ``keyring`` (master keys from your KMS) and a ``keystore`` to encrypt PII fields
+    per client; ``erasure`` is available only then.
+
+    >>> broker = Broker.in_memory(keyring=MasterKeyring.generate())
+    >>> broker.store.last_position(), broker.erasure is not None
+    (0, True)
     """
 
     def __init__(
@@ -60,28 +88,52 @@ class Broker:
         *,
         checkpoints: CheckpointStore,
         snapshots: SnapshotStore | None = None,
+        keystore: KeyStore | None = None,
+        audit_log: AuditLog | None = None,
         clock: Clock | None = None,
-        calendar: TradingCalendar | None = None,
-        events: Iterable[type[DomainEvent]] = (),
-        field_cipher: FieldCipher | None = None,
-        payload_cipher: PayloadCipher | None = None,
-        ids: IdGenerator | None = None,
+        **options: Unpack[BrokerOptions],
     ) -> None:
         self.clock = clock or SystemClock()
-        self.calendar = calendar or TradingCalendar()
-        self.ids = ids or IdGenerator(self.clock)
+        self.calendar = options.get("calendar") or TradingCalendar()
+        self.ids = options.get("ids") or IdGenerator(self.clock)
         self.store = store
+        self.snapshots = snapshots
         self.registry = EventRegistry()
-        self.registry.register_all(events)
+        self.registry.register_all((*APPROVAL_EVENTS, *ERASURE_EVENTS))
+        self.registry.register_all(options.get("events", ()))
+        keyring = options.get("keyring")
+        self.encryption = (
+            FieldEncryption(keystore or MemoryKeyStore(), keyring, clock=self.clock)
+            if keyring is not None
+            else None
+        )
         self.codec = EventCodec(
-            self.registry, field_cipher=field_cipher, payload_cipher=payload_cipher
+            self.registry,
+            field_cipher=self.encryption,
+            payload_cipher=options.get("payload_cipher"),
         )
         self.repository = Repository(store, self.codec, snapshots)
         self.projections = ProjectionRunner(store, self.codec, checkpoints)
+        self.access = options.get("access") or AccessControl()
+        self.masking = options.get("masking") or DEFAULT_MASKING
+        self.approvals = Approvals(self.repository, self.access, self.ids)
+        self.audit = AuditTrail(audit_log or MemoryAuditLog(), key=options.get("audit_key"))
+        self.erasure = (
+            Erasure(
+                self.repository,
+                self.encryption,
+                self.access,
+                policy=options.get("retention"),
+                snapshots=snapshots,
+                clock=self.clock,
+            )
+            if self.encryption is not None
+            else None
+        )
 
     @classmethod
     def in_memory(cls, *, clock: Clock | None = None, **options: Unpack[BrokerOptions]) -> Broker:
-        """A broker whose log lives in memory (tests, simulations)."""
+        """A broker whose log and keys live in memory (tests, simulations)."""
         return cls(
             MemoryEventStore(clock),
             checkpoints=MemoryCheckpointStore(),
@@ -97,33 +149,42 @@ class Broker:
         *,
         clock: Clock | None = None,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        keys_path: str | Path | None = None,
         **options: Unpack[BrokerOptions],
     ) -> Broker:
-        """A broker on one SQLite file: events, checkpoints and snapshots side by side."""
+        """A broker on one SQLite file (events, checkpoints, snapshots, audit), with the data
+        keys in a second file (``<path>.keys`` unless ``keys_path`` says otherwise)."""
         db = SqliteDatabase(path, synchronous=synchronous)
+        keystore = None
+        if "keyring" in options:
+            keystore = SqliteKeyStore(keys_path or f"{path}.keys")
         return cls(
             SqliteEventStore(db, clock=clock),
             checkpoints=db,
             snapshots=db,
+            keystore=keystore,
+            audit_log=SqliteAuditLog(db),
             clock=clock,
             **options,
         )
 
     def unit_of_work(
         self,
-        actor: str,
+        actor: Actor | str,
         *,
         reason: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
     ) -> UnitOfWork:
-        """A unit of work whose events carry ``actor`` and ``reason`` (who and why)."""
+        """A unit of work whose events carry the actor (who) and the reason (why)."""
+        actor_id = actor.id if isinstance(actor, Actor) else actor
         metadata = EventMetadata(
-            actor, correlation_id or self.ids(), causation_id=causation_id, reason=reason
+            actor_id, correlation_id or self.ids(), causation_id=causation_id, reason=reason
         )
         return UnitOfWork(self.repository, metadata)
 
     def close(self) -> None:
-        close = getattr(self.store, "close", None)
-        if callable(close):
-            close()
+        for resource in (self.store, self.encryption.keystore if self.encryption else None):
+            close = getattr(resource, "close", None)
+            if callable(close):
+                close()

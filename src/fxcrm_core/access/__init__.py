@@ -14,6 +14,13 @@ from fxcrm_core.access.approvals import (
     Decision,
     SelfApprovalError,
 )
+from fxcrm_core.access.audit import (
+    AuditFinding,
+    AuditLog,
+    AuditRecord,
+    AuditTrail,
+    MemoryAuditLog,
+)
 from fxcrm_core.access.control import (
     DEFAULT_POLICY,
     AccessControl,
@@ -34,8 +41,13 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalRule",
     "ApprovalStatus",
+    "AuditFinding",
+    "AuditLog",
+    "AuditRecord",
+    "AuditTrail",
     "Approvals",
     "Decision",
+    "MemoryAuditLog",
     "Relationships",
     "Role",
     "RowScope",

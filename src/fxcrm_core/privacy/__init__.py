@@ -1,9 +1,43 @@
-"""Privacy: field encryption of PII with per-subject keys, crypto-shredding erasure, masking.
+"""Privacy: field encryption of PII with per-subject keys, crypto-shredding erasure, masking by
+role, and PII value types with masked reprs.
 
-Depends on ``kernel`` and ``events`` only.
+Depends on ``kernel``, ``events`` and ``access`` (erasure checks permissions).
 """
 
 from fxcrm_core.privacy.encryption import FieldEncryption
+from fxcrm_core.privacy.erasure import (
+    ERASURE_EVENTS,
+    Erasure,
+    ErasureReceipt,
+    RetentionPolicy,
+    SubjectErased,
+)
 from fxcrm_core.privacy.keys import KeyStore, MasterKeyring, MemoryKeyStore, WrappedKey
+from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, PiiKind, Reveal, mask
+from fxcrm_core.privacy.pii import DocumentNumber, Email, Iban, Pan, PersonName, Phone, PiiValue
 
-__all__ = ["FieldEncryption", "KeyStore", "MasterKeyring", "MemoryKeyStore", "WrappedKey"]
+__all__ = [
+    "DEFAULT_MASKING",
+    "ERASURE_EVENTS",
+    "HIDDEN",
+    "DocumentNumber",
+    "Email",
+    "Erasure",
+    "ErasureReceipt",
+    "FieldEncryption",
+    "Iban",
+    "KeyStore",
+    "MaskingPolicy",
+    "MasterKeyring",
+    "MemoryKeyStore",
+    "Pan",
+    "PersonName",
+    "Phone",
+    "PiiKind",
+    "PiiValue",
+    "RetentionPolicy",
+    "Reveal",
+    "SubjectErased",
+    "WrappedKey",
+    "mask",
+]

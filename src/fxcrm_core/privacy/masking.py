@@ -1,0 +1,187 @@
+"""Masking of personal data by role and kind of field. Unknown roles, kinds and fields are
+masked completely (fail closed); a card number never shows more than its BIN and last four."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+
+import attrs
+import phonenumbers
+
+from fxcrm_core.events.event import Erased
+
+__all__ = ["DEFAULT_MASKING", "HIDDEN", "MaskingPolicy", "PiiKind", "Reveal", "mask"]
+
+HIDDEN = "****"  # one fixed width: a mask must not leak the length
+
+
+class PiiKind(enum.Enum):
+    PAN = "pan"
+    IBAN = "iban"
+    EMAIL = "email"
+    PHONE = "phone"
+    NAME = "name"
+    DOCUMENT = "document"
+    ADDRESS = "address"
+    BIRTH_DATE = "birth_date"
+    TEXT = "text"
+
+
+class Reveal(enum.IntEnum):
+    HIDDEN = 0
+    PARTIAL = 1
+    FULL = 2
+
+
+def mask(kind: PiiKind, value: str, reveal: Reveal) -> str:
+    """``value`` as a viewer with ``reveal`` may see it.
+
+    >>> mask(PiiKind.PAN, "4111 1111 1111 1111", Reveal.FULL)
+    '411111******1111'
+    >>> mask(PiiKind.IBAN, "DE89 3704 0044 0532 0130 00", Reveal.PARTIAL)
+    'DE****************3000'
+    >>> mask(PiiKind.EMAIL, "ana.lima@example.com", Reveal.PARTIAL)
+    'a***@e***.com'
+    >>> mask(PiiKind.NAME, "Ana Maria Lima", Reveal.PARTIAL)
+    'A. M. L.'
+    """
+    if isinstance(value, Erased):
+        return value
+    if reveal is Reveal.FULL and kind is not PiiKind.PAN:
+        return value
+    if reveal is Reveal.HIDDEN:
+        return HIDDEN
+    return _PARTIAL.get(kind, _hide)(value)
+
+
+def _hide(value: str) -> str:
+    return HIDDEN
+
+
+def _pan(value: str) -> str:
+    digits = "".join(c for c in value if c.isdigit())
+    if len(digits) < 12:
+        return HIDDEN
+    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+
+
+def _iban(value: str) -> str:
+    compact = "".join(value.split()).upper()
+    if len(compact) < 10:
+        return HIDDEN
+    return compact[:2] + "*" * (len(compact) - 6) + compact[-4:]
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain:
+        return HIDDEN
+    host, _, tld = domain.rpartition(".")
+    return f"{local[0]}***@{host[:1]}***.{tld}"
+
+
+def _phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return HIDDEN
+    national = str(number.national_number)
+    return f"+{number.country_code} {'*' * max(len(national) - 2, 1)}{national[-2:]}"
+
+
+def _name(value: str) -> str:
+    parts = value.split()
+    return " ".join(f"{p[0]}." for p in parts) if parts else HIDDEN
+
+
+def _document(value: str) -> str:
+    compact = "".join(value.split())
+    return "*" * max(len(compact) - 2, 4) + compact[-2:] if len(compact) > 4 else HIDDEN
+
+
+def _birth_date(value: str) -> str:
+    return value[:4] + "-**-**" if len(value) >= 10 and value[:4].isdigit() else HIDDEN
+
+
+_PARTIAL = {
+    PiiKind.PAN: _pan,
+    PiiKind.IBAN: _iban,
+    PiiKind.EMAIL: _email,
+    PiiKind.PHONE: _phone,
+    PiiKind.NAME: _name,
+    PiiKind.DOCUMENT: _document,
+    PiiKind.BIRTH_DATE: _birth_date,
+}
+
+
+def _rules(
+    value: Mapping[str, Mapping[PiiKind, Reveal]],
+) -> Mapping[str, Mapping[PiiKind, Reveal]]:
+    return {role: dict(kinds) for role, kinds in value.items()}
+
+
+@attrs.frozen
+class MaskingPolicy:
+    """What each role may see of each kind of PII; an actor gets the most its roles allow."""
+
+    rules: Mapping[str, Mapping[PiiKind, Reveal]] = attrs.field(converter=_rules)
+
+    def reveal_for(self, roles: Iterable[str], kind: PiiKind) -> Reveal:
+        return max(
+            (self.rules.get(role, {}).get(kind, Reveal.HIDDEN) for role in roles),
+            default=Reveal.HIDDEN,
+        )
+
+    def show(self, roles: Iterable[str], kind: PiiKind, value: str) -> str:
+        return mask(kind, value, self.reveal_for(roles, kind))
+
+    def show_record(
+        self,
+        roles: Iterable[str],
+        record: Mapping[str, str],
+        kinds: Mapping[str, PiiKind],
+        *,
+        public: Iterable[str] = (),
+    ) -> dict[str, str]:
+        """Mask a record field by field. Fields in ``public`` (ids, amounts) pass through;
+        a field that is neither public nor of a known kind is hidden."""
+        role_set = frozenset(roles)
+        open_fields = frozenset(public)
+        return {
+            name: value
+            if name in open_fields
+            else (self.show(role_set, kinds[name], value) if name in kinds else HIDDEN)
+            for name, value in record.items()
+        }
+
+
+_ALL = dict.fromkeys(PiiKind, Reveal.FULL)
+DEFAULT_MASKING = MaskingPolicy(
+    {
+        "client": _ALL,  # their own data: the row scope of access control keeps it their own
+        "compliance": _ALL,
+        "support": {
+            PiiKind.NAME: Reveal.FULL,
+            PiiKind.EMAIL: Reveal.PARTIAL,
+            PiiKind.PHONE: Reveal.PARTIAL,
+            PiiKind.PAN: Reveal.PARTIAL,
+            PiiKind.IBAN: Reveal.PARTIAL,
+            PiiKind.DOCUMENT: Reveal.PARTIAL,
+            PiiKind.BIRTH_DATE: Reveal.PARTIAL,
+        },
+        "sales": {
+            PiiKind.NAME: Reveal.FULL,
+            PiiKind.EMAIL: Reveal.FULL,
+            PiiKind.PHONE: Reveal.FULL,
+        },
+        "finance": {
+            PiiKind.NAME: Reveal.FULL,
+            PiiKind.PAN: Reveal.PARTIAL,
+            PiiKind.IBAN: Reveal.PARTIAL,
+            PiiKind.EMAIL: Reveal.PARTIAL,
+        },
+        "ib": {PiiKind.NAME: Reveal.PARTIAL},
+        "admin": {PiiKind.NAME: Reveal.PARTIAL, PiiKind.EMAIL: Reveal.PARTIAL},
+    }
+)

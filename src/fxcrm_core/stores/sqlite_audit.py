@@ -1,0 +1,67 @@
+"""The AuditLog port on SQLite (in the events file, next to what it audits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fxcrm_core.access.audit import AuditRecord
+from fxcrm_core.stores.sqlite import SqliteDatabase
+
+__all__ = ["SqliteAuditLog"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COLUMNS = "seq, position, at, actor, action, target, correlation_id, prev_hash, hash"
+
+
+def _record(r: tuple[int, int, int, str, str, str, str | None, str, str]) -> AuditRecord:
+    return AuditRecord(
+        r[0], r[1], _EPOCH + timedelta(microseconds=r[2]), r[3], r[4], r[5], r[6], r[7], r[8]
+    )
+
+
+class SqliteAuditLog:
+    def __init__(self, path: str | Path | SqliteDatabase) -> None:
+        self.db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
+        with self.db.write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS fx_audit (row INTEGER PRIMARY KEY, seq INTEGER NOT "
+                "NULL, position INTEGER NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL, "
+                "action TEXT NOT NULL, target TEXT NOT NULL, correlation_id TEXT, "
+                "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+            )
+
+    def append(self, records: Sequence[AuditRecord]) -> None:
+        with self.db.write() as conn:
+            conn.executemany(
+                f"INSERT INTO fx_audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                [
+                    (
+                        r.seq,
+                        r.position,
+                        (r.at - _EPOCH) // timedelta(microseconds=1),
+                        r.actor,
+                        r.action,
+                        r.target,
+                        r.correlation_id,
+                        r.prev_hash,
+                        r.hash,
+                    )
+                    for r in records
+                ],
+            )
+
+    def records(self) -> list[AuditRecord]:
+        cur = self.db.connection().execute(
+            f"SELECT {_COLUMNS} FROM fx_audit ORDER BY row"  # noqa: S608
+        )
+        return [_record(r) for r in cur]
+
+    def last(self) -> AuditRecord | None:
+        row = (
+            self.db.connection()
+            .execute(f"SELECT {_COLUMNS} FROM fx_audit ORDER BY row DESC LIMIT 1")  # noqa: S608
+            .fetchone()
+        )
+        return _record(row) if row else None

@@ -1,0 +1,224 @@
+"""End to end: register clients, move money, erase one; PII gone, everything else unchanged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Self
+
+import attrs
+import pytest
+
+from fxcrm_core.access import Actor, Role
+from fxcrm_core.broker import Broker
+from fxcrm_core.events import ERASED, Aggregate, DomainEvent, RecordedEvent, pii
+from fxcrm_core.kernel import (
+    AccessDeniedError,
+    FixedClock,
+    Money,
+    RetentionHoldError,
+    SubjectErasedError,
+    ValidationError,
+)
+from fxcrm_core.privacy import MasterKeyring, SubjectErased
+from tests.sample_domain import EVENTS as TILL_EVENTS
+from tests.sample_domain import Till
+
+
+@attrs.frozen
+class ClientRegistered(DomainEvent):
+    __subject__ = "client_id"
+    client_id: str
+    country: str
+    name: str = pii()
+    email: str = pii()
+    passport: str = pii()
+
+
+@attrs.frozen(kw_only=True)
+class ClientFile(Aggregate):
+    category = "client"
+    name: str | None = attrs.field(default=None, repr=False)
+    country: str = ""
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, ClientRegistered):
+            return self.evolve(name=event.name, country=event.country)
+        raise ValidationError("unexpected event")
+
+
+class Directory:
+    """A read model holding PII: it drops a subject when it sees SubjectErased."""
+
+    name = "directory"
+    event_types: frozenset[str] | None = frozenset({"ClientRegistered", "SubjectErased"})
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[str, str]] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, ClientRegistered):
+            self.entries[event.client_id] = (event.name, event.email)
+        elif isinstance(event, SubjectErased):
+            self.entries.pop(event.subject_id, None)
+
+    def reset(self) -> None:
+        self.entries.clear()
+
+
+PEOPLE = {
+    "c-1": ("Ana Lima", "ana.lima@example.com", "X1234567"),
+    "c-2": ("Bo Chen", "bo.chen@example.org", "E98765432"),
+    "c-3": ("Cy Diaz", "cy.diaz@example.net", "P55501234"),
+}
+NOW = datetime(2032, 6, 1, 12, tzinfo=UTC)
+OFFICER = Actor.staff("dpo", Role.COMPLIANCE)
+
+
+def build(tmp_path: Path) -> Broker:
+    clock = FixedClock(NOW)
+    broker = Broker.sqlite(
+        tmp_path / "broker.sqlite",
+        clock=clock,
+        keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
+        events=(ClientRegistered, *TILL_EVENTS),
+        synchronous="NORMAL",
+    )
+    for cid, (name, email, passport) in PEOPLE.items():
+        with broker.unit_of_work(Actor.staff("onboarding", Role.SALES)) as uow:
+            uow.record(ClientFile.blank(cid), ClientRegistered(cid, "GB", name, email, passport))
+            till = Till.blank(cid)
+            till = uow.record(till, *till.open("USD", name))
+            till = uow.record(till, *till.pay_in(Money.of("1000", "USD")))
+            uow.record(till, *till.pay_out(Money.of("125.50", "USD")))
+            uow.commit()
+    return broker
+
+
+def test_erasing_one_client(tmp_path: Path) -> None:
+    broker = build(tmp_path)
+    assert broker.erasure is not None
+    directory = Directory()
+    broker.projections.catch_up(directory)
+    before = {cid: broker.repository.get(Till, cid) for cid in PEOPLE}
+    versions = {cid: broker.store.stream_version(f"till-{cid}") for cid in PEOPLE}
+
+    receipt = broker.erasure.erase(
+        OFFICER,
+        "c-2",
+        relationship_ended_at=datetime(2026, 5, 1, tzinfo=UTC),
+        reason="GDPR art. 17 request",
+        snapshot_streams=["till-c-2"],
+    )
+    assert receipt.key_destroyed
+
+    # Events: every PII field of c-2 reads as ERASED; the others' are intact.
+    for stored in broker.store.read_all(limit=10_000):
+        event = broker.codec.decode(stored).event
+        if isinstance(event, ClientRegistered):
+            fields = (event.name, event.email, event.passport)
+            if event.client_id == "c-2":
+                assert all(f is ERASED for f in fields)
+            else:
+                assert fields == PEOPLE[event.client_id]
+    assert broker.repository.get(Till, "c-2").holder is ERASED
+    assert broker.repository.get(ClientFile, "c-2").country == "GB"
+
+    # Balances, versions and replays are unchanged.
+    for cid in PEOPLE:
+        after = broker.repository.get(Till, cid)
+        assert after.balance == before[cid].balance == Money.of("874.50", "USD")
+        assert broker.store.stream_version(f"till-{cid}") == versions[cid]
+        if cid != "c-2":
+            assert after == before[cid]
+
+    # Projections: the live one drops c-2 on SubjectErased; a rebuild from zero agrees.
+    broker.projections.catch_up(directory)
+    assert set(directory.entries) == {"c-1", "c-3"}
+    rebuilt = Directory()
+    broker.projections.rebuild(rebuilt)
+    assert rebuilt.entries == directory.entries
+    assert rebuilt.entries["c-1"] == PEOPLE["c-1"][:2]
+
+    # Audit: ids only, chain whole, the erasure itself recorded with who did it.
+    broker.audit.catch_up(broker.store, broker.codec)
+    records = broker.audit.log.records()
+    assert broker.audit.verify() is None
+    assert [(r.actor, r.target) for r in records if r.action == "SubjectErased"] == [
+        ("staff:dpo", "erasure-c-2")
+    ]
+    flat = repr(records)
+    for name, email, passport in PEOPLE.values():
+        assert name not in flat
+        assert email not in flat
+        assert passport not in flat
+
+    # At rest: no plaintext PII in any file, before or after erasure.
+    broker.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    for values in PEOPLE.values():
+        for value in values:
+            assert value.encode() not in raw
+
+    # No new PII can be stored for the erased subject.
+    again = build_again(tmp_path)
+    with pytest.raises(SubjectErasedError), again.unit_of_work("staff:x") as uow:
+        uow.record(ClientFile.blank("c-2b"), ClientRegistered("c-2", "GB", "Bo", "b@x.io", "E1"))
+        uow.commit()
+
+
+def build_again(tmp_path: Path) -> Broker:
+    return Broker.sqlite(
+        tmp_path / "broker.sqlite",
+        clock=FixedClock(NOW),
+        keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
+        events=(ClientRegistered, *TILL_EVENTS),
+    )
+
+
+def test_erasure_is_idempotent(tmp_path: Path) -> None:
+    broker = build(tmp_path)
+    assert broker.erasure is not None
+    ended = datetime(2020, 1, 1, tzinfo=UTC)
+    first = broker.erasure.erase(OFFICER, "c-1", relationship_ended_at=ended, reason="r")
+    position = broker.store.last_position()
+    second = broker.erasure.erase(OFFICER, "c-1", relationship_ended_at=ended, reason="r")
+    assert first.key_destroyed
+    assert not second.key_destroyed
+    assert broker.store.last_position() == position
+
+
+@pytest.mark.parametrize(
+    ("ended", "hold", "fragment"),
+    [
+        (None, False, "has not ended"),
+        (datetime(2028, 6, 2, tzinfo=UTC), False, "until 2033-06-02"),  # 5 years not yet over
+        (datetime(2020, 1, 1, tzinfo=UTC), True, "legal hold"),
+    ],
+)
+def test_erasure_is_refused_under_a_retention_hold(
+    tmp_path: Path, ended: datetime | None, hold: bool, fragment: str
+) -> None:
+    broker = build(tmp_path)
+    assert broker.erasure is not None
+    position = broker.store.last_position()
+    with pytest.raises(RetentionHoldError, match=fragment):
+        broker.erasure.erase(
+            OFFICER, "c-1", relationship_ended_at=ended, reason="r", legal_hold=hold
+        )
+    assert broker.store.last_position() == position
+    assert broker.repository.get(Till, "c-1").holder == "Ana Lima"
+
+
+def test_erasure_needs_permission(tmp_path: Path) -> None:
+    broker = build(tmp_path)
+    assert broker.erasure is not None
+    with pytest.raises(AccessDeniedError):
+        broker.erasure.erase(
+            Actor.staff("s", Role.SUPPORT),
+            "c-1",
+            relationship_ended_at=datetime(2020, 1, 1, tzinfo=UTC),
+            reason="r",
+        )
+    assert broker.repository.get(Till, "c-1").holder == "Ana Lima"

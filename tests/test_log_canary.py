@@ -1,0 +1,94 @@
+"""Canary: a scenario full of real-looking PII, under DEBUG logging and repr of every object;
+none of the PII appears in clear anywhere."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Role
+from fxcrm_core.broker import Broker
+from fxcrm_core.kernel import FixedClock, FxCrmError, Money
+from fxcrm_core.privacy import DocumentNumber, Email, Iban, MasterKeyring, Pan, PersonName, Phone
+from tests.sample_domain import EVENTS, Till
+from tests.test_erasure import ClientFile, ClientRegistered
+
+CANARIES = {
+    "pan": "4111111111111111",
+    "pan_spaced": "4111 1111 1111 1111",
+    "iban": "DE89370400440532013000",
+    "passport": "X1234567",
+    "name": "Ana Lima",
+    "email": "ana.lima@example.com",
+    "phone": "+447911123456",
+}
+
+
+def test_no_pii_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    clock = FixedClock(datetime(2032, 1, 1, tzinfo=UTC))
+    broker = Broker.in_memory(
+        clock=clock, keyring=MasterKeyring.generate(), events=(*EVENTS, ClientRegistered)
+    )
+    values = [
+        Pan.parse(CANARIES["pan_spaced"]),
+        Iban.parse(CANARIES["iban"]),
+        DocumentNumber.parse(CANARIES["passport"]),
+        PersonName.parse(CANARIES["name"]),
+        Email.parse(CANARIES["email"]),
+        Phone.parse(CANARIES["phone"]),
+    ]
+    seen += [repr(v) for v in values] + [str(v) for v in values]
+    event = ClientRegistered("c-1", "GB", CANARIES["name"], CANARIES["email"], CANARIES["passport"])
+    seen.append(repr(event))
+    with broker.unit_of_work(Actor.staff("s", Role.SALES), reason="signup") as uow:
+        uow.record(ClientFile.blank("c-1"), event)
+        till = uow.record(Till.blank("c-1"), *Till.blank("c-1").open("USD", CANARIES["name"]))
+        uow.record(till, *till.pay_in(Money.of(100, "USD")))
+        uow.commit()
+    for stored in broker.store.read_all():
+        seen.append(repr(stored))
+        seen.append(repr(broker.codec.decode(stored)))
+    seen.append(repr(broker.repository.get(Till, "c-1")))
+    seen.append(repr(broker.repository.get(ClientFile, "c-1")))
+
+    broker.approvals.register("withdrawal", ApprovalRule(execute=lambda params, key: "done"))
+    rid = broker.approvals.request(
+        Actor.staff("m", Role.FINANCE), "withdrawal", "w-1", {"iban_ref": "instrument-7"}
+    )
+    broker.approvals.approve(Actor.staff("c", Role.FINANCE), rid)
+    seen.append(repr(broker.approvals.get(rid)))
+
+    for bad, parse in [
+        (CANARIES["pan"][:-1] + "2", Pan.parse),
+        (CANARIES["iban"][:-1] + "1", Iban.parse),
+        ("ana.lima@", Email.parse),
+        (CANARIES["phone"][:-3], Phone.parse),
+    ]:
+        with pytest.raises(FxCrmError) as info:
+            parse(bad)
+        seen.append(f"{info.value!r} {info.value}")
+    with pytest.raises(FxCrmError) as denied:
+        AccessControl().require(Actor.client("c-2"), "client.read", client_id="c-1")
+    seen.append(str(denied.value))
+    assert broker.erasure is not None
+    broker.erasure.erase(
+        Actor.staff("dpo", Role.COMPLIANCE),
+        "c-1",
+        relationship_ended_at=datetime(2020, 1, 1, tzinfo=UTC),
+        reason="request",
+    )
+    seen.append(repr(broker.repository.get(ClientFile, "c-1")))
+    broker.audit.catch_up(broker.store, broker.codec)
+    seen.append(repr(broker.audit.log.records()))
+
+    # The library did log (so this test is not vacuous) ...
+    assert any(r.name.startswith("fxcrm_core") for r in caplog.records)
+    logged = caplog.text + " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    everything = logged + "\n".join(seen)
+    # ... and nothing anywhere shows a canary in clear.
+    for label, value in CANARIES.items():
+        assert value not in everything, label
