@@ -98,7 +98,7 @@ def test_deleted_and_swapped_records_are_named() -> None:
     finding = trail.verify()
     assert finding is not None
     assert (finding.seq, finding.problem) == (7, "deleted")
-    log.rows = rows[:2] + [rows[3], rows[2]] + rows[4:]
+    log.rows = [*rows[:2], rows[3], rows[2], *rows[4:]]
     finding = trail.verify()
     assert finding is not None
     assert (finding.seq, finding.problem) == (3, "reordered")

@@ -163,9 +163,10 @@ def test_erasing_one_client(tmp_path: Path) -> None:
 
     # No new PII can be stored for the erased subject.
     again = build_again(tmp_path)
-    with pytest.raises(SubjectErasedError), again.unit_of_work("staff:x") as uow:
+    with again.unit_of_work("staff:x") as uow:
         uow.record(ClientFile.blank("c-2b"), ClientRegistered("c-2", "GB", "Bo", "b@x.io", "E1"))
-        uow.commit()
+        with pytest.raises(SubjectErasedError):
+            uow.commit()
 
 
 def build_again(tmp_path: Path) -> Broker:
