@@ -56,14 +56,14 @@ class ReversibleFieldCipher:
     def __init__(self) -> None:
         self.erased: set[str] = set()
 
-    def encrypt_field(self, subject_id: str, field: str, plaintext: str) -> str:
-        return f"{subject_id}|{field}|{plaintext[::-1]}"
+    def encrypt_for(self, subject_id: str, context: str, plaintext: bytes) -> str:
+        return f"{subject_id}|{context}|{plaintext.decode()[::-1]}"
 
-    def decrypt_field(self, subject_id: str, field: str, token: str) -> str | None:
-        subject, name, body = token.split("|", 2)
-        if (subject, name) != (subject_id, field):
-            raise CodecError("field token bound to another subject or field")
-        return None if subject_id in self.erased else body[::-1]
+    def decrypt_for(self, subject_id: str, context: str, token: str) -> bytes | None:
+        subject, bound, body = token.split("|", 2)
+        if (subject, bound) != (subject_id, context):
+            raise CodecError("token bound to another subject or context")
+        return None if subject_id in self.erased else body[::-1].encode()
 
 
 class XorPayloadCipher:

@@ -1,7 +1,12 @@
 """The one codec between domain events and stored bytes.
 
-Write: unstructure (cattrs) → encrypt PII fields per subject → JSON → encrypt the whole payload.
-Read: the reverse, then upcast old versions step by step, then structure into the event class.
+Write: unstructure (cattrs) → seal the PII fields under the subject's key → JSON → encrypt the
+whole payload (optional). Read: the reverse, then upcast old versions step by step, then
+structure into the event class.
+
+An event's PII fields (text, by rule) are sealed together in one ciphertext, stored as
+``"$pii": "<field>,<field>|<token>"``; the other fields stay readable. The ciphertext is bound to
+the subject, the event type and the field names, so it opens nowhere else.
 """
 
 from __future__ import annotations
@@ -38,16 +43,20 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 # A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
 _ENCRYPTED = b"e"
-_ENC_KEY = "$enc"
+_PII = "$pii"
 
 
 @runtime_checkable
 class FieldCipher(Protocol):
-    """Encrypts single PII fields under the data subject's own key (privacy plugs in here)."""
+    """Seals PII under the data subject's own key (the privacy context plugs in here).
 
-    def encrypt_field(self, subject_id: str, field: str, plaintext: str) -> str: ...
+    ``context`` names what the ciphertext belongs to (event type and field names); a cipher
+    must bind the ciphertext to the subject and the context (AEAD associated data).
+    """
 
-    def decrypt_field(self, subject_id: str, field: str, token: str) -> str | None:
+    def encrypt_for(self, subject_id: str, context: str, plaintext: bytes) -> str: ...
+
+    def decrypt_for(self, subject_id: str, context: str, token: str) -> bytes | None:
         """The plaintext, or None when the subject's key was destroyed (erased)."""
         ...
 
@@ -184,7 +193,7 @@ class EventCodec:
         self.payload_cipher = payload_cipher
         self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
-        self._loads = json.JSONDecoder().decode
+        self._loads = _make_loads()
 
     # -- write ---------------------------------------------------------------------------
     def encode(self, stream_id: str, event: DomainEvent, metadata: EventMetadata) -> NewEvent:
@@ -208,12 +217,18 @@ class EventCodec:
             self._unstructure[spec.cls] = unstructure
         data = unstructure(event)
         if spec.pii_fields and self.field_cipher is not None:
-            subject = str(getattr(event, spec.subject or ""))
-            for name in spec.pii_fields:
-                value = data.get(name)
-                if value is not None:
-                    token = self.field_cipher.encrypt_field(subject, name, value)
-                    data[name] = {_ENC_KEY: token}
+            names = [n for n in spec.pii_fields if data.get(n) is not None]
+            if names:
+                values = [data.pop(n) for n in names]
+                if any(not isinstance(v, str) or "\0" in v for v in values):
+                    raise CodecError(f"{spec.name}: PII fields must be text without NUL")
+                listed = ",".join(names)
+                token = self.field_cipher.encrypt_for(
+                    str(getattr(event, spec.subject or "")),
+                    f"{spec.name}:{listed}",
+                    "\0".join(values).encode(),
+                )
+                data[_PII] = f"{listed}|{token}"
         if spec.version > 1:
             data["_v"] = spec.version
         try:
@@ -273,19 +288,25 @@ class EventCodec:
         if version != spec.version:
             data = self.registry.upcast(spec.name, version, data, spec.version)
         erased: list[str] = []
-        if spec.pii_fields:
-            subject = str(data.get(spec.subject or ""))
-            for name in spec.pii_fields:
-                value = data.get(name)
-                if isinstance(value, dict) and _ENC_KEY in value:
-                    if self.field_cipher is None:
-                        raise CodecError("field is encrypted but no field cipher is configured")
-                    plain = self.field_cipher.decrypt_field(subject, name, value[_ENC_KEY])
-                    if plain is None:
-                        erased.append(name)
-                        data[name] = ERASED
-                    else:
-                        data[name] = plain
+        sealed = data.pop(_PII, None)
+        if sealed is not None:
+            if self.field_cipher is None:
+                raise CodecError("PII is encrypted but no field cipher is configured")
+            if not isinstance(sealed, str) or "|" not in sealed:
+                raise CodecError(f"{event_type}: malformed encrypted PII")
+            listed, token = sealed.split("|", 1)
+            names = listed.split(",")
+            plain = self.field_cipher.decrypt_for(
+                str(data.get(spec.subject or "")), f"{spec.name}:{listed}", token
+            )
+            if plain is None:
+                erased = names
+                data.update(dict.fromkeys(names, ERASED))
+            else:
+                values = plain.decode().split("\0")
+                if len(values) != len(names):
+                    raise CodecError(f"{event_type}: encrypted PII does not match its fields")
+                data.update(zip(names, values, strict=True))
         try:
             event = self.converter.structure(data, spec.cls)
         except Exception:  # cattrs wraps errors in several types; values may be PII
@@ -316,6 +337,23 @@ def _make_dumps() -> Callable[[object], str]:
         return "".join(c_encode(value, 0))
 
     return dumps
+
+
+def _make_loads() -> Callable[[str], Any]:
+    """JSON text to Python. ``JSONDecoder.decode`` runs a whitespace regex around every call;
+    our payloads are compact, so the scanner is called directly, with the full decoder as the
+    fallback for anything else (and the judge of what is not JSON)."""
+    decoder = json.JSONDecoder()
+    scan = decoder.scan_once
+
+    def loads(text: str) -> Any:
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            return decoder.decode(text)  # raises the proper ValueError
+        return value if end == len(text) else decoder.decode(text)
+
+    return loads
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,13 +1,14 @@
 """Field-level encryption of PII in stored events: AES-256-GCM under each subject's own key.
 
-Each ciphertext carries its data key id and is bound (associated data) to its subject and field,
-so a ciphertext copied into another subject's event, or another field, fails to decrypt. Once a
-subject's key is destroyed, its fields read as ``ERASED``: nothing else in the log changes.
+Each ciphertext carries its data key id and is bound (associated data) to its subject and its
+context (the event type and field names it holds), so a ciphertext copied into another
+subject's event, or another event or field, fails to decrypt. Once a subject's key is
+destroyed, its fields read as ``ERASED``: nothing else in the log changes.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ __all__ = ["FieldEncryption"]
 log = logging.getLogger("fxcrm_core.privacy")
 _NONCE = 12
 _FORMAT = "v1"
+_MISSING = object()
 
 
 class FieldEncryption:
@@ -45,25 +47,25 @@ class FieldEncryption:
         self.keystore = keystore
         self.keyring = keyring
         self._clock = clock or SystemClock()
-        self._cache: OrderedDict[str, tuple[str, AESGCM] | None] = OrderedDict()
+        self._cache: OrderedDict[str, object] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     # -- FieldCipher ---------------------------------------------------------------------
-    def encrypt_field(self, subject_id: str, field: str, plaintext: str) -> str:
+    def encrypt_for(self, subject_id: str, context: str, plaintext: bytes) -> str:
         entry = self._key(subject_id, create=True)
         if entry is None:
             raise SubjectErasedError("the data subject was erased: its personal data is not stored")
         key_id, aes = entry
         nonce = os.urandom(_NONCE)
-        sealed = aes.encrypt(nonce, plaintext.encode(), _ad(subject_id, field, key_id))
-        return f"{_FORMAT}:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+        sealed = aes.encrypt(nonce, plaintext, _ad(subject_id, context, key_id))
+        return f"{_FORMAT}:{key_id}:{binascii.b2a_base64(nonce + sealed, newline=False).decode()}"
 
-    def decrypt_field(self, subject_id: str, field: str, token: str) -> str | None:
+    def decrypt_for(self, subject_id: str, context: str, token: str) -> bytes | None:
         try:
             fmt, key_id, body = token.split(":", 2)
-            raw = base64.b64decode(body, validate=True)
-        except ValueError:
+            raw = binascii.a2b_base64(body, strict_mode=True)
+        except (ValueError, binascii.Error):
             raise CodecError("malformed encrypted field") from None
         if fmt != _FORMAT:
             raise CodecError("unknown encrypted field format")
@@ -74,11 +76,11 @@ class FieldEncryption:
         if key_id != current_id:
             raise CodecError("encrypted field was made under another subject's key")
         try:
-            return aes.decrypt(raw[:_NONCE], raw[_NONCE:], _ad(subject_id, field, key_id)).decode()
+            return aes.decrypt(raw[:_NONCE], raw[_NONCE:], _ad(subject_id, context, key_id))
         except InvalidTag:
             raise CodecError(
-                "encrypted field failed authentication (tampered, or moved to another subject "
-                "or field)"
+                "encrypted field failed authentication (tampered, or moved to another subject, "
+                "event or field)"
             ) from None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -122,10 +124,11 @@ class FieldEncryption:
 
     # -- keys ----------------------------------------------------------------------------
     def _key(self, subject_id: str, *, create: bool) -> tuple[str, AESGCM] | None:
-        with self._lock:
-            if subject_id in self._cache:
-                self._cache.move_to_end(subject_id)
-                return self._cache[subject_id]
+        # Hot path without the lock: a dict read is atomic, and entries are only ever
+        # replaced whole. Eviction is first-in-first-out; an evicted key is simply reloaded.
+        entry = self._cache.get(subject_id, _MISSING)
+        if entry is not _MISSING:
+            return entry  # type: ignore[return-value]
         stored = self.keystore.get(subject_id)
         if stored is None and create:
             stored = self._create(subject_id)
@@ -150,5 +153,5 @@ class FieldEncryption:
         return self.keystore.put_new(key)
 
 
-def _ad(subject_id: str, field: str, key_id: str) -> bytes:
-    return f"fxcrm-field/{_FORMAT}\0{subject_id}\0{field}\0{key_id}".encode()
+def _ad(subject_id: str, context: str, key_id: str) -> bytes:
+    return f"fxcrm-pii/{_FORMAT}\0{subject_id}\0{context}\0{key_id}".encode()
