@@ -344,7 +344,7 @@ def _make_loads() -> Callable[[str], Any]:
     our payloads are compact, so the scanner is called directly, with the full decoder as the
     fallback for anything else (and the judge of what is not JSON)."""
     decoder = json.JSONDecoder()
-    scan = decoder.scan_once
+    scan: Callable[[str, int], tuple[Any, int]] = getattr(decoder, "scan_once")  # noqa: B009 - set in __init__, untyped
 
     def loads(text: str) -> Any:
         try:
