@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects, per_subject, rounds = (20, 10, 1) if args.quick else (1000, 20, args.rounds)
     n = subjects * per_subject
     print(f"{n} events per run, {subjects} clients, rounds {rounds}")
-    print(f"{'workload':<34}{'append x':>10}{'replay x':>10}{'target':>9}  events/s plain->enc")
+    print(f"{'workload':<46}{'append x':>9}{'replay x':>9}{'target':>9}  events/s plain->enc")
     failed = 0
     for kind in ("memory", "sqlite"):
         for label, pii_every in (
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             p_rate = statistics.median(x for x, _ in rates)
             e_rate = statistics.median(y for _, y in rates)
             print(
-                f"  {kind + ': ' + label:<32}{a:>10.2f}{r:>10.2f}{'<= 1.5':>9}"
+                f"  {kind + ': ' + label:<44}{a:>9.2f}{r:>9.2f}{'<= 1.5':>9}"
                 f"  {p_rate:,.0f} -> {e_rate:,.0f}{'' if ok else '  ABOVE TARGET'}"
             )
     print("\nall within target" if not failed else f"\n{failed} workload(s) above target")

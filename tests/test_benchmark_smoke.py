@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_event_store.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = BENCHMARKS / "bench_event_store.py"
 
 
 @pytest.mark.slow
@@ -25,3 +26,17 @@ def test_benchmark_runs_and_reports_every_ratio(
     assert len(report["ratios"]) == 8
     assert all(r["ratio"] > 0 for r in report["ratios"].values())
     assert "batched append vs raw executemany" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_encryption_benchmark_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = BENCHMARKS / "bench_encryption.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("every event has 3 PII fields") == 2
+    assert out.count("1 event in 10 has PII") == 2

@@ -5,7 +5,7 @@ It grows with the SDK: each bounded context adds its part of the day here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,8 +13,9 @@ from typing import Self
 
 import attrs
 
+from fxcrm_core.access import Actor, ApprovalRule, Role, SelfApprovalError
 from fxcrm_core.broker import Broker
-from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all
+from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all, pii
 from fxcrm_core.kernel import (
     ConcurrencyError,
     Currency,
@@ -23,9 +24,11 @@ from fxcrm_core.kernel import (
     Money,
     NegativeAmountError,
     RateTable,
+    RetentionHoldError,
     Rounding,
     ValidationError,
 )
+from fxcrm_core.privacy import MasterKeyring, PiiKind
 
 __all__ = ["run_demo"]
 
@@ -46,6 +49,28 @@ class CashReceived(DomainEvent):
 @attrs.frozen
 class CashPaid(DomainEvent):
     amount: Money
+
+
+@attrs.frozen
+class CustomerOnboarded(DomainEvent):
+    __subject__ = "customer_id"
+    customer_id: str
+    country: str
+    name: str = pii()
+    iban: str = pii()
+
+
+@attrs.frozen(kw_only=True)
+class Customer(Aggregate):
+    category = "customer"
+    country: str = ""
+    name: str | None = attrs.field(default=None, repr=False)
+    iban: str | None = attrs.field(default=None, repr=False)
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, CustomerOnboarded):
+            return self.evolve(country=event.country, name=event.name, iban=event.iban)
+        raise ValidationError(f"Customer cannot apply {type(event).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -79,7 +104,7 @@ class CashDesk(Aggregate):
         return [CashPaid(amount)]
 
 
-DEMO_EVENTS = (DeskOpened, CashReceived, CashPaid)
+DEMO_EVENTS = (DeskOpened, CashReceived, CashPaid, CustomerOnboarded)
 
 
 class _Takings:
@@ -104,14 +129,15 @@ class _Takings:
 
 def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, object]:
     """Run the scenario on a fresh SQLite file and print a report; returns the key figures."""
-    if db_path.exists():
+    for base in (str(db_path), f"{db_path}.keys"):
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     # Friday 6 March 2026, 20:30 UTC: New York is still on winter time (rolls at 22:00 UTC);
     # daylight time starts on Sunday, so Monday's roll is at 21:00 UTC.
     clock = FixedClock(datetime(2026, 3, 6, 20, 30, tzinfo=UTC))
-    broker = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS)
+    keyring = MasterKeyring.generate("demo-master")  # a host loads its master keys from a KMS
+    broker = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS, keyring=keyring)
     out(f"fxcrm_core demo: a broker day on {db_path}")
 
     out("\n== Money")
@@ -147,6 +173,25 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
             f"{broker.calendar.trading_day(instant)} ({state})"
         )
 
+    out("\n== Clients' personal data, encrypted per client")
+    sales = Actor.staff("rep-1", Role.SALES)
+    for cid, country, name, iban in (
+        ("c-1", "DE", "Ana Lima", "DE89370400440532013000"),
+        ("c-2", "GB", "Bo Chen", "GB82WEST12345698765432"),
+    ):
+        with broker.unit_of_work(sales, reason="onboarding") as uow:
+            uow.record(Customer.blank(cid), CustomerOnboarded(cid, country, name, iban))
+            uow.commit()
+    raw = broker.store.read_stream("customer-c-1")[0].data
+    out(f"  stored payload of c-1: {raw[:60].decode()}... (name in clear: {b'Ana' in raw})")
+    c1 = broker.repository.get(Customer, "c-1")
+    assert c1.name is not None
+    assert c1.iban is not None
+    for role in ("compliance", "support", "ib"):
+        name = broker.masking.show({role}, PiiKind.NAME, c1.name)
+        iban = broker.masking.show({role}, PiiKind.IBAN, c1.iban)
+        out(f"  {role:<10} sees {name!r:<12} {iban!r}")
+
     out("\n== Event log on SQLite")
     with broker.unit_of_work("staff:cashier-1", reason="open the desk") as uow:
         desk = CashDesk.blank("main")
@@ -163,9 +208,30 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         replayed += result.replayed
     out(f"  {len(deposits)} PSP callbacks, {replayed} recognised as a retry and not re-posted")
     stale = broker.repository.get(CashDesk, "main")
-    with broker.unit_of_work("staff:cashier-2", reason="payout") as uow:
-        uow.record(stale, *stale.pay(Money.of("300", "USD")))
-        uow.commit()
+
+    def enough_cash(params: Mapping[str, str]) -> None:
+        desk_now = broker.repository.get(CashDesk, "main")
+        desk_now.pay(Money.parse(params["amount"]))  # raises if the desk cannot pay
+
+    def pay_out(params: Mapping[str, str], key: str) -> str:
+        desk_now = broker.repository.get(CashDesk, "main")
+        with broker.unit_of_work("system:payouts", reason="approved payout") as uow:
+            uow.record(desk_now, *desk_now.pay(Money.parse(params["amount"])))
+            return str(uow.commit(idempotency_key=key).last_position)
+
+    broker.approvals.register("withdrawal", ApprovalRule(execute=pay_out, check=enough_cash))
+    maker, checker = Actor.staff("cashier-2", Role.FINANCE), Actor.staff("head", Role.FINANCE)
+    request = broker.approvals.request(maker, "withdrawal", "desk-main", {"amount": "300.00 USD"})
+    try:
+        broker.approvals.approve(maker, request)
+    except SelfApprovalError:
+        out("  payout 300.00 USD: the maker's own approval is refused")
+    decision = broker.approvals.approve(checker, request)
+    again = broker.approvals.approve(checker, request)
+    out(
+        f"  approved by a second person: {decision.status.value}; "
+        f"approving again changes nothing: {not again.changed}"
+    )
     conflict = "none"
     try:
         with broker.unit_of_work("staff:cashier-3", reason="payout") as uow:
@@ -180,10 +246,37 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         live = uow.record(live, *live.receive(Money.of("75.25", "USD"), "psp-1003"))
         uow.commit(idempotency_key="psp-1003")
     broker.repository.snapshot(live)
+
+    out("\n== Erasure (crypto-shredding) and the audit trail")
+    assert broker.erasure is not None
+    officer = Actor.staff("dpo", Role.COMPLIANCE)
+    try:
+        broker.erasure.erase(
+            officer,
+            "c-2",
+            relationship_ended_at=datetime(2024, 1, 1, tzinfo=UTC),
+            reason="erasure request",
+        )
+    except RetentionHoldError as hold:
+        out(f"  c-2, relationship ended 2024: {hold}")
+    broker.erasure.erase(
+        officer,
+        "c-1",
+        relationship_ended_at=datetime(2020, 2, 1, tzinfo=UTC),
+        reason="erasure request",
+    )
+    erased = broker.repository.get(Customer, "c-1")
+    out(
+        f"  c-1 after erasure: name {erased.name}, iban {erased.iban}, country {erased.country}; "
+        f"c-2 still {broker.repository.get(Customer, 'c-2').name}"
+    )
+    added = broker.audit.catch_up(broker.store, broker.codec)
+    finding = broker.audit.verify()
+    out(f"  audit trail: {added} records, chain {'intact' if finding is None else finding}")
     broker.close()
 
     out("\n== Replay from the file in a new process-like session")
-    reopened = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS)
+    reopened = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS, keyring=keyring)
     replayed_desk = reopened.repository.get(CashDesk, "main")
     out(
         f"  live balance {live.cash}, replayed {replayed_desk.cash}, equal: {replayed_desk == live}"
