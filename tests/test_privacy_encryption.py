@@ -150,6 +150,16 @@ def test_erasure_turns_fields_into_the_marker_and_refuses_new_pii(enc: FieldEncr
         enc.encrypt_for("c-1", "holder", b"Ana Again")
 
 
+def test_a_missing_key_is_an_error_not_an_erasure(tmp_path: Path) -> None:
+    ring = MasterKeyring.generate()
+    token = FieldEncryption(SqliteKeyStore(tmp_path / "k.sqlite"), ring).encrypt_for(
+        "c-1", "name", b"Ana"
+    )
+    wrong_store = FieldEncryption(SqliteKeyStore(tmp_path / "other.sqlite"), ring)
+    with pytest.raises(CodecError, match="right key store"):
+        wrong_store.decrypt_for("c-1", "name", token)
+
+
 def test_another_process_sees_an_erasure_after_forget(tmp_path: Path) -> None:
     ring = MasterKeyring.generate()
     a = FieldEncryption(SqliteKeyStore(tmp_path / "k.sqlite"), ring)

@@ -233,7 +233,11 @@ class Approvals:
         *,
         client_id: str | None = None,
     ) -> str:
-        """Open a request; the checks run now too, so a request that cannot run is refused."""
+        """Open a request; the checks run now too, so a request that cannot run is refused.
+
+        ``params`` are stored in clear in the approval's events: ids and amounts only, never
+        personal data (refer to a payout instrument by its id, not its IBAN).
+        """
         rule = self._rule(action)
         self.access.require(maker, f"{action}.request", client_id=client_id)
         rule.check(params)

@@ -130,7 +130,11 @@ class FieldEncryption:
         if entry is not _MISSING:
             return entry  # type: ignore[return-value]
         stored = self.keystore.get(subject_id)
-        if stored is None and create:
+        if stored is None:
+            if not create:
+                # Erasure leaves a tombstone, so "no record" is not "erased": most likely the
+                # wrong key store is configured. Reading it as erased would hide that.
+                raise CodecError("no data key for this subject: is this the right key store?")
             stored = self._create(subject_id)
         entry = None
         if stored is not None and not stored.destroyed:
