@@ -67,8 +67,16 @@ _INSERT = (
 _COLUMNS = "position, stream_id, version, event_type, data, metadata, recorded_at"
 
 
-def _micros(when: datetime) -> int:
-    return (to_utc(when) - _EPOCH) // timedelta(microseconds=1)
+def to_micros(when: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch (how SQLite columns hold time)."""
+    return (to_utc(when) - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _row(r: tuple[int, str, int, str, bytes, bytes, int]) -> StoredEvent:
@@ -225,7 +233,7 @@ class SqliteEventStore:
     def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:
         check_appends(appends)
         digest = append_digest(appends) if idempotency_key is not None else b""
-        recorded = _micros(self._clock.now())
+        recorded = to_micros(self._clock.now())
         with self.db.write() as conn:
             if idempotency_key is not None:
                 found = conn.execute(

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fxcrm_core.access.audit import AuditRecord
-from fxcrm_core.stores.sqlite import SqliteDatabase
+from fxcrm_core.stores.sqlite import SqliteDatabase, from_micros, to_micros
 
 __all__ = ["SqliteAuditLog"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = "seq, position, at, actor, action, target, correlation_id, prev_hash, hash"
 
 
 def _record(r: tuple[int, int, int, str, str, str, str | None, str, str]) -> AuditRecord:
-    return AuditRecord(
-        r[0], r[1], _EPOCH + timedelta(microseconds=r[2]), r[3], r[4], r[5], r[6], r[7], r[8]
-    )
+    return AuditRecord(r[0], r[1], from_micros(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
 
 
 class SqliteAuditLog:
@@ -40,7 +36,7 @@ class SqliteAuditLog:
                     (
                         r.seq,
                         r.position,
-                        (r.at - _EPOCH) // timedelta(microseconds=1),
+                        to_micros(r.at),
                         r.actor,
                         r.action,
                         r.target,

@@ -4,16 +4,15 @@ a shorter schedule: a destroyed key must also age out of the backups for erasure
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from fxcrm_core.kernel.errors import ValidationError
 from fxcrm_core.privacy.keys import WrappedKey
-from fxcrm_core.stores.sqlite import SqliteDatabase
+from fxcrm_core.stores.sqlite import SqliteDatabase, from_micros, to_micros
 
 __all__ = ["SqliteKeyStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fx_data_keys (
     subject_id    TEXT PRIMARY KEY,
@@ -27,18 +26,9 @@ CREATE TABLE IF NOT EXISTS fx_data_keys (
 _COLUMNS = "subject_id, key_id, master_key_id, wrapped, created_at, destroyed_at"
 
 
-def _us(when: datetime) -> int:
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-def _at(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
-
-
 def _key(row: tuple[str, str, str, bytes, int, int | None]) -> WrappedKey:
-    created = _at(row[4])
-    assert created is not None
-    return WrappedKey(row[0], row[1], row[2], bytes(row[3]), created, _at(row[5]))
+    destroyed = None if row[5] is None else from_micros(row[5])
+    return WrappedKey(row[0], row[1], row[2], bytes(row[3]), from_micros(row[4]), destroyed)
 
 
 class SqliteKeyStore:
@@ -63,7 +53,13 @@ class SqliteKeyStore:
             conn.execute(
                 "INSERT INTO fx_data_keys (subject_id, key_id, master_key_id, wrapped, created_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (subject_id) DO NOTHING",
-                (key.subject_id, key.key_id, key.master_key_id, key.wrapped, _us(key.created_at)),
+                (
+                    key.subject_id,
+                    key.key_id,
+                    key.master_key_id,
+                    key.wrapped,
+                    to_micros(key.created_at),
+                ),
             )
         stored = self.get(key.subject_id)
         assert stored is not None
@@ -81,7 +77,7 @@ class SqliteKeyStore:
                 "created_at, destroyed_at) VALUES (?, '', '', x'', ?, ?) "
                 "ON CONFLICT (subject_id) DO UPDATE SET wrapped = x'', "
                 "destroyed_at = excluded.destroyed_at",
-                (subject_id, _us(at), _us(at)),
+                (subject_id, to_micros(at), to_micros(at)),
             )
         self.db.checkpoint()
         return True
