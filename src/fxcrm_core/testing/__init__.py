@@ -10,6 +10,7 @@ from fxcrm_core.testing.contract import (
     SharedEventStoreContract,
     SnapshotStoreContract,
 )
+from fxcrm_core.testing.trading_contract import TradingServerContract
 
 __all__ = [
     "CheckpointStoreContract",
@@ -17,4 +18,5 @@ __all__ = [
     "KeyStoreContract",
     "SharedEventStoreContract",
     "SnapshotStoreContract",
+    "TradingServerContract",
 ]

@@ -1,0 +1,47 @@
+"""Trading: the TradingServer port (MT4/MT5/cTrader-shaped), the Deal model with MT5's exact
+semantics, a deterministic simulated server, and an importer of MT5 deal-history exports.
+
+Depends on ``kernel`` only.
+"""
+
+from fxcrm_core.trading.deal import (
+    Deal,
+    DealAction,
+    DealEntry,
+    UnknownServerResponseError,
+    VolumeUnits,
+    mt5_double,
+)
+from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, read_mt5_deals
+from fxcrm_core.trading.server import (
+    AccountNotFoundError,
+    AccountState,
+    BalanceOperation,
+    DealChange,
+    FeedItem,
+    NewTradingAccount,
+    TradingServer,
+    TradingServerError,
+)
+from fxcrm_core.trading.simulated import SimulatedTradingServer
+
+__all__ = [
+    "AccountNotFoundError",
+    "AccountState",
+    "BalanceOperation",
+    "Deal",
+    "DealAction",
+    "DealChange",
+    "DealEntry",
+    "FeedItem",
+    "ImportProblem",
+    "ImportResult",
+    "NewTradingAccount",
+    "SimulatedTradingServer",
+    "TradingServer",
+    "TradingServerError",
+    "UnknownServerResponseError",
+    "VolumeUnits",
+    "mt5_double",
+    "read_mt5_deals",
+]

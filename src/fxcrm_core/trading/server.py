@@ -1,0 +1,117 @@
+"""The TradingServer port: what fxcrm_core needs from MT4, MT5, cTrader or any other platform.
+
+Hosts implement it over their platform's manager API; ``fxcrm_core.testing.TradingServerContract``
+checks an implementation. The deal feed is read by cursor (a sequence the adapter assigns to
+every add, update and delete), never by timestamp: deals with equal times would be skipped.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from fxcrm_core.kernel.errors import FxCrmError, NotFoundError
+from fxcrm_core.kernel.money import Money
+from fxcrm_core.trading.deal import Deal
+
+__all__ = [
+    "AccountNotFoundError",
+    "AccountState",
+    "BalanceOperation",
+    "DealChange",
+    "FeedItem",
+    "NewTradingAccount",
+    "TradingServer",
+    "TradingServerError",
+]
+
+
+class TradingServerError(FxCrmError, RuntimeError):
+    """The trading server refused or failed an operation."""
+
+    default_message = "the trading server refused the operation"
+
+
+class AccountNotFoundError(NotFoundError):
+    default_message = "no such trading account on the server"
+
+
+class BalanceOperation(enum.Enum):
+    DEPOSIT = "deposit"
+    WITHDRAWAL = "withdrawal"
+    CREDIT_IN = "credit_in"
+    CREDIT_OUT = "credit_out"
+    BONUS = "bonus"
+    CORRECTION = "correction"  # may be negative
+
+
+@attrs.frozen
+class NewTradingAccount:
+    group: str
+    leverage: int
+    currency: str
+    name_ref: str  # an id the host uses for the client (never the client's name)
+
+
+@attrs.frozen
+class AccountState:
+    login: int
+    group: str
+    leverage: int
+    enabled: bool
+    balance: Money
+    credit: Money
+    equity: Money
+
+
+class DealChange(enum.Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@attrs.frozen
+class FeedItem:
+    cursor: int
+    change: DealChange
+    deal: Deal
+
+
+@runtime_checkable
+class TradingServer(Protocol):
+    """One trading server (an MT5 server, a cTrader instance, ...)."""
+
+    name: str
+
+    def create_account(self, request: NewTradingAccount) -> int:
+        """Create an account; returns its login."""
+        ...
+
+    def change_group(self, login: int, group: str) -> None: ...
+
+    def change_leverage(self, login: int, leverage: int) -> None: ...
+
+    def change_password(self, login: int, secret: str) -> None: ...
+
+    def set_enabled(self, login: int, enabled: bool) -> None: ...
+
+    def balance_operation(
+        self,
+        login: int,
+        operation: BalanceOperation,
+        amount: Money,
+        *,
+        comment: str,
+        idempotency_key: str,
+    ) -> int:
+        """Post a balance operation; returns the server's deal ticket. A retry with the same
+        key returns the same ticket and posts nothing."""
+        ...
+
+    def account_state(self, login: int) -> AccountState: ...
+
+    def deal_feed(self, *, after_cursor: int = 0, limit: int = 1000) -> list[FeedItem]:
+        """Deal adds, updates and deletes with cursor > ``after_cursor``, in cursor order."""
+        ...

@@ -1,0 +1,277 @@
+"""Deals with MT5's semantics, the simulated server (contract, determinism, consistency), and
+the MT5 export importer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fxcrm_core.kernel import FixedClock, Money, PrecisionError, ValidationError
+from fxcrm_core.testing import TradingServerContract
+from fxcrm_core.trading import (
+    BalanceOperation,
+    Deal,
+    DealAction,
+    DealChange,
+    DealEntry,
+    NewTradingAccount,
+    SimulatedTradingServer,
+    TradingServer,
+    UnknownServerResponseError,
+    VolumeUnits,
+    mt5_double,
+    read_mt5_deals,
+)
+
+EET = timedelta(hours=2)  # a typical MT5 server zone (GMT+2 in winter)
+T0 = datetime(2026, 3, 9, 8, tzinfo=UTC)
+
+
+class TestSimulatedServer(TradingServerContract):
+    def make_server(self) -> TradingServer:
+        return SimulatedTradingServer(seed=1, clock=FixedClock(T0))
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "Deal": 77,
+        "Login": 500001,
+        "Action": 0,
+        "Entry": 0,
+        "Symbol": "EURUSD",
+        "Volume": 10_000,
+        "VolumeClosed": 0,
+        "Price": "1.08512",
+        "PositionID": 77,
+        "Order": 12,
+        "Commission": "-3.50",
+        "Fee": "0",
+        "Storage": "0",
+        "Profit": "0",
+        "Time": 1_773_050_400,  # 2026-03-09 10:00:00 server time
+    }
+    base.update(overrides)
+    return base
+
+
+def deal(**overrides: Any) -> Deal:
+    return Deal.from_mt5(record(**overrides), server="mt5-live", currency="USD", utc_offset=EET)
+
+
+@pytest.mark.parametrize("action", list(DealAction))
+def test_every_mt5_action_maps(action: DealAction) -> None:
+    d = deal(Action=int(action))
+    assert d.action is action
+    assert d.action.is_trade == (action in (DealAction.BUY, DealAction.SELL))
+    assert d.action.moves_balance == (
+        action not in (DealAction.BUY, DealAction.SELL)
+        and action not in (DealAction.BUY_CANCELED, DealAction.SELL_CANCELED)
+    )
+
+
+def test_action_codes_are_mt5s() -> None:
+    assert [int(a) for a in DealAction][:19] == list(range(19))
+    assert (DealAction.BALANCE, DealAction.AGENT, DealAction.TAX) == (2, 18, 17)
+    assert DealAction.AGENT.is_agent_commission
+    assert DealAction.AGENT_MONTHLY.is_agent_commission
+    assert not DealAction.COMMISSION.is_agent_commission
+
+
+@pytest.mark.parametrize(
+    ("code", "entry", "closes"),
+    [
+        (0, DealEntry.IN, False),
+        (1, DealEntry.OUT, True),
+        (2, DealEntry.INOUT, True),
+        (3, DealEntry.OUT_BY, True),
+    ],
+)
+def test_every_entry_maps(code: int, entry: DealEntry, closes: bool) -> None:
+    d = deal(Entry=code)
+    assert d.entry is entry
+    assert d.entry.closes is closes
+
+
+@pytest.mark.parametrize(
+    ("fields", "units", "lots"),
+    [
+        ({"Volume": 10_000}, VolumeUnits.MT5, Decimal(1)),
+        ({"Volume": 1}, VolumeUnits.MT5, Decimal("0.0001")),
+        ({"Volume": 2_500, "VolumeClosed": 1_000}, VolumeUnits.MT5, Decimal("0.25")),
+        ({"VolumeExt": 1}, VolumeUnits.MT5, Decimal("0.00000001")),
+        ({"VolumeExt": 150_000_000}, VolumeUnits.MT5, Decimal("1.5")),
+        ({"Volume": 10}, VolumeUnits.MT4, Decimal("0.1")),
+    ],
+)
+def test_volume_units(fields: dict[str, int], units: VolumeUnits, lots: Decimal) -> None:
+    d = Deal.from_mt5(
+        record(**fields), server="s", currency="USD", utc_offset=EET, volume_units=units
+    )
+    assert d.volume == lots
+    if "VolumeClosed" in fields:
+        assert d.volume_closed == Decimal("0.1")
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_volume_conversion_is_exact(units: int) -> None:
+    assert deal(Volume=units).volume * 10_000 == units
+    assert deal(VolumeExt=units).volume * 100_000_000 == units
+
+
+def test_server_time_becomes_utc_and_keeps_its_offset() -> None:
+    d = deal(Time=1_773_050_400)  # 10:00 on the server, which runs at UTC+2
+    assert d.time == datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+    assert d.server_time.hour == 10
+    assert d.server_time.utcoffset() == EET
+    assert deal(TimeMsc=1_773_050_400_123).time.microsecond == 123_000
+
+
+def test_money_fields_are_exact_money_in_the_account_currency() -> None:
+    d = deal(Commission="-3.50", Storage="-1.25", Profit="112.80", Fee="-0.10")
+    assert (d.commission, d.swap, d.profit, d.fee) == (
+        Money.of("-3.50", "USD"),
+        Money.of("-1.25", "USD"),
+        Money.of("112.80", "USD"),
+        Money.of("-0.10", "USD"),
+    )
+    assert mt5_double(112.8, 2) == Decimal("112.80")
+    assert mt5_double(0.1 + 0.2, 2) == Decimal("0.30")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"Action": 99}, UnknownServerResponseError),
+        ({"Action": "buy"}, UnknownServerResponseError),
+        ({"Entry": 7}, UnknownServerResponseError),
+        ({"Volume": -1}, UnknownServerResponseError),
+        ({"Deal": "x"}, UnknownServerResponseError),
+        ({"Profit": "1.005"}, PrecisionError),
+        ({"Profit": 1.5}, TypeError),
+    ],
+)
+def test_bad_server_data_is_a_typed_error(
+    overrides: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        deal(**overrides)
+
+
+def test_missing_fields_are_named() -> None:
+    bad = record()
+    del bad["Login"]
+    with pytest.raises(UnknownServerResponseError, match="Login"):
+        Deal.from_mt5(bad, server="s", currency="USD", utc_offset=EET)
+    with pytest.raises(ValidationError):
+        mt5_double(1, 2)  # type: ignore[arg-type]
+
+
+# -- the simulated server -----------------------------------------------------------------------
+def funded_server(seed: int = 3) -> SimulatedTradingServer:
+    server = SimulatedTradingServer(seed=seed, clock=FixedClock(T0))
+    for n in range(5):
+        login = server.create_account(NewTradingAccount("retail\\usd", 100, "USD", f"c-{n}"))
+        server.balance_operation(
+            login,
+            BalanceOperation.DEPOSIT,
+            Money.of(10_000, "USD"),
+            comment="d",
+            idempotency_key=f"d{n}",
+        )
+    return server
+
+
+def test_the_same_seed_plays_the_same_session() -> None:
+    a, b = funded_server(), funded_server()
+    a.simulate_trading(400)
+    b.simulate_trading(400)
+    assert a.deal_feed(limit=10_000) == b.deal_feed(limit=10_000)
+    c = funded_server(seed=4)
+    c.simulate_trading(400)
+    assert c.deal_feed(limit=10_000) != a.deal_feed(limit=10_000)
+
+
+def test_a_session_has_every_entry_kind_updates_deletes_and_equal_times() -> None:
+    server = funded_server()
+    server.simulate_trading(1500)
+    feed = server.deal_feed(limit=100_000)
+    entries = {i.deal.entry for i in feed if i.deal.action.is_trade}
+    assert entries == set(DealEntry)
+    changes = {i.change for i in feed}
+    assert changes == set(DealChange)
+    times = [i.deal.time for i in feed if i.change is DealChange.ADDED and i.deal.action.is_trade]
+    assert len(times) > len(set(times))  # equal times exist: a timestamp cursor would skip deals
+
+
+def test_balances_equal_the_sum_of_the_live_deals() -> None:
+    server = funded_server()
+    server.simulate_trading(2000)
+    live: dict[int, Deal] = {}
+    for item in server.deal_feed(limit=100_000):
+        if item.change is DealChange.DELETED:
+            live.pop(item.deal.ticket)
+        else:
+            live[item.deal.ticket] = item.deal
+    for login in {d.login for d in live.values()}:
+        total = Money.zero("USD")
+        for d in live.values():
+            if d.login == login and d.action is not DealAction.CREDIT:
+                total = total + d.profit + d.commission + d.swap + d.fee
+        assert server.account_state(login).balance == total
+
+
+# -- the MT5 export importer ----------------------------------------------------------------------
+def sample_text() -> str:
+    return (
+        resources.files("fxcrm_core.trading")
+        .joinpath("samples/mt5_deals_sample.csv")
+        .read_text(encoding="utf-8")
+    )
+
+
+def test_the_sample_export_imports_every_action_and_entry() -> None:
+    result = read_mt5_deals(sample_text(), server="mt5-live", currency="USD", utc_offset=EET)
+    assert result.ok, result.problems
+    assert {d.action for d in result.deals} == set(DealAction)
+    assert {d.entry for d in result.deals} == set(DealEntry)
+    first = result.deals[0]
+    assert (first.ticket, first.action, first.profit) == (
+        1001,
+        DealAction.BALANCE,
+        Money.of("5000", "USD"),
+    )
+    assert first.time == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
+    assert first.server_time.tzinfo == timezone(EET)
+    extended = next(d for d in result.deals if d.ticket == 1010)
+    assert extended.volume == Decimal("0.00001")
+
+
+def test_the_importer_reports_every_bad_row(tmp_path: Path) -> None:
+    lines = sample_text().splitlines()
+    lines[3] = lines[3].replace(",buy,", ",teleport,")
+    lines[5] = lines[5].replace("2026.03.09", "2026.02.30")
+    lines[7] = lines[7].replace(",0.60,", ",0.123456789,")
+    lines.append(lines[1])  # the same ticket twice
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    result = read_mt5_deals(path, server="s", currency="USD", utc_offset=EET)
+    assert [(p.row, p.reason.split(" ")[0]) for p in result.problems] == [
+        (4, "unknown"),
+        (6, "time"),
+        (8, "volume"),
+        (len(lines), "the"),
+    ]
+    assert len(result.deals) == len(lines) - 1 - 4
+
+
+def test_missing_columns_are_one_problem() -> None:
+    result = read_mt5_deals("Time,Deal\n", server="s", currency="USD", utc_offset=EET)
+    assert not result.ok
+    assert "Login" in result.problems[0].reason
