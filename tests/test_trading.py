@@ -170,7 +170,7 @@ def test_missing_fields_are_named() -> None:
     with pytest.raises(UnknownServerResponseError, match="Login"):
         Deal.from_mt5(bad, server="s", currency="USD", utc_offset=EET)
     with pytest.raises(ValidationError):
-        mt5_double(1, 2)  # type: ignore[arg-type]
+        mt5_double(1, 2)
 
 
 # -- the simulated server -----------------------------------------------------------------------
