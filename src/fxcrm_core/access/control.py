@@ -40,6 +40,7 @@ class Role:
     COMPLIANCE = "compliance"
     FINANCE = "finance"
     ADMIN = "admin"
+    PORTAL = "portal"  # the client portal acting before a client exists (self-registration)
 
 
 class RowScope(enum.Enum):
@@ -138,8 +139,8 @@ DEFAULT_POLICY = AccessPolicy(
             "instrument.manage",
         },
         Role.IB: {"client.read", "commission.read", "statement.read"},
-        Role.SALES: {"client.read", "client.update", "client.note"},
-        Role.SUPPORT: {"client.read", "kyc.read"},
+        Role.SALES: {"client.read", "client.update", "client.note", "client.register"},
+        Role.SUPPORT: {"client.read", "client.register", "kyc.read"},
         Role.COMPLIANCE: {
             "client.read",
             "kyc.*",
@@ -156,7 +157,8 @@ DEFAULT_POLICY = AccessPolicy(
             "payout.*",
             "adjustment.*",
         },
-        Role.ADMIN: {"client.read", "role.assign", "audit.read"},
+        Role.ADMIN: {"client.read", "client.assign", "role.assign", "audit.read"},
+        Role.PORTAL: {"client.register"},
     },
     scopes={
         Role.CLIENT: RowScope.OWN,
@@ -166,6 +168,7 @@ DEFAULT_POLICY = AccessPolicy(
         Role.COMPLIANCE: RowScope.ALL,
         Role.FINANCE: RowScope.ALL,
         Role.ADMIN: RowScope.ALL,
+        Role.PORTAL: RowScope.NONE,
     },
 )
 

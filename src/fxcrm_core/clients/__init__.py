@@ -1,0 +1,47 @@
+"""Clients: registration (individual and corporate) with deduplication on keyed hashes, contact
+details as encrypted PII, consents, ownership, lifecycle stage and risk profile.
+
+Depends on ``kernel``, ``events``, ``access`` (permissions) and ``privacy`` (PII types).
+"""
+
+from fxcrm_core.clients.identity import (
+    DuplicateClientError,
+    IdentityClaim,
+    IdentityClaimed,
+    IdentityKeys,
+    normalise_email,
+    normalise_phone,
+)
+from fxcrm_core.clients.model import (
+    CLIENT_EVENTS,
+    Client,
+    ClientKind,
+    ClientRegistered,
+    Consent,
+    IllegalTransitionError,
+    RiskProfile,
+    Stage,
+)
+from fxcrm_core.clients.service import AppropriatenessTest, Clients, DedupPolicy, Registration
+
+ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, IdentityClaimed)
+
+__all__ = [
+    "ALL_CLIENT_EVENTS",
+    "AppropriatenessTest",
+    "Client",
+    "ClientKind",
+    "ClientRegistered",
+    "Clients",
+    "Consent",
+    "DedupPolicy",
+    "DuplicateClientError",
+    "IdentityClaim",
+    "IdentityKeys",
+    "IllegalTransitionError",
+    "Registration",
+    "RiskProfile",
+    "Stage",
+    "normalise_email",
+    "normalise_phone",
+]

@@ -1,0 +1,117 @@
+"""Deduplication on encrypted data: normalised identifiers, hashed with a secret key.
+
+The same person written differently (``Ana.Lima+fx@GMAIL.com`` and ``analima@gmail.com``,
+``+44 7911 123456`` and ``07911 123456`` in the UK) gives the same keyed hash; the index holds
+only hashes, so it reveals nothing without the key (keep it with the master keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Self
+
+import attrs
+import phonenumbers
+
+from fxcrm_core.events import Aggregate, DomainEvent
+from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+from fxcrm_core.privacy.pii import DocumentNumber, Email
+
+__all__ = [
+    "DuplicateClientError",
+    "IdentityClaim",
+    "IdentityClaimed",
+    "IdentityKeys",
+    "normalise_email",
+    "normalise_phone",
+]
+
+_DOTLESS = {"gmail.com", "googlemail.com"}
+
+
+class DuplicateClientError(FxCrmError, ValueError):
+    """A registration matched an existing client (the message names the matching kinds only)."""
+
+    default_message = "this person is already registered"
+
+    def __init__(self, existing_client_id: str, matched_on: tuple[str, ...]) -> None:
+        super().__init__(
+            f"already registered as client {existing_client_id} (same {', '.join(matched_on)})"
+        )
+        self.existing_client_id = existing_client_id
+        self.matched_on = matched_on
+
+
+def normalise_email(text: str) -> str:
+    """Lower case, no ``+tag``; Gmail ignores dots, and googlemail.com is gmail.com.
+
+    >>> normalise_email(" Ana.Lima+fx@GoogleMail.com ")
+    'analima@gmail.com'
+    """
+    local, _, domain = Email.parse(text).reveal().lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", ""), "gmail.com"
+    if not local:
+        raise ValidationError("not a valid e-mail address")
+    return f"{local}@{domain}"
+
+
+def normalise_phone(text: str, country: str) -> str:
+    """E.164, reading national formats in the client's country.
+
+    >>> normalise_phone("07911 123456", "GB")
+    '+447911123456'
+    """
+    try:
+        number = phonenumbers.parse(text, country.upper())
+    except phonenumbers.NumberParseException:
+        raise ValidationError("not a valid phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValidationError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class IdentityKeys:
+    """Keyed hashes of normalised identifiers (HMAC-SHA256 under the host's dedup key)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValidationError("the dedup key must be at least 32 bytes")
+        self._key = key
+
+    def digest(self, kind: str, normalised: str) -> str:
+        return hmac.new(self._key, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()
+
+    def of(
+        self, *, email: str, phone: str | None, country: str, document: str | None
+    ) -> dict[str, str]:
+        """Digest per kind (``email``, ``phone``, ``document``) of what is given."""
+        out = {"email": self.digest("email", normalise_email(email))}
+        if phone:
+            out["phone"] = self.digest("phone", normalise_phone(phone, country))
+        if document:
+            number = DocumentNumber.parse(document).reveal()
+            out["document"] = self.digest("document", f"{country.upper()}:{number}")
+        return out
+
+
+@attrs.frozen
+class IdentityClaimed(DomainEvent):
+    client_id: str
+    kind: str
+
+
+@attrs.frozen(kw_only=True)
+class IdentityClaim(Aggregate):
+    """One stream per keyed hash; its first event names the client that owns the identity."""
+
+    category = "identity"
+    client_id: str | None = None
+    kind: str = ""
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, IdentityClaimed):
+            return self.evolve(client_id=event.client_id, kind=event.kind)
+        raise ValidationError(f"IdentityClaim cannot apply {type(event).__name__}")

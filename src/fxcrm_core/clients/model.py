@@ -1,0 +1,236 @@
+"""The Client aggregate: registration, contact details (PII), consents, ownership by a sales
+rep, lifecycle stage and risk profile. Pure: commands check the state and return events."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Self
+
+import attrs
+
+from fxcrm_core.events import Aggregate, DomainEvent, pii
+from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+
+__all__ = [
+    "CLIENT_EVENTS",
+    "Client",
+    "ClientKind",
+    "ClientRegistered",
+    "Consent",
+    "ConsentGiven",
+    "ConsentWithdrawn",
+    "ContactDetailsChanged",
+    "DuplicateSuspected",
+    "IllegalTransitionError",
+    "OwnerAssigned",
+    "RiskProfile",
+    "RiskProfileAssessed",
+    "Stage",
+    "StageChanged",
+]
+
+
+class IllegalTransitionError(FxCrmError, ValueError):
+    """A workflow step that the current state does not allow."""
+
+    default_message = "that step is not allowed from the current state"
+
+
+class ClientKind(enum.Enum):
+    INDIVIDUAL = "individual"
+    CORPORATE = "corporate"
+
+
+class Stage(enum.Enum):
+    LEAD = "lead"
+    REGISTERED = "registered"
+    VERIFIED = "verified"
+    FUNDED = "funded"
+    ACTIVE = "active"
+    DORMANT = "dormant"
+    CLOSED = "closed"
+
+
+_NEXT: dict[Stage, frozenset[Stage]] = {
+    Stage.LEAD: frozenset({Stage.REGISTERED, Stage.CLOSED}),
+    Stage.REGISTERED: frozenset({Stage.VERIFIED, Stage.CLOSED}),
+    Stage.VERIFIED: frozenset({Stage.FUNDED, Stage.CLOSED}),
+    Stage.FUNDED: frozenset({Stage.ACTIVE, Stage.DORMANT, Stage.CLOSED}),
+    Stage.ACTIVE: frozenset({Stage.DORMANT, Stage.CLOSED}),
+    Stage.DORMANT: frozenset({Stage.ACTIVE, Stage.CLOSED}),
+    Stage.CLOSED: frozenset(),
+}
+
+
+class Consent(enum.Enum):
+    MARKETING = "marketing"
+    DATA_PROCESSING = "data_processing"
+
+
+class RiskProfile(enum.Enum):
+    """Outcome of the appropriateness test (MiFID II style)."""
+
+    INEXPERIENCED = "inexperienced"
+    EXPERIENCED = "experienced"
+    SOPHISTICATED = "sophisticated"
+
+
+@attrs.frozen
+class ClientRegistered(DomainEvent):
+    __subject__ = "client_id"
+    client_id: str
+    kind: ClientKind
+    country: str
+    stage: Stage
+    owner_id: str | None
+    name: str = pii()
+    email: str = pii()
+    phone: str | None = pii(default=None)
+
+
+@attrs.frozen
+class ContactDetailsChanged(DomainEvent):
+    __subject__ = "client_id"
+    client_id: str
+    email: str | None = pii(default=None)
+    phone: str | None = pii(default=None)
+
+
+@attrs.frozen
+class ConsentGiven(DomainEvent):
+    consent: Consent
+    at: datetime
+
+
+@attrs.frozen
+class ConsentWithdrawn(DomainEvent):
+    consent: Consent
+    at: datetime
+
+
+@attrs.frozen
+class OwnerAssigned(DomainEvent):
+    owner_id: str
+    previous_owner_id: str | None
+    at: datetime
+
+
+@attrs.frozen
+class StageChanged(DomainEvent):
+    previous: Stage
+    stage: Stage
+
+
+@attrs.frozen
+class RiskProfileAssessed(DomainEvent):
+    score: int
+    profile: RiskProfile
+
+
+@attrs.frozen
+class DuplicateSuspected(DomainEvent):
+    """Registered although an identifier matched another client: flagged for a merge review."""
+
+    other_client_id: str
+    matched_on: tuple[str, ...]
+
+
+CLIENT_EVENTS = (
+    ClientRegistered,
+    ContactDetailsChanged,
+    ConsentGiven,
+    ConsentWithdrawn,
+    OwnerAssigned,
+    StageChanged,
+    RiskProfileAssessed,
+    DuplicateSuspected,
+)
+
+
+@attrs.frozen(kw_only=True)
+class Client(Aggregate):
+    category = "client"
+    kind: ClientKind = ClientKind.INDIVIDUAL
+    country: str = ""
+    stage: Stage | None = None
+    name: str | None = attrs.field(default=None, repr=False)
+    email: str | None = attrs.field(default=None, repr=False)
+    phone: str | None = attrs.field(default=None, repr=False)
+    owner_id: str | None = None
+    owner_history: tuple[tuple[str, datetime], ...] = ()
+    consents: tuple[tuple[Consent, datetime], ...] = ()  # those in force, with when given
+    risk_profile: RiskProfile | None = None
+    merge_review: tuple[str, ...] = ()
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case ClientRegistered():
+                return self.evolve(
+                    kind=event.kind,
+                    country=event.country,
+                    stage=event.stage,
+                    name=event.name,
+                    email=event.email,
+                    phone=event.phone,
+                    owner_id=event.owner_id,
+                )
+            case ContactDetailsChanged(email=email, phone=phone):
+                return self.evolve(email=email or self.email, phone=phone or self.phone)
+            case ConsentGiven(consent=consent, at=at):
+                return self.evolve(consents=(*self._without(consent), (consent, at)))
+            case ConsentWithdrawn(consent=consent):
+                return self.evolve(consents=self._without(consent))
+            case OwnerAssigned(owner_id=owner, at=at):
+                return self.evolve(owner_id=owner, owner_history=(*self.owner_history, (owner, at)))
+            case StageChanged(stage=stage):
+                return self.evolve(stage=stage)
+            case RiskProfileAssessed(profile=profile):
+                return self.evolve(risk_profile=profile)
+            case DuplicateSuspected(other_client_id=other):
+                return self.evolve(merge_review=(*self.merge_review, other))
+        raise ValidationError(f"Client cannot apply {type(event).__name__}")
+
+    def _without(self, consent: Consent) -> tuple[tuple[Consent, datetime], ...]:
+        return tuple(c for c in self.consents if c[0] is not consent)
+
+    def has_consent(self, consent: Consent) -> bool:
+        return any(c is consent for c, _ in self.consents)
+
+    # -- commands --------------------------------------------------------------------------
+    def _live(self) -> Stage:
+        if self.stage is None:
+            raise ValidationError("no such client")
+        if self.stage is Stage.CLOSED:
+            raise IllegalTransitionError("the client is closed")
+        return self.stage
+
+    def move_to(self, stage: Stage) -> list[DomainEvent]:
+        current = self.stage
+        if current is None:
+            raise ValidationError("no such client")
+        if stage not in _NEXT[current]:
+            raise IllegalTransitionError(
+                f"a client cannot go from {current.value} to {stage.value}"
+            )
+        return [StageChanged(current, stage)]
+
+    def give_consent(self, consent: Consent, at: datetime) -> list[DomainEvent]:
+        self._live()
+        return [] if self.has_consent(consent) else [ConsentGiven(consent, at)]
+
+    def withdraw_consent(self, consent: Consent, at: datetime) -> list[DomainEvent]:
+        self._live()
+        return [ConsentWithdrawn(consent, at)] if self.has_consent(consent) else []
+
+    def assign_owner(self, owner_id: str, at: datetime) -> list[DomainEvent]:
+        self._live()
+        if not owner_id:
+            raise ValidationError("an owner id is required")
+        if owner_id == self.owner_id:
+            return []
+        return [OwnerAssigned(owner_id, self.owner_id, at)]
+
+    def assess_risk(self, score: int, profile: RiskProfile) -> list[DomainEvent]:
+        self._live()
+        return [RiskProfileAssessed(score, profile)]

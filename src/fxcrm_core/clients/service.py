@@ -1,0 +1,191 @@
+"""The clients service: registration with deduplication, contact changes, consents, ownership,
+stage moves and the appropriateness test; every command checks the actor's permission."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+from fxcrm_core.access import AccessControl, Actor
+from fxcrm_core.clients.identity import (
+    DuplicateClientError,
+    IdentityClaim,
+    IdentityClaimed,
+    IdentityKeys,
+    normalise_phone,
+)
+from fxcrm_core.clients.model import (
+    Client,
+    ClientKind,
+    ClientRegistered,
+    Consent,
+    DuplicateSuspected,
+    RiskProfile,
+    Stage,
+)
+from fxcrm_core.events import DomainEvent, EventMetadata, Repository, UnitOfWork
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
+from fxcrm_core.kernel.ids import IdGenerator
+from fxcrm_core.privacy.pii import Email, PersonName
+
+__all__ = ["AppropriatenessTest", "Clients", "DedupPolicy", "Registration"]
+
+
+class DedupPolicy(enum.Enum):
+    REFUSE = "refuse"  # a second registration of the same person is refused
+    FLAG = "flag"  # it is created, flagged for a merge review
+
+
+@attrs.frozen
+class Registration:
+    kind: ClientKind
+    country: str  # ISO 3166 alpha-2
+    name: str = attrs.field(repr=False)
+    email: str = attrs.field(repr=False)
+    phone: str | None = attrs.field(default=None, repr=False)
+    document_number: str | None = attrs.field(default=None, repr=False)
+    owner_id: str | None = None
+    lead: bool = False  # captured as a lead rather than registered
+
+
+@attrs.frozen
+class AppropriatenessTest:
+    """Scores answers (points per question) into a risk profile."""
+
+    experienced_from: int = 4
+    sophisticated_from: int = 8
+
+    def assess(self, answers: Mapping[str, int]) -> tuple[int, RiskProfile]:
+        if not answers or any(isinstance(v, bool) or v < 0 for v in answers.values()):
+            raise ValidationError("answers must be non-negative points per question")
+        score = sum(answers.values())
+        if score >= self.sophisticated_from:
+            return score, RiskProfile.SOPHISTICATED
+        if score >= self.experienced_from:
+            return score, RiskProfile.EXPERIENCED
+        return score, RiskProfile.INEXPERIENCED
+
+
+class Clients:
+    def __init__(
+        self,
+        repository: Repository,
+        access: AccessControl,
+        identities: IdentityKeys,
+        *,
+        policy: DedupPolicy = DedupPolicy.REFUSE,
+        clock: Clock | None = None,
+        ids: IdGenerator | None = None,
+        test: AppropriatenessTest | None = None,
+    ) -> None:
+        self.repository = repository
+        self.access = access
+        self.identities = identities
+        self.policy = policy
+        self.clock = clock or SystemClock()
+        self.ids = ids or IdGenerator(self.clock)
+        self.test = test or AppropriatenessTest()
+
+    def _uow(self, actor: Actor, reason: str) -> UnitOfWork:
+        return UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason))
+
+    def get(self, actor: Actor, client_id: str) -> Client:
+        self.access.require(actor, "client.read", client_id=client_id)
+        return self.repository.get(Client, client_id)
+
+    # -- registration ----------------------------------------------------------------------
+    def register(self, actor: Actor, reg: Registration) -> str:
+        """Create a client; a person already registered is refused (or flagged, by policy)."""
+        self.access.require(actor, "client.register")
+        if len(reg.country) != 2 or not reg.country.isalpha():
+            raise ValidationError("country must be an ISO 3166 alpha-2 code")
+        email = Email.parse(reg.email).reveal()
+        phone = normalise_phone(reg.phone, reg.country) if reg.phone else None
+        name = PersonName.parse(reg.name).reveal()
+        digests = self.identities.of(
+            email=email, phone=phone, country=reg.country, document=reg.document_number
+        )
+        client_id = self.ids()
+        for _ in range(3):  # a racing registration may claim an identity between check and commit
+            taken = self._owners(digests)
+            if taken and self.policy is DedupPolicy.REFUSE:
+                first = next(iter(taken.values()))
+                raise DuplicateClientError(first, tuple(taken))
+            stage = Stage.LEAD if reg.lead else Stage.REGISTERED
+            with self._uow(actor, "registration") as uow:
+                client = uow.record(
+                    Client.blank(client_id),
+                    ClientRegistered(
+                        client_id,
+                        reg.kind,
+                        reg.country.upper(),
+                        stage,
+                        reg.owner_id,
+                        name,
+                        email,
+                        phone,
+                    ),
+                )
+                for kind, digest in digests.items():
+                    if kind not in taken:
+                        uow.record(IdentityClaim.blank(digest), IdentityClaimed(client_id, kind))
+                if taken:
+                    uow.record(client, DuplicateSuspected(next(iter(taken.values())), tuple(taken)))
+                try:
+                    uow.commit()
+                except ConcurrencyError:
+                    continue
+            return client_id
+        raise ConcurrencyError("registration kept racing with another one; try again")
+
+    def _owners(self, digests: Mapping[str, str]) -> dict[str, str]:
+        taken: dict[str, str] = {}
+        for kind, digest in digests.items():
+            claim = self.repository.load(IdentityClaim, digest)
+            if claim is not None and claim.client_id is not None:
+                taken[kind] = claim.client_id
+        return taken
+
+    # -- changes ---------------------------------------------------------------------------
+    def _change(
+        self, actor: Actor, client: Client, reason: str, events: list[DomainEvent]
+    ) -> Client:
+        if not events:
+            return client
+        with self._uow(actor, reason) as uow:
+            client = uow.record(client, *events)
+            uow.commit()
+        return client
+
+    def move(self, actor: Actor, client_id: str, stage: Stage) -> Client:
+        self.access.require(actor, "client.update", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        return self._change(actor, client, "stage", client.move_to(stage))
+
+    def give_consent(self, actor: Actor, client_id: str, consent: Consent) -> Client:
+        self.access.require(actor, "client.update", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        events = client.give_consent(consent, self.clock.now())
+        return self._change(actor, client, "consent given", events)
+
+    def withdraw_consent(self, actor: Actor, client_id: str, consent: Consent) -> Client:
+        self.access.require(actor, "client.update", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        events = client.withdraw_consent(consent, self.clock.now())
+        return self._change(actor, client, "consent withdrawn", events)
+
+    def assign_owner(self, actor: Actor, client_id: str, owner_id: str) -> Client:
+        self.access.require(actor, "client.assign", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        events = client.assign_owner(owner_id, self.clock.now())
+        return self._change(actor, client, "owner assigned", events)
+
+    def assess_risk(self, actor: Actor, client_id: str, answers: Mapping[str, int]) -> Client:
+        self.access.require(actor, "client.update", client_id=client_id)
+        score, profile = self.test.assess(answers)
+        client = self.repository.get(Client, client_id)
+        events = client.assess_risk(score, profile)
+        return self._change(actor, client, "appropriateness test", events)
