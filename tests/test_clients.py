@@ -133,7 +133,11 @@ def test_racing_registrations_of_one_person_create_one_client() -> None:
         barrier = threading.Barrier(3)
         outcomes: list[str] = []
 
-        def register(clients: Clients = clients, barrier: threading.Barrier = barrier) -> None:
+        def register(
+            clients: Clients = clients,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[str] = outcomes,
+        ) -> None:
             barrier.wait()
             try:
                 clients.register(PORTAL, ANA)
