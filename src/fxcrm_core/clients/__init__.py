@@ -18,11 +18,11 @@ from fxcrm_core.clients.model import (
     ClientKind,
     ClientRegistered,
     Consent,
-    IllegalTransitionError,
     RiskProfile,
     Stage,
 )
 from fxcrm_core.clients.service import AppropriatenessTest, Clients, DedupPolicy, Registration
+from fxcrm_core.kernel.errors import IllegalTransitionError
 
 ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, IdentityClaimed)
 

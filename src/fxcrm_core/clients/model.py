@@ -10,7 +10,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.events import Aggregate, DomainEvent, pii
-from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import IllegalTransitionError, ValidationError
 
 __all__ = [
     "CLIENT_EVENTS",
@@ -29,12 +29,6 @@ __all__ = [
     "Stage",
     "StageChanged",
 ]
-
-
-class IllegalTransitionError(FxCrmError, ValueError):
-    """A workflow step that the current state does not allow."""
-
-    default_message = "that step is not allowed from the current state"
 
 
 class ClientKind(enum.Enum):

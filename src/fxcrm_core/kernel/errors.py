@@ -57,6 +57,12 @@ class NaiveDatetimeError(ValidationError):
     default_message = "naive datetime: pass a timezone-aware datetime"
 
 
+class IllegalTransitionError(FxCrmError, ValueError):
+    """A workflow step that the current state does not allow."""
+
+    default_message = "that step is not allowed from the current state"
+
+
 class NotFoundError(FxCrmError, LookupError):
     """Something looked up by id or key does not exist."""
 
