@@ -276,3 +276,33 @@ def test_only_permitted_actors_register() -> None:
     _, clients = make()
     with pytest.raises(AccessDeniedError):
         clients.register(Actor.client("c-9"), ANA)
+
+
+def test_contact_changes_are_encrypted_and_deduplicated() -> None:
+    broker, clients = make()
+    ana = clients.register(PORTAL, ANA)
+    bo = clients.register(
+        PORTAL,
+        Registration(
+            ClientKind.INDIVIDUAL, "GB", "Bo Chen", "bo@example.com", owner_id="staff:rep-1"
+        ),
+    )
+    updated = clients.update_contact(REP, ana, email="ana.new@example.com", phone="07400 111222")
+    assert (updated.email, updated.phone) == ("ana.new@example.com", "+447400111222")
+    assert b"ana.new" not in b"".join(e.data for e in broker.store.read_all())
+    # The new e-mail is Ana's now: Bo cannot take it, nor can a new registration.
+    before = broker.store.last_position()
+    with pytest.raises(DuplicateClientError) as info:
+        clients.update_contact(REP, bo, email="Ana.New+x@EXAMPLE.com")
+    assert info.value.existing_client_id == ana
+    assert broker.store.last_position() == before
+    with pytest.raises(DuplicateClientError):
+        clients.register(
+            PORTAL, Registration(ClientKind.INDIVIDUAL, "GB", "X", "ana.new@example.com")
+        )
+    # Setting one's own identifier again is fine.
+    assert (
+        clients.update_contact(REP, ana, email="ana.new@example.com").email == "ana.new@example.com"
+    )
+    with pytest.raises(ValidationError):
+        clients.update_contact(REP, ana)

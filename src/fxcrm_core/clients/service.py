@@ -14,6 +14,7 @@ from fxcrm_core.clients.identity import (
     IdentityClaim,
     IdentityClaimed,
     IdentityKeys,
+    normalise_email,
     normalise_phone,
 )
 from fxcrm_core.clients.model import (
@@ -21,6 +22,7 @@ from fxcrm_core.clients.model import (
     ClientKind,
     ClientRegistered,
     Consent,
+    ContactDetailsChanged,
     DuplicateSuspected,
     RiskProfile,
     Stage,
@@ -157,6 +159,34 @@ class Clients:
             return client
         with self._uow(actor, reason) as uow:
             client = uow.record(client, *events)
+            uow.commit()
+        return client
+
+    def update_contact(
+        self, actor: Actor, client_id: str, *, email: str | None = None, phone: str | None = None
+    ) -> Client:
+        """Change e-mail and/or phone; a new identifier another client owns is refused, and the
+        new identifiers are claimed for this client in the same atomic append."""
+        self.access.require(actor, "client.update", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        if email is None and phone is None:
+            raise ValidationError("give an e-mail, a phone or both")
+        clean_email = Email.parse(email).reveal() if email is not None else None
+        clean_phone = normalise_phone(phone, client.country) if phone is not None else None
+        digests: dict[str, str] = {}
+        if clean_email is not None:
+            digests["email"] = self.identities.digest("email", normalise_email(clean_email))
+        if clean_phone is not None:
+            digests["phone"] = self.identities.digest("phone", clean_phone)
+        taken = {k: owner for k, owner in self._owners(digests).items() if owner != client_id}
+        if taken:
+            raise DuplicateClientError(next(iter(taken.values())), tuple(taken))
+        mine = self._owners(digests)
+        with self._uow(actor, "contact details changed") as uow:
+            client = uow.record(client, ContactDetailsChanged(client_id, clean_email, clean_phone))
+            for kind, digest in digests.items():
+                if kind not in mine:
+                    uow.record(IdentityClaim.blank(digest), IdentityClaimed(client_id, kind))
             uow.commit()
         return client
 
