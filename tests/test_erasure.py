@@ -26,7 +26,7 @@ from tests.sample_domain import Till
 
 
 @attrs.frozen
-class ClientRegistered(DomainEvent):
+class PersonRegistered(DomainEvent):
     __subject__ = "client_id"
     client_id: str
     country: str
@@ -37,12 +37,12 @@ class ClientRegistered(DomainEvent):
 
 @attrs.frozen(kw_only=True)
 class ClientFile(Aggregate):
-    category = "client"
+    category = "person"
     name: str | None = attrs.field(default=None, repr=False)
     country: str = ""
 
     def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, ClientRegistered):
+        if isinstance(event, PersonRegistered):
             return self.evolve(name=event.name, country=event.country)
         raise ValidationError("unexpected event")
 
@@ -51,14 +51,14 @@ class Directory:
     """A read model holding PII: it drops a subject when it sees SubjectErased."""
 
     name = "directory"
-    event_types: frozenset[str] | None = frozenset({"ClientRegistered", "SubjectErased"})
+    event_types: frozenset[str] | None = frozenset({"PersonRegistered", "SubjectErased"})
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[str, str]] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
-        if isinstance(event, ClientRegistered):
+        if isinstance(event, PersonRegistered):
             self.entries[event.client_id] = (event.name, event.email)
         elif isinstance(event, SubjectErased):
             self.entries.pop(event.subject_id, None)
@@ -82,12 +82,12 @@ def build(tmp_path: Path) -> Broker:
         tmp_path / "broker.sqlite",
         clock=clock,
         keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
-        events=(ClientRegistered, *TILL_EVENTS),
+        events=(PersonRegistered, *TILL_EVENTS),
         synchronous="NORMAL",
     )
     for cid, (name, email, passport) in PEOPLE.items():
         with broker.unit_of_work(Actor.staff("onboarding", Role.SALES)) as uow:
-            uow.record(ClientFile.blank(cid), ClientRegistered(cid, "GB", name, email, passport))
+            uow.record(ClientFile.blank(cid), PersonRegistered(cid, "GB", name, email, passport))
             till = Till.blank(cid)
             till = uow.record(till, *till.open("USD", name))
             till = uow.record(till, *till.pay_in(Money.of("1000", "USD")))
@@ -116,7 +116,7 @@ def test_erasing_one_client(tmp_path: Path) -> None:
     # Events: every PII field of c-2 reads as ERASED; the others' are intact.
     for stored in broker.store.read_all(limit=10_000):
         event = broker.codec.decode(stored).event
-        if isinstance(event, ClientRegistered):
+        if isinstance(event, PersonRegistered):
             fields = (event.name, event.email, event.passport)
             if event.client_id == "c-2":
                 assert all(f is ERASED for f in fields)
@@ -164,7 +164,7 @@ def test_erasing_one_client(tmp_path: Path) -> None:
     # No new PII can be stored for the erased subject.
     again = build_again(tmp_path)
     with again.unit_of_work("staff:x") as uow:
-        uow.record(ClientFile.blank("c-2b"), ClientRegistered("c-2", "GB", "Bo", "b@x.io", "E1"))
+        uow.record(ClientFile.blank("c-2b"), PersonRegistered("c-2", "GB", "Bo", "b@x.io", "E1"))
         with pytest.raises(SubjectErasedError):
             uow.commit()
 
@@ -174,7 +174,7 @@ def build_again(tmp_path: Path) -> Broker:
         tmp_path / "broker.sqlite",
         clock=FixedClock(NOW),
         keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
-        events=(ClientRegistered, *TILL_EVENTS),
+        events=(PersonRegistered, *TILL_EVENTS),
     )
 
 

@@ -13,7 +13,7 @@ from fxcrm_core.broker import Broker
 from fxcrm_core.kernel import FixedClock, FxCrmError, Money
 from fxcrm_core.privacy import DocumentNumber, Email, Iban, MasterKeyring, Pan, PersonName, Phone
 from tests.sample_domain import EVENTS, Till
-from tests.test_erasure import ClientFile, ClientRegistered
+from tests.test_erasure import ClientFile, PersonRegistered
 
 CANARIES = {
     "pan": "4111111111111111",
@@ -31,7 +31,7 @@ def test_no_pii_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> Non
     seen: list[str] = []
     clock = FixedClock(datetime(2032, 1, 1, tzinfo=UTC))
     broker = Broker.in_memory(
-        clock=clock, keyring=MasterKeyring.generate(), events=(*EVENTS, ClientRegistered)
+        clock=clock, keyring=MasterKeyring.generate(), events=(*EVENTS, PersonRegistered)
     )
     values = [
         Pan.parse(CANARIES["pan_spaced"]),
@@ -42,7 +42,7 @@ def test_no_pii_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> Non
         Phone.parse(CANARIES["phone"]),
     ]
     seen += [repr(v) for v in values] + [str(v) for v in values]
-    event = ClientRegistered("c-1", "GB", CANARIES["name"], CANARIES["email"], CANARIES["passport"])
+    event = PersonRegistered("c-1", "GB", CANARIES["name"], CANARIES["email"], CANARIES["passport"])
     seen.append(repr(event))
     with broker.unit_of_work(Actor.staff("s", Role.SALES), reason="signup") as uow:
         uow.record(ClientFile.blank("c-1"), event)

@@ -210,6 +210,18 @@ def test_a_session_has_every_entry_kind_updates_deletes_and_equal_times() -> Non
     assert len(times) > len(set(times))  # equal times exist: a timestamp cursor would skip deals
 
 
+def test_negative_balance_protection_keeps_balances_at_or_above_zero() -> None:
+    server = SimulatedTradingServer(seed=11, clock=FixedClock(T0))
+    login = server.create_account(NewTradingAccount("retail\\usd", 100, "USD", "c-1"))
+    server.balance_operation(
+        login, BalanceOperation.DEPOSIT, Money.of(50, "USD"), comment="d", idempotency_key="d"
+    )
+    server.simulate_trading(400)
+    feed = server.deal_feed(limit=100_000)
+    assert any(i.deal.action is DealAction.SO_COMPENSATION for i in feed)
+    assert not server.account_state(login).balance.is_negative()
+
+
 def test_balances_equal_the_sum_of_the_live_deals() -> None:
     server = funded_server()
     server.simulate_trading(2000)

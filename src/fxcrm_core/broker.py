@@ -6,19 +6,24 @@ Each bounded context adds its events and services here as it lands; a host swaps
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, TypedDict, Unpack
 
 from fxcrm_core.access import (
     APPROVAL_EVENTS,
+    DEFAULT_POLICY,
     AccessControl,
+    AccessPolicy,
     Actor,
     Approvals,
     AuditLog,
     AuditTrail,
     MemoryAuditLog,
 )
+from fxcrm_core.accounts import ACCOUNT_EVENTS, Accounts, GroupRule, LeverageCaps
+from fxcrm_core.clients import ALL_CLIENT_EVENTS, Client, Clients, DedupPolicy, IdentityKeys
 from fxcrm_core.events import (
     CheckpointStore,
     DomainEvent,
@@ -33,6 +38,7 @@ from fxcrm_core.events import (
     UnitOfWork,
 )
 from fxcrm_core.kernel import Clock, IdGenerator, SystemClock, TradingCalendar
+from fxcrm_core.kyc import DEFAULT_LEVELS, DOCUMENT_EVENTS, KycService, LevelPolicy
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     ERASURE_EVENTS,
@@ -53,6 +59,7 @@ from fxcrm_core.stores import (
 )
 from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
 from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
+from fxcrm_core.trading import TradingServer
 
 __all__ = ["Broker", "BrokerOptions"]
 
@@ -69,13 +76,36 @@ class BrokerOptions(TypedDict, total=False):
     masking: MaskingPolicy
     retention: RetentionPolicy
     audit_key: bytes
+    policy: AccessPolicy
+    identity_key: bytes
+    dedup: DedupPolicy
+    levels: LevelPolicy
+    trading_server: TradingServer
+    groups: Mapping[str, GroupRule]
+    caps: LeverageCaps
+
+
+class _Relationships:
+    """Row-scope answers from the CRM's own records (IB downlines come with commissions)."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    def sales_owner(self, client_id: str) -> str | None:
+        client = self.repository.load(Client, client_id)
+        return client.owner_id if client else None
+
+    def in_downline(self, ib_id: str, client_id: str) -> bool:
+        return False
 
 
 class Broker:
     """Everything a host needs to run commands, approvals and read models on one event log.
 
     Give it a ``keyring`` (master keys from your KMS) and a ``keystore`` to encrypt PII fields
-    per client; ``erasure`` is available only then.
+    per client; ``erasure`` is available only then. ``clients`` needs an ``identity_key`` (the
+    secret of the deduplication hashes; ``in_memory`` makes one up), ``accounts`` a
+    ``trading_server`` and its ``groups``.
 
     >>> broker = Broker.in_memory(keyring=MasterKeyring.generate())
     >>> broker.store.last_position(), broker.erasure is not None
@@ -99,7 +129,15 @@ class Broker:
         self.store = store
         self.snapshots = snapshots
         self.registry = EventRegistry()
-        self.registry.register_all((*APPROVAL_EVENTS, *ERASURE_EVENTS))
+        self.registry.register_all(
+            (
+                *APPROVAL_EVENTS,
+                *ERASURE_EVENTS,
+                *ALL_CLIENT_EVENTS,
+                *DOCUMENT_EVENTS,
+                *ACCOUNT_EVENTS,
+            )
+        )
         self.registry.register_all(options.get("events", ()))
         keyring = options.get("keyring")
         self.encryption = (
@@ -114,7 +152,9 @@ class Broker:
         )
         self.repository = Repository(store, self.codec, snapshots)
         self.projections = ProjectionRunner(store, self.codec, checkpoints)
-        self.access = options.get("access") or AccessControl()
+        self.access = options.get("access") or AccessControl(
+            options.get("policy", DEFAULT_POLICY), _Relationships(self.repository)
+        )
         self.masking = options.get("masking") or DEFAULT_MASKING
         self.approvals = Approvals(self.repository, self.access, self.ids)
         self.audit = AuditTrail(audit_log or MemoryAuditLog(), key=options.get("audit_key"))
@@ -130,10 +170,47 @@ class Broker:
             if self.encryption is not None
             else None
         )
+        identity_key = options.get("identity_key")
+        self.clients = (
+            Clients(
+                self.repository,
+                self.access,
+                IdentityKeys(identity_key),
+                policy=options.get("dedup", DedupPolicy.REFUSE),
+                clock=self.clock,
+                ids=self.ids,
+            )
+            if identity_key is not None
+            else None
+        )
+        self.kyc = KycService(
+            self.repository,
+            self.projections,
+            self.access,
+            levels=options.get("levels", DEFAULT_LEVELS),
+            clock=self.clock,
+            ids=self.ids,
+        )
+        server = options.get("trading_server")
+        self.accounts = (
+            Accounts(
+                self.repository,
+                self.access,
+                server,
+                self.kyc,
+                options.get("groups", {}),
+                caps=options.get("caps"),
+                approvals=self.approvals,
+                ids=self.ids,
+            )
+            if server is not None
+            else None
+        )
 
     @classmethod
     def in_memory(cls, *, clock: Clock | None = None, **options: Unpack[BrokerOptions]) -> Broker:
         """A broker whose log and keys live in memory (tests, simulations)."""
+        options.setdefault("identity_key", secrets.token_bytes(32))
         return cls(
             MemoryEventStore(clock),
             checkpoints=MemoryCheckpointStore(),

@@ -5,17 +5,21 @@ It grows with the SDK: each bounded context adds its part of the day here.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Self
 
 import attrs
 
 from fxcrm_core.access import Actor, ApprovalRule, Role, SelfApprovalError
-from fxcrm_core.broker import Broker
-from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all, pii
+from fxcrm_core.accounts import GroupRule, LeverageAboveCapError, LeverageCaps, TradingAccount
+from fxcrm_core.broker import Broker, BrokerOptions
+from fxcrm_core.clients import Client, ClientKind, DuplicateClientError, Registration, Stage
+from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all
 from fxcrm_core.kernel import (
     ConcurrencyError,
     Currency,
@@ -29,6 +33,7 @@ from fxcrm_core.kernel import (
     ValidationError,
 )
 from fxcrm_core.privacy import MasterKeyring, PiiKind
+from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
 
 __all__ = ["run_demo"]
 
@@ -49,28 +54,6 @@ class CashReceived(DomainEvent):
 @attrs.frozen
 class CashPaid(DomainEvent):
     amount: Money
-
-
-@attrs.frozen
-class CustomerOnboarded(DomainEvent):
-    __subject__ = "customer_id"
-    customer_id: str
-    country: str
-    name: str = pii()
-    iban: str = pii()
-
-
-@attrs.frozen(kw_only=True)
-class Customer(Aggregate):
-    category = "customer"
-    country: str = ""
-    name: str | None = attrs.field(default=None, repr=False)
-    iban: str | None = attrs.field(default=None, repr=False)
-
-    def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, CustomerOnboarded):
-            return self.evolve(country=event.country, name=event.name, iban=event.iban)
-        raise ValidationError(f"Customer cannot apply {type(event).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +87,15 @@ class CashDesk(Aggregate):
         return [CashPaid(amount)]
 
 
-DEMO_EVENTS = (DeskOpened, CashReceived, CashPaid, CustomerOnboarded)
+DEMO_EVENTS = (DeskOpened, CashReceived, CashPaid)
+DEMO_IDENTITY_KEY = b"demo-only deduplication key, 32+ bytes"  # a host keeps it in its KMS
+DEMO_GROUPS = {
+    "demo\\usd": GroupRule("demo\\usd", "USD", 1000, live=False),
+    "retail\\usd": GroupRule("retail\\usd", "USD", 500, live=True),
+}
+DEMO_MRZ = (
+    "P<ARELIMA<<ANA<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<\nA123456784ARE8803171F3107302<<<<<<<<<<<<<<<6"
+)
 
 
 class _Takings:
@@ -137,7 +128,16 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
     # daylight time starts on Sunday, so Monday's roll is at 21:00 UTC.
     clock = FixedClock(datetime(2026, 3, 6, 20, 30, tzinfo=UTC))
     keyring = MasterKeyring.generate("demo-master")  # a host loads its master keys from a KMS
-    broker = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS, keyring=keyring)
+    server = SimulatedTradingServer("sim-mt5", seed=7, clock=clock)
+    options: BrokerOptions = {
+        "events": DEMO_EVENTS,
+        "keyring": keyring,
+        "identity_key": DEMO_IDENTITY_KEY,
+        "trading_server": server,
+        "groups": DEMO_GROUPS,
+        "caps": LeverageCaps(approval_above=200),
+    }
+    broker = Broker.sqlite(db_path, clock=clock, **options)
     out(f"fxcrm_core demo: a broker day on {db_path}")
 
     out("\n== Money")
@@ -173,24 +173,99 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
             f"{broker.calendar.trading_day(instant)} ({state})"
         )
 
-    out("\n== Clients' personal data, encrypted per client")
-    sales = Actor.staff("rep-1", Role.SALES)
-    for cid, country, name, iban in (
-        ("c-1", "DE", "Ana Lima", "DE89370400440532013000"),
-        ("c-2", "GB", "Bo Chen", "GB82WEST12345698765432"),
-    ):
-        with broker.unit_of_work(sales, reason="onboarding") as uow:
-            uow.record(Customer.blank(cid), CustomerOnboarded(cid, country, name, iban))
-            uow.commit()
-    raw = broker.store.read_stream("customer-c-1")[0].data
-    out(f"  stored payload of c-1: {raw[:60].decode()}... (name in clear: {b'Ana' in raw})")
-    c1 = broker.repository.get(Customer, "c-1")
-    assert c1.name is not None
-    assert c1.iban is not None
+    out("\n== A client's journey: sign-up, KYC, a live account")
+    assert broker.clients is not None
+    assert broker.accounts is not None
+    portal = Actor.system("portal", Role.PORTAL)
+    rep = Actor.staff("rep-1", Role.SALES)
+    ana = broker.clients.register(
+        portal,
+        Registration(
+            ClientKind.INDIVIDUAL,
+            "AE",
+            "Ana Lima",
+            "Ana.Lima@example.com",
+            "+971 50 123 4567",
+            owner_id=rep.id,
+        ),
+    )
+    bo = broker.clients.register(
+        portal,
+        Registration(
+            ClientKind.INDIVIDUAL,
+            "GB",
+            "Bo Chen",
+            "bo.chen@example.org",
+            "07400 123456",
+            owner_id=rep.id,
+        ),
+    )
+    try:
+        broker.clients.register(
+            portal, Registration(ClientKind.INDIVIDUAL, "AE", "A. Lima", "ana.lima+fx@EXAMPLE.com")
+        )
+    except DuplicateClientError as duplicate:
+        out(f"  the same person signing up again: refused, same {', '.join(duplicate.matched_on)}")
+    raw = broker.store.read_stream(f"client-{ana}")[0].data
+    out(f"  stored sign-up: {raw[:58].decode()}... (name in clear: {b'Ana' in raw})")
+    me = Actor.client(ana)
+    officer = Actor.staff("kyc-1", Role.COMPLIANCE)
+    passport = broker.kyc.submit(me, ana, "passport", "files/passport.jpg", mrz=DEMO_MRZ)
+    address = broker.kyc.submit(me, ana, "proof_of_address", "files/utility-bill.pdf")
+    for document in (passport, address):
+        broker.kyc.approve(officer, document)
+    broker.clients.move(rep, ana, Stage.VERIFIED)
+    profile = broker.clients.assess_risk(me, ana, {"experience": 5, "knowledge": 4}).risk_profile
+    assert profile is not None
+    out(f"  passport MRZ checked; KYC level {broker.kyc.level(ana)}; risk profile {profile.value}")
+    try:
+        broker.accounts.open(me, ana, "retail\\usd", 1000)
+    except LeverageAboveCapError as capped:
+        out(f"  asking 1:1000: {capped}")
+    account_id = broker.accounts.open(me, ana, "retail\\usd", 100)
+    account = broker.repository.get(TradingAccount, account_id)
+    out(f"  live account {account.login} on {account.server} at 1:{account.leverage}")
+    raise_to = broker.accounts.request_leverage(me, account_id, 400)
+    assert raise_to.request_id is not None
+    broker.approvals.approve(Actor.staff("risk-1", Role.COMPLIANCE), raise_to.request_id)
+    out(
+        f"  1:400 needed a second person: approved, server now at "
+        f"1:{server.account_state(account.login).leverage}"
+    )
+    ana_client = broker.repository.get(Client, ana)
+    assert ana_client.name is not None
+    assert ana_client.email is not None
     for role in ("compliance", "support", "ib"):
-        name = broker.masking.show({role}, PiiKind.NAME, c1.name)
-        iban = broker.masking.show({role}, PiiKind.IBAN, c1.iban)
-        out(f"  {role:<10} sees {name!r:<12} {iban!r}")
+        shown = broker.masking.show({role}, PiiKind.NAME, ana_client.name)
+        mail = broker.masking.show({role}, PiiKind.EMAIL, ana_client.email)
+        out(f"  {role:<10} sees {shown!r:<12} {mail!r}")
+
+    out("\n== The trading server")
+    server.balance_operation(
+        account.login,
+        BalanceOperation.DEPOSIT,
+        Money.of("5000", "USD"),
+        comment="deposit psp-9001",
+        idempotency_key="psp-9001",
+    )
+    server.simulate_trading(300)
+    feed = server.deal_feed(limit=100_000)
+    changes = Counter(item.change.value for item in feed)
+    entries = Counter(i.deal.entry.name for i in feed if i.deal.action.is_trade)
+    out(f"  {len(feed)} feed items by cursor: {dict(changes)}; trade entries {dict(entries)}")
+    out(f"  balance after the session: {server.account_state(account.login).balance}")
+    sample = resources.files("fxcrm_core.trading").joinpath("samples/mt5_deals_sample.csv")
+    imported = read_mt5_deals(
+        sample.read_text(encoding="utf-8"),
+        server="mt5-live",
+        currency="USD",
+        utc_offset=timedelta(hours=2),
+    )
+    out(
+        f"  MT5 export imported: {len(imported.deals)} deals, "
+        f"{len({d.action for d in imported.deals})} action kinds, "
+        f"{len(imported.problems)} problems"
+    )
 
     out("\n== Event log on SQLite")
     with broker.unit_of_work("staff:cashier-1", reason="open the desk") as uow:
@@ -249,26 +324,18 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
 
     out("\n== Erasure (crypto-shredding) and the audit trail")
     assert broker.erasure is not None
-    officer = Actor.staff("dpo", Role.COMPLIANCE)
+    dpo = Actor.staff("dpo", Role.COMPLIANCE)
     try:
-        broker.erasure.erase(
-            officer,
-            "c-2",
-            relationship_ended_at=datetime(2024, 1, 1, tzinfo=UTC),
-            reason="erasure request",
-        )
+        broker.erasure.erase(dpo, ana, relationship_ended_at=None, reason="erasure request")
     except RetentionHoldError as hold:
-        out(f"  c-2, relationship ended 2024: {hold}")
+        out(f"  Ana, still a client: {hold}")
     broker.erasure.erase(
-        officer,
-        "c-1",
-        relationship_ended_at=datetime(2020, 2, 1, tzinfo=UTC),
-        reason="erasure request",
+        dpo, bo, relationship_ended_at=datetime(2020, 2, 1, tzinfo=UTC), reason="erasure request"
     )
-    erased = broker.repository.get(Customer, "c-1")
+    erased = broker.repository.get(Client, bo)
     out(
-        f"  c-1 after erasure: name {erased.name}, iban {erased.iban}, country {erased.country}; "
-        f"c-2 still {broker.repository.get(Customer, 'c-2').name}"
+        f"  Bo after erasure: name {erased.name}, e-mail {erased.email}, country {erased.country}; "
+        f"Ana still {broker.repository.get(Client, ana).name}"
     )
     added = broker.audit.catch_up(broker.store, broker.codec)
     finding = broker.audit.verify()
@@ -276,7 +343,7 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
     broker.close()
 
     out("\n== Replay from the file in a new process-like session")
-    reopened = Broker.sqlite(db_path, clock=clock, events=DEMO_EVENTS, keyring=keyring)
+    reopened = Broker.sqlite(db_path, clock=clock, **options)
     replayed_desk = reopened.repository.get(CashDesk, "main")
     out(
         f"  live balance {live.cash}, replayed {replayed_desk.cash}, equal: {replayed_desk == live}"

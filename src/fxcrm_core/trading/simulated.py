@@ -261,7 +261,9 @@ class SimulatedTradingServer:
 
         Opens, partial and full closes, reversals (in/out) and close-by; a commission per lot on
         every trade, swaps on closes; about 1 in 50 deals later updated (a dealer correction)
-        and 1 in 100 deleted. Every tenth deal shares its time with the one before.
+        and 1 in 100 deleted. Every tenth deal shares its time with the one before. Negative
+        balance protection: a balance pushed below zero is brought back by a stop-out
+        compensation deal, and the account opens no new positions.
         """
         rng = self._rng
         made = 0
@@ -278,7 +280,12 @@ class SimulatedTradingServer:
                 login = rng.choice(logins)
                 open_positions = [p for p in self._positions.values() if p.login == login]
                 roll = rng.random()
-                if not open_positions or roll < 0.45:
+                funded = self._accounts[login].balance.is_positive()
+                if not open_positions and not funded:
+                    if all(not self._accounts[x].balance.is_positive() for x in logins):
+                        return made  # everyone is stopped out
+                    continue
+                if not open_positions or (roll < 0.45 and funded):
                     self._open(login, rng, moment)
                 elif roll < 0.9:
                     self._close(rng.choice(open_positions), rng, moment, partial=rng.random() < 0.3)
@@ -287,11 +294,21 @@ class SimulatedTradingServer:
                 else:
                     self._close_by(login, open_positions, rng, moment)
                 made += 1
+                self._protect(login, moment)
                 if rng.random() < 0.02:
                     self._correct(rng)
                 if rng.random() < 0.01:
                     self._delete(rng)
         return made
+
+    def _protect(self, login: int, at: datetime) -> None:
+        balance = self._accounts[login].balance
+        if balance.is_negative():
+            self._new_deal(
+                login, DealAction.SO_COMPENSATION, DealEntry.IN, "", 0, Decimal(0), 0,
+                profit=-balance, comment="negative balance protection", at=at,
+            )  # fmt: skip
+            self._book(login, -balance)
 
     def _commission(self, login: int, units: int) -> Money:
         # $3.50 per lot per side, in the account currency's minor units.
