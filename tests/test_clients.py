@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -306,3 +306,30 @@ def test_contact_changes_are_encrypted_and_deduplicated() -> None:
     )
     with pytest.raises(ValidationError):
         clients.update_contact(REP, ana)
+
+
+def test_profile_updates_are_encrypted_and_checked() -> None:
+    broker, clients = make()
+    cid = clients.register(PORTAL, ANA)
+    client = clients.update_profile(
+        REP, cid, birth_date=date(1988, 3, 17), address="  1 Harbour St,   Dubai "
+    )
+    assert (client.birth_date, client.address, client.name) == (
+        "1988-03-17",
+        "1 Harbour St, Dubai",
+        "Ana Lima",
+    )
+    assert b"Harbour" not in b"".join(e.data for e in broker.store.read_all())
+    renamed = clients.update_profile(REP, cid, name="Ana  Maria Lima")
+    assert renamed.name == "Ana Maria Lima"
+    assert renamed.address == "1 Harbour St, Dubai"
+    before = broker.store.last_position()
+    for bad in (
+        {"birth_date": date(2015, 1, 1)},
+        {"birth_date": date(1850, 1, 1)},
+        {"address": "   "},
+        {},
+    ):
+        with pytest.raises(ValidationError):
+            clients.update_profile(REP, cid, **bad)
+    assert broker.store.last_position() == before

@@ -24,6 +24,7 @@ __all__ = [
     "DuplicateSuspected",
     "IllegalTransitionError",
     "OwnerAssigned",
+    "ProfileUpdated",
     "RiskProfile",
     "RiskProfileAssessed",
     "Stage",
@@ -92,6 +93,17 @@ class ContactDetailsChanged(DomainEvent):
 
 
 @attrs.frozen
+class ProfileUpdated(DomainEvent):
+    """Personal profile: PII fields as text (a birth date as ISO ``YYYY-MM-DD``)."""
+
+    __subject__ = "client_id"
+    client_id: str
+    name: str | None = pii(default=None)
+    birth_date: str | None = pii(default=None)
+    address: str | None = pii(default=None)
+
+
+@attrs.frozen
 class ConsentGiven(DomainEvent):
     consent: Consent
     at: datetime
@@ -133,6 +145,7 @@ class DuplicateSuspected(DomainEvent):
 CLIENT_EVENTS = (
     ClientRegistered,
     ContactDetailsChanged,
+    ProfileUpdated,
     ConsentGiven,
     ConsentWithdrawn,
     OwnerAssigned,
@@ -151,6 +164,8 @@ class Client(Aggregate):
     name: str | None = attrs.field(default=None, repr=False)
     email: str | None = attrs.field(default=None, repr=False)
     phone: str | None = attrs.field(default=None, repr=False)
+    birth_date: str | None = attrs.field(default=None, repr=False)
+    address: str | None = attrs.field(default=None, repr=False)
     owner_id: str | None = None
     owner_history: tuple[tuple[str, datetime], ...] = ()
     consents: tuple[tuple[Consent, datetime], ...] = ()  # those in force, with when given
@@ -171,6 +186,12 @@ class Client(Aggregate):
                 )
             case ContactDetailsChanged(email=email, phone=phone):
                 return self.evolve(email=email or self.email, phone=phone or self.phone)
+            case ProfileUpdated(name=name, birth_date=born, address=address):
+                return self.evolve(
+                    name=name or self.name,
+                    birth_date=born or self.birth_date,
+                    address=address or self.address,
+                )
             case ConsentGiven(consent=consent, at=at):
                 return self.evolve(consents=(*self._without(consent), (consent, at)))
             case ConsentWithdrawn(consent=consent):

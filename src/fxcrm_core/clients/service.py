@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from datetime import date
 
 import attrs
 
@@ -24,6 +25,7 @@ from fxcrm_core.clients.model import (
     Consent,
     ContactDetailsChanged,
     DuplicateSuspected,
+    ProfileUpdated,
     RiskProfile,
     Stage,
 )
@@ -189,6 +191,35 @@ class Clients:
                     uow.record(IdentityClaim.blank(digest), IdentityClaimed(client_id, kind))
             uow.commit()
         return client
+
+    def update_profile(
+        self,
+        actor: Actor,
+        client_id: str,
+        *,
+        name: str | None = None,
+        birth_date: date | None = None,
+        address: str | None = None,
+    ) -> Client:
+        """Change the personal profile (stored encrypted); an adult birth date is required."""
+        self.access.require(actor, "client.update", client_id=client_id)
+        client = self.repository.get(Client, client_id)
+        if name is None and birth_date is None and address is None:
+            raise ValidationError("give a name, a birth date or an address")
+        if birth_date is not None:
+            today = self.clock.now().date()
+            adult = date(today.year - 18, today.month, min(today.day, 28))
+            if not date(1900, 1, 1) <= birth_date <= adult:
+                raise ValidationError("the birth date must be of an adult, after 1900")
+        if address is not None and not address.strip():
+            raise ValidationError("an address must not be empty")
+        event = ProfileUpdated(
+            client_id,
+            PersonName.parse(name).reveal() if name is not None else None,
+            birth_date.isoformat() if birth_date is not None else None,
+            " ".join(address.split()) if address is not None else None,
+        )
+        return self._change(actor, client, "profile updated", [event])
 
     def move(self, actor: Actor, client_id: str, stage: Stage) -> Client:
         self.access.require(actor, "client.update", client_id=client_id)
