@@ -30,7 +30,7 @@ T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 
 
 @attrs.frozen
-class ProfileUpdated(DomainEvent):
+class BenchProfileChanged(DomainEvent):
     __subject__ = "client_id"
     client_id: str
     name: str = pii()
@@ -51,7 +51,7 @@ class Profile(Aggregate):
     funded: Money = attrs.field(factory=lambda: Money.zero("USD"))
 
     def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, ProfileUpdated):
+        if isinstance(event, BenchProfileChanged):
             return self.evolve(updates=self.updates + 1)
         if isinstance(event, Funded):
             return self.evolve(funded=self.funded + event.amount)
@@ -63,7 +63,9 @@ def _events(subject: str, count: int, pii_every: int) -> list[DomainEvent]:
     for i in range(count):
         if i % pii_every == 0:
             out.append(
-                ProfileUpdated(subject, f"Client Name {i}", f"c{i}@example.com", "+447911123456")
+                BenchProfileChanged(
+                    subject, f"Client Name {i}", f"c{i}@example.com", "+447911123456"
+                )
             )
         else:
             out.append(Funded(Money.from_minor(1000 + i, "USD"), f"psp-{subject}-{i}"))
@@ -73,7 +75,7 @@ def _events(subject: str, count: int, pii_every: int) -> list[DomainEvent]:
 def _broker(kind: str, directory: Path, encrypted: bool) -> Broker:
     options = {"keyring": MasterKeyring({"m1": bytes(32)}, "m1")} if encrypted else {}
     clock = FixedClock(T0)
-    events = (ProfileUpdated, Funded)
+    events = (BenchProfileChanged, Funded)
     if kind == "memory":
         return Broker.in_memory(clock=clock, events=events, **options)  # type: ignore[arg-type]
     name = "enc" if encrypted else "plain"
