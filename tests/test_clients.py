@@ -333,3 +333,52 @@ def test_profile_updates_are_encrypted_and_checked() -> None:
         with pytest.raises(ValidationError):
             clients.update_profile(REP, cid, **bad)
     assert broker.store.last_position() == before
+
+
+def _path_to(target: Stage) -> list[Stage]:
+    """A shortest legal path from registration to ``target`` (breadth first over the table)."""
+    from fxcrm_core.clients.model import _NEXT
+
+    paths: dict[Stage, list[Stage]] = {Stage.REGISTERED: []}
+    queue = [Stage.REGISTERED]
+    while queue:
+        here = queue.pop(0)
+        for there in _NEXT[here]:
+            if there not in paths:
+                paths[there] = [*paths[here], there]
+                queue.append(there)
+    return paths[target]
+
+
+@pytest.mark.parametrize("start", [s for s in Stage if s is not Stage.LEAD])
+@pytest.mark.parametrize("goal", list(Stage))
+def test_the_whole_stage_table(start: Stage, goal: Stage) -> None:
+    from fxcrm_core.clients.model import _NEXT
+
+    broker, clients = make()
+    cid = clients.register(PORTAL, ANA)
+    for stage in _path_to(start):
+        clients.move(REP, cid, stage)
+    before = broker.store.last_position()
+    if goal in _NEXT[start]:
+        assert clients.move(REP, cid, goal).stage is goal
+    else:
+        with pytest.raises(IllegalTransitionError):
+            clients.move(REP, cid, goal)
+        assert broker.store.last_position() == before
+
+
+@pytest.mark.parametrize("goal", list(Stage))
+def test_the_lead_row_of_the_table(goal: Stage) -> None:
+    _, clients = make()
+    lead = clients.register(
+        PORTAL,
+        Registration(
+            ClientKind.INDIVIDUAL, "GB", "Lee", "lee@example.com", owner_id=REP.id, lead=True
+        ),
+    )
+    if goal in (Stage.REGISTERED, Stage.CLOSED):
+        assert clients.move(REP, lead, goal).stage is goal
+    else:
+        with pytest.raises(IllegalTransitionError):
+            clients.move(REP, lead, goal)
