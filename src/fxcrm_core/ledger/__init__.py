@@ -1,0 +1,32 @@
+"""The double-entry ledger: accounts per owner and currency, idempotent and linked transfers,
+two-phase holds, limits that count pending debits, reversals, history and point-in-time
+balances.
+
+Depends on ``kernel`` and ``events``.
+"""
+
+from fxcrm_core.ledger.model import (
+    LEDGER_EVENTS,
+    Balance,
+    ExceedsLimitError,
+    LedgerAccount,
+    Limit,
+    Transfer,
+    TransferStatus,
+)
+from fxcrm_core.ledger.service import Entry, Ledger, PendingHolds, TransferRequest, TransferResult
+
+__all__ = [
+    "LEDGER_EVENTS",
+    "Balance",
+    "Entry",
+    "ExceedsLimitError",
+    "Ledger",
+    "LedgerAccount",
+    "Limit",
+    "PendingHolds",
+    "Transfer",
+    "TransferRequest",
+    "TransferResult",
+    "TransferStatus",
+]

@@ -1,0 +1,235 @@
+"""The double-entry ledger's model: accounts with posted and pending balances, and transfers.
+
+Every transfer moves one amount of one currency from a debit account to a credit account.
+Pending transfers (holds) count against the limits at once and are later posted (in full or in
+part), voided, or expired. Nothing is ever edited: a correction is a new, reversing transfer.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime
+from typing import Self
+
+import attrs
+
+from fxcrm_core.events import Aggregate, DomainEvent
+from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+from fxcrm_core.kernel.money import Currency, Money
+
+__all__ = [
+    "LEDGER_EVENTS",
+    "AccountOpened",
+    "Balance",
+    "EntryRecorded",
+    "ExceedsLimitError",
+    "Limit",
+    "LedgerAccount",
+    "PendingReleased",
+    "Transfer",
+    "TransferFailed",
+    "TransferRecorded",
+    "TransferResolved",
+    "TransferStatus",
+]
+
+
+class ExceedsLimitError(FxCrmError, ValueError):
+    """The transfer would take an account past its limit (counting pending holds)."""
+
+    default_message = "the transfer exceeds the account's available balance"
+
+
+class Limit(enum.Enum):
+    NONE = "none"
+    DEBITS_WITHIN_CREDITS = "debits<=credits"  # wallets, payables: cannot go below zero
+    CREDITS_WITHIN_DEBITS = "credits<=debits"  # asset accounts that must not turn negative
+
+
+class TransferStatus(enum.Enum):
+    POSTED = "posted"
+    PENDING = "pending"
+    POSTED_FROM_PENDING = "posted_from_pending"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Balance:
+    """An account's four sums, and what follows from them."""
+
+    currency: Currency
+    debits_posted: Money
+    credits_posted: Money
+    debits_pending: Money
+    credits_pending: Money
+
+    @classmethod
+    def zero(cls, currency: Currency) -> Balance:
+        z = Money.zero(currency)
+        return cls(currency, z, z, z, z)
+
+    @property
+    def net_credit(self) -> Money:
+        """Posted credits minus posted debits (a wallet's balance)."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available_credit(self) -> Money:
+        """What a credits-normal account can still pay out: pending debits count already."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+    @property
+    def available_debit(self) -> Money:
+        return self.debits_posted - self.credits_posted - self.credits_pending
+
+
+@attrs.frozen
+class AccountOpened(DomainEvent):
+    account_id: str
+    owner: str
+    currency: Currency
+    purpose: str  # wallet, mirror, omnibus, psp_clearing, fees, ib_payable, fx, suspense ...
+    limit: Limit
+
+
+@attrs.frozen
+class EntryRecorded(DomainEvent):
+    """One side of a transfer, on one account."""
+
+    transfer_id: str
+    debit: bool
+    amount: Money
+    pending: bool
+
+
+@attrs.frozen
+class PendingReleased(DomainEvent):
+    """A pending amount leaves the pending sums (posted, voided or expired)."""
+
+    transfer_id: str
+    debit: bool
+    amount: Money
+
+
+LedgerEvent = AccountOpened | EntryRecorded | PendingReleased
+
+
+@attrs.frozen(kw_only=True)
+class LedgerAccount(Aggregate):
+    category = "ledger"
+    owner: str = ""
+    purpose: str = ""
+    limit: Limit = Limit.NONE
+    balance: Balance | None = None
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case AccountOpened(currency=currency, owner=owner, purpose=purpose, limit=limit):
+                return self.evolve(
+                    owner=owner, purpose=purpose, limit=limit, balance=Balance.zero(currency)
+                )
+            case EntryRecorded(debit=debit, amount=amount, pending=pending):
+                b = self.open_balance
+                field = ("debits_" if debit else "credits_") + ("pending" if pending else "posted")
+                return self.evolve(balance=attrs.evolve(b, **{field: getattr(b, field) + amount}))
+            case PendingReleased(debit=debit, amount=amount):
+                b = self.open_balance
+                field = "debits_pending" if debit else "credits_pending"
+                return self.evolve(balance=attrs.evolve(b, **{field: getattr(b, field) - amount}))
+        raise ValidationError(f"LedgerAccount cannot apply {type(event).__name__}")
+
+    @property
+    def open_balance(self) -> Balance:
+        if self.balance is None:
+            raise ValidationError("no such ledger account")
+        return self.balance
+
+    def check_limit_after(self, *, debit: Money | None = None, credit: Money | None = None) -> None:
+        """Raise if adding these (pending or posted) amounts would break the account's limit."""
+        b = self.open_balance
+        over_debit = debit is not None and debit > b.available_credit
+        over_credit = credit is not None and credit > b.available_debit
+        if (self.limit is Limit.DEBITS_WITHIN_CREDITS and over_debit) or (
+            self.limit is Limit.CREDITS_WITHIN_DEBITS and over_credit
+        ):
+            raise ExceedsLimitError()
+
+
+@attrs.frozen
+class TransferRecorded(DomainEvent):
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: Money
+    pending: bool
+    timeout_at: datetime | None
+    reverses: str | None
+    linked: tuple[str, ...]  # the other transfers of an all-or-nothing batch
+    content: str  # digest of what was asked: a retry with other content is a conflict
+
+
+@attrs.frozen
+class TransferResolved(DomainEvent):
+    """A pending transfer is posted (``posted`` > 0, maybe partly), voided or expired."""
+
+    status: TransferStatus
+    posted: Money
+
+
+@attrs.frozen
+class TransferFailed(DomainEvent):
+    """A transfer refused for a business reason: retries with this id keep failing the same way."""
+
+    transfer_id: str
+    reason: str
+    content: str
+
+
+LEDGER_EVENTS = (
+    AccountOpened,
+    EntryRecorded,
+    PendingReleased,
+    TransferRecorded,
+    TransferResolved,
+    TransferFailed,
+)
+
+
+@attrs.frozen(kw_only=True)
+class Transfer(Aggregate):
+    category = "transfer"
+    status: TransferStatus | None = None
+    debit_account: str = ""
+    credit_account: str = ""
+    amount: Money | None = None
+    posted: Money | None = None
+    timeout_at: datetime | None = None
+    reverses: str | None = None
+    content: str = ""
+    failure: str | None = None
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case TransferRecorded():
+                return self.evolve(
+                    status=TransferStatus.PENDING if event.pending else TransferStatus.POSTED,
+                    debit_account=event.debit_account,
+                    credit_account=event.credit_account,
+                    amount=event.amount,
+                    posted=None if event.pending else event.amount,
+                    timeout_at=event.timeout_at,
+                    reverses=event.reverses,
+                    content=event.content,
+                )
+            case TransferResolved(status=status, posted=posted):
+                return self.evolve(status=status, posted=posted)
+            case TransferFailed(reason=reason, content=content):
+                return self.evolve(status=TransferStatus.FAILED, failure=reason, content=content)
+        raise ValidationError(f"Transfer cannot apply {type(event).__name__}")
+
+
+def content_digest(*parts: object) -> str:
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:32]

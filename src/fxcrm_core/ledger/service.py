@@ -1,0 +1,412 @@
+"""The ledger service: accounts, idempotent and linked transfers, two-phase holds, reversals,
+history and point-in-time balances, on the event store.
+
+A transfer writes its own stream (expected version 0: the id is used once) and one entry on each
+of its two accounts, in one atomic append with the accounts' expected versions; a concurrent
+writer makes it retry on fresh balances, so limits hold under concurrency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from fxcrm_core.events import (
+    DomainEvent,
+    EventMetadata,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import (
+    ConcurrencyError,
+    CurrencyMismatchError,
+    IdempotencyConflictError,
+    IllegalTransitionError,
+    NotFoundError,
+    ValidationError,
+)
+from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.ledger.model import (
+    AccountOpened,
+    Balance,
+    EntryRecorded,
+    ExceedsLimitError,
+    LedgerAccount,
+    Limit,
+    PendingReleased,
+    Transfer,
+    TransferFailed,
+    TransferRecorded,
+    TransferResolved,
+    TransferStatus,
+    content_digest,
+)
+
+__all__ = ["Entry", "Ledger", "PendingHolds", "TransferRequest", "TransferResult"]
+
+_RETRIES = 8
+
+
+@attrs.frozen
+class TransferRequest:
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: Money
+    pending: bool = False
+    timeout: timedelta | None = None  # a pending transfer not resolved by then expires
+    reverses: str | None = None
+
+    def digest(self) -> str:
+        return content_digest(
+            self.debit_account, self.credit_account, self.amount, self.pending, self.timeout,
+            self.reverses,
+        )  # fmt: skip
+
+
+@attrs.frozen
+class TransferResult:
+    transfer_id: str
+    status: TransferStatus
+    replayed: bool = False
+
+
+@attrs.frozen
+class Entry:
+    position: int
+    at: datetime
+    transfer_id: str
+    debit: bool
+    amount: Money
+    kind: str  # "pending", "posted" or "released"
+
+
+class PendingHolds:
+    """A read model of pending transfers and their timeouts (for expiry)."""
+
+    name = "ledger-pending"
+    event_types: frozenset[str] | None = frozenset({"TransferRecorded", "TransferResolved"})
+
+    def __init__(self) -> None:
+        self.timeouts: dict[str, datetime | None] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        transfer_id = recorded.stream_id.removeprefix("transfer-")
+        if isinstance(event, TransferRecorded) and event.pending:
+            self.timeouts[transfer_id] = event.timeout_at
+        elif isinstance(event, TransferResolved):
+            self.timeouts.pop(transfer_id, None)
+
+    def reset(self) -> None:
+        self.timeouts.clear()
+
+    def due(self, now: datetime) -> list[str]:
+        return sorted(t for t, at in self.timeouts.items() if at is not None and at <= now)
+
+
+class Ledger:
+    def __init__(self, repository: Repository, *, clock: Clock | None = None) -> None:
+        self.repository = repository
+        self.clock = clock or SystemClock()
+
+    def _uow(self, actor: str, reason: str) -> UnitOfWork:
+        return UnitOfWork(self.repository, EventMetadata(actor, reason=reason))
+
+    # -- accounts ------------------------------------------------------------------------
+    def open_account(
+        self,
+        account_id: str,
+        *,
+        owner: str,
+        currency: str | Currency,
+        purpose: str,
+        limit: Limit = Limit.NONE,
+        actor: str = "system:ledger",
+    ) -> LedgerAccount:
+        """Open an account; opening it again with the same details returns it unchanged."""
+        cur = Currency.of(currency)
+        existing = self.repository.load(LedgerAccount, account_id)
+        if existing is not None:
+            b = existing.open_balance
+            if (existing.owner, b.currency, existing.purpose, existing.limit) != (
+                owner, cur, purpose, limit,
+            ):  # fmt: skip
+                raise IdempotencyConflictError("account id already used with other details")
+            return existing
+        with self._uow(actor, "account opened") as uow:
+            account = uow.record(
+                LedgerAccount.blank(account_id),
+                AccountOpened(account_id, owner, cur, purpose, limit),
+            )
+            uow.commit()
+        return account
+
+    def account(self, account_id: str) -> LedgerAccount:
+        found = self.repository.load(LedgerAccount, account_id)
+        if found is None:
+            raise NotFoundError("no such ledger account")
+        return found
+
+    def balance(self, account_id: str) -> Balance:
+        return self.account(account_id).open_balance
+
+    def balances(self, account_ids: Sequence[str]) -> dict[str, Balance]:
+        """Several balances as of one moment: a consistent snapshot, so related accounts add up.
+
+        Positions are handed out in commit order, so folding every account up to the same global
+        position reads them all as they stood after that commit.
+        """
+        upto = self.repository.store.last_position()
+        out: dict[str, Balance] = {}
+        for account_id in account_ids:
+            stream = LedgerAccount.stream_id_for(account_id)
+            state = LedgerAccount.blank(account_id)
+            for stored in self.repository.store.read_stream(stream):
+                if stored.position > upto:
+                    break
+                state = state.apply(
+                    self.repository.codec.decode_event(stream, stored.event_type, stored.data)
+                )
+            out[account_id] = state.open_balance
+        return out
+
+    def transfer_status(self, transfer_id: str) -> Transfer:
+        return self.repository.get(Transfer, transfer_id)
+
+    # -- transfers ---------------------------------------------------------------------------
+    def transfer(self, request: TransferRequest, *, actor: str = "system:ledger") -> TransferResult:
+        return self.transfer_linked([request], actor=actor)[0]
+
+    def transfer_linked(
+        self, requests: Sequence[TransferRequest], *, actor: str = "system:ledger"
+    ) -> list[TransferResult]:
+        """Post transfers all-or-nothing. A retry with the same ids and content returns the
+        first results; the same id with other content is a conflict; a failed id keeps failing."""
+        _check_batch(requests)
+        linked = tuple(r.transfer_id for r in requests)
+        for _ in range(_RETRIES):
+            known = self._known(requests)
+            if known is not None:
+                return known
+            accounts = {
+                a: self.account(a) for r in requests for a in (r.debit_account, r.credit_account)
+            }
+            try:
+                staged = self._apply_in_memory(requests, accounts)
+            except (ExceedsLimitError, CurrencyMismatchError) as refused:
+                self._fail(requests, actor, refused)
+                raise
+            now = self.clock.now()
+            with self._uow(actor, "transfer") as uow:
+                for r in requests:
+                    timeout_at = to_utc(now + r.timeout) if r.pending and r.timeout else None
+                    uow.record(
+                        Transfer.blank(r.transfer_id),
+                        TransferRecorded(
+                            r.transfer_id,
+                            r.debit_account,
+                            r.credit_account,
+                            r.amount,
+                            r.pending,
+                            timeout_at,
+                            r.reverses,
+                            tuple(t for t in linked if t != r.transfer_id),
+                            r.digest(),
+                        ),
+                    )
+                for account_id, events in staged.items():
+                    uow.record(accounts[account_id], *events)
+                try:
+                    uow.commit()
+                except ConcurrencyError:
+                    continue  # balances moved or the id was taken: look again
+            status = TransferStatus.PENDING if requests[0].pending else TransferStatus.POSTED
+            return [
+                TransferResult(r.transfer_id, TransferStatus.PENDING if r.pending else status)
+                for r in requests
+            ]
+        raise ConcurrencyError("the accounts kept changing; try again")
+
+    def _known(self, requests: Sequence[TransferRequest]) -> list[TransferResult] | None:
+        found = [self.repository.load(Transfer, r.transfer_id) for r in requests]
+        if all(f is None for f in found):
+            return None
+        results = []
+        for r, f in zip(requests, found, strict=True):
+            if f is None or f.content != r.digest():
+                raise IdempotencyConflictError(
+                    "transfer id already used for a different transfer; nothing was written"
+                )
+            if f.status is TransferStatus.FAILED:
+                raise ExceedsLimitError(f"this transfer failed before: {f.failure}")
+            assert f.status is not None
+            results.append(TransferResult(r.transfer_id, f.status, replayed=True))
+        return results
+
+    def _apply_in_memory(
+        self, requests: Sequence[TransferRequest], accounts: dict[str, LedgerAccount]
+    ) -> dict[str, list[DomainEvent]]:
+        state = dict(accounts)
+        staged: dict[str, list[DomainEvent]] = {a: [] for a in accounts}
+        for r in requests:
+            debit, credit = state[r.debit_account], state[r.credit_account]
+            for side in (debit, credit):
+                if side.open_balance.currency != r.amount.currency:
+                    raise CurrencyMismatchError(
+                        "a transfer and both its accounts must share one currency"
+                    )
+            debit.check_limit_after(debit=r.amount)
+            credit.check_limit_after(credit=r.amount)
+            d = EntryRecorded(r.transfer_id, True, r.amount, r.pending)
+            c = EntryRecorded(r.transfer_id, False, r.amount, r.pending)
+            state[r.debit_account] = debit.apply(d)
+            state[r.credit_account] = state[r.credit_account].apply(c)
+            staged[r.debit_account].append(d)
+            staged[r.credit_account].append(c)
+        return {a: e for a, e in staged.items() if e}
+
+    def _fail(self, requests: Sequence[TransferRequest], actor: str, refused: Exception) -> None:
+        reason = type(refused).__name__
+        with self._uow(actor, "transfer refused") as uow:
+            for r in requests:
+                uow.record(
+                    Transfer.blank(r.transfer_id), TransferFailed(r.transfer_id, reason, r.digest())
+                )
+            # Someone recording these ids meanwhile wins: their outcome stands.
+            with contextlib.suppress(ConcurrencyError):
+                uow.commit()
+
+    # -- two-phase -----------------------------------------------------------------------------
+    def post_pending(
+        self, transfer_id: str, *, amount: Money | None = None, actor: str = "system:ledger"
+    ) -> TransferResult:
+        """Post a hold, in full or in part (the rest is released)."""
+        return self._resolve(transfer_id, TransferStatus.POSTED_FROM_PENDING, amount, actor)
+
+    def void_pending(self, transfer_id: str, *, actor: str = "system:ledger") -> TransferResult:
+        return self._resolve(transfer_id, TransferStatus.VOIDED, None, actor)
+
+    def expire_due(self, holds: PendingHolds, *, actor: str = "system:ledger") -> list[str]:
+        """Expire every hold past its timeout (``holds`` must be caught up by the caller)."""
+        expired = []
+        for transfer_id in holds.due(self.clock.now()):
+            self._resolve(transfer_id, TransferStatus.EXPIRED, None, actor)
+            expired.append(transfer_id)
+        return expired
+
+    def _resolve(
+        self, transfer_id: str, outcome: TransferStatus, amount: Money | None, actor: str
+    ) -> TransferResult:
+        for _ in range(_RETRIES):
+            t = self.repository.get(Transfer, transfer_id)
+            assert t.amount is not None
+            posted = amount if amount is not None else t.amount
+            if outcome is not TransferStatus.POSTED_FROM_PENDING:
+                posted = Money.zero(t.amount.currency)
+            if t.status is outcome and t.posted == posted:
+                return TransferResult(transfer_id, outcome, replayed=True)  # resolved at most once
+            if t.status is not TransferStatus.PENDING:
+                raise IllegalTransitionError(
+                    f"the transfer is {t.status.value if t.status else 'unknown'}"
+                )
+            if outcome is TransferStatus.POSTED_FROM_PENDING and not (
+                posted.is_positive() and posted <= t.amount
+            ):
+                raise ValidationError("a posted amount must be positive and at most the hold")
+            debit = self.account(t.debit_account)
+            credit = self.account(t.credit_account)
+            with self._uow(actor, f"hold {outcome.value}") as uow:
+                uow.record(t, TransferResolved(outcome, posted))
+                for side, is_debit in ((debit, True), (credit, False)):
+                    events: list[DomainEvent] = [PendingReleased(transfer_id, is_debit, t.amount)]
+                    if posted.is_positive():
+                        events.append(EntryRecorded(transfer_id, is_debit, posted, False))
+                    uow.record(side, *events)
+                try:
+                    uow.commit()
+                except ConcurrencyError:
+                    continue
+            return TransferResult(transfer_id, outcome)
+        raise ConcurrencyError("the accounts kept changing; try again")
+
+    def reverse(
+        self, transfer_id: str, correction_id: str, *, actor: str = "system:ledger"
+    ) -> TransferResult:
+        """Correct a posted transfer with a new one in the opposite direction (never an edit)."""
+        t = self.repository.get(Transfer, transfer_id)
+        if t.status not in (TransferStatus.POSTED, TransferStatus.POSTED_FROM_PENDING):
+            raise IllegalTransitionError("only posted transfers are reversed")
+        assert t.posted is not None
+        return self.transfer(
+            TransferRequest(
+                correction_id, t.credit_account, t.debit_account, t.posted, reverses=transfer_id
+            ),
+            actor=actor,
+        )
+
+    # -- history -------------------------------------------------------------------------------
+    def history(self, account_id: str) -> list[Entry]:
+        stream = LedgerAccount.stream_id_for(account_id)
+        entries = []
+        for stored in self.repository.store.read_stream(stream):
+            event = self.repository.codec.decode_event(stream, stored.event_type, stored.data)
+            if isinstance(event, EntryRecorded):
+                kind = "pending" if event.pending else "posted"
+                entries.append(
+                    Entry(
+                        stored.position,
+                        stored.recorded_at,
+                        event.transfer_id,
+                        event.debit,
+                        event.amount,
+                        kind,
+                    )
+                )
+            elif isinstance(event, PendingReleased):
+                entries.append(
+                    Entry(
+                        stored.position,
+                        stored.recorded_at,
+                        event.transfer_id,
+                        event.debit,
+                        event.amount,
+                        "released",
+                    )
+                )
+        return entries
+
+    def balance_at(self, account_id: str, at: datetime) -> Balance:
+        """The account's balance as it stood at ``at`` (events recorded up to then)."""
+        when = to_utc(at, "at")
+        stream = LedgerAccount.stream_id_for(account_id)
+        state = LedgerAccount.blank(account_id)
+        for stored in self.repository.store.read_stream(stream):
+            if stored.recorded_at > when:
+                break
+            state = state.apply(
+                self.repository.codec.decode_event(stream, stored.event_type, stored.data)
+            )
+        if state.balance is None:
+            raise NotFoundError("the account did not exist at that time")
+        return state.balance
+
+
+def _check_batch(requests: Sequence[TransferRequest]) -> None:
+    if not requests:
+        raise ValidationError("a transfer batch needs at least one transfer")
+    ids = [r.transfer_id for r in requests]
+    if len(set(ids)) != len(ids) or not all(ids):
+        raise ValidationError("transfer ids must be present and distinct")
+    for r in requests:
+        r.amount.require_positive("transfer amount")
+        if r.debit_account == r.credit_account:
+            raise ValidationError("a transfer moves money between two different accounts")
+        if r.timeout is not None and not r.pending:
+            raise ValidationError("only pending transfers have a timeout")

@@ -1,0 +1,368 @@
+"""The ledger: idempotent and linked transfers, holds, limits, reversals, history; a stateful
+test against a trivial model; a bank test under concurrency."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from fxcrm_core.events import EventCodec, EventRegistry, EventStore, ProjectionRunner, Repository
+from fxcrm_core.kernel import (
+    CurrencyMismatchError,
+    FixedClock,
+    IdempotencyConflictError,
+    IllegalTransitionError,
+    Money,
+    NegativeAmountError,
+    ValidationError,
+)
+from fxcrm_core.ledger import (
+    LEDGER_EVENTS,
+    ExceedsLimitError,
+    Ledger,
+    Limit,
+    PendingHolds,
+    TransferRequest,
+    TransferStatus,
+)
+from fxcrm_core.stores import MemoryCheckpointStore, MemoryEventStore, SqliteEventStore
+
+T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
+
+
+def usd(amount: str | int) -> Money:
+    return Money.of(amount, "USD")
+
+
+def make(store: EventStore | None = None) -> tuple[Ledger, FixedClock]:
+    clock = FixedClock(T0)
+    registry = EventRegistry()
+    registry.register_all(LEDGER_EVENTS)
+    repo = Repository(store or MemoryEventStore(clock), EventCodec(registry))
+    ledger = Ledger(repo, clock=clock)
+    ledger.open_account("omnibus", owner="broker", currency="USD", purpose="omnibus")
+    for w in ("ana", "bo"):
+        ledger.open_account(
+            w, owner=w, currency="USD", purpose="wallet", limit=Limit.DEBITS_WITHIN_CREDITS
+        )
+    return ledger, clock
+
+
+def deposit(ledger: Ledger, tid: str, wallet: str, amount: str) -> None:
+    ledger.transfer(TransferRequest(tid, "omnibus", wallet, usd(amount)))
+
+
+def test_debits_equal_credits_and_wallets_cannot_go_below_zero() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    ledger.transfer(TransferRequest("t1", "ana", "bo", usd("60")))
+    with pytest.raises(ExceedsLimitError):
+        ledger.transfer(TransferRequest("t2", "ana", "bo", usd("40.01")))
+    assert ledger.balance("ana").net_credit == usd("40")
+    assert ledger.balance("bo").net_credit == usd("60")
+    assert ledger.balance("omnibus").debits_posted == usd("100")
+
+
+def test_idempotency_same_content_replays_other_content_conflicts() -> None:
+    ledger, _ = make()
+    deposit(ledger, "psp-1", "ana", "100")
+    again = ledger.transfer(TransferRequest("psp-1", "omnibus", "ana", usd("100")))
+    assert again.replayed
+    assert ledger.balance("ana").net_credit == usd("100")
+    with pytest.raises(IdempotencyConflictError):
+        ledger.transfer(TransferRequest("psp-1", "omnibus", "ana", usd("101")))
+
+
+def test_a_failed_id_keeps_failing_even_when_it_would_now_succeed() -> None:
+    ledger, _ = make()
+    request = TransferRequest("w-1", "ana", "bo", usd("10"))
+    with pytest.raises(ExceedsLimitError):
+        ledger.transfer(request)
+    deposit(ledger, "d1", "ana", "100")
+    with pytest.raises(ExceedsLimitError, match="failed before"):
+        ledger.transfer(request)
+    assert ledger.transfer_status("w-1").status is TransferStatus.FAILED
+    assert ledger.balance("bo").net_credit == usd(0)
+
+
+def test_linked_transfers_are_all_or_nothing() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "50")
+    batch = [
+        TransferRequest("l1", "ana", "bo", usd("30")),
+        TransferRequest("l2", "ana", "bo", usd("30")),  # the second breaks ana's limit
+    ]
+    with pytest.raises(ExceedsLimitError):
+        ledger.transfer_linked(batch)
+    assert ledger.balance("ana").net_credit == usd("50")
+    assert ledger.balance("bo").net_credit == usd(0)
+    ok = ledger.transfer_linked(
+        [
+            TransferRequest("l3", "ana", "bo", usd("30")),
+            TransferRequest("l4", "bo", "ana", usd("5")),
+        ]
+    )
+    assert [r.status for r in ok] == [TransferStatus.POSTED] * 2
+    assert ledger.balance("ana").net_credit == usd("25")
+
+
+def test_holds_count_against_the_limit_and_resolve_once() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    ledger.transfer(TransferRequest("h1", "ana", "omnibus", usd("70"), pending=True))
+    assert ledger.balance("ana").available_credit == usd("30")
+    with pytest.raises(ExceedsLimitError):
+        ledger.transfer(TransferRequest("t1", "ana", "bo", usd("31")))
+    posted = ledger.post_pending("h1", amount=usd("50"))  # partial: 20 released
+    assert posted.status is TransferStatus.POSTED_FROM_PENDING
+    assert ledger.balance("ana").net_credit == usd("50")
+    assert ledger.balance("ana").debits_pending == usd(0)
+    assert ledger.post_pending("h1", amount=usd("50")).replayed
+    with pytest.raises(IllegalTransitionError):
+        ledger.void_pending("h1")
+    ledger.transfer(TransferRequest("h2", "ana", "omnibus", usd("10"), pending=True))
+    ledger.void_pending("h2")
+    assert ledger.balance("ana").available_credit == usd("50")
+    ledger.transfer(TransferRequest("h3", "ana", "omnibus", usd("5"), pending=True))
+    with pytest.raises(ValidationError):
+        ledger.post_pending("h3", amount=usd("6"))
+
+
+def test_holds_expire_after_their_timeout() -> None:
+    ledger, clock = make()
+    deposit(ledger, "d1", "ana", "100")
+    ledger.transfer(
+        TransferRequest("h1", "ana", "omnibus", usd("40"), pending=True, timeout=timedelta(hours=1))
+    )
+    holds = PendingHolds()
+    runner = ProjectionRunner(
+        ledger.repository.store, ledger.repository.codec, MemoryCheckpointStore()
+    )
+    runner.catch_up(holds)
+    assert ledger.expire_due(holds) == []
+    clock.advance(hours=1)
+    assert ledger.expire_due(holds) == ["h1"]
+    runner.catch_up(holds)
+    assert holds.due(clock.now()) == []
+    assert ledger.transfer_status("h1").status is TransferStatus.EXPIRED
+    assert ledger.balance("ana").available_credit == usd("100")
+
+
+def test_corrections_are_reversing_transfers() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    result = ledger.reverse("d1", "d1-reversal")
+    assert result.status is TransferStatus.POSTED
+    assert ledger.balance("ana").net_credit == usd(0)
+    assert ledger.transfer_status("d1").status is TransferStatus.POSTED  # never edited
+    assert ledger.transfer_status("d1-reversal").reverses == "d1"
+    deposit(ledger, "d2", "ana", "10")
+    ledger.transfer(TransferRequest("spent", "ana", "bo", usd("10")))
+    with pytest.raises(ExceedsLimitError):
+        ledger.reverse("d2", "d2-reversal")  # the money was spent: the correction cannot run
+
+
+def test_history_and_point_in_time_balances() -> None:
+    ledger, clock = make()
+    deposit(ledger, "d1", "ana", "100")
+    clock.advance(hours=1)
+    ledger.transfer(TransferRequest("t1", "ana", "bo", usd("25")))
+    assert [(e.transfer_id, e.debit, e.amount, e.kind) for e in ledger.history("ana")] == [
+        ("d1", False, usd("100"), "posted"),
+        ("t1", True, usd("25"), "posted"),
+    ]
+    assert ledger.balance_at("ana", T0 + timedelta(minutes=30)).net_credit == usd("100")
+    assert ledger.balance_at("ana", T0 + timedelta(hours=2)).net_credit == usd("75")
+
+
+def test_bad_transfers_are_typed_errors_and_write_nothing() -> None:
+    ledger, _ = make()
+    ledger.open_account("eur-w", owner="ana", currency="EUR", purpose="wallet")
+    before = ledger.repository.store.last_position()
+    with pytest.raises(NegativeAmountError):
+        ledger.transfer(TransferRequest("x1", "omnibus", "ana", usd("-1")))
+    with pytest.raises(ValidationError):
+        ledger.transfer(TransferRequest("x2", "ana", "ana", usd("1")))
+    with pytest.raises(ValidationError):
+        ledger.transfer(TransferRequest("x3", "omnibus", "ana", usd("1"), timeout=timedelta(1)))
+    with pytest.raises(ValidationError):
+        ledger.transfer_linked([])
+    assert ledger.repository.store.last_position() == before
+    with pytest.raises(CurrencyMismatchError):
+        ledger.transfer(TransferRequest("x4", "omnibus", "eur-w", usd("1")))
+    with pytest.raises(IdempotencyConflictError):
+        ledger.open_account("ana", owner="ana", currency="EUR", purpose="wallet")
+
+
+# -- the model test ----------------------------------------------------------------------
+WALLETS = ("ana", "bo")
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = MemoryEventStore()
+        self.ledger, _ = make(self.store)
+        # cents: [debits_posted, credits_posted, debits_pending, credits_pending]
+        self.model = {a: [0, 0, 0, 0] for a in ("omnibus", *WALLETS)}
+        self.requests: dict[str, tuple[TransferRequest, str]] = {}
+        self.pending: list[str] = []
+        self.n = 0
+
+    def _id(self) -> str:
+        self.n += 1
+        return f"t{self.n}"
+
+    def _available(self, account: str) -> int:
+        d, c, dp, _ = self.model[account]
+        return c - d - dp
+
+    def _book(self, r: TransferRequest, cents: int, pending: bool) -> None:
+        i = 2 if pending else 0
+        self.model[r.debit_account][i] += cents
+        self.model[r.credit_account][i + 1] += cents
+
+    @rule(wallet=st.sampled_from(WALLETS), cents=st.integers(1, 50_000))
+    def deposit(self, wallet: str, cents: int) -> None:
+        r = TransferRequest(self._id(), "omnibus", wallet, Money.from_minor(cents, "USD"))
+        self.ledger.transfer(r)
+        self._book(r, cents, False)
+        self.requests[r.transfer_id] = (r, "posted")
+
+    @rule(
+        src=st.sampled_from(WALLETS),
+        dst=st.sampled_from(WALLETS),
+        cents=st.integers(1, 30_000),
+        pending=st.booleans(),
+    )
+    def move(self, src: str, dst: str, cents: int, pending: bool) -> None:
+        target = "omnibus" if src == dst else dst
+        r = TransferRequest(
+            self._id(), src, target, Money.from_minor(cents, "USD"), pending=pending
+        )
+        if cents > self._available(src):
+            with pytest.raises(ExceedsLimitError):
+                self.ledger.transfer(r)
+            self.requests[r.transfer_id] = (r, "failed")
+            return
+        self.ledger.transfer(r)
+        self._book(r, cents, pending)
+        self.requests[r.transfer_id] = (r, "pending" if pending else "posted")
+        if pending:
+            self.pending.append(r.transfer_id)
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), void=st.booleans())
+    def resolve(self, data: st.DataObject, void: bool) -> None:
+        tid = data.draw(st.sampled_from(self.pending))
+        self.pending.remove(tid)
+        r, _ = self.requests[tid]
+        held = r.amount.minor
+        self.model[r.debit_account][2] -= held
+        self.model[r.credit_account][3] -= held
+        if void:
+            self.ledger.void_pending(tid)
+            self.requests[tid] = (r, "voided")
+            return
+        cents = data.draw(st.integers(1, held))
+        self.ledger.post_pending(tid, amount=Money.from_minor(cents, "USD"))
+        self._book(r, cents, False)
+        self.requests[tid] = (r, "posted")
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        tid = data.draw(st.sampled_from(sorted(self.requests)))
+        r, outcome = self.requests[tid]
+        if outcome == "failed":
+            with pytest.raises(ExceedsLimitError):
+                self.ledger.transfer(r)
+        else:
+            assert self.ledger.transfer(r).replayed
+        with pytest.raises(IdempotencyConflictError):
+            self.ledger.transfer(
+                TransferRequest(tid, r.debit_account, r.credit_account, r.amount + usd("0.01"))
+            )
+
+    @invariant()
+    def debits_equal_credits(self) -> None:
+        bal = {a: self.ledger.balance(a) for a in self.model}
+        assert sum(b.debits_posted.minor for b in bal.values()) == sum(
+            b.credits_posted.minor for b in bal.values()
+        )
+        assert sum(b.debits_pending.minor for b in bal.values()) == sum(
+            b.credits_pending.minor for b in bal.values()
+        )
+
+    @invariant()
+    def matches_the_model_and_nothing_negative(self) -> None:
+        for a, (d, c, dp, cp) in self.model.items():
+            b = self.ledger.balance(a)
+            assert (
+                b.debits_posted.minor,
+                b.credits_posted.minor,
+                b.debits_pending.minor,
+                b.credits_pending.minor,
+            ) == (d, c, dp, cp)
+            if a in WALLETS:
+                assert not b.available_credit.is_negative()
+
+    @invariant()
+    def replay_equals_live(self) -> None:
+        fresh = Ledger(Repository(self.store, self.ledger.repository.codec))
+        for a in self.model:
+            assert fresh.balance(a) == self.ledger.balance(a)
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+TestLedgerModel = LedgerMachine.TestCase
+
+
+# -- the bank test -----------------------------------------------------------------------
+def test_bank_threads_on_sqlite_keep_the_total(tmp_path: Path) -> None:
+    ledger, _ = make(SqliteEventStore(tmp_path / "bank.sqlite", synchronous="NORMAL"))
+    wallets = [f"w{i}" for i in range(5)]
+    for w in wallets:
+        ledger.open_account(
+            w, owner=w, currency="USD", purpose="wallet", limit=Limit.DEBITS_WITHIN_CREDITS
+        )
+        deposit(ledger, f"fund-{w}", w, "100")
+    total = usd("500")
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        import random
+
+        rng = random.Random(seed)
+        for n in range(25):
+            src, dst = rng.sample(wallets, 2)
+            try:
+                ledger.transfer(
+                    TransferRequest(
+                        f"{seed}-{n}", src, dst, Money.from_minor(rng.randint(1, 6000), "USD")
+                    )
+                )
+            except ExceedsLimitError:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+            snapshot = ledger.balances(wallets)
+            seen = sum((b.net_credit for b in snapshot.values()), usd(0))
+            if seen != total:
+                errors.append(AssertionError(f"a read saw {seen}"))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    balances = [ledger.balance(w) for w in wallets]
+    assert sum((b.net_credit for b in balances), usd(0)) == total
+    assert all(not b.net_credit.is_negative() for b in balances)
