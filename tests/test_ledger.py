@@ -3,23 +3,28 @@ test against a trivial model; a bank test under concurrency."""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fxcrm_core.events import EventCodec, EventRegistry, EventStore, ProjectionRunner, Repository
 from fxcrm_core.kernel import (
     CurrencyMismatchError,
+    ExchangeRate,
     FixedClock,
     IdempotencyConflictError,
     IllegalTransitionError,
     Money,
     NegativeAmountError,
+    Rounding,
     ValidationError,
 )
 from fxcrm_core.ledger import (
@@ -40,12 +45,16 @@ def usd(amount: str | int) -> Money:
     return Money.of(amount, "USD")
 
 
-def make(store: EventStore | None = None) -> tuple[Ledger, FixedClock]:
+def make(
+    store: EventStore | None = None, *, open_accounts: bool = True
+) -> tuple[Ledger, FixedClock]:
     clock = FixedClock(T0)
     registry = EventRegistry()
     registry.register_all(LEDGER_EVENTS)
     repo = Repository(store or MemoryEventStore(clock), EventCodec(registry))
     ledger = Ledger(repo, clock=clock)
+    if not open_accounts:
+        return ledger, clock
     ledger.open_account("omnibus", owner="broker", currency="USD", purpose="omnibus")
     for w in ("ana", "bo"):
         ledger.open_account(
@@ -366,3 +375,118 @@ def test_bank_threads_on_sqlite_keep_the_total(tmp_path: Path) -> None:
     balances = [ledger.balance(w) for w in wallets]
     assert sum((b.net_credit for b in balances), usd(0)) == total
     assert all(not b.net_credit.is_negative() for b in balances)
+
+
+# -- currencies -------------------------------------------------------------------------------
+def fx_ledger() -> Ledger:
+    ledger, _ = make()
+    ledger.open_account(
+        "ana-eur", owner="ana", currency="EUR", purpose="wallet", limit=Limit.DEBITS_WITHIN_CREDITS
+    )
+    ledger.open_account("eur-omnibus", owner="broker", currency="EUR", purpose="omnibus")
+    ledger.open_account("fx-eur", owner="broker", currency="EUR", purpose="fx")
+    ledger.open_account("fx-usd", owner="broker", currency="USD", purpose="fx")
+    ledger.transfer(TransferRequest("eur-dep", "eur-omnibus", "ana-eur", Money.of("100", "EUR")))
+    return ledger
+
+
+def test_a_conversion_is_two_linked_transfers_at_a_recorded_rate() -> None:
+    ledger = fx_ledger()
+    rate = ExchangeRate.of("EUR", "USD", "1.0842", "lp-feed", T0)
+    record = ledger.convert(
+        "cx-1", source="ana-eur", target="ana", amount=Money.of("33.33", "EUR"), rate=rate,
+        fx_accounts=("fx-eur", "fx-usd"),
+    )  # fmt: skip
+    # 33.33 x 1.0842 = 36.136386 USD: 36.14 credited, -0.003614 left by rounding, recorded.
+    assert record.bought_exact.amount == Decimal("36.136386")
+    assert record.bought == usd("36.14")
+    assert record.remainder.amount == Decimal("-0.003614")
+    assert (record.rate, record.rate_source, record.rate_as_of) == (
+        Decimal("1.0842"),
+        "lp-feed",
+        T0,
+    )
+    assert ledger.balance("ana-eur").net_credit == Money.of("66.67", "EUR")
+    assert ledger.balance("ana").net_credit == usd("36.14")
+    assert ledger.balance("fx-eur").net_credit == Money.of("33.33", "EUR")
+    assert ledger.balance("fx-usd").net_credit == usd("-36.14")
+    again = ledger.convert(
+        "cx-1", source="ana-eur", target="ana", amount=Money.of("33.33", "EUR"), rate=rate,
+        fx_accounts=("fx-eur", "fx-usd"),
+    )  # fmt: skip
+    assert again == record
+    assert ledger.balance("ana").net_credit == usd("36.14")
+    with pytest.raises(IdempotencyConflictError):
+        ledger.convert(
+            "cx-1", source="ana-eur", target="ana", amount=Money.of("10", "EUR"), rate=rate,
+            fx_accounts=("fx-eur", "fx-usd"),
+        )  # fmt: skip
+
+
+def test_a_conversion_beyond_the_balance_writes_nothing() -> None:
+    ledger = fx_ledger()
+    before = ledger.repository.store.last_position()
+    with pytest.raises(ExceedsLimitError):
+        ledger.convert(
+            "cx-2", source="ana-eur", target="ana", amount=Money.of("100.01", "EUR"),
+            rate=ExchangeRate.of("EUR", "USD", "1.08", "x", T0), fx_accounts=("fx-eur", "fx-usd"),
+        )  # fmt: skip
+    assert ledger.balance("ana-eur").net_credit == Money.of("100", "EUR")
+    assert ledger.balance("ana").net_credit == usd(0)
+    # Only the failure records (so a retry keeps failing) were written.
+    assert ledger.repository.store.last_position() == before + 2
+
+
+@given(
+    cents=st.integers(1, 10_000_000),
+    rate=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(500), places=6),
+    mode=st.sampled_from([Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.DOWN]),
+)
+def test_rounding_remainders_are_never_lost(cents: int, rate: Decimal, mode: Rounding) -> None:
+    sold = Money.from_minor(cents, "EUR")
+    exact = ExchangeRate.of("EUR", "JPY", rate, "law", T0).convert(sold).result
+    bought, remainder = exact.round_with_remainder(mode)
+    assert bought.amount + remainder.amount == exact.amount
+    assert abs(remainder.amount) < bought.currency.quantum
+
+
+# -- the bank test across processes ------------------------------------------------------------
+def _bank_worker(path: str, seed: int, wallets: list[str]) -> None:
+    import random
+
+    ledger, _ = make(SqliteEventStore(path, synchronous="NORMAL"), open_accounts=False)
+    rng = random.Random(seed)
+    for n in range(30):
+        src, dst = rng.sample(wallets, 2)
+        with contextlib.suppress(ExceedsLimitError):
+            amount = Money.from_minor(rng.randint(1, 6000), "USD")
+            ledger.transfer(TransferRequest(f"p{seed}-{n}", src, dst, amount))
+
+
+@pytest.mark.slow
+def test_bank_two_processes_on_one_sqlite_file_keep_the_total(tmp_path: Path) -> None:
+    path = tmp_path / "bank.sqlite"
+    ledger, _ = make(SqliteEventStore(path, synchronous="NORMAL"))
+    wallets = [f"w{i}" for i in range(4)]
+    for w in wallets:
+        ledger.open_account(
+            w, owner=w, currency="USD", purpose="wallet", limit=Limit.DEBITS_WITHIN_CREDITS
+        )
+        deposit(ledger, f"fund-{w}", w, "100")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_bank_worker, args=(str(path), s, wallets)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    totals = []
+    while any(p.is_alive() for p in procs):
+        snapshot = ledger.balances(wallets)
+        totals.append(sum((b.net_credit for b in snapshot.values()), usd(0)))
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    final = ledger.balances(wallets)
+    assert sum((b.net_credit for b in final.values()), usd(0)) == usd("400")
+    assert all(not b.net_credit.is_negative() for b in final.values())
+    assert set(totals) <= {usd("400")}
+    moved = [e for w in wallets for e in ledger.history(w) if e.transfer_id.startswith("p")]
+    assert moved  # the processes really moved money

@@ -8,6 +8,7 @@ Depends on ``kernel`` and ``events``.
 from fxcrm_core.ledger.model import (
     LEDGER_EVENTS,
     Balance,
+    ConversionRecorded,
     ExceedsLimitError,
     LedgerAccount,
     Limit,
@@ -19,6 +20,7 @@ from fxcrm_core.ledger.service import Entry, Ledger, PendingHolds, TransferReque
 __all__ = [
     "LEDGER_EVENTS",
     "Balance",
+    "ConversionRecorded",
     "Entry",
     "ExceedsLimitError",
     "Ledger",

@@ -10,18 +10,21 @@ from __future__ import annotations
 import enum
 import hashlib
 from datetime import datetime
+from decimal import Decimal
 from typing import Self
 
 import attrs
 
 from fxcrm_core.events import Aggregate, DomainEvent
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
-from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 
 __all__ = [
     "LEDGER_EVENTS",
     "AccountOpened",
     "Balance",
+    "Conversion",
+    "ConversionRecorded",
     "EntryRecorded",
     "ExceedsLimitError",
     "Limit",
@@ -188,6 +191,36 @@ class TransferFailed(DomainEvent):
     content: str
 
 
+@attrs.frozen
+class ConversionRecorded(DomainEvent):
+    """A currency conversion: two linked transfers through FX accounts, at a recorded rate.
+
+    ``remainder`` is what rounding the bought amount left over (bought_exact - bought): kept here
+    so that no fraction of a cent is ever lost without a trace.
+    """
+
+    conversion_id: str
+    sold: Money
+    bought: Money
+    bought_exact: UnroundedMoney
+    remainder: UnroundedMoney
+    rate: Decimal
+    rate_source: str
+    rate_as_of: datetime
+    rounding: str
+
+
+@attrs.frozen(kw_only=True)
+class Conversion(Aggregate):
+    category = "conversion"
+    recorded: ConversionRecorded | None = None
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, ConversionRecorded):
+            return self.evolve(recorded=event)
+        raise ValidationError(f"Conversion cannot apply {type(event).__name__}")
+
+
 LEDGER_EVENTS = (
     AccountOpened,
     EntryRecorded,
@@ -195,6 +228,7 @@ LEDGER_EVENTS = (
     TransferRecorded,
     TransferResolved,
     TransferFailed,
+    ConversionRecorded,
 )
 
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from fxcrm_core.events import (
+    Aggregate,
     DomainEvent,
     EventMetadata,
     RecordedEvent,
@@ -30,11 +31,14 @@ from fxcrm_core.kernel.errors import (
     NotFoundError,
     ValidationError,
 )
-from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.money import Currency, Money, Rounding
+from fxcrm_core.kernel.rates import ExchangeRate
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.ledger.model import (
     AccountOpened,
     Balance,
+    Conversion,
+    ConversionRecorded,
     EntryRecorded,
     ExceedsLimitError,
     LedgerAccount,
@@ -185,10 +189,15 @@ class Ledger:
         return self.transfer_linked([request], actor=actor)[0]
 
     def transfer_linked(
-        self, requests: Sequence[TransferRequest], *, actor: str = "system:ledger"
+        self,
+        requests: Sequence[TransferRequest],
+        *,
+        actor: str = "system:ledger",
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
     ) -> list[TransferResult]:
         """Post transfers all-or-nothing. A retry with the same ids and content returns the
-        first results; the same id with other content is a conflict; a failed id keeps failing."""
+        first results; the same id with other content is a conflict; a failed id keeps failing.
+        ``also`` records further events (a conversion record) in the same atomic append."""
         _check_batch(requests)
         linked = tuple(r.transfer_id for r in requests)
         for _ in range(_RETRIES):
@@ -223,6 +232,8 @@ class Ledger:
                     )
                 for account_id, events in staged.items():
                     uow.record(accounts[account_id], *events)
+                for aggregate, event in also:
+                    uow.record(aggregate, event)
                 try:
                     uow.commit()
                 except ConcurrencyError:
@@ -282,6 +293,48 @@ class Ledger:
             # Someone recording these ids meanwhile wins: their outcome stands.
             with contextlib.suppress(ConcurrencyError):
                 uow.commit()
+
+    # -- currencies ---------------------------------------------------------------------------
+    def convert(
+        self,
+        conversion_id: str,
+        *,
+        source: str,
+        target: str,
+        amount: Money,
+        rate: ExchangeRate,
+        fx_accounts: tuple[str, str],
+        rounding: Rounding = Rounding.HALF_EVEN,
+        actor: str = "system:ledger",
+    ) -> ConversionRecorded:
+        """Sell ``amount`` from ``source`` and buy the other currency into ``target``, as two
+        linked transfers through the FX accounts (one per currency), at ``rate``.
+
+        The rate, its source and time, the exact result, the rounded one and the remainder are
+        recorded with the transfers, atomically. A retry with the same id returns the record.
+        """
+        fx_sold, fx_bought = fx_accounts
+        exact = rate.convert(amount).result
+        bought, remainder = exact.round_with_remainder(rounding)
+        bought.require_positive("converted amount")
+        record = ConversionRecorded(
+            conversion_id, amount, bought, exact, remainder, rate.rate, rate.source, rate.as_of,
+            rounding.name,
+        )  # fmt: skip
+        existing = self.repository.load(Conversion, conversion_id)
+        if existing is not None and existing.recorded is not None:
+            if existing.recorded != record:
+                raise IdempotencyConflictError("conversion id already used differently")
+            return existing.recorded
+        self.transfer_linked(
+            [
+                TransferRequest(f"{conversion_id}:sell", source, fx_sold, amount),
+                TransferRequest(f"{conversion_id}:buy", fx_bought, target, bought),
+            ],
+            actor=actor,
+            also=[(Conversion.blank(conversion_id), record)],
+        )
+        return record
 
     # -- two-phase -----------------------------------------------------------------------------
     def post_pending(
