@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import TypeVar
 
 from fxcrm_core.events.aggregate import Aggregate
@@ -19,24 +21,55 @@ class Repository:
 
     With a snapshot store, ``load`` starts from the newest snapshot and replays only what came
     after it. Snapshots are a cache: deleting them changes nothing but speed.
+
+    States are immutable, so the repository also keeps the last state it saw of up to
+    ``cache_size`` streams and, next time, reads only the events after it: the store stays the
+    source of truth (a newer event written by anyone is always read), replay cost stays flat.
     """
 
     def __init__(
-        self, store: EventStore, codec: EventCodec, snapshots: SnapshotStore | None = None
+        self,
+        store: EventStore,
+        codec: EventCodec,
+        snapshots: SnapshotStore | None = None,
+        *,
+        cache_size: int = 10_000,
     ) -> None:
         self.store = store
         self.codec = codec
         self.snapshots = snapshots
+        self._cache: OrderedDict[str, Aggregate] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def load(self, cls: type[A], aggregate_id: str) -> A | None:
         """The current state, or None if the aggregate has no events."""
         stream_id = cls.stream_id_for(aggregate_id)
-        state = self._from_snapshot(cls, stream_id) or cls.blank(aggregate_id)
+        cached = self._cache.get(stream_id) if self._cache_size else None
+        if isinstance(cached, cls):
+            state: A = cached
+        else:
+            state = self._from_snapshot(cls, stream_id) or cls.blank(aggregate_id)
         stored = self.store.read_stream(stream_id, after_version=state.version)
         if not stored and state.version == 0:
             return None
         decode = self.codec.decode_event
-        return state.fold(decode(s.stream_id, s.event_type, s.data) for s in stored)
+        state = state.fold(decode(s.stream_id, s.event_type, s.data) for s in stored)
+        if self._cache_size:
+            with self._lock:
+                self._cache[stream_id] = state
+                self._cache.move_to_end(stream_id)
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return state
+
+    def forget(self, stream_id: str | None = None) -> None:
+        """Drop cached states (all, or one stream): after an erasure, for instance."""
+        with self._lock:
+            if stream_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(stream_id, None)
 
     def get(self, cls: type[A], aggregate_id: str) -> A:
         """Like :meth:`load` but raises NotFoundError when the aggregate does not exist."""

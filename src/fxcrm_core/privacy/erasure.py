@@ -131,6 +131,9 @@ class Erasure:
                 uow.commit(idempotency_key=f"erasure:{subject_id}")
         # Recorded first, destroyed second: after a crash in between, erase() again finishes.
         destroyed = self.encryption.erase(subject_id)
+        # Cached states were decrypted before the erasure: drop them all (a cache cannot tell
+        # which streams held this subject's PII). Other processes must forget() likewise.
+        self.repository.forget()
         if self.snapshots is not None:
             for stream_id in snapshot_streams:
                 self.snapshots.delete_snapshot(stream_id)
