@@ -36,6 +36,7 @@ test: lint typecheck imports pytest examples
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_event_store.py
 	$(BIN)/python benchmarks/bench_encryption.py
+	$(BIN)/python benchmarks/bench_ledger.py
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -40,3 +40,17 @@ def test_encryption_benchmark_runs(
     out = capsys.readouterr().out
     assert out.count("every event has 3 PII fields") == 2
     assert out.count("1 event in 10 has PII") == 2
+
+
+@pytest.mark.slow
+def test_ledger_benchmark_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = BENCHMARKS / "bench_ledger.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "SQLite ledger / raw sqlite3 (FULL" in out
+    assert "memory ledger / raw Decimal arithmetic" in out
