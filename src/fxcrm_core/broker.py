@@ -39,6 +39,8 @@ from fxcrm_core.events import (
 )
 from fxcrm_core.kernel import Clock, IdGenerator, SystemClock, TradingCalendar
 from fxcrm_core.kyc import DEFAULT_LEVELS, DOCUMENT_EVENTS, KycService, LevelPolicy
+from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
+from fxcrm_core.payments import INTERNAL_EVENTS, TradingTransfers
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     ERASURE_EVENTS,
@@ -136,6 +138,8 @@ class Broker:
                 *ALL_CLIENT_EVENTS,
                 *DOCUMENT_EVENTS,
                 *ACCOUNT_EVENTS,
+                *LEDGER_EVENTS,
+                *INTERNAL_EVENTS,
             )
         )
         self.registry.register_all(options.get("events", ()))
@@ -191,7 +195,13 @@ class Broker:
             clock=self.clock,
             ids=self.ids,
         )
+        self.ledger = Ledger(self.repository, clock=self.clock)
         server = options.get("trading_server")
+        self.transfers = (
+            TradingTransfers(self.repository, self.ledger, self.access, {server.name: server})
+            if server is not None
+            else None
+        )
         self.accounts = (
             Accounts(
                 self.repository,

@@ -338,13 +338,24 @@ class Ledger:
 
     # -- two-phase -----------------------------------------------------------------------------
     def post_pending(
-        self, transfer_id: str, *, amount: Money | None = None, actor: str = "system:ledger"
+        self,
+        transfer_id: str,
+        *,
+        amount: Money | None = None,
+        actor: str = "system:ledger",
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
     ) -> TransferResult:
-        """Post a hold, in full or in part (the rest is released)."""
-        return self._resolve(transfer_id, TransferStatus.POSTED_FROM_PENDING, amount, actor)
+        """Post a hold, in full or in part (the rest is released); ``also`` is recorded with it."""
+        return self._resolve(transfer_id, TransferStatus.POSTED_FROM_PENDING, amount, actor, also)
 
-    def void_pending(self, transfer_id: str, *, actor: str = "system:ledger") -> TransferResult:
-        return self._resolve(transfer_id, TransferStatus.VOIDED, None, actor)
+    def void_pending(
+        self,
+        transfer_id: str,
+        *,
+        actor: str = "system:ledger",
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
+    ) -> TransferResult:
+        return self._resolve(transfer_id, TransferStatus.VOIDED, None, actor, also)
 
     def expire_due(self, holds: PendingHolds, *, actor: str = "system:ledger") -> list[str]:
         """Expire every hold past its timeout (``holds`` must be caught up by the caller)."""
@@ -355,7 +366,12 @@ class Ledger:
         return expired
 
     def _resolve(
-        self, transfer_id: str, outcome: TransferStatus, amount: Money | None, actor: str
+        self,
+        transfer_id: str,
+        outcome: TransferStatus,
+        amount: Money | None,
+        actor: str,
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
     ) -> TransferResult:
         for _ in range(_RETRIES):
             t = self.repository.get(Transfer, transfer_id)
@@ -382,6 +398,8 @@ class Ledger:
                     if posted.is_positive():
                         events.append(EntryRecorded(transfer_id, is_debit, posted, False))
                     uow.record(side, *events)
+                for aggregate, event in also:
+                    uow.record(aggregate, event)
                 try:
                     uow.commit()
                 except ConcurrencyError:

@@ -208,6 +208,23 @@ class SimulatedTradingServer:
     def deal(self, ticket: int) -> Deal | None:
         return self._deals.get(ticket)
 
+    # -- drills: differences a dealer's manual work leaves, for reconciliation tests ------------
+    def inject_update(self, ticket: int, profit: Money) -> None:
+        """Change a deal's amount as a dealer's correction would (balance follows)."""
+        with self._lock:
+            deal = self._deals[ticket]
+            fixed = attrs.evolve(deal, profit=profit)
+            self._deals[ticket] = fixed
+            self._book(deal.login, profit - deal.profit)
+            self._emit(DealChange.UPDATED, fixed)
+
+    def inject_delete(self, ticket: int) -> None:
+        """Delete a deal as a dealer could (balance follows)."""
+        with self._lock:
+            deal = self._deals.pop(ticket)
+            self._book(deal.login, -(deal.profit + deal.commission + deal.swap + deal.fee))
+            self._emit(DealChange.DELETED, deal)
+
     def _emit(self, change: DealChange, deal: Deal) -> None:
         self._feed.append(FeedItem(len(self._feed) + 1, change, deal))
 
