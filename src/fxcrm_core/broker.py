@@ -40,7 +40,13 @@ from fxcrm_core.events import (
 from fxcrm_core.kernel import Clock, IdGenerator, SystemClock, TradingCalendar
 from fxcrm_core.kyc import DEFAULT_LEVELS, DOCUMENT_EVENTS, KycService, LevelPolicy
 from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
-from fxcrm_core.payments import INTERNAL_EVENTS, TradingTransfers
+from fxcrm_core.payments import (
+    DEPOSIT_EVENTS,
+    INTERNAL_EVENTS,
+    Deposits,
+    PaymentLimits,
+    TradingTransfers,
+)
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     ERASURE_EVENTS,
@@ -85,6 +91,7 @@ class BrokerOptions(TypedDict, total=False):
     trading_server: TradingServer
     groups: Mapping[str, GroupRule]
     caps: LeverageCaps
+    payment_limits: PaymentLimits
 
 
 class _Relationships:
@@ -140,6 +147,7 @@ class Broker:
                 *ACCOUNT_EVENTS,
                 *LEDGER_EVENTS,
                 *INTERNAL_EVENTS,
+                *DEPOSIT_EVENTS,
             )
         )
         self.registry.register_all(options.get("events", ()))
@@ -196,6 +204,14 @@ class Broker:
             ids=self.ids,
         )
         self.ledger = Ledger(self.repository, clock=self.clock)
+        self.deposits = Deposits(
+            self.repository,
+            self.ledger,
+            self.access,
+            self.kyc,
+            options.get("payment_limits", PaymentLimits(())),
+            ids=self.ids,
+        )
         server = options.get("trading_server")
         self.transfers = (
             TradingTransfers(self.repository, self.ledger, self.access, {server.name: server})

@@ -185,8 +185,14 @@ class Ledger:
         return self.repository.get(Transfer, transfer_id)
 
     # -- transfers ---------------------------------------------------------------------------
-    def transfer(self, request: TransferRequest, *, actor: str = "system:ledger") -> TransferResult:
-        return self.transfer_linked([request], actor=actor)[0]
+    def transfer(
+        self,
+        request: TransferRequest,
+        *,
+        actor: str = "system:ledger",
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
+    ) -> TransferResult:
+        return self.transfer_linked([request], actor=actor, also=also)[0]
 
     def transfer_linked(
         self,

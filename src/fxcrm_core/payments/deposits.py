@@ -1,0 +1,237 @@
+"""Deposits: initiated by the client, confirmed (or failed) by the PSP's callback, credited to
+the wallet through the ledger. Callbacks are idempotent: a repeat changes nothing, a
+contradiction (failed after credited, another amount, a reused PSP reference) moves no money
+and is recorded for review."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Self
+
+import attrs
+
+from fxcrm_core.access import AccessControl, Actor
+from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository, UnitOfWork
+from fxcrm_core.kernel.errors import FxCrmError, IdempotencyConflictError, ValidationError
+from fxcrm_core.kernel.ids import IdGenerator
+from fxcrm_core.kernel.money import Money
+from fxcrm_core.kyc import KycService, Right
+from fxcrm_core.ledger import Ledger, TransferRequest
+from fxcrm_core.payments.transfers import MoneyAccounts
+
+__all__ = [
+    "DEPOSIT_EVENTS",
+    "CallbackOutcome",
+    "Deposit",
+    "DepositStatus",
+    "Deposits",
+    "LimitExceededError",
+    "PaymentLimits",
+]
+
+
+class LimitExceededError(FxCrmError, ValueError):
+    default_message = "the payment is above the allowed limit"
+
+
+def _by_code(limits: Iterable[Money]) -> Mapping[str, Money]:
+    return {m.currency.code: m for m in limits}
+
+
+@attrs.frozen
+class PaymentLimits:
+    """Per-transaction limits per currency; a currency with no limit set is refused."""
+
+    per_transaction: Mapping[str, Money] = attrs.field(converter=_by_code)
+
+    def check(self, amount: Money) -> None:
+        amount.require_positive("payment amount")
+        limit = self.per_transaction.get(amount.currency.code)
+        if limit is None:
+            raise LimitExceededError(f"no payment limit is set for {amount.currency.code}")
+        if amount > limit:
+            raise LimitExceededError(f"payments are limited to {limit} each")
+
+
+class DepositStatus(enum.Enum):
+    INITIATED = "initiated"
+    CREDITED = "credited"
+    FAILED = "failed"
+
+
+class CallbackOutcome(enum.Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"  # recorded for review; no money moved
+
+
+@attrs.frozen
+class DepositInitiated(DomainEvent):
+    deposit_id: str
+    client_id: str
+    amount: Money
+    psp: str
+    method: str
+
+
+@attrs.frozen
+class DepositCredited(DomainEvent):
+    psp_reference: str
+
+
+@attrs.frozen
+class DepositFailed(DomainEvent):
+    psp_reference: str
+    reason: str
+
+
+@attrs.frozen
+class CallbackConflict(DomainEvent):
+    psp_reference: str
+    reported: str
+    amount: Money | None
+
+
+@attrs.frozen
+class PspReferenceUsed(DomainEvent):
+    deposit_id: str
+
+
+DEPOSIT_EVENTS = (
+    DepositInitiated,
+    DepositCredited,
+    DepositFailed,
+    CallbackConflict,
+    PspReferenceUsed,
+)
+
+
+@attrs.frozen(kw_only=True)
+class Deposit(Aggregate):
+    category = "deposit"
+    client_id: str = ""
+    amount: Money | None = None
+    psp: str = ""
+    status: DepositStatus | None = None
+    psp_reference: str | None = None
+    conflicts: int = 0
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case DepositInitiated():
+                return self.evolve(
+                    client_id=event.client_id, amount=event.amount, psp=event.psp,
+                    status=DepositStatus.INITIATED,
+                )  # fmt: skip
+            case DepositCredited(psp_reference=ref):
+                return self.evolve(status=DepositStatus.CREDITED, psp_reference=ref)
+            case DepositFailed(psp_reference=ref):
+                return self.evolve(status=DepositStatus.FAILED, psp_reference=ref)
+            case CallbackConflict():
+                return self.evolve(conflicts=self.conflicts + 1)
+        raise ValidationError(f"Deposit cannot apply {type(event).__name__}")
+
+
+@attrs.frozen(kw_only=True)
+class PspReference(Aggregate):
+    category = "pspref"
+    deposit_id: str = ""
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, PspReferenceUsed):
+            return self.evolve(deposit_id=event.deposit_id)
+        raise ValidationError(f"PspReference cannot apply {type(event).__name__}")
+
+
+class Deposits:
+    def __init__(
+        self,
+        repository: Repository,
+        ledger: Ledger,
+        access: AccessControl,
+        kyc: KycService,
+        limits: PaymentLimits,
+        *,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.repository = repository
+        self.ledger = ledger
+        self.access = access
+        self.kyc = kyc
+        self.limits = limits
+        self.ids = ids or IdGenerator()
+        self.money = MoneyAccounts(ledger)
+
+    def _uow(self, actor: str, reason: str) -> UnitOfWork:
+        return UnitOfWork(self.repository, EventMetadata(actor, reason=reason))
+
+    def initiate(
+        self, actor: Actor, client_id: str, amount: Money, *, psp: str, method: str
+    ) -> str:
+        self.access.require(actor, "deposit.request", client_id=client_id)
+        self.kyc.require(client_id, Right.DEPOSIT)
+        self.limits.check(amount)
+        deposit_id = self.ids()
+        with self._uow(actor.id, "deposit initiated") as uow:
+            uow.record(
+                Deposit.blank(deposit_id),
+                DepositInitiated(deposit_id, client_id, amount, psp, method),
+            )
+            uow.commit()
+        return deposit_id
+
+    def get(self, deposit_id: str) -> Deposit:
+        return self.repository.get(Deposit, deposit_id)
+
+    def _conflict(
+        self, dep: Deposit, ref: str, reported: str, amount: Money | None
+    ) -> CallbackOutcome:
+        with self._uow(f"psp:{dep.psp}", "callback conflict") as uow:
+            uow.record(dep, CallbackConflict(ref, reported, amount))
+            uow.commit()
+        return CallbackOutcome.CONFLICT
+
+    def psp_confirmed(self, deposit_id: str, psp_reference: str, amount: Money) -> CallbackOutcome:
+        """The PSP says the money arrived: credit the wallet once."""
+        dep = self.get(deposit_id)
+        assert dep.amount is not None
+        if dep.status is DepositStatus.CREDITED:
+            same = dep.psp_reference == psp_reference and amount == dep.amount
+            return (
+                CallbackOutcome.DUPLICATE
+                if same
+                else self._conflict(dep, psp_reference, "confirmed", amount)
+            )
+        if dep.status is DepositStatus.FAILED or amount != dep.amount:
+            return self._conflict(dep, psp_reference, "confirmed", amount)
+        ref_key = f"{dep.psp}:{psp_reference}"
+        used = self.repository.load(PspReference, ref_key)
+        if used is not None and used.deposit_id != deposit_id:
+            return self._conflict(dep, psp_reference, "reference reused", amount)
+        wallet = self.money.wallet(dep.client_id, amount.currency)
+        clearing = self.money.broker("psp_clearing", amount.currency)
+        try:
+            result = self.ledger.transfer(
+                TransferRequest(f"deposit:{deposit_id}", clearing, wallet, amount),
+                actor=f"psp:{dep.psp}",
+                also=[
+                    (dep, DepositCredited(psp_reference)),
+                    (PspReference.blank(ref_key), PspReferenceUsed(deposit_id)),
+                ],
+            )
+        except IdempotencyConflictError:
+            return self._conflict(self.get(deposit_id), psp_reference, "confirmed", amount)
+        # A racing copy of this callback finds the transfer made: it changed nothing.
+        return CallbackOutcome.DUPLICATE if result.replayed else CallbackOutcome.APPLIED
+
+    def psp_failed(self, deposit_id: str, psp_reference: str, reason: str) -> CallbackOutcome:
+        dep = self.get(deposit_id)
+        if dep.status is DepositStatus.FAILED:
+            return CallbackOutcome.DUPLICATE
+        if dep.status is DepositStatus.CREDITED:
+            return self._conflict(dep, psp_reference, "failed", None)
+        with self._uow(f"psp:{dep.psp}", "deposit failed") as uow:
+            uow.record(dep, DepositFailed(psp_reference, reason))
+            uow.commit()
+        return CallbackOutcome.APPLIED
