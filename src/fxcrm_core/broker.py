@@ -37,15 +37,18 @@ from fxcrm_core.events import (
     SnapshotStore,
     UnitOfWork,
 )
-from fxcrm_core.kernel import Clock, IdGenerator, SystemClock, TradingCalendar
+from fxcrm_core.kernel import Clock, IdGenerator, Money, SystemClock, TradingCalendar
 from fxcrm_core.kyc import DEFAULT_LEVELS, DOCUMENT_EVENTS, KycService, LevelPolicy
 from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
 from fxcrm_core.payments import (
     DEPOSIT_EVENTS,
     INTERNAL_EVENTS,
+    WITHDRAWAL_EVENTS,
     Deposits,
+    FeePolicy,
     PaymentLimits,
     TradingTransfers,
+    Withdrawals,
 )
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
@@ -92,6 +95,8 @@ class BrokerOptions(TypedDict, total=False):
     groups: Mapping[str, GroupRule]
     caps: LeverageCaps
     payment_limits: PaymentLimits
+    daily_withdrawal_limits: Mapping[str, Money]
+    withdrawal_fees: FeePolicy
 
 
 class _Relationships:
@@ -148,6 +153,7 @@ class Broker:
                 *LEDGER_EVENTS,
                 *INTERNAL_EVENTS,
                 *DEPOSIT_EVENTS,
+                *WITHDRAWAL_EVENTS,
             )
         )
         self.registry.register_all(options.get("events", ()))
@@ -210,6 +216,19 @@ class Broker:
             self.access,
             self.kyc,
             options.get("payment_limits", PaymentLimits(())),
+            ids=self.ids,
+        )
+        self.withdrawals = Withdrawals(
+            self.repository,
+            self.ledger,
+            self.access,
+            self.kyc,
+            self.approvals,
+            options.get("payment_limits", PaymentLimits(())),
+            daily=options.get("daily_withdrawal_limits"),
+            fees=options.get("withdrawal_fees"),
+            calendar=self.calendar,
+            clock=self.clock,
             ids=self.ids,
         )
         server = options.get("trading_server")

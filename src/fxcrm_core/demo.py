@@ -294,9 +294,9 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
             uow.record(desk_now, *desk_now.pay(Money.parse(params["amount"])))
             return str(uow.commit(idempotency_key=key).last_position)
 
-    broker.approvals.register("withdrawal", ApprovalRule(execute=pay_out, check=enough_cash))
+    broker.approvals.register("payout", ApprovalRule(execute=pay_out, check=enough_cash))
     maker, checker = Actor.staff("cashier-2", Role.FINANCE), Actor.staff("head", Role.FINANCE)
-    request = broker.approvals.request(maker, "withdrawal", "desk-main", {"amount": "300.00 USD"})
+    request = broker.approvals.request(maker, "payout", "desk-main", {"amount": "300.00 USD"})
     try:
         broker.approvals.approve(maker, request)
     except SelfApprovalError:

@@ -1,6 +1,6 @@
 """Payments: deposits with idempotent PSP callbacks, money between wallets and trading accounts
-through the trading-server port, and reconciliation with the trading servers. (Withdrawals with
-approval and payout instruments land next, on the same ledger.)
+through the trading-server port, withdrawals to verified payout instruments with holds, daily
+limits, fees and maker-checker approval, and reconciliation with the trading servers.
 
 Depends on ``kernel``, ``events``, ``access``, ``kyc``, ``ledger``, ``trading`` and ``accounts``.
 """
@@ -22,10 +22,26 @@ from fxcrm_core.payments.transfers import (
     MoneyAccounts,
     TradingTransfers,
 )
+from fxcrm_core.payments.withdrawals import (
+    WITHDRAWAL_EVENTS,
+    FeePolicy,
+    InstrumentKind,
+    PayoutInstrument,
+    Withdrawal,
+    Withdrawals,
+    WithdrawalStatus,
+)
 
 __all__ = [
     "DEPOSIT_EVENTS",
     "INTERNAL_EVENTS",
+    "WITHDRAWAL_EVENTS",
+    "FeePolicy",
+    "InstrumentKind",
+    "PayoutInstrument",
+    "Withdrawal",
+    "WithdrawalStatus",
+    "Withdrawals",
     "CallbackOutcome",
     "Deposit",
     "DepositStatus",

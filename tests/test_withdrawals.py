@@ -1,0 +1,178 @@
+"""Withdrawals: held at once, approved by a second person with checks re-run, paid or released."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from fxcrm_core.access import Actor, ApprovalStatus, Role
+from fxcrm_core.broker import Broker
+from fxcrm_core.clients import ClientKind, Registration
+from fxcrm_core.kernel import (
+    AccessDeniedError,
+    Currency,
+    FixedClock,
+    IllegalTransitionError,
+    Money,
+    ValidationError,
+)
+from fxcrm_core.kyc import KycLevelTooLowError
+from fxcrm_core.payments import (
+    FeePolicy,
+    InstrumentKind,
+    LimitExceededError,
+    MoneyAccounts,
+    PaymentLimits,
+    PayoutInstrument,
+    WithdrawalStatus,
+)
+from fxcrm_core.privacy import MasterKeyring
+
+T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
+FINANCE = Actor.staff("fin-1", Role.FINANCE)
+OFFICER = Actor.staff("kyc-1", Role.COMPLIANCE)
+IBAN = "DE89370400440532013000"
+
+
+def usd(amount: str | int) -> Money:
+    return Money.of(amount, "USD")
+
+
+class World:
+    def __init__(self, *, level: int = 3) -> None:
+        self.broker = Broker.in_memory(
+            clock=FixedClock(T0),
+            keyring=MasterKeyring.generate(),
+            payment_limits=PaymentLimits([usd(10_000)]),
+            daily_withdrawal_limits={"USD": usd(500)},
+            withdrawal_fees=FeePolicy({"USD": usd(2)}, Decimal("0.005")),
+        )
+        b = self.broker
+        assert b.clients is not None
+        self.cid = self.register("ana@example.com")
+        self.me = Actor.client(self.cid)
+        docs = [("passport", {"expires_on": date(2030, 1, 1)}), ("proof_of_address", {})]
+        if level == 3:
+            docs += [("selfie", {}), ("source_of_funds", {})]
+        for kind, kwargs in docs:
+            doc = b.kyc.submit(self.me, self.cid, kind, "f", **kwargs)  # type: ignore[arg-type]
+            b.kyc.approve(OFFICER, doc)
+        dep = b.deposits.initiate(self.me, self.cid, usd(1000), psp="acq", method="card")
+        b.deposits.psp_confirmed(dep, "ref-1", usd(1000))
+        self.iban = b.withdrawals.add_instrument(self.me, self.cid, InstrumentKind.IBAN, IBAN)
+        b.withdrawals.verify_instrument(FINANCE, self.iban)
+        money = MoneyAccounts(b.ledger)
+        self.wallet = money.wallet(self.cid, Currency.of("USD"))
+        self.clearing = money.broker("psp_clearing", Currency.of("USD"))
+        self.fees = money.broker("fees", Currency.of("USD"))
+
+    def register(self, email: str) -> str:
+        assert self.broker.clients is not None
+        return self.broker.clients.register(
+            Actor.system("portal", Role.PORTAL),
+            Registration(ClientKind.INDIVIDUAL, "SC", "Ana Lima", email),
+        )
+
+    def balance(self, account: str) -> Money:
+        return self.broker.ledger.balance(account).net_credit
+
+    def available(self) -> Money:
+        return self.broker.ledger.balance(self.wallet).available_credit
+
+    def approve(self, withdrawal_id: str) -> ApprovalStatus:
+        w = self.broker.withdrawals.get(withdrawal_id)
+        assert w.approval_id is not None
+        return self.broker.approvals.approve(FINANCE, w.approval_id).status
+
+
+def test_request_hold_approve_pay() -> None:
+    w = World()
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(200))
+    # 200 held and a 2 + 0.5% = 3.00 fee held too; nothing has left the wallet yet.
+    assert (w.balance(w.wallet), w.available()) == (usd(1000), usd(797))
+    with pytest.raises(IllegalTransitionError):
+        w.broker.withdrawals.paid(wd, "payout-1")  # not approved yet
+    assert w.approve(wd) is ApprovalStatus.EXECUTED
+    assert w.broker.withdrawals.get(wd).status is WithdrawalStatus.APPROVED
+    w.broker.withdrawals.paid(wd, "payout-1")
+    w.broker.withdrawals.paid(wd, "payout-1")  # the PSP's callback again: nothing more
+    assert w.balance(w.wallet) == usd(797)
+    assert w.balance(w.fees) == usd(3)
+    assert w.broker.withdrawals.get(wd).status is WithdrawalStatus.PAID
+
+
+def test_instruments_are_encrypted_masked_and_the_clients_own() -> None:
+    w = World()
+    instrument = w.broker.repository.get(PayoutInstrument, w.iban)
+    assert instrument.masked == "DE****************3000"
+    assert IBAN.encode() not in b"".join(e.data for e in w.broker.store.read_all())
+    other = w.register("bo@example.com")
+    theirs = w.broker.withdrawals.add_instrument(
+        Actor.client(other), other, InstrumentKind.EWALLET, "bo@wallet.example"
+    )
+    w.broker.withdrawals.verify_instrument(FINANCE, theirs)
+    with pytest.raises(AccessDeniedError):
+        w.broker.withdrawals.request(w.me, w.cid, theirs, usd(10))
+    unverified = w.broker.withdrawals.add_instrument(
+        w.me, w.cid, InstrumentKind.CARD, "4111 1111 1111 1111"
+    )
+    with pytest.raises(IllegalTransitionError, match="not verified"):
+        w.broker.withdrawals.request(w.me, w.cid, unverified, usd(10))
+    with pytest.raises(ValidationError):
+        w.broker.withdrawals.add_instrument(w.me, w.cid, InstrumentKind.CARD, "4111 1111 1111 1112")
+
+
+def test_a_removed_instrument_refuses_the_approval() -> None:
+    w = World()
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(100))
+    w.broker.withdrawals.remove_instrument(w.me, w.iban)
+    with pytest.raises(IllegalTransitionError, match="not verified"):
+        w.approve(wd)
+    assert w.broker.withdrawals.get(wd).status is WithdrawalStatus.REQUESTED
+
+
+def test_changing_the_instrument_restarts_approval() -> None:
+    w = World()
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(100))
+    first = w.broker.withdrawals.get(wd).approval_id
+    assert w.approve(wd) is ApprovalStatus.EXECUTED
+    card = w.broker.withdrawals.add_instrument(
+        w.me, w.cid, InstrumentKind.CARD, "4111 1111 1111 1111"
+    )
+    w.broker.withdrawals.verify_instrument(FINANCE, card)
+    w.broker.withdrawals.change_instrument(w.me, wd, card)
+    changed = w.broker.withdrawals.get(wd)
+    assert (changed.status, changed.instrument_id) == (WithdrawalStatus.REQUESTED, card)
+    assert changed.approval_id not in (None, first)
+    with pytest.raises(IllegalTransitionError):
+        w.broker.withdrawals.paid(wd, "p")
+    assert w.approve(wd) is ApprovalStatus.EXECUTED
+    assert w.broker.withdrawals.paid(wd, "p").status is WithdrawalStatus.PAID
+
+
+@pytest.mark.parametrize("status", [WithdrawalStatus.REJECTED, WithdrawalStatus.CANCELLED])
+def test_rejection_and_cancellation_release_the_holds(status: WithdrawalStatus) -> None:
+    w = World()
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(200))
+    actor = FINANCE if status is WithdrawalStatus.REJECTED else w.me
+    closed = w.broker.withdrawals.close(actor, wd, status, "documents missing")
+    assert closed.status is status
+    assert (w.balance(w.wallet), w.available()) == (usd(1000), usd(1000))
+    assert w.broker.withdrawals.close(actor, wd, status, "again").status is status
+    with pytest.raises(IllegalTransitionError):
+        w.broker.withdrawals.paid(wd, "p")
+
+
+def test_withdrawals_need_kyc_level_three_and_respect_the_daily_limit() -> None:
+    w = World(level=2)
+    with pytest.raises(KycLevelTooLowError):
+        w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(10))
+    w = World()
+    w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(300))
+    with pytest.raises(LimitExceededError, match="a day"):
+        w.broker.withdrawals.request(w.me, w.cid, w.iban, usd("200.01"))
+    w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(200))
+    # Held: 300 + a 3.50 fee, 200 + a 3.00 fee.
+    assert w.available() == usd("493.50")
