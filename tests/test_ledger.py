@@ -213,13 +213,28 @@ def test_bad_transfers_are_typed_errors_and_write_nothing() -> None:
 WALLETS = ("ana", "bo")
 
 
+CURRENCY = {"omnibus": "USD", "ana": "USD", "bo": "USD", "fx-usd": "USD", "ana-eur": "EUR",
+            "fx-eur": "EUR"}  # fmt: skip
+LIMITED = ("ana", "bo", "ana-eur")
+RATES = [Decimal("0.9213"), Decimal("1.0842"), Decimal("0.5")]
+
+
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = MemoryEventStore()
         self.ledger, _ = make(self.store)
-        # cents: [debits_posted, credits_posted, debits_pending, credits_pending]
-        self.model = {a: [0, 0, 0, 0] for a in ("omnibus", *WALLETS)}
+        self.ledger.open_account(
+            "ana-eur",
+            owner="ana",
+            currency="EUR",
+            purpose="wallet",
+            limit=Limit.DEBITS_WITHIN_CREDITS,
+        )
+        self.ledger.open_account("fx-usd", owner="broker", currency="USD", purpose="fx")
+        self.ledger.open_account("fx-eur", owner="broker", currency="EUR", purpose="fx")
+        # minor units: [debits_posted, credits_posted, debits_pending, credits_pending]
+        self.model = {a: [0, 0, 0, 0] for a in CURRENCY}
         self.requests: dict[str, tuple[TransferRequest, str]] = {}
         self.pending: list[str] = []
         self.n = 0
@@ -284,6 +299,31 @@ class LedgerMachine(RuleBasedStateMachine):
         self._book(r, cents, False)
         self.requests[tid] = (r, "posted")
 
+    @rule(cents=st.integers(1, 40_000), rate=st.sampled_from(RATES), to_eur=st.booleans())
+    def convert(self, cents: int, rate: Decimal, to_eur: bool) -> None:
+        src, dst, fx_in, fx_out = (
+            ("ana", "ana-eur", "fx-usd", "fx-eur")
+            if to_eur
+            else ("ana-eur", "ana", "fx-eur", "fx-usd")
+        )
+        sold = Money.from_minor(cents, CURRENCY[src])
+        fx = ExchangeRate.of(CURRENCY[src], CURRENCY[dst], rate, "model", T0)
+        bought = fx.convert(sold).round(Rounding.HALF_EVEN)
+        cid = self._id()
+        if cents > self._available(src) or not bought.is_positive():
+            with pytest.raises((ExceedsLimitError, NegativeAmountError)):
+                self.ledger.convert(cid, source=src, target=dst, amount=sold, rate=fx,
+                                    fx_accounts=(fx_in, fx_out))  # fmt: skip
+            return
+        record = self.ledger.convert(cid, source=src, target=dst, amount=sold, rate=fx,
+                                     fx_accounts=(fx_in, fx_out))  # fmt: skip
+        assert record.bought == bought
+        assert record.bought.amount + record.remainder.amount == record.bought_exact.amount
+        self.model[src][0] += cents
+        self.model[fx_in][1] += cents
+        self.model[fx_out][0] += bought.minor
+        self.model[dst][1] += bought.minor
+
     @precondition(lambda self: self.requests)
     @rule(data=st.data())
     def retry(self, data: st.DataObject) -> None:
@@ -300,14 +340,20 @@ class LedgerMachine(RuleBasedStateMachine):
             )
 
     @invariant()
-    def debits_equal_credits(self) -> None:
+    def debits_equal_credits_per_currency(self) -> None:
         bal = {a: self.ledger.balance(a) for a in self.model}
-        assert sum(b.debits_posted.minor for b in bal.values()) == sum(
-            b.credits_posted.minor for b in bal.values()
-        )
-        assert sum(b.debits_pending.minor for b in bal.values()) == sum(
-            b.credits_pending.minor for b in bal.values()
-        )
+        for code in ("USD", "EUR"):
+            mine = [b for a, b in bal.items() if CURRENCY[a] == code]
+            posted = (
+                sum(b.debits_posted.minor for b in mine),
+                sum(b.credits_posted.minor for b in mine),
+            )
+            pending = (
+                sum(b.debits_pending.minor for b in mine),
+                sum(b.credits_pending.minor for b in mine),
+            )
+            assert posted[0] == posted[1]
+            assert pending[0] == pending[1]
 
     @invariant()
     def matches_the_model_and_nothing_negative(self) -> None:
@@ -319,7 +365,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 b.debits_pending.minor,
                 b.credits_pending.minor,
             ) == (d, c, dp, cp)
-            if a in WALLETS:
+            if a in LIMITED:
                 assert not b.available_credit.is_negative()
 
     @invariant()
