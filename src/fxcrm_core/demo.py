@@ -32,6 +32,7 @@ from fxcrm_core.kernel import (
     Rounding,
     ValidationError,
 )
+from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconcile
 from fxcrm_core.privacy import MasterKeyring, PiiKind
 from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
 
@@ -136,6 +137,9 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         "trading_server": server,
         "groups": DEMO_GROUPS,
         "caps": LeverageCaps(approval_above=200),
+        "payment_limits": PaymentLimits([Money.of("50000", "USD")]),
+        "daily_withdrawal_limits": {"USD": Money.of("20000", "USD")},
+        "withdrawal_fees": FeePolicy({"USD": Money.of("2", "USD")}, Decimal("0.005")),
     }
     broker = Broker.sqlite(db_path, clock=clock, **options)
     out(f"fxcrm_core demo: a broker day on {db_path}")
@@ -240,14 +244,52 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         mail = broker.masking.show({role}, PiiKind.EMAIL, ana_client.email)
         out(f"  {role:<10} sees {shown!r:<12} {mail!r}")
 
-    out("\n== The trading server")
+    out("\n== Money: a deposit, the trading account, a withdrawal, reconciliation")
+    deposit = broker.deposits.initiate(
+        me, ana, Money.of("5000", "USD"), psp="acquirer", method="card"
+    )
+    callbacks = [
+        broker.deposits.psp_confirmed(deposit, "acq-9001", Money.of("5000", "USD")).value
+        for _ in range(2)
+    ]
+    out(f"  deposit 5000.00 USD; the PSP's callback arrives twice: {callbacks}")
+    assert broker.transfers is not None
+    moved = broker.transfers.move(
+        me, "move-1", account_id, Money.of("3000", "USD"), to_trading=True
+    )
+    out(f"  3000.00 USD to trading account {account.login}: server deal #{moved.deal_ticket}")
+    for kind in ("selfie", "source_of_funds"):
+        broker.kyc.approve(officer, broker.kyc.submit(me, ana, kind, f"files/{kind}"))
+    finance = Actor.staff("fin-1", Role.FINANCE)
+    iban = broker.withdrawals.add_instrument(
+        me, ana, InstrumentKind.IBAN, "AE07 0331 2345 6789 0123 456"
+    )
+    masked = broker.withdrawals.verify_instrument(finance, iban).masked
+    withdrawal = broker.withdrawals.request(me, ana, iban, Money.of("1000", "USD"))
+    approval = broker.withdrawals.get(withdrawal).approval_id
+    assert approval is not None
+    broker.approvals.approve(finance, approval)
+    broker.withdrawals.paid(withdrawal, "payout-5521")
+    wallet = broker.ledger.balance(f"wallet:{ana}:USD")
+    out(
+        f"  1000.00 USD withdrawn to {masked} after a second person's approval "
+        f"(fee {broker.withdrawals.get(withdrawal).fee}); wallet now {wallet.net_credit}"
+    )
+    clean = reconcile(broker.store, broker.codec, server, [account.login])
     server.balance_operation(
         account.login,
         BalanceOperation.DEPOSIT,
-        Money.of("5000", "USD"),
-        comment="deposit psp-9001",
-        idempotency_key="psp-9001",
+        Money.of("50", "USD"),
+        comment="dealer, by hand",
+        idempotency_key="manual-1",
     )
+    found = reconcile(broker.store, broker.codec, server, [account.login])
+    out(
+        f"  reconciliation: {len(clean)} differences; after a dealer's manual deposit: "
+        + ", ".join(f.kind.value for f in found)
+    )
+
+    out("\n== The trading server")
     server.simulate_trading(300)
     feed = server.deal_feed(limit=100_000)
     changes = Counter(item.change.value for item in feed)
