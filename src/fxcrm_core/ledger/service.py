@@ -9,7 +9,7 @@ writer makes it retry on fresh balances, so limits hold under concurrency.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -20,6 +20,7 @@ from fxcrm_core.events import (
     EventMetadata,
     RecordedEvent,
     Repository,
+    StoredEvent,
     UnitOfWork,
 )
 from fxcrm_core.kernel.clock import Clock, SystemClock
@@ -168,18 +169,25 @@ class Ledger:
         position reads them all as they stood after that commit.
         """
         upto = self.repository.store.last_position()
-        out: dict[str, Balance] = {}
-        for account_id in account_ids:
-            stream = LedgerAccount.stream_id_for(account_id)
-            state = LedgerAccount.blank(account_id)
-            for stored in self.repository.store.read_stream(stream):
-                if stored.position > upto:
-                    break
-                state = state.apply(
-                    self.repository.codec.decode_event(stream, stored.event_type, stored.data)
-                )
-            out[account_id] = state.open_balance
-        return out
+        return {
+            account_id: self._fold_until(account_id, lambda s: s.position > upto).open_balance
+            for account_id in account_ids
+        }
+
+    def _entries(self, account_id: str) -> Iterator[tuple[StoredEvent, DomainEvent]]:
+        """The account's stored events, decoded, in order."""
+        stream = LedgerAccount.stream_id_for(account_id)
+        decode = self.repository.codec.decode_event
+        for stored in self.repository.store.read_stream(stream):
+            yield stored, decode(stream, stored.event_type, stored.data)
+
+    def _fold_until(self, account_id: str, past: Callable[[StoredEvent], bool]) -> LedgerAccount:
+        state = LedgerAccount.blank(account_id)
+        for stored, event in self._entries(account_id):
+            if past(stored):
+                break
+            state = state.apply(event)
+        return state
 
     def transfer_status(self, transfer_id: str) -> Transfer:
         return self.repository.get(Transfer, transfer_id)
@@ -430,12 +438,14 @@ class Ledger:
 
     # -- history -------------------------------------------------------------------------------
     def history(self, account_id: str) -> list[Entry]:
-        stream = LedgerAccount.stream_id_for(account_id)
         entries = []
-        for stored in self.repository.store.read_stream(stream):
-            event = self.repository.codec.decode_event(stream, stored.event_type, stored.data)
-            if isinstance(event, EntryRecorded):
-                kind = "pending" if event.pending else "posted"
+        for stored, event in self._entries(account_id):
+            if isinstance(event, EntryRecorded | PendingReleased):
+                kind = (
+                    "released"
+                    if isinstance(event, PendingReleased)
+                    else ("pending" if event.pending else "posted")
+                )
                 entries.append(
                     Entry(
                         stored.position,
@@ -446,30 +456,12 @@ class Ledger:
                         kind,
                     )
                 )
-            elif isinstance(event, PendingReleased):
-                entries.append(
-                    Entry(
-                        stored.position,
-                        stored.recorded_at,
-                        event.transfer_id,
-                        event.debit,
-                        event.amount,
-                        "released",
-                    )
-                )
         return entries
 
     def balance_at(self, account_id: str, at: datetime) -> Balance:
         """The account's balance as it stood at ``at`` (events recorded up to then)."""
         when = to_utc(at, "at")
-        stream = LedgerAccount.stream_id_for(account_id)
-        state = LedgerAccount.blank(account_id)
-        for stored in self.repository.store.read_stream(stream):
-            if stored.recorded_at > when:
-                break
-            state = state.apply(
-                self.repository.codec.decode_event(stream, stored.event_type, stored.data)
-            )
+        state = self._fold_until(account_id, lambda s: s.recorded_at > when)
         if state.balance is None:
             raise NotFoundError("the account did not exist at that time")
         return state.balance
