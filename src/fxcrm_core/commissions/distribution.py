@@ -1,0 +1,167 @@
+"""How one deal's rebate is shared up an IB chain: five strategies, each a pure function of the
+chain (direct IB first, master last) and its settings, returning unrounded shares that explain
+themselves. Rounding happens once, at payout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Protocol
+
+import attrs
+
+from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel.money import Money, UnroundedMoney
+
+__all__ = [
+    "Differential",
+    "Distribution",
+    "FixedShares",
+    "KeepAndPassUp",
+    "PassThrough",
+    "RankSlices",
+    "Share",
+    "rates_above_parent",
+]
+
+
+@attrs.frozen
+class Share:
+    ib_id: str
+    level: int  # 1: the client's direct IB, 2: its parent, ...
+    amount: UnroundedMoney
+    step: str  # how this amount came about, for statements and disputes
+
+
+class Distribution(Protocol):
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        """Shares of ``pool`` (the deal's revenue, or a reference amount) for ``lots`` lots."""
+        ...
+
+
+def _check_chain(chain: Sequence[str]) -> None:
+    if not chain or len(set(chain)) != len(chain):
+        raise ValidationError("a chain lists distinct IBs, the direct one first")
+
+
+@attrs.frozen
+class FixedShares:
+    """Level n gets ``shares[n-1]`` of the pool; the shares total at most 100%."""
+
+    shares: tuple[Decimal, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if any(s < 0 for s in self.shares) or sum(self.shares) > 1:
+            raise ValidationError("level shares are non-negative and total at most 100%")
+
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        _check_chain(chain)
+        return [
+            Share(ib, level, pool * share, f"level {level}: {share:%} of {pool}")
+            for level, (ib, share) in enumerate(zip(chain, self.shares, strict=False), start=1)
+        ]
+
+
+@attrs.frozen
+class PassThrough:
+    """The direct IB receives ``per_lot`` a lot; each IB passes ``passes[ib]`` a lot up."""
+
+    per_lot: Money
+    passes: Mapping[str, Money]
+
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        _check_chain(chain)
+        shares = []
+        received = self.per_lot
+        for level, ib in enumerate(chain, start=1):
+            top = level == len(chain)
+            passed = (
+                Money.zero(received.currency)
+                if top
+                else self.passes.get(ib, Money.zero(received.currency))
+            )
+            if passed.is_negative() or passed > received:
+                raise ValidationError("an IB passes up at most what it receives")
+            shares.append(
+                Share(ib, level, (received - passed) * lots,
+                      f"receives {received}/lot, passes {passed}/lot up, x {lots} lots")
+            )  # fmt: skip
+            received = passed
+        return shares
+
+
+def rates_above_parent(rates: Mapping[str, Money], parents: Mapping[str, str | None]) -> list[str]:
+    """The IBs whose rate is above their parent's (after a parent's rate was lowered, say)."""
+    return sorted(
+        ib
+        for ib, rate in rates.items()
+        if (parent := parents.get(ib)) is not None and parent in rates and rate > rates[parent]
+    )
+
+
+@attrs.frozen
+class Differential:
+    """Each IB earns its own rate a lot minus its child's; never negative."""
+
+    rates: Mapping[str, Money]
+
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        _check_chain(chain)
+        shares = []
+        below: Money | None = None
+        for level, ib in enumerate(chain, start=1):
+            rate = self.rates.get(ib)
+            if rate is None:
+                raise ValidationError("every IB in a differential chain needs a rate")
+            earned = rate if below is None else rate - below
+            if earned.is_negative():
+                earned = Money.zero(rate.currency)  # a child above its parent: the parent earns 0
+            step = f"rate {rate}/lot" + (f" - child's {below}/lot" if below is not None else "")
+            shares.append(Share(ib, level, earned * lots, f"{step}, x {lots} lots"))
+            below = rate if below is None else max(rate, below)
+        return shares
+
+
+@attrs.frozen
+class RankSlices:
+    """Each rank's slice (a lot) goes once, to the nearest IB up the chain at or above that rank;
+    a missing rank's slice goes to the next higher-ranked IB; repeated ranks get nothing more."""
+
+    slices: Mapping[int, Money]
+    ranks: Mapping[str, int]
+
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        _check_chain(chain)
+        earned: dict[str, list[tuple[int, Money]]] = {}
+        for rank in sorted(self.slices):
+            payee = next((ib for ib in chain if self.ranks.get(ib, 0) >= rank), None)
+            if payee is not None:  # nobody high enough: the slice stays with the broker
+                earned.setdefault(payee, []).append((rank, self.slices[rank]))
+        shares = []
+        for level, ib in enumerate(chain, start=1):
+            got = earned.get(ib, [])
+            per_lot = sum((m for _, m in got), Money.zero(pool.currency))
+            ranks = ", ".join(f"rank {r} {m}" for r, m in got) or "no slice"
+            shares.append(Share(ib, level, per_lot * lots, f"{ranks}, x {lots} lots"))
+        return shares
+
+
+@attrs.frozen
+class KeepAndPassUp:
+    """The direct IB receives the pool; each IB keeps ``keep[ib]`` of what it receives and passes
+    the rest up; the master keeps everything that reaches it."""
+
+    keep: Mapping[str, Decimal]
+
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+        _check_chain(chain)
+        shares = []
+        received = pool.to_unrounded()
+        for level, ib in enumerate(chain, start=1):
+            keep = Decimal(1) if level == len(chain) else self.keep.get(ib, Decimal(1))
+            if not 0 <= keep <= 1:
+                raise ValidationError("an IB keeps between 0% and 100% of what it receives")
+            kept = received * keep
+            shares.append(Share(ib, level, kept, f"keeps {keep:%} of {received.amount}"))
+            received = received - kept
+        return shares
