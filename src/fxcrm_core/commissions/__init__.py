@@ -1,7 +1,8 @@
 """IB commissions: the effective-dated IB tree and the strategies that share a deal's rebate up
-it. (Schedules, deal processing, payouts and statements are built on these next.)
+it, and the effective-dated schedules that turn a deal into a pool. (Deal processing, payouts
+and statements are built on these next.)
 
-Depends on ``kernel`` only so far.
+Depends on ``kernel`` and ``trading``.
 """
 
 from fxcrm_core.commissions.distribution import (
@@ -14,6 +15,15 @@ from fxcrm_core.commissions.distribution import (
     Share,
     rates_above_parent,
 )
+from fxcrm_core.commissions.schedule import (
+    PlanKind,
+    RebateLine,
+    Rule,
+    Schedule,
+    ScheduleBook,
+    Trigger,
+    base_symbol,
+)
 from fxcrm_core.commissions.tree import IbTree, TreeError
 
 __all__ = [
@@ -23,8 +33,15 @@ __all__ = [
     "IbTree",
     "KeepAndPassUp",
     "PassThrough",
+    "PlanKind",
     "RankSlices",
+    "RebateLine",
+    "Rule",
+    "Schedule",
+    "ScheduleBook",
     "Share",
     "TreeError",
+    "Trigger",
+    "base_symbol",
     "rates_above_parent",
 ]
