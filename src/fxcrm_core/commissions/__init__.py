@@ -1,6 +1,7 @@
 """IB commissions: the effective-dated IB tree and the strategies that share a deal's rebate up
-it, and the effective-dated schedules that turn a deal into a pool. (Deal processing, payouts
-and statements are built on these next.)
+it, the effective-dated schedules that turn a deal into a pool, and the engine that turns the
+deal feed into explained rebate entries exactly once. (Persistence, payouts and statements are
+built on these next.)
 
 Depends on ``kernel`` and ``trading``.
 """
@@ -15,6 +16,7 @@ from fxcrm_core.commissions.distribution import (
     Share,
     rates_above_parent,
 )
+from fxcrm_core.commissions.engine import EntryKind, RebateEngine, RebateEntry
 from fxcrm_core.commissions.schedule import (
     PlanKind,
     RebateLine,
@@ -29,12 +31,15 @@ from fxcrm_core.commissions.tree import IbTree, TreeError
 __all__ = [
     "Differential",
     "Distribution",
+    "EntryKind",
     "FixedShares",
     "IbTree",
     "KeepAndPassUp",
     "PassThrough",
     "PlanKind",
     "RankSlices",
+    "RebateEngine",
+    "RebateEntry",
     "RebateLine",
     "Rule",
     "Schedule",

@@ -33,8 +33,15 @@ class Share:
     step: str  # how this amount came about, for statements and disputes
 
 
+Pool = Money | UnroundedMoney
+
+
+def _exact(pool: Pool) -> UnroundedMoney:
+    return pool.to_unrounded() if isinstance(pool, Money) else pool
+
+
 class Distribution(Protocol):
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         """Shares of ``pool`` (the deal's revenue, or a reference amount) for ``lots`` lots."""
         ...
 
@@ -54,10 +61,11 @@ class FixedShares:
         if any(s < 0 for s in self.shares) or sum(self.shares) > 1:
             raise ValidationError("level shares are non-negative and total at most 100%")
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
+        exact = _exact(pool)
         return [
-            Share(ib, level, pool * share, f"level {level}: {share:%} of {pool}")
+            Share(ib, level, exact * share, f"level {level}: {share:%} of {exact.amount}")
             for level, (ib, share) in enumerate(zip(chain, self.shares, strict=False), start=1)
         ]
 
@@ -69,7 +77,7 @@ class PassThrough:
     per_lot: Money
     passes: Mapping[str, Money]
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         shares = []
         received = self.per_lot
@@ -105,7 +113,7 @@ class Differential:
 
     rates: Mapping[str, Money]
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         shares = []
         below: Money | None = None
@@ -130,7 +138,7 @@ class RankSlices:
     slices: Mapping[int, Money]
     ranks: Mapping[str, int]
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         earned: dict[str, list[tuple[int, Money]]] = {}
         for rank in sorted(self.slices):
@@ -140,7 +148,7 @@ class RankSlices:
         shares = []
         for level, ib in enumerate(chain, start=1):
             got = earned.get(ib, [])
-            per_lot = sum((m for _, m in got), Money.zero(pool.currency))
+            per_lot = sum((m for _, m in got), Money.zero(_exact(pool).currency))
             ranks = ", ".join(f"rank {r} {m}" for r, m in got) or "no slice"
             shares.append(Share(ib, level, per_lot * lots, f"{ranks}, x {lots} lots"))
         return shares
@@ -153,10 +161,10 @@ class KeepAndPassUp:
 
     keep: Mapping[str, Decimal]
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Money) -> list[Share]:
+    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         shares = []
-        received = pool.to_unrounded()
+        received = _exact(pool)
         for level, ib in enumerate(chain, start=1):
             keep = Decimal(1) if level == len(chain) else self.keep.get(ib, Decimal(1))
             if not 0 <= keep <= 1:
