@@ -1,9 +1,9 @@
 """IB commissions: the effective-dated IB tree and the strategies that share a deal's rebate up
 it, the effective-dated schedules that turn a deal into a pool, and the engine that turns the
-deal feed into explained rebate entries exactly once. (Persistence, payouts and statements are
-built on these next.)
+deal feed into explained rebate entries exactly once, and payouts through the ledger.
+(Persistence of the engine's state, statements and the broker-sized benchmark come next.)
 
-Depends on ``kernel`` and ``trading``.
+Depends on ``kernel``, ``access`` (approvals), ``ledger`` and ``trading``.
 """
 
 from fxcrm_core.commissions.distribution import (
@@ -17,6 +17,7 @@ from fxcrm_core.commissions.distribution import (
     rates_above_parent,
 )
 from fxcrm_core.commissions.engine import EntryKind, RebateEngine, RebateEntry
+from fxcrm_core.commissions.payouts import Cadence, PayoutPolicy, PayoutResult, Payouts
 from fxcrm_core.commissions.schedule import (
     PlanKind,
     RebateLine,
@@ -29,6 +30,10 @@ from fxcrm_core.commissions.schedule import (
 from fxcrm_core.commissions.tree import IbTree, TreeError
 
 __all__ = [
+    "Cadence",
+    "PayoutPolicy",
+    "PayoutResult",
+    "Payouts",
     "Differential",
     "Distribution",
     "EntryKind",
