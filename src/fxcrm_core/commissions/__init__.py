@@ -1,9 +1,9 @@
 """IB commissions: the effective-dated IB tree and the strategies that share a deal's rebate up
 it, the effective-dated schedules that turn a deal into a pool, and the engine that turns the
-deal feed into explained rebate entries exactly once, and payouts through the ledger.
-(Persistence of the engine's state, statements and the broker-sized benchmark come next.)
+deal feed into explained rebate entries exactly once, payouts through the ledger, and
+statements. (Persisting the engine's state and the broker-sized benchmark come next.)
 
-Depends on ``kernel``, ``access`` (approvals), ``ledger`` and ``trading``.
+Depends on ``kernel``, ``access`` (approvals), ``ledger``, ``trading`` and ``privacy`` (masking).
 """
 
 from fxcrm_core.commissions.distribution import (
@@ -27,6 +27,7 @@ from fxcrm_core.commissions.schedule import (
     Trigger,
     base_symbol,
 )
+from fxcrm_core.commissions.statements import Statement, StatementLine, build_statement
 from fxcrm_core.commissions.tree import IbTree, TreeError
 
 __all__ = [
@@ -50,8 +51,11 @@ __all__ = [
     "Schedule",
     "ScheduleBook",
     "Share",
+    "Statement",
+    "StatementLine",
     "TreeError",
     "Trigger",
     "base_symbol",
+    "build_statement",
     "rates_above_parent",
 ]

@@ -44,6 +44,7 @@ class RebateEntry:
     lots: Decimal
     trading_day: date
     explanation: str  # schedule version, rule, rate, volume, strategy step
+    direct_ib_id: str = ""  # the client's own IB (level 1), who decides what parents see
 
     @property
     def key(self) -> Key:
@@ -112,7 +113,7 @@ class RebateEngine:
                 EntryKind.ACCRUAL, deal.server, deal.ticket, share.ib_id, self.component,
                 share.amount, share.level, client_id, deal.symbol, line.lots, day,
                 f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; "
-                f"level {share.level}: {share.step}",
+                f"level {share.level}: {share.step}", chain[0],
             )  # fmt: skip
             due[entry.key] = entry
         return due
