@@ -1,11 +1,12 @@
 """IB commissions: the effective-dated IB tree and the strategies that share a deal's rebate up
 it, the effective-dated schedules that turn a deal into a pool, and the engine that turns the
 deal feed into explained rebate entries exactly once, payouts through the ledger, and
-statements. (Persisting the engine's state and the broker-sized benchmark come next.)
+statements, with the engine's output kept in the event log (the broker-sized benchmark next).
 
 Depends on ``kernel``, ``access`` (approvals), ``ledger``, ``trading`` and ``privacy`` (masking).
 """
 
+from fxcrm_core.commissions.book import REBATE_EVENTS, RebateBook, RebateEntriesRecorded
 from fxcrm_core.commissions.distribution import (
     Differential,
     Distribution,
@@ -31,6 +32,9 @@ from fxcrm_core.commissions.statements import Statement, StatementLine, build_st
 from fxcrm_core.commissions.tree import IbTree, TreeError
 
 __all__ = [
+    "REBATE_EVENTS",
+    "RebateBook",
+    "RebateEntriesRecorded",
     "Cadence",
     "PayoutPolicy",
     "PayoutResult",

@@ -144,6 +144,22 @@ class RebateEngine:
                 self._paid[key] = after
         return out
 
+    def restore(
+        self, entries: Iterable[RebateEntry], server: str, cursors: Iterable[tuple[int, int]]
+    ) -> None:
+        """Bring the state back from recorded entries and the cursors they were made at."""
+        for entry in entries:
+            before = self._paid.get(entry.key)
+            total = entry.amount.amount + (before.amount.amount if before else 0)
+            if total == 0:
+                self._paid.pop(entry.key, None)
+            else:
+                amount = UnroundedMoney(total, entry.amount.currency)
+                self._paid[entry.key] = attrs.evolve(entry, amount=amount)
+        for ticket, cursor in cursors:
+            key = (server, ticket)
+            self._cursor[key] = max(cursor, self._cursor.get(key, 0))
+
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
         out: dict[str, UnroundedMoney] = {}

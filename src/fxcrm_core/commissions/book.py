@@ -1,0 +1,88 @@
+"""The rebate book: the engine's output kept in the event log, one event per processed batch,
+so a restarted engine resumes where it stopped and a replay gives the same statements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self
+
+import attrs
+
+from fxcrm_core.commissions.engine import RebateEngine, RebateEntry
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventCodec,
+    EventMetadata,
+    EventStore,
+    Repository,
+    UnitOfWork,
+    iter_all,
+)
+from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.trading import FeedItem
+
+__all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
+
+
+@attrs.frozen
+class RebateEntriesRecorded(DomainEvent):
+    server: str
+    upto_cursor: int
+    entries: tuple[RebateEntry, ...]
+    cursors: tuple[tuple[int, int], ...]  # (deal ticket, feed cursor) handled in this batch
+
+
+REBATE_EVENTS = (RebateEntriesRecorded,)
+
+
+@attrs.frozen(kw_only=True)
+class RebateFeed(Aggregate):
+    """How far the feed of one server has been processed."""
+
+    category = "rebatefeed"
+    cursor: int = 0
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, RebateEntriesRecorded):
+            return self.evolve(cursor=event.upto_cursor)
+        raise ValidationError(f"RebateFeed cannot apply {type(event).__name__}")
+
+
+class RebateBook:
+    def __init__(self, repository: Repository, engine: RebateEngine) -> None:
+        self.repository = repository
+        self.engine = engine
+
+    def process(self, server: str, items: Sequence[FeedItem]) -> list[RebateEntry]:
+        """Process feed items past the stored cursor and record the entries, atomically with
+        the new cursor (a concurrent worker on the same feed gets a ConcurrencyError)."""
+        feed = self.repository.load(RebateFeed, server) or RebateFeed.blank(server)
+        fresh = [i for i in items if i.cursor > feed.cursor]
+        if not fresh:
+            return []
+        entries = self.engine.process(fresh)
+        cursors = tuple((i.deal.ticket, i.cursor) for i in fresh)
+        event = RebateEntriesRecorded(server, fresh[-1].cursor, tuple(entries), cursors)
+        with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
+            uow.record(feed, event)
+            uow.commit()
+        return entries
+
+    @staticmethod
+    def recorded(store: EventStore, codec: EventCodec) -> list[RebateEntriesRecorded]:
+        out = []
+        for stored in iter_all(store):
+            if stored.event_type == "RebateEntriesRecorded":
+                event = codec.decode(stored).event
+                assert isinstance(event, RebateEntriesRecorded)
+                out.append(event)
+        return out
+
+    def restore(self, store: EventStore, codec: EventCodec) -> list[RebateEntry]:
+        """Rebuild the engine's state from the log; returns every entry recorded so far."""
+        entries: list[RebateEntry] = []
+        for event in self.recorded(store, codec):
+            self.engine.restore(event.entries, event.server, event.cursors)
+            entries.extend(event.entries)
+        return entries
