@@ -73,6 +73,7 @@ class RebateEngine:
         self.trading_day_of = trading_day_of
         self.component = component
         self._paid: dict[Key, RebateEntry] = {}  # the running total per key, as an entry
+        self._keys_of: dict[tuple[str, int], set[Key]] = {}  # the paid keys of each deal
         self._cursor: dict[tuple[str, int], int] = {}  # the last feed cursor applied per deal
 
     def process(self, items: Iterable[FeedItem]) -> list[RebateEntry]:
@@ -121,8 +122,8 @@ class RebateEngine:
     def _settle(self, deal: Deal, due: dict[Key, RebateEntry]) -> list[RebateEntry]:
         """Bring what was paid on this deal to what is due; return the differences."""
         out = []
-        mine = [k for k in self._paid if k[0] == deal.server and k[1] == deal.ticket]
-        for key in sorted(set(mine) | set(due)):
+        mine = self._keys_of.setdefault((deal.server, deal.ticket), set())
+        for key in sorted(mine | set(due)):
             before = self._paid.get(key)
             after = due.get(key)
             paid = before.amount.amount if before else Decimal(0)
@@ -138,11 +139,17 @@ class RebateEngine:
             )  # fmt: skip
             delta = UnroundedMoney(owed - paid, template.amount.currency)
             out.append(attrs.evolve(template, kind=kind, amount=delta))
-            if after is None:
-                del self._paid[key]
-            else:
-                self._paid[key] = after
+            self._record(key, after)
         return out
+
+    def _record(self, key: Key, entry: RebateEntry | None) -> None:
+        deal_keys = self._keys_of.setdefault(key[:2], set())
+        if entry is None:
+            self._paid.pop(key, None)
+            deal_keys.discard(key)
+        else:
+            self._paid[key] = entry
+            deal_keys.add(key)
 
     def restore(
         self, entries: Iterable[RebateEntry], server: str, cursors: Iterable[tuple[int, int]]
@@ -151,11 +158,8 @@ class RebateEngine:
         for entry in entries:
             before = self._paid.get(entry.key)
             total = entry.amount.amount + (before.amount.amount if before else 0)
-            if total == 0:
-                self._paid.pop(entry.key, None)
-            else:
-                amount = UnroundedMoney(total, entry.amount.currency)
-                self._paid[entry.key] = attrs.evolve(entry, amount=amount)
+            amount = UnroundedMoney(total, entry.amount.currency)
+            self._record(entry.key, attrs.evolve(entry, amount=amount) if total else None)
         for ticket, cursor in cursors:
             key = (server, ticket)
             self._cursor[key] = max(cursor, self._cursor.get(key, 0))
