@@ -1,4 +1,4 @@
-"""The benchmark script keeps running (tiny sizes): figures are only reported, never asserted."""
+"""The benchmark scripts keep running (tiny sizes): figures are only reported, never asserted."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-BENCH = BENCHMARKS / "bench_event_store.py"
+
+
+def run_script(
+    name: str, *args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run a benchmark script as ``python benchmarks/<name> --quick ...``; returns its output."""
+    script = BENCHMARKS / name
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick", *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    return capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -18,26 +29,20 @@ def test_benchmark_runs_and_reports_every_ratio(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "bench.json"
-    monkeypatch.setattr(sys, "argv", [str(BENCH), "--quick", "--json", str(out)])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(BENCH), run_name="__main__")
-    assert done.value.code == 0
+    printed = run_script(
+        "bench_event_store.py", "--json", str(out), monkeypatch=monkeypatch, capsys=capsys
+    )
     report = json.loads(out.read_text())
     assert len(report["ratios"]) == 8
     assert all(r["ratio"] > 0 for r in report["ratios"].values())
-    assert "batched append vs raw executemany" in capsys.readouterr().out
+    assert "batched append vs raw executemany" in printed
 
 
 @pytest.mark.slow
 def test_encryption_benchmark_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = BENCHMARKS / "bench_encryption.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0
-    out = capsys.readouterr().out
+    out = run_script("bench_encryption.py", monkeypatch=monkeypatch, capsys=capsys)
     assert out.count("every event has 3 PII fields") == 2
     assert out.count("1 event in 10 has PII") == 2
 
@@ -46,11 +51,6 @@ def test_encryption_benchmark_runs(
 def test_ledger_benchmark_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = BENCHMARKS / "bench_ledger.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0
-    out = capsys.readouterr().out
+    out = run_script("bench_ledger.py", monkeypatch=monkeypatch, capsys=capsys)
     assert "SQLite ledger / raw sqlite3 (FULL" in out
     assert "memory ledger / raw Decimal arithmetic" in out

@@ -90,7 +90,10 @@ class Payouts:
         """Pay what is due to ``ib_id`` as of ``today`` under its policy."""
         policy = self._policy(ib_id)
         cutoff = policy.cadence.cutoff(today) - timedelta(days=policy.hold.days)
-        due = [e for e in self._pending.get(ib_id, []) if e.trading_day <= cutoff]
+        due: list[RebateEntry] = []
+        waiting: list[RebateEntry] = []
+        for e in self._pending.get(ib_id, []):
+            (due if e.trading_day <= cutoff else waiting).append(e)
         total = self._carried.get(ib_id, UnroundedMoney.zero(policy.currency))
         source = None
         for currency, amount in _by_currency(due).items():
@@ -100,7 +103,7 @@ class Payouts:
             rate = self.rates.rate(currency, policy.currency, _noon(today))
             total = total + rate.convert(amount).result
             source = f"{rate.source} {rate.rate} at {rate.as_of.isoformat()}"
-        self._pending[ib_id] = [e for e in self._pending.get(ib_id, []) if e not in due]
+        self._pending[ib_id] = waiting
         paid, remainder = total.round_with_remainder(Rounding.DOWN)
         if paid < policy.minimum:
             self._carried[ib_id] = total  # below the minimum (or clawed back): wait

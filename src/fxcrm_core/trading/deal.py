@@ -120,6 +120,21 @@ def mt5_double(value: float, digits: int) -> Decimal:
     )
 
 
+def _int(record: Mapping[str, object], name: str, default: int | None = None) -> int:
+    """An integer field of a server record; missing or malformed is a typed error."""
+    if name not in record:
+        if default is None:
+            raise UnknownServerResponseError(f"deal record lacks {name}")
+        return default
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise UnknownServerResponseError(f"deal record has a malformed {name}")
+    try:
+        return int(value)
+    except ValueError:
+        raise UnknownServerResponseError(f"deal record has a malformed {name}") from None
+
+
 def _code(enum_type: type[DealAction] | type[DealEntry], value: object) -> int:
     try:
         return enum_type(int(value))  # type: ignore[call-overload]
@@ -180,23 +195,13 @@ class Deal:
         Unknown action or entry codes raise :class:`UnknownServerResponseError`.
         """
         cur = Currency.of(currency)
-        try:
-            if "VolumeExt" in record:
-                volume = _lots(int(record["VolumeExt"]), VolumeUnits.MT5_EXTENDED)  # type: ignore[call-overload]
-                closed = _lots(int(record.get("VolumeClosedExt", 0)), VolumeUnits.MT5_EXTENDED)  # type: ignore[call-overload]
-            else:
-                volume = _lots(int(record.get("Volume", 0)), volume_units)  # type: ignore[call-overload]
-                closed = _lots(int(record.get("VolumeClosed", 0)), volume_units)  # type: ignore[call-overload]
-            if "TimeMsc" in record:
-                server_ms = int(record["TimeMsc"])  # type: ignore[call-overload]
-            else:
-                server_ms = int(record["Time"]) * 1000  # type: ignore[call-overload]
-            ticket = int(record["Deal"])  # type: ignore[call-overload]
-            login = int(record["Login"])  # type: ignore[call-overload]
-        except KeyError as missing:
-            raise UnknownServerResponseError(f"deal record lacks {missing.args[0]}") from None
-        except (TypeError, ValueError):
-            raise UnknownServerResponseError("deal record has a malformed number") from None
+        if "VolumeExt" in record:
+            volume = _lots(_int(record, "VolumeExt"), VolumeUnits.MT5_EXTENDED)
+            closed = _lots(_int(record, "VolumeClosedExt", 0), VolumeUnits.MT5_EXTENDED)
+        else:
+            volume = _lots(_int(record, "Volume", 0), volume_units)
+            closed = _lots(_int(record, "VolumeClosed", 0), volume_units)
+        server_ms = _int(record, "TimeMsc") if "TimeMsc" in record else _int(record, "Time") * 1000
 
         def money(name: str) -> Money:
             # Strict: a value finer than the currency's digits is an error, not rounded away.
@@ -206,16 +211,16 @@ class Deal:
         utc = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=server_ms) - utc_offset
         return cls(
             server=server,
-            ticket=ticket,
-            login=login,
+            ticket=_int(record, "Deal"),
+            login=_int(record, "Login"),
             action=DealAction(_code(DealAction, record.get("Action"))),
             entry=DealEntry(_code(DealEntry, record.get("Entry", 0))),
             symbol=str(record.get("Symbol", "")),
             volume=volume,
             volume_closed=closed,
             price=to_decimal(record.get("Price", 0), "Price"),
-            position_id=int(record.get("PositionID", 0)),  # type: ignore[call-overload]
-            order=int(record.get("Order", 0)),  # type: ignore[call-overload]
+            position_id=_int(record, "PositionID", 0),
+            order=_int(record, "Order", 0),
             commission=money("Commission"),
             fee=money("Fee"),
             swap=money("Storage"),
