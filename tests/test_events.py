@@ -23,6 +23,7 @@ from fxcrm_core.events import (
     ProjectionRunner,
     RecordedEvent,
     Repository,
+    StoredEvent,
     UnitOfWork,
     iter_all,
     pii,
@@ -468,3 +469,31 @@ def test_the_state_cache_never_hides_events_written_by_others() -> None:
     assert mine.get(Till, "t1").version == 2
     uncached = Repository(store, EventCodec(registry()), cache_size=0)
     assert uncached.get(Till, "t1") == mine.get(Till, "t1")
+
+
+class _CountingStore(MemoryEventStore):
+    """Counts the events read back from each stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: dict[str, int] = {}
+
+    def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+        found = super().read_stream(stream_id, after_version=after_version)
+        self.read[stream_id] = self.read.get(stream_id, 0) + len(found)
+        return found
+
+
+def test_committed_states_are_not_read_back_unless_they_carry_pii() -> None:
+    store = _CountingStore()
+    repo = Repository(store, EventCodec(registry()))
+    till = open_till(repo)  # TillOpened carries the holder's name: not remembered
+    with UnitOfWork(repo, META) as uow:
+        loaded = uow.get(Till, "t1")
+        assert store.read["till-t1"] == 1  # read back once, as before
+        paid = uow.record(loaded, *loaded.pay_in(Money.of(9, "USD")))
+        uow.commit()
+    assert repo.get(Till, "t1") == paid  # remembered at commit: no PII in CashPaidIn
+    assert store.read["till-t1"] == 1  # ... so the payment was never read back
+    assert Repository(store, EventCodec(registry())).get(Till, "t1") == paid
+    assert till.version == 1

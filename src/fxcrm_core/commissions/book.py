@@ -8,7 +8,7 @@ from typing import Self
 
 import attrs
 
-from fxcrm_core.commissions.engine import RebateEngine, RebateEntry
+from fxcrm_core.commissions.engine import EngineChanges, RebateEngine, RebateEntry
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -20,7 +20,7 @@ from fxcrm_core.events import (
     iter_all,
 )
 from fxcrm_core.kernel.errors import ValidationError
-from fxcrm_core.trading import FeedItem
+from fxcrm_core.trading import Deal, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
@@ -31,6 +31,10 @@ class RebateEntriesRecorded(DomainEvent):
     upto_cursor: int
     entries: tuple[RebateEntry, ...]
     cursors: tuple[tuple[int, int], ...]  # (deal ticket, feed cursor) handled in this batch
+    # What later deals depend on (recorded only when a schedule pays a CPA or has a minimum
+    # holding time): compact facts of this batch's deals and the closes left waiting.
+    facts: tuple[str, ...] = ()
+    parked: tuple[Deal, ...] = ()
 
 
 REBATE_EVENTS = (RebateEntriesRecorded,)
@@ -62,8 +66,11 @@ class RebateBook:
         if not fresh:
             return []
         entries = self.engine.process(fresh)
-        cursors = tuple((i.deal.ticket, i.cursor) for i in fresh)
-        event = RebateEntriesRecorded(server, fresh[-1].cursor, tuple(entries), cursors)
+        changes = self.engine.take_changes()
+        cursors = tuple([(i.deal.ticket, i.cursor) for i in fresh])
+        event = RebateEntriesRecorded(
+            server, fresh[-1].cursor, tuple(entries), cursors, changes.facts, changes.parked
+        )
         with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
             uow.record(feed, event)
             uow.commit()
@@ -83,6 +90,7 @@ class RebateBook:
         """Rebuild the engine's state from the log; returns every entry recorded so far."""
         entries: list[RebateEntry] = []
         for event in self.recorded(store, codec):
-            self.engine.restore(event.entries, event.server, event.cursors)
+            changes = EngineChanges(event.facts, event.parked)
+            self.engine.restore(event.entries, event.server, event.cursors, changes)
             entries.extend(event.entries)
         return entries

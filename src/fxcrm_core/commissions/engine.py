@@ -1,27 +1,44 @@
 """The rebate engine: deal feed in, explained rebate entries out, exactly once per
 (server, deal, IB, component). Re-processing, duplicates and replays pay nothing twice; a deal
 update yields the difference as an adjustment, a delete reverses what was paid. Amounts stay
-unrounded here: rounding happens once, at payout."""
+unrounded here: rounding happens once, at payout.
+
+Three things depend on more than the deal itself, and each is a pure function of the latest
+state of every deal seen, so the order deals arrive in never changes what is paid:
+
+- a minimum holding time: a closing deal earns only if its position was open long enough; while
+  the position's opening deal is unknown, the closing deal waits (parked) and settles when it
+  arrives;
+- a CPA: paid once per client (component ``cpa``, keyed on the client's first deposit) while the
+  first deposit is at least the minimum and the client's traded lots reach the minimum; deleting
+  the deposit or the lots that qualified it reverses it;
+- a cap per IB and period (component ``cap:<period>:<start>``): a negative entry bringing the
+  period's total down to the cap, adjusted as the period's accruals change.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
-from datetime import date
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import attrs
 
-from fxcrm_core.commissions.distribution import Distribution
-from fxcrm_core.commissions.schedule import ScheduleBook
+from fxcrm_core.commissions.distribution import Distribution, FixedShares
+from fxcrm_core.commissions.schedule import ScheduleBook, Trigger
 from fxcrm_core.commissions.tree import IbTree
-from fxcrm_core.kernel.errors import NotFoundError
-from fxcrm_core.kernel.money import UnroundedMoney
-from fxcrm_core.trading import Deal, DealChange, FeedItem
+from fxcrm_core.kernel.errors import NotFoundError, ValidationError
+from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
+from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
 
-__all__ = ["EntryKind", "RebateEngine", "RebateEntry"]
+__all__ = ["EngineChanges", "EntryKind", "RebateEngine", "RebateEntry"]
 
 Key = tuple[str, int, str, str]  # server, deal ticket, IB, component
+DealKey = tuple[str, int]  # server, deal ticket
+_ZERO = Decimal(0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EntryKind(enum.Enum):
@@ -51,8 +68,21 @@ class RebateEntry:
         return (self.server, self.ticket, self.ib_id, self.component)
 
 
+@attrs.frozen
+class EngineChanges:
+    """What the engine learned since it was last asked that later deals depend on: compact
+    facts of deals (position openings, clients' lots and deposits) and the closing deals still
+    waiting for their opening deal. :class:`RebateBook` records them with the entries."""
+
+    facts: tuple[str, ...] = ()
+    parked: tuple[Deal, ...] = ()
+
+
 class RebateEngine:
-    """Turns deals into rebate entries for one schedule and one distribution strategy."""
+    """Turns deals into rebate entries for one schedule and one distribution strategy.
+
+    ``cpa_distribution`` shares a CPA up the chain (default: all to the client's own IB).
+    """
 
     def __init__(
         self,
@@ -64,70 +94,126 @@ class RebateEngine:
         account_group_of: Callable[[str, int], str],
         trading_day_of: Callable[[Deal], date],
         component: str = "rebate",
+        cpa_distribution: Distribution | None = None,
     ) -> None:
         self.tree = tree
         self.schedules = schedules
         self.distribution = distribution
+        self.cpa_distribution = cpa_distribution or FixedShares((Decimal(1),))
         self.client_of = client_of
         self.account_group_of = account_group_of
         self.trading_day_of = trading_day_of
         self.component = component
         self._paid: dict[Key, RebateEntry] = {}  # the running total per key, as an entry
-        self._keys_of: dict[tuple[str, int], set[Key]] = {}  # the paid keys of each deal
-        self._cursor: dict[tuple[str, int], int] = {}  # the last feed cursor applied per deal
+        self._keys_of: dict[DealKey, set[Key]] = {}  # the paid keys of each deal
+        self._cursor: dict[DealKey, int] = {}  # the last feed cursor applied per deal
+        # What later deals depend on (kept only while a schedule version needs it):
+        self._opened: dict[tuple[str, int], datetime] = {}  # (server, position) -> opening time
+        self._parked: dict[tuple[str, int], dict[DealKey, Deal]] = {}  # closes awaiting it
+        self._lots: dict[str, dict[DealKey, tuple[Decimal, Decimal]]] = {}  # opened, closed
+        self._lot_sums: dict[str, tuple[Decimal, Decimal]] = {}
+        self._deposits: dict[str, dict[DealKey, Deal]] = {}
+        self._cpa_keys: dict[str, set[Key]] = {}
+        # Period caps: each (IB, period) group's uncapped total and its cap key.
+        self._period_totals: dict[tuple[str, str], Decimal] = {}
+        self._cap_keys: dict[tuple[str, str], set[Key]] = {}
+        self._facts: list[str] = []
+        self._newly_parked: dict[DealKey, Deal] = {}
+        self._restoring = False
 
+    # -- processing -------------------------------------------------------------------------
     def process(self, items: Iterable[FeedItem]) -> list[RebateEntry]:
         """Handle feed items; an item at or below a deal's last applied cursor is a duplicate
         or a stale replay and changes nothing, whatever order it arrives in."""
         out: list[RebateEntry] = []
+        history = self.schedules.needs_history
+        clients: set[str] = set()
         for item in items:
-            deal_key = (item.deal.server, item.deal.ticket)
+            deal = item.deal
+            deal_key = (deal.server, deal.ticket)
             if item.cursor <= self._cursor.get(deal_key, 0):
                 continue
             self._cursor[deal_key] = item.cursor
-            if item.change is DealChange.DELETED:
-                out.extend(self._settle(item.deal, {}))
-            else:
-                out.extend(self._settle(item.deal, self._due(item.deal)))
+            deleted = item.change is DealChange.DELETED
+            if history and (deal.action.is_trade or deal.action is DealAction.BALANCE):
+                self._facts.append(_fact(deal, deleted))
+                client = self._learn(deal, deleted, out)
+                if client is not None:
+                    clients.add(client)
+            if deal.action.is_trade:
+                out.extend(self._settle_deal(deal, deleted))
+        for client in sorted(clients):
+            out.extend(self._settle(self._cpa_keys.setdefault(client, set()), self._cpa(client)))
+        out.extend(self._caps(out))
         return out
 
-    def _due(self, deal: Deal) -> dict[Key, RebateEntry]:
+    def _settle_deal(self, deal: Deal, deleted: bool) -> list[RebateEntry]:
+        deal_key = (deal.server, deal.ticket)
+        position = (deal.server, deal.position_id)
+        parked = self._parked.get(position)
+        if parked is not None and deal_key in parked:
+            del parked[deal_key]
+            self._newly_parked.pop(deal_key, None)
+        due = None if deleted else self._due(deal)
+        if due is _WAIT:
+            self._parked.setdefault(position, {})[deal_key] = deal
+            self._newly_parked[deal_key] = deal
+            due = None
+        keys = self._keys_of.get(deal_key)
+        if keys is None:  # a deal seen for the first time: everything due is a new accrual
+            if not due:
+                return []
+            self._keys_of[deal_key] = set(due)
+            self._paid.update(due)
+            return [due[key] for key in sorted(due)]
+        return self._settle(keys, due or {})
+
+    def _due(self, deal: Deal) -> dict[Key, RebateEntry] | None:
+        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
         client_id = self.client_of(deal.server, deal.login)
         if client_id is None:
-            return {}
+            return None
         ib = self.tree.ib_of(client_id, deal.time)
         if ib is None:
-            return {}
+            return None
         try:
             schedule = self.schedules.at(deal.time)
         except NotFoundError:
-            return {}
-        line = schedule.line(deal, self.account_group_of(deal.server, deal.login))
+            return None
+        group = self.account_group_of(deal.server, deal.login)
+        held = None
+        if deal.entry.closes:
+            found = schedule.resolve(deal.symbol, group)
+            if found is not None and found[0].min_hold is not None:
+                opened = self._opened.get((deal.server, deal.position_id))
+                if opened is None:
+                    return _WAIT
+                held = deal.time - opened
+        line = schedule.line(deal, group, held=held)
         if line is None:
-            return {}
+            return None
         chain = self.tree.chain(ib, deal.time)
         shares = self.distribution.distribute(chain, line.lots, line.pool)
         day = self.trading_day_of(deal)
+        head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
         due = {}
         for share in shares:
             entry = RebateEntry(
                 EntryKind.ACCRUAL, deal.server, deal.ticket, share.ib_id, self.component,
                 share.amount, share.level, client_id, deal.symbol, line.lots, day,
-                f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; "
-                f"level {share.level}: {share.step}", chain[0],
+                f"{head}{share.level}: {share.step}", chain[0],
             )  # fmt: skip
-            due[entry.key] = entry
+            due[(deal.server, deal.ticket, share.ib_id, self.component)] = entry
         return due
 
-    def _settle(self, deal: Deal, due: dict[Key, RebateEntry]) -> list[RebateEntry]:
-        """Bring what was paid on this deal to what is due; return the differences."""
+    def _settle(self, keys: set[Key], due: dict[Key, RebateEntry]) -> list[RebateEntry]:
+        """Bring what was paid on ``keys`` to what is due; return the differences."""
         out = []
-        mine = self._keys_of.setdefault((deal.server, deal.ticket), set())
-        for key in sorted(mine | set(due)):
+        for key in sorted(keys | due.keys()):
             before = self._paid.get(key)
             after = due.get(key)
-            paid = before.amount.amount if before else Decimal(0)
-            owed = after.amount.amount if after else Decimal(0)
+            paid = before.amount.amount if before else _ZERO
+            owed = after.amount.amount if after else _ZERO
             if paid == owed:
                 continue
             template = after or before
@@ -139,27 +225,183 @@ class RebateEngine:
             )  # fmt: skip
             delta = UnroundedMoney(owed - paid, template.amount.currency)
             out.append(attrs.evolve(template, kind=kind, amount=delta))
-            self._record(key, after)
+            if after is None:
+                self._paid.pop(key, None)
+                keys.discard(key)
+            else:
+                self._paid[key] = after
+                keys.add(key)
         return out
 
-    def _record(self, key: Key, entry: RebateEntry | None) -> None:
-        deal_keys = self._keys_of.setdefault(key[:2], set())
-        if entry is None:
-            self._paid.pop(key, None)
-            deal_keys.discard(key)
-        else:
-            self._paid[key] = entry
-            deal_keys.add(key)
+    # -- what later deals depend on -----------------------------------------------------------
+    def _learn(self, deal: Deal, deleted: bool, out: list[RebateEntry]) -> str | None:
+        """Record position openings, clients' lots and deposits; returns the client whose CPA
+        may have changed. Closing deals waiting for a newly known opening settle into ``out``."""
+        deal_key = (deal.server, deal.ticket)
+        if deal.action.is_trade:
+            position = (deal.server, deal.position_id)
+            if deal.entry is DealEntry.IN and not deleted:
+                known = self._opened.get(position)
+                if known is None or deal.time < known:
+                    self._opened[position] = deal.time
+                    for waiting in sorted(self._parked.pop(position, {}).values(), key=_order):
+                        self._newly_parked.pop((waiting.server, waiting.ticket), None)
+                        if not self._restoring:  # restoring: its entries are on record
+                            out.extend(self._settle_deal(waiting, False))
+            client = self.client_of(deal.server, deal.login)
+            if client is None:
+                return None
+            lots = self._lots.setdefault(client, {})
+            old = lots.pop(deal_key, (_ZERO, _ZERO))
+            new = (_ZERO, _ZERO) if deleted else (_opened_lots(deal), _closed_lots(deal))
+            if new != (_ZERO, _ZERO):
+                lots[deal_key] = new
+            o, c = self._lot_sums.get(client, (_ZERO, _ZERO))
+            self._lot_sums[client] = (o - old[0] + new[0], c - old[1] + new[1])
+            return client
+        if deal.action is DealAction.BALANCE:
+            client = self.client_of(deal.server, deal.login)
+            if client is None:
+                return None
+            deposits = self._deposits.setdefault(client, {})
+            if deleted or not deal.profit.is_positive():
+                deposits.pop(deal_key, None)
+            else:
+                deposits[deal_key] = deal
+            return client
+        return None
+
+    def _cpa(self, client: str) -> dict[Key, RebateEntry]:
+        """The CPA due for ``client`` now (empty if not qualified)."""
+        deposits = self._deposits.get(client)
+        if not deposits:
+            return {}
+        first = min(deposits.values(), key=_order)
+        try:
+            schedule = self.schedules.at(first.time)
+        except NotFoundError:
+            return {}
+        rule = schedule.cpa
+        if rule is None or rule.amount is None or rule.min_deposit is None:
+            return {}
+        deposit = first.profit
+        if deposit.currency != rule.min_deposit.currency or deposit < rule.min_deposit:
+            return {}
+        opened, closed = self._lot_sums.get(client, (_ZERO, _ZERO))
+        lots = {Trigger.OPEN: opened, Trigger.CLOSE: closed, Trigger.BOTH: opened + closed}[
+            rule.trigger
+        ]
+        if lots < rule.min_lots:
+            return {}
+        ib = self.tree.ib_of(client, first.time)
+        if ib is None:
+            return {}
+        chain = self.tree.chain(ib, first.time)
+        shares = self.cpa_distribution.distribute(chain, lots, rule.amount)
+        day = self.trading_day_of(first)
+        head = (
+            f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
+            f"deposit {deposit} (minimum {rule.min_deposit}), {lots} lots {rule.trigger.value} "
+            f"(minimum {rule.min_lots}); level "
+        )
+        due = {}
+        for share in shares:
+            entry = RebateEntry(
+                EntryKind.ACCRUAL, first.server, first.ticket, share.ib_id, "cpa", share.amount,
+                share.level, client, "", lots, day, f"{head}{share.level}: {share.step}",
+                chain[0],
+            )  # fmt: skip
+            due[entry.key] = entry
+        return due
+
+    def _caps(self, entries: Sequence[RebateEntry]) -> list[RebateEntry]:
+        """Bring each touched (IB, period) group to its cap."""
+        if not self.schedules.has_caps:
+            return []
+        touched: dict[tuple[str, str], tuple[date, Money]] = {}
+        for e in entries:
+            found = self._count_for_cap(e)
+            if found is not None:
+                touched[found[0]] = found[1]
+        out = []
+        for group, (start, cap) in sorted(touched.items()):
+            ib, period = group
+            total = self._period_totals.get(group, _ZERO)
+            due = {}
+            if total > cap.amount:
+                component = f"cap:{period}"
+                entry = RebateEntry(
+                    EntryKind.ACCRUAL, "", 0, ib, component,
+                    UnroundedMoney(cap.amount - total, cap.currency), 0, "", "", _ZERO, start,
+                    f"{period.split(':')[0]}ly cap {cap}: accrued {total} {cap.currency.code}, "
+                    f"cut {total - cap.amount}", ib,
+                )  # fmt: skip
+                due[entry.key] = entry
+            out.extend(self._settle(self._cap_keys.setdefault(group, set()), due))
+        return out
+
+    def _count_for_cap(
+        self, entry: RebateEntry
+    ) -> tuple[tuple[str, str], tuple[date, Money]] | None:
+        """Add a rebate or CPA entry to its period's total; returns its group if capped."""
+        if entry.component.startswith("cap:"):
+            return None
+        found = self.schedules.cap_for(entry.trading_day)
+        if found is None:
+            return None
+        period, start, cap = found
+        if entry.amount.currency != cap.currency:
+            return None  # a cap counts amounts in its own currency
+        group = (entry.ib_id, f"{period.value}:{start.isoformat()}")
+        self._period_totals[group] = self._period_totals.get(group, _ZERO) + entry.amount.amount
+        return group, (start, cap)
+
+    # -- state --------------------------------------------------------------------------------
+    def take_changes(self) -> EngineChanges:
+        """What was learned since the last call (facts of deals, closes newly waiting)."""
+        changes = EngineChanges(tuple(self._facts), tuple(self._newly_parked.values()))
+        self._facts.clear()
+        self._newly_parked.clear()
+        return changes
 
     def restore(
-        self, entries: Iterable[RebateEntry], server: str, cursors: Iterable[tuple[int, int]]
+        self,
+        entries: Iterable[RebateEntry],
+        server: str,
+        cursors: Iterable[tuple[int, int]],
+        changes: EngineChanges | None = None,
     ) -> None:
-        """Bring the state back from recorded entries and the cursors they were made at."""
+        """Bring the state back from recorded entries, the cursors they were made at and what
+        the engine had learned then (in the order they were recorded)."""
+        if changes is not None:
+            self._restoring = True
+            try:
+                for fact in changes.facts:
+                    self._relearn(server, fact)
+            finally:
+                self._restoring = False
+            for deal in changes.parked:
+                position = (deal.server, deal.position_id)
+                self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
         for entry in entries:
             before = self._paid.get(entry.key)
             total = entry.amount.amount + (before.amount.amount if before else 0)
             amount = UnroundedMoney(total, entry.amount.currency)
-            self._record(entry.key, attrs.evolve(entry, amount=amount) if total else None)
+            if entry.component == "cpa":
+                keys = self._cpa_keys.setdefault(entry.client_id, set())
+            elif entry.component.startswith("cap:"):
+                group = (entry.ib_id, entry.component.removeprefix("cap:"))
+                keys = self._cap_keys.setdefault(group, set())
+            else:
+                keys = self._keys_of.setdefault(entry.key[:2], set())
+            if self.schedules.has_caps:
+                self._count_for_cap(entry)
+            if total:
+                self._paid[entry.key] = attrs.evolve(entry, amount=amount)
+                keys.add(entry.key)
+            else:
+                self._paid.pop(entry.key, None)
+                keys.discard(entry.key)
         for ticket, cursor in cursors:
             key = (server, ticket)
             self._cursor[key] = max(cursor, self._cursor.get(key, 0))
@@ -170,3 +412,82 @@ class RebateEngine:
         for (_, _, ib, _), entry in self._paid.items():
             out[ib] = out[ib] + entry.amount if ib in out else entry.amount
         return out
+
+    def waiting(self) -> list[Deal]:
+        """Closing deals waiting for their position's opening deal."""
+        return sorted((d for p in self._parked.values() for d in p.values()), key=_order)
+
+    def positions_opened(self, server: str, openings: Iterable[tuple[int, datetime]]) -> None:
+        """Tell the engine when positions opened before its feed began (their closes would
+        otherwise wait for an opening deal that will never come). Call before processing."""
+        for position, at in openings:
+            when = to_utc(at, "at")
+            key = (server, position)
+            if key in self._parked:
+                raise ValidationError("tell openings before processing the deals that close them")
+            if key not in self._opened or when < self._opened[key]:
+                self._opened[key] = when
+                self._facts.append(f"open|{position}|{_micros(when)}")
+
+    def _relearn(self, server: str, fact: str) -> None:
+        if fact.startswith("open|"):
+            _, position, micros = fact.split("|")
+            self._opened[(server, int(position))] = _from_micros(micros)
+            return
+        deal, deleted = _from_fact(server, fact)
+        parked = self._parked.get((server, deal.position_id))
+        if parked is not None:
+            parked.pop((server, deal.ticket), None)
+        self._learn(deal, deleted, [])
+
+
+_WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
+
+
+def _order(deal: Deal) -> tuple[datetime, int]:
+    return (deal.time, deal.ticket)
+
+
+def _opened_lots(deal: Deal) -> Decimal:
+    if deal.entry is DealEntry.IN:
+        return deal.volume
+    if deal.entry is DealEntry.INOUT:
+        return deal.volume - deal.volume_closed
+    return _ZERO
+
+
+def _closed_lots(deal: Deal) -> Decimal:
+    return deal.volume_closed if deal.entry.closes else _ZERO
+
+
+def _micros(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(micros: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _fact(deal: Deal, deleted: bool) -> str:
+    """The few fields of a deal that later deals depend on, compactly."""
+    return (
+        f"{deal.ticket}|{deal.login}|{int(deal.action)}|{int(deal.entry)}|{deal.position_id}|"
+        f"{deal.volume}|{deal.volume_closed}|{_micros(deal.time)}|{deal.profit.amount}|"
+        f"{deal.profit.currency.code}|{int(deleted)}"
+    )
+
+
+def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
+    ticket, login, action, entry, position, volume, closed, micros, profit, cur, deleted = (
+        fact.split("|")
+    )
+    currency = Currency.of(cur)
+    zero = Money.zero(currency)
+    deal = Deal(
+        server=server, ticket=int(ticket), login=int(login), action=DealAction(int(action)),
+        entry=DealEntry(int(entry)), symbol="", volume=Decimal(volume),
+        volume_closed=Decimal(closed), price=_ZERO, position_id=int(position), order=0,
+        commission=zero, fee=zero, swap=zero, profit=Money.of(profit, currency),
+        time=_from_micros(micros), server_offset=timedelta(0),
+    )  # fmt: skip
+    return deal, deleted == "1"

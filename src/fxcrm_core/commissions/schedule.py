@@ -1,13 +1,14 @@
 """Rebate schedules: effective-dated versions of rules, resolved per deal from the most specific
 to the most general (symbol → symbol alias → symbol group → account group → default), turned
-into an unrounded pool for the deal, within the broker's revenue on it unless allowed."""
+into an unrounded pool for the deal, within the broker's revenue on it unless allowed. A version
+may also pay a CPA on a client's qualified first deposit and cap what an IB earns per period."""
 
 from __future__ import annotations
 
 import bisect
 import enum
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import attrs
@@ -17,7 +18,17 @@ from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.trading import Deal, DealEntry
 
-__all__ = ["PlanKind", "RebateLine", "Rule", "Schedule", "ScheduleBook", "Trigger", "base_symbol"]
+__all__ = [
+    "CapPeriod",
+    "PeriodCap",
+    "PlanKind",
+    "RebateLine",
+    "Rule",
+    "Schedule",
+    "ScheduleBook",
+    "Trigger",
+    "base_symbol",
+]
 
 
 class PlanKind(enum.Enum):
@@ -26,6 +37,7 @@ class PlanKind(enum.Enum):
     SPREAD_SHARE = "spread_share"  # spread mark-up a lot x lots x share
     PIPS = "pips"  # pips x pip value x lots
     PROFIT_SHARE = "profit_share"  # a share of the client's profit, when positive
+    CPA = "cpa"  # an amount once per client, on a qualified first deposit (Schedule.cpa)
 
 
 class Trigger(enum.Enum):
@@ -42,13 +54,61 @@ class Rule:
     pips: Decimal = Decimal(0)
     trigger: Trigger = Trigger.CLOSE
     cap_per_deal: Money | None = None
+    # A closing deal earns only if its position was held at least this long; until the
+    # position's opening deal is known, the closing deal's rebate waits.
+    min_hold: timedelta | None = None
+    min_deposit: Money | None = None  # CPA: the first deposit must be at least this
+    min_lots: Decimal = Decimal(0)  # CPA: and the client must have traded this many lots
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.share <= 1:
             raise ValidationError("a share is between 0% and 100%")
-        needs_amount = self.kind in (PlanKind.PER_LOT, PlanKind.SPREAD_SHARE, PlanKind.PIPS)
-        if needs_amount and self.amount is None:
+        needs_amount = (PlanKind.PER_LOT, PlanKind.SPREAD_SHARE, PlanKind.PIPS, PlanKind.CPA)
+        if self.kind in needs_amount and self.amount is None:
             raise ValidationError(f"a {self.kind.value} rule needs an amount")
+        if self.kind is PlanKind.CPA and self.min_deposit is None:
+            raise ValidationError("a CPA rule needs a minimum first deposit")
+        if self.min_lots < 0:
+            raise ValidationError("a minimum of lots is not negative")
+        if self.min_hold is not None:
+            if self.min_hold <= timedelta(0):
+                raise ValidationError("a minimum holding time is positive")
+            if self.trigger is not Trigger.CLOSE or self.kind is PlanKind.CPA:
+                raise ValidationError("a minimum holding time applies to rules paid on close")
+
+
+class CapPeriod(enum.Enum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+    def start(self, day: date) -> date:
+        """The first trading day of the period holding ``day``."""
+        if self is CapPeriod.DAY:
+            return day
+        if self is CapPeriod.WEEK:
+            return day - timedelta(days=day.weekday())
+        return day.replace(day=1)
+
+    def next_start(self, day: date) -> date:
+        start = self.start(day)
+        if self is CapPeriod.DAY:
+            return start + timedelta(days=1)
+        if self is CapPeriod.WEEK:
+            return start + timedelta(days=7)
+        return (start + timedelta(days=32)).replace(day=1)
+
+
+@attrs.frozen
+class PeriodCap:
+    """At most ``amount`` per IB per period (by forex trading day), rebates and CPAs together."""
+
+    amount: Money
+    period: CapPeriod = CapPeriod.MONTH
+
+    def __attrs_post_init__(self) -> None:
+        if self.amount.is_negative():
+            raise ValidationError("a cap is not negative")
 
 
 def base_symbol(symbol: str, known: Sequence[str]) -> str | None:
@@ -90,8 +150,37 @@ class Schedule:
     default: Rule | None = None
     lot_modifiers: Mapping[str, Decimal] = attrs.field(factory=dict)  # account group -> factor
     allow_above_revenue: bool = False
+    cpa: Rule | None = None  # a PlanKind.CPA rule
+    period_cap: PeriodCap | None = None
+    _resolved: dict[tuple[str, str], tuple[Rule, str] | None] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.cpa is not None and self.cpa.kind is not PlanKind.CPA:
+            raise ValidationError("a schedule's CPA rule is of kind CPA")
+        rules = [*self.by_symbol.values(), *self.by_symbol_group.values()]
+        rules += [*self.by_account_group.values(), *([self.default] if self.default else [])]
+        if any(r.kind is PlanKind.CPA for r in rules):
+            raise ValidationError("a CPA is paid per client, not per deal: use Schedule.cpa")
+
+    @property
+    def needs_history(self) -> bool:
+        """Whether deals depend on earlier deals (a CPA, or a minimum holding time)."""
+        rules = [*self.by_symbol.values(), *self.by_symbol_group.values()]
+        rules += [*self.by_account_group.values(), *([self.default] if self.default else [])]
+        return self.cpa is not None or any(r.min_hold is not None for r in rules)
 
     def resolve(self, symbol: str, account_group: str) -> tuple[Rule, str] | None:
+        """The rule for a symbol on an account group, and the level it was found at."""
+        key = (symbol, account_group)
+        try:
+            return self._resolved[key]
+        except KeyError:
+            found = self._resolved[key] = self._resolve(symbol, account_group)
+            return found
+
+    def _resolve(self, symbol: str, account_group: str) -> tuple[Rule, str] | None:
         if symbol in self.by_symbol:
             return self.by_symbol[symbol], f"symbol {symbol}"
         known = list(self.by_symbol) + list(self.symbol_groups)
@@ -107,21 +196,29 @@ class Schedule:
             return self.default, "default"
         return None
 
-    def line(self, deal: Deal, account_group: str) -> RebateLine | None:
-        """The pool this deal earns, or None (no rule, not a trade, wrong trigger, nothing due)."""
+    def line(
+        self, deal: Deal, account_group: str, *, held: timedelta | None = None
+    ) -> RebateLine | None:
+        """The pool this deal earns, or None (no rule, not a trade, wrong trigger, nothing due,
+        held shorter than the rule's minimum). ``held``: how long the position was open."""
         if not deal.action.is_trade:
             return None
         found = self.resolve(deal.symbol, account_group)
         if found is None:
             return None
         rule, level = found
-        raw_lots = _counted_lots(deal, rule.trigger)
+        raw_lots = counted_lots(deal, rule.trigger)
         if raw_lots == 0:
             return None
+        held_note = ""
+        if rule.min_hold is not None and deal.entry.closes:
+            if held is None or held < rule.min_hold:
+                return None
+            held_note = f", held {held} (minimum {rule.min_hold})"
         modifier = self.lot_modifiers.get(account_group, Decimal(1))
         lots = raw_lots * modifier
         pool = _pool(rule, deal, lots, self.currency)
-        note = f"{level}: {rule.kind.value}, {raw_lots} lots x {modifier} = {lots} lots"
+        note = f"{level}: {rule.kind.value}, {raw_lots} lots x {modifier} = {lots} lots{held_note}"
         if rule.cap_per_deal is not None and pool.amount > rule.cap_per_deal.amount:
             pool, note = rule.cap_per_deal.to_unrounded(), f"{note}, capped at {rule.cap_per_deal}"
         revenue = abs(deal.commission) if deal.commission.currency == self.currency else None
@@ -133,7 +230,7 @@ class Schedule:
         return RebateLine(pool, lots, level, note)
 
 
-def _counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
+def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
     """Lots that count for the trigger: opening volume, closed volume (partial closes count
     what they closed; an in/out reversal both closes and opens), or both."""
     closed = deal.volume_closed if deal.entry.closes else Decimal(0)
@@ -166,6 +263,8 @@ def _pool(rule: Rule, deal: Deal, lots: Decimal, currency: Currency) -> Unrounde
             return rule.amount * (rule.pips * lots)
         case PlanKind.PROFIT_SHARE:
             return deal.profit * rule.share if deal.profit.is_positive() else zero
+        case PlanKind.CPA:
+            return zero  # paid per client by the engine, never per deal
     raise ValidationError("unknown plan kind")
 
 
@@ -174,6 +273,10 @@ class ScheduleBook:
 
     def __init__(self) -> None:
         self._versions: list[Schedule] = []
+        self._starts: list[datetime] = []
+        self.needs_history = False  # some version pays a CPA or has a minimum holding time
+        self.has_caps = False  # some version caps what an IB earns per period
+        self._caps: dict[tuple[CapPeriod, date], Money] = {}
 
     def add(self, schedule: Schedule) -> None:
         if self._versions:
@@ -185,9 +288,40 @@ class ScheduleBook:
         elif schedule.version != 1:
             raise ValidationError("a schedule starts at version 1")
         self._versions.append(schedule)
+        self._starts.append(schedule.effective_from)
+        self.needs_history = self.needs_history or schedule.needs_history
+        self.has_caps = self.has_caps or schedule.period_cap is not None
+        self._caps.clear()
 
     def at(self, when: datetime) -> Schedule:
-        i = bisect.bisect_right([s.effective_from for s in self._versions], to_utc(when, "at"))
+        i = bisect.bisect_right(self._starts, to_utc(when, "at"))
         if i == 0:
             raise NotFoundError("no schedule version was in force then")
         return self._versions[i - 1]
+
+    def cap_for(self, day: date) -> tuple[CapPeriod, date, Money] | None:
+        """The cap on the period holding trading day ``day``: the period of the version in force
+        that day, and the strictest amount of any version in force during that period (a new
+        version cannot raise the cap of a period already under way). None: no cap."""
+        try:
+            today = self.at(_midnight(day)).period_cap
+        except NotFoundError:
+            return None
+        if today is None:
+            return None
+        period, start = today.period, today.period.start(day)
+        key = (period, start)
+        if key not in self._caps:
+            first = bisect.bisect_right(self._starts, _midnight(start))
+            end = bisect.bisect_left(self._starts, _midnight(period.next_start(day)))
+            caps = [
+                v.period_cap.amount
+                for v in self._versions[max(first - 1, 0) : end]
+                if v.period_cap is not None and v.period_cap.period is period
+            ]
+            self._caps[key] = min(caps, key=lambda m: m.amount)
+        return period, start, self._caps[key]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -118,11 +118,12 @@ class IbTree:
 
     def chain(self, ib_id: str, at: datetime) -> list[str]:
         """The IB and its ancestors up to the master, as of ``at``."""
+        when = to_utc(at, "at")
         out = [ib_id]
-        current = self.parent(ib_id, at)
+        current = self.parent(ib_id, when)
         while current is not None:
             out.append(current)
-            current = self.parent(current, at)
+            current = self._parents[current].at(when)
         return out
 
     def attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
@@ -77,6 +77,8 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(Decimal, lambda v, _: to_decimal(v))
     c.register_unstructure_hook(datetime, lambda v: to_utc(v).isoformat())
     c.register_structure_hook(datetime, lambda v, _: _parse_datetime(v))
+    c.register_unstructure_hook(timedelta, lambda v: v // timedelta(microseconds=1))
+    c.register_structure_hook(timedelta, lambda v, _: timedelta(microseconds=int(v)))
     c.register_unstructure_hook(date, date.isoformat)
     c.register_structure_hook(date, lambda v, _: date.fromisoformat(v))
     c.register_unstructure_hook(Currency, lambda v: v.code)
@@ -194,6 +196,10 @@ class EventCodec:
         self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
         self._loads = _make_loads()
+
+    def carries_pii(self, event_type: type[DomainEvent]) -> bool:
+        """Whether events of this type have PII fields."""
+        return bool(self.registry.spec_for_class(event_type).pii_fields)
 
     # -- write ---------------------------------------------------------------------------
     def encode(self, stream_id: str, event: DomainEvent, metadata: EventMetadata) -> NewEvent:

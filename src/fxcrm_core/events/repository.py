@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TypeVar
 
 from fxcrm_core.events.aggregate import Aggregate
@@ -55,13 +56,19 @@ class Repository:
             return None
         decode = self.codec.decode_event
         state = state.fold(decode(s.stream_id, s.event_type, s.data) for s in stored)
-        if self._cache_size:
-            with self._lock:
-                self._cache[stream_id] = state
-                self._cache.move_to_end(stream_id)
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+        self.remember((state,))
         return state
+
+    def remember(self, states: Iterable[Aggregate]) -> None:
+        """Keep states known to be current at their version (just loaded, or just committed)."""
+        if not self._cache_size:
+            return
+        with self._lock:
+            for state in states:
+                self._cache[state.stream_id] = state
+                self._cache.move_to_end(state.stream_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     def forget(self, stream_id: str | None = None) -> None:
         """Drop cached states (all, or one stream): after an erasure, for instance."""

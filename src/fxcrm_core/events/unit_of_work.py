@@ -21,7 +21,7 @@ A = TypeVar("A", bound=Aggregate)
 @attrs.define
 class _Pending:
     expected_version: int
-    version: int
+    state: Aggregate
     events: list[DomainEvent]
 
 
@@ -70,12 +70,12 @@ class UnitOfWork:
         new_state = aggregate.fold(events)
         pending = self._pending.get(aggregate.stream_id)
         if pending is None:
-            pending = _Pending(aggregate.version, aggregate.version, [])
+            pending = _Pending(aggregate.version, new_state, [])
             self._pending[aggregate.stream_id] = pending
-        elif pending.version != aggregate.version:
+        elif pending.state.version != aggregate.version:
             raise ConcurrencyError("record was given a stale state of an aggregate in this unit")
         pending.events.extend(events)
-        pending.version = new_state.version
+        pending.state = new_state
         return new_state
 
     def commit(self, *, idempotency_key: str | None = None) -> AppendResult:
@@ -90,5 +90,16 @@ class UnitOfWork:
             StreamAppend(stream_id, p.expected_version, encode(stream_id, p.events, self.metadata))
             for stream_id, p in self._pending.items()
         ]
+        # The append gives these states their versions, so the repository need not read them
+        # back; states built from PII are left out (they are read, and cached, on demand).
+        carries_pii = self.repository.codec.carries_pii
+        states = [
+            p.state
+            for p in self._pending.values()
+            if not any(carries_pii(type(e)) for e in p.events)
+        ]
         self._pending.clear()
-        return self.repository.store.append(*appends, idempotency_key=idempotency_key)
+        result = self.repository.store.append(*appends, idempotency_key=idempotency_key)
+        if not result.replayed:
+            self.repository.remember(states)
+        return result

@@ -25,6 +25,8 @@ def to_utc(value: datetime, what: str = "datetime") -> datetime:
     >>> to_utc(datetime(2026, 3, 8, 17, 0, tzinfo=timezone(timedelta(hours=-4)))).isoformat()
     '2026-03-08T21:00:00+00:00'
     """
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # already the storage form
     aware = ensure_aware(value, what)
     utc = aware.astimezone(UTC)
     # pendulum returns its own subclass; storage and equality want the plain type.
