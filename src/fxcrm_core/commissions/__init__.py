@@ -17,9 +17,11 @@ from fxcrm_core.commissions.distribution import (
     Share,
     rates_above_parent,
 )
-from fxcrm_core.commissions.engine import EntryKind, RebateEngine, RebateEntry
+from fxcrm_core.commissions.engine import EngineChanges, EntryKind, RebateEngine, RebateEntry
 from fxcrm_core.commissions.payouts import Cadence, PayoutPolicy, PayoutResult, Payouts
 from fxcrm_core.commissions.schedule import (
+    CapPeriod,
+    PeriodCap,
     PlanKind,
     RebateLine,
     Rule,
@@ -36,6 +38,9 @@ __all__ = [
     "RebateBook",
     "RebateEntriesRecorded",
     "Cadence",
+    "CapPeriod",
+    "EngineChanges",
+    "PeriodCap",
     "PayoutPolicy",
     "PayoutResult",
     "Payouts",

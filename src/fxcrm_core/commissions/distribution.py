@@ -65,7 +65,7 @@ class FixedShares:
         _check_chain(chain)
         exact = _exact(pool)
         return [
-            Share(ib, level, exact * share, f"level {level}: {share:%} of {exact.amount}")
+            Share(ib, level, exact * share, f"{share:%} of {exact.amount}")
             for level, (ib, share) in enumerate(zip(chain, self.shares, strict=False), start=1)
         ]
 

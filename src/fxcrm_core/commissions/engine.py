@@ -8,7 +8,7 @@ state of every deal seen, so the order deals arrive in never changes what is pai
 
 - a minimum holding time: a closing deal earns only if its position was open long enough; while
   the position's opening deal is unknown, the closing deal waits (parked) and settles when it
-  arrives;
+  arrives (an opening once seen stays known, even if that deal is deleted later);
 - a CPA: paid once per client (component ``cpa``, keyed on the client's first deposit) while the
   first deposit is at least the minimum and the client's traded lots reach the minimum; deleting
   the deposit or the lots that qualified it reverses it;
@@ -240,7 +240,7 @@ class RebateEngine:
         deal_key = (deal.server, deal.ticket)
         if deal.action.is_trade:
             position = (deal.server, deal.position_id)
-            if deal.entry is DealEntry.IN and not deleted:
+            if deal.entry is DealEntry.IN:  # a deleted opening still says when it opened
                 known = self._opened.get(position)
                 if known is None or deal.time < known:
                     self._opened[position] = deal.time
@@ -330,11 +330,14 @@ class RebateEngine:
             due = {}
             if total > cap.amount:
                 component = f"cap:{period}"
+                note = (
+                    f"{_ADVERB[period.split(':')[0]]} cap {cap}: "
+                    f"accrued {total} {cap.currency.code}, cut {total - cap.amount}"
+                )
                 entry = RebateEntry(
                     EntryKind.ACCRUAL, "", 0, ib, component,
                     UnroundedMoney(cap.amount - total, cap.currency), 0, "", "", _ZERO, start,
-                    f"{period.split(':')[0]}ly cap {cap}: accrued {total} {cap.currency.code}, "
-                    f"cut {total - cap.amount}", ib,
+                    note, ib,
                 )  # fmt: skip
                 due[entry.key] = entry
             out.extend(self._settle(self._cap_keys.setdefault(group, set()), due))
@@ -441,6 +444,7 @@ class RebateEngine:
         self._learn(deal, deleted, [])
 
 
+_ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
 _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
 
 
