@@ -16,18 +16,29 @@ and a monthly cap per IB. At the end of the day every IB is paid through the led
 from __future__ import annotations
 
 import argparse
+import gc
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
+import attrs
+
+from fxcrm_core.access import Actor
 from fxcrm_core.commissions import (
     REBATE_EVENTS,
+    Cadence,
+    CapPeriod,
     FixedShares,
     IbTree,
+    PayoutPolicy,
+    Payouts,
+    PeriodCap,
     PlanKind,
     RebateBook,
     RebateEngine,
@@ -36,7 +47,8 @@ from fxcrm_core.commissions import (
     ScheduleBook,
 )
 from fxcrm_core.events import EventCodec, EventRegistry, Repository
-from fxcrm_core.kernel import Currency, Money, TradingCalendar
+from fxcrm_core.kernel import Currency, FixedClock, Money, RateTable, TradingCalendar
+from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
 
@@ -49,6 +61,7 @@ SYMBOLS = ("EURUSD", "EURUSD.m", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "USDCAD
            "GER40", "BTCUSD", "ETHUSD", "UKOIL")  # fmt: skip
 GROUPS = ("std", "pro", "vip")
 USD = Currency.of("USD")
+T = TypeVar("T")
 
 
 def usd(amount: str) -> Money:
@@ -71,6 +84,9 @@ def build_schedule() -> ScheduleBook:
                              "indices": Rule(PlanKind.COMMISSION_SHARE, share=Decimal("0.5"))},
             default=Rule(PlanKind.PER_LOT, usd("2.00")),
             lot_modifiers={"vip": Decimal("0.5")},
+            cpa=Rule(PlanKind.CPA, usd("50.00"), min_deposit=usd("100.00"),
+                     min_lots=Decimal("0.5")),
+            period_cap=PeriodCap(usd("1500.00"), CapPeriod.MONTH),
         )
     )  # fmt: skip
     return book
@@ -169,13 +185,23 @@ class Day:
         return items[:n]
 
 
-def _evolve(deal: Deal, **changes: object) -> Deal:
-    import attrs
-
+def _evolve(deal: Deal, **changes: Any) -> Deal:
     return attrs.evolve(deal, **changes)
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+class ListFeed:
+    """The trading server's deal feed, read by cursor (the TradingServer.deal_feed shape)."""
+
+    name = SERVER
+
+    def __init__(self, items: list[FeedItem]) -> None:
+        self._items = items
+
+    def deal_feed(self, *, after_cursor: int = 0, limit: int = 1000) -> list[FeedItem]:
+        return self._items[after_cursor : after_cursor + limit]
+
+
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
@@ -193,16 +219,75 @@ def engine_for(day: Day) -> RebateEngine:
     )
 
 
-def run_sdk(day: Day, path: Path, batch: int) -> dict[str, object]:
+@attrs.frozen
+class SdkRun:
+    seconds: float
+    feed_seconds: float  # feed -> engine -> rebate book (entries recorded in the event log)
+    payout_seconds: float  # every IB paid through the ledger
+    entries: int
+    payouts: int
+    paid: Decimal
+    accrued: Decimal
+
+
+def run_sdk(day: Day, path: Path, batch: int) -> SdkRun:
+    """The whole day through the SDK on one SQLite file (synchronous=FULL, the default)."""
     registry = EventRegistry()
-    registry.register_all(REBATE_EVENTS)
-    store = SqliteEventStore(path)
-    repository = Repository(store, EventCodec(registry))
+    registry.register_all((*REBATE_EVENTS, *LEDGER_EVENTS))
+    repository = Repository(SqliteEventStore(path), EventCodec(registry))
+    ledger = Ledger(repository, clock=FixedClock(DAY + timedelta(days=1, hours=1)))
+    policies = {ib: PayoutPolicy(USD, usd("0.01"), Cadence.INSTANT) for ib in day.ibs}
+    payouts = Payouts(ledger, RateTable(), policies)
+    for ib in day.ibs:  # the IBs' wallets exist before the day
+        ledger.open_account(f"ib-wallet:{ib}:USD", owner=ib, currency=USD, purpose="ib_wallet")
     book = RebateBook(repository, engine_for(day))
-    entries = 0
-    for i in range(0, len(day.items), batch):
-        entries += len(book.process(SERVER, day.items[i : i + batch]))
-    return {"entries": entries}
+    server = ListFeed(day.items)
+    runner = Actor.system("rebates")
+    start = time.perf_counter()
+    cursor, entries = 0, 0
+    while items := server.deal_feed(after_cursor=cursor, limit=batch):
+        recorded = book.process(server.name, items)
+        payouts.accrue(recorded)
+        entries += len(recorded)
+        cursor = items[-1].cursor
+    fed = time.perf_counter()
+    results = payouts.run_all(runner, (DAY + timedelta(days=1)).date())
+    done = time.perf_counter()
+    paid = [r.paid.amount for r in results if r.paid is not None]
+    accrued = sum((t.amount for t in book.engine.totals().values()), Decimal(0))
+    return SdkRun(done - start, fed - start, done - fed, entries, len(paid), sum(paid), accrued)
+
+
+def run_baseline(day: Day) -> Decimal:
+    """Only the arithmetic: per closing deal, the rule's rate x lots (alias, group and modifier
+    looked up in plain dicts), the pool limited to the commission, shares up a precomputed
+    chain, per-deal amounts kept so updates and deletes net out; totals per IB."""
+    per_lot = {"EURUSD": Decimal("3.00"), "XAUUSD": Decimal("3.50"), "GBPUSD": Decimal("2.50"),
+               "USDJPY": Decimal("2.50"), "AUDUSD": Decimal("2.50")}  # fmt: skip
+    indices = {"US30", "NAS100", "GER40"}
+    modifier = {"vip": Decimal("0.5")}
+    one, half, default = Decimal(1), Decimal("0.5"), Decimal("2.00")
+    paid: dict[int, list[tuple[str, Decimal]]] = {}
+    totals: dict[str, Decimal] = {}
+    for item in day.items:
+        deal = item.deal
+        if not deal.action.is_trade:
+            continue
+        for ib, amount in paid.pop(deal.ticket, ()):
+            totals[ib] -= amount
+        chain = day.chains.get(deal.login)
+        if item.change is DealChange.DELETED or chain is None or not deal.entry.closes:
+            continue
+        symbol = deal.symbol.split(".")[0]
+        lots = deal.volume_closed * modifier.get(day.group_of[deal.login], one)
+        commission = -deal.commission.amount
+        pool = commission * half if symbol in indices else per_lot.get(symbol, default) * lots
+        pool = min(pool, commission)
+        shares = [(ib, pool * share) for ib, share in zip(chain, SHARES, strict=False)]
+        for ib, amount in shares:
+            totals[ib] = totals.get(ib, Decimal(0)) + amount
+        paid[deal.ticket] = shares
+    return sum(totals.values(), Decimal(0))
 
 
 def main() -> None:
@@ -215,12 +300,30 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.deals, args.clients, args.ibs, args.batch = 5_000, 1_000, 100, 1_000
-    t, day = _timed(lambda: Day(clients=args.clients, ibs=args.ibs, deals=args.deals))
-    print(f"generated in {t:.1f} s")
-    assert isinstance(day, Day)
+    t_gen, day = _timed(lambda: Day(clients=args.clients, ibs=args.ibs, deals=args.deals))
+    # The generated day stands for the trading server's own data (another process, in real
+    # life): keep it out of the cyclic garbage collector's way. The SDK's own state is not frozen.
+    gc.freeze()
+    depth = max(len(c) for c in day.chains.values())
+    print(
+        f"{args.deals:,} feed items, {args.clients:,} clients, {args.ibs:,} IBs "
+        f"(chains up to {depth} deep); generated in {t_gen:.1f} s (not timed below)"
+    )
+    t_base, base_total = _timed(lambda: run_baseline(day))
     with tempfile.TemporaryDirectory() as tmp:
-        t, result = _timed(lambda: run_sdk(day, Path(tmp) / "rebates.db", args.batch))
-        print(f"sdk: {t:.1f} s, {args.deals / t:,.0f} deals/s, {result}")
+        sdk = run_sdk(day, Path(tmp) / "rebates.sqlite", args.batch)
+    n = args.deals
+    print(f"\n{'':44}{'seconds':>9}{'deals/s':>12}")
+    print(f"  {'hand-written arithmetic loop':42}{t_base:9.2f}{n / t_base:12,.0f}")
+    print(f"  {'SDK end to end on SQLite (FULL)':42}{sdk.seconds:9.2f}{n / sdk.seconds:12,.0f}")
+    print(f"  {'  feed -> engine -> rebate book':42}{sdk.feed_seconds:9.2f}")
+    print(f"  {'  payouts through the ledger':42}{sdk.payout_seconds:9.2f}")
+    print(f"\nrebate entries recorded {sdk.entries:,}; IBs paid {sdk.payouts:,}")
+    print(f"accrued (unrounded) {sdk.accrued:,.2f} USD; paid {sdk.paid:,.2f} USD (rounded down)")
+    print(f"hand-written loop per-lot rebates only: {base_total:,.2f} USD")
+    print(f"\nratio SDK / hand-written loop (deals/s)  {t_base / sdk.seconds:.3f}")
+    print(f"target: the whole day in under 60 s -> {sdk.seconds:.1f} s")
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from fxcrm_core.events import (
     Repository,
     StoredEvent,
     UnitOfWork,
+    ValueCodec,
     iter_all,
     pii,
 )
@@ -497,3 +498,49 @@ def test_committed_states_are_not_read_back_unless_they_carry_pii() -> None:
     assert store.read["till-t1"] == 1  # ... so the payment was never read back
     assert Repository(store, EventCodec(registry())).get(Till, "t1") == paid
     assert till.version == 1
+
+
+@attrs.frozen
+class _Point:
+    x: int
+    y: int
+
+
+_POINT_ROWS = ValueCodec(_Point, lambda p: [p.x, p.y], lambda row: _Point(*row))
+
+
+@attrs.frozen
+class _Traced(DomainEvent):
+    points: tuple[_Point, ...]
+
+    __value_codecs__ = (_POINT_ROWS,)
+
+
+def test_value_codecs_store_bulk_values_compactly_even_when_registered_late() -> None:
+    registry = EventRegistry()
+    codec = EventCodec(registry)  # built before the event is registered
+    registry.register(_Traced)
+    event = _Traced((_Point(1, 2), _Point(3, 4)))
+    stored = codec.encode("trace-1", event, META)
+    assert json.loads(stored.data) == {"points": [[1, 2], [3, 4]]}
+    assert codec.decode_event("trace-1", stored.event_type, stored.data) == event
+
+
+def test_value_codecs_must_be_declared_properly_and_agree() -> None:
+    @attrs.frozen
+    class Loose(DomainEvent):
+        points: tuple[_Point, ...]
+        __value_codecs__ = ("rows",)
+
+    @attrs.frozen
+    class Rival(DomainEvent):
+        points: tuple[_Point, ...]
+        __value_codecs__ = (ValueCodec(_Point, lambda p: [p.y, p.x], lambda r: _Point(*r)),)
+
+    registry = EventRegistry()
+    with pytest.raises(ValidationError, match="ValueCodec entries"):
+        registry.register(Loose)
+    registry.register(_Traced)
+    with pytest.raises(ValidationError, match="another value codec"):
+        registry.register(Rival)
+    assert "Rival" not in registry.names()

@@ -6,12 +6,21 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from fxcrm_core.access import APPROVAL_EVENTS, AccessControl, Actor, Approvals, ApprovalStatus, Role
 from fxcrm_core.commissions import Cadence, EntryKind, PayoutPolicy, Payouts, RebateEntry
-from fxcrm_core.events import EventCodec, EventRegistry, Repository
-from fxcrm_core.kernel import Currency, ExchangeRate, FixedClock, Money, RateTable, UnroundedMoney
+from fxcrm_core.events import EventCodec, EventRegistry, Repository, iter_all
+from fxcrm_core.kernel import (
+    Currency,
+    ExchangeRate,
+    FixedClock,
+    Money,
+    RateTable,
+    UnroundedMoney,
+    ValidationError,
+)
 from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
 from fxcrm_core.stores import MemoryEventStore
 
@@ -118,3 +127,43 @@ def test_an_ib_without_a_policy_is_refused() -> None:
     payouts, _, _ = make(PayoutPolicy(USD, Money.of(1, "USD")))
     with pytest.raises(ValueError, match="no payout policy"):
         payouts.run(RUNNER, "ib-unknown", MON)
+
+
+def test_run_all_pays_as_separate_runs_would_in_one_ledger_command_per_chunk() -> None:
+    def day_of(payouts: Payouts, ledger: Ledger) -> list[object]:
+        for n in range(7):
+            ib = f"ib-{n}"
+            payouts.policies[ib] = PayoutPolicy(USD, Money.of(5, "USD"))
+            payouts.accrue([attrs.evolve(entry(f"{n * 3}.125", ticket=n), ib_id=ib)])
+        return []
+
+    separate, ledger_a, _ = make(PayoutPolicy(USD, Money.of(1, "USD")))
+    day_of(separate, ledger_a)
+    one_by_one = [
+        separate.run(RUNNER, ib, MON + timedelta(days=1)) for ib in sorted(separate.policies)
+    ]
+    batched, ledger_b, _ = make(PayoutPolicy(USD, Money.of(1, "USD")))
+    day_of(batched, ledger_b)
+    before = ledger_b.repository.store.last_position()
+    together = batched.run_all(RUNNER, MON + timedelta(days=1), chunk=3)
+    assert together == one_by_one
+    paid = [r for r in together if r.paid is not None]
+    assert len(paid) == 5  # ib-0 (0.125) and ib-1 (3.125) are below the $5 minimum
+    for r in together:
+        account = f"ib-wallet:{r.ib_id}:USD"
+        if r.paid is not None:
+            assert (
+                ledger_b.balance(account).net_credit
+                == r.paid
+                == ledger_a.balance(account).net_credit
+            )
+    # 5 payouts in chunks of 3: two all-or-nothing ledger commands, linking 3 and 2 transfers.
+    codec = ledger_b.repository.codec
+    batches = sorted(
+        len(codec.decode(s).event.linked) + 1  # type: ignore[attr-defined]
+        for s in iter_all(ledger_b.repository.store)
+        if s.position > before and s.event_type == "TransferRecorded"
+    )
+    assert batches == [2, 2, 3, 3, 3]
+    with pytest.raises(ValidationError):
+        batched.run_all(RUNNER, MON, chunk=0)

@@ -4,11 +4,12 @@ so a restarted engine resumes where it stopped and a replay gives the same state
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
+from datetime import date
+from typing import Any, Self
 
 import attrs
 
-from fxcrm_core.commissions.engine import EngineChanges, RebateEngine, RebateEntry
+from fxcrm_core.commissions.engine import EngineChanges, EntryKind, RebateEngine, RebateEntry
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -17,12 +18,42 @@ from fxcrm_core.events import (
     EventStore,
     Repository,
     UnitOfWork,
+    ValueCodec,
     iter_all,
 )
-from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel.errors import CodecError, ValidationError
+from fxcrm_core.kernel.money import Currency, UnroundedMoney
 from fxcrm_core.trading import Deal, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
+
+
+def _entry_row(e: RebateEntry) -> list[object]:
+    a = e.amount
+    return [
+        e.kind.value, e.server, e.ticket, e.ib_id, e.component, str(a.amount), a.currency.code,
+        e.level, e.client_id, e.symbol, str(e.lots), e.trading_day.isoformat(), e.explanation,
+        e.direct_ib_id,
+    ]  # fmt: skip
+
+
+def _entry_of(row: Any) -> RebateEntry:
+    try:
+        (kind, server, ticket, ib, component, amount, cur, level, client, symbol, lots, day,
+         why, direct) = row  # fmt: skip
+        return RebateEntry(
+            _KINDS[kind], server, int(ticket), ib, component,
+            UnroundedMoney(to_decimal(amount), Currency.of(cur)), int(level), client, symbol,
+            to_decimal(lots), date.fromisoformat(day), why, direct,
+        )  # fmt: skip
+    except (TypeError, ValueError, KeyError):
+        raise CodecError("a rebate entry row is malformed") from None
+
+
+_KINDS = {k.value: k for k in EntryKind}
+# Entries are stored as rows (a JSON array each), not objects: a broker's day holds millions.
+ENTRY_ROWS = ValueCodec(RebateEntry, _entry_row, _entry_of)
 
 
 @attrs.frozen
@@ -35,6 +66,8 @@ class RebateEntriesRecorded(DomainEvent):
     # holding time): compact facts of this batch's deals and the closes left waiting.
     facts: tuple[str, ...] = ()
     parked: tuple[Deal, ...] = ()
+
+    __value_codecs__ = (ENTRY_ROWS,)
 
 
 REBATE_EVENTS = (RebateEntriesRecorded,)

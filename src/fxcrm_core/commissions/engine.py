@@ -22,11 +22,12 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any, Final, cast
 
 import attrs
 
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
-from fxcrm_core.commissions.schedule import ScheduleBook, Trigger
+from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
@@ -81,7 +82,8 @@ class EngineChanges:
 class RebateEngine:
     """Turns deals into rebate entries for one schedule and one distribution strategy.
 
-    ``cpa_distribution`` shares a CPA up the chain (default: all to the client's own IB).
+    ``cpa_distribution`` shares a CPA up the chain (default: all to the client's own IB); a
+    per-lot strategy sees the CPA as one unit, so what a CPA pays never depends on the lots.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class RebateEngine:
         self.account_group_of = account_group_of
         self.trading_day_of = trading_day_of
         self.component = component
-        self._paid: dict[Key, RebateEntry] = {}  # the running total per key, as an entry
-        self._keys_of: dict[DealKey, set[Key]] = {}  # the paid keys of each deal
+        # The running total per key, as a row of plain values (a broker's day holds millions:
+        # rows of atomic values cost the garbage collector nothing), and the keys of each deal.
+        self._paid: dict[Key, _Row] = {}
+        self._keys_of: dict[DealKey, tuple[Key, ...]] = {}
         self._cursor: dict[DealKey, int] = {}  # the last feed cursor applied per deal
         # What later deals depend on (kept only while a schedule version needs it):
         self._opened: dict[tuple[str, int], datetime] = {}  # (server, position) -> opening time
@@ -113,10 +117,12 @@ class RebateEngine:
         self._lots: dict[str, dict[DealKey, tuple[Decimal, Decimal]]] = {}  # opened, closed
         self._lot_sums: dict[str, tuple[Decimal, Decimal]] = {}
         self._deposits: dict[str, dict[DealKey, Deal]] = {}
-        self._cpa_keys: dict[str, set[Key]] = {}
+        self._cpa_keys: dict[str, tuple[Key, ...]] = {}
+        self._cpa_state: dict[str, tuple[str, int, Money] | None] = {}  # as last settled
+        self._cpa_blocked: set[str] = set()  # first deposit too small, or no CPA then
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
-        self._cap_keys: dict[tuple[str, str], set[Key]] = {}
+        self._cap_keys: dict[tuple[str, str], tuple[Key, ...]] = {}
         self._facts: list[str] = []
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
@@ -143,7 +149,7 @@ class RebateEngine:
             if deal.action.is_trade:
                 out.extend(self._settle_deal(deal, deleted))
         for client in sorted(clients):
-            out.extend(self._settle(self._cpa_keys.setdefault(client, set()), self._cpa(client)))
+            out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
         return out
 
@@ -163,10 +169,14 @@ class RebateEngine:
         if keys is None:  # a deal seen for the first time: everything due is a new accrual
             if not due:
                 return []
-            self._keys_of[deal_key] = set(due)
-            self._paid.update(due)
-            return [due[key] for key in sorted(due)]
-        return self._settle(keys, due or {})
+            ordered = sorted(due)
+            self._keys_of[deal_key] = tuple(ordered)
+            paid = self._paid
+            for key in ordered:
+                paid[key] = _row(due[key])
+            return [due[key] for key in ordered]
+        out, self._keys_of[deal_key] = self._settle(keys, due or {})
+        return out
 
     def _due(self, deal: Deal) -> dict[Key, RebateEntry] | None:
         """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
@@ -179,6 +189,8 @@ class RebateEngine:
         try:
             schedule = self.schedules.at(deal.time)
         except NotFoundError:
+            return None
+        if deal.entry is DealEntry.IN and not schedule.pays_on_open:
             return None
         group = self.account_group_of(deal.server, deal.login)
         held = None
@@ -206,32 +218,36 @@ class RebateEngine:
             due[(deal.server, deal.ticket, share.ib_id, self.component)] = entry
         return due
 
-    def _settle(self, keys: set[Key], due: dict[Key, RebateEntry]) -> list[RebateEntry]:
-        """Bring what was paid on ``keys`` to what is due; return the differences."""
+    def _settle(
+        self, keys: tuple[Key, ...], due: dict[Key, RebateEntry]
+    ) -> tuple[list[RebateEntry], tuple[Key, ...]]:
+        """Bring what was paid on ``keys`` to what is due; returns the differences and the
+        keys paid now."""
         out = []
-        for key in sorted(keys | due.keys()):
+        kept = []
+        for key in sorted(set(keys) | due.keys()):
             before = self._paid.get(key)
             after = due.get(key)
-            paid = before.amount.amount if before else _ZERO
+            paid = before[_AMOUNT] if before else _ZERO
             owed = after.amount.amount if after else _ZERO
+            if after is not None:
+                kept.append(key)
             if paid == owed:
                 continue
-            template = after or before
-            assert template is not None
             kind = (
                 EntryKind.ACCRUAL if before is None
                 else EntryKind.REVERSAL if after is None or owed == 0
                 else EntryKind.ADJUSTMENT
             )  # fmt: skip
-            delta = UnroundedMoney(owed - paid, template.amount.currency)
-            out.append(attrs.evolve(template, kind=kind, amount=delta))
-            if after is None:
-                self._paid.pop(key, None)
-                keys.discard(key)
+            if after is not None:
+                delta = UnroundedMoney(owed - paid, after.amount.currency)
+                out.append(attrs.evolve(after, kind=kind, amount=delta))
+                self._paid[key] = _row(after)
             else:
-                self._paid[key] = after
-                keys.add(key)
-        return out
+                assert before is not None
+                out.append(_entry(key, before, kind, -paid))
+                del self._paid[key]
+        return out, tuple(kept)
 
     # -- what later deals depend on -----------------------------------------------------------
     def _learn(self, deal: Deal, deleted: bool, out: list[RebateEntry]) -> str | None:
@@ -258,6 +274,10 @@ class RebateEngine:
                 lots[deal_key] = new
             o, c = self._lot_sums.get(client, (_ZERO, _ZERO))
             self._lot_sums[client] = (o - old[0] + new[0], c - old[1] + new[1])
+            if client in self._cpa_blocked:
+                return None  # the first deposit rules a CPA out, whatever the lots
+            if self._cpa_state.get(client) is not None and new[0] >= old[0] and new[1] >= old[1]:
+                return None  # qualified already, and more lots cannot change that
             return client
         if deal.action is DealAction.BALANCE:
             client = self.client_of(deal.server, deal.login)
@@ -271,33 +291,57 @@ class RebateEngine:
             return client
         return None
 
-    def _cpa(self, client: str) -> dict[Key, RebateEntry]:
-        """The CPA due for ``client`` now (empty if not qualified)."""
+    def _settle_cpa(self, client: str) -> list[RebateEntry]:
+        """Bring the client's CPA to what is due now. What is due depends only on the first
+        deposit and whether the client qualifies: unchanged, there is nothing to do."""
+        found = self._qualified(client)
+        state = (found[0].server, found[0].ticket, found[0].profit) if found else None
+        if self._cpa_state.get(client, None) == state and client in self._cpa_state:
+            return []
+        self._cpa_state[client] = state
+        due = self._cpa(client, *found) if found else {}
+        out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client, ()), due)
+        return out
+
+    def _qualified(self, client: str) -> tuple[Deal, Schedule, Decimal] | None:
+        """The client's first deposit, the schedule then, and the lots counted, if the client
+        qualifies for a CPA now."""
+        self._cpa_blocked.discard(client)
         deposits = self._deposits.get(client)
         if not deposits:
-            return {}
+            return None
         first = min(deposits.values(), key=_order)
         try:
             schedule = self.schedules.at(first.time)
         except NotFoundError:
-            return {}
-        rule = schedule.cpa
-        if rule is None or rule.amount is None or rule.min_deposit is None:
-            return {}
+            schedule = None
+        rule = schedule.cpa if schedule is not None else None
         deposit = first.profit
-        if deposit.currency != rule.min_deposit.currency or deposit < rule.min_deposit:
-            return {}
+        if (
+            schedule is None or rule is None or rule.min_deposit is None
+            or deposit.currency != rule.min_deposit.currency or deposit < rule.min_deposit
+        ):  # fmt: skip
+            self._cpa_blocked.add(client)  # no lots can change that; only another deposit
+            return None
         opened, closed = self._lot_sums.get(client, (_ZERO, _ZERO))
         lots = {Trigger.OPEN: opened, Trigger.CLOSE: closed, Trigger.BOTH: opened + closed}[
             rule.trigger
         ]
-        if lots < rule.min_lots:
-            return {}
+        return (first, schedule, lots) if lots >= rule.min_lots else None
+
+    def _cpa(
+        self, client: str, first: Deal, schedule: Schedule, lots: Decimal
+    ) -> dict[Key, RebateEntry]:
+        """The CPA due for a qualified client, shared up the chain as of the first deposit."""
+        rule = schedule.cpa
+        assert rule is not None
+        assert rule.amount is not None
+        deposit = first.profit
         ib = self.tree.ib_of(client, first.time)
         if ib is None:
             return {}
         chain = self.tree.chain(ib, first.time)
-        shares = self.cpa_distribution.distribute(chain, lots, rule.amount)
+        shares = self.cpa_distribution.distribute(chain, Decimal(1), rule.amount)  # one unit
         day = self.trading_day_of(first)
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
@@ -340,7 +384,8 @@ class RebateEngine:
                     note, ib,
                 )  # fmt: skip
                 due[entry.key] = entry
-            out.extend(self._settle(self._cap_keys.setdefault(group, set()), due))
+            settled, self._cap_keys[group] = self._settle(self._cap_keys.get(group, ()), due)
+            out.extend(settled)
         return out
 
     def _count_for_cap(
@@ -387,33 +432,43 @@ class RebateEngine:
                 position = (deal.server, deal.position_id)
                 self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
         for entry in entries:
-            before = self._paid.get(entry.key)
-            total = entry.amount.amount + (before.amount.amount if before else 0)
-            amount = UnroundedMoney(total, entry.amount.currency)
-            if entry.component == "cpa":
-                keys = self._cpa_keys.setdefault(entry.client_id, set())
-            elif entry.component.startswith("cap:"):
-                group = (entry.ib_id, entry.component.removeprefix("cap:"))
-                keys = self._cap_keys.setdefault(group, set())
-            else:
-                keys = self._keys_of.setdefault(entry.key[:2], set())
+            key = entry.key
+            before = self._paid.get(key)
+            total = entry.amount.amount + (before[_AMOUNT] if before else _ZERO)
+            index, group_of = self._index_of(entry)
             if self.schedules.has_caps:
                 self._count_for_cap(entry)
+            keys = index.get(group_of, ())
             if total:
-                self._paid[entry.key] = attrs.evolve(entry, amount=amount)
-                keys.add(entry.key)
+                self._paid[key] = _row(entry, total)
+                if key not in keys:
+                    index[group_of] = (*keys, key)
             else:
-                self._paid.pop(entry.key, None)
-                keys.discard(entry.key)
+                self._paid.pop(key, None)
+                index[group_of] = tuple(k for k in keys if k != key)
         for ticket, cursor in cursors:
-            key = (server, ticket)
-            self._cursor[key] = max(cursor, self._cursor.get(key, 0))
+            deal_key = (server, ticket)
+            self._cursor[deal_key] = max(cursor, self._cursor.get(deal_key, 0))
+
+    def _index_of(self, entry: RebateEntry) -> tuple[dict[Any, tuple[Key, ...]], Any]:
+        """Where an entry's key is listed: by client (CPA), by IB and period (caps), by deal."""
+        if entry.component == "cpa":
+            return cast(dict[Any, tuple[Key, ...]], self._cpa_keys), entry.client_id
+        if entry.component.startswith("cap:"):
+            group = (entry.ib_id, entry.component.removeprefix("cap:"))
+            return cast(dict[Any, tuple[Key, ...]], self._cap_keys), group
+        return cast(dict[Any, tuple[Key, ...]], self._keys_of), (entry.server, entry.ticket)
 
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
+        sums: dict[tuple[str, str], Decimal] = {}
+        for (_, _, ib, _), row in self._paid.items():
+            group = (ib, row[_CURRENCY])
+            sums[group] = sums.get(group, _ZERO) + row[_AMOUNT]
         out: dict[str, UnroundedMoney] = {}
-        for (_, _, ib, _), entry in self._paid.items():
-            out[ib] = out[ib] + entry.amount if ib in out else entry.amount
+        for (ib, code), total in sums.items():
+            amount = UnroundedMoney(total, Currency.of(code))
+            out[ib] = out[ib] + amount if ib in out else amount
         return out
 
     def waiting(self) -> list[Deal]:
@@ -442,6 +497,26 @@ class RebateEngine:
         if parked is not None:
             parked.pop((server, deal.ticket), None)
         self._learn(deal, deleted, [])
+
+
+# A paid key's running total: kind, level, client, symbol, lots, trading day, explanation,
+# direct IB, amount, currency code.
+_Row = tuple[str, int, str, str, Decimal, date, str, str, Decimal, str]
+_AMOUNT: Final = 8
+_CURRENCY: Final = 9
+
+
+def _row(entry: RebateEntry, amount: Decimal | None = None) -> _Row:
+    e = entry
+    total = e.amount.amount if amount is None else amount
+    return (e.kind.value, e.level, e.client_id, e.symbol, e.lots, e.trading_day, e.explanation,
+            e.direct_ib_id, total, e.amount.currency.code)  # fmt: skip
+
+
+def _entry(key: Key, row: _Row, kind: EntryKind, amount: Decimal) -> RebateEntry:
+    _, level, client, symbol, lots, day, explanation, direct, _, code = row
+    return RebateEntry(kind, *key, UnroundedMoney(amount, Currency.of(code)), level, client,
+                       symbol, lots, day, explanation, direct)  # fmt: skip
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}

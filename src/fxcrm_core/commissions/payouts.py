@@ -7,8 +7,9 @@ reduce what is pending, and a negative balance is carried into later payouts."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import attrs
 
@@ -20,6 +21,8 @@ from fxcrm_core.kernel.rates import RateSource
 from fxcrm_core.ledger import Ledger, TransferRequest
 
 __all__ = ["Cadence", "PayoutPolicy", "PayoutResult", "Payouts"]
+
+_ZERO = Decimal(0)
 
 
 class Cadence(enum.Enum):
@@ -70,15 +73,21 @@ class Payouts:
         self.rates = rates
         self.policies = dict(policies)
         self.approvals = approvals
-        self._pending: dict[str, list[RebateEntry]] = {}
+        # What each IB has pending, summed per trading day and currency (not entry by entry).
+        self._pending: dict[str, dict[tuple[date, Currency], Decimal]] = {}
         self._carried: dict[str, UnroundedMoney] = {}  # in the IB's currency
         self._count: dict[str, int] = {}
         if approvals is not None:
             approvals.register("payout", ApprovalRule(execute=self._execute))
 
     def accrue(self, entries: Iterable[RebateEntry]) -> None:
-        for entry in entries:
-            self._pending.setdefault(entry.ib_id, []).append(entry)
+        pending = self._pending
+        for e in entries:
+            sums = pending.get(e.ib_id)
+            if sums is None:
+                sums = pending[e.ib_id] = {}
+            key = (e.trading_day, e.amount.currency)
+            sums[key] = sums.get(key, _ZERO) + e.amount.amount
 
     def _policy(self, ib_id: str) -> PayoutPolicy:
         try:
@@ -88,15 +97,46 @@ class Payouts:
 
     def run(self, actor: Actor, ib_id: str, today: date) -> PayoutResult:
         """Pay what is due to ``ib_id`` as of ``today`` under its policy."""
+        result, payout = self._prepare(actor, ib_id, today)
+        if payout is not None:
+            self._post([payout], actor.id)
+        return result
+
+    def run_all(
+        self, actor: Actor, today: date, ib_ids: Iterable[str] | None = None, *, chunk: int = 500
+    ) -> list[PayoutResult]:
+        """Pay every IB (or those listed) as :meth:`run` would, posting the payouts to the
+        ledger ``chunk`` at a time, each chunk in one all-or-nothing ledger command."""
+        if chunk < 1:
+            raise ValidationError("a chunk holds at least one payout")
+        results: list[PayoutResult] = []
+        ready: list[tuple[str, str, Money]] = []
+        for ib_id in sorted(self.policies if ib_ids is None else ib_ids):
+            result, payout = self._prepare(actor, ib_id, today)
+            results.append(result)
+            if payout is not None:
+                ready.append(payout)
+        for start in range(0, len(ready), chunk):
+            self._post(ready[start : start + chunk], actor.id)
+        return results
+
+    def _prepare(
+        self, actor: Actor, ib_id: str, today: date
+    ) -> tuple[PayoutResult, tuple[str, str, Money] | None]:
+        """Settle what is due; returns the result and the payout to post now, if any."""
         policy = self._policy(ib_id)
         cutoff = policy.cadence.cutoff(today) - timedelta(days=policy.hold.days)
-        due: list[RebateEntry] = []
-        waiting: list[RebateEntry] = []
-        for e in self._pending.get(ib_id, []):
-            (due if e.trading_day <= cutoff else waiting).append(e)
+        due: dict[Currency, Decimal] = {}
+        waiting: dict[tuple[date, Currency], Decimal] = {}
+        for (day, currency), summed in self._pending.get(ib_id, {}).items():
+            if day <= cutoff:
+                due[currency] = due.get(currency, _ZERO) + summed
+            else:
+                waiting[(day, currency)] = summed
         total = self._carried.get(ib_id, UnroundedMoney.zero(policy.currency))
         source = None
-        for currency, amount in _by_currency(due).items():
+        for currency, sum_ in sorted(due.items(), key=lambda item: item[0].code):
+            amount = UnroundedMoney(sum_, currency)
             if currency == policy.currency:
                 total = total + amount
                 continue
@@ -107,7 +147,7 @@ class Payouts:
         paid, remainder = total.round_with_remainder(Rounding.DOWN)
         if paid < policy.minimum:
             self._carried[ib_id] = total  # below the minimum (or clawed back): wait
-            return PayoutResult(ib_id, None, total, rate_source=source)
+            return PayoutResult(ib_id, None, total, rate_source=source), None
         self._carried[ib_id] = remainder
         n = self._count.get(ib_id, 0) + 1
         self._count[ib_id] = n
@@ -120,35 +160,34 @@ class Payouts:
                 ib_id,
                 {"payout_id": payout_id, "ib_id": ib_id, "amount": str(paid)},
             )
-            return PayoutResult(ib_id, None, remainder, approval_id, source)
-        self._post(payout_id, ib_id, paid, actor.id)
-        return PayoutResult(ib_id, paid, remainder, rate_source=source)
+            return PayoutResult(ib_id, None, remainder, approval_id, source), None
+        result = PayoutResult(ib_id, paid, remainder, rate_source=source)
+        return result, (payout_id, ib_id, paid)
 
     def _execute(self, params: Mapping[str, str], key: str) -> str:
         paid = Money.parse(params["amount"])
-        self._post(params["payout_id"], params["ib_id"], paid, "system:approvals")
+        self._post([(params["payout_id"], params["ib_id"], paid)], "system:approvals")
         return f"paid {paid}"
 
-    def _post(self, payout_id: str, ib_id: str, amount: Money, actor: str) -> None:
-        cur = amount.currency
-        wallet = f"ib-wallet:{ib_id}:{cur.code}"
-        expense = f"rebate_expense:{cur.code}"
-        self.ledger.open_account(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
-        self.ledger.open_account(expense, owner="broker", currency=cur, purpose="rebate_expense")
-        self.ledger.transfer(
-            TransferRequest(f"payout:{payout_id}", expense, wallet, amount), actor=actor
-        )
+    def _post(self, payouts: Sequence[tuple[str, str, Money]], actor: str) -> None:
+        """Post payouts (id, IB, amount) from rebate expense to the IBs' wallets, in one
+        all-or-nothing ledger command."""
+        requests = []
+        for payout_id, ib_id, amount in payouts:
+            cur = amount.currency
+            wallet = f"ib-wallet:{ib_id}:{cur.code}"
+            expense = f"rebate_expense:{cur.code}"
+            self.ledger.open_account(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
+            self.ledger.open_account(
+                expense, owner="broker", currency=cur, purpose="rebate_expense"
+            )
+            requests.append(TransferRequest(f"payout:{payout_id}", expense, wallet, amount))
+        self.ledger.transfer_linked(requests, actor=actor)
 
-    def pending(self, ib_id: str) -> list[RebateEntry]:
-        return list(self._pending.get(ib_id, []))
-
-
-def _by_currency(entries: Iterable[RebateEntry]) -> dict[Currency, UnroundedMoney]:
-    out: dict[Currency, UnroundedMoney] = {}
-    for e in entries:
-        cur = e.amount.currency
-        out[cur] = out[cur] + e.amount if cur in out else e.amount
-    return out
+    def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
+        """What the IB has accrued and not yet been paid, per trading day (and currency)."""
+        items = sorted(self._pending.get(ib_id, {}).items(), key=lambda i: (i[0][0], i[0][1].code))
+        return [(day, UnroundedMoney(amount, cur)) for (day, cur), amount in items]
 
 
 def _noon(day: date) -> datetime:

@@ -155,21 +155,26 @@ class Schedule:
     _resolved: dict[tuple[str, str], tuple[Rule, str] | None] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
+    #: Whether any rule pays on opening deals (else opening deals earn nothing by themselves).
+    pays_on_open: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.cpa is not None and self.cpa.kind is not PlanKind.CPA:
             raise ValidationError("a schedule's CPA rule is of kind CPA")
-        rules = [*self.by_symbol.values(), *self.by_symbol_group.values()]
-        rules += [*self.by_account_group.values(), *([self.default] if self.default else [])]
-        if any(r.kind is PlanKind.CPA for r in rules):
+        if any(r.kind is PlanKind.CPA for r in self._rules()):
             raise ValidationError("a CPA is paid per client, not per deal: use Schedule.cpa")
+        on_open = any(r.trigger is not Trigger.CLOSE for r in self._rules())
+        object.__setattr__(self, "pays_on_open", on_open)
+
+    def _rules(self) -> list[Rule]:
+        default = [self.default] if self.default else []
+        return [*self.by_symbol.values(), *self.by_symbol_group.values(),
+                *self.by_account_group.values(), *default]  # fmt: skip
 
     @property
     def needs_history(self) -> bool:
         """Whether deals depend on earlier deals (a CPA, or a minimum holding time)."""
-        rules = [*self.by_symbol.values(), *self.by_symbol_group.values()]
-        rules += [*self.by_account_group.values(), *([self.default] if self.default else [])]
-        return self.cpa is not None or any(r.min_hold is not None for r in rules)
+        return self.cpa is not None or any(r.min_hold is not None for r in self._rules())
 
     def resolve(self, symbol: str, account_group: str) -> tuple[Rule, str] | None:
         """The rule for a symbol on an account group, and the level it was found at."""
@@ -277,6 +282,7 @@ class ScheduleBook:
         self.needs_history = False  # some version pays a CPA or has a minimum holding time
         self.has_caps = False  # some version caps what an IB earns per period
         self._caps: dict[tuple[CapPeriod, date], Money] = {}
+        self._cap_of_day: dict[date, tuple[CapPeriod, date, Money] | None] = {}
 
     def add(self, schedule: Schedule) -> None:
         if self._versions:
@@ -292,6 +298,7 @@ class ScheduleBook:
         self.needs_history = self.needs_history or schedule.needs_history
         self.has_caps = self.has_caps or schedule.period_cap is not None
         self._caps.clear()
+        self._cap_of_day.clear()
 
     def at(self, when: datetime) -> Schedule:
         i = bisect.bisect_right(self._starts, to_utc(when, "at"))
@@ -303,6 +310,13 @@ class ScheduleBook:
         """The cap on the period holding trading day ``day``: the period of the version in force
         that day, and the strictest amount of any version in force during that period (a new
         version cannot raise the cap of a period already under way). None: no cap."""
+        try:
+            return self._cap_of_day[day]
+        except KeyError:
+            found = self._cap_of_day[day] = self._cap_for(day)
+            return found
+
+    def _cap_for(self, day: date) -> tuple[CapPeriod, date, Money] | None:
         try:
             today = self.at(_midnight(day)).period_cap
         except NotFoundError:

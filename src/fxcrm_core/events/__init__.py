@@ -11,6 +11,7 @@ from fxcrm_core.events.codec import (
     FieldCipher,
     PayloadCipher,
     Upcaster,
+    ValueCodec,
     make_converter,
 )
 from fxcrm_core.events.event import (
@@ -60,6 +61,7 @@ __all__ = [
     "StreamAppend",
     "UnitOfWork",
     "Upcaster",
+    "ValueCodec",
     "iter_all",
     "make_converter",
     "pii",

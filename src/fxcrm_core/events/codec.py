@@ -34,6 +34,7 @@ __all__ = [
     "FieldCipher",
     "PayloadCipher",
     "Upcaster",
+    "ValueCodec",
     "make_converter",
 ]
 
@@ -109,6 +110,16 @@ class _Spec:
     subject: str | None
 
 
+@attrs.frozen
+class ValueCodec:
+    """How a value type held in events is stored, in place of the generic field-by-field form:
+    ``unstructure`` turns a value into JSON-ready data, ``structure`` turns that data back."""
+
+    cls: type
+    unstructure: Callable[[Any], Any]
+    structure: Callable[[Any], Any]
+
+
 class EventRegistry:
     """Names, versions and upcasters of the event types a store may hold."""
 
@@ -116,6 +127,7 @@ class EventRegistry:
         self._by_name: dict[str, _Spec] = {}
         self._by_class: dict[type[DomainEvent], _Spec] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self.value_codecs: dict[type, ValueCodec] = {}
 
     def register(self, cls: EventT, *, name: str | None = None, version: int = 1) -> EventT:
         """Register an event class (usable as a decorator). The name defaults to the class name."""
@@ -132,9 +144,17 @@ class EventRegistry:
         subject = cls.__subject__
         if pii_fields and (subject is None or subject not in {f.name for f in fields}):
             raise ValidationError(f"{event_name} has PII fields but no __subject__ field")
+        for value in cls.__value_codecs__:
+            if not isinstance(value, ValueCodec):
+                raise ValidationError(f"{event_name}: __value_codecs__ lists ValueCodec entries")
+            known = self.value_codecs.get(value.cls)
+            if known is not None and known != value:
+                raise ValidationError(f"{value.cls.__name__} already has another value codec")
         spec = _Spec(cls, event_name, version, pii_fields, subject)
         self._by_name[event_name] = spec
         self._by_class[cls] = spec
+        for value in cls.__value_codecs__:
+            self.value_codecs[value.cls] = value
         return cls
 
     def register_all(self, classes: Iterable[type[DomainEvent]]) -> None:
@@ -196,6 +216,17 @@ class EventCodec:
         self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
         self._loads = _make_loads()
+        self._values: set[type] = set()
+        self._sync_value_codecs()
+
+    def _sync_value_codecs(self) -> None:
+        """Teach the converter the registry's value codecs (events may be registered later)."""
+        for cls, value in self.registry.value_codecs.items():
+            if cls not in self._values:
+                self.converter.register_unstructure_hook(cls, value.unstructure)
+                self.converter.register_structure_hook(cls, _structure_with(value))
+                self._values.add(cls)
+                self._unstructure.clear()
 
     def carries_pii(self, event_type: type[DomainEvent]) -> bool:
         """Whether events of this type have PII fields."""
@@ -219,6 +250,7 @@ class EventCodec:
         spec = self.registry.spec_for_class(type(event))
         unstructure = self._unstructure.get(spec.cls)
         if unstructure is None:
+            self._sync_value_codecs()
             unstructure = self.converter.get_unstructure_hook(spec.cls)
             self._unstructure[spec.cls] = unstructure
         data = unstructure(event)
@@ -313,6 +345,8 @@ class EventCodec:
                 if len(values) != len(names):
                     raise CodecError(f"{event_type}: encrypted PII does not match its fields")
                 data.update(zip(names, values, strict=True))
+        if len(self._values) != len(self.registry.value_codecs):
+            self._sync_value_codecs()
         try:
             event = self.converter.structure(data, spec.cls)
         except Exception:  # cattrs wraps errors in several types; values may be PII
@@ -321,6 +355,10 @@ class EventCodec:
             # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
             object.__setattr__(event, name, ERASED)
         return event
+
+
+def _structure_with(value: ValueCodec) -> Callable[[Any, Any], Any]:
+    return lambda data, _: value.structure(data)
 
 
 def _not_json(value: object) -> object:

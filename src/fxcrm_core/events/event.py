@@ -14,11 +14,14 @@ class DomainEvent:
     """Base of every domain event: subclasses are ``@attrs.frozen`` classes named in past tense.
 
     ``__subject__`` names the field holding the data subject (client) id, required when the
-    event has PII fields: the field cipher uses one key per subject.
+    event has PII fields: the field cipher uses one key per subject. ``__value_codecs__`` lists
+    :class:`~fxcrm_core.events.ValueCodec` entries for value types the event holds in bulk, when
+    the generic field-by-field form is too slow or too big (registering the event brings them).
     """
 
     __slots__ = ()
     __subject__: ClassVar[str | None] = None
+    __value_codecs__: ClassVar[tuple[Any, ...]] = ()
 
 
 def pii(**kwargs: Any) -> Any:

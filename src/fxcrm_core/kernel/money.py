@@ -131,14 +131,24 @@ def _exact(amount: Decimal, currency: Currency) -> Decimal:
         raise ValidationError("amount is too large") from None
 
 
-_set = object.__setattr__
+_object_new = object.__new__
+_add = EXACT.add
+_multiply = EXACT.multiply
 
 
 def _new_money(amount: Decimal, currency: Currency) -> Money:
     # Internal fast path for values already known exact at the minor unit.
-    m = object.__new__(Money)
-    _set(m, "amount", amount)
-    _set(m, "currency", currency)
+    m = _object_new(Money)
+    _money_amount(m, amount)
+    _money_currency(m, currency)
+    return m
+
+
+def _new_unrounded(amount: Decimal, currency: Currency) -> UnroundedMoney:
+    # Internal fast path for results of Decimal arithmetic in a known currency.
+    m = _object_new(UnroundedMoney)
+    _unrounded_amount(m, amount)
+    _unrounded_currency(m, currency)
     return m
 
 
@@ -255,7 +265,7 @@ class Money:
         return f"{number} {self.currency.code}"
 
     def to_unrounded(self) -> UnroundedMoney:
-        return UnroundedMoney(self.amount, self.currency)
+        return _new_unrounded(self.amount, self.currency)
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other: Money) -> Money:
@@ -284,12 +294,14 @@ class Money:
     def __mul__(self, factor: Decimal) -> UnroundedMoney: ...
     def __mul__(self, factor: int | Decimal) -> Money | UnroundedMoney:
         """Times an int stays exact Money; times a Decimal gives UnroundedMoney."""
+        if type(factor) is Decimal:
+            return _new_unrounded(_multiply(self.amount, factor), self.currency)
         if isinstance(factor, bool):
             return NotImplemented
         if isinstance(factor, int):
             return _new_money(EXACT.multiply(self.amount, Decimal(factor)), self.currency)
         if isinstance(factor, Decimal):
-            return UnroundedMoney(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+            return _new_unrounded(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
         return NotImplemented
 
     __rmul__ = __mul__
@@ -396,13 +408,15 @@ class UnroundedMoney:
     def round_with_remainder(self, mode: Rounding) -> tuple[Money, UnroundedMoney]:
         """The rounded Money and what rounding left over (``rounded + remainder == self``)."""
         rounded = self.round(mode)
-        return rounded, UnroundedMoney(EXACT.subtract(self.amount, rounded.amount), self.currency)
+        return rounded, _new_unrounded(EXACT.subtract(self.amount, rounded.amount), self.currency)
 
     def __add__(self, other: UnroundedMoney | Money) -> UnroundedMoney:
+        if type(other) is UnroundedMoney and other.currency is self.currency:
+            return _new_unrounded(_add(self.amount, other.amount), self.currency)
         if not isinstance(other, UnroundedMoney | Money):
             return NotImplemented
         _same(self.currency, other.currency)
-        return UnroundedMoney(EXACT.add(self.amount, other.amount), self.currency)
+        return _new_unrounded(EXACT.add(self.amount, other.amount), self.currency)
 
     __radd__ = __add__
 
@@ -410,15 +424,17 @@ class UnroundedMoney:
         if not isinstance(other, UnroundedMoney | Money):
             return NotImplemented
         _same(self.currency, other.currency)
-        return UnroundedMoney(EXACT.subtract(self.amount, other.amount), self.currency)
+        return _new_unrounded(EXACT.subtract(self.amount, other.amount), self.currency)
 
     def __neg__(self) -> UnroundedMoney:
-        return UnroundedMoney(EXACT.minus(self.amount), self.currency)
+        return _new_unrounded(EXACT.minus(self.amount), self.currency)
 
     def __mul__(self, factor: int | Decimal) -> UnroundedMoney:
+        if type(factor) is Decimal:
+            return _new_unrounded(_multiply(self.amount, factor), self.currency)
         if isinstance(factor, bool) or not isinstance(factor, int | Decimal):
             return NotImplemented
-        return UnroundedMoney(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+        return _new_unrounded(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
 
     __rmul__ = __mul__
 
@@ -427,3 +443,10 @@ class UnroundedMoney:
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency.code} (unrounded)"
+
+
+# Slot setters for the internal fast paths (frozen classes refuse ordinary attribute setting).
+_money_amount = Money.__dict__["amount"].__set__
+_money_currency = Money.__dict__["currency"].__set__
+_unrounded_amount = UnroundedMoney.__dict__["amount"].__set__
+_unrounded_currency = UnroundedMoney.__dict__["currency"].__set__

@@ -63,7 +63,7 @@ class DealAction(enum.IntEnum):
     @property
     def is_trade(self) -> bool:
         """A market deal that opens, closes or reverses a position."""
-        return self in (DealAction.BUY, DealAction.SELL)
+        return self in _TRADES
 
     @property
     def is_canceled_trade(self) -> bool:
@@ -91,6 +91,9 @@ class DealEntry(enum.IntEnum):
     @property
     def closes(self) -> bool:
         return self is not DealEntry.IN
+
+
+_TRADES = frozenset((DealAction.BUY, DealAction.SELL))
 
 
 class VolumeUnits(enum.IntEnum):
