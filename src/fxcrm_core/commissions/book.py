@@ -29,13 +29,13 @@ from fxcrm_core.trading import Deal, FeedItem
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
 
-def _entry_row(e: RebateEntry) -> list[object]:
+def _entry_row(e: RebateEntry) -> tuple[object, ...]:
     a = e.amount
-    return [
+    return (
         e.kind.value, e.server, e.ticket, e.ib_id, e.component, str(a.amount), a.currency.code,
         e.level, e.client_id, e.symbol, str(e.lots), e.trading_day.isoformat(), e.explanation,
         e.direct_ib_id,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def _entry_of(row: Any) -> RebateEntry:

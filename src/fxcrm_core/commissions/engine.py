@@ -108,14 +108,14 @@ class RebateEngine:
         self.component = component
         # The running total per key, as a row of plain values (a broker's day holds millions:
         # rows of atomic values cost the garbage collector nothing), and the keys of each deal.
-        self._paid: dict[Key, _Row] = {}
-        self._keys_of: dict[DealKey, tuple[Key, ...]] = {}
-        self._cursor: dict[DealKey, int] = {}  # the last feed cursor applied per deal
+        self._paid: dict[Key, _Row] = _Table()
+        self._keys_of: dict[DealKey, tuple[Key, ...]] = _Table()
+        self._cursor: dict[DealKey, int] = _Table()  # the last feed cursor applied per deal
         # What later deals depend on (kept only while a schedule version needs it):
-        self._opened: dict[tuple[str, int], datetime] = {}  # (server, position) -> opening time
+        self._opened: dict[tuple[str, int], datetime] = _Table()  # (server, position) -> time
         self._parked: dict[tuple[str, int], dict[DealKey, Deal]] = {}  # closes awaiting it
-        self._lots: dict[str, dict[DealKey, tuple[Decimal, Decimal]]] = {}  # opened, closed
-        self._lot_sums: dict[str, tuple[Decimal, Decimal]] = {}
+        self._lots: dict[str, dict[DealKey, tuple[Decimal, Decimal]]] = _Table()  # opened, closed
+        self._lot_sums: dict[str, tuple[Decimal, Decimal]] = _Table()
         self._deposits: dict[str, dict[DealKey, Deal]] = {}
         self._cpa_keys: dict[str, tuple[Key, ...]] = {}
         self._cpa_state: dict[str, tuple[str, int, Money] | None] = {}  # as last settled
@@ -520,6 +520,15 @@ def _entry(key: Key, row: _Row, kind: EntryKind, amount: Decimal) -> RebateEntry
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
+class _Table(dict):  # type: ignore[type-arg]
+    """A dict for the engine's large state maps. CPython untracks a plain dict whose contents
+    are all atomic and tracks it again, as a young object, on the next insert of a new tuple: a
+    map of a million entries would then be walked by most young collections. A dict subclass is
+    never untracked, so it settles in the oldest generation and is walked only with it."""
+
+    __slots__ = ()
+
+
 _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
 
 
