@@ -54,3 +54,12 @@ def test_ledger_benchmark_runs(
     out = run_script("bench_ledger.py", monkeypatch=monkeypatch, capsys=capsys)
     assert "SQLite ledger / raw sqlite3 (FULL" in out
     assert "memory ledger / raw Decimal arithmetic" in out
+
+
+@pytest.mark.slow
+def test_rebate_benchmark_runs_and_agrees_with_the_hand_written_loop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_script("bench_rebates.py", monkeypatch=monkeypatch, capsys=capsys)
+    assert "(agree)" in out  # the script exits non-zero when the two disagree
+    assert "ratio SDK / hand-written loop" in out

@@ -24,6 +24,7 @@ from fxcrm_core.access import (
 )
 from fxcrm_core.accounts import ACCOUNT_EVENTS, Accounts, GroupRule, LeverageCaps
 from fxcrm_core.clients import ALL_CLIENT_EVENTS, Client, Clients, DedupPolicy, IdentityKeys
+from fxcrm_core.commissions import REBATE_EVENTS
 from fxcrm_core.events import (
     CheckpointStore,
     DomainEvent,
@@ -154,6 +155,7 @@ class Broker:
                 *INTERNAL_EVENTS,
                 *DEPOSIT_EVENTS,
                 *WITHDRAWAL_EVENTS,
+                *REBATE_EVENTS,
             )
         )
         self.registry.register_all(options.get("events", ()))

@@ -19,6 +19,22 @@ from fxcrm_core.access import Actor, ApprovalRule, Role, SelfApprovalError
 from fxcrm_core.accounts import GroupRule, LeverageAboveCapError, LeverageCaps, TradingAccount
 from fxcrm_core.broker import Broker, BrokerOptions
 from fxcrm_core.clients import Client, ClientKind, DuplicateClientError, Registration, Stage
+from fxcrm_core.commissions import (
+    Cadence,
+    CapPeriod,
+    FixedShares,
+    IbTree,
+    PayoutPolicy,
+    Payouts,
+    PeriodCap,
+    PlanKind,
+    RebateBook,
+    RebateEngine,
+    Rule,
+    Schedule,
+    ScheduleBook,
+    build_statement,
+)
 from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all
 from fxcrm_core.kernel import (
     ConcurrencyError,
@@ -309,6 +325,8 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         f"{len(imported.problems)} problems"
     )
 
+    _commissions(broker, server, account.login, ana, out)
+
     out("\n== Event log on SQLite")
     with broker.unit_of_work("staff:cashier-1", reason="open the desk") as uow:
         desk = CashDesk.blank("main")
@@ -410,6 +428,69 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         "retries_recognised": replayed,
         "takings": dict(takings.by_day),
     }
+
+
+def _commissions(
+    broker: Broker,
+    server: SimulatedTradingServer,
+    login: int,
+    client: str,
+    out: Callable[[str], None],
+) -> None:
+    """IB rebates on the session just played: a two-level tree, a schedule with a symbol
+    rule, a CPA and a monthly cap, the rebate book in the event log, payouts, a statement."""
+    out("\n== IB commissions")
+    start = broker.clock.now() - timedelta(days=30)
+    tree = IbTree()
+    tree.add_ib("ib-apex", None, start)
+    tree.add_ib("ib-north", "ib-apex", start)
+    tree.attribute(client, "ib-north", start)
+    usd = Currency.of("USD")
+    schedules = ScheduleBook()
+    schedules.add(
+        Schedule(
+            "ib-standard", 1, start, usd,
+            by_symbol={"XAUUSD": Rule(PlanKind.PER_LOT, Money.of("3.50", usd))},
+            default=Rule(PlanKind.PER_LOT, Money.of("2.00", usd)),
+            cpa=Rule(PlanKind.CPA, Money.of(150, usd), min_deposit=Money.of(1000, usd),
+                     min_lots=Decimal(1)),
+            period_cap=PeriodCap(Money.of(2000, usd), CapPeriod.MONTH),
+        )
+    )  # fmt: skip
+    engine = RebateEngine(
+        tree,
+        schedules,
+        FixedShares((Decimal("0.7"), Decimal("0.3"))),
+        client_of=lambda server_name, account_login: client if account_login == login else None,
+        account_group_of=lambda server_name, account_login: "retail",
+        trading_day_of=lambda deal: broker.calendar.trading_day(deal.time),
+    )
+    book = RebateBook(broker.repository, engine)
+    feed = server.deal_feed(limit=100_000)
+    entries = []
+    for start_at in range(0, len(feed), 100):
+        entries += book.process(server.name, feed[start_at : start_at + 100])
+    kinds = Counter(e.kind.value for e in entries)
+    by_component = Counter(e.component.split(":")[0] for e in entries)
+    out(f"  {len(entries)} rebate entries {dict(kinds)}, by component {dict(by_component)}")
+    assert book.process(server.name, feed) == []  # the stored cursor: nothing twice
+    sample = next(e for e in entries if e.component == "rebate")
+    out(f"  e.g. {sample.ib_id}: {sample.amount.amount} USD — {sample.explanation}")
+    policy = PayoutPolicy(usd, Money.of(10, usd), Cadence.INSTANT)
+    payouts = Payouts(broker.ledger, RateTable(), {"ib-apex": policy, "ib-north": policy})
+    payouts.accrue(entries)
+    today = broker.calendar.trading_day(broker.clock.now())
+    for result in payouts.run_all(Actor.system("payouts", Role.FINANCE), today):
+        wallet = broker.ledger.balance(f"ib-wallet:{result.ib_id}:USD").net_credit
+        out(f"  {result.ib_id} paid {result.paid}, remainder carried {result.carried.amount}; "
+            f"wallet {wallet}")  # fmt: skip
+    statement = build_statement(
+        entries, "ib-apex", today - timedelta(days=31), today, currency=usd, rates=RateTable(),
+        client_names={client: "Ana Lima"},
+    )  # fmt: skip
+    shown = sorted({line.client for line in statement.lines if line.client})
+    out(f"  ib-apex statement: {len(statement.lines)} lines, total {statement.total.amount} "
+        f"USD; clients shown as {shown} (the sub-IB's client, masked)")  # fmt: skip
 
 
 DEFAULT_DB = Path(".demo") / "broker.sqlite"

@@ -19,10 +19,10 @@ state of every deal seen, so the order deals arrive in never changes what is pai
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, cast
+from typing import Final, Generic, TypeVar
 
 import attrs
 
@@ -106,23 +106,26 @@ class RebateEngine:
         self.account_group_of = account_group_of
         self.trading_day_of = trading_day_of
         self.component = component
-        # The running total per key, as a row of plain values (a broker's day holds millions:
-        # rows of atomic values cost the garbage collector nothing), and the keys of each deal.
-        self._paid: dict[Key, _Row] = _Table()
-        self._keys_of: dict[DealKey, tuple[Key, ...]] = _Table()
-        self._cursor: dict[DealKey, int] = _Table()  # the last feed cursor applied per deal
+        # A broker's day puts millions of entries in these maps, so they hold only text and
+        # numbers (see _Flat): the running total per key, the keys of each deal, the last feed
+        # cursor applied per deal.
+        self._paid = _Rows()
+        self._keys_of = _KeyLists()
+        self._cursor: _Flat[DealKey, int] = _Flat()
         # What later deals depend on (kept only while a schedule version needs it):
-        self._opened: dict[tuple[str, int], datetime] = _Table()  # (server, position) -> time
+        self._opened: _Flat[tuple[str, int], datetime] = _Flat()  # (server, position) -> time
         self._parked: dict[tuple[str, int], dict[DealKey, Deal]] = {}  # closes awaiting it
-        self._lots: dict[str, dict[DealKey, tuple[Decimal, Decimal]]] = _Table()  # opened, closed
-        self._lot_sums: dict[str, tuple[Decimal, Decimal]] = _Table()
+        self._lots_opened: _Flat[DealKey, Decimal] = _Flat()  # lots each deal opened
+        self._lots_closed: _Flat[DealKey, Decimal] = _Flat()  # ... and closed
+        self._opened_sum: dict[str, Decimal] = {}  # per client
+        self._closed_sum: dict[str, Decimal] = {}
         self._deposits: dict[str, dict[DealKey, Deal]] = {}
-        self._cpa_keys: dict[str, tuple[Key, ...]] = {}
+        self._cpa_keys = _KeyLists()
         self._cpa_state: dict[str, tuple[str, int, Money] | None] = {}  # as last settled
         self._cpa_blocked: set[str] = set()  # first deposit too small, or no CPA then
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
-        self._cap_keys: dict[tuple[str, str], tuple[Key, ...]] = {}
+        self._cap_keys = _KeyLists()
         self._facts: list[str] = []
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
@@ -197,7 +200,7 @@ class RebateEngine:
         if deal.entry.closes:
             found = schedule.resolve(deal.symbol, group)
             if found is not None and found[0].min_hold is not None:
-                opened = self._opened.get((deal.server, deal.position_id))
+                opened = self._opened.find((deal.server, deal.position_id))
                 if opened is None:
                     return _WAIT
                 held = deal.time - opened
@@ -257,7 +260,7 @@ class RebateEngine:
         if deal.action.is_trade:
             position = (deal.server, deal.position_id)
             if deal.entry is DealEntry.IN:  # a deleted opening still says when it opened
-                known = self._opened.get(position)
+                known = self._opened.find(position)
                 if known is None or deal.time < known:
                     self._opened[position] = deal.time
                     for waiting in sorted(self._parked.pop(position, {}).values(), key=_order):
@@ -267,16 +270,21 @@ class RebateEngine:
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
-            lots = self._lots.setdefault(client, {})
-            old = lots.pop(deal_key, (_ZERO, _ZERO))
-            new = (_ZERO, _ZERO) if deleted else (_opened_lots(deal), _closed_lots(deal))
-            if new != (_ZERO, _ZERO):
-                lots[deal_key] = new
-            o, c = self._lot_sums.get(client, (_ZERO, _ZERO))
-            self._lot_sums[client] = (o - old[0] + new[0], c - old[1] + new[1])
+            old_o = self._lots_opened.pop(deal_key, _ZERO)
+            old_c = self._lots_closed.pop(deal_key, _ZERO)
+            new_o = _ZERO if deleted else _opened_lots(deal)
+            new_c = _ZERO if deleted else _closed_lots(deal)
+            if new_o:
+                self._lots_opened[deal_key] = new_o
+            if new_c:
+                self._lots_closed[deal_key] = new_c
+            if new_o != old_o:
+                self._opened_sum[client] = self._opened_sum.get(client, _ZERO) - old_o + new_o
+            if new_c != old_c:
+                self._closed_sum[client] = self._closed_sum.get(client, _ZERO) - old_c + new_c
             if client in self._cpa_blocked:
                 return None  # the first deposit rules a CPA out, whatever the lots
-            if self._cpa_state.get(client) is not None and new[0] >= old[0] and new[1] >= old[1]:
+            if self._cpa_state.get(client) is not None and new_o >= old_o and new_c >= old_c:
                 return None  # qualified already, and more lots cannot change that
             return client
         if deal.action is DealAction.BALANCE:
@@ -300,7 +308,7 @@ class RebateEngine:
             return []
         self._cpa_state[client] = state
         due = self._cpa(client, *found) if found else {}
-        out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client, ()), due)
+        out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client) or (), due)
         return out
 
     def _qualified(self, client: str) -> tuple[Deal, Schedule, Decimal] | None:
@@ -323,7 +331,8 @@ class RebateEngine:
         ):  # fmt: skip
             self._cpa_blocked.add(client)  # no lots can change that; only another deposit
             return None
-        opened, closed = self._lot_sums.get(client, (_ZERO, _ZERO))
+        opened = self._opened_sum.get(client, _ZERO)
+        closed = self._closed_sum.get(client, _ZERO)
         lots = {Trigger.OPEN: opened, Trigger.CLOSE: closed, Trigger.BOTH: opened + closed}[
             rule.trigger
         ]
@@ -384,7 +393,7 @@ class RebateEngine:
                     note, ib,
                 )  # fmt: skip
                 due[entry.key] = entry
-            settled, self._cap_keys[group] = self._settle(self._cap_keys.get(group, ()), due)
+            settled, self._cap_keys[group] = self._settle(self._cap_keys.get(group) or (), due)
             out.extend(settled)
         return out
 
@@ -438,26 +447,25 @@ class RebateEngine:
             index, group_of = self._index_of(entry)
             if self.schedules.has_caps:
                 self._count_for_cap(entry)
-            keys = index.get(group_of, ())
+            keys = index.get(group_of) or ()
             if total:
                 self._paid[key] = _row(entry, total)
                 if key not in keys:
                     index[group_of] = (*keys, key)
             else:
-                self._paid.pop(key, None)
+                self._paid.pop(key)
                 index[group_of] = tuple(k for k in keys if k != key)
         for ticket, cursor in cursors:
             deal_key = (server, ticket)
             self._cursor[deal_key] = max(cursor, self._cursor.get(deal_key, 0))
 
-    def _index_of(self, entry: RebateEntry) -> tuple[dict[Any, tuple[Key, ...]], Any]:
+    def _index_of(self, entry: RebateEntry) -> tuple[_KeyLists, Hashable]:
         """Where an entry's key is listed: by client (CPA), by IB and period (caps), by deal."""
         if entry.component == "cpa":
-            return cast(dict[Any, tuple[Key, ...]], self._cpa_keys), entry.client_id
+            return self._cpa_keys, entry.client_id
         if entry.component.startswith("cap:"):
-            group = (entry.ib_id, entry.component.removeprefix("cap:"))
-            return cast(dict[Any, tuple[Key, ...]], self._cap_keys), group
-        return cast(dict[Any, tuple[Key, ...]], self._keys_of), (entry.server, entry.ticket)
+            return self._cap_keys, (entry.ib_id, entry.component.removeprefix("cap:"))
+        return self._keys_of, (entry.server, entry.ticket)
 
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
@@ -483,7 +491,8 @@ class RebateEngine:
             key = (server, position)
             if key in self._parked:
                 raise ValidationError("tell openings before processing the deals that close them")
-            if key not in self._opened or when < self._opened[key]:
+            known = self._opened.find(key)
+            if known is None or when < known:
                 self._opened[key] = when
                 self._facts.append(f"open|{position}|{_micros(when)}")
 
@@ -509,7 +518,8 @@ _CURRENCY: Final = 9
 def _row(entry: RebateEntry, amount: Decimal | None = None) -> _Row:
     e = entry
     total = e.amount.amount if amount is None else amount
-    return (e.kind.value, e.level, e.client_id, e.symbol, e.lots, e.trading_day, e.explanation,
+    why = e.explanation.replace(_SEP, " ").replace(_LIST, " ")
+    return (e.kind.value, e.level, e.client_id, e.symbol, e.lots, e.trading_day, why,
             e.direct_ib_id, total, e.amount.currency.code)  # fmt: skip
 
 
@@ -520,13 +530,104 @@ def _entry(key: Key, row: _Row, kind: EntryKind, amount: Decimal) -> RebateEntry
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
-class _Table(dict):  # type: ignore[type-arg]
-    """A dict for the engine's large state maps. CPython untracks a plain dict whose contents
-    are all atomic and tracks it again, as a young object, on the next insert of a new tuple: a
-    map of a million entries would then be walked by most young collections. A dict subclass is
-    never untracked, so it settles in the oldest generation and is walked only with it."""
+_SEP, _LIST = "\x1f", "\x1e"
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-    __slots__ = ()
+
+def _text(key: Hashable) -> str:
+    """A key as text: a tuple's parts joined (ids carry no control characters)."""
+    if type(key) is tuple:
+        if len(key) == 2:
+            return f"{key[0]}\x1f{key[1]}"
+        if len(key) == 4:
+            return f"{key[0]}\x1f{key[1]}\x1f{key[2]}\x1f{key[3]}"
+        return _SEP.join(map(str, key))
+    return str(key)
+
+
+class _Flat(Generic[K, V]):
+    """A large map kept as a dict of text to plain values (int, Decimal, datetime, str).
+
+    The engine's maps reach millions of entries. A dict of tuples is walked by the garbage
+    collector, and CPython re-tracks an all-atomic dict, as a young object, whenever a new tuple
+    goes in, so young collections would keep walking million-entry maps. Text keys and plain
+    values are never tracked: the collector does not see these maps at all."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, V] = {}
+
+    def get(self, key: K, default: V) -> V:
+        return self._d.get(_text(key), default)
+
+    def find(self, key: K) -> V | None:
+        return self._d.get(_text(key))
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._d[_text(key)] = value
+
+    def __contains__(self, key: K) -> bool:
+        return _text(key) in self._d
+
+    def pop(self, key: K, default: V) -> V:
+        return self._d.pop(_text(key), default)
+
+
+class _KeyLists:
+    """Groups (a deal, a client, an IB and period) to the keys paid for them, as text."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+
+    def get(self, group: Hashable) -> tuple[Key, ...] | None:
+        text = self._d.get(_text(group))
+        if text is None:
+            return None
+        return tuple(_key_of(k) for k in text.split(_LIST)) if text else ()
+
+    def __setitem__(self, group: Hashable, keys: Iterable[Key]) -> None:
+        self._d[_text(group)] = _LIST.join(map(_text, keys))
+
+
+class _Rows:
+    """Key to the running total paid on it, as a row of text (see _Flat)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+
+    def get(self, key: Key) -> _Row | None:
+        text = self._d.get(_text(key))
+        return None if text is None else _parse_row(text)
+
+    def __setitem__(self, key: Key, row: _Row) -> None:
+        self._d[_text(key)] = _SEP.join(map(str, row))
+
+    def __delitem__(self, key: Key) -> None:
+        del self._d[_text(key)]
+
+    def pop(self, key: Key) -> None:
+        self._d.pop(_text(key), None)
+
+    def items(self) -> Iterator[tuple[Key, _Row]]:
+        for key, text in self._d.items():
+            yield _key_of(key), _parse_row(text)
+
+
+def _key_of(text: str) -> Key:
+    server, ticket, ib, component = text.split(_SEP)
+    return (server, int(ticket), ib, component)
+
+
+def _parse_row(text: str) -> _Row:
+    kind, level, client, symbol, lots, day, why, direct, amount, code = text.split(_SEP)
+    return (kind, int(level), client, symbol, Decimal(lots), date.fromisoformat(day), why,
+            direct, Decimal(amount), code)  # fmt: skip
 
 
 _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"

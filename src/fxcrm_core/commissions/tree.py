@@ -65,8 +65,8 @@ class IbTree:
     ) -> None:
         """A new IB under ``parent_id`` (None: a master IB) from ``at`` on."""
         when = to_utc(at, "at")
-        if not ib_id:
-            raise ValidationError("an IB needs an id")
+        if not ib_id or not ib_id.isprintable():
+            raise ValidationError("an IB needs an id of printable characters")
         if ib_id in self._parents:
             raise TreeError("that IB already exists")
         self._parents[ib_id] = _Timeline()
