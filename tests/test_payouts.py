@@ -94,8 +94,14 @@ def test_minimum_cadence_and_hold() -> None:
     below = payouts.run(RUNNER, "ib-1", date(2026, 3, 23))
     assert below.paid is None  # 30 < the 50 minimum: carried
     assert below.carried.amount == Decimal(30)
-    payouts.accrue([entry("25", date(2026, 3, 20), ticket=4)])
+    payouts.accrue([entry("25", date(2026, 3, 20), ticket=4), entry("5", date(2026, 3, 30))])
+    assert payouts.pending("ib-1") == [
+        (date(2026, 3, 20), UnroundedMoney(Decimal(25), USD)),
+        (date(2026, 3, 30), UnroundedMoney(Decimal(5), USD)),
+    ]
+    # On 30 March the cut-off is Friday 27 (Sunday 29 less the hold): the 30th waits.
     assert payouts.run(RUNNER, "ib-1", date(2026, 3, 30)).paid == Money.of(55, "USD")
+    assert payouts.pending("ib-1") == [(date(2026, 3, 30), UnroundedMoney(Decimal(5), USD))]
 
 
 def test_large_payouts_wait_for_a_second_person() -> None:

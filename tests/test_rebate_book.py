@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from fxcrm_core.commissions import REBATE_EVENTS, RebateBook, RebateEntry, build_statement
 from fxcrm_core.events import EventCodec, EventRegistry, Repository
-from fxcrm_core.kernel import Currency, FixedClock, RateTable
+from fxcrm_core.kernel import CodecError, Currency, FixedClock, RateTable
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import BalanceOperation, NewTradingAccount, SimulatedTradingServer
 from tests.test_rebate_engine import LOGINS, T0, make, usd
@@ -67,3 +69,13 @@ def test_replay_from_events_equals_the_live_statements(tmp_path: Path) -> None:
     uninterrupted_engine.process(more)
     assert continued
     assert restored_engine.totals() == uninterrupted_engine.totals()
+
+
+def test_a_malformed_entry_row_is_a_typed_error_that_does_not_echo_it() -> None:
+    registry = EventRegistry()
+    registry.register_all(REBATE_EVENTS)
+    codec = EventCodec(registry)
+    payload = b'{"server":"mt5","upto_cursor":1,"entries":[["accrual","mt5","x"]],"cursors":[]}'
+    with pytest.raises(CodecError) as raised:
+        codec.decode_event("rebatefeed-mt5", "RebateEntriesRecorded", payload)
+    assert "accrual" not in str(raised.value)

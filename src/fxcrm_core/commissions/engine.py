@@ -119,9 +119,9 @@ class RebateEngine:
         self._lots_closed: _Flat[DealKey, Decimal] = _Flat()  # ... and closed
         self._opened_sum: dict[str, Decimal] = {}  # per client
         self._closed_sum: dict[str, Decimal] = {}
-        self._deposits: dict[str, dict[DealKey, Deal]] = {}
+        self._deposits: dict[str, str] = {}  # client -> its live deposits, as deal facts
         self._cpa_keys = _KeyLists()
-        self._cpa_state: dict[str, tuple[str, int, Money] | None] = {}  # as last settled
+        self._cpa_state: dict[str, str] = {}  # client -> first deposit if qualified, as settled
         self._cpa_blocked: set[str] = set()  # first deposit too small, or no CPA then
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
@@ -284,18 +284,20 @@ class RebateEngine:
                 self._closed_sum[client] = self._closed_sum.get(client, _ZERO) - old_c + new_c
             if client in self._cpa_blocked:
                 return None  # the first deposit rules a CPA out, whatever the lots
-            if self._cpa_state.get(client) is not None and new_o >= old_o and new_c >= old_c:
+            if self._cpa_state.get(client) and new_o >= old_o and new_c >= old_c:
                 return None  # qualified already, and more lots cannot change that
             return client
         if deal.action is DealAction.BALANCE:
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
-            deposits = self._deposits.setdefault(client, {})
-            if deleted or not deal.profit.is_positive():
-                deposits.pop(deal_key, None)
-            else:
-                deposits[deal_key] = deal
+            deposits = [d for d in self._deposit_deals(client) if (d.server, d.ticket) != deal_key]
+            if not deleted and deal.profit.is_positive():
+                deposits.append(deal)
+            deposits.sort(key=_order)  # the first deposit first
+            self._deposits[client] = _LIST.join(
+                f"{d.server}{_SEP}{_fact(d, False)}" for d in deposits
+            )
             return client
         return None
 
@@ -303,22 +305,28 @@ class RebateEngine:
         """Bring the client's CPA to what is due now. What is due depends only on the first
         deposit and whether the client qualifies: unchanged, there is nothing to do."""
         found = self._qualified(client)
-        state = (found[0].server, found[0].ticket, found[0].profit) if found else None
-        if self._cpa_state.get(client, None) == state and client in self._cpa_state:
+        state = f"{found[0].server}{_SEP}{found[0].ticket}{_SEP}{found[0].profit}" if found else ""
+        if self._cpa_state.get(client) == state:
             return []
         self._cpa_state[client] = state
         due = self._cpa(client, *found) if found else {}
         out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client) or (), due)
         return out
 
+    def _deposit_deals(self, client: str) -> list[Deal]:
+        text = self._deposits.get(client)
+        if not text:
+            return []
+        return [_from_fact(*record.split(_SEP, 1))[0] for record in text.split(_LIST)]
+
     def _qualified(self, client: str) -> tuple[Deal, Schedule, Decimal] | None:
         """The client's first deposit, the schedule then, and the lots counted, if the client
         qualifies for a CPA now."""
         self._cpa_blocked.discard(client)
-        deposits = self._deposits.get(client)
-        if not deposits:
+        text = self._deposits.get(client)
+        if not text:
             return None
-        first = min(deposits.values(), key=_order)
+        first = _from_fact(*text.split(_LIST, 1)[0].split(_SEP, 1))[0]  # kept first
         try:
             schedule = self.schedules.at(first.time)
         except NotFoundError:
@@ -649,8 +657,11 @@ def _closed_lots(deal: Deal) -> Decimal:
     return deal.volume_closed if deal.entry.closes else _ZERO
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _micros(when: datetime) -> int:
-    return (when - _EPOCH) // timedelta(microseconds=1)
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def _from_micros(micros: str) -> datetime:
@@ -662,12 +673,12 @@ def _fact(deal: Deal, deleted: bool) -> str:
     return (
         f"{deal.ticket}|{deal.login}|{int(deal.action)}|{int(deal.entry)}|{deal.position_id}|"
         f"{deal.volume}|{deal.volume_closed}|{_micros(deal.time)}|{deal.profit.amount}|"
-        f"{deal.profit.currency.code}|{int(deleted)}"
+        f"{deal.profit.currency.code}|{int(deleted)}|{deal.server_offset // _MICROSECOND}"
     )
 
 
 def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
-    ticket, login, action, entry, position, volume, closed, micros, profit, cur, deleted = (
+    ticket, login, action, entry, position, volume, closed, micros, profit, cur, deleted, offset = (
         fact.split("|")
     )
     currency = Currency.of(cur)
@@ -677,6 +688,6 @@ def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
         entry=DealEntry(int(entry)), symbol="", volume=Decimal(volume),
         volume_closed=Decimal(closed), price=_ZERO, position_id=int(position), order=0,
         commission=zero, fee=zero, swap=zero, profit=Money.of(profit, currency),
-        time=_from_micros(micros), server_offset=timedelta(0),
+        time=_from_micros(micros), server_offset=timedelta(microseconds=int(offset)),
     )  # fmt: skip
     return deal, deleted == "1"
