@@ -68,7 +68,10 @@ def usd(amount: str) -> Money:
     return Money.of(amount, USD)
 
 
-def build_schedule() -> ScheduleBook:
+def build_schedule(*, extras: bool = True) -> ScheduleBook:
+    """The day's schedule; ``extras`` adds the CPA and the monthly cap."""
+    cpa = Rule(PlanKind.CPA, usd("50.00"), min_deposit=usd("100.00"), min_lots=Decimal("0.5"))
+    cap = PeriodCap(usd("1500.00"), CapPeriod.MONTH)
     book = ScheduleBook()
     book.add(
         Schedule(
@@ -84,9 +87,8 @@ def build_schedule() -> ScheduleBook:
                              "indices": Rule(PlanKind.COMMISSION_SHARE, share=Decimal("0.5"))},
             default=Rule(PlanKind.PER_LOT, usd("2.00")),
             lot_modifiers={"vip": Decimal("0.5")},
-            cpa=Rule(PlanKind.CPA, usd("50.00"), min_deposit=usd("100.00"),
-                     min_lots=Decimal("0.5")),
-            period_cap=PeriodCap(usd("1500.00"), CapPeriod.MONTH),
+            cpa=cpa if extras else None,
+            period_cap=cap if extras else None,
         )
     )  # fmt: skip
     return book
@@ -207,11 +209,11 @@ def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
-def engine_for(day: Day) -> RebateEngine:
+def engine_for(day: Day, *, extras: bool = True) -> RebateEngine:
     calendar = TradingCalendar()
     return RebateEngine(
         day.tree,
-        build_schedule(),
+        build_schedule(extras=extras),
         FixedShares(SHARES),
         client_of=lambda server, login: day.client_of.get(login),
         account_group_of=lambda server, login: day.group_of[login],
@@ -231,7 +233,7 @@ class SdkRun:
     per_lot: Decimal  # the rebate component alone (no CPA, no caps): the baseline's figure
 
 
-def run_sdk(day: Day, path: Path, batch: int) -> SdkRun:
+def run_sdk(day: Day, path: Path, batch: int, *, extras: bool = True) -> SdkRun:
     """The whole day through the SDK on one SQLite file (synchronous=FULL, the default)."""
     registry = EventRegistry()
     registry.register_all((*REBATE_EVENTS, *LEDGER_EVENTS))
@@ -241,7 +243,7 @@ def run_sdk(day: Day, path: Path, batch: int) -> SdkRun:
     payouts = Payouts(ledger, RateTable(), policies)
     for ib in day.ibs:  # the IBs' wallets exist before the day
         ledger.open_account(f"ib-wallet:{ib}:USD", owner=ib, currency=USD, purpose="ib_wallet")
-    book = RebateBook(repository, engine_for(day))
+    book = RebateBook(repository, engine_for(day, extras=extras))
     server = ListFeed(day.items)
     runner = Actor.system("rebates")
     start = time.perf_counter()
@@ -301,6 +303,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100_000)
     parser.add_argument("--ibs", type=int, default=5_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--per-lot-only", action="store_true", help="no CPA, no monthly cap")
     args = parser.parse_args()
     if args.quick:
         args.deals, args.clients, args.ibs, args.batch = 5_000, 1_000, 100, 1_000
@@ -315,8 +318,10 @@ def main() -> None:
     )
     t_base, base_total = _timed(lambda: run_baseline(day))
     with tempfile.TemporaryDirectory() as tmp:
-        sdk = run_sdk(day, Path(tmp) / "rebates.sqlite", args.batch)
+        sdk = run_sdk(day, Path(tmp) / "rebates.sqlite", args.batch, extras=not args.per_lot_only)
     n = args.deals
+    rules = "per-lot rules only" if args.per_lot_only else "per-lot rules, CPA, monthly cap"
+    print(f"schedule: {rules}")
     print(f"\n{'':44}{'seconds':>9}{'deals/s':>12}")
     print(f"  {'hand-written arithmetic loop':42}{t_base:9.2f}{n / t_base:12,.0f}")
     print(f"  {'SDK end to end on SQLite (FULL)':42}{sdk.seconds:9.2f}{n / sdk.seconds:12,.0f}")
