@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 
@@ -163,7 +163,7 @@ class Day:
             elif roll < 0.02 and closes:
                 d = rng.choice(closes)
                 fixed = Money.from_minor(d.commission.minor - 50, USD)
-                emit(DealChange.UPDATED, _evolve(d, commission=fixed))
+                emit(DealChange.UPDATED, attrs.evolve(d, commission=fixed))
             elif roll < 0.03 and closes:
                 emit(DealChange.DELETED, closes.pop(rng.randrange(len(closes))))
             elif mine and roll < 0.5:
@@ -185,10 +185,6 @@ class Day:
                 open_positions.setdefault(login, []).append((d.ticket, symbol, units, buy))
                 emit(DealChange.ADDED, d)
         return items[:n]
-
-
-def _evolve(deal: Deal, **changes: Any) -> Deal:
-    return attrs.evolve(deal, **changes)
 
 
 class ListFeed:

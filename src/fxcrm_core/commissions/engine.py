@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Final, Generic, TypeVar
 
 import attrs
 
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
-from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger
+from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, counted_lots
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
-from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
 
 __all__ = ["EngineChanges", "EntryKind", "RebateEngine", "RebateEntry"]
@@ -39,7 +39,7 @@ __all__ = ["EngineChanges", "EntryKind", "RebateEngine", "RebateEntry"]
 Key = tuple[str, int, str, str]  # server, deal ticket, IB, component
 DealKey = tuple[str, int]  # server, deal ticket
 _ZERO = Decimal(0)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class EntryKind(enum.Enum):
@@ -272,8 +272,8 @@ class RebateEngine:
                 return None
             old_o = self._lots_opened.pop(deal_key, _ZERO)
             old_c = self._lots_closed.pop(deal_key, _ZERO)
-            new_o = _ZERO if deleted else _opened_lots(deal)
-            new_c = _ZERO if deleted else _closed_lots(deal)
+            new_o = _ZERO if deleted else counted_lots(deal, Trigger.OPEN)
+            new_c = _ZERO if deleted else counted_lots(deal, Trigger.CLOSE)
             if new_o:
                 self._lots_opened[deal_key] = new_o
             if new_c:
@@ -502,12 +502,12 @@ class RebateEngine:
             known = self._opened.find(key)
             if known is None or when < known:
                 self._opened[key] = when
-                self._facts.append(f"open|{position}|{_micros(when)}")
+                self._facts.append(f"open|{position}|{to_micros(when)}")
 
     def _relearn(self, server: str, fact: str) -> None:
         if fact.startswith("open|"):
             _, position, micros = fact.split("|")
-            self._opened[(server, int(position))] = _from_micros(micros)
+            self._opened[(server, int(position))] = from_micros(int(micros))
             return
         deal, deleted = _from_fact(server, fact)
         parked = self._parked.get((server, deal.position_id))
@@ -645,34 +645,11 @@ def _order(deal: Deal) -> tuple[datetime, int]:
     return (deal.time, deal.ticket)
 
 
-def _opened_lots(deal: Deal) -> Decimal:
-    if deal.entry is DealEntry.IN:
-        return deal.volume
-    if deal.entry is DealEntry.INOUT:
-        return deal.volume - deal.volume_closed
-    return _ZERO
-
-
-def _closed_lots(deal: Deal) -> Decimal:
-    return deal.volume_closed if deal.entry.closes else _ZERO
-
-
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _micros(when: datetime) -> int:
-    return (when - _EPOCH) // _MICROSECOND
-
-
-def _from_micros(micros: str) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
-
-
 def _fact(deal: Deal, deleted: bool) -> str:
     """The few fields of a deal that later deals depend on, compactly."""
     return (
         f"{deal.ticket}|{deal.login}|{int(deal.action)}|{int(deal.entry)}|{deal.position_id}|"
-        f"{deal.volume}|{deal.volume_closed}|{_micros(deal.time)}|{deal.profit.amount}|"
+        f"{deal.volume}|{deal.volume_closed}|{to_micros(deal.time)}|{deal.profit.amount}|"
         f"{deal.profit.currency.code}|{int(deleted)}|{deal.server_offset // _MICROSECOND}"
     )
 
@@ -688,6 +665,6 @@ def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
         entry=DealEntry(int(entry)), symbol="", volume=Decimal(volume),
         volume_closed=Decimal(closed), price=_ZERO, position_id=int(position), order=0,
         commission=zero, fee=zero, swap=zero, profit=Money.of(profit, currency),
-        time=_from_micros(micros), server_offset=timedelta(microseconds=int(offset)),
+        time=from_micros(int(micros)), server_offset=timedelta(microseconds=int(offset)),
     )  # fmt: skip
     return deal, deleted == "1"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fxcrm_core.kernel.errors import NaiveDatetimeError, ValidationError
 
-__all__ = ["ensure_aware", "to_utc"]
+__all__ = ["ensure_aware", "from_micros", "to_micros", "to_utc"]
 
 
 def ensure_aware(value: datetime, what: str = "datetime") -> datetime:
@@ -33,3 +33,17 @@ def to_utc(value: datetime, what: str = "datetime") -> datetime:
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(when: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch (compact storage form)."""
+    return (to_utc(when) - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the epoch."""
+    return _EPOCH + timedelta(microseconds=micros)

@@ -12,7 +12,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -27,11 +26,10 @@ from fxcrm_core.events.store import (
 )
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
-from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.time import from_micros, to_micros
 
 __all__ = ["SqliteDatabase", "SqliteEventStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fx_events (
@@ -67,20 +65,8 @@ _INSERT = (
 _COLUMNS = "position, stream_id, version, event_type, data, metadata, recorded_at"
 
 
-def to_micros(when: datetime) -> int:
-    """An aware datetime as whole microseconds since the epoch (how SQLite columns hold time)."""
-    return (to_utc(when) - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-_MICROSECOND = timedelta(microseconds=1)
-
-
 def _row(r: tuple[int, str, int, str, bytes, bytes, int]) -> StoredEvent:
-    return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], _EPOCH + timedelta(microseconds=r[6]))
+    return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], from_micros(r[6]))
 
 
 class SqliteDatabase:

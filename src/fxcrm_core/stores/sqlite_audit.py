@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fxcrm_core.access.audit import AuditRecord
-from fxcrm_core.stores.sqlite import SqliteDatabase, from_micros, to_micros
+from fxcrm_core.kernel.time import from_micros, to_micros
+from fxcrm_core.stores.sqlite import SqliteDatabase
 
 __all__ = ["SqliteAuditLog"]
 

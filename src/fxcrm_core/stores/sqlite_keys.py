@@ -8,8 +8,9 @@ from datetime import datetime
 from pathlib import Path
 
 from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel.time import from_micros, to_micros
 from fxcrm_core.privacy.keys import WrappedKey
-from fxcrm_core.stores.sqlite import SqliteDatabase, from_micros, to_micros
+from fxcrm_core.stores.sqlite import SqliteDatabase
 
 __all__ = ["SqliteKeyStore"]
 
