@@ -138,6 +138,23 @@ def test_a_cpa_is_paid_once_when_the_first_deposit_and_the_lots_qualify() -> Non
     assert e.process([*items, second, *later]) == []
 
 
+def test_a_cpa_may_count_opened_lots_instead() -> None:
+    opened = Rule(PlanKind.CPA, usd(200), min_deposit=usd(500), min_lots=Decimal(2),
+                  trigger=Trigger.OPEN)  # fmt: skip
+    e = engine(schedule(cpa=opened, default=None))
+    # 1.5 lots opened, then 1 lot more: 2.5 lots opened qualify; closing deals count nothing.
+    first = deposit(1, T0, "1000.00")
+    opening = deal(2, T0 + timedelta(hours=1), Entry=0, Volume=15_000)
+    assert e.process(feed(first, opening, deal(3, T0 + timedelta(hours=2), Volume=90_000,
+                                               VolumeClosed=90_000))) == []  # fmt: skip
+    more = FeedItem(4, DealChange.ADDED, deal(4, T0 + timedelta(hours=3), Entry=0, Volume=10_000,
+                                              PositionID=101))  # fmt: skip
+    assert by_ib(e.process([more])) == {"sub": Decimal(200)}
+    # Deleting the first opening leaves 1 lot opened: reversed.
+    undone = e.process([FeedItem(5, DealChange.DELETED, opening)])
+    assert [(x.kind, x.amount.amount) for x in undone] == [(EntryKind.REVERSAL, Decimal(-200))]
+
+
 def test_a_small_first_deposit_never_qualifies_whatever_comes_after() -> None:
     e = engine(schedule(cpa=CPA, default=None))
     items = feed(
@@ -322,10 +339,13 @@ def test_an_ib_never_earns_more_than_its_cap_in_any_period(
 
 
 # -- all three together, in any order, and restored from the log -------------------------------
-def full_schedule() -> Schedule:
+def full_schedule(trigger: Trigger = Trigger.CLOSE) -> Schedule:
+    """Every rule on; ``trigger``: which lots the CPA counts."""
+    cpa = Rule(PlanKind.CPA, usd(150), min_deposit=usd(1000), min_lots=Decimal("0.5"),
+               trigger=trigger)  # fmt: skip
     return schedule(
         default=Rule(PlanKind.PER_LOT, usd(10), min_hold=timedelta(seconds=20)),
-        cpa=Rule(PlanKind.CPA, usd(150), min_deposit=usd(1000), min_lots=Decimal("0.5")),
+        cpa=cpa,
         period_cap=PeriodCap(usd(400), CapPeriod.DAY),
     )
 
@@ -346,8 +366,10 @@ SIM.simulate_trading(300)
 SESSION = SIM.deal_feed(limit=100_000)
 
 
-def totals(items: Sequence[FeedItem]) -> dict[tuple[str, str], Decimal]:
-    e = engine(full_schedule(), logins=LOGINS)
+def totals(
+    items: Sequence[FeedItem], trigger: Trigger = Trigger.CLOSE
+) -> dict[tuple[str, str], Decimal]:
+    e = engine(full_schedule(trigger), logins=LOGINS)
     out: dict[tuple[str, str], Decimal] = {}
     for x in e.process(items):
         key = (x.ib_id, x.component.split(":")[0])
@@ -357,6 +379,7 @@ def totals(items: Sequence[FeedItem]) -> dict[tuple[str, str], Decimal]:
 
 
 EXPECTED = totals(SESSION)
+EXPECTED_BY_TRIGGER = {trigger: totals(SESSION, trigger) for trigger in Trigger}
 
 
 def test_the_session_exercises_every_rule() -> None:
@@ -367,31 +390,38 @@ def test_the_session_exercises_every_rule() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), duplicates=st.integers(0, 60))
+@given(
+    seed=st.integers(0, 10_000),
+    duplicates=st.integers(0, 60),
+    trigger=st.sampled_from(list(Trigger)),
+)
 def test_any_arrival_order_with_duplicates_pays_exactly_the_same(
-    seed: int, duplicates: int
+    seed: int, duplicates: int, trigger: Trigger
 ) -> None:
     rng = random.Random(seed)
     items = list(SESSION) + [rng.choice(SESSION) for _ in range(duplicates)]
     rng.shuffle(items)
-    assert totals(items) == EXPECTED
+    assert totals(items, trigger) == EXPECTED_BY_TRIGGER[trigger]
 
 
-def test_a_restored_engine_resumes_with_what_later_deals_depend_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trigger", list(Trigger))
+def test_a_restored_engine_resumes_with_what_later_deals_depend_on(
+    tmp_path: Path, trigger: Trigger
+) -> None:
     sim = simulated(12)
     sim.simulate_trading(200)
     first = sim.deal_feed(limit=100_000)
     # Hold back every opening deal of some positions: their closes wait across the restart.
     held_back = [i for i in first if i.deal.entry == 0 and i.deal.ticket % 3 == 0]
     early = [i for i in first if i not in held_back]
-    live = engine(full_schedule(), logins=LOGINS)
+    live = engine(full_schedule(trigger), logins=LOGINS)
     book = RebateBook(repository(tmp_path / "r.sqlite"), live)
     recorded = []
     for start in range(0, len(early), 25):
         recorded += book.process(sim.name, early[start : start + 25])
     assert live.waiting()
 
-    restored = engine(full_schedule(), logins=LOGINS)
+    restored = engine(full_schedule(trigger), logins=LOGINS)
     again = RebateBook(repository(tmp_path / "r.sqlite"), restored)
     assert again.restore(again.repository.store, again.repository.codec) == recorded
     assert restored.waiting() == live.waiting()

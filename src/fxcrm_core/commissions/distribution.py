@@ -56,17 +56,23 @@ class FixedShares:
     """Level n gets ``shares[n-1]`` of the pool; the shares total at most 100%."""
 
     shares: tuple[Decimal, ...]
+    _levels: tuple[tuple[int, Decimal, str], ...] = attrs.field(
+        init=False, eq=False, repr=False, default=()
+    )  # (level, share, "50.0% of ") per level
 
     def __attrs_post_init__(self) -> None:
         if any(s < 0 for s in self.shares) or sum(self.shares) > 1:
             raise ValidationError("level shares are non-negative and total at most 100%")
+        levels = tuple((n, s, f"{s:%} of ") for n, s in enumerate(self.shares, start=1))
+        object.__setattr__(self, "_levels", levels)
 
     def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         exact = _exact(pool)
+        of = exact.amount
         return [
-            Share(ib, level, exact * share, f"{share:%} of {exact.amount}")
-            for level, (ib, share) in enumerate(zip(chain, self.shares, strict=False), start=1)
+            Share(ib, level, exact * share, f"{label}{of}")
+            for ib, (level, share, label) in zip(chain, self._levels, strict=False)
         ]
 
 

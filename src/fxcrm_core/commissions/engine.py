@@ -27,7 +27,7 @@ from typing import Final, Generic, TypeVar
 import attrs
 
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
-from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, counted_lots
+from fxcrm_core.commissions.schedule import Rule, Schedule, ScheduleBook, Trigger, counted_lots
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
@@ -110,19 +110,20 @@ class RebateEngine:
         # numbers (see _Flat): the running total per key, the keys of each deal, the last feed
         # cursor applied per deal.
         self._paid = _Rows()
-        self._keys_of = _KeyLists()
-        self._cursor: _Flat[DealKey, int] = _Flat()
+        self._keys_of = _KeyLists()  # by the deal's text key (_deal_text)
+        self._cursor: dict[str, int] = {}  # by the deal's text key
         # What later deals depend on (kept only while a schedule version needs it):
         self._opened: _Flat[tuple[str, int], datetime] = _Flat()  # (server, position) -> time
         self._parked: dict[tuple[str, int], dict[DealKey, Deal]] = {}  # closes awaiting it
-        self._lots_opened: _Flat[DealKey, Decimal] = _Flat()  # lots each deal opened
-        self._lots_closed: _Flat[DealKey, Decimal] = _Flat()  # ... and closed
+        self._lots_opened: dict[str, Decimal] = {}  # lots each deal opened (by text key)
+        self._lots_closed: dict[str, Decimal] = {}  # ... and closed
         self._opened_sum: dict[str, Decimal] = {}  # per client
         self._closed_sum: dict[str, Decimal] = {}
         self._deposits: dict[str, str] = {}  # client -> its live deposits, as deal facts
         self._cpa_keys = _KeyLists()
         self._cpa_state: dict[str, str] = {}  # client -> first deposit if qualified, as settled
         self._cpa_blocked: set[str] = set()  # first deposit too small, or no CPA then
+        self._cpa_rule: dict[str, Rule] = {}  # the CPA rule of a client's big enough deposit
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
         self._cap_keys = _KeyLists()
@@ -135,50 +136,62 @@ class RebateEngine:
         """Handle feed items; an item at or below a deal's last applied cursor is a duplicate
         or a stale replay and changes nothing, whatever order it arrives in."""
         out: list[RebateEntry] = []
-        history = self.schedules.needs_history
+        book = self.schedules
+        history = book.needs_history
+        # Entries of deals that later deals depend on (opening deals only for a minimum
+        # holding time or a CPA counting opened lots; closing deals and deposits for a CPA).
+        learns = {
+            DealEntry.IN: book.needs_openings or book.counts_opened_lots,
+            DealEntry.OUT: book.pays_cpa,
+            DealEntry.INOUT: book.pays_cpa,
+            DealEntry.OUT_BY: book.pays_cpa,
+        }
         clients: set[str] = set()
+        cursors = self._cursor
         for item in items:
             deal = item.deal
-            deal_key = (deal.server, deal.ticket)
-            if item.cursor <= self._cursor.get(deal_key, 0):
+            dk = _deal_text(deal.server, deal.ticket)
+            if item.cursor <= cursors.get(dk, 0):
                 continue
-            self._cursor[deal_key] = item.cursor
+            cursors[dk] = item.cursor
             deleted = item.change is DealChange.DELETED
-            if history and (deal.action.is_trade or deal.action is DealAction.BALANCE):
+            if history and (
+                learns[deal.entry] if deal.action.is_trade else deal.action is DealAction.BALANCE
+            ):
                 self._facts.append(_fact(deal, deleted))
-                client = self._learn(deal, deleted, out)
+                client = self._learn(deal, dk, deleted, out)
                 if client is not None:
                     clients.add(client)
             if deal.action.is_trade:
-                out.extend(self._settle_deal(deal, deleted))
+                out.extend(self._settle_deal(deal, dk, deleted))
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
         return out
 
-    def _settle_deal(self, deal: Deal, deleted: bool) -> list[RebateEntry]:
-        deal_key = (deal.server, deal.ticket)
-        position = (deal.server, deal.position_id)
-        parked = self._parked.get(position)
-        if parked is not None and deal_key in parked:
-            del parked[deal_key]
-            self._newly_parked.pop(deal_key, None)
+    def _settle_deal(self, deal: Deal, dk: str, deleted: bool) -> list[RebateEntry]:
+        if self._parked:
+            parked = self._parked.get((deal.server, deal.position_id))
+            if parked is not None and (deal.server, deal.ticket) in parked:
+                del parked[(deal.server, deal.ticket)]
+                self._newly_parked.pop((deal.server, deal.ticket), None)
         due = None if deleted else self._due(deal)
         if due is _WAIT:
-            self._parked.setdefault(position, {})[deal_key] = deal
+            deal_key = (deal.server, deal.ticket)
+            self._parked.setdefault((deal.server, deal.position_id), {})[deal_key] = deal
             self._newly_parked[deal_key] = deal
             due = None
-        keys = self._keys_of.get(deal_key)
+        keys = self._keys_of.get(dk)
         if keys is None:  # a deal seen for the first time: everything due is a new accrual
             if not due:
                 return []
             ordered = sorted(due)
-            self._keys_of[deal_key] = tuple(ordered)
+            self._keys_of[dk] = tuple(ordered)
             paid = self._paid
             for key in ordered:
                 paid[key] = _row(due[key])
             return [due[key] for key in ordered]
-        out, self._keys_of[deal_key] = self._settle(keys, due or {})
+        out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
 
     def _due(self, deal: Deal) -> dict[Key, RebateEntry] | None:
@@ -253,48 +266,60 @@ class RebateEngine:
         return out, tuple(kept)
 
     # -- what later deals depend on -----------------------------------------------------------
-    def _learn(self, deal: Deal, deleted: bool, out: list[RebateEntry]) -> str | None:
+    def _learn(self, deal: Deal, dk: str, deleted: bool, out: list[RebateEntry]) -> str | None:
         """Record position openings, clients' lots and deposits; returns the client whose CPA
         may have changed. Closing deals waiting for a newly known opening settle into ``out``."""
-        deal_key = (deal.server, deal.ticket)
         if deal.action.is_trade:
             position = (deal.server, deal.position_id)
-            if deal.entry is DealEntry.IN:  # a deleted opening still says when it opened
+            if deal.entry is DealEntry.IN and self.schedules.needs_openings:
+                # A deleted opening still says when it opened.
                 known = self._opened.find(position)
                 if known is None or deal.time < known:
                     self._opened[position] = deal.time
                     for waiting in sorted(self._parked.pop(position, {}).values(), key=_order):
                         self._newly_parked.pop((waiting.server, waiting.ticket), None)
                         if not self._restoring:  # restoring: its entries are on record
-                            out.extend(self._settle_deal(waiting, False))
+                            wk = _deal_text(waiting.server, waiting.ticket)
+                            out.extend(self._settle_deal(waiting, wk, False))
+            if not self.schedules.pays_cpa:
+                return None
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
-            old_o = self._lots_opened.pop(deal_key, _ZERO)
-            old_c = self._lots_closed.pop(deal_key, _ZERO)
-            new_o = _ZERO if deleted else counted_lots(deal, Trigger.OPEN)
+            old_o = self._lots_opened.pop(dk, _ZERO)
+            old_c = self._lots_closed.pop(dk, _ZERO)
+            counts_opened = self.schedules.counts_opened_lots
+            new_o = _ZERO if deleted or not counts_opened else counted_lots(deal, Trigger.OPEN)
             new_c = _ZERO if deleted else counted_lots(deal, Trigger.CLOSE)
             if new_o:
-                self._lots_opened[deal_key] = new_o
+                self._lots_opened[dk] = new_o
             if new_c:
-                self._lots_closed[deal_key] = new_c
+                self._lots_closed[dk] = new_c
             if new_o != old_o:
                 self._opened_sum[client] = self._opened_sum.get(client, _ZERO) - old_o + new_o
             if new_c != old_c:
                 self._closed_sum[client] = self._closed_sum.get(client, _ZERO) - old_c + new_c
             if client in self._cpa_blocked:
                 return None  # the first deposit rules a CPA out, whatever the lots
-            if self._cpa_state.get(client) and new_o >= old_o and new_c >= old_c:
+            state = self._cpa_state.get(client)
+            if state and new_o >= old_o and new_c >= old_c:
                 return None  # qualified already, and more lots cannot change that
+            rule = self._cpa_rule.get(client)
+            if rule is not None and state is not None:
+                qualifies = self._lots(client, rule.trigger) >= rule.min_lots
+                if qualifies == bool(state):
+                    return None  # the lots are still on the same side of the minimum
             return client
-        if deal.action is DealAction.BALANCE:
+        if deal.action is DealAction.BALANCE and self.schedules.pays_cpa:
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
+            deal_key = (deal.server, deal.ticket)
             deposits = [d for d in self._deposit_deals(client) if (d.server, d.ticket) != deal_key]
             if not deleted and deal.profit.is_positive():
                 deposits.append(deal)
             deposits.sort(key=_order)  # the first deposit first
+            self._cpa_rule.pop(client, None)
             self._deposits[client] = _LIST.join(
                 f"{d.server}{_SEP}{_fact(d, False)}" for d in deposits
             )
@@ -305,11 +330,14 @@ class RebateEngine:
         """Bring the client's CPA to what is due now. What is due depends only on the first
         deposit and whether the client qualifies: unchanged, there is nothing to do."""
         found = self._qualified(client)
-        state = f"{found[0].server}{_SEP}{found[0].ticket}{_SEP}{found[0].profit}" if found else ""
+        state = found[0] if found else ""  # the first deposit's record, if qualified
         if self._cpa_state.get(client) == state:
             return []
         self._cpa_state[client] = state
-        due = self._cpa(client, *found) if found else {}
+        due = {}
+        if found:
+            first = _from_fact(*state.split(_SEP, 1))[0]
+            due = self._cpa(client, first, found[1], found[2])
         out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client) or (), due)
         return out
 
@@ -319,32 +347,39 @@ class RebateEngine:
             return []
         return [_from_fact(*record.split(_SEP, 1))[0] for record in text.split(_LIST)]
 
-    def _qualified(self, client: str) -> tuple[Deal, Schedule, Decimal] | None:
-        """The client's first deposit, the schedule then, and the lots counted, if the client
-        qualifies for a CPA now."""
+    def _qualified(self, client: str) -> tuple[str, Schedule, Decimal] | None:
+        """The client's first deposit (its record), the schedule then, and the lots counted,
+        if the client qualifies for a CPA now."""
         self._cpa_blocked.discard(client)
+        self._cpa_rule.pop(client, None)
         text = self._deposits.get(client)
         if not text:
             return None
-        first = _from_fact(*text.split(_LIST, 1)[0].split(_SEP, 1))[0]  # kept first
+        record = text.split(_LIST, 1)[0]  # kept first
+        fields = record.split(_SEP, 1)[1].split("|")
         try:
-            schedule = self.schedules.at(first.time)
+            schedule = self.schedules.at(from_micros(int(fields[_F_MICROS])))
         except NotFoundError:
             schedule = None
         rule = schedule.cpa if schedule is not None else None
-        deposit = first.profit
         if (
             schedule is None or rule is None or rule.min_deposit is None
-            or deposit.currency != rule.min_deposit.currency or deposit < rule.min_deposit
+            or fields[_F_CURRENCY] != rule.min_deposit.currency.code
+            or Decimal(fields[_F_PROFIT]) < rule.min_deposit.amount
         ):  # fmt: skip
             self._cpa_blocked.add(client)  # no lots can change that; only another deposit
             return None
-        opened = self._opened_sum.get(client, _ZERO)
-        closed = self._closed_sum.get(client, _ZERO)
-        lots = {Trigger.OPEN: opened, Trigger.CLOSE: closed, Trigger.BOTH: opened + closed}[
-            rule.trigger
-        ]
-        return (first, schedule, lots) if lots >= rule.min_lots else None
+        self._cpa_rule[client] = rule
+        lots = self._lots(client, rule.trigger)
+        return (record, schedule, lots) if lots >= rule.min_lots else None
+
+    def _lots(self, client: str, trigger: Trigger) -> Decimal:
+        """The client's lots as a CPA rule counts them."""
+        if trigger is Trigger.OPEN:
+            return self._opened_sum.get(client, _ZERO)
+        if trigger is Trigger.CLOSE:
+            return self._closed_sum.get(client, _ZERO)
+        return self._opened_sum.get(client, _ZERO) + self._closed_sum.get(client, _ZERO)
 
     def _cpa(
         self, client: str, first: Deal, schedule: Schedule, lots: Decimal
@@ -379,13 +414,8 @@ class RebateEngine:
         """Bring each touched (IB, period) group to its cap."""
         if not self.schedules.has_caps:
             return []
-        touched: dict[tuple[str, str], tuple[date, Money]] = {}
-        for e in entries:
-            found = self._count_for_cap(e)
-            if found is not None:
-                touched[found[0]] = found[1]
         out = []
-        for group, (start, cap) in sorted(touched.items()):
+        for group, (start, cap) in sorted(self._count_for_caps(entries).items()):
             ib, period = group
             total = self._period_totals.get(group, _ZERO)
             due = {}
@@ -405,21 +435,36 @@ class RebateEngine:
             out.extend(settled)
         return out
 
-    def _count_for_cap(
-        self, entry: RebateEntry
-    ) -> tuple[tuple[str, str], tuple[date, Money]] | None:
-        """Add a rebate or CPA entry to its period's total; returns its group if capped."""
-        if entry.component.startswith("cap:"):
-            return None
-        found = self.schedules.cap_for(entry.trading_day)
-        if found is None:
-            return None
-        period, start, cap = found
-        if entry.amount.currency != cap.currency:
-            return None  # a cap counts amounts in its own currency
-        group = (entry.ib_id, f"{period.value}:{start.isoformat()}")
-        self._period_totals[group] = self._period_totals.get(group, _ZERO) + entry.amount.amount
-        return group, (start, cap)
+    def _count_for_caps(
+        self, entries: Iterable[RebateEntry]
+    ) -> dict[tuple[str, str], tuple[date, Money]]:
+        """Add rebate and CPA entries to their periods' totals; returns the capped groups
+        touched (IB, period) with each period's start and cap."""
+        periods: dict[date, tuple[str, date, Money] | None] = {}
+        added: dict[tuple[str, str], Decimal] = {}
+        touched: dict[tuple[str, str], tuple[date, Money]] = {}
+        for entry in entries:
+            day = entry.trading_day
+            try:
+                period = periods[day]
+            except KeyError:
+                found = self.schedules.cap_for(day)
+                period = periods[day] = (
+                    None if found is None
+                    else (f"{found[0].value}:{found[1].isoformat()}", found[1], found[2])
+                )  # fmt: skip
+            if period is None or entry.component.startswith("cap:"):
+                continue
+            label, start, cap = period
+            if entry.amount.currency != cap.currency:
+                continue  # a cap counts amounts in its own currency
+            group = (entry.ib_id, label)
+            added[group] = added.get(group, _ZERO) + entry.amount.amount
+            touched[group] = (start, cap)
+        totals = self._period_totals
+        for group, amount in added.items():
+            totals[group] = totals.get(group, _ZERO) + amount
+        return touched
 
     # -- state --------------------------------------------------------------------------------
     def take_changes(self) -> EngineChanges:
@@ -448,13 +493,14 @@ class RebateEngine:
             for deal in changes.parked:
                 position = (deal.server, deal.position_id)
                 self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
+        entries = list(entries)
+        if self.schedules.has_caps:
+            self._count_for_caps(entries)
         for entry in entries:
             key = entry.key
             before = self._paid.get(key)
             total = entry.amount.amount + (before[_AMOUNT] if before else _ZERO)
             index, group_of = self._index_of(entry)
-            if self.schedules.has_caps:
-                self._count_for_cap(entry)
             keys = index.get(group_of) or ()
             if total:
                 self._paid[key] = _row(entry, total)
@@ -464,8 +510,8 @@ class RebateEngine:
                 self._paid.pop(key)
                 index[group_of] = tuple(k for k in keys if k != key)
         for ticket, cursor in cursors:
-            deal_key = (server, ticket)
-            self._cursor[deal_key] = max(cursor, self._cursor.get(deal_key, 0))
+            dk = _deal_text(server, ticket)
+            self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
 
     def _index_of(self, entry: RebateEntry) -> tuple[_KeyLists, Hashable]:
         """Where an entry's key is listed: by client (CPA), by IB and period (caps), by deal."""
@@ -473,7 +519,7 @@ class RebateEngine:
             return self._cpa_keys, entry.client_id
         if entry.component.startswith("cap:"):
             return self._cap_keys, (entry.ib_id, entry.component.removeprefix("cap:"))
-        return self._keys_of, (entry.server, entry.ticket)
+        return self._keys_of, _deal_text(entry.server, entry.ticket)
 
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
@@ -513,7 +559,7 @@ class RebateEngine:
         parked = self._parked.get((server, deal.position_id))
         if parked is not None:
             parked.pop((server, deal.ticket), None)
-        self._learn(deal, deleted, [])
+        self._learn(deal, _deal_text(server, deal.ticket), deleted, [])
 
 
 # A paid key's running total: kind, level, client, symbol, lots, trading day, explanation,
@@ -541,6 +587,11 @@ _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
 _SEP, _LIST = "\x1f", "\x1e"
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def _deal_text(server: str, ticket: int) -> str:
+    """A deal's key as text, for the maps kept per deal."""
+    return f"{server}\x1f{ticket}"
 
 
 def _text(key: Hashable) -> str:
@@ -643,6 +694,9 @@ _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is no
 
 def _order(deal: Deal) -> tuple[datetime, int]:
     return (deal.time, deal.ticket)
+
+
+_F_MICROS, _F_PROFIT, _F_CURRENCY = 7, 8, 9  # where _fact puts a deal's time and profit
 
 
 def _fact(deal: Deal, deleted: bool) -> str:

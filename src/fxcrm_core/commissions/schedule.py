@@ -174,7 +174,12 @@ class Schedule:
     @property
     def needs_history(self) -> bool:
         """Whether deals depend on earlier deals (a CPA, or a minimum holding time)."""
-        return self.cpa is not None or any(r.min_hold is not None for r in self._rules())
+        return self.cpa is not None or self.needs_openings
+
+    @property
+    def needs_openings(self) -> bool:
+        """Whether a closing deal's rebate depends on when its position opened."""
+        return any(r.min_hold is not None for r in self._rules())
 
     def resolve(self, symbol: str, account_group: str) -> tuple[Rule, str] | None:
         """The rule for a symbol on an account group, and the level it was found at."""
@@ -280,6 +285,9 @@ class ScheduleBook:
         self._versions: list[Schedule] = []
         self._starts: list[datetime] = []
         self.needs_history = False  # some version pays a CPA or has a minimum holding time
+        self.needs_openings = False  # some version has a minimum holding time
+        self.pays_cpa = False  # some version pays a CPA
+        self.counts_opened_lots = False  # ... counting opened lots
         self.has_caps = False  # some version caps what an IB earns per period
         self._caps: dict[tuple[CapPeriod, date], Money] = {}
         self._cap_of_day: dict[date, tuple[CapPeriod, date, Money] | None] = {}
@@ -296,6 +304,11 @@ class ScheduleBook:
         self._versions.append(schedule)
         self._starts.append(schedule.effective_from)
         self.needs_history = self.needs_history or schedule.needs_history
+        self.needs_openings = self.needs_openings or schedule.needs_openings
+        self.pays_cpa = self.pays_cpa or schedule.cpa is not None
+        self.counts_opened_lots = self.counts_opened_lots or (
+            schedule.cpa is not None and schedule.cpa.trigger is not Trigger.CLOSE
+        )
         self.has_caps = self.has_caps or schedule.period_cap is not None
         self._caps.clear()
         self._cap_of_day.clear()
