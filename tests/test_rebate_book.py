@@ -4,17 +4,34 @@ and resumes exactly where the first one stopped."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 
-from fxcrm_core.commissions import REBATE_EVENTS, RebateBook, RebateEntry, build_statement
-from fxcrm_core.events import EventCodec, EventRegistry, Repository
-from fxcrm_core.kernel import CodecError, Currency, FixedClock, RateTable
+from fxcrm_core.commissions import (
+    REBATE_EVENTS,
+    EntryKind,
+    RebateBook,
+    RebateEntriesRecorded,
+    RebateEntry,
+    build_statement,
+)
+from fxcrm_core.events import EventCodec, EventMetadata, EventRegistry, Repository
+from fxcrm_core.kernel import (
+    CodecError,
+    Currency,
+    FixedClock,
+    RateTable,
+    UnroundedMoney,
+    ValidationError,
+)
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import BalanceOperation, NewTradingAccount, SimulatedTradingServer
 from tests.test_rebate_engine import LOGINS, T0, make, usd
 
+USD = Currency.of("USD")
 NAMES = {"c-0": "Ana Lima", "c-1": "Bo Chen", "c-2": "Cy Diaz"}
 
 
@@ -79,3 +96,39 @@ def test_a_malformed_entry_row_is_a_typed_error_that_does_not_echo_it() -> None:
     with pytest.raises(CodecError) as raised:
         codec.decode_event("rebatefeed-mt5", "RebateEntriesRecorded", payload)
     assert "accrual" not in str(raised.value)
+
+
+@pytest.mark.parametrize("ib_id", ["ib-7", "ib|7"])
+def test_entries_survive_the_log_whatever_their_text(ib_id: str) -> None:
+    # Entries are stored as '|'-joined lines; text holding a '|' is stored field by field.
+    registry = EventRegistry()
+    registry.register_all(REBATE_EVENTS)
+    codec = EventCodec(registry)
+    entry = RebateEntry(
+        EntryKind.REVERSAL, "mt5", 42, ib_id, "rebate", UnroundedMoney(Decimal("-1.2345"), USD),
+        2, "c-1", "XAUUSD.m", Decimal("0.25"), date(2026, 3, 9), "schedule s v1; level 2: x",
+        "sub",
+    )  # fmt: skip
+    event = RebateEntriesRecorded("mt5", 9, (entry,), ((42, 9),))
+    stored = codec.encode("rebatefeed-mt5", event, EventMetadata("system:test"))
+    assert codec.decode_event("rebatefeed-mt5", stored.event_type, stored.data) == event
+    assert (b'"entries":["' in stored.data) is ("|" not in ib_id)
+
+
+def test_a_line_with_too_few_fields_is_a_typed_error() -> None:
+    registry = EventRegistry()
+    registry.register_all(REBATE_EVENTS)
+    payload = b'{"server":"mt5","upto_cursor":1,"entries":["accrual|mt5|1"],"cursors":[]}'
+    with pytest.raises(CodecError):
+        EventCodec(registry).decode_event("rebatefeed-mt5", "RebateEntriesRecorded", payload)
+
+
+def test_an_entry_line_round_trips_and_refuses_control_characters_in_ids() -> None:
+    entry = RebateEntry(
+        EntryKind.ACCRUAL, "mt5", 7, "ib-1", "rebate", UnroundedMoney(Decimal("0.1"), USD), 1,
+        "c-1", "EURUSD", Decimal(1), date(2026, 3, 9), "why\x1fnot", "ib-1",
+    )  # fmt: skip
+    # An explanation's control character becomes a space; everything else is kept.
+    assert RebateEntry.from_line(entry.line()) == attrs.evolve(entry, explanation="why not")
+    with pytest.raises(ValidationError, match="control characters"):
+        attrs.evolve(entry, ib_id="ib\x1f1").line()

@@ -29,17 +29,24 @@ from fxcrm_core.trading import Deal, FeedItem
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
 
-def _entry_row(e: RebateEntry) -> tuple[object, ...]:
+def _entry_row(e: RebateEntry) -> str | list[object]:
+    """An entry as one line of text, its 14 fields joined by ``|`` (as a list of the fields
+    where a field holds a ``|`` itself)."""
+    line = e.line()
+    if "|" not in line:
+        return line.replace(_SEP, "|")
     a = e.amount
-    return (
+    return [
         e.kind.value, e.server, e.ticket, e.ib_id, e.component, str(a.amount), a.currency.code,
         e.level, e.client_id, e.symbol, str(e.lots), e.trading_day.isoformat(), e.explanation,
         e.direct_ib_id,
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def _entry_of(row: Any) -> RebateEntry:
     try:
+        if isinstance(row, str):
+            return RebateEntry.from_line(row.replace("|", _SEP))
         (kind, server, ticket, ib, component, amount, cur, level, client, symbol, lots, day,
          why, direct) = row  # fmt: skip
         return RebateEntry(
@@ -47,12 +54,13 @@ def _entry_of(row: Any) -> RebateEntry:
             UnroundedMoney(to_decimal(amount), Currency.of(cur)), int(level), client, symbol,
             to_decimal(lots), date.fromisoformat(day), why, direct,
         )  # fmt: skip
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError, ArithmeticError):
         raise CodecError("a rebate entry row is malformed") from None
 
 
+_SEP = "\x1f"
 _KINDS = {k.value: k for k in EntryKind}
-# Entries are stored as rows (a JSON array each), not objects: a broker's day holds millions.
+# Entries are stored as lines of text, not objects: a broker's day holds millions.
 ENTRY_ROWS = ValueCodec(RebateEntry, _entry_row, _entry_of)
 
 

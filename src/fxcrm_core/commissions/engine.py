@@ -19,10 +19,10 @@ state of every deal seen, so the order deals arrive in never changes what is pai
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -63,10 +63,50 @@ class RebateEntry:
     trading_day: date
     explanation: str  # schedule version, rule, rate, volume, strategy step
     direct_ib_id: str = ""  # the client's own IB (level 1), who decides what parents see
+    _line: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def key(self) -> Key:
         return (self.server, self.ticket, self.ib_id, self.component)
+
+    def line(self) -> str:
+        """The entry as one line of text, its 14 fields joined by ``\\x1f`` (the engine keeps
+        what was paid on each key as the line of the entry due; the rebate book stores it).
+        Ids and explanations carry no control characters; an explanation that does is kept
+        with spaces in their place."""
+        line = self._line
+        if line is None:
+            a = self.amount
+            fields = [
+                self.kind.value, self.server, str(self.ticket), self.ib_id, self.component,
+                str(a.amount), a.currency.code, str(self.level), self.client_id, self.symbol,
+                str(self.lots), self.trading_day.isoformat(), self.explanation,
+                self.direct_ib_id,
+            ]  # fmt: skip
+            line = _SEP.join(fields)
+            if line.count(_SEP) == _LINE_FIELDS - 1:
+                object.__setattr__(self, "_line", line)
+                return line
+            fields[12] = self.explanation.replace(_SEP, " ")
+            line = _SEP.join(fields)
+            if line.count(_SEP) != _LINE_FIELDS - 1:
+                raise ValidationError("ids in rebate entries carry no control characters")
+        return line
+
+    @classmethod
+    def from_line(cls, line: str) -> RebateEntry:
+        """The entry a :meth:`line` stands for (a ValueError if it stands for none)."""
+        (kind, server, ticket, ib, component, amount, code, level, client, symbol, lots, day,
+         why, direct) = line.split(_SEP)  # fmt: skip
+        return cls(
+            _KINDS[kind], server, int(ticket), ib, component,
+            UnroundedMoney(Decimal(amount), Currency.of(code)), int(level), client, symbol,
+            Decimal(lots), date.fromisoformat(day), why, direct,
+        )  # fmt: skip
+
+
+_LINE_FIELDS = 14
+_KINDS = {k.value: k for k in EntryKind}
 
 
 @attrs.frozen
@@ -109,7 +149,7 @@ class RebateEngine:
         # A broker's day puts millions of entries in these maps, so they hold only text and
         # numbers (see _Flat): the running total per key, the keys of each deal, the last feed
         # cursor applied per deal.
-        self._paid = _Rows()
+        self._paid: dict[str, str] = {}  # key (as _text) -> line of the entry due on it
         self._keys_of = _KeyLists()  # by the deal's text key (_deal_text)
         self._cursor: dict[str, int] = {}  # by the deal's text key
         # What later deals depend on (kept only while a schedule version needs it):
@@ -188,9 +228,12 @@ class RebateEngine:
             ordered = sorted(due)
             self._keys_of[dk] = tuple(ordered)
             paid = self._paid
+            out = []
             for key in ordered:
-                paid[key] = _row(due[key])
-            return [due[key] for key in ordered]
+                entry = due[key]
+                paid[_text(key)] = entry.line()
+                out.append(entry)
+            return out
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
 
@@ -242,9 +285,10 @@ class RebateEngine:
         out = []
         kept = []
         for key in sorted(set(keys) | due.keys()):
-            before = self._paid.get(key)
+            text = _text(key)
+            before = self._paid.get(text)
             after = due.get(key)
-            paid = before[_AMOUNT] if before else _ZERO
+            paid = _amount_of(before) if before else _ZERO
             owed = after.amount.amount if after else _ZERO
             if after is not None:
                 kept.append(key)
@@ -256,13 +300,16 @@ class RebateEngine:
                 else EntryKind.ADJUSTMENT
             )  # fmt: skip
             if after is not None:
-                delta = UnroundedMoney(owed - paid, after.amount.currency)
-                out.append(attrs.evolve(after, kind=kind, amount=delta))
-                self._paid[key] = _row(after)
+                self._paid[text] = after.line()
+                if before is not None:  # (a new key's accrual is the entry due as it is)
+                    delta = UnroundedMoney(owed - paid, after.amount.currency)
+                    after = attrs.evolve(after, kind=kind, amount=delta)
+                out.append(after)
             else:
                 assert before is not None
-                out.append(_entry(key, before, kind, -paid))
-                del self._paid[key]
+                was = RebateEntry.from_line(before)
+                out.append(attrs.evolve(was, kind=kind, amount=-was.amount))
+                del self._paid[text]
         return out, tuple(kept)
 
     # -- what later deals depend on -----------------------------------------------------------
@@ -456,7 +503,8 @@ class RebateEngine:
             if period is None or entry.component.startswith("cap:"):
                 continue
             label, start, cap = period
-            if entry.amount.currency != cap.currency:
+            currency = entry.amount.currency
+            if currency is not cap.currency and currency != cap.currency:
                 continue  # a cap counts amounts in its own currency
             group = (entry.ib_id, label)
             added[group] = added.get(group, _ZERO) + entry.amount.amount
@@ -498,16 +546,18 @@ class RebateEngine:
             self._count_for_caps(entries)
         for entry in entries:
             key = entry.key
-            before = self._paid.get(key)
-            total = entry.amount.amount + (before[_AMOUNT] if before else _ZERO)
+            text = _text(key)
+            before = self._paid.get(text)
+            total = entry.amount.amount + (_amount_of(before) if before else _ZERO)
             index, group_of = self._index_of(entry)
             keys = index.get(group_of) or ()
             if total:
-                self._paid[key] = _row(entry, total)
+                amount = UnroundedMoney(total, entry.amount.currency)
+                self._paid[text] = attrs.evolve(entry, amount=amount).line()
                 if key not in keys:
                     index[group_of] = (*keys, key)
             else:
-                self._paid.pop(key)
+                self._paid.pop(text, None)
                 index[group_of] = tuple(k for k in keys if k != key)
         for ticket, cursor in cursors:
             dk = _deal_text(server, ticket)
@@ -524,9 +574,10 @@ class RebateEngine:
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
         sums: dict[tuple[str, str], Decimal] = {}
-        for (_, _, ib, _), row in self._paid.items():
-            group = (ib, row[_CURRENCY])
-            sums[group] = sums.get(group, _ZERO) + row[_AMOUNT]
+        for line in self._paid.values():
+            _, _, _, ib, _, figure, code, _ = line.split(_SEP, 7)
+            group = (ib, code)
+            sums[group] = sums.get(group, _ZERO) + Decimal(figure)
         out: dict[str, UnroundedMoney] = {}
         for (ib, code), total in sums.items():
             amount = UnroundedMoney(total, Currency.of(code))
@@ -562,25 +613,9 @@ class RebateEngine:
         self._learn(deal, _deal_text(server, deal.ticket), deleted, [])
 
 
-# A paid key's running total: kind, level, client, symbol, lots, trading day, explanation,
-# direct IB, amount, currency code.
-_Row = tuple[str, int, str, str, Decimal, date, str, str, Decimal, str]
-_AMOUNT: Final = 8
-_CURRENCY: Final = 9
-
-
-def _row(entry: RebateEntry, amount: Decimal | None = None) -> _Row:
-    e = entry
-    total = e.amount.amount if amount is None else amount
-    why = e.explanation.replace(_SEP, " ").replace(_LIST, " ")
-    return (e.kind.value, e.level, e.client_id, e.symbol, e.lots, e.trading_day, why,
-            e.direct_ib_id, total, e.amount.currency.code)  # fmt: skip
-
-
-def _entry(key: Key, row: _Row, kind: EntryKind, amount: Decimal) -> RebateEntry:
-    _, level, client, symbol, lots, day, explanation, direct, _, code = row
-    return RebateEntry(kind, *key, UnroundedMoney(amount, Currency.of(code)), level, client,
-                       symbol, lots, day, explanation, direct)  # fmt: skip
+def _amount_of(line: str) -> Decimal:
+    """The amount of an entry's line."""
+    return Decimal(line.split(_SEP, 6)[5])
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
@@ -652,41 +687,9 @@ class _KeyLists:
         self._d[_text(group)] = _LIST.join(map(_text, keys))
 
 
-class _Rows:
-    """Key to the running total paid on it, as a row of text (see _Flat)."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self) -> None:
-        self._d: dict[str, str] = {}
-
-    def get(self, key: Key) -> _Row | None:
-        text = self._d.get(_text(key))
-        return None if text is None else _parse_row(text)
-
-    def __setitem__(self, key: Key, row: _Row) -> None:
-        self._d[_text(key)] = _SEP.join(map(str, row))
-
-    def __delitem__(self, key: Key) -> None:
-        del self._d[_text(key)]
-
-    def pop(self, key: Key) -> None:
-        self._d.pop(_text(key), None)
-
-    def items(self) -> Iterator[tuple[Key, _Row]]:
-        for key, text in self._d.items():
-            yield _key_of(key), _parse_row(text)
-
-
 def _key_of(text: str) -> Key:
     server, ticket, ib, component = text.split(_SEP)
     return (server, int(ticket), ib, component)
-
-
-def _parse_row(text: str) -> _Row:
-    kind, level, client, symbol, lots, day, why, direct, amount, code = text.split(_SEP)
-    return (kind, int(level), client, symbol, Decimal(lots), date.fromisoformat(day), why,
-            direct, Decimal(amount), code)  # fmt: skip
 
 
 _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
