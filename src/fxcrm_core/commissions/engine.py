@@ -333,10 +333,11 @@ class RebateEngine:
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
-            old_o = self._lots_opened.pop(dk, _ZERO)
+            old_o = new_o = _ZERO
+            if self.schedules.counts_opened_lots:
+                old_o = self._lots_opened.pop(dk, _ZERO)
+                new_o = _ZERO if deleted else counted_lots(deal, Trigger.OPEN)
             old_c = self._lots_closed.pop(dk, _ZERO)
-            counts_opened = self.schedules.counts_opened_lots
-            new_o = _ZERO if deleted or not counts_opened else counted_lots(deal, Trigger.OPEN)
             new_c = _ZERO if deleted else counted_lots(deal, Trigger.CLOSE)
             if new_o:
                 self._lots_opened[dk] = new_o
@@ -378,9 +379,10 @@ class RebateEngine:
         deposit and whether the client qualifies: unchanged, there is nothing to do."""
         found = self._qualified(client)
         state = found[0] if found else ""  # the first deposit's record, if qualified
-        if self._cpa_state.get(client) == state:
-            return []
+        before = self._cpa_state.get(client)
         self._cpa_state[client] = state
+        if before == state or (before is None and not state and client not in self._cpa_keys):
+            return []  # unchanged, or nothing paid and nothing due
         due = {}
         if found:
             first = _from_fact(*state.split(_SEP, 1))[0]
@@ -676,6 +678,9 @@ class _KeyLists:
 
     def __init__(self) -> None:
         self._d: dict[str, str] = {}
+
+    def __contains__(self, group: Hashable) -> bool:
+        return _text(group) in self._d
 
     def get(self, group: Hashable) -> tuple[Key, ...] | None:
         text = self._d.get(_text(group))
