@@ -467,6 +467,9 @@ class RebateEngine:
         for group, (start, cap) in sorted(self._count_for_caps(entries).items()):
             ib, period = group
             total = self._period_totals.get(group, _ZERO)
+            keys = self._cap_keys.get(group)
+            if not keys and total <= cap.amount:
+                continue  # within the cap, and never cut
             due = {}
             if total > cap.amount:
                 component = f"cap:{period}"
@@ -480,7 +483,7 @@ class RebateEngine:
                     note, ib,
                 )  # fmt: skip
                 due[entry.key] = entry
-            settled, self._cap_keys[group] = self._settle(self._cap_keys.get(group) or (), due)
+            settled, self._cap_keys[group] = self._settle(keys or (), due)
             out.extend(settled)
         return out
 
