@@ -132,3 +132,15 @@ def test_an_entry_line_round_trips_and_refuses_control_characters_in_ids() -> No
     assert RebateEntry.from_line(entry.line()) == attrs.evolve(entry, explanation="why not")
     with pytest.raises(ValidationError, match="control characters"):
         attrs.evolve(entry, ib_id="ib\x1f1").line()
+
+
+def test_the_engine_keeps_the_same_line_an_entry_would_work_out() -> None:
+    sim = server()
+    sim.simulate_trading(80)
+    engine, _ = make(logins=LOGINS)
+    entries = engine.process(sim.deal_feed(limit=100_000))
+    assert entries
+    for entry in entries:
+        fresh = attrs.evolve(entry)  # no line kept: worked out from the fields
+        assert entry.line() == fresh.line()
+        assert RebateEntry.from_line(entry.line()) == entry

@@ -76,19 +76,12 @@ class RebateEntry:
         with spaces in their place."""
         line = self._line
         if line is None:
-            a = self.amount
-            fields = [
-                self.kind.value, self.server, str(self.ticket), self.ib_id, self.component,
-                str(a.amount), a.currency.code, str(self.level), self.client_id, self.symbol,
-                str(self.lots), self.trading_day.isoformat(), self.explanation,
-                self.direct_ib_id,
-            ]  # fmt: skip
-            line = _SEP.join(fields)
+            middle = _middle(self.client_id, self.symbol, self.lots, self.trading_day)
+            line = _line_of(self, middle, self.explanation)
             if line.count(_SEP) == _LINE_FIELDS - 1:
                 object.__setattr__(self, "_line", line)
                 return line
-            fields[12] = self.explanation.replace(_SEP, " ")
-            line = _SEP.join(fields)
+            line = _line_of(self, middle, self.explanation.replace(_SEP, " "))
             if line.count(_SEP) != _LINE_FIELDS - 1:
                 raise ValidationError("ids in rebate entries carry no control characters")
         return line
@@ -107,6 +100,27 @@ class RebateEntry:
 
 _LINE_FIELDS = 14
 _KINDS = {k.value: k for k in EntryKind}
+
+
+def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
+    """The fields of a line that the entries of one deal share."""
+    return f"{client}\x1f{symbol}\x1f{lots}\x1f{day.isoformat()}"
+
+
+def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
+    a = e.amount
+    return (
+        f"{e.kind.value}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
+        f"{a.amount}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
+        f"{e.direct_ib_id}"
+    )
+
+
+def _keep_line(e: RebateEntry, middle: str) -> None:
+    """Work out and keep the line of a new entry whose shared fields are ``middle``."""
+    line = _line_of(e, middle, e.explanation)
+    if line.count(_SEP) == _LINE_FIELDS - 1:
+        object.__setattr__(e, "_line", line)
 
 
 @attrs.frozen
@@ -186,6 +200,7 @@ class RebateEngine:
             DealEntry.INOUT: book.pays_cpa,
             DealEntry.OUT_BY: book.pays_cpa,
         }
+        on_open = book.pays_on_open  # else opening deals earn nothing by themselves
         clients: set[str] = set()
         cursors = self._cursor
         for item in items:
@@ -202,7 +217,7 @@ class RebateEngine:
                 client = self._learn(deal, dk, deleted, out)
                 if client is not None:
                     clients.add(client)
-            if deal.action.is_trade:
+            if deal.action.is_trade and (on_open or deal.entry is not DealEntry.IN):
                 out.extend(self._settle_deal(deal, dk, deleted))
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
@@ -267,6 +282,7 @@ class RebateEngine:
         shares = self.distribution.distribute(chain, line.lots, line.pool)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
+        middle = _middle(client_id, deal.symbol, line.lots, day)
         due = {}
         for share in shares:
             entry = RebateEntry(
@@ -274,6 +290,7 @@ class RebateEngine:
                 share.amount, share.level, client_id, deal.symbol, line.lots, day,
                 f"{head}{share.level}: {share.step}", chain[0],
             )  # fmt: skip
+            _keep_line(entry, middle)
             due[(deal.server, deal.ticket, share.ib_id, self.component)] = entry
         return due
 

@@ -231,7 +231,9 @@ class Schedule:
         note = f"{level}: {rule.kind.value}, {raw_lots} lots x {modifier} = {lots} lots{held_note}"
         if rule.cap_per_deal is not None and pool.amount > rule.cap_per_deal.amount:
             pool, note = rule.cap_per_deal.to_unrounded(), f"{note}, capped at {rule.cap_per_deal}"
-        revenue = abs(deal.commission) if deal.commission.currency == self.currency else None
+        commission = deal.commission
+        same = commission.currency is self.currency or commission.currency == self.currency
+        revenue = abs(commission) if same else None
         if not self.allow_above_revenue and revenue is not None and pool.amount > revenue.amount:
             pool, note = (
                 revenue.to_unrounded(),
@@ -288,6 +290,7 @@ class ScheduleBook:
         self.needs_openings = False  # some version has a minimum holding time
         self.pays_cpa = False  # some version pays a CPA
         self.counts_opened_lots = False  # ... counting opened lots
+        self.pays_on_open = False  # some version has a rule paid on opening deals
         self.has_caps = False  # some version caps what an IB earns per period
         self._caps: dict[tuple[CapPeriod, date], Money] = {}
         self._cap_of_day: dict[date, tuple[CapPeriod, date, Money] | None] = {}
@@ -306,6 +309,7 @@ class ScheduleBook:
         self.needs_history = self.needs_history or schedule.needs_history
         self.needs_openings = self.needs_openings or schedule.needs_openings
         self.pays_cpa = self.pays_cpa or schedule.cpa is not None
+        self.pays_on_open = self.pays_on_open or schedule.pays_on_open
         self.counts_opened_lots = self.counts_opened_lots or (
             schedule.cpa is not None and schedule.cpa.trigger is not Trigger.CLOSE
         )
