@@ -167,3 +167,13 @@ def test_versions_take_effect_in_order() -> None:
         Rule(PlanKind.PER_LOT)
     with pytest.raises(ValidationError):
         Rule(PlanKind.COMMISSION_SHARE, share=Decimal("1.5"))
+
+
+def test_versions_are_found_by_number() -> None:
+    book = ScheduleBook()
+    first = Schedule("std", 1, datetime(2026, 1, 1, tzinfo=UTC), Currency.of("USD"))
+    book.add(first)
+    assert book.version(1) is first
+    for missing in (0, 2):
+        with pytest.raises(NotFoundError):
+            book.version(missing)

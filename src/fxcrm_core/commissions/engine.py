@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 import attrs
 
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
-from fxcrm_core.commissions.schedule import Rule, Schedule, ScheduleBook, Trigger, counted_lots
+from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, counted_lots
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
@@ -176,8 +176,11 @@ class RebateEngine:
         self._deposits: dict[str, str] = {}  # client -> its live deposits, as deal facts
         self._cpa_keys = _KeyLists()
         self._cpa_state: dict[str, str] = {}  # client -> first deposit if qualified, as settled
-        self._cpa_blocked: set[str] = set()  # first deposit too small, or no CPA then
-        self._cpa_rule: dict[str, Rule] = {}  # the CPA rule of a client's big enough deposit
+        # Clients whose first deposit is too small (or fell under no CPA), and the schedule
+        # version whose CPA rule a client's big enough first deposit falls under. Both hold
+        # only text and numbers, so the garbage collector never walks them (see _Flat).
+        self._cpa_blocked: dict[str, bool] = {}
+        self._cpa_version: dict[str, int] = {}
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
         self._cap_keys = _KeyLists()
@@ -369,8 +372,10 @@ class RebateEngine:
             state = self._cpa_state.get(client)
             if state and new_o >= old_o and new_c >= old_c:
                 return None  # qualified already, and more lots cannot change that
-            rule = self._cpa_rule.get(client)
-            if rule is not None and state is not None:
+            version = self._cpa_version.get(client)
+            if version is not None and state is not None:
+                rule = self.schedules.version(version).cpa
+                assert rule is not None
                 qualifies = self._lots(client, rule.trigger) >= rule.min_lots
                 if qualifies == bool(state):
                     return None  # the lots are still on the same side of the minimum
@@ -384,7 +389,7 @@ class RebateEngine:
             if not deleted and deal.profit.is_positive():
                 deposits.append(deal)
             deposits.sort(key=_order)  # the first deposit first
-            self._cpa_rule.pop(client, None)
+            self._cpa_version.pop(client, None)
             self._deposits[client] = _LIST.join(
                 f"{d.server}{_SEP}{_fact(d, False)}" for d in deposits
             )
@@ -416,8 +421,8 @@ class RebateEngine:
     def _qualified(self, client: str) -> tuple[str, Schedule, Decimal] | None:
         """The client's first deposit (its record), the schedule then, and the lots counted,
         if the client qualifies for a CPA now."""
-        self._cpa_blocked.discard(client)
-        self._cpa_rule.pop(client, None)
+        self._cpa_blocked.pop(client, None)
+        self._cpa_version.pop(client, None)
         text = self._deposits.get(client)
         if not text:
             return None
@@ -433,9 +438,9 @@ class RebateEngine:
             or fields[_F_CURRENCY] != rule.min_deposit.currency.code
             or Decimal(fields[_F_PROFIT]) < rule.min_deposit.amount
         ):  # fmt: skip
-            self._cpa_blocked.add(client)  # no lots can change that; only another deposit
+            self._cpa_blocked[client] = True  # no lots can change that; only another deposit
             return None
-        self._cpa_rule[client] = rule
+        self._cpa_version[client] = schedule.version
         lots = self._lots(client, rule.trigger)
         return (record, schedule, lots) if lots >= rule.min_lots else None
 

@@ -317,6 +317,12 @@ class ScheduleBook:
         self._caps.clear()
         self._cap_of_day.clear()
 
+    def version(self, number: int) -> Schedule:
+        """Version ``number`` (versions count from 1)."""
+        if not 1 <= number <= len(self._versions):
+            raise NotFoundError("no such schedule version")
+        return self._versions[number - 1]
+
     def at(self, when: datetime) -> Schedule:
         i = bisect.bisect_right(self._starts, to_utc(when, "at"))
         if i == 0:
