@@ -526,6 +526,31 @@ def test_value_codecs_store_bulk_values_compactly_even_when_registered_late() ->
     assert codec.decode_event("trace-1", stored.event_type, stored.data) == event
 
 
+@attrs.frozen
+class _Path(DomainEvent):
+    hops: tuple[_Point, ...]
+    start: _Point
+
+    __value_codecs__ = (
+        ValueCodec(
+            tuple[_Point, ...],
+            lambda ps: ";".join(f"{p.x},{p.y}" for p in ps),
+            lambda text: tuple(_Point(*map(int, p.split(","))) for p in text.split(";")),
+        ),
+    )
+
+
+def test_a_value_codec_may_encode_a_whole_collection_at_once() -> None:
+    registry = EventRegistry()
+    registry.register(_Path)
+    codec = EventCodec(registry)
+    event = _Path((_Point(1, 2), _Point(3, 4)), _Point(5, 6))
+    stored = codec.encode("path-1", event, META)
+    # The collection is one value; a lone _Point keeps the generic form.
+    assert json.loads(stored.data) == {"hops": "1,2;3,4", "start": {"x": 5, "y": 6}}
+    assert codec.decode_event("path-1", stored.event_type, stored.data) == event
+
+
 def test_value_codecs_must_be_declared_properly_and_agree() -> None:
     @attrs.frozen
     class Loose(DomainEvent):

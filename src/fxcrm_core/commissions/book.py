@@ -60,8 +60,21 @@ def _entry_of(row: Any) -> RebateEntry:
 
 _SEP = "\x1f"
 _KINDS = {k.value: k for k in EntryKind}
-# Entries are stored as lines of text, not objects: a broker's day holds millions.
-ENTRY_ROWS = ValueCodec(RebateEntry, _entry_row, _entry_of)
+
+
+def _entry_rows(entries: tuple[RebateEntry, ...]) -> list[str | list[object]]:
+    return [_entry_row(e) for e in entries]
+
+
+def _entries_of(rows: Any) -> tuple[RebateEntry, ...]:
+    if not isinstance(rows, list):
+        raise CodecError("rebate entries are stored as a list")
+    return tuple([_entry_of(row) for row in rows])
+
+
+# Entries are stored as lines of text, not objects, a batch at a time: a broker's day holds
+# millions.
+ENTRY_ROWS = ValueCodec(tuple[RebateEntry, ...], _entry_rows, _entries_of)
 
 
 @attrs.frozen

@@ -113,9 +113,11 @@ class _Spec:
 @attrs.frozen
 class ValueCodec:
     """How a value type held in events is stored, in place of the generic field-by-field form:
-    ``unstructure`` turns a value into JSON-ready data, ``structure`` turns that data back."""
+    ``unstructure`` turns a value into JSON-ready data, ``structure`` turns that data back.
+    ``cls`` is a class, or a generic form such as ``tuple[Entry, ...]`` to encode a whole
+    collection at once (one call for a batch of millions, instead of one per item)."""
 
-    cls: type
+    cls: Any
     unstructure: Callable[[Any], Any]
     structure: Callable[[Any], Any]
 
@@ -127,7 +129,7 @@ class EventRegistry:
         self._by_name: dict[str, _Spec] = {}
         self._by_class: dict[type[DomainEvent], _Spec] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
-        self.value_codecs: dict[type, ValueCodec] = {}
+        self.value_codecs: dict[Any, ValueCodec] = {}
 
     def register(self, cls: EventT, *, name: str | None = None, version: int = 1) -> EventT:
         """Register an event class (usable as a decorator). The name defaults to the class name."""
@@ -149,7 +151,7 @@ class EventRegistry:
                 raise ValidationError(f"{event_name}: __value_codecs__ lists ValueCodec entries")
             known = self.value_codecs.get(value.cls)
             if known is not None and known != value:
-                raise ValidationError(f"{value.cls.__name__} already has another value codec")
+                raise ValidationError(f"{value.cls!r} already has another value codec")
         spec = _Spec(cls, event_name, version, pii_fields, subject)
         self._by_name[event_name] = spec
         self._by_class[cls] = spec
@@ -216,15 +218,19 @@ class EventCodec:
         self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
         self._loads = _make_loads()
-        self._values: set[type] = set()
+        self._values: set[Any] = set()
         self._sync_value_codecs()
 
     def _sync_value_codecs(self) -> None:
         """Teach the converter the registry's value codecs (events may be registered later)."""
         for cls, value in self.registry.value_codecs.items():
             if cls not in self._values:
-                self.converter.register_unstructure_hook(cls, value.unstructure)
-                self.converter.register_structure_hook(cls, _structure_with(value))
+                if isinstance(cls, type):
+                    self.converter.register_unstructure_hook(cls, value.unstructure)
+                    self.converter.register_structure_hook(cls, _structure_with(value))
+                else:  # a generic form: matched by equality
+                    self.converter.register_unstructure_hook_func(_is(cls), value.unstructure)
+                    self.converter.register_structure_hook_func(_is(cls), _structure_with(value))
                 self._values.add(cls)
                 self._unstructure.clear()
 
@@ -355,6 +361,10 @@ class EventCodec:
             # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
             object.__setattr__(event, name, ERASED)
         return event
+
+
+def _is(form: Any) -> Callable[[Any], bool]:
+    return lambda t: bool(t == form)
 
 
 def _structure_with(value: ValueCodec) -> Callable[[Any, Any], Any]:
