@@ -514,11 +514,17 @@ class RebateEngine:
     ) -> dict[tuple[str, str], tuple[date, Money]]:
         """Add rebate and CPA entries to their periods' totals; returns the capped groups
         touched (IB, period) with each period's start and cap."""
-        periods: dict[date, tuple[str, date, Money] | None] = {}
-        added: dict[tuple[str, str], Decimal] = {}
-        touched: dict[tuple[str, str], tuple[date, Money]] = {}
+        summed: dict[tuple[str, date, str], Decimal] = {}  # by IB, trading day and currency
         for entry in entries:
-            day = entry.trading_day
+            if entry.component.startswith("cap:"):
+                continue
+            money = entry.amount
+            key = (entry.ib_id, entry.trading_day, money.currency.code)
+            summed[key] = summed.get(key, _ZERO) + money.amount
+        periods: dict[date, tuple[str, date, Money] | None] = {}
+        totals = self._period_totals
+        touched: dict[tuple[str, str], tuple[date, Money]] = {}
+        for (ib, day, code), figure in summed.items():
             try:
                 period = periods[day]
             except KeyError:
@@ -527,18 +533,12 @@ class RebateEngine:
                     None if found is None
                     else (f"{found[0].value}:{found[1].isoformat()}", found[1], found[2])
                 )  # fmt: skip
-            if period is None or entry.component.startswith("cap:"):
-                continue
+            if period is None or code != period[2].currency.code:
+                continue  # no cap; or a cap counts amounts in its own currency only
             label, start, cap = period
-            currency = entry.amount.currency
-            if currency is not cap.currency and currency != cap.currency:
-                continue  # a cap counts amounts in its own currency
-            group = (entry.ib_id, label)
-            added[group] = added.get(group, _ZERO) + entry.amount.amount
+            group = (ib, label)
+            totals[group] = totals.get(group, _ZERO) + figure
             touched[group] = (start, cap)
-        totals = self._period_totals
-        for group, amount in added.items():
-            totals[group] = totals.get(group, _ZERO) + amount
         return touched
 
     # -- state --------------------------------------------------------------------------------
