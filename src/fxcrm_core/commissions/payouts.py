@@ -74,7 +74,8 @@ class Payouts:
         self.policies = dict(policies)
         self.approvals = approvals
         # What each IB has pending, summed per trading day and currency (not entry by entry).
-        self._pending: dict[str, dict[tuple[date, Currency], Decimal]] = {}
+        # Per IB: what is pending per trading day and currency code (codes hash in C).
+        self._pending: dict[str, dict[tuple[date, str], Decimal]] = {}
         self._carried: dict[str, UnroundedMoney] = {}  # in the IB's currency
         self._count: dict[str, int] = {}
         if approvals is not None:
@@ -86,8 +87,9 @@ class Payouts:
             sums = pending.get(e.ib_id)
             if sums is None:
                 sums = pending[e.ib_id] = {}
-            key = (e.trading_day, e.amount.currency)
-            sums[key] = sums.get(key, _ZERO) + e.amount.amount
+            money = e.amount
+            key = (e.trading_day, money.currency.code)
+            sums[key] = sums.get(key, _ZERO) + money.amount
 
     def _policy(self, ib_id: str) -> PayoutPolicy:
         try:
@@ -126,16 +128,17 @@ class Payouts:
         """Settle what is due; returns the result and the payout to post now, if any."""
         policy = self._policy(ib_id)
         cutoff = policy.cadence.cutoff(today) - timedelta(days=policy.hold.days)
-        due: dict[Currency, Decimal] = {}
-        waiting: dict[tuple[date, Currency], Decimal] = {}
-        for (day, currency), summed in self._pending.get(ib_id, {}).items():
+        due: dict[str, Decimal] = {}
+        waiting: dict[tuple[date, str], Decimal] = {}
+        for (day, code), summed in self._pending.get(ib_id, {}).items():
             if day <= cutoff:
-                due[currency] = due.get(currency, _ZERO) + summed
+                due[code] = due.get(code, _ZERO) + summed
             else:
-                waiting[(day, currency)] = summed
+                waiting[(day, code)] = summed
         total = self._carried.get(ib_id, UnroundedMoney.zero(policy.currency))
         source = None
-        for currency, sum_ in sorted(due.items(), key=lambda item: item[0].code):
+        for code, sum_ in sorted(due.items()):
+            currency = Currency.of(code)
             amount = UnroundedMoney(sum_, currency)
             if currency == policy.currency:
                 total = total + amount
@@ -186,8 +189,8 @@ class Payouts:
 
     def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
         """What the IB has accrued and not yet been paid, per trading day (and currency)."""
-        items = sorted(self._pending.get(ib_id, {}).items(), key=lambda i: (i[0][0], i[0][1].code))
-        return [(day, UnroundedMoney(amount, cur)) for (day, cur), amount in items]
+        items = sorted(self._pending.get(ib_id, {}).items())
+        return [(day, UnroundedMoney(amount, Currency.of(code))) for (day, code), amount in items]
 
 
 def _noon(day: date) -> datetime:
