@@ -4,12 +4,11 @@ so a restarted engine resumes where it stopped and a replay gives the same state
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 from typing import Any, Self
 
 import attrs
 
-from fxcrm_core.commissions.engine import EngineChanges, EntryKind, RebateEngine, RebateEntry
+from fxcrm_core.commissions.engine import EngineChanges, RebateEngine, RebateEntry
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -21,48 +20,36 @@ from fxcrm_core.events import (
     ValueCodec,
     iter_all,
 )
-from fxcrm_core.kernel._decimal import to_decimal
-from fxcrm_core.kernel.errors import CodecError, ValidationError
-from fxcrm_core.kernel.money import Currency, UnroundedMoney
+from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
 from fxcrm_core.trading import Deal, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
 
-def _entry_row(e: RebateEntry) -> str | list[object]:
-    """An entry as one line of text, its 14 fields joined by ``|`` (as a list of the fields
+def _entry_row(e: RebateEntry) -> str | list[str]:
+    """An entry as one line of text, its 14 fields joined by ``|`` (as the list of its fields
     where a field holds a ``|`` itself)."""
     line = e.line()
-    if "|" not in line:
-        return line.replace(_SEP, "|")
-    a = e.amount
-    return [
-        e.kind.value, e.server, e.ticket, e.ib_id, e.component, str(a.amount), a.currency.code,
-        e.level, e.client_id, e.symbol, str(e.lots), e.trading_day.isoformat(), e.explanation,
-        e.direct_ib_id,
-    ]  # fmt: skip
+    return line.replace(_SEP, "|") if "|" not in line else line.split(_SEP)
 
 
 def _entry_of(row: Any) -> RebateEntry:
     try:
         if isinstance(row, str):
-            return RebateEntry.from_line(row.replace("|", _SEP))
-        (kind, server, ticket, ib, component, amount, cur, level, client, symbol, lots, day,
-         why, direct) = row  # fmt: skip
-        return RebateEntry(
-            _KINDS[kind], server, int(ticket), ib, component,
-            UnroundedMoney(to_decimal(amount), Currency.of(cur)), int(level), client, symbol,
-            to_decimal(lots), date.fromisoformat(day), why, direct,
-        )  # fmt: skip
-    except (TypeError, ValueError, KeyError, ArithmeticError):
+            line = row.replace("|", _SEP)
+        elif isinstance(row, list) and all(isinstance(f, str | int) for f in row):
+            line = _SEP.join(map(str, row))  # also reads rows of earlier books
+        else:
+            raise TypeError
+        return RebateEntry.from_line(line)
+    except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
         raise CodecError("a rebate entry row is malformed") from None
 
 
 _SEP = "\x1f"
-_KINDS = {k.value: k for k in EntryKind}
 
 
-def _entry_rows(entries: tuple[RebateEntry, ...]) -> list[str | list[object]]:
+def _entry_rows(entries: tuple[RebateEntry, ...]) -> list[str | list[str]]:
     return [_entry_row(e) for e in entries]
 
 

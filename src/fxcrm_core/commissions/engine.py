@@ -29,6 +29,7 @@ import attrs
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, counted_lots
 from fxcrm_core.commissions.tree import IbTree
+from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
@@ -74,16 +75,15 @@ class RebateEntry:
         what was paid on each key as the line of the entry due; the rebate book stores it).
         Ids and explanations carry no control characters; an explanation that does is kept
         with spaces in their place."""
-        line = self._line
-        if line is None:
-            middle = _middle(self.client_id, self.symbol, self.lots, self.trading_day)
-            line = _line_of(self, middle, self.explanation)
-            if line.count(_SEP) == _LINE_FIELDS - 1:
-                object.__setattr__(self, "_line", line)
-                return line
-            line = _line_of(self, middle, self.explanation.replace(_SEP, " "))
-            if line.count(_SEP) != _LINE_FIELDS - 1:
-                raise ValidationError("ids in rebate entries carry no control characters")
+        if self._line is not None:
+            return self._line
+        middle = _middle(self.client_id, self.symbol, self.lots, self.trading_day)
+        kept = _keep_line(self, middle)
+        if kept is not None:
+            return kept
+        line = _line_of(self, middle, self.explanation.replace(_SEP, " "))
+        if line.count(_SEP) != _LINE_FIELDS - 1:
+            raise ValidationError("ids in rebate entries carry no control characters")
         return line
 
     @classmethod
@@ -93,8 +93,8 @@ class RebateEntry:
          why, direct) = line.split(_SEP)  # fmt: skip
         return cls(
             _KINDS[kind], server, int(ticket), ib, component,
-            UnroundedMoney(Decimal(amount), Currency.of(code)), int(level), client, symbol,
-            Decimal(lots), date.fromisoformat(day), why, direct,
+            UnroundedMoney(to_decimal(amount), Currency.of(code)), int(level), client, symbol,
+            to_decimal(lots, "lots"), date.fromisoformat(day), why, direct,
         )  # fmt: skip
 
 
@@ -116,11 +116,14 @@ def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
     )
 
 
-def _keep_line(e: RebateEntry, middle: str) -> None:
-    """Work out and keep the line of a new entry whose shared fields are ``middle``."""
+def _keep_line(e: RebateEntry, middle: str) -> str | None:
+    """Work out and keep the line of an entry whose shared fields are ``middle``; None (and
+    nothing kept) when a field holds the separator."""
     line = _line_of(e, middle, e.explanation)
-    if line.count(_SEP) == _LINE_FIELDS - 1:
-        object.__setattr__(e, "_line", line)
+    if line.count(_SEP) != _LINE_FIELDS - 1:
+        return None
+    object.__setattr__(e, "_line", line)
+    return line
 
 
 @attrs.frozen
@@ -161,8 +164,8 @@ class RebateEngine:
         self.trading_day_of = trading_day_of
         self.component = component
         # A broker's day puts millions of entries in these maps, so they hold only text and
-        # numbers (see _Flat): the running total per key, the keys of each deal, the last feed
-        # cursor applied per deal.
+        # numbers (see _Flat): per key the line of the entry due (its amount is the running
+        # total paid), the keys of each deal, the last feed cursor applied per deal.
         self._paid: dict[str, str] = {}  # key (as _text) -> line of the entry due on it
         self._keys_of = _KeyLists()  # by the deal's text key (_deal_text)
         self._cursor: dict[str, int] = {}  # by the deal's text key
