@@ -387,15 +387,16 @@ class RebateEngine:
             client = self.client_of(deal.server, deal.login)
             if client is None:
                 return None
-            deal_key = (deal.server, deal.ticket)
-            deposits = [d for d in self._deposit_deals(client) if (d.server, d.ticket) != deal_key]
+            # Deposit records: server, fact and trading day; the first deposit first.
+            text = self._deposits.get(client)
+            this = f"{deal.server}{_SEP}{deal.ticket}|"
+            records = [r for r in text.split(_LIST) if not r.startswith(this)] if text else []
             if not deleted and deal.profit.is_positive():
-                deposits.append(deal)
-            deposits.sort(key=_order)  # the first deposit first
+                day = self.trading_day_of(deal).isoformat()
+                records.append(f"{deal.server}{_SEP}{_fact(deal, False)}{_SEP}{day}")
+                records.sort(key=_record_order)
             self._cpa_version.pop(client, None)
-            self._deposits[client] = _LIST.join(
-                f"{d.server}{_SEP}{_fact(d, False)}" for d in deposits
-            )
+            self._deposits[client] = _LIST.join(records)
             return client
         return None
 
@@ -410,16 +411,9 @@ class RebateEngine:
             return []  # unchanged, or nothing paid and nothing due
         due = {}
         if found:
-            first = _from_fact(*state.split(_SEP, 1))[0]
-            due = self._cpa(client, first, found[1], found[2])
+            due = self._cpa(client, state, found[1], found[2])
         out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client) or (), due)
         return out
-
-    def _deposit_deals(self, client: str) -> list[Deal]:
-        text = self._deposits.get(client)
-        if not text:
-            return []
-        return [_from_fact(*record.split(_SEP, 1))[0] for record in text.split(_LIST)]
 
     def _qualified(self, client: str) -> tuple[str, Schedule, Decimal] | None:
         """The client's first deposit (its record), the schedule then, and the lots counted,
@@ -430,7 +424,7 @@ class RebateEngine:
         if not text:
             return None
         record = text.split(_LIST, 1)[0]  # kept first
-        fields = record.split(_SEP, 1)[1].split("|")
+        fields = record.split(_SEP)[1].split("|")
         try:
             schedule = self.schedules.at(from_micros(int(fields[_F_MICROS])))
         except NotFoundError:
@@ -456,30 +450,32 @@ class RebateEngine:
         return self._opened_sum.get(client, _ZERO) + self._closed_sum.get(client, _ZERO)
 
     def _cpa(
-        self, client: str, first: Deal, schedule: Schedule, lots: Decimal
+        self, client: str, first: str, schedule: Schedule, lots: Decimal
     ) -> dict[Key, RebateEntry]:
-        """The CPA due for a qualified client, shared up the chain as of the first deposit."""
+        """The CPA due for a qualified client (``first``: the record of its first deposit),
+        shared up the chain as of the first deposit."""
         rule = schedule.cpa
         assert rule is not None
         assert rule.amount is not None
-        deposit = first.profit
-        ib = self.tree.ib_of(client, first.time)
+        server, fact, day = first.split(_SEP)
+        fields = fact.split("|")
+        ticket, when = int(fields[0]), from_micros(int(fields[_F_MICROS]))
+        ib = self.tree.ib_of(client, when)
         if ib is None:
             return {}
-        chain = self.tree.chain(ib, first.time)
+        chain = self.tree.chain(ib, when)
         shares = self.cpa_distribution.distribute(chain, Decimal(1), rule.amount)  # one unit
-        day = self.trading_day_of(first)
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
-            f"deposit {deposit} (minimum {rule.min_deposit}), {lots} lots {rule.trigger.value} "
-            f"(minimum {rule.min_lots}); level "
+            f"deposit {fields[_F_PROFIT]} {fields[_F_CURRENCY]} (minimum {rule.min_deposit}), "
+            f"{lots} lots {rule.trigger.value} (minimum {rule.min_lots}); level "
         )
         due = {}
         for share in shares:
             entry = RebateEntry(
-                EntryKind.ACCRUAL, first.server, first.ticket, share.ib_id, "cpa", share.amount,
-                share.level, client, "", lots, day, f"{head}{share.level}: {share.step}",
-                chain[0],
+                EntryKind.ACCRUAL, server, ticket, share.ib_id, "cpa", share.amount,
+                share.level, client, "", lots, date.fromisoformat(day),
+                f"{head}{share.level}: {share.step}", chain[0],
             )  # fmt: skip
             due[entry.key] = entry
         return due
@@ -730,6 +726,12 @@ _WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is no
 
 def _order(deal: Deal) -> tuple[datetime, int]:
     return (deal.time, deal.ticket)
+
+
+def _record_order(record: str) -> tuple[int, int]:
+    """A deposit record's place: by time, then ticket (as :func:`_order` for deals)."""
+    fields = record.split(_SEP)[1].split("|")
+    return (int(fields[_F_MICROS]), int(fields[0]))
 
 
 _F_MICROS, _F_PROFIT, _F_CURRENCY = 7, 8, 9  # where _fact puts a deal's time and profit
