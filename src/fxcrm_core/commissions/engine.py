@@ -219,8 +219,9 @@ class RebateEngine:
             if history and (
                 learns[deal.entry] if deal.action.is_trade else deal.action is DealAction.BALANCE
             ):
-                self._facts.append(_fact(deal, deleted))
-                client = self._learn(deal, dk, deleted, out)
+                fact = _fact(deal, deleted)
+                self._facts.append(fact)
+                client = self._learn(deal, dk, fact, deleted, out)
                 if client is not None:
                     clients.add(client)
             if deal.action.is_trade and (on_open or deal.entry is not DealEntry.IN):
@@ -336,9 +337,12 @@ class RebateEngine:
         return out, tuple(kept)
 
     # -- what later deals depend on -----------------------------------------------------------
-    def _learn(self, deal: Deal, dk: str, deleted: bool, out: list[RebateEntry]) -> str | None:
-        """Record position openings, clients' lots and deposits; returns the client whose CPA
-        may have changed. Closing deals waiting for a newly known opening settle into ``out``."""
+    def _learn(
+        self, deal: Deal, dk: str, fact: str, deleted: bool, out: list[RebateEntry]
+    ) -> str | None:
+        """Record position openings, clients' lots and deposits (``fact``: the deal's fact);
+        returns the client whose CPA may have changed. Closing deals waiting for a newly known
+        opening settle into ``out``."""
         if deal.action.is_trade:
             position = (deal.server, deal.position_id)
             if deal.entry is DealEntry.IN and self.schedules.needs_openings:
@@ -393,7 +397,7 @@ class RebateEngine:
             records = [r for r in text.split(_LIST) if not r.startswith(this)] if text else []
             if not deleted and deal.profit.is_positive():
                 day = self.trading_day_of(deal).isoformat()
-                records.append(f"{deal.server}{_SEP}{_fact(deal, False)}{_SEP}{day}")
+                records.append(f"{deal.server}{_SEP}{fact}{_SEP}{day}")  # (fact: not deleted)
                 records.sort(key=_record_order)
             self._cpa_version.pop(client, None)
             self._deposits[client] = _LIST.join(records)
@@ -424,7 +428,7 @@ class RebateEngine:
         if not text:
             return None
         record = text.split(_LIST, 1)[0]  # kept first
-        fields = record.split(_SEP)[1].split("|")
+        _, fields, _ = _record_parts(record)
         try:
             schedule = self.schedules.at(from_micros(int(fields[_F_MICROS])))
         except NotFoundError:
@@ -457,8 +461,7 @@ class RebateEngine:
         rule = schedule.cpa
         assert rule is not None
         assert rule.amount is not None
-        server, fact, day = first.split(_SEP)
-        fields = fact.split("|")
+        server, fields, day = _record_parts(first)
         ticket, when = int(fields[0]), from_micros(int(fields[_F_MICROS]))
         ib = self.tree.ib_of(client, when)
         if ib is None:
@@ -636,7 +639,7 @@ class RebateEngine:
         parked = self._parked.get((server, deal.position_id))
         if parked is not None:
             parked.pop((server, deal.ticket), None)
-        self._learn(deal, _deal_text(server, deal.ticket), deleted, [])
+        self._learn(deal, _deal_text(server, deal.ticket), fact, deleted, [])
 
 
 def _amount_of(line: str) -> Decimal:
@@ -730,8 +733,14 @@ def _order(deal: Deal) -> tuple[datetime, int]:
 
 def _record_order(record: str) -> tuple[int, int]:
     """A deposit record's place: by time, then ticket (as :func:`_order` for deals)."""
-    fields = record.split(_SEP)[1].split("|")
+    _, fields, _ = _record_parts(record)
     return (int(fields[_F_MICROS]), int(fields[0]))
+
+
+def _record_parts(record: str) -> tuple[str, list[str], str]:
+    """A deposit record's server, the fields of its deal's fact, and its trading day."""
+    server, fact, day = record.split(_SEP)
+    return server, fact.split("|"), day
 
 
 _F_MICROS, _F_PROFIT, _F_CURRENCY = 7, 8, 9  # where _fact puts a deal's time and profit
