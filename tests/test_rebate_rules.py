@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from fxcrm_core.commissions import (
     CapPeriod,
+    EngineChanges,
     EntryKind,
     FixedShares,
     IbTree,
@@ -435,3 +436,47 @@ def test_a_restored_engine_resumes_with_what_later_deals_depend_on(
     live.process(late)
     assert restored.waiting() == live.waiting() == []
     assert restored.totals() == live.totals()
+
+
+def _legacy_fact(deal: Deal, deleted: bool) -> str:
+    """A deal's fact in the form books kept before the short ``t|`` and ``d|`` forms."""
+    micro = timedelta(microseconds=1)
+    return (
+        f"{deal.ticket}|{deal.login}|{int(deal.action)}|{int(deal.entry)}|{deal.position_id}|"
+        f"{deal.volume}|{deal.volume_closed}|{(deal.time - EPOCH) // micro}|"
+        f"{deal.profit.amount}|{deal.profit.currency.code}|{int(deleted)}|"
+        f"{deal.server_offset // micro}"
+    )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("trigger", list(Trigger))
+def test_facts_in_the_form_of_earlier_books_restore_the_same_state(trigger: Trigger) -> None:
+    sim = simulated(13)
+    sim.simulate_trading(200)
+    first = sim.deal_feed(limit=100_000)
+    held_back = [i for i in first if i.deal.entry == 0 and i.deal.ticket % 3 == 0]
+    early = [i for i in first if i not in held_back]
+    live = engine(full_schedule(trigger), logins=LOGINS)
+    entries = live.process(early)
+    assert live.waiting()
+    learned = [i for i in early if i.deal.action.is_trade or i.deal.action == 2]  # 2: balance
+    legacy = tuple(_legacy_fact(i.deal, i.change is DealChange.DELETED) for i in learned)
+    restored = engine(full_schedule(trigger), logins=LOGINS)
+    cursors = [(i.deal.ticket, i.cursor) for i in early]
+    restored.restore(entries, sim.name, cursors, EngineChanges(legacy, tuple(live.waiting())))
+    assert restored.waiting() == live.waiting()
+
+    sim.simulate_trading(150)
+    rest = sim.deal_feed(after_cursor=len(first), limit=100_000)
+    late = [FeedItem(i.cursor + 100_000, i.change, i.deal) for i in held_back] + rest
+    late.sort(key=lambda i: i.cursor)
+    assert sorted(restored.process(late), key=_key) == sorted(live.process(late), key=_key)
+    assert restored.waiting() == live.waiting() == []
+    assert restored.totals() == live.totals()
+
+
+def _key(entry: RebateEntry) -> tuple[str, int, str, str, str]:
+    return (*entry.key, entry.line())

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 import attrs
 
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
-from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, counted_lots
+from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
@@ -209,6 +209,9 @@ class RebateEngine:
         on_open = book.pays_on_open  # else opening deals earn nothing by themselves
         clients: set[str] = set()
         cursors = self._cursor
+        deposits = book.pays_cpa
+        client_of = self.client_of
+        facts = self._facts
         for item in items:
             deal = item.deal
             dk = _deal_text(deal.server, deal.ticket)
@@ -216,28 +219,45 @@ class RebateEngine:
                 continue
             cursors[dk] = item.cursor
             deleted = item.change is DealChange.DELETED
-            if history and (
-                learns[deal.entry] if deal.action.is_trade else deal.action is DealAction.BALANCE
-            ):
-                fact = _fact(deal, deleted)
-                self._facts.append(fact)
-                client = self._learn(deal, dk, fact, deleted, out)
+            if deal.action.is_trade:
+                entry = deal.entry
+                learn = history and learns[entry]
+                settle = on_open or entry is not DealEntry.IN
+                if not (learn or settle):
+                    continue
+                client = client_of(deal.server, deal.login)  # once for both
+                if learn:
+                    fact, opened, closed = _trade_fact(deal, deleted)
+                    facts.append(fact)
+                    when = deal.time if entry is DealEntry.IN else None
+                    changed = self._learn_trade(
+                        deal.server, dk, deal.position_id, when, client, opened, closed, out
+                    )
+                    if changed and client is not None:
+                        clients.add(client)
+                if settle:
+                    out.extend(self._settle_deal(deal, dk, deleted, client))
+            elif deposits and deal.action is DealAction.BALANCE:
+                client = client_of(deal.server, deal.login)
                 if client is not None:
+                    fact = self._deposit_fact(deal, deleted)
+                    facts.append(fact)
+                    self._learn_deposit(deal.server, client, fact)
                     clients.add(client)
-            if deal.action.is_trade and (on_open or deal.entry is not DealEntry.IN):
-                out.extend(self._settle_deal(deal, dk, deleted))
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
         return out
 
-    def _settle_deal(self, deal: Deal, dk: str, deleted: bool) -> list[RebateEntry]:
+    def _settle_deal(
+        self, deal: Deal, dk: str, deleted: bool, client_id: str | None
+    ) -> list[RebateEntry]:
         if self._parked:
             parked = self._parked.get((deal.server, deal.position_id))
             if parked is not None and (deal.server, deal.ticket) in parked:
                 del parked[(deal.server, deal.ticket)]
                 self._newly_parked.pop((deal.server, deal.ticket), None)
-        due = None if deleted else self._due(deal)
+        due = None if deleted or client_id is None else self._due(deal, client_id)
         if due is _WAIT:
             deal_key = (deal.server, deal.ticket)
             self._parked.setdefault((deal.server, deal.position_id), {})[deal_key] = deal
@@ -259,11 +279,8 @@ class RebateEngine:
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
 
-    def _due(self, deal: Deal) -> dict[Key, RebateEntry] | None:
+    def _due(self, deal: Deal, client_id: str) -> dict[Key, RebateEntry] | None:
         """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
-        client_id = self.client_of(deal.server, deal.login)
-        if client_id is None:
-            return None
         ib = self.tree.ib_of(client_id, deal.time)
         if ib is None:
             return None
@@ -337,72 +354,86 @@ class RebateEngine:
         return out, tuple(kept)
 
     # -- what later deals depend on -----------------------------------------------------------
-    def _learn(
-        self, deal: Deal, dk: str, fact: str, deleted: bool, out: list[RebateEntry]
-    ) -> str | None:
-        """Record position openings, clients' lots and deposits (``fact``: the deal's fact);
-        returns the client whose CPA may have changed. Closing deals waiting for a newly known
-        opening settle into ``out``."""
-        if deal.action.is_trade:
-            position = (deal.server, deal.position_id)
-            if deal.entry is DealEntry.IN and self.schedules.needs_openings:
-                # A deleted opening still says when it opened.
-                known = self._opened.find(position)
-                if known is None or deal.time < known:
-                    self._opened[position] = deal.time
-                    for waiting in sorted(self._parked.pop(position, {}).values(), key=_order):
-                        self._newly_parked.pop((waiting.server, waiting.ticket), None)
-                        if not self._restoring:  # restoring: its entries are on record
-                            wk = _deal_text(waiting.server, waiting.ticket)
-                            out.extend(self._settle_deal(waiting, wk, False))
-            if not self.schedules.pays_cpa:
-                return None
-            client = self.client_of(deal.server, deal.login)
-            if client is None:
-                return None
-            old_o = new_o = _ZERO
-            if self.schedules.counts_opened_lots:
-                old_o = self._lots_opened.pop(dk, _ZERO)
-                new_o = _ZERO if deleted else counted_lots(deal, Trigger.OPEN)
-            old_c = self._lots_closed.pop(dk, _ZERO)
-            new_c = _ZERO if deleted else counted_lots(deal, Trigger.CLOSE)
-            if new_o:
-                self._lots_opened[dk] = new_o
-            if new_c:
-                self._lots_closed[dk] = new_c
-            if new_o != old_o:
-                self._opened_sum[client] = self._opened_sum.get(client, _ZERO) - old_o + new_o
-            if new_c != old_c:
-                self._closed_sum[client] = self._closed_sum.get(client, _ZERO) - old_c + new_c
-            if client in self._cpa_blocked:
-                return None  # the first deposit rules a CPA out, whatever the lots
-            state = self._cpa_state.get(client)
-            if state and new_o >= old_o and new_c >= old_c:
-                return None  # qualified already, and more lots cannot change that
-            version = self._cpa_version.get(client)
-            if version is not None and state is not None:
-                rule = self.schedules.version(version).cpa
-                assert rule is not None
-                qualifies = self._lots(client, rule.trigger) >= rule.min_lots
-                if qualifies == bool(state):
-                    return None  # the lots are still on the same side of the minimum
-            return client
-        if deal.action is DealAction.BALANCE and self.schedules.pays_cpa:
-            client = self.client_of(deal.server, deal.login)
-            if client is None:
-                return None
-            # Deposit records: server, fact and trading day; the first deposit first.
-            text = self._deposits.get(client)
-            this = f"{deal.server}{_SEP}{deal.ticket}|"
-            records = [r for r in text.split(_LIST) if not r.startswith(this)] if text else []
-            if not deleted and deal.profit.is_positive():
-                day = self.trading_day_of(deal).isoformat()
-                records.append(f"{deal.server}{_SEP}{fact}{_SEP}{day}")  # (fact: not deleted)
-                records.sort(key=_record_order)
-            self._cpa_version.pop(client, None)
-            self._deposits[client] = _LIST.join(records)
-            return client
-        return None
+    def _learn_trade(
+        self,
+        server: str,
+        dk: str,
+        position: int,
+        when: datetime | None,
+        client: str | None,
+        opened: Decimal,
+        closed: Decimal,
+        out: list[RebateEntry],
+    ) -> bool:
+        """Record what a trade deal tells later deals: when its position opened (``when``, for
+        an opening deal; a deleted opening still says when it opened) and the lots it opened
+        and closed (zero once deleted). Closing deals waiting for a newly known opening settle
+        into ``out``. Returns whether the client's CPA may have changed."""
+        book = self.schedules
+        if when is not None and book.needs_openings:
+            key = (server, position)
+            known = self._opened.find(key)
+            if known is None or when < known:
+                self._opened[key] = when
+                for waiting in sorted(self._parked.pop(key, {}).values(), key=_order):
+                    self._newly_parked.pop((waiting.server, waiting.ticket), None)
+                    if not self._restoring:  # restoring: its entries are on record
+                        wk = _deal_text(waiting.server, waiting.ticket)
+                        who = self.client_of(waiting.server, waiting.login)
+                        out.extend(self._settle_deal(waiting, wk, False, who))
+        if client is None or not book.pays_cpa:
+            return False
+        old_o = new_o = _ZERO
+        if book.counts_opened_lots:
+            old_o = self._lots_opened.pop(dk, _ZERO)
+            new_o = opened
+        old_c = self._lots_closed.pop(dk, _ZERO)
+        new_c = closed
+        if new_o:
+            self._lots_opened[dk] = new_o
+        if new_c:
+            self._lots_closed[dk] = new_c
+        if new_o != old_o:
+            self._opened_sum[client] = self._opened_sum.get(client, _ZERO) - old_o + new_o
+        if new_c != old_c:
+            self._closed_sum[client] = self._closed_sum.get(client, _ZERO) - old_c + new_c
+        if client in self._cpa_blocked:
+            return False  # the first deposit rules a CPA out, whatever the lots
+        state = self._cpa_state.get(client)
+        if state and new_o >= old_o and new_c >= old_c:
+            return False  # qualified already, and more lots cannot change that
+        version = self._cpa_version.get(client)
+        if version is not None and state is not None:
+            rule = book.version(version).cpa
+            assert rule is not None
+            qualifies = self._lots(client, rule.trigger) >= rule.min_lots
+            if qualifies == bool(state):
+                return False  # the lots are still on the same side of the minimum
+        return True
+
+    def _deposit_fact(self, deal: Deal, deleted: bool) -> str:
+        """A balance deal's fact: ``d|ticket|login`` for one that deposits nothing (a deleted
+        deposit, a withdrawal), else with its time, amount, currency and trading day."""
+        if deleted or not deal.profit.is_positive():
+            return f"d|{deal.ticket}|{deal.login}"
+        profit = deal.profit
+        day = self.trading_day_of(deal).isoformat()
+        return (
+            f"d|{deal.ticket}|{deal.login}|{to_micros(deal.time)}|{profit.amount}|"
+            f"{profit.currency.code}|{day}"
+        )
+
+    def _learn_deposit(self, server: str, client: str, fact: str) -> None:
+        """Keep the client's live deposits as records (server and fact), the first first."""
+        text = self._deposits.get(client)
+        ticket = fact.split("|", 2)[1]
+        this = f"{server}{_SEP}d|{ticket}|"
+        records = [r for r in text.split(_LIST) if not r.startswith(this)] if text else []
+        if fact.count("|") > 2:
+            records.append(f"{server}{_SEP}{fact}")
+            records.sort(key=_record_order)
+        self._cpa_version.pop(client, None)
+        self._deposits[client] = _LIST.join(records)
 
     def _settle_cpa(self, client: str) -> list[RebateEntry]:
         """Bring the client's CPA to what is due now. What is due depends only on the first
@@ -428,7 +459,7 @@ class RebateEngine:
         if not text:
             return None
         record = text.split(_LIST, 1)[0]  # kept first
-        _, fields, _ = _record_parts(record)
+        _, fields = _record_parts(record)
         try:
             schedule = self.schedules.at(from_micros(int(fields[_F_MICROS])))
         except NotFoundError:
@@ -437,7 +468,7 @@ class RebateEngine:
         if (
             schedule is None or rule is None or rule.min_deposit is None
             or fields[_F_CURRENCY] != rule.min_deposit.currency.code
-            or Decimal(fields[_F_PROFIT]) < rule.min_deposit.amount
+            or Decimal(fields[_F_AMOUNT]) < rule.min_deposit.amount
         ):  # fmt: skip
             self._cpa_blocked[client] = True  # no lots can change that; only another deposit
             return None
@@ -461,8 +492,8 @@ class RebateEngine:
         rule = schedule.cpa
         assert rule is not None
         assert rule.amount is not None
-        server, fields, day = _record_parts(first)
-        ticket, when = int(fields[0]), from_micros(int(fields[_F_MICROS]))
+        server, fields = _record_parts(first)
+        ticket, when = int(fields[_F_TICKET]), from_micros(int(fields[_F_MICROS]))
         ib = self.tree.ib_of(client, when)
         if ib is None:
             return {}
@@ -470,14 +501,14 @@ class RebateEngine:
         shares = self.cpa_distribution.distribute(chain, Decimal(1), rule.amount)  # one unit
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
-            f"deposit {fields[_F_PROFIT]} {fields[_F_CURRENCY]} (minimum {rule.min_deposit}), "
+            f"deposit {fields[_F_AMOUNT]} {fields[_F_CURRENCY]} (minimum {rule.min_deposit}), "
             f"{lots} lots {rule.trigger.value} (minimum {rule.min_lots}); level "
         )
         due = {}
         for share in shares:
             entry = RebateEntry(
                 EntryKind.ACCRUAL, server, ticket, share.ib_id, "cpa", share.amount,
-                share.level, client, "", lots, date.fromisoformat(day),
+                share.level, client, "", lots, date.fromisoformat(fields[_F_DAY]),
                 f"{head}{share.level}: {share.step}", chain[0],
             )  # fmt: skip
             due[entry.key] = entry
@@ -631,15 +662,34 @@ class RebateEngine:
                 self._facts.append(f"open|{position}|{to_micros(when)}")
 
     def _relearn(self, server: str, fact: str) -> None:
-        if fact.startswith("open|"):
-            _, position, micros = fact.split("|")
+        kind, rest = fact.split("|", 1)
+        if kind == "open":
+            position, micros = rest.split("|")
             self._opened[(server, int(position))] = from_micros(int(micros))
             return
-        deal, deleted = _from_fact(server, fact)
-        parked = self._parked.get((server, deal.position_id))
+        if kind not in ("t", "d"):  # a fact as books before the short forms kept it
+            deal, deleted = _from_fact(server, fact)
+            if deal.action.is_trade:
+                fact = _trade_fact(deal, deleted)[0]
+            elif deal.action is DealAction.BALANCE:
+                fact = self._deposit_fact(deal, deleted)
+            else:
+                return
+            kind, rest = fact.split("|", 1)
+        if kind == "d":
+            client = self.client_of(server, int(rest.split("|", 2)[1]))
+            if client is not None and self.schedules.pays_cpa:
+                self._learn_deposit(server, client, fact)
+            return
+        ticket, login, position, micros, opened, closed = rest.split("|")
+        parked = self._parked.get((server, int(position)))
         if parked is not None:
-            parked.pop((server, deal.ticket), None)
-        self._learn(deal, _deal_text(server, deal.ticket), fact, deleted, [])
+            parked.pop((server, int(ticket)), None)
+        self._learn_trade(
+            server, _deal_text(server, int(ticket)), int(position),
+            from_micros(int(micros)) if micros else None, self.client_of(server, int(login)),
+            Decimal(opened), Decimal(closed), [],
+        )  # fmt: skip
 
 
 def _amount_of(line: str) -> Decimal:
@@ -733,29 +783,33 @@ def _order(deal: Deal) -> tuple[datetime, int]:
 
 def _record_order(record: str) -> tuple[int, int]:
     """A deposit record's place: by time, then ticket (as :func:`_order` for deals)."""
-    _, fields, _ = _record_parts(record)
-    return (int(fields[_F_MICROS]), int(fields[0]))
+    _, fields = _record_parts(record)
+    return (int(fields[_F_MICROS]), int(fields[_F_TICKET]))
 
 
-def _record_parts(record: str) -> tuple[str, list[str], str]:
-    """A deposit record's server, the fields of its deal's fact, and its trading day."""
-    server, fact, day = record.split(_SEP)
-    return server, fact.split("|"), day
+def _record_parts(record: str) -> tuple[str, list[str]]:
+    """A deposit record's server and the fields of its deposit's fact."""
+    server, fact = record.split(_SEP)
+    return server, fact.split("|")
 
 
-_F_MICROS, _F_PROFIT, _F_CURRENCY = 7, 8, 9  # where _fact puts a deal's time and profit
+# Where a deposit's fact (see RebateEngine._deposit_fact) puts its fields.
+_F_TICKET, _F_MICROS, _F_AMOUNT, _F_CURRENCY, _F_DAY = 1, 3, 4, 5, 6
 
 
-def _fact(deal: Deal, deleted: bool) -> str:
-    """The few fields of a deal that later deals depend on, compactly."""
-    return (
-        f"{deal.ticket}|{deal.login}|{int(deal.action)}|{int(deal.entry)}|{deal.position_id}|"
-        f"{deal.volume}|{deal.volume_closed}|{to_micros(deal.time)}|{deal.profit.amount}|"
-        f"{deal.profit.currency.code}|{int(deleted)}|{deal.server_offset // _MICROSECOND}"
-    )
+def _trade_fact(deal: Deal, deleted: bool) -> tuple[str, Decimal, Decimal]:
+    """A trade deal's fact, ``t|ticket|login|position|time|opened|closed`` (the time of an
+    opening deal only; the lots it opened and closed, zero once deleted), and those lots."""
+    opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
+    micros = to_micros(deal.time) if deal.entry is DealEntry.IN else ""
+    fact = f"t|{deal.ticket}|{deal.login}|{deal.position_id}|{micros}|{opened}|{closed}"
+    return fact, opened, closed
 
 
 def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
+    """The deal of a fact as books kept it before the short forms (``t|...``, ``d|...``):
+    ticket, login, action, entry, position, volume, closed volume, time, profit, currency,
+    deleted, server offset."""
     ticket, login, action, entry, position, volume, closed, micros, profit, cur, deleted, offset = (
         fact.split("|")
     )

@@ -242,16 +242,24 @@ class Schedule:
         return RebateLine(pool, lots, level, note)
 
 
+def lots_opened_closed(deal: Deal) -> tuple[Decimal, Decimal]:
+    """The lots a deal opened and closed (partial closes count what they closed; an in/out
+    reversal both closes and opens)."""
+    entry = deal.entry
+    if entry is DealEntry.IN:
+        return deal.volume, _NONE
+    if entry is DealEntry.INOUT:
+        return deal.volume - deal.volume_closed, deal.volume_closed
+    return _NONE, deal.volume_closed
+
+
+_NONE = Decimal(0)
+
+
 def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
     """Lots that count for the trigger: opening volume, closed volume (partial closes count
     what they closed; an in/out reversal both closes and opens), or both."""
-    closed = deal.volume_closed if deal.entry.closes else Decimal(0)
-    if deal.entry is DealEntry.IN:
-        opened = deal.volume
-    elif deal.entry is DealEntry.INOUT:
-        opened = deal.volume - deal.volume_closed
-    else:
-        opened = Decimal(0)
+    opened, closed = lots_opened_closed(deal)
     if trigger is Trigger.OPEN:
         return opened
     if trigger is Trigger.CLOSE:
