@@ -69,9 +69,9 @@ class FixedShares:
     def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         exact = _exact(pool)
-        of = exact.amount
+        of = str(exact.amount)
         return [
-            Share(ib, level, exact * share, f"{label}{of}")
+            Share(ib, level, exact * share, label + of)
             for ib, (level, share, label) in zip(chain, self._levels, strict=False)
         ]
 

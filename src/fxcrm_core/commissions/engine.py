@@ -100,6 +100,8 @@ class RebateEntry:
 
 _LINE_FIELDS = 14
 _KINDS = {k.value: k for k in EntryKind}
+_KIND_TEXT = {k: k.value for k in EntryKind}  # (faster than the enum's value property)
+_ACCRUAL = EntryKind.ACCRUAL
 
 
 def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
@@ -110,7 +112,7 @@ def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
 def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
     a = e.amount
     return (
-        f"{e.kind.value}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
+        f"{_KIND_TEXT[e.kind]}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
         f"{a.amount}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
         f"{e.direct_ib_id}"
     )
@@ -268,18 +270,18 @@ class RebateEngine:
             if not due:
                 return []
             ordered = sorted(due)
-            self._keys_of[dk] = tuple(ordered)
+            self._keys_of[dk] = ordered
             paid = self._paid
             out = []
             for key in ordered:
                 entry = due[key]
-                paid[_text(key)] = entry.line()
+                paid[key] = entry.line()
                 out.append(entry)
             return out
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
 
-    def _due(self, deal: Deal, client_id: str) -> dict[Key, RebateEntry] | None:
+    def _due(self, deal: Deal, client_id: str) -> dict[str, RebateEntry] | None:
         """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
         ib = self.tree.ib_of(client_id, deal.time)
         if ib is None:
@@ -306,33 +308,36 @@ class RebateEngine:
         shares = self.distribution.distribute(chain, line.lots, line.pool)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
-        middle = _middle(client_id, deal.symbol, line.lots, day)
+        server, ticket, symbol, lots, component = (
+            deal.server, deal.ticket, deal.symbol, line.lots, self.component
+        )  # fmt: skip
+        middle = _middle(client_id, symbol, lots, day)
+        direct = chain[0]
         due = {}
         for share in shares:
+            ib, level = share.ib_id, share.level
             entry = RebateEntry(
-                EntryKind.ACCRUAL, deal.server, deal.ticket, share.ib_id, self.component,
-                share.amount, share.level, client_id, deal.symbol, line.lots, day,
-                f"{head}{share.level}: {share.step}", chain[0],
+                _ACCRUAL, server, ticket, ib, component, share.amount, level, client_id, symbol,
+                lots, day, f"{head}{level}: {share.step}", direct,
             )  # fmt: skip
             _keep_line(entry, middle)
-            due[(deal.server, deal.ticket, share.ib_id, self.component)] = entry
+            due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = entry  # (as _text(entry.key))
         return due
 
     def _settle(
-        self, keys: tuple[Key, ...], due: dict[Key, RebateEntry]
-    ) -> tuple[list[RebateEntry], tuple[Key, ...]]:
-        """Bring what was paid on ``keys`` to what is due; returns the differences and the
-        keys paid now."""
+        self, keys: Sequence[str], due: dict[str, RebateEntry]
+    ) -> tuple[list[RebateEntry], list[str]]:
+        """Bring what was paid on ``keys`` (as text) to what is due; returns the differences
+        and the keys paid now."""
         out = []
         kept = []
-        for key in sorted(set(keys) | due.keys()):
-            text = _text(key)
+        for text in sorted(set(keys) | due.keys()):
             before = self._paid.get(text)
-            after = due.get(key)
+            after = due.get(text)
             paid = _amount_of(before) if before else _ZERO
             owed = after.amount.amount if after else _ZERO
             if after is not None:
-                kept.append(key)
+                kept.append(text)
             if paid == owed:
                 continue
             kind = (
@@ -351,7 +356,7 @@ class RebateEngine:
                 was = RebateEntry.from_line(before)
                 out.append(attrs.evolve(was, kind=kind, amount=-was.amount))
                 del self._paid[text]
-        return out, tuple(kept)
+        return out, kept
 
     # -- what later deals depend on -----------------------------------------------------------
     def _learn_trade(
@@ -486,7 +491,7 @@ class RebateEngine:
 
     def _cpa(
         self, client: str, first: str, schedule: Schedule, lots: Decimal
-    ) -> dict[Key, RebateEntry]:
+    ) -> dict[str, RebateEntry]:
         """The CPA due for a qualified client (``first``: the record of its first deposit),
         shared up the chain as of the first deposit."""
         rule = schedule.cpa
@@ -511,7 +516,7 @@ class RebateEngine:
                 share.level, client, "", lots, date.fromisoformat(fields[_F_DAY]),
                 f"{head}{share.level}: {share.step}", chain[0],
             )  # fmt: skip
-            due[entry.key] = entry
+            due[_text(entry.key)] = entry
         return due
 
     def _caps(self, entries: Sequence[RebateEntry]) -> list[RebateEntry]:
@@ -537,7 +542,7 @@ class RebateEngine:
                     UnroundedMoney(cap.amount - total, cap.currency), 0, "", "", _ZERO, start,
                     note, ib,
                 )  # fmt: skip
-                due[entry.key] = entry
+                due[_text(entry.key)] = entry
             settled, self._cap_keys[group] = self._settle(keys or (), due)
             out.extend(settled)
         return out
@@ -605,8 +610,7 @@ class RebateEngine:
         if self.schedules.has_caps:
             self._count_for_caps(entries)
         for entry in entries:
-            key = entry.key
-            text = _text(key)
+            text = _text(entry.key)
             before = self._paid.get(text)
             total = entry.amount.amount + (_amount_of(before) if before else _ZERO)
             index, group_of = self._index_of(entry)
@@ -614,11 +618,11 @@ class RebateEngine:
             if total:
                 amount = UnroundedMoney(total, entry.amount.currency)
                 self._paid[text] = attrs.evolve(entry, amount=amount).line()
-                if key not in keys:
-                    index[group_of] = (*keys, key)
+                if text not in keys:
+                    index[group_of] = (*keys, text)
             else:
                 self._paid.pop(text, None)
-                index[group_of] = tuple(k for k in keys if k != key)
+                index[group_of] = [k for k in keys if k != text]
         for ticket, cursor in cursors:
             dk = _deal_text(server, ticket)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
@@ -759,22 +763,18 @@ class _KeyLists:
     def __contains__(self, group: Hashable) -> bool:
         return _text(group) in self._d
 
-    def get(self, group: Hashable) -> tuple[Key, ...] | None:
+    def get(self, group: Hashable) -> list[str] | None:
+        """The keys (as text) paid for ``group``; None if none ever were."""
         text = self._d.get(_text(group))
         if text is None:
             return None
-        return tuple(_key_of(k) for k in text.split(_LIST)) if text else ()
+        return text.split(_LIST) if text else []
 
-    def __setitem__(self, group: Hashable, keys: Iterable[Key]) -> None:
-        self._d[_text(group)] = _LIST.join(map(_text, keys))
-
-
-def _key_of(text: str) -> Key:
-    server, ticket, ib, component = text.split(_SEP)
-    return (server, int(ticket), ib, component)
+    def __setitem__(self, group: Hashable, keys: Iterable[str]) -> None:
+        self._d[_text(group)] = _LIST.join(keys)
 
 
-_WAIT: dict[Key, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
+_WAIT: dict[str, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
 
 
 def _order(deal: Deal) -> tuple[datetime, int]:

@@ -225,7 +225,7 @@ class Schedule:
             if held is None or held < rule.min_hold:
                 return None
             held_note = f", held {held} (minimum {rule.min_hold})"
-        modifier = self.lot_modifiers.get(account_group, Decimal(1))
+        modifier = self.lot_modifiers.get(account_group, _ONE)
         lots = raw_lots * modifier
         pool = _pool(rule, deal, lots, self.currency)
         note = f"{level}: {rule.kind.value}, {raw_lots} lots x {modifier} = {lots} lots{held_note}"
@@ -253,7 +253,7 @@ def lots_opened_closed(deal: Deal) -> tuple[Decimal, Decimal]:
     return _NONE, deal.volume_closed
 
 
-_NONE = Decimal(0)
+_NONE, _ONE = Decimal(0), Decimal(1)
 
 
 def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
@@ -268,7 +268,6 @@ def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
 
 
 def _pool(rule: Rule, deal: Deal, lots: Decimal, currency: Currency) -> UnroundedMoney:
-    zero = UnroundedMoney.zero(currency)
     match rule.kind:
         case PlanKind.PER_LOT:
             assert rule.amount is not None
@@ -282,9 +281,11 @@ def _pool(rule: Rule, deal: Deal, lots: Decimal, currency: Currency) -> Unrounde
             assert rule.amount is not None
             return rule.amount * (rule.pips * lots)
         case PlanKind.PROFIT_SHARE:
-            return deal.profit * rule.share if deal.profit.is_positive() else zero
+            if deal.profit.is_positive():
+                return deal.profit * rule.share
+            return UnroundedMoney.zero(currency)
         case PlanKind.CPA:
-            return zero  # paid per client by the engine, never per deal
+            return UnroundedMoney.zero(currency)  # paid per client by the engine, not per deal
     raise ValidationError("unknown plan kind")
 
 
