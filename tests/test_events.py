@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -569,3 +570,31 @@ def test_value_codecs_must_be_declared_properly_and_agree() -> None:
     with pytest.raises(ValidationError, match="another value codec"):
         registry.register(Rival)
     assert "Rival" not in registry.names()
+
+
+@attrs.frozen
+class _Batch(DomainEvent):
+    names: tuple[str, ...]
+    pairs: tuple[tuple[int, int], ...]
+    amounts: tuple[Decimal, ...]  # not JSON scalars: still each turned to text
+
+
+@given(
+    names=st.lists(st.text(), max_size=5).map(tuple),
+    pairs=st.lists(st.tuples(st.integers(), st.integers()), max_size=5).map(tuple),
+    amounts=st.lists(st.decimals(allow_nan=False, allow_infinity=False), max_size=3).map(tuple),
+)
+def test_tuples_of_json_scalars_are_stored_as_arrays_and_read_back(
+    names: tuple[str, ...], pairs: tuple[tuple[int, int], ...], amounts: tuple[Decimal, ...]
+) -> None:
+    registry = EventRegistry()
+    registry.register(_Batch)
+    codec = EventCodec(registry)
+    event = _Batch(names, pairs, amounts)
+    stored = codec.encode("batch-1", event, META)
+    assert json.loads(stored.data) == {
+        "names": list(names),
+        "pairs": [list(p) for p in pairs],
+        "amounts": [str(a) for a in amounts],
+    }
+    assert codec.decode_event("batch-1", stored.event_type, stored.data) == event

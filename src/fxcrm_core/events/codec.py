@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import typing
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -88,7 +89,26 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(Money, lambda v, _: Money.parse(v))
     c.register_unstructure_hook(UnroundedMoney, lambda v: f"{v.amount} {v.currency.code}")
     c.register_structure_hook(UnroundedMoney, lambda v, _: _parse_unrounded(v))
+    # Tuples of JSON scalars go to the JSON encoder as they are (it writes them as arrays):
+    # the generic hook would call a function per item, and an event may hold 10,000 of them.
+    c.register_unstructure_hook_func(_scalar_tuple, _as_is)
     return c
+
+
+_SCALARS = (str, int, bool, float)
+
+
+def _scalar_tuple(form: Any) -> bool:
+    """``tuple[str, ...]``, ``tuple[int, int]``, ``tuple[tuple[int, int], ...]`` and the like."""
+    if typing.get_origin(form) is not tuple:
+        return False
+    args = typing.get_args(form)
+    items = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
+    return bool(items) and all(a in _SCALARS or _scalar_tuple(a) for a in items)
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _parse_datetime(value: str) -> datetime:
