@@ -3,6 +3,7 @@ issue's worked examples (computed by hand in the comments) and their laws."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -215,3 +216,36 @@ def test_attribution_is_dated_and_self_referral_refused() -> None:
         t.attribute("c-g", "g", JUN)
     with pytest.raises(NotFoundError):
         t.attribute("c-2", "nobody", JUN)
+
+
+def _walked_chain(t: IbTree, ib: str, at: datetime) -> list[str]:
+    """The chain worked out link by link through ``parent``, as the definition says."""
+    out = [ib]
+    while (up := t.parent(out[-1], at)) is not None:
+        out.append(up)
+    return out
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(0, 30), st.integers(0, 40)),
+        max_size=40,
+    )
+)
+def test_chains_asked_for_at_any_time_follow_every_change_of_parent(
+    steps: list[tuple[int, int, int, int]],
+) -> None:
+    # Each step moves IB a under IB b (or to the top, when a == b) a few days after the last
+    # change, then asks for every chain at a day that may lie before or after it.
+    t = IbTree(max_depth=8)
+    ibs = [f"ib{n}" for n in range(8)]
+    for ib in ibs:
+        t.add_ib(ib, None, JAN)
+    now = JAN
+    for a, b, days_on, asked_day in steps:
+        now += timedelta(days=days_on)
+        with contextlib.suppress(TreeError):  # a cycle: refused, nothing changes
+            t.reparent(ibs[a], None if a == b else ibs[b], now)
+        at = JAN + timedelta(days=asked_day)
+        for ib in ibs:
+            assert t.chain(ib, at) == _walked_chain(t, ib, at)

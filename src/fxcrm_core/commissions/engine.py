@@ -43,7 +43,7 @@ _ZERO = Decimal(0)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class EntryKind(enum.Enum):
+class EntryKind(enum.StrEnum):
     ACCRUAL = "accrual"
     ADJUSTMENT = "adjustment"
     REVERSAL = "reversal"
@@ -100,7 +100,6 @@ class RebateEntry:
 
 _LINE_FIELDS = 14
 _KINDS = {k.value: k for k in EntryKind}
-_KIND_TEXT = {k: k.value for k in EntryKind}  # (faster than the enum's value property)
 _ACCRUAL = EntryKind.ACCRUAL
 
 
@@ -112,7 +111,7 @@ def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
 def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
     a = e.amount
     return (
-        f"{_KIND_TEXT[e.kind]}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
+        f"{e.kind}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
         f"{a.amount}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
         f"{e.direct_ib_id}"
     )

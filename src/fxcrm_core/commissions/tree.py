@@ -33,6 +33,13 @@ class _Timeline:
             raise NotFoundError("not yet known at that time")
         return self.values[i - 1]
 
+    def span(self, when: datetime) -> tuple[str | None, datetime, datetime | None]:
+        """The value at ``when`` and the span it holds over: from, until (None: still holds)."""
+        i = bisect.bisect_right(self.since, when)
+        if i == 0:
+            raise NotFoundError("not yet known at that time")
+        return self.values[i - 1], self.since[i - 1], self.since[i] if i < len(self.since) else None
+
     def set(self, when: datetime, value: str | None) -> None:
         if self.since and when < self.since[-1]:
             raise ValidationError("changes are recorded in time order")
@@ -59,6 +66,9 @@ class IbTree:
         self._parents: dict[str, _Timeline] = {}
         self._attribution: dict[str, _Timeline] = {}
         self._own_client: dict[str, str] = {}
+        # Each IB's chain as last worked out, with the span of time it holds over (a deal
+        # stream asks for the same chains millions of times); cleared by any change of parent.
+        self._chains: dict[str, tuple[datetime, datetime | None, tuple[str, ...]]] = {}
 
     def add_ib(
         self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
@@ -98,6 +108,7 @@ class IbTree:
             if len(up) + 1 + self._height(ib_id, when) > self.max_depth:
                 raise TreeError(f"IB chains are at most {self.max_depth} deep")
         self._parents[ib_id].set(when, parent_id)
+        self._chains.clear()
 
     def _height(self, ib_id: str, when: datetime) -> int:
         children = [c for c, t in self._parents.items() if t.since and t.since[0] <= when
@@ -119,11 +130,27 @@ class IbTree:
     def chain(self, ib_id: str, at: datetime) -> list[str]:
         """The IB and its ancestors up to the master, as of ``at``."""
         when = to_utc(at, "at")
+        cached = self._chains.get(ib_id)
+        if cached is not None and cached[0] <= when and (cached[1] is None or when < cached[1]):
+            return list(cached[2])
+        if ib_id not in self._parents:
+            raise NotFoundError("no such IB")
         out = [ib_id]
-        current = self.parent(ib_id, when)
+        # The span every link of the chain holds over: from the latest change before ``when``
+        # to the earliest after it.
+        start: datetime | None = None
+        until: datetime | None = None
+        current: str | None = ib_id
         while current is not None:
-            out.append(current)
-            current = self._parents[current].at(when)
+            current, since, ends = self._parents[current].span(when)
+            if start is None or since > start:
+                start = since
+            if ends is not None and (until is None or ends < until):
+                until = ends
+            if current is not None:
+                out.append(current)
+        assert start is not None
+        self._chains[ib_id] = (start, until, tuple(out))
         return out
 
     def attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
