@@ -100,7 +100,11 @@ class RebateEntry:
 
 _LINE_FIELDS = 14
 _KINDS = {k.value: k for k in EntryKind}
+# Members bound once for the per-deal paths: on Python 3.11 ``DealEntry.IN`` goes through the
+# enum metaclass's __getattr__ hook (about 200 ns a lookup).
 _ACCRUAL = EntryKind.ACCRUAL
+_IN, _DELETED, _BALANCE = DealEntry.IN, DealChange.DELETED, DealAction.BALANCE
+_OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
 
 
 def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
@@ -219,18 +223,18 @@ class RebateEngine:
             if item.cursor <= cursors.get(dk, 0):
                 continue
             cursors[dk] = item.cursor
-            deleted = item.change is DealChange.DELETED
+            deleted = item.change is _DELETED
             if deal.action.is_trade:
                 entry = deal.entry
                 learn = history and learns[entry]
-                settle = on_open or entry is not DealEntry.IN
+                settle = on_open or entry is not _IN
                 if not (learn or settle):
                     continue
                 client = client_of(deal.server, deal.login)  # once for both
                 if learn:
                     fact, opened, closed = _trade_fact(deal, deleted)
                     facts.append(fact)
-                    when = deal.time if entry is DealEntry.IN else None
+                    when = deal.time if entry is _IN else None
                     changed = self._learn_trade(
                         deal.server, dk, deal.position_id, when, client, opened, closed, out
                     )
@@ -238,7 +242,7 @@ class RebateEngine:
                         clients.add(client)
                 if settle:
                     out.extend(self._settle_deal(deal, dk, deleted, client))
-            elif deposits and deal.action is DealAction.BALANCE:
+            elif deposits and deal.action is _BALANCE:
                 client = client_of(deal.server, deal.login)
                 if client is not None:
                     fact = self._deposit_fact(deal, deleted)
@@ -289,7 +293,7 @@ class RebateEngine:
             schedule = self.schedules.at(deal.time)
         except NotFoundError:
             return None
-        if deal.entry is DealEntry.IN and not schedule.pays_on_open:
+        if deal.entry is _IN and not schedule.pays_on_open:
             return None
         group = self.account_group_of(deal.server, deal.login)
         held = None
@@ -482,9 +486,9 @@ class RebateEngine:
 
     def _lots(self, client: str, trigger: Trigger) -> Decimal:
         """The client's lots as a CPA rule counts them."""
-        if trigger is Trigger.OPEN:
+        if trigger is _OPEN:
             return self._opened_sum.get(client, _ZERO)
-        if trigger is Trigger.CLOSE:
+        if trigger is _CLOSE:
             return self._closed_sum.get(client, _ZERO)
         return self._opened_sum.get(client, _ZERO) + self._closed_sum.get(client, _ZERO)
 
@@ -800,7 +804,7 @@ def _trade_fact(deal: Deal, deleted: bool) -> tuple[str, Decimal, Decimal]:
     """A trade deal's fact, ``t|ticket|login|position|time|opened|closed`` (the time of an
     opening deal only; the lots it opened and closed, zero once deleted), and those lots."""
     opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
-    micros = to_micros(deal.time) if deal.entry is DealEntry.IN else ""
+    micros = to_micros(deal.time) if deal.entry is _IN else ""
     fact = f"t|{deal.ticket}|{deal.login}|{deal.position_id}|{micros}|{opened}|{closed}"
     return fact, opened, closed
 

@@ -246,9 +246,9 @@ def lots_opened_closed(deal: Deal) -> tuple[Decimal, Decimal]:
     """The lots a deal opened and closed (partial closes count what they closed; an in/out
     reversal both closes and opens)."""
     entry = deal.entry
-    if entry is DealEntry.IN:
+    if entry is _IN:
         return deal.volume, _NONE
-    if entry is DealEntry.INOUT:
+    if entry is _INOUT:
         return deal.volume - deal.volume_closed, deal.volume_closed
     return _NONE, deal.volume_closed
 
@@ -260,33 +260,43 @@ def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
     """Lots that count for the trigger: opening volume, closed volume (partial closes count
     what they closed; an in/out reversal both closes and opens), or both."""
     opened, closed = lots_opened_closed(deal)
-    if trigger is Trigger.OPEN:
+    if trigger is _OPEN:
         return opened
-    if trigger is Trigger.CLOSE:
+    if trigger is _CLOSE:
         return closed
     return opened + closed
 
 
 def _pool(rule: Rule, deal: Deal, lots: Decimal, currency: Currency) -> UnroundedMoney:
-    match rule.kind:
-        case PlanKind.PER_LOT:
-            assert rule.amount is not None
-            return rule.amount * lots
-        case PlanKind.COMMISSION_SHARE:
-            return abs(deal.commission) * rule.share
-        case PlanKind.SPREAD_SHARE:
-            assert rule.amount is not None
-            return rule.amount * (lots * rule.share)
-        case PlanKind.PIPS:
-            assert rule.amount is not None
-            return rule.amount * (rule.pips * lots)
-        case PlanKind.PROFIT_SHARE:
-            if deal.profit.is_positive():
-                return deal.profit * rule.share
-            return UnroundedMoney.zero(currency)
-        case PlanKind.CPA:
-            return UnroundedMoney.zero(currency)  # paid per client by the engine, not per deal
+    kind = rule.kind
+    if kind is _PER_LOT:
+        assert rule.amount is not None
+        return rule.amount * lots
+    if kind is _COMMISSION_SHARE:
+        return abs(deal.commission) * rule.share
+    if kind is _SPREAD_SHARE:
+        assert rule.amount is not None
+        return rule.amount * (lots * rule.share)
+    if kind is _PIPS:
+        assert rule.amount is not None
+        return rule.amount * (rule.pips * lots)
+    if kind is _PROFIT_SHARE:
+        if deal.profit.is_positive():
+            return deal.profit * rule.share
+        return UnroundedMoney.zero(currency)
+    if kind is _CPA:
+        return UnroundedMoney.zero(currency)  # paid per client by the engine, not per deal
     raise ValidationError("unknown plan kind")
+
+
+# Members bound once for the per-deal paths: on Python 3.11 ``PlanKind.PER_LOT`` goes through
+# the enum metaclass's __getattr__ hook (about 200 ns a lookup).
+_PER_LOT, _COMMISSION_SHARE, _SPREAD_SHARE, _PIPS, _PROFIT_SHARE, _CPA = (
+    PlanKind.PER_LOT, PlanKind.COMMISSION_SHARE, PlanKind.SPREAD_SHARE, PlanKind.PIPS,
+    PlanKind.PROFIT_SHARE, PlanKind.CPA,
+)  # fmt: skip
+_OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
+_IN, _INOUT = DealEntry.IN, DealEntry.INOUT
 
 
 class ScheduleBook:
