@@ -105,10 +105,12 @@ class Payouts:
         return result
 
     def run_all(
-        self, actor: Actor, today: date, ib_ids: Iterable[str] | None = None, *, chunk: int = 500
+        self, actor: Actor, today: date, ib_ids: Iterable[str] | None = None, *, chunk: int = 100
     ) -> list[PayoutResult]:
         """Pay every IB (or those listed) as :meth:`run` would, posting the payouts to the
-        ledger ``chunk`` at a time, each chunk in one all-or-nothing ledger command."""
+        ledger ``chunk`` at a time, each chunk in one all-or-nothing ledger command. (Each
+        transfer of a command records the ids of the others, so a chunk's record grows as its
+        square: 5,000 payouts take 1.9 s in chunks of 100, 2.7 s in chunks of 500.)"""
         if chunk < 1:
             raise ValidationError("a chunk holds at least one payout")
         results: list[PayoutResult] = []
