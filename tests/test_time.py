@@ -141,3 +141,22 @@ def test_ids_sort_in_creation_order_even_within_a_millisecond() -> None:
     later = IdGenerator(FixedClock(utc(2026, 1, 2)), seed=7)()
     assert later > ids[-1]
     assert IdGenerator(FixedClock(utc(2026, 1, 1)), seed=7)() == ids[0]
+
+
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(2026, 10, 20),  # noqa: DTZ001 - hypothesis bounds are naive
+            max_value=datetime(2027, 1, 10),  # noqa: DTZ001
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_calendar_answers_the_same_however_often_it_is_asked(instants: list[datetime]) -> None:
+    # One calendar keeps what it worked out (per UTC hour); a fresh one per question cannot.
+    closed = [date(2026, 12, 25), date(2027, 1, 1)]
+    kept = TradingCalendar(closed_days=closed)
+    for instant in instants + instants[::-1]:
+        assert kept.trading_day(instant) == TradingCalendar(closed_days=closed).trading_day(instant)

@@ -50,6 +50,7 @@ class TradingCalendar:
 
     closed_days: frozenset[date] = attrs.field(default=frozenset(), converter=_date_set)
     _by_hour: dict[int, date] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _trading_by_hour: dict[int, date] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _day_of(self, at: datetime) -> date:
         # 17:00 New York is always a whole UTC hour, so the day is constant within a UTC hour:
@@ -70,9 +71,17 @@ class TradingCalendar:
 
     def trading_day(self, at: datetime) -> date:
         """The trading day ``at`` counts for; when closed, the next day that has a session."""
+        if type(at) is datetime and at.tzinfo is UTC:  # the storage form: no checks needed
+            hour = (at - _EPOCH) // _HOUR
+            day = self._trading_by_hour.get(hour)
+            if day is not None:
+                return day
+        else:
+            hour = (ensure_aware(at, "at") - _EPOCH) // _HOUR
         day = self._day_of(at)
         while not self.is_trading_day(day):
             day += timedelta(days=1)
+        self._trading_by_hour[hour] = day  # constant within a UTC hour, as the raw day is
         return day
 
     def session(self, day: date) -> tuple[datetime, datetime]:
