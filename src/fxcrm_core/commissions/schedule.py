@@ -155,6 +155,9 @@ class Schedule:
     _resolved: dict[tuple[str, str], tuple[Rule, str] | None] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
+    _heads: dict[str, str] = attrs.field(  # a level's note opening, by level (one rule each)
+        factory=dict, init=False, eq=False, repr=False
+    )
     #: Whether any rule pays on opening deals (else opening deals earn nothing by themselves).
     pays_on_open: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
@@ -217,6 +220,9 @@ class Schedule:
         if found is None:
             return None
         rule, level = found
+        head = self._heads.get(level)
+        if head is None:
+            head = self._heads[level] = f"{level}: {rule.kind.value}, "
         raw_lots = counted_lots(deal, rule.trigger)
         if raw_lots == 0:
             return None
@@ -228,20 +234,19 @@ class Schedule:
         modifier = self.lot_modifiers.get(account_group, _ONE)
         lots = raw_lots * modifier
         pool = _pool(rule, deal, lots, self.currency)
-        note = (
-            f"{level}: {rule.kind.value}, {raw_lots!s} lots x {modifier!s} = {lots!s} "
-            f"lots{held_note}"
-        )  # ({d!s}: a plain {d} formats a Decimal four times slower)
+        # ({d!s}: a plain {d} formats a Decimal four times slower.)
+        note = f"{head}{raw_lots!s} lots x {modifier!s} = {lots!s} lots{held_note}"
         if rule.cap_per_deal is not None and pool.amount > rule.cap_per_deal.amount:
             pool, note = rule.cap_per_deal.to_unrounded(), f"{note}, capped at {rule.cap_per_deal}"
         commission = deal.commission
-        same = commission.currency is self.currency or commission.currency == self.currency
-        revenue = abs(commission) if same else None
-        if not self.allow_above_revenue and revenue is not None and pool.amount > revenue.amount:
-            pool, note = (
-                revenue.to_unrounded(),
-                f"{note}, limited to the broker's revenue {revenue}",
-            )
+        if (
+            not self.allow_above_revenue
+            and (commission.currency is self.currency or commission.currency == self.currency)
+            and pool.amount > commission.amount.copy_abs()
+        ):
+            revenue = abs(commission)
+            pool = revenue.to_unrounded()
+            note = f"{note}, limited to the broker's revenue {revenue}"
         return RebateLine(pool, lots, level, note)
 
 
