@@ -127,10 +127,25 @@ _DAY_TEXT: dict[date, str] = {}
 
 def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
     a = e.amount
+    return _joined(
+        _lead(e.kind, e.server, e.ticket), e.ib_id, e.component, a.amount, a.currency.code,
+        e.level, middle, explanation, e.direct_ib_id,
+    )  # fmt: skip
+
+
+def _lead(kind: EntryKind, server: str, ticket: int) -> str:
+    """The first fields of a line, which the entries of one deal share."""
+    return f"{kind}\x1f{server}\x1f{ticket}"
+
+
+def _joined(
+    lead: str, ib: str, component: str, amount: Decimal, code: str, level: int, middle: str,
+    explanation: str, direct: str,
+) -> str:  # fmt: skip
+    """A line from its fields (``lead`` and ``middle``: the ones an entry shares)."""
     return (
-        f"{e.kind}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f"
-        f"{a.amount!s}\x1f{a.currency.code}\x1f{e.level}\x1f{middle}\x1f{explanation}\x1f"
-        f"{e.direct_ib_id}"
+        f"{lead}\x1f{ib}\x1f{component}\x1f{amount!s}\x1f{code}\x1f{level}\x1f{middle}\x1f"
+        f"{explanation}\x1f{direct}"
     )
 
 
@@ -328,15 +343,21 @@ class RebateEngine:
             deal.server, deal.ticket, deal.symbol, line.lots, self.component
         )  # fmt: skip
         middle = _middle(client_id, symbol, lots, day)
+        lead = _lead(_ACCRUAL, server, ticket)
         direct = chain[0]
         due = {}
         for share in shares:
-            ib, level = share.ib_id, share.level
+            ib, level, amount = share.ib_id, share.level, share.amount
+            why = f"{head}{level}: {share.step}"
             entry = RebateEntry(
-                _ACCRUAL, server, ticket, ib, component, share.amount, level, client_id, symbol,
-                lots, day, f"{head}{level}: {share.step}", direct,
+                _ACCRUAL, server, ticket, ib, component, amount, level, client_id, symbol, lots,
+                day, why, direct,
             )  # fmt: skip
-            _keep_line(entry, middle)
+            text = _joined(
+                lead, ib, component, amount.amount, amount.currency.code, level, middle, why, direct
+            )
+            if text.count(_SEP) == _LINE_FIELDS - 1:  # (else line() works it out, or refuses)
+                object.__setattr__(entry, "_line", text)
             due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = entry  # (as _text(entry.key))
         return due
 
