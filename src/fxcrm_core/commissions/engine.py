@@ -93,7 +93,7 @@ class RebateEntry:
          why, direct) = line.split(_SEP)  # fmt: skip
         return cls(
             _KINDS[kind], server, int(ticket), ib, component,
-            UnroundedMoney(to_decimal(amount), Currency.of(code)), int(level), client, symbol,
+            UnroundedMoney(amount, code), int(level), client, symbol,  # (converters check)
             to_decimal(lots, "lots"), date.fromisoformat(day), why, direct,
         )  # fmt: skip
 
@@ -653,8 +653,11 @@ class RebateEngine:
             index, group_of = self._index_of(entry)
             keys = index.get(group_of) or ()
             if total:
-                amount = UnroundedMoney(total, entry.amount.currency)
-                self._paid[text] = attrs.evolve(entry, amount=amount).line()
+                if before is None:  # the key's first entry: what it paid is its own amount
+                    self._paid[text] = entry.line()
+                else:
+                    amount = UnroundedMoney(total, entry.amount.currency)
+                    self._paid[text] = attrs.evolve(entry, amount=amount).line()
                 if text not in keys:
                     index[group_of] = (*keys, text)
             else:
