@@ -405,16 +405,31 @@ def test_any_arrival_order_with_duplicates_pays_exactly_the_same(
     assert totals(items, trigger) == EXPECTED_BY_TRIGGER[trigger]
 
 
+def before_restart(seed: int) -> tuple[SimulatedTradingServer, list[FeedItem], list[FeedItem]]:
+    """A simulated session's feed so far, split in the items seen before a restart and every
+    opening deal of some positions, held back: their closes wait across the restart."""
+    sim = simulated(seed)
+    sim.simulate_trading(200)
+    first = sim.deal_feed(limit=100_000)
+    held_back = [i for i in first if i.deal.entry == 0 and i.deal.ticket % 3 == 0]
+    return sim, [i for i in first if i not in held_back], held_back
+
+
+def after_restart(
+    sim: SimulatedTradingServer, seen: int, held_back: list[FeedItem]
+) -> list[FeedItem]:
+    """More trading after the restart, the held-back openings arriving late among it."""
+    sim.simulate_trading(150)
+    rest = sim.deal_feed(after_cursor=seen, limit=100_000)
+    late = [FeedItem(i.cursor + 100_000, i.change, i.deal) for i in held_back] + rest
+    return sorted(late, key=lambda i: i.cursor)
+
+
 @pytest.mark.parametrize("trigger", list(Trigger))
 def test_a_restored_engine_resumes_with_what_later_deals_depend_on(
     tmp_path: Path, trigger: Trigger
 ) -> None:
-    sim = simulated(12)
-    sim.simulate_trading(200)
-    first = sim.deal_feed(limit=100_000)
-    # Hold back every opening deal of some positions: their closes wait across the restart.
-    held_back = [i for i in first if i.deal.entry == 0 and i.deal.ticket % 3 == 0]
-    early = [i for i in first if i not in held_back]
+    sim, early, held_back = before_restart(12)
     live = engine(full_schedule(trigger), logins=LOGINS)
     book = RebateBook(repository(tmp_path / "r.sqlite"), live)
     recorded = []
@@ -428,10 +443,7 @@ def test_a_restored_engine_resumes_with_what_later_deals_depend_on(
     assert restored.waiting() == live.waiting()
     assert restored.totals() == live.totals()
 
-    sim.simulate_trading(150)
-    rest = sim.deal_feed(after_cursor=len(first), limit=100_000)
-    late = [FeedItem(i.cursor + 100_000, i.change, i.deal) for i in held_back] + rest
-    late.sort(key=lambda i: i.cursor)
+    late = after_restart(sim, len(early) + len(held_back), held_back)
     again.process(sim.name, late)
     live.process(late)
     assert restored.waiting() == live.waiting() == []
@@ -454,11 +466,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @pytest.mark.parametrize("trigger", list(Trigger))
 def test_facts_in_the_form_of_earlier_books_restore_the_same_state(trigger: Trigger) -> None:
-    sim = simulated(13)
-    sim.simulate_trading(200)
-    first = sim.deal_feed(limit=100_000)
-    held_back = [i for i in first if i.deal.entry == 0 and i.deal.ticket % 3 == 0]
-    early = [i for i in first if i not in held_back]
+    sim, early, held_back = before_restart(13)
     live = engine(full_schedule(trigger), logins=LOGINS)
     entries = live.process(early)
     assert live.waiting()
@@ -469,10 +477,7 @@ def test_facts_in_the_form_of_earlier_books_restore_the_same_state(trigger: Trig
     restored.restore(entries, sim.name, cursors, EngineChanges(legacy, tuple(live.waiting())))
     assert restored.waiting() == live.waiting()
 
-    sim.simulate_trading(150)
-    rest = sim.deal_feed(after_cursor=len(first), limit=100_000)
-    late = [FeedItem(i.cursor + 100_000, i.change, i.deal) for i in held_back] + rest
-    late.sort(key=lambda i: i.cursor)
+    late = after_restart(sim, len(early) + len(held_back), held_back)
     assert sorted(restored.process(late), key=_key) == sorted(live.process(late), key=_key)
     assert restored.waiting() == live.waiting() == []
     assert restored.totals() == live.totals()
