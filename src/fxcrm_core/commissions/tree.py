@@ -28,10 +28,7 @@ class _Timeline:
     values: list[str | None] = attrs.field(factory=list)
 
     def at(self, when: datetime) -> str | None:
-        i = bisect.bisect_right(self.since, when)
-        if i == 0:
-            raise NotFoundError("not yet known at that time")
-        return self.values[i - 1]
+        return self.span(when)[0]
 
     def span(self, when: datetime) -> tuple[str | None, datetime, datetime | None]:
         """The value at ``when`` and the span it holds over: from, until (None: still holds)."""
