@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Self
@@ -120,6 +121,33 @@ class PendingReleased(DomainEvent):
 LedgerEvent = AccountOpened | EntryRecorded | PendingReleased
 
 
+_MOVES = (EntryRecorded, PendingReleased)
+
+
+def _moved(balance: Balance | None, event: EntryRecorded | PendingReleased) -> Balance:
+    """The balance after one entry (added to its sum) or release (taken off the pending sum)."""
+    if balance is None:
+        raise ValidationError("no such ledger account")
+    dp, cp = balance.debits_posted, balance.credits_posted
+    dh, ch = balance.debits_pending, balance.credits_pending
+    amount = event.amount
+    if isinstance(event, PendingReleased):
+        if event.debit:
+            dh = dh - amount
+        else:
+            ch = ch - amount
+    elif event.pending:
+        if event.debit:
+            dh = dh + amount
+        else:
+            ch = ch + amount
+    elif event.debit:
+        dp = dp + amount
+    else:
+        cp = cp + amount
+    return Balance(balance.currency, dp, cp, dh, ch)
+
+
 @attrs.frozen(kw_only=True)
 class LedgerAccount(Aggregate):
     category = "ledger"
@@ -134,15 +162,32 @@ class LedgerAccount(Aggregate):
                 return self.evolve(
                     owner=owner, purpose=purpose, limit=limit, balance=Balance.zero(currency)
                 )
-            case EntryRecorded(debit=debit, amount=amount, pending=pending):
-                b = self.open_balance
-                field = ("debits_" if debit else "credits_") + ("pending" if pending else "posted")
-                return self.evolve(balance=attrs.evolve(b, **{field: getattr(b, field) + amount}))
-            case PendingReleased(debit=debit, amount=amount):
-                b = self.open_balance
-                field = "debits_pending" if debit else "credits_pending"
-                return self.evolve(balance=attrs.evolve(b, **{field: getattr(b, field) - amount}))
+            case EntryRecorded() | PendingReleased():
+                return self._with(_moved(self.balance, event), self.version)
         raise ValidationError(f"LedgerAccount cannot apply {type(event).__name__}")
+
+    def fold(self, events: Iterable[DomainEvent]) -> Self:
+        """Like :meth:`Aggregate.fold`, but entries and releases only move the balance, so the
+        state is built once at the end rather than once per event and again for the version."""
+        state, balance, count = self, self.balance, 0
+        for event in events:
+            count += 1
+            if isinstance(event, _MOVES):
+                balance = _moved(balance, event)
+            else:
+                state = state._with(balance, state.version).apply(event)
+                balance = state.balance
+        return state._with(balance, self.version + count) if count else self
+
+    def _with(self, balance: Balance | None, version: int) -> Self:
+        return type(self)(
+            id=self.id,
+            version=version,
+            owner=self.owner,
+            purpose=self.purpose,
+            limit=self.limit,
+            balance=balance,
+        )
 
     @property
     def open_balance(self) -> Balance:

@@ -213,50 +213,31 @@ class Ledger:
         first results; the same id with other content is a conflict; a failed id keeps failing.
         ``also`` records further events (a conversion record) in the same atomic append."""
         _check_batch(requests)
-        linked = tuple(r.transfer_id for r in requests)
-        for _ in range(_RETRIES):
-            known = self._known(requests)
+        for attempt in range(_RETRIES):
+            # The first try does not read the transfers' own streams: they are recorded expecting
+            # none (version 0), so an id already used fails the append, and the next try answers
+            # from what is stored. A refusal is given only once they are read.
+            if attempt:
+                known = self._known(requests)
+                if known is not None:
+                    return known
+            with self._uow(actor, "transfer") as uow:
+                try:
+                    self._stage(uow, requests, also)
+                except Exception as exc:  # re-raised below, once the transfers are read
+                    refused = exc
+                else:
+                    try:
+                        uow.commit()
+                    except ConcurrencyError:
+                        continue  # balances moved or the id was taken: look again
+                    return _results(requests)
+            known = None if attempt else self._known(requests)
             if known is not None:
                 return known
-            accounts = {
-                a: self.account(a) for r in requests for a in (r.debit_account, r.credit_account)
-            }
-            try:
-                staged = self._apply_in_memory(requests, accounts)
-            except (ExceedsLimitError, CurrencyMismatchError) as refused:
+            if isinstance(refused, ExceedsLimitError | CurrencyMismatchError):
                 self._fail(requests, actor, refused)
-                raise
-            now = self.clock.now()
-            with self._uow(actor, "transfer") as uow:
-                for r in requests:
-                    timeout_at = to_utc(now + r.timeout) if r.pending and r.timeout else None
-                    uow.record(
-                        Transfer.blank(r.transfer_id),
-                        TransferRecorded(
-                            r.transfer_id,
-                            r.debit_account,
-                            r.credit_account,
-                            r.amount,
-                            r.pending,
-                            timeout_at,
-                            r.reverses,
-                            tuple(t for t in linked if t != r.transfer_id),
-                            r.digest(),
-                        ),
-                    )
-                for account_id, events in staged.items():
-                    uow.record(accounts[account_id], *events)
-                for aggregate, event in also:
-                    uow.record(aggregate, event)
-                try:
-                    uow.commit()
-                except ConcurrencyError:
-                    continue  # balances moved or the id was taken: look again
-            status = TransferStatus.PENDING if requests[0].pending else TransferStatus.POSTED
-            return [
-                TransferResult(r.transfer_id, TransferStatus.PENDING if r.pending else status)
-                for r in requests
-            ]
+            raise refused
         raise ConcurrencyError("the accounts kept changing; try again")
 
     def _known(self, requests: Sequence[TransferRequest]) -> list[TransferResult] | None:
@@ -275,13 +256,37 @@ class Ledger:
             results.append(TransferResult(r.transfer_id, f.status, replayed=True))
         return results
 
-    def _apply_in_memory(
-        self, requests: Sequence[TransferRequest], accounts: dict[str, LedgerAccount]
-    ) -> dict[str, list[DomainEvent]]:
-        state = dict(accounts)
-        staged: dict[str, list[DomainEvent]] = {a: [] for a in accounts}
+    def _stage(
+        self,
+        uow: UnitOfWork,
+        requests: Sequence[TransferRequest],
+        also: Sequence[tuple[Aggregate, DomainEvent]],
+    ) -> None:
+        """Record the transfers, then each one's two entries on its accounts, checking the limits
+        on the states the unit of work returns (each account is folded once, by the unit)."""
+        accounts = {
+            a: self.account(a) for r in requests for a in (r.debit_account, r.credit_account)
+        }
+        now = self.clock.now()
+        linked = tuple(r.transfer_id for r in requests)
         for r in requests:
-            debit, credit = state[r.debit_account], state[r.credit_account]
+            timeout_at = to_utc(now + r.timeout) if r.pending and r.timeout else None
+            uow.record(
+                Transfer.blank(r.transfer_id),
+                TransferRecorded(
+                    r.transfer_id,
+                    r.debit_account,
+                    r.credit_account,
+                    r.amount,
+                    r.pending,
+                    timeout_at,
+                    r.reverses,
+                    tuple(t for t in linked if t != r.transfer_id),
+                    r.digest(),
+                ),
+            )
+        for r in requests:
+            debit, credit = accounts[r.debit_account], accounts[r.credit_account]
             for side in (debit, credit):
                 if side.open_balance.currency != r.amount.currency:
                     raise CurrencyMismatchError(
@@ -289,13 +294,14 @@ class Ledger:
                     )
             debit.check_limit_after(debit=r.amount)
             credit.check_limit_after(credit=r.amount)
-            d = EntryRecorded(r.transfer_id, True, r.amount, r.pending)
-            c = EntryRecorded(r.transfer_id, False, r.amount, r.pending)
-            state[r.debit_account] = debit.apply(d)
-            state[r.credit_account] = state[r.credit_account].apply(c)
-            staged[r.debit_account].append(d)
-            staged[r.credit_account].append(c)
-        return {a: e for a, e in staged.items() if e}
+            accounts[r.debit_account] = uow.record(
+                debit, EntryRecorded(r.transfer_id, True, r.amount, r.pending)
+            )
+            accounts[r.credit_account] = uow.record(
+                credit, EntryRecorded(r.transfer_id, False, r.amount, r.pending)
+            )
+        for aggregate, event in also:
+            uow.record(aggregate, event)
 
     def _fail(self, requests: Sequence[TransferRequest], actor: str, refused: Exception) -> None:
         reason = type(refused).__name__
@@ -465,6 +471,14 @@ class Ledger:
         if state.balance is None:
             raise NotFoundError("the account did not exist at that time")
         return state.balance
+
+
+def _results(requests: Sequence[TransferRequest]) -> list[TransferResult]:
+    status = TransferStatus.PENDING if requests[0].pending else TransferStatus.POSTED
+    return [
+        TransferResult(r.transfer_id, TransferStatus.PENDING if r.pending else status)
+        for r in requests
+    ]
 
 
 def _check_batch(requests: Sequence[TransferRequest]) -> None:
