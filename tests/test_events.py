@@ -41,7 +41,6 @@ from fxcrm_core.kernel import (
     ValidationError,
 )
 from fxcrm_core.stores import (
-    MemoryCheckpointStore,
     MemoryEventStore,
     MemorySnapshotStore,
     SqliteDatabase,
@@ -382,16 +381,16 @@ class Balances:
     @classmethod
     def rebuilt_from(cls, store: EventStore, codec: EventCodec) -> Balances:
         view = cls()
-        ProjectionRunner(store, codec, MemoryCheckpointStore()).rebuild(view)
+        ProjectionRunner(store, codec).rebuild(view)
         return view
 
 
-def test_projection_catches_up_from_checkpoint_and_rebuilds(tmp_path: Path) -> None:
+def test_projection_catches_up_and_rebuilds(tmp_path: Path) -> None:
     db = SqliteDatabase(tmp_path / "p.sqlite")
     store = SqliteEventStore(db)
     _, repo = make(store)
     till = open_till(repo)
-    runner = ProjectionRunner(store, repo.codec, db, batch_size=2)
+    runner = ProjectionRunner(store, repo.codec, batch_size=2)
     view = Balances()
     assert runner.catch_up(view) == 1
     with UnitOfWork(repo, META) as uow:
@@ -399,14 +398,32 @@ def test_projection_catches_up_from_checkpoint_and_rebuilds(tmp_path: Path) -> N
         till = uow.record(till, *till.close("done"))
         uow.commit()
     assert runner.catch_up(view) == 1  # TillClosed is not decoded for this view
-    assert db.get_checkpoint("balances") == 3
+    assert runner.position(view) == 3
     assert view.totals == {"till-t1": Money.of(7, "USD")}
-    # A new process resumes from the stored checkpoint: nothing is handled twice.
-    fresh = Balances()
-    fresh.seen = 3
-    assert ProjectionRunner(store, repo.codec, db).catch_up(fresh) == 0
     assert runner.rebuild(view) == 2
     assert view.totals == {"till-t1": Money.of(7, "USD")}
+
+
+def test_a_memory_read_model_in_a_new_process_reads_the_log_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """A memory read model never starts past what it has not seen: its position is its own,
+    never a checkpoint another process (or this one before a restart) stored."""
+    db = SqliteDatabase(tmp_path / "p.sqlite")
+    store = SqliteEventStore(db)
+    _, repo = make(store)
+    till = open_till(repo)
+    with UnitOfWork(repo, META) as uow:
+        uow.record(till, *till.pay_in(Money.of(7, "USD")))
+        uow.commit()
+    first = Balances()
+    ProjectionRunner(store, repo.codec).catch_up(first)
+    # "A restart": a new runner and a new view on the same file.
+    again = Balances()
+    assert (
+        ProjectionRunner(SqliteEventStore(tmp_path / "p.sqlite"), repo.codec).catch_up(again) == 2
+    )
+    assert again.totals == first.totals == {"till-t1": Money.of(7, "USD")}
 
 
 def test_iter_all_walks_the_log_in_batches() -> None:

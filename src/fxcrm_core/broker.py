@@ -171,7 +171,7 @@ class Broker:
             payload_cipher=options.get("payload_cipher"),
         )
         self.repository = Repository(store, self.codec, snapshots)
-        self.projections = ProjectionRunner(store, self.codec, checkpoints)
+        self.projections = ProjectionRunner(store, self.codec)
         self.access = options.get("access") or AccessControl(
             options.get("policy", DEFAULT_POLICY), _Relationships(self.repository)
         )

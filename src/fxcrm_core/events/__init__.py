@@ -22,6 +22,15 @@ from fxcrm_core.events.event import (
     RecordedEvent,
     pii,
 )
+from fxcrm_core.events.policy import (
+    POLICY_EVENTS,
+    Handler,
+    Policy,
+    PolicyAdvanced,
+    PolicyError,
+    PolicyRunner,
+    PolicyTracker,
+)
 from fxcrm_core.events.projection import Projection, ProjectionRunner
 from fxcrm_core.events.repository import Repository
 from fxcrm_core.events.store import (
@@ -39,6 +48,13 @@ from fxcrm_core.events.unit_of_work import UnitOfWork
 
 __all__ = [
     "ERASED",
+    "POLICY_EVENTS",
+    "Handler",
+    "Policy",
+    "PolicyAdvanced",
+    "PolicyError",
+    "PolicyRunner",
+    "PolicyTracker",
     "Aggregate",
     "AppendResult",
     "CheckpointStore",

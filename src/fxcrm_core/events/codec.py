@@ -151,8 +151,21 @@ class EventRegistry:
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self.value_codecs: dict[Any, ValueCodec] = {}
 
-    def register(self, cls: EventT, *, name: str | None = None, version: int = 1) -> EventT:
-        """Register an event class (usable as a decorator). The name defaults to the class name."""
+    def register(
+        self,
+        cls: EventT,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        namespace: str | None = None,
+    ) -> EventT:
+        """Register an event class (usable as a decorator). The name defaults to the class name,
+        prefixed by ``namespace`` and a dot when one is given (a host's events live in their own
+        namespace, so they can never take an SDK event's name)."""
+        if namespace is not None:
+            if not namespace.isidentifier():
+                raise ValidationError("an event namespace is an identifier")
+            name = f"{namespace}.{name or cls.__name__}"
         if not (isinstance(cls, type) and issubclass(cls, DomainEvent) and _is_attrs(cls)):
             raise ValidationError("an event type must be an attrs class deriving DomainEvent")
         if version < 1:
@@ -179,9 +192,15 @@ class EventRegistry:
             self.value_codecs[value.cls] = value
         return cls
 
-    def register_all(self, classes: Iterable[type[DomainEvent]]) -> None:
+    def register_all(
+        self, classes: Iterable[type[DomainEvent]], *, namespace: str | None = None
+    ) -> None:
         for cls in classes:
-            self.register(cls)
+            self.register(cls, namespace=namespace)
+
+    def name_of(self, cls: type[DomainEvent]) -> str:
+        """The name ``cls`` is stored under."""
+        return self.spec_for_class(cls).name
 
     def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorate a function turning version ``from_version`` of ``name`` into the next one."""

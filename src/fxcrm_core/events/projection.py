@@ -1,23 +1,26 @@
-"""Projections: read models fed from the global log, resuming from a stored checkpoint."""
+"""Read models held in memory, fed from the global log.
+
+A memory read model is rebuilt from position 0 in every process: its position lives beside its
+rows (in this runner, in memory), never in a shared checkpoint table, so a second process or a
+restart can never start past events it has not seen. A read model that keeps its rows in a
+database stores its position in the same transaction as its rows, and needs no runner.
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol, runtime_checkable
 
 from fxcrm_core.events.codec import EventCodec
 from fxcrm_core.events.event import DomainEvent, RecordedEvent
-from fxcrm_core.events.store import CheckpointStore, EventStore
+from fxcrm_core.events.store import EventStore
 
 __all__ = ["Projection", "ProjectionRunner"]
 
 
 @runtime_checkable
 class Projection(Protocol):
-    """A read model. ``event_types`` (None: all) lets the runner skip decoding the rest.
-
-    Delivery is at least once (a crash between handling and checkpointing repeats a batch), so
-    ``handle`` must ignore positions it has already seen.
-    """
+    """A read model. ``event_types`` (None: all) lets the runner skip decoding the rest."""
 
     name: str
     event_types: frozenset[str] | None
@@ -28,39 +31,45 @@ class Projection(Protocol):
 
 
 class ProjectionRunner:
-    """Feeds projections from the event store and stores their checkpoints."""
+    """Feeds memory read models from the event store, each exactly once per event.
 
-    def __init__(
-        self,
-        store: EventStore,
-        codec: EventCodec,
-        checkpoints: CheckpointStore,
-        *,
-        batch_size: int = 1000,
-    ) -> None:
+    The runner remembers how far each read model has read (per object, in memory): the first
+    :meth:`catch_up` of a read model in a process reads the log from the start. Call
+    :meth:`catch_up` before every answer that must see what other processes wrote.
+    """
+
+    def __init__(self, store: EventStore, codec: EventCodec, *, batch_size: int = 1000) -> None:
         self.store = store
         self.codec = codec
-        self.checkpoints = checkpoints
         self.batch_size = batch_size
+        self._positions: dict[int, tuple[Projection, int]] = {}
+        self._lock = threading.RLock()
+
+    def position(self, projection: Projection) -> int:
+        """The last global position ``projection`` has read (0: not yet fed in this process)."""
+        known = self._positions.get(id(projection))
+        return known[1] if known is not None and known[0] is projection else 0
 
     def catch_up(self, projection: Projection) -> int:
-        """Handle every event after the projection's checkpoint; returns how many it handled."""
-        position = self.checkpoints.get_checkpoint(projection.name)
-        wanted = projection.event_types
-        handled = 0
-        while True:
-            batch = self.store.read_all(after_position=position, limit=self.batch_size)
-            if not batch:
-                return handled
-            for stored in batch:
-                if wanted is None or stored.event_type in wanted:
-                    projection.handle(self.codec.decode(stored))
-                    handled += 1
-            position = batch[-1].position
-            self.checkpoints.set_checkpoint(projection.name, position)
+        """Handle every event after the read model's position; returns how many it handled."""
+        with self._lock:  # one reader at a time, so no event is handled twice
+            position = self.position(projection)
+            wanted = projection.event_types
+            handled = 0
+            while True:
+                batch = self.store.read_all(after_position=position, limit=self.batch_size)
+                if not batch:
+                    return handled
+                for stored in batch:
+                    if wanted is None or stored.event_type in wanted:
+                        projection.handle(self.codec.decode(stored))
+                        handled += 1
+                position = batch[-1].position
+                self._positions[id(projection)] = (projection, position)
 
     def rebuild(self, projection: Projection) -> int:
-        """Forget the read model and its checkpoint, then replay the whole log into it."""
-        projection.reset()
-        self.checkpoints.set_checkpoint(projection.name, 0)
-        return self.catch_up(projection)
+        """Forget the read model's rows and position, then replay the whole log into it."""
+        with self._lock:
+            projection.reset()
+            self._positions.pop(id(projection), None)
+            return self.catch_up(projection)

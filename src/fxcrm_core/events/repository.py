@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from fxcrm_core.events.aggregate import Aggregate
 from fxcrm_core.events.codec import EventCodec
-from fxcrm_core.events.store import EventStore, Snapshot, SnapshotStore
+from fxcrm_core.events.store import AppendResult, EventStore, Snapshot, SnapshotStore
 from fxcrm_core.kernel.errors import NotFoundError
 
 __all__ = ["Repository"]
@@ -42,6 +42,16 @@ class Repository:
         self._cache: OrderedDict[str, Aggregate] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[AppendResult], None]] = []
+
+    def on_commit(self, listener: Callable[[AppendResult], None]) -> None:
+        """Call ``listener`` after every unit of work committed through this repository (the
+        broker runs its policies inline this way)."""
+        self._listeners.append(listener)
+
+    def committed(self, result: AppendResult) -> None:
+        for listener in self._listeners:
+            listener(result)
 
     def load(self, cls: type[A], aggregate_id: str) -> A | None:
         """The current state, or None if the aggregate has no events."""

@@ -56,10 +56,22 @@ class UnitOfWork:
         self._done = True
 
     def load(self, cls: type[A], aggregate_id: str) -> A | None:
+        """The aggregate as this unit would commit it: its staged state, else the stored one."""
+        staged = self._pending.get(cls.stream_id_for(aggregate_id))
+        if staged is not None and isinstance(staged.state, cls):
+            return staged.state
         return self.repository.load(cls, aggregate_id)
 
     def get(self, cls: type[A], aggregate_id: str) -> A:
+        staged = self._pending.get(cls.stream_id_for(aggregate_id))
+        if staged is not None and isinstance(staged.state, cls):
+            return staged.state
         return self.repository.get(cls, aggregate_id)
+
+    @property
+    def staged(self) -> bool:
+        """True once something is recorded and not yet committed."""
+        return bool(self._pending)
 
     def record(self, aggregate: A, *events: DomainEvent) -> A:
         """Apply ``events`` to ``aggregate``, stage them, and return the new state."""
@@ -102,4 +114,5 @@ class UnitOfWork:
         result = self.repository.store.append(*appends, idempotency_key=idempotency_key)
         if not result.replayed:
             self.repository.remember(states)
+        self.repository.committed(result)
         return result

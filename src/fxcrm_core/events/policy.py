@@ -1,0 +1,295 @@
+"""Policies: reactions of one part of the system to another's events, each handled exactly once.
+
+A policy reads the global log in order and, for each event of the types it handles, records its
+own events through a unit of work. Its position (the last upstream event handled) is a small
+event on its own stream (``policy-<name>``), committed in the same atomic append as its output:
+the output and the position land together or not at all, so a crash between the upstream commit
+and the policy's commit repeats nothing and loses nothing, on any event store. Two workers on one
+store race on that stream's version: one commits, the other finds the work done and moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Self
+
+import attrs
+
+from fxcrm_core.events.aggregate import Aggregate
+from fxcrm_core.events.event import DomainEvent, EventMetadata, RecordedEvent
+from fxcrm_core.events.repository import Repository
+from fxcrm_core.events.unit_of_work import UnitOfWork
+from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError, ValidationError
+
+__all__ = [
+    "POLICY_EVENTS",
+    "Handler",
+    "Policy",
+    "PolicyAdvanced",
+    "PolicyError",
+    "PolicyRunner",
+    "PolicyTracker",
+]
+
+log = logging.getLogger("fxcrm_core.policies")
+
+Handler = Callable[[RecordedEvent[Any], UnitOfWork], None]
+"""Reacts to one upstream event by recording events through the unit of work it is given (and
+never committing it: the runner commits the output with the policy's position)."""
+
+
+class PolicyError(FxCrmError, RuntimeError):
+    """A policy failed on an upstream event; its position stays before that event."""
+
+    default_message = "a policy failed; its position was not advanced"
+
+
+@attrs.frozen
+class PolicyAdvanced(DomainEvent):
+    """A policy handled the upstream events up to ``position`` (``handled`` of them here)."""
+
+    position: int
+    handled: int
+
+
+POLICY_EVENTS = (PolicyAdvanced,)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyTracker(Aggregate):
+    """How far one policy has handled the log: the position of the last upstream event."""
+
+    category = "policy"
+    position: int = 0
+    handled: int = 0
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, PolicyAdvanced):
+            return self.evolve(position=event.position, handled=self.handled + event.handled)
+        raise ValidationError(f"PolicyTracker cannot apply {type(event).__name__}")
+
+
+def _types(types: Iterable[type[DomainEvent] | str]) -> tuple[type[DomainEvent] | str, ...]:
+    return tuple(types)
+
+
+@attrs.frozen
+class Policy:
+    """One line of the policy table: ``handler`` runs for every event named in ``event_types``.
+
+    ``name`` is the policy's identity in the log (its position stream): keep it stable. Event
+    types are given as classes or as their registered names (host events: ``"host.Name"``).
+    """
+
+    name: str = attrs.field()
+    event_types: tuple[type[DomainEvent] | str, ...] = attrs.field(converter=_types)
+    handler: Handler = attrs.field(eq=False)
+
+    @name.validator
+    def _check_name(self, _: object, value: str) -> None:
+        if not value or not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValidationError("a policy name is letters, digits, '-', '_' and '.'")
+
+    @event_types.validator
+    def _check_types(self, _: object, value: tuple[type[DomainEvent] | str, ...]) -> None:
+        if not value:
+            raise ValidationError("a policy handles at least one event type")
+
+
+@attrs.define
+class _Progress:
+    policy: Policy
+    types: frozenset[str]  # the stored names of the event types it handles
+    tracker: PolicyTracker
+    scanned: int  # read up to here: nothing after it handled yet
+    idle: int = 0  # upstream events handled with no output since the tracker's position...
+    idle_upto: int = 0  # ...the last of them (recorded in bulk, after the batch)
+
+
+class PolicyRunner:
+    """Runs the policies of one broker over its log: on demand (:meth:`run`) or as a worker
+    (:meth:`follow`). Safe to run in several threads or processes at once."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        policies: Sequence[Policy] = (),
+        *,
+        read_batch: int = 500,
+        retries: int = 5,
+    ) -> None:
+        self.repository = repository
+        self.read_batch = read_batch
+        self.retries = retries
+        self._policies: dict[str, Policy] = {}
+        self._names: dict[str, frozenset[str]] = {}
+        self._scanned: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        for policy in policies:
+            self.add(policy)
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        return tuple(self._policies.values())
+
+    def add(self, policy: Policy) -> None:
+        if policy.name in self._policies:
+            raise ValidationError(f"a policy named {policy.name} is already registered")
+        registry = self.repository.codec.registry
+        self._names[policy.name] = frozenset(
+            t if isinstance(t, str) else registry.name_of(t) for t in policy.event_types
+        )
+        self._policies[policy.name] = policy
+
+    def position(self, name: str) -> int:
+        """The position of the last upstream event the named policy has handled (any process)."""
+        return self._tracker(name).position
+
+    def lag(self) -> dict[str, int]:
+        """Per policy: how many events of its types wait after its recorded position."""
+        out = {}
+        store = self.repository.store
+        for name in self._policies:
+            position, waiting, types = self._tracker(name).position, 0, self._names[name]
+            while batch := store.read_all(after_position=position, limit=self.read_batch):
+                waiting += sum(1 for s in batch if s.event_type in types)
+                position = batch[-1].position
+            out[name] = waiting
+        return out
+
+    def _tracker(self, name: str) -> PolicyTracker:
+        return self.repository.load(PolicyTracker, name) or PolicyTracker.blank(name)
+
+    def run(self) -> int:
+        """Handle every event committed so far (and every event the policies record meanwhile);
+        returns how many upstream events were handled. A call from inside a handler returns 0:
+        the outer run picks up what the handler recorded."""
+        if getattr(self._local, "running", False) or not self._policies:
+            return 0
+        self._local.running = True
+        try:
+            with self._lock:
+                total = 0
+                while True:
+                    handled = self._pass()
+                    total += handled
+                    if not handled:
+                        return total
+        finally:
+            self._local.running = False
+
+    def follow(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 0.5,
+        on_error: Callable[[PolicyError], None] | None = None,
+    ) -> None:
+        """Run the policies until ``stop`` is set, polling the log every ``interval`` seconds.
+        A failing policy is reported to ``on_error`` (default: logged) and retried later."""
+        while not stop.is_set():
+            try:
+                self.run()
+            except PolicyError as exc:
+                if on_error is not None:
+                    on_error(exc)
+                else:
+                    log.error("policy failed: %s", exc)
+            stop.wait(interval)
+
+    def _pass(self) -> int:
+        """One read of the log from the slowest policy to the head; returns how many upstream
+        events were handled."""
+        progress = []
+        for name, policy in self._policies.items():
+            tracker = self._tracker(name)
+            scanned = max(tracker.position, self._scanned.get(name, 0))
+            progress.append(_Progress(policy, self._names[name], tracker, scanned))
+        store = self.repository.store
+        decode = self.repository.codec.decode
+        handled = 0
+        position = min(p.scanned for p in progress)
+        while True:
+            batch = store.read_all(after_position=position, limit=self.read_batch)
+            if not batch:
+                return handled
+            for p in progress:
+                types = p.types
+                for stored in batch:
+                    if (
+                        stored.position > p.scanned
+                        and stored.event_type in types
+                        and stored.position > p.tracker.position  # else: another worker did it
+                    ):
+                        handled += self._handle(p, decode(stored))
+                self._record_idle(p)
+                p.scanned = max(p.scanned, batch[-1].position)
+                self._scanned[p.policy.name] = p.scanned
+            position = batch[-1].position
+
+    def _handle(self, p: _Progress, recorded: RecordedEvent[DomainEvent]) -> int:
+        name = p.policy.name
+        metadata = EventMetadata(
+            f"policy:{name}",
+            recorded.metadata.correlation_id,
+            causation_id=f"{recorded.stream_id}/{recorded.version}",
+            reason=f"policy {name} on {type(recorded.event).__name__}",
+        )
+        for _ in range(self.retries):
+            with UnitOfWork(self.repository, metadata) as uow:
+                try:
+                    p.policy.handler(recorded, uow)
+                except Exception as exc:
+                    self._record_idle(p)
+                    # An FxCrmError's message is free of personal data; another's may not be.
+                    said = f": {exc}" if isinstance(exc, FxCrmError) else ""
+                    raise PolicyError(
+                        f"policy {name} failed on the event at position {recorded.position} "
+                        f"({type(recorded.event).__name__}): {type(exc).__name__}{said}"
+                    ) from exc
+                if not uow.staged:
+                    p.idle, p.idle_upto = p.idle + 1, recorded.position
+                    return 1
+                tracker = uow.record(p.tracker, PolicyAdvanced(recorded.position, p.idle + 1))
+                try:
+                    uow.commit()
+                except ConcurrencyError:
+                    self._reload(p)
+                    if p.tracker.position >= recorded.position:
+                        return 0  # another worker handled it
+                    continue  # an aggregate moved under the handler: decide again
+            p.tracker, p.idle = tracker, 0
+            return 1
+        raise PolicyError(
+            f"policy {name} kept conflicting on the event at position {recorded.position}"
+        )
+
+    def _record_idle(self, p: _Progress) -> None:
+        """Record the no-op events handled since the last output (one small event for many)."""
+        if not p.idle:
+            return
+        metadata = EventMetadata(f"policy:{p.policy.name}", reason="events with nothing to do")
+        with UnitOfWork(self.repository, metadata) as uow:
+            tracker = uow.record(p.tracker, PolicyAdvanced(p.idle_upto, p.idle))
+            try:
+                uow.commit()
+            except ConcurrencyError:
+                self._reload(p)
+                return
+        p.tracker, p.idle = tracker, 0
+
+    def _reload(self, p: _Progress) -> None:
+        self.repository.forget(PolicyTracker.stream_id_for(p.policy.name))
+        p.tracker = self._tracker(p.policy.name)
+        if p.tracker.position >= p.idle_upto:
+            p.idle = 0
+
+
+def policy_table(
+    table: Iterable[tuple[Sequence[type[DomainEvent] | str], Handler, str]],
+) -> list[Policy]:
+    """Policies from ``(event types, handler, name)`` rows (the broker's table has this shape)."""
+    return [Policy(name, tuple(types), handler) for types, handler, name in table]
