@@ -10,13 +10,23 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fxcrm_core.events import EventCodec, EventRegistry, EventStore, ProjectionRunner, Repository
+from fxcrm_core.events import (
+    DomainEvent,
+    EventCodec,
+    EventRegistry,
+    EventStore,
+    ProjectionRunner,
+    Repository,
+    StoredEvent,
+)
 from fxcrm_core.kernel import (
+    Currency,
     CurrencyMismatchError,
     ExchangeRate,
     FixedClock,
@@ -31,12 +41,22 @@ from fxcrm_core.ledger import (
     LEDGER_EVENTS,
     ExceedsLimitError,
     Ledger,
+    LedgerAccount,
     Limit,
     PendingHolds,
+    Transfer,
     TransferRequest,
     TransferStatus,
 )
-from fxcrm_core.stores import MemoryCheckpointStore, MemoryEventStore, SqliteEventStore
+from fxcrm_core.ledger.model import (
+    AccountOpened,
+    EntryRecorded,
+    PendingReleased,
+    TransferFailed,
+    TransferRecorded,
+    TransferResolved,
+)
+from fxcrm_core.stores import MemoryEventStore, SqliteEventStore
 
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 
@@ -150,9 +170,7 @@ def test_holds_expire_after_their_timeout() -> None:
         TransferRequest("h1", "ana", "omnibus", usd("40"), pending=True, timeout=timedelta(hours=1))
     )
     holds = PendingHolds()
-    runner = ProjectionRunner(
-        ledger.repository.store, ledger.repository.codec, MemoryCheckpointStore()
-    )
+    runner = ProjectionRunner(ledger.repository.store, ledger.repository.codec)
     runner.catch_up(holds)
     assert ledger.expire_due(holds) == []
     clock.advance(hours=1)
@@ -207,6 +225,132 @@ def test_bad_transfers_are_typed_errors_and_write_nothing() -> None:
         ledger.transfer(TransferRequest("x4", "omnibus", "eur-w", usd("1")))
     with pytest.raises(IdempotencyConflictError):
         ledger.open_account("ana", owner="ana", currency="EUR", purpose="wallet")
+
+
+# -- what a transfer reads and folds ----------------------------------------------------------
+class CountingStore(MemoryEventStore):
+    """A memory store that lists the streams read from it."""
+
+    def __init__(self) -> None:
+        super().__init__(FixedClock(T0))
+        self.reads: list[str] = []
+
+    def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+        self.reads.append(stream_id)
+        return super().read_stream(stream_id, after_version=after_version)
+
+
+def test_a_transfer_between_accounts_this_ledger_knows_reads_no_stream() -> None:
+    store = CountingStore()
+    ledger, _ = make(store)
+    deposit(ledger, "d1", "ana", "100")
+    store.reads.clear()
+    ledger.transfer(TransferRequest("t1", "ana", "bo", usd("60")))
+    assert store.reads == []
+    assert ledger.balance("bo").net_credit == usd("60")
+
+
+def test_a_retry_answers_from_the_store_even_when_the_transfer_would_now_be_refused() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    first = TransferRequest("t1", "ana", "bo", usd("60"))
+    ledger.transfer(first)
+    ledger.transfer(TransferRequest("t2", "ana", "bo", usd("40")))  # ana is empty now
+    before = ledger.repository.store.last_position()
+    assert ledger.transfer(first).replayed
+    with pytest.raises(IdempotencyConflictError):
+        ledger.transfer(TransferRequest("t1", "ana", "bo", usd("61")))
+    with pytest.raises(IdempotencyConflictError):
+        ledger.transfer(TransferRequest("t1", "ana", "nobody", usd("60")))
+    assert ledger.repository.store.last_position() == before  # no failure was recorded
+    assert ledger.transfer_status("t1").status is TransferStatus.POSTED
+
+
+def test_a_ledger_decides_on_what_the_store_holds_not_on_what_it_saw_last() -> None:
+    store = MemoryEventStore(FixedClock(T0))
+    here, _ = make(store)
+    there, _ = make(store, open_accounts=False)
+    deposit(here, "d1", "ana", "10")  # here saw ana with 10...
+    deposit(there, "d2", "ana", "90")  # ...and not these 90
+    assert here.transfer(TransferRequest("t1", "ana", "bo", usd("100"))).status is (
+        TransferStatus.POSTED
+    )
+    # there saw ana with 100, here has emptied it since.
+    with pytest.raises(ExceedsLimitError):
+        there.transfer(TransferRequest("t2", "ana", "bo", usd("50")))
+    assert there.transfer_status("t2").status is TransferStatus.FAILED
+    assert (here.balance("ana").net_credit, here.balance("bo").net_credit) == (usd(0), usd(100))
+
+
+def test_a_linked_batch_stores_its_transfers_then_each_account_once_in_order() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "50")
+    before = ledger.repository.store.last_position()
+    ledger.transfer_linked(
+        [
+            TransferRequest("l1", "ana", "bo", usd("30")),
+            TransferRequest("l2", "bo", "omnibus", usd("5")),
+        ]
+    )
+    stored = ledger.repository.store.read_all(after_position=before)
+    assert [(e.stream_id, e.version, e.event_type) for e in stored] == [
+        ("transfer-l1", 1, "TransferRecorded"),
+        ("transfer-l2", 1, "TransferRecorded"),
+        ("ledger-ana", 3, "EntryRecorded"),
+        ("ledger-bo", 2, "EntryRecorded"),
+        ("ledger-bo", 3, "EntryRecorded"),
+        ("ledger-omnibus", 3, "EntryRecorded"),
+    ]
+
+
+_cents = st.integers(1, 10**9)
+_moves = st.lists(
+    st.tuples(st.sampled_from(["entry", "release"]), st.booleans(), st.booleans(), _cents),
+    max_size=30,
+)
+
+
+@given(moves=_moves, cut=st.integers(0, 31))
+def test_folding_an_account_gives_the_sums_of_its_entries(
+    moves: list[tuple[str, bool, bool, int]], cut: int
+) -> None:
+    history: list[DomainEvent] = [AccountOpened("a", "o", Currency.of("USD"), "wallet", Limit.NONE)]
+    sums = {"dp": 0, "cp": 0, "dh": 0, "ch": 0}  # posted and pending (held) debits and credits
+    for kind, debit, pending, cents in moves:
+        amount = Money.from_minor(cents, "USD")
+        side = "d" if debit else "c"
+        if kind == "release":
+            history.append(PendingReleased("t", debit, amount))
+            sums[side + "h"] -= cents
+        else:
+            history.append(EntryRecorded("t", debit, amount, pending))
+            sums[side + ("h" if pending else "p")] += cents
+    folded = LedgerAccount.blank("a").fold(history)
+    b = folded.open_balance
+    assert folded.version == len(history)
+    assert (b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending) == tuple(
+        Money.from_minor(sums[k], "USD") for k in ("dp", "cp", "dh", "ch")
+    )
+    one_by_one = LedgerAccount.blank("a")
+    for event in history:
+        one_by_one = one_by_one.apply(event)
+    assert folded == attrs.evolve(one_by_one, version=len(history))
+    assert LedgerAccount.blank("a").fold(history[:cut]).fold(history[cut:]) == folded
+
+
+def test_folding_a_transfer_equals_applying_its_events_then_counting_them() -> None:
+    recorded = TransferRecorded("t", "a", "b", usd("5"), True, T0, None, (), "c")
+    for events in (
+        [recorded],
+        [recorded, TransferResolved(TransferStatus.POSTED_FROM_PENDING, usd("3"))],
+        [TransferFailed("t", "ExceedsLimitError", "c")],
+    ):
+        one_by_one = Transfer.blank("t")
+        for event in events:
+            one_by_one = one_by_one.apply(event)
+        assert Transfer.blank("t").fold(events) == attrs.evolve(one_by_one, version=len(events))
+    with pytest.raises(ValidationError):
+        Transfer.blank("t").fold([EntryRecorded("t", True, usd("1"), False)])
 
 
 # -- the model test ----------------------------------------------------------------------

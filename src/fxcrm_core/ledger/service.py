@@ -9,7 +9,8 @@ writer makes it retry on fresh balances, so limits hold under concurrency.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -56,6 +57,7 @@ from fxcrm_core.ledger.model import (
 __all__ = ["Entry", "Ledger", "PendingHolds", "TransferRequest", "TransferResult"]
 
 _RETRIES = 8
+_KEPT_ACCOUNTS = 10_000  # account states kept to start transfers from (see _LastSeen)
 
 
 @attrs.frozen
@@ -116,10 +118,39 @@ class PendingHolds:
         return sorted(t for t, at in self.timeouts.items() if at is not None and at <= now)
 
 
+class _LastSeen:
+    """The newest state this ledger read or committed of up to ``size`` accounts, to start a
+    transfer from without reading the accounts' streams.
+
+    Only a start: the append checks every account's version, so a stale state fails it and the
+    transfer is tried again on states read from the store; no transfer is refused on these.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._states: dict[str, LedgerAccount] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, account_id: str) -> LedgerAccount | None:
+        return self._states.get(account_id)
+
+    def keep(self, states: Iterable[LedgerAccount]) -> None:
+        with self._lock:
+            for state in states:
+                known = self._states.pop(state.id, None)
+                # Threads may report out of order: a newer state stays.
+                self._states[state.id] = (
+                    known if known is not None and known.version > state.version else state
+                )
+            while len(self._states) > self._size:
+                del self._states[next(iter(self._states))]
+
+
 class Ledger:
     def __init__(self, repository: Repository, *, clock: Clock | None = None) -> None:
         self.repository = repository
         self.clock = clock or SystemClock()
+        self._seen = _LastSeen(_KEPT_ACCOUNTS)
 
     def _uow(self, actor: str, reason: str) -> UnitOfWork:
         return UnitOfWork(self.repository, EventMetadata(actor, reason=reason))
@@ -151,12 +182,14 @@ class Ledger:
                 AccountOpened(account_id, owner, cur, purpose, limit),
             )
             uow.commit()
+        self._seen.keep((account,))
         return account
 
     def account(self, account_id: str) -> LedgerAccount:
         found = self.repository.load(LedgerAccount, account_id)
         if found is None:
             raise NotFoundError("no such ledger account")
+        self._seen.keep((found,))
         return found
 
     def balance(self, account_id: str) -> Balance:
@@ -213,28 +246,31 @@ class Ledger:
         first results; the same id with other content is a conflict; a failed id keeps failing.
         ``also`` records further events (a conversion record) in the same atomic append."""
         _check_batch(requests)
-        for attempt in range(_RETRIES):
-            # The first try does not read the transfers' own streams: they are recorded expecting
-            # none (version 0), so an id already used fails the append, and the next try answers
-            # from what is stored. A refusal is given only once they are read.
-            if attempt:
+        for attempt in range(1 + _RETRIES):
+            # The first try reads no stream: it starts from the accounts as this ledger last saw
+            # them, and records the transfers expecting their streams empty (version 0); the
+            # append checks all those versions. If anything fails, the next tries read the
+            # transfers (an id already used answers from the store) and the accounts: a
+            # transfer is refused only on what the store holds.
+            fresh = attempt > 0
+            if fresh:
                 known = self._known(requests)
                 if known is not None:
                     return known
             with self._uow(actor, "transfer") as uow:
                 try:
-                    self._stage(uow, requests, also)
-                except Exception as exc:  # re-raised below, once the transfers are read
+                    accounts = self._stage(uow, requests, also, fresh=fresh)
+                except Exception as exc:
+                    if not fresh:
+                        continue
                     refused = exc
                 else:
                     try:
                         uow.commit()
                     except ConcurrencyError:
                         continue  # balances moved or the id was taken: look again
+                    self._seen.keep(accounts)
                     return _results(requests)
-            known = None if attempt else self._known(requests)
-            if known is not None:
-                return known
             if isinstance(refused, ExceedsLimitError | CurrencyMismatchError):
                 self._fail(requests, actor, refused)
             raise refused
@@ -261,12 +297,18 @@ class Ledger:
         uow: UnitOfWork,
         requests: Sequence[TransferRequest],
         also: Sequence[tuple[Aggregate, DomainEvent]],
-    ) -> None:
+        *,
+        fresh: bool,
+    ) -> list[LedgerAccount]:
         """Record the transfers, then each one's two entries on its accounts, checking the limits
-        on the states the unit of work returns (each account is folded once, by the unit)."""
-        accounts = {
-            a: self.account(a) for r in requests for a in (r.debit_account, r.credit_account)
-        }
+        on the states the unit of work returns (each account is folded once, by the unit).
+        Returns the accounts' new states. ``fresh``: read the accounts, even if seen before."""
+        accounts: dict[str, LedgerAccount] = {}
+        for r in requests:
+            for a in (r.debit_account, r.credit_account):
+                if a not in accounts:
+                    seen = None if fresh else self._seen.get(a)
+                    accounts[a] = seen if seen is not None else self.account(a)
         now = self.clock.now()
         linked = tuple(r.transfer_id for r in requests)
         for r in requests:
@@ -302,6 +344,7 @@ class Ledger:
             )
         for aggregate, event in also:
             uow.record(aggregate, event)
+        return list(accounts.values())
 
     def _fail(self, requests: Sequence[TransferRequest], actor: str, refused: Exception) -> None:
         reason = type(refused).__name__
@@ -413,17 +456,19 @@ class Ledger:
             credit = self.account(t.credit_account)
             with self._uow(actor, f"hold {outcome.value}") as uow:
                 uow.record(t, TransferResolved(outcome, posted))
+                sides = []
                 for side, is_debit in ((debit, True), (credit, False)):
                     events: list[DomainEvent] = [PendingReleased(transfer_id, is_debit, t.amount)]
                     if posted.is_positive():
                         events.append(EntryRecorded(transfer_id, is_debit, posted, False))
-                    uow.record(side, *events)
+                    sides.append(uow.record(side, *events))
                 for aggregate, event in also:
                     uow.record(aggregate, event)
                 try:
                     uow.commit()
                 except ConcurrencyError:
                     continue
+            self._seen.keep(sides)
             return TransferResult(transfer_id, outcome)
         raise ConcurrencyError("the accounts kept changing; try again")
 
