@@ -18,7 +18,13 @@ from tests.sample_domain import EVENTS, Till
 
 def busy_broker(path: Path | None = None) -> Broker:
     broker = (
-        Broker.sqlite(path, events=EVENTS, synchronous="NORMAL")
+        Broker.sqlite(
+            path,
+            events=EVENTS,
+            synchronous="NORMAL",
+            allow_clear_pii=True,
+            identity_key=b"i" * 32,
+        )
         if path
         else Broker.in_memory(events=EVENTS)
     )
@@ -40,7 +46,7 @@ def test_audit_follows_the_log_with_ids_only() -> None:
     assert [r.position for r in records] == list(range(1, 9))
     assert (records[0].actor, records[0].action, records[0].target) == (
         "staff:0",
-        "TillOpened",
+        "host.TillOpened",
         "till-t0",
     )
     assert "Holder" not in repr(records)

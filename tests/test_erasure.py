@@ -51,7 +51,7 @@ class Directory:
     """A read model holding PII: it drops a subject when it sees SubjectErased."""
 
     name = "directory"
-    event_types: frozenset[str] | None = frozenset({"PersonRegistered", "SubjectErased"})
+    event_types: frozenset[str] | None = frozenset({"host.PersonRegistered", "SubjectErased"})
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[str, str]] = {}
@@ -84,6 +84,7 @@ def build(tmp_path: Path) -> Broker:
         keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
         events=(PersonRegistered, *TILL_EVENTS),
         synchronous="NORMAL",
+        identity_key=b"i" * 32,
     )
     for cid, (name, email, passport) in PEOPLE.items():
         with broker.unit_of_work(Actor.staff("onboarding", Role.SALES)) as uow:
@@ -175,6 +176,7 @@ def build_again(tmp_path: Path) -> Broker:
         clock=FixedClock(NOW),
         keyring=MasterKeyring({"m1": bytes(32)}, "m1"),
         events=(PersonRegistered, *TILL_EVENTS),
+        identity_key=b"i" * 32,
     )
 
 

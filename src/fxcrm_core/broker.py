@@ -1,18 +1,30 @@
-"""The composition root: the one object a host builds, wiring stores, codec, clock and services.
+"""The composition root: the one object a host builds, wiring stores, codec, clock, services and
+the policies that make the contexts one system.
 
-Each bounded context adds its events and services here as it lands; a host swaps any adapter
-(its own event store, key store, clock) through the constructor.
+``EVENT_HANDLERS`` below is the whole system's wiring at a glance: which upstream event feeds
+which handler. Each row is a policy whose output and position are committed together (exactly
+once); they run inline after every command (the default) or in a worker the host runs
+(``Broker(..., policies="worker")`` and ``broker.follow(stop)``).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
+from fxcrm_core import access as access_context
+from fxcrm_core import accounts as accounts_context
+from fxcrm_core import clients as clients_context
+from fxcrm_core import kyc as kyc_context
+from fxcrm_core import ledger as ledger_context
+from fxcrm_core import payments as payments_context
+from fxcrm_core import privacy as privacy_context
 from fxcrm_core.access import (
-    APPROVAL_EVENTS,
     DEFAULT_POLICY,
     AccessControl,
     AccessPolicy,
@@ -22,29 +34,47 @@ from fxcrm_core.access import (
     AuditTrail,
     MemoryAuditLog,
 )
-from fxcrm_core.accounts import ACCOUNT_EVENTS, Accounts, GroupRule, LeverageCaps
-from fxcrm_core.clients import ALL_CLIENT_EVENTS, Client, Clients, DedupPolicy, IdentityKeys
+from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
+from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys
 from fxcrm_core.commissions import REBATE_EVENTS
 from fxcrm_core.events import (
-    CheckpointStore,
+    POLICY_EVENTS,
     DomainEvent,
     EventCodec,
     EventMetadata,
     EventRegistry,
     EventStore,
+    Handler,
     PayloadCipher,
+    Policy,
+    PolicyError,
+    PolicyRunner,
     ProjectionRunner,
+    RecordedEvent,
     Repository,
     SnapshotStore,
     UnitOfWork,
 )
-from fxcrm_core.kernel import Clock, IdGenerator, Money, SystemClock, TradingCalendar
-from fxcrm_core.kyc import DEFAULT_LEVELS, DOCUMENT_EVENTS, KycService, LevelPolicy
-from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
+from fxcrm_core.kernel import (
+    Clock,
+    IdGenerator,
+    Money,
+    SystemClock,
+    TradingCalendar,
+    ValidationError,
+)
+from fxcrm_core.kyc import (
+    DEFAULT_LEVELS,
+    DocumentApproved,
+    DocumentExpired,
+    DocumentRejected,
+    DocumentReRequested,
+    KycService,
+    LevelPolicy,
+)
+from fxcrm_core.ledger import Ledger
 from fxcrm_core.payments import (
-    DEPOSIT_EVENTS,
-    INTERNAL_EVENTS,
-    WITHDRAWAL_EVENTS,
+    DepositCredited,
     Deposits,
     FeePolicy,
     PaymentLimits,
@@ -53,7 +83,6 @@ from fxcrm_core.payments import (
 )
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
-    ERASURE_EVENTS,
     Erasure,
     FieldEncryption,
     KeyStore,
@@ -62,8 +91,8 @@ from fxcrm_core.privacy import (
     MemoryKeyStore,
     RetentionPolicy,
 )
+from fxcrm_core.reactions import REACTION_EVENTS, Lifecycle, TradingDayClosed
 from fxcrm_core.stores import (
-    MemoryCheckpointStore,
     MemoryEventStore,
     MemorySnapshotStore,
     SqliteDatabase,
@@ -71,16 +100,34 @@ from fxcrm_core.stores import (
 )
 from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
 from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
-from fxcrm_core.trading import TradingServer
+from fxcrm_core.trading import (
+    AccountState,
+    BalanceOperation,
+    FeedItem,
+    NewTradingAccount,
+    TradingServer,
+    TradingServerError,
+)
 
-__all__ = ["Broker", "BrokerOptions"]
+__all__ = ["EVENT_HANDLERS", "Broker", "BrokerOptions", "ConfigurationError"]
+
+log = logging.getLogger("fxcrm_core.broker")
+
+HOST_NAMESPACE = "host"
+
+
+class ConfigurationError(ValidationError):
+    """The broker was built in a way that would lose data or leak it; the message says how to
+    build it instead."""
+
+    default_message = "the broker cannot be built that way"
 
 
 class BrokerOptions(TypedDict, total=False):
     """Optional adapters and settings shared by every way of building a Broker."""
 
     calendar: TradingCalendar
-    events: Iterable[type[DomainEvent]]
+    events: Iterable[type[DomainEvent]]  # the host's own events, stored as "host.<Name>"
     keyring: MasterKeyring
     payload_cipher: PayloadCipher
     ids: IdGenerator
@@ -98,40 +145,109 @@ class BrokerOptions(TypedDict, total=False):
     payment_limits: PaymentLimits
     daily_withdrawal_limits: Mapping[str, Money]
     withdrawal_fees: FeePolicy
+    dormant_after: timedelta
+    allow_clear_pii: bool
+    policies: Literal["inline", "worker"]
+
+
+class _NoTradingServer:
+    """Stands in when the host connects no trading server: every call is refused, clearly."""
+
+    name = "none"
+
+    def _refuse(self) -> TradingServerError:
+        return TradingServerError("no trading server is connected to this broker")
+
+    def create_account(self, request: NewTradingAccount) -> int:
+        raise self._refuse()
+
+    def change_group(self, login: int, group: str) -> None:
+        raise self._refuse()
+
+    def change_leverage(self, login: int, leverage: int) -> None:
+        raise self._refuse()
+
+    def change_password(self, login: int, secret: str) -> None:
+        raise self._refuse()
+
+    def set_enabled(self, login: int, enabled: bool) -> None:
+        raise self._refuse()
+
+    def balance_operation(
+        self,
+        login: int,
+        operation: BalanceOperation,
+        amount: Money,
+        *,
+        comment: str,
+        idempotency_key: str,
+    ) -> int:
+        raise self._refuse()
+
+    def account_state(self, login: int) -> AccountState:
+        raise self._refuse()
+
+    def deal_feed(self, *, after_cursor: int = 0, limit: int = 1000) -> list[FeedItem]:
+        return []
 
 
 class _Relationships:
-    """Row-scope answers from the CRM's own records (IB downlines come with commissions)."""
+    """Row-scope answers from the log: the sales owner from the client's stream; IB downlines
+    from the IB network."""
 
-    def __init__(self, repository: Repository) -> None:
-        self.repository = repository
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
 
     def sales_owner(self, client_id: str) -> str | None:
-        client = self.repository.load(Client, client_id)
+        client = self.broker.repository.load(Client, client_id)
         return client.owner_id if client else None
 
     def in_downline(self, ib_id: str, client_id: str) -> bool:
         return False
 
 
+BrokerHandler = Callable[["Broker", RecordedEvent[Any], UnitOfWork], None]
+
+# The policy table: (policy name, upstream event types, handler). A policy's name is its identity
+# in the log (its position stream, policy-<name>): keep names stable. Rows run in this order
+# within each read of the log, so a level recorded from a KYC decision is there before the
+# deposit that follows it is judged.
+EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], ...] = (
+    (
+        "kyc-level",
+        (DocumentApproved, DocumentRejected, DocumentExpired, DocumentReRequested),
+        lambda b, r, u: b.kyc.on_decision(r, u),
+    ),
+    ("client-funded", (DepositCredited,), lambda b, r, u: b.lifecycle.funded(r, u)),
+    ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
+)
+
+
+def _bind(broker: Broker, handler: BrokerHandler) -> Handler:
+    return lambda recorded, uow: handler(broker, recorded, uow)
+
+
 class Broker:
-    """Everything a host needs to run commands, approvals and read models on one event log.
+    """Everything a host needs to run commands, approvals, policies and read models on one log.
 
-    Give it a ``keyring`` (master keys from your KMS) and a ``keystore`` to encrypt PII fields
-    per client; ``erasure`` is available only then. ``clients`` needs an ``identity_key`` (the
-    secret of the deduplication hashes; ``in_memory`` makes one up), ``accounts`` a
-    ``trading_server`` and its ``groups``.
+    Every service is present whatever the store. PII is encrypted per client under a
+    ``keyring`` (master keys from your KMS), its data keys in a ``keystore`` that lives as long
+    as the log: a persistent event store needs a persistent key store. Storing PII in clear
+    takes ``allow_clear_pii=True`` (tests, demos). ``identity_key`` is the secret of the
+    deduplication hashes (``in_memory`` makes one up).
 
-    >>> broker = Broker.in_memory(keyring=MasterKeyring.generate())
-    >>> broker.store.last_position(), broker.erasure is not None
+    >>> broker = Broker.in_memory()
+    >>> broker.store.last_position(), broker.encryption is not None
     (0, True)
     """
+
+    kyc: KycService
+    lifecycle: Lifecycle
 
     def __init__(
         self,
         store: EventStore,
         *,
-        checkpoints: CheckpointStore,
         snapshots: SnapshotStore | None = None,
         keystore: KeyStore | None = None,
         audit_log: AuditLog | None = None,
@@ -144,27 +260,22 @@ class Broker:
         self.store = store
         self.snapshots = snapshots
         self.registry = EventRegistry()
-        self.registry.register_all(
-            (
-                *APPROVAL_EVENTS,
-                *ERASURE_EVENTS,
-                *ALL_CLIENT_EVENTS,
-                *DOCUMENT_EVENTS,
-                *ACCOUNT_EVENTS,
-                *LEDGER_EVENTS,
-                *INTERNAL_EVENTS,
-                *DEPOSIT_EVENTS,
-                *WITHDRAWAL_EVENTS,
-                *REBATE_EVENTS,
-            )
-        )
-        self.registry.register_all(options.get("events", ()))
-        keyring = options.get("keyring")
-        self.encryption = (
-            FieldEncryption(keystore or MemoryKeyStore(), keyring, clock=self.clock)
-            if keyring is not None
-            else None
-        )
+        self.registry.register_all(POLICY_EVENTS)
+        self.registry.register_all(REACTION_EVENTS)
+        self.registry.register_all(REBATE_EVENTS)
+        for context in (
+            access_context,
+            privacy_context,
+            clients_context,
+            kyc_context,
+            accounts_context,
+            ledger_context,
+            payments_context,
+        ):
+            context.register_events(self.registry)
+        host_events = [e for e in options.get("events", ()) if not self.registry.knows(e)]
+        self.registry.register_all(host_events, namespace=HOST_NAMESPACE)
+        self.encryption = self._encryption(store, keystore, options)
         self.codec = EventCodec(
             self.registry,
             field_cipher=self.encryption,
@@ -173,35 +284,32 @@ class Broker:
         self.repository = Repository(store, self.codec, snapshots)
         self.projections = ProjectionRunner(store, self.codec)
         self.access = options.get("access") or AccessControl(
-            options.get("policy", DEFAULT_POLICY), _Relationships(self.repository)
+            options.get("policy", DEFAULT_POLICY), _Relationships(self)
         )
         self.masking = options.get("masking") or DEFAULT_MASKING
         self.approvals = Approvals(self.repository, self.access, self.ids)
         self.audit = AuditTrail(audit_log or MemoryAuditLog(), key=options.get("audit_key"))
-        self.erasure = (
-            Erasure(
-                self.repository,
-                self.encryption,
-                self.access,
-                policy=options.get("retention"),
-                snapshots=snapshots,
-                clock=self.clock,
-            )
-            if self.encryption is not None
-            else None
+        self.erasure = Erasure(
+            self.repository,
+            self.encryption,
+            self.access,
+            policy=options.get("retention"),
+            snapshots=snapshots,
+            clock=self.clock,
         )
         identity_key = options.get("identity_key")
-        self.clients = (
-            Clients(
-                self.repository,
-                self.access,
-                IdentityKeys(identity_key),
-                policy=options.get("dedup", DedupPolicy.REFUSE),
-                clock=self.clock,
-                ids=self.ids,
+        if identity_key is None:
+            raise ConfigurationError(
+                "pass identity_key: the secret (32+ bytes, kept in your KMS) of the "
+                "deduplication hashes; it must stay the same for the life of the log"
             )
-            if identity_key is not None
-            else None
+        self.clients = Clients(
+            self.repository,
+            self.access,
+            IdentityKeys(identity_key),
+            policy=options.get("dedup", DedupPolicy.REFUSE),
+            clock=self.clock,
+            ids=self.ids,
         )
         self.kyc = KycService(
             self.repository,
@@ -212,13 +320,9 @@ class Broker:
             ids=self.ids,
         )
         self.ledger = Ledger(self.repository, clock=self.clock)
+        limits = options.get("payment_limits", PaymentLimits(()))
         self.deposits = Deposits(
-            self.repository,
-            self.ledger,
-            self.access,
-            self.kyc,
-            options.get("payment_limits", PaymentLimits(())),
-            ids=self.ids,
+            self.repository, self.ledger, self.access, self.kyc, limits, ids=self.ids
         )
         self.withdrawals = Withdrawals(
             self.repository,
@@ -226,41 +330,80 @@ class Broker:
             self.access,
             self.kyc,
             self.approvals,
-            options.get("payment_limits", PaymentLimits(())),
+            limits,
             daily=options.get("daily_withdrawal_limits"),
             fees=options.get("withdrawal_fees"),
             calendar=self.calendar,
             clock=self.clock,
             ids=self.ids,
         )
-        server = options.get("trading_server")
-        self.transfers = (
-            TradingTransfers(self.repository, self.ledger, self.access, {server.name: server})
-            if server is not None
-            else None
+        server: TradingServer = options.get("trading_server") or _NoTradingServer()
+        self.trading_server = server
+        self.transfers = TradingTransfers(
+            self.repository, self.ledger, self.access, {server.name: server}
         )
-        self.accounts = (
-            Accounts(
-                self.repository,
-                self.access,
-                server,
-                self.kyc,
-                options.get("groups", {}),
-                caps=options.get("caps"),
-                approvals=self.approvals,
-                ids=self.ids,
+        self.accounts = Accounts(
+            self.repository,
+            self.access,
+            server,
+            self.kyc,
+            options.get("groups", {}),
+            caps=options.get("caps"),
+            approvals=self.approvals,
+            ids=self.ids,
+        )
+        self.lifecycle = Lifecycle(
+            self.repository,
+            self.projections,
+            self.calendar,
+            dormant_after=options.get("dormant_after", timedelta(days=90)),
+        )
+        self.policies = PolicyRunner(
+            self.repository,
+            [Policy(name, types, _bind(self, fn)) for name, types, fn in EVENT_HANDLERS],
+        )
+        self.policy_failure: PolicyError | None = None
+        mode = options.get("policies", "inline")
+        if mode not in ("inline", "worker"):
+            raise ConfigurationError("policies run 'inline' or in a 'worker'")
+        if mode == "inline":
+            self.repository.on_commit(self._run_inline)
+
+    def _encryption(
+        self, store: EventStore, keystore: KeyStore | None, options: BrokerOptions
+    ) -> FieldEncryption | None:
+        keyring = options.get("keyring")
+        persistent = not isinstance(store, MemoryEventStore)
+        if keyring is None:
+            if not options.get("allow_clear_pii", False):
+                raise ConfigurationError(
+                    "pass a keyring (master keys from your KMS) to encrypt personal data, or "
+                    "allow_clear_pii=True to store it in clear (tests and demos only)"
+                )
+            return None
+        if keystore is None:
+            if persistent:
+                raise ConfigurationError(
+                    "a persistent event store needs a persistent key store: pass keystore= "
+                    "(data keys kept only in memory would leave every client unreadable after "
+                    "a restart)"
+                )
+            keystore = MemoryKeyStore()
+        elif persistent and isinstance(keystore, MemoryKeyStore):
+            raise ConfigurationError(
+                "a persistent event store needs a persistent key store, not a MemoryKeyStore"
             )
-            if server is not None
-            else None
-        )
+        return FieldEncryption(keystore, keyring, clock=self.clock)
 
     @classmethod
     def in_memory(cls, *, clock: Clock | None = None, **options: Unpack[BrokerOptions]) -> Broker:
-        """A broker whose log and keys live in memory (tests, simulations)."""
+        """A broker whose log and keys live in memory (tests, simulations); it makes up a
+        keyring and a deduplication key unless given."""
         options.setdefault("identity_key", secrets.token_bytes(32))
+        if "keyring" not in options and not options.get("allow_clear_pii", False):
+            options["keyring"] = MasterKeyring.generate()
         return cls(
             MemoryEventStore(clock),
-            checkpoints=MemoryCheckpointStore(),
             snapshots=MemorySnapshotStore(),
             clock=clock,
             **options,
@@ -276,15 +419,14 @@ class Broker:
         keys_path: str | Path | None = None,
         **options: Unpack[BrokerOptions],
     ) -> Broker:
-        """A broker on one SQLite file (events, checkpoints, snapshots, audit), with the data
-        keys in a second file (``<path>.keys`` unless ``keys_path`` says otherwise)."""
+        """A broker on one SQLite file (events, snapshots, audit), with the data keys in a
+        second file (``<path>.keys`` unless ``keys_path`` says otherwise)."""
         db = SqliteDatabase(path, synchronous=synchronous)
         keystore = None
         if "keyring" in options:
             keystore = SqliteKeyStore(keys_path or f"{path}.keys")
         return cls(
             SqliteEventStore(db, clock=clock),
-            checkpoints=db,
             snapshots=db,
             keystore=keystore,
             audit_log=SqliteAuditLog(db),
@@ -292,6 +434,44 @@ class Broker:
             **options,
         )
 
+    # -- policies ---------------------------------------------------------------------------------
+    def add_policy(
+        self,
+        name: str,
+        event_types: Iterable[type[DomainEvent] | str],
+        handler: Handler,
+    ) -> None:
+        """Register a host policy: ``handler(recorded, uow)`` runs once for every event of
+        ``event_types`` (classes, or stored names such as ``"host.BonusGranted"``), recording
+        its output through ``uow``. The name must be new and stay stable."""
+        self.policies.add(Policy(f"{HOST_NAMESPACE}.{name}", tuple(event_types), handler))
+
+    def run_policies(self) -> int:
+        """Handle every event committed so far with every policy; returns how many upstream
+        events were handled. Raises PolicyError when a policy fails (its position stays)."""
+        self.policy_failure = None
+        return self.policies.run()
+
+    def follow(self, stop: threading.Event, *, interval: float = 0.5) -> None:
+        """A worker loop: run the policies until ``stop`` is set (failures are logged)."""
+        self.policies.follow(stop, interval=interval)
+
+    def _run_inline(self, _: object) -> None:
+        # A command has committed; its policies follow. A failing policy never fails the
+        # command (it is in the log already): it stays behind, logged and kept in
+        # ``policy_failure``, and is retried after the next command or run_policies().
+        try:
+            self.policies.run()
+        except PolicyError as exc:
+            self.policy_failure = exc
+            log.error("policy failed after a command: %s", exc)
+
+    def close_trading_days(self) -> list[date]:
+        """Record the trading days that have ended by the broker's clock (its scheduled check:
+        call it from a scheduler, e.g. after 17:00 New York); returns the days closed."""
+        return self.lifecycle.close_trading_days(self.clock)
+
+    # -- units of work ----------------------------------------------------------------------------
     def unit_of_work(
         self,
         actor: Actor | str,

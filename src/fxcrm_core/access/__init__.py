@@ -30,8 +30,10 @@ from fxcrm_core.access.control import (
     Role,
     RowScope,
 )
+from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "register_events",
     "APPROVAL_EVENTS",
     "DEFAULT_POLICY",
     "AccessControl",
@@ -53,3 +55,8 @@ __all__ = [
     "RowScope",
     "SelfApprovalError",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(APPROVAL_EVENTS)

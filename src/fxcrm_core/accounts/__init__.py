@@ -11,10 +11,13 @@ from fxcrm_core.accounts.model import (
     LeverageAboveCapError,
     LeverageCaps,
     TradingAccount,
+    TradingAccountOpened,
 )
 from fxcrm_core.accounts.service import Accounts, LeverageOutcome
+from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "register_events",
     "ACCOUNT_EVENTS",
     "EEA_RETAIL_CAPS",
     "Accounts",
@@ -23,4 +26,10 @@ __all__ = [
     "LeverageCaps",
     "LeverageOutcome",
     "TradingAccount",
+    "TradingAccountOpened",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(ACCOUNT_EVENTS)

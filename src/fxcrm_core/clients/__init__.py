@@ -18,15 +18,18 @@ from fxcrm_core.clients.model import (
     ClientKind,
     ClientRegistered,
     Consent,
+    IntroducerAssigned,
     RiskProfile,
     Stage,
 )
 from fxcrm_core.clients.service import AppropriatenessTest, Clients, DedupPolicy, Registration
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.kernel.errors import IllegalTransitionError
 
 ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, IdentityClaimed)
 
 __all__ = [
+    "register_events",
     "ALL_CLIENT_EVENTS",
     "AppropriatenessTest",
     "Client",
@@ -39,9 +42,15 @@ __all__ = [
     "IdentityClaim",
     "IdentityKeys",
     "IllegalTransitionError",
+    "IntroducerAssigned",
     "Registration",
     "RiskProfile",
     "Stage",
     "normalise_email",
     "normalise_phone",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(ALL_CLIENT_EVENTS)

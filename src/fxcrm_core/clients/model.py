@@ -23,6 +23,7 @@ __all__ = [
     "ContactDetailsChanged",
     "DuplicateSuspected",
     "IllegalTransitionError",
+    "IntroducerAssigned",
     "OwnerAssigned",
     "ProfileUpdated",
     "RiskProfile",
@@ -123,6 +124,15 @@ class OwnerAssigned(DomainEvent):
 
 
 @attrs.frozen
+class IntroducerAssigned(DomainEvent):
+    """The client came through an introducing broker (None: the client is now direct)."""
+
+    ib_id: str | None
+    previous_ib_id: str | None
+    at: datetime
+
+
+@attrs.frozen
 class StageChanged(DomainEvent):
     previous: Stage
     stage: Stage
@@ -152,6 +162,7 @@ CLIENT_EVENTS = (
     StageChanged,
     RiskProfileAssessed,
     DuplicateSuspected,
+    IntroducerAssigned,
 )
 
 
@@ -168,6 +179,7 @@ class Client(Aggregate):
     address: str | None = attrs.field(default=None, repr=False)
     owner_id: str | None = None
     owner_history: tuple[tuple[str, datetime], ...] = ()
+    introducer_id: str | None = None  # the IB the client came through, as last attributed
     consents: tuple[tuple[Consent, datetime], ...] = ()  # those in force, with when given
     risk_profile: RiskProfile | None = None
     merge_review: tuple[str, ...] = ()
@@ -202,6 +214,8 @@ class Client(Aggregate):
                 return self.evolve(stage=stage)
             case RiskProfileAssessed(profile=profile):
                 return self.evolve(risk_profile=profile)
+            case IntroducerAssigned(ib_id=ib_id):
+                return self.evolve(introducer_id=ib_id)
             case DuplicateSuspected(other_client_id=other):
                 return self.evolve(merge_review=(*self.merge_review, other))
         raise ValidationError(f"Client cannot apply {type(event).__name__}")
@@ -245,6 +259,13 @@ class Client(Aggregate):
         if owner_id == self.owner_id:
             return []
         return [OwnerAssigned(owner_id, self.owner_id, at)]
+
+    def assign_introducer(self, ib_id: str | None, at: datetime) -> list[DomainEvent]:
+        if self.stage is None:
+            raise ValidationError("no such client")
+        if ib_id == self.introducer_id:
+            return []
+        return [IntroducerAssigned(ib_id, self.introducer_id, at)]
 
     def assess_risk(self, score: int, profile: RiskProfile) -> list[DomainEvent]:
         self._live()

@@ -198,6 +198,9 @@ class EventRegistry:
         for cls in classes:
             self.register(cls, namespace=namespace)
 
+    def knows(self, cls: type[DomainEvent]) -> bool:
+        return cls in self._by_class
+
     def name_of(self, cls: type[DomainEvent]) -> str:
         """The name ``cls`` is stored under."""
         return self.spec_for_class(cls).name
@@ -257,6 +260,7 @@ class EventCodec:
         self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._dumps = _make_dumps()
         self._loads = _make_loads()
+        self._last_metadata: tuple[EventMetadata | None, bytes] = (None, b"")
         self._values: set[Any] = set()
         self._sync_value_codecs()
 
@@ -325,6 +329,10 @@ class EventCodec:
         return spec.name, payload
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
+        # A command encodes one (immutable) metadata record once per stream it writes.
+        last, raw = self._last_metadata
+        if last is metadata:
+            return raw
         doc = {"a": metadata.actor}
         if metadata.correlation_id is not None:
             doc["c"] = metadata.correlation_id
@@ -332,7 +340,9 @@ class EventCodec:
             doc["k"] = metadata.causation_id
         if metadata.reason is not None:
             doc["r"] = metadata.reason
-        return self._dumps(doc).encode()
+        raw = self._dumps(doc).encode()
+        self._last_metadata = (metadata, raw)
+        return raw
 
     def encode_state(self, state: object) -> bytes:
         """An attrs object (an aggregate state for a snapshot) as JSON bytes."""

@@ -5,10 +5,15 @@ numbers through python-stdnum; IBANs are ``fxcrm_core.privacy.Iban``).
 Depends on ``kernel``, ``events`` and ``access``.
 """
 
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.kyc.documents import (
     DEFAULT_LEVELS,
     DOCUMENT_EVENTS,
+    DocumentApproved,
+    DocumentExpired,
     DocumentRegister,
+    DocumentRejected,
+    DocumentReRequested,
     DocumentStatus,
     DocumentType,
     KycDocument,
@@ -23,21 +28,30 @@ from fxcrm_core.kyc.identifiers import (
     UnsupportedIdentifierError,
     validate_national_id,
 )
+from fxcrm_core.kyc.levels import LEVEL_EVENTS, KycLevelChanged, KycStatus
 from fxcrm_core.kyc.mrz import MrzFormatError, MrzResult, check_digit, parse_mrz
 from fxcrm_core.kyc.service import InvalidDocumentError, KycLevelTooLowError, KycService
 
 __all__ = [
+    "register_events",
     "DEFAULT_LEVELS",
     "DOCUMENT_EVENTS",
+    "LEVEL_EVENTS",
     "NATIONAL_IDS",
+    "DocumentApproved",
+    "DocumentExpired",
     "DocumentRegister",
+    "DocumentRejected",
+    "DocumentReRequested",
     "DocumentStatus",
     "DocumentType",
     "InvalidDocumentError",
     "InvalidIdentifierError",
     "KycDocument",
+    "KycLevelChanged",
     "KycLevelTooLowError",
     "KycService",
+    "KycStatus",
     "LevelPolicy",
     "MrzFormatError",
     "MrzResult",
@@ -49,3 +63,8 @@ __all__ = [
     "parse_mrz",
     "validate_national_id",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all((*DOCUMENT_EVENTS, *LEVEL_EVENTS))

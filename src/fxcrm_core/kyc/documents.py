@@ -274,14 +274,17 @@ class DocumentRegister:
 
     def __init__(self) -> None:
         self.documents: dict[str, _Entry] = {}
+        self._by_client: dict[str, list[_Entry]] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
         document_id = recorded.stream_id.removeprefix("kycdoc-")
         if isinstance(event, DocumentSubmitted):
-            self.documents[document_id] = _Entry(
+            new = _Entry(
                 event.client_id, event.doc_type, DocumentStatus.SUBMITTED, event.expires_on
             )
+            self.documents[document_id] = new
+            self._by_client.setdefault(event.client_id, []).append(new)
             return
         entry = self.documents.get(document_id)
         if entry is None:
@@ -295,13 +298,17 @@ class DocumentRegister:
 
     def reset(self) -> None:
         self.documents.clear()
+        self._by_client.clear()
+
+    def client_of(self, document_id: str) -> str | None:
+        entry = self.documents.get(document_id)
+        return entry.client_id if entry else None
 
     def valid_types(self, client_id: str, today: date) -> set[DocumentType]:
         return {
             e.doc_type
-            for e in self.documents.values()
-            if e.client_id == client_id
-            and e.status is DocumentStatus.APPROVED
+            for e in self._by_client.get(client_id, ())
+            if e.status is DocumentStatus.APPROVED
             and (e.expires_on is None or e.expires_on > today)
         }
 

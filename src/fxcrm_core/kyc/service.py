@@ -4,9 +4,17 @@ rights they unlock. Every command checks the actor's permission on the client's 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from fxcrm_core.access import AccessControl, Actor
-from fxcrm_core.events import DomainEvent, EventMetadata, ProjectionRunner, Repository, UnitOfWork
+from fxcrm_core.events import (
+    DomainEvent,
+    EventMetadata,
+    ProjectionRunner,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.kernel.ids import IdGenerator
@@ -20,6 +28,7 @@ from fxcrm_core.kyc.documents import (
     Reminder,
     Right,
 )
+from fxcrm_core.kyc.levels import KycStatus
 from fxcrm_core.kyc.mrz import parse_mrz
 
 __all__ = ["InvalidDocumentError", "KycLevelTooLowError", "KycService"]
@@ -160,10 +169,32 @@ class KycService:
         return self.register.reminders(self._today(), days_before=days_before)
 
     def level(self, client_id: str) -> int:
+        """The client's verification level now, from every document decision committed so far
+        by any process (the register catches up with the log first; expiry counts by date)."""
         self.projections.catch_up(self.register)
         return self.levels.level(self.register.valid_types(client_id, self._today()))
 
+    def recorded_level(self, client_id: str) -> int:
+        """The level last recorded by the level policy (0: none yet)."""
+        status = self.repository.load(KycStatus, client_id)
+        return status.level if status else 0
+
+    def on_decision(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """Policy: after a document decision, record the client's level if it changed (as of
+        the decision's trading date, so a replay decides the same)."""
+        self.projections.catch_up(self.register)
+        client_id = self.register.client_of(recorded.stream_id.removeprefix("kycdoc-"))
+        if client_id is None:
+            return
+        on = recorded.recorded_at.date()
+        level = self.levels.level(self.register.valid_types(client_id, on))
+        status = uow.load(KycStatus, client_id) or KycStatus.blank(client_id)
+        events = status.record(level)
+        if events:
+            uow.record(status, *events)
+
     def require(self, client_id: str, right: Right) -> None:
+        """Refuse unless the client's level (see :meth:`level`) allows ``right``."""
         level = self.level(client_id)
         if not self.levels.allows(level, right):
             raise KycLevelTooLowError(

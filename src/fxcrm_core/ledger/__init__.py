@@ -5,6 +5,7 @@ balances.
 Depends on ``kernel`` and ``events``.
 """
 
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.ledger.model import (
     LEDGER_EVENTS,
     Balance,
@@ -18,6 +19,7 @@ from fxcrm_core.ledger.model import (
 from fxcrm_core.ledger.service import Entry, Ledger, PendingHolds, TransferRequest, TransferResult
 
 __all__ = [
+    "register_events",
     "LEDGER_EVENTS",
     "Balance",
     "ConversionRecorded",
@@ -32,3 +34,8 @@ __all__ = [
     "TransferResult",
     "TransferStatus",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(LEDGER_EVENTS)

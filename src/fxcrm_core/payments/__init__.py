@@ -5,10 +5,13 @@ limits, fees and maker-checker approval, and reconciliation with the trading ser
 Depends on ``kernel``, ``events``, ``access``, ``kyc``, ``ledger``, ``trading`` and ``accounts``.
 """
 
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.payments.deposits import (
     DEPOSIT_EVENTS,
     CallbackOutcome,
     Deposit,
+    DepositCredited,
+    DepositInitiated,
     Deposits,
     DepositStatus,
     LimitExceededError,
@@ -33,6 +36,7 @@ from fxcrm_core.payments.withdrawals import (
 )
 
 __all__ = [
+    "register_events",
     "DEPOSIT_EVENTS",
     "INTERNAL_EVENTS",
     "WITHDRAWAL_EVENTS",
@@ -44,6 +48,8 @@ __all__ = [
     "Withdrawals",
     "CallbackOutcome",
     "Deposit",
+    "DepositCredited",
+    "DepositInitiated",
     "DepositStatus",
     "Deposits",
     "LimitExceededError",
@@ -56,3 +62,8 @@ __all__ = [
     "TradingTransfers",
     "reconcile",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all((*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS))

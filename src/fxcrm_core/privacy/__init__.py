@@ -4,6 +4,7 @@ role, and PII value types with masked reprs.
 Depends on ``kernel``, ``events`` and ``access`` (erasure checks permissions).
 """
 
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.privacy.encryption import FieldEncryption
 from fxcrm_core.privacy.erasure import (
     ERASURE_EVENTS,
@@ -17,6 +18,7 @@ from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, P
 from fxcrm_core.privacy.pii import DocumentNumber, Email, Iban, Pan, PersonName, Phone, PiiValue
 
 __all__ = [
+    "register_events",
     "DEFAULT_MASKING",
     "ERASURE_EVENTS",
     "HIDDEN",
@@ -41,3 +43,8 @@ __all__ = [
     "WrappedKey",
     "mask",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(ERASURE_EVENTS)

@@ -84,7 +84,7 @@ class Erasure:
     def __init__(
         self,
         repository: Repository,
-        encryption: FieldEncryption,
+        encryption: FieldEncryption | None,
         access: AccessControl,
         *,
         policy: RetentionPolicy | None = None,
@@ -114,6 +114,10 @@ class Erasure:
         clear (snapshots are caches: they are deleted, and rebuilt from events when needed).
         """
         self.access.require(actor, "erasure.execute")
+        if self.encryption is None:
+            raise ValidationError(
+                "erasure needs encrypted personal data: this broker stores it in clear"
+            )
         now = self.clock.now()
         if legal_hold:
             raise RetentionHoldError("erasure refused: a legal hold applies")

@@ -1,0 +1,205 @@
+"""The SDK's own policies: how one context reacts to another's events.
+
+Each handler takes an upstream event and a unit of work and records what follows from it; the
+broker's ``EVENT_HANDLERS`` table says which event feeds which handler, and the
+``PolicyRunner`` commits each handler's output with its position (exactly once). Handlers decide
+from the stored state and the upstream event alone (its recording time, never the wall clock).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+from typing import Any, Self
+
+import attrs
+
+from fxcrm_core.accounts import TradingAccountOpened
+from fxcrm_core.clients import Client, Stage
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventMetadata,
+    ProjectionRunner,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.kernel import TradingCalendar, ValidationError
+from fxcrm_core.kernel.clock import Clock
+from fxcrm_core.payments import Deposit, DepositCredited, DepositInitiated
+from fxcrm_core.trading import DealChange, DealsReceived
+
+__all__ = [
+    "REACTION_EVENTS",
+    "ClientActivity",
+    "Lifecycle",
+    "TradingDayClosed",
+    "TradingDays",
+]
+
+
+@attrs.frozen
+class TradingDayClosed(DomainEvent):
+    """A trading day has ended (17:00 New York); ``previous`` is the day closed before it."""
+
+    trading_day: date
+    previous: date | None
+
+
+REACTION_EVENTS = (TradingDayClosed,)
+
+
+@attrs.frozen(kw_only=True)
+class TradingDays(Aggregate):
+    """The broker's closed trading days: the clock's ticks, recorded so policies can replay."""
+
+    category = "tradingdays"
+    last_closed: date | None = None
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, TradingDayClosed):
+            return self.evolve(last_closed=event.trading_day)
+        raise ValidationError(f"TradingDays cannot apply {type(event).__name__}")
+
+    def close_until(self, current: date, calendar: TradingCalendar) -> list[DomainEvent]:
+        """Events closing every trading day before ``current`` not closed yet (the first call
+        closes only the day before ``current``: the log has no earlier activity to judge)."""
+        day = self.last_closed + timedelta(days=1) if self.last_closed else None
+        if day is None:
+            day = current - timedelta(days=1)
+            while not calendar.is_trading_day(day):
+                day -= timedelta(days=1)
+        events: list[DomainEvent] = []
+        previous = self.last_closed
+        while day < current:
+            if calendar.is_trading_day(day):
+                events.append(TradingDayClosed(day, previous))
+                previous = day
+            day += timedelta(days=1)
+        return events
+
+
+class ClientActivity:
+    """A memory read model: each client's last trading day with a credited deposit or a trade,
+    and who holds which trading login (rebuilt from the log in each process)."""
+
+    name = "client-activity"
+    event_types: frozenset[str] | None = frozenset(
+        {"DepositInitiated", "DepositCredited", "TradingAccountOpened", "DealsReceived"}
+    )
+
+    def __init__(self, calendar: TradingCalendar) -> None:
+        self.calendar = calendar
+        self.deposit_clients: dict[str, str] = {}
+        self.logins: dict[tuple[str, int], str] = {}
+        self.last_active: dict[str, date] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, DepositInitiated):
+            self.deposit_clients[event.deposit_id] = event.client_id
+        elif isinstance(event, DepositCredited):
+            client = self.deposit_clients.get(recorded.stream_id.removeprefix("deposit-"))
+            if client is not None:
+                self._active(client, self.calendar.trading_day(recorded.recorded_at))
+        elif isinstance(event, TradingAccountOpened):
+            self.logins[(event.server, event.login)] = event.client_id
+        elif isinstance(event, DealsReceived):
+            for item in event.items:
+                client = self.trader(event.server, item)
+                if client is not None:
+                    self._active(client, self.calendar.trading_day(item.deal.time))
+
+    def trader(self, server: str, item: Any) -> str | None:
+        """The client behind a newly added trade deal of the feed (None: not a client's trade)."""
+        deal = item.deal
+        if item.change is not DealChange.ADDED or not deal.action.is_trade:
+            return None
+        return self.logins.get((server, deal.login))
+
+    def _active(self, client_id: str, day: date) -> None:
+        if day > self.last_active.get(client_id, date.min):
+            self.last_active[client_id] = day
+
+    def reset(self) -> None:
+        self.deposit_clients.clear()
+        self.logins.clear()
+        self.last_active.clear()
+
+
+class Lifecycle:
+    """Moves clients along their lifecycle from what they do: a credited deposit makes a
+    verified client FUNDED, a first trade makes a funded (or dormant) client ACTIVE, and no
+    trade and no deposit for ``dormant_after`` makes a funded or active client DORMANT, judged
+    when a trading day closes (the broker's clock, recorded as an event)."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        projections: ProjectionRunner,
+        calendar: TradingCalendar,
+        *,
+        dormant_after: timedelta = timedelta(days=90),
+    ) -> None:
+        if dormant_after <= timedelta(0):
+            raise ValidationError("dormant_after must be positive")
+        self.repository = repository
+        self.projections = projections
+        self.calendar = calendar
+        self.dormant_after = dormant_after
+        self.activity = ClientActivity(calendar)
+        self._lock = threading.Lock()
+
+    def _activity(self) -> ClientActivity:
+        self.projections.catch_up(self.activity)
+        return self.activity
+
+    @staticmethod
+    def _move(uow: UnitOfWork, client_id: str, stage: Stage, *, allowed: set[Stage]) -> None:
+        client = uow.load(Client, client_id)
+        if client is not None and client.stage in allowed:
+            uow.record(client, *client.move_to(stage))
+
+    # -- handlers -------------------------------------------------------------------------------
+    def funded(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """DepositCredited -> FUNDED (from VERIFIED)."""
+        deposit = uow.get(Deposit, recorded.stream_id.removeprefix("deposit-"))
+        self._move(uow, deposit.client_id, Stage.FUNDED, allowed={Stage.VERIFIED})
+
+    def active(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """DealsReceived -> ACTIVE for each client with a new trade (from FUNDED or DORMANT)."""
+        event = recorded.event
+        assert isinstance(event, DealsReceived)
+        activity = self._activity()
+        traders = {activity.trader(event.server, item) for item in event.items}
+        for client_id in sorted(c for c in traders if c is not None):
+            self._move(uow, client_id, Stage.ACTIVE, allowed={Stage.FUNDED, Stage.DORMANT})
+
+    def dormant(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """TradingDayClosed -> DORMANT for each client whose last activity fell out of the
+        window on that day (from FUNDED or ACTIVE)."""
+        event = recorded.event
+        assert isinstance(event, TradingDayClosed)
+        until = event.trading_day - self.dormant_after
+        since = event.previous - self.dormant_after if event.previous else date.min
+        for client_id, last in sorted(self._activity().last_active.items()):
+            if since < last <= until:
+                self._move(uow, client_id, Stage.DORMANT, allowed={Stage.FUNDED, Stage.ACTIVE})
+
+    # -- the clock's ticks ----------------------------------------------------------------------
+    def close_trading_days(self, clock: Clock, *, actor: str = "system:calendar") -> list[date]:
+        """Record every trading day that has ended by the clock's now; returns the days closed.
+        Call it from the host's scheduler (any process; a concurrent call records nothing)."""
+        current = self.calendar.trading_day(clock.now())
+        with self._lock:
+            days = self.repository.load(TradingDays, "main") or TradingDays.blank("main")
+            events = days.close_until(current, self.calendar)
+            if not events:
+                return []
+            with UnitOfWork(
+                self.repository, EventMetadata(actor, reason="trading day closed")
+            ) as u:
+                u.record(days, *events)
+                u.commit()
+        return [e.trading_day for e in events if isinstance(e, TradingDayClosed)]
