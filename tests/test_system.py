@@ -1,0 +1,231 @@
+"""One source of truth: answers from the log alone, the same in a second process or after a
+restart; the broker's policies handle each event exactly once; construction that cannot lose or
+leak data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from fxcrm_core.access import Actor
+from fxcrm_core.broker import Broker, ConfigurationError
+from fxcrm_core.clients import Client, Stage
+from fxcrm_core.events import iter_all
+from fxcrm_core.kernel import FixedClock, Money
+from fxcrm_core.kyc import KycLevelTooLowError, KycStatus
+from fxcrm_core.privacy import MemoryKeyStore
+from fxcrm_core.stores import SqliteEventStore
+from fxcrm_core.trading import TradingServerError
+from tests.system_world import (
+    IDENTITY_KEY,
+    LEVEL_2,
+    LEVEL_3,
+    OFFICER,
+    REP,
+    T0,
+    approve,
+    deposit,
+    keyring,
+    open_broker,
+    register,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the two repros -----------------------------------------------------------------------------
+def test_a_client_approved_to_level_three_reads_level_three_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "broker.sqlite"
+    first = open_broker(db)
+    cid = register(first)
+    approve(first, cid, *LEVEL_3)
+    assert first.kyc.level(cid) == 3
+    first.close()
+
+    again = open_broker(db)  # a restart, or a second process on the file
+    assert again.kyc.level(cid) == 3
+    assert again.kyc.recorded_level(cid) == 3  # the level policy recorded it in the log
+    deposit(again, cid, "250", "psp-1")  # not refused
+    assert again.ledger.balance(f"wallet:{cid}:USD").net_credit.amount == 250
+
+
+def test_a_revocation_in_one_process_refuses_the_others_deposit_at_once(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "broker.sqlite"
+    a, b = open_broker(db), open_broker(db)
+    cid = register(a)
+    documents = approve(a, cid, *LEVEL_2)
+    assert b.kyc.level(cid) == 2  # B has read the documents
+    deposit(b, cid, "100", "psp-1")
+    a.kyc.rerequest(OFFICER, documents["passport"], "forged")  # A revokes
+    with pytest.raises(KycLevelTooLowError):
+        b.deposits.initiate(
+            Actor.client(cid), cid, Money.of("100", "USD"),
+            psp="acq", method="card",
+        )  # fmt: skip
+    assert b.kyc.recorded_level(cid) == 1
+
+
+# -- construction -------------------------------------------------------------------------------
+def test_a_persistent_store_refuses_a_memory_key_store(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "x.sqlite")
+    with pytest.raises(ConfigurationError, match="persistent key store"):
+        Broker(store, keystore=MemoryKeyStore(), keyring=keyring(), identity_key=IDENTITY_KEY)
+    with pytest.raises(ConfigurationError, match="persistent key store"):
+        Broker(store, keyring=keyring(), identity_key=IDENTITY_KEY)
+
+
+def test_clear_pii_needs_an_explicit_yes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="allow_clear_pii"):
+        Broker.sqlite(tmp_path / "x.sqlite", identity_key=IDENTITY_KEY)
+    broker = Broker.sqlite(tmp_path / "y.sqlite", identity_key=IDENTITY_KEY, allow_clear_pii=True)
+    cid = register(broker)
+    raw = broker.store.read_stream(f"client-{cid}")[0].data
+    assert b"Ana Lima" in raw  # in clear, as asked
+    with pytest.raises(Exception, match="in clear"):
+        broker.erasure.erase(OFFICER, cid, relationship_ended_at=T0, reason="r")
+
+
+def test_a_persistent_broker_needs_the_deduplication_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="identity_key"):
+        Broker.sqlite(tmp_path / "x.sqlite", keyring=keyring())
+
+
+def test_every_service_is_there_on_every_store(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "broker.sqlite")
+    for service in (broker.clients, broker.accounts, broker.erasure, broker.transfers):
+        assert service is not None
+    with pytest.raises(TradingServerError, match="no trading server"):
+        broker.trading_server.account_state(1)
+
+
+def test_host_events_live_in_their_own_namespace() -> None:
+    import attrs
+
+    from fxcrm_core.events import DomainEvent
+
+    @attrs.frozen
+    class ClientRegistered(DomainEvent):  # the same name as an SDK event
+        note: str
+
+    broker = Broker.in_memory(events=[ClientRegistered])
+    assert broker.registry.name_of(ClientRegistered) == "host.ClientRegistered"
+    from fxcrm_core.clients import ClientRegistered as Sdk
+
+    assert broker.registry.name_of(Sdk) == "ClientRegistered"
+
+
+# -- the shipped policies -----------------------------------------------------------------------
+def stage(broker: Broker, cid: str) -> Stage | None:
+    broker.repository.forget()
+    return broker.repository.get(Client, cid).stage
+
+
+def test_a_credited_deposit_makes_a_verified_client_funded(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "broker.sqlite")
+    cid = register(broker)
+    approve(broker, cid, *LEVEL_2)
+    broker.clients.move(REP, cid, Stage.VERIFIED)
+    deposit(broker, cid, "100", "psp-1")
+    assert stage(broker, cid) is Stage.FUNDED
+    deposit(broker, cid, "50", "psp-2")  # a second deposit changes nothing
+    changes = [
+        s for s in broker.store.read_stream(f"client-{cid}") if s.event_type == "StageChanged"
+    ]
+    assert len(changes) == 2  # VERIFIED by hand, FUNDED by the policy, once
+
+
+def test_no_activity_for_the_set_days_makes_a_client_dormant(tmp_path: Path) -> None:
+    db = tmp_path / "broker.sqlite"
+    broker = open_broker(db)
+    cid = register(broker)
+    approve(broker, cid, *LEVEL_2)
+    broker.clients.move(REP, cid, Stage.VERIFIED)
+    deposit(broker, cid, "100", "psp-1")
+    # The first check closes the trading day before today's (Friday, before a Monday).
+    assert broker.close_trading_days() == [date(2026, 2, 27)]
+    assert broker.close_trading_days() == []
+    clock = broker.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(days=60)
+    broker.close_trading_days()
+    assert stage(broker, cid) is Stage.FUNDED  # 60 days < 90
+    clock.advance(days=35)
+    closed = broker.close_trading_days()
+    assert closed
+    assert all(d.weekday() < 5 for d in closed)
+    assert stage(broker, cid) is Stage.DORMANT
+    assert broker.close_trading_days() == []  # each day closes once
+
+
+def test_a_policy_crash_between_the_commits_handles_the_event_once(tmp_path: Path) -> None:
+    """kill -9 right after the upstream commit, then again inside the policy's own commit:
+    a later run records the policy's output once; replaying from zero finds it once."""
+    db = tmp_path / "broker.sqlite"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.system_world", str(db), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    setup = run("setup")
+    assert setup.returncode == 0, setup.stderr
+    cid = setup.stdout.strip()
+    broker = open_broker(db, policies="worker")
+    broker.run_policies()
+    broker.clients.move(REP, cid, Stage.VERIFIED)
+    broker.close()
+
+    assert run("deposit-then-kill", cid).returncode == -9  # the deposit committed, then died
+    assert run("policy-kill").returncode == -9  # died inside the policy's commit
+    assert stage(open_broker(db, policies="worker"), cid) is Stage.VERIFIED  # nothing yet
+    assert run("run-policies").returncode == 0
+    assert run("run-policies").stdout.strip() == "0"  # nothing left to do
+
+    fresh = open_broker(db, policies="worker")  # replay from zero: a new process' view
+    assert stage(fresh, cid) is Stage.FUNDED
+    stored = [s for s in iter_all(fresh.store) if s.stream_id == f"client-{cid}"]
+    assert [s.event_type for s in stored].count("StageChanged") == 2
+    assert fresh.repository.get(KycStatus, cid).level == 2
+    assert fresh.run_policies() == 0
+
+
+def test_the_level_policy_records_each_change_once(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "broker.sqlite")
+    cid = register(broker)
+    docs = approve(broker, cid, *LEVEL_3)
+    broker.kyc.rerequest(OFFICER, docs["selfie"], "blurred")
+    levels = [
+        (e.previous, e.level)  # type: ignore[attr-defined]
+        for e in (broker.codec.decode(s).event for s in broker.store.read_stream(f"kyclevel-{cid}"))
+    ]
+    assert levels == [(0, 1), (1, 2), (2, 3), (3, 2)]
+    assert broker.run_policies() == 0
+
+
+def test_worker_mode_leaves_policies_to_the_worker(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "broker.sqlite", policies="worker")
+    cid = register(broker)
+    approve(broker, cid, *LEVEL_2)
+    assert broker.kyc.recorded_level(cid) == 0
+    assert broker.kyc.level(cid) == 2  # the gate reads the documents themselves
+    assert broker.policies.lag()["kyc-level"] == 2
+    assert broker.run_policies() > 0
+    assert broker.kyc.recorded_level(cid) == 2
+
+
+def test_dormancy_setting_is_checked() -> None:
+    with pytest.raises(Exception, match="positive"):
+        Broker.in_memory(dormant_after=timedelta(0))
