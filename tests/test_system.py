@@ -17,6 +17,7 @@ from fxcrm_core.clients import Client, Stage
 from fxcrm_core.events import iter_all
 from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.kyc import KycLevelTooLowError, KycStatus
+from fxcrm_core.ledger import TransferRequest
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import TradingServerError
@@ -229,3 +230,24 @@ def test_worker_mode_leaves_policies_to_the_worker(tmp_path: Path) -> None:
 def test_dormancy_setting_is_checked() -> None:
     with pytest.raises(Exception, match="positive"):
         Broker.in_memory(dormant_after=timedelta(0))
+
+
+def test_a_hold_placed_by_one_process_is_expired_by_another(tmp_path: Path) -> None:
+    db = tmp_path / "broker.sqlite"
+    a, b = open_broker(db), open_broker(db)
+    for broker in (a, b):
+        broker.ledger.open_account("omnibus", owner="broker", currency="USD", purpose="omnibus")
+        broker.ledger.open_account("ana", owner="c-1", currency="USD", purpose="wallet")
+    a.ledger.transfer(TransferRequest("d1", "omnibus", "ana", Money.of("100", "USD")))
+    a.ledger.transfer(
+        TransferRequest(
+            "h1", "ana", "omnibus", Money.of("40", "USD"), pending=True, timeout=timedelta(hours=1)
+        )
+    )
+    assert b.expire_holds() == []
+    clock = b.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(hours=2)
+    assert b.expire_holds() == ["h1"]
+    assert b.expire_holds() == []
+    assert a.ledger.balance("ana").available_credit == Money.of("100", "USD")

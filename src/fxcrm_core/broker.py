@@ -72,7 +72,7 @@ from fxcrm_core.kyc import (
     KycService,
     LevelPolicy,
 )
-from fxcrm_core.ledger import Ledger
+from fxcrm_core.ledger import Ledger, PendingHolds
 from fxcrm_core.payments import (
     DepositCredited,
     Deposits,
@@ -320,6 +320,7 @@ class Broker:
             ids=self.ids,
         )
         self.ledger = Ledger(self.repository, clock=self.clock)
+        self.holds = PendingHolds()  # a memory read model: rebuilt from the log per process
         limits = options.get("payment_limits", PaymentLimits(()))
         self.deposits = Deposits(
             self.repository, self.ledger, self.access, self.kyc, limits, ids=self.ids
@@ -470,6 +471,12 @@ class Broker:
         """Record the trading days that have ended by the broker's clock (its scheduled check:
         call it from a scheduler, e.g. after 17:00 New York); returns the days closed."""
         return self.lifecycle.close_trading_days(self.clock)
+
+    def expire_holds(self) -> list[str]:
+        """Expire every pending ledger hold past its timeout (any process's); returns their
+        transfer ids. Call it from the host's scheduler."""
+        self.projections.catch_up(self.holds)
+        return self.ledger.expire_due(self.holds)
 
     # -- units of work ----------------------------------------------------------------------------
     def unit_of_work(
