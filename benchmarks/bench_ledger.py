@@ -153,7 +153,7 @@ def same_rows(raw: Path, ledger: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     n, wallets, rounds = (60, 10, 1) if args.quick else (2000, 100, args.rounds)
     print(f"{n} transfers between {wallets} wallets, one command each, rounds {rounds}")
