@@ -144,3 +144,21 @@ def test_the_engine_keeps_the_same_line_an_entry_would_work_out() -> None:
         fresh = attrs.evolve(entry)  # no line kept: worked out from the fields
         assert entry.line() == fresh.line()
         assert RebateEntry.from_line(entry.line()) == entry
+
+
+def test_restoring_twice_or_after_processing_counts_nothing_twice(tmp_path: Path) -> None:
+    sim = server()
+    sim.simulate_trading(150)
+    feed = sim.deal_feed(limit=100_000)
+    first_engine, _ = make(logins=LOGINS)
+    book = RebateBook(repository(tmp_path / "r.sqlite"), first_engine)
+    live = book.process(sim.name, feed[:70]) + book.process(sim.name, feed[70:])
+    totals = first_engine.totals()
+    assert book.restore(book.repository.store, book.repository.codec) == live
+    assert first_engine.totals() == totals  # the engine held every batch already
+
+    engine, _ = make(logins=LOGINS)
+    again = RebateBook(repository(tmp_path / "r.sqlite"), engine)
+    for _ in range(2):
+        assert again.restore(again.repository.store, again.repository.codec) == live
+        assert engine.totals() == totals

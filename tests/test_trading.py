@@ -3,6 +3,8 @@ the MT5 export importer."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import resources
@@ -13,7 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fxcrm_core.kernel import FixedClock, Money, PrecisionError, ValidationError
+from fxcrm_core.kernel import (
+    FixedClock,
+    IdempotencyConflictError,
+    Money,
+    PrecisionError,
+    ValidationError,
+)
 from fxcrm_core.testing import TradingServerContract
 from fxcrm_core.trading import (
     BalanceOperation,
@@ -24,6 +32,7 @@ from fxcrm_core.trading import (
     NewTradingAccount,
     SimulatedTradingServer,
     TradingServer,
+    TradingServerError,
     UnknownServerResponseError,
     VolumeUnits,
     mt5_double,
@@ -287,3 +296,93 @@ def test_missing_columns_are_one_problem() -> None:
     result = read_mt5_deals("Time,Deal\n", server="s", currency="USD", utc_offset=EET)
     assert not result.ok
     assert "Login" in result.problems[0].reason
+
+
+# -- the simulated server kept in a file ----------------------------------------------------------
+class TestFileBackedSimulatedServer(TradingServerContract):
+    @pytest.fixture
+    def server(self, tmp_path: Path) -> TradingServer:
+        return SimulatedTradingServer(seed=1, clock=FixedClock(T0), state_path=tmp_path / "s.json")
+
+
+def funded_file_server(path: Path, seed: int = 3) -> SimulatedTradingServer:
+    server = SimulatedTradingServer(seed=seed, clock=FixedClock(T0), state_path=path)
+    for n in range(5):
+        login = server.create_account(NewTradingAccount("retail\\usd", 100, "USD", f"c-{n}"))
+        server.balance_operation(
+            login, BalanceOperation.DEPOSIT, Money.of(10_000, "USD"), comment="d",
+            idempotency_key=f"d{n}",
+        )  # fmt: skip
+    return server
+
+
+def test_processes_taking_turns_on_a_state_file_play_the_session_of_one(tmp_path: Path) -> None:
+    path = tmp_path / "sim.json"
+    alone = funded_server()
+    first = funded_file_server(path)
+    first.simulate_trading(300)
+    # A second object on the file (a restart): the file's state wins over its seed and logins.
+    second = SimulatedTradingServer(seed=99, first_login=1, clock=FixedClock(T0), state_path=path)
+    second.simulate_trading(300)
+    first.simulate_trading(200)  # the first sees what the second did, and carries on
+    login = second.create_account(NewTradingAccount("retail\\usd", 100, "USD", "c-9"))
+    alone.simulate_trading(300)
+    alone.simulate_trading(300)
+    alone.simulate_trading(200)
+    assert login == alone.create_account(NewTradingAccount("retail\\usd", 100, "USD", "c-9"))
+    feed = alone.deal_feed(limit=100_000)
+    assert first.deal_feed(limit=100_000) == second.deal_feed(limit=100_000) == feed
+    assert {i.change for i in feed} == set(DealChange)  # updates and deletes survive the file
+    for n in range(5):
+        assert first.account_state(500_000 + n) == alone.account_state(500_000 + n)
+    ticket = feed[-1].deal.ticket
+    assert second.deal(ticket) == alone.deal(ticket)
+    # Idempotency keys are kept too: a retry through the other object posts nothing.
+    again = second.balance_operation(
+        500_000, BalanceOperation.DEPOSIT, Money.of(10_000, "USD"), comment="d",
+        idempotency_key="d0",
+    )  # fmt: skip
+    assert again == feed[0].deal.ticket
+    assert len(first.deal_feed(limit=100_000)) == len(feed)
+
+
+def test_a_refused_call_leaves_the_state_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "sim.json"
+    server = funded_file_server(path)
+    before = path.read_bytes()
+    with pytest.raises(IdempotencyConflictError):
+        server.balance_operation(
+            500_000, BalanceOperation.DEPOSIT, Money.of(1, "USD"), comment="x",
+            idempotency_key="d0",
+        )  # fmt: skip
+    server.account_state(500_000)
+    assert path.read_bytes() == before
+
+
+def test_a_state_file_of_another_server_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sim.json"
+    funded_file_server(path)
+    with pytest.raises(TradingServerError, match="another"):
+        SimulatedTradingServer("other-mt5", clock=FixedClock(T0), state_path=path)
+
+
+def test_a_subprocess_continues_the_server_of_this_process(tmp_path: Path) -> None:
+    path = tmp_path / "sim.json"
+    here = funded_file_server(path)
+    here.simulate_trading(100)
+    script = (
+        "import sys\nfrom datetime import datetime, UTC\n"
+        "from fxcrm_core.kernel import FixedClock\n"
+        "from fxcrm_core.trading import SimulatedTradingServer\n"
+        "s = SimulatedTradingServer(clock=FixedClock(datetime(2026, 3, 9, 8, tzinfo=UTC)),"
+        " state_path=sys.argv[1])\n"
+        "print(s.simulate_trading(100))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "100"
+    alone = funded_server()
+    alone.simulate_trading(100)
+    alone.simulate_trading(100)
+    assert here.deal_feed(limit=100_000) == alone.deal_feed(limit=100_000)

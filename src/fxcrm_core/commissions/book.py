@@ -1,8 +1,11 @@
 """The rebate book: the engine's output kept in the event log, one event per processed batch,
-so a restarted engine resumes where it stopped and a replay gives the same statements."""
+so a restarted engine resumes where it stopped and a replay gives the same statements; fed by
+the host (:meth:`RebateBook.process`) or by a policy on the recorded deal feed
+(:meth:`RebateBook.on_deals`)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -15,13 +18,15 @@ from fxcrm_core.events import (
     EventCodec,
     EventMetadata,
     EventStore,
+    RecordedEvent,
     Repository,
+    StoredEvent,
     UnitOfWork,
     ValueCodec,
     iter_all,
 )
 from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
-from fxcrm_core.trading import Deal, FeedItem
+from fxcrm_core.trading import Deal, DealsReceived, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
@@ -94,29 +99,160 @@ class RebateFeed(Aggregate):
         raise ValidationError(f"RebateFeed cannot apply {type(event).__name__}")
 
 
+@attrs.frozen
+class _Staged:
+    """A batch recorded into a unit of work the book does not commit (a policy's): the engine
+    already holds it, so until it is seen in the stream the engine is ahead of the log."""
+
+    version: int
+    event: RebateEntriesRecorded
+    metadata: EventMetadata
+    uow: UnitOfWork
+
+
 class RebateBook:
+    """The engine fed from the log: :meth:`process` (items the host passes) or :meth:`on_deals`
+    (a policy on :class:`~fxcrm_core.trading.DealsReceived`).
+
+    The engine's memory always equals the fold of the book's streams (``rebatefeed-<server>``):
+    before a batch, the engine restores the batches any process recorded since it last looked;
+    a batch whose commit failed (a conflict, a crash of the caller) is never kept: the engine
+    forgets everything and restores from the streams, so nothing is ever counted twice.
+    """
+
     def __init__(self, repository: Repository, engine: RebateEngine) -> None:
         self.repository = repository
         self.engine = engine
+        self._versions: dict[str, int] = {}  # per server: the stream version the engine holds
+        self._cursors: dict[str, int] = {}  # ... and the feed cursor at that version
+        self._staged: dict[str, list[_Staged]] = {}  # per server, in version order
+        self._servers: set[str] = set()  # every server whose stream the engine follows
+        self._stale = False  # the engine processed a batch that was never recorded
+        self._lock = threading.RLock()
 
     def process(self, server: str, items: Sequence[FeedItem]) -> list[RebateEntry]:
         """Process feed items past the stored cursor and record the entries, atomically with
-        the new cursor (a concurrent worker on the same feed gets a ConcurrencyError)."""
-        feed = self.repository.load(RebateFeed, server) or RebateFeed.blank(server)
-        fresh = [i for i in items if i.cursor > feed.cursor]
-        if not fresh:
-            return []
-        entries = self.engine.process(fresh)
-        changes = self.engine.take_changes()
+        the new cursor (a concurrent worker on the same feed gets a ConcurrencyError, and this
+        book restores what that worker recorded before its next batch)."""
+        with self._lock:
+            feed = self._catch_up(server, None)
+            fresh = [i for i in items if i.cursor > feed.cursor]
+            if not fresh:
+                return []
+            event = self._run(server, fresh)
+            try:
+                with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
+                    uow.record(feed, event)
+                    uow.commit()
+            except BaseException:
+                self._stale = True
+                raise
+            self._held(server, feed.version + 1, event)
+            return list(event.entries)
+
+    def on_deals(self, recorded: RecordedEvent[DealsReceived], uow: UnitOfWork) -> None:
+        """Policy handler: the entries of a recorded batch of deals, recorded into ``uow`` (the
+        :class:`~fxcrm_core.events.PolicyRunner` commits it with its position). Register it as
+        ``Policy("rebates", (DealsReceived,), book.on_deals)``."""
+        event = recorded.event
+        if not isinstance(event, DealsReceived):
+            raise ValidationError(f"the rebate book cannot handle {type(event).__name__}")
+        with self._lock:
+            feed = self._catch_up(event.server, uow)
+            fresh = [i for i in event.items if i.cursor > feed.cursor]
+            if not fresh:
+                return
+            out = self._run(event.server, fresh)
+            uow.record(feed, out)
+            staged = _Staged(feed.version + 1, out, uow.metadata, uow)
+            self._staged.setdefault(event.server, []).append(staged)
+
+    def _run(self, server: str, fresh: list[FeedItem]) -> RebateEntriesRecorded:
+        try:
+            entries = self.engine.process(fresh)
+            changes = self.engine.take_changes()
+        except BaseException:
+            self._stale = True  # a batch half processed is in the engine's memory
+            raise
         cursors = tuple([(i.deal.ticket, i.cursor) for i in fresh])
-        event = RebateEntriesRecorded(
+        return RebateEntriesRecorded(
             server, fresh[-1].cursor, tuple(entries), cursors, changes.facts, changes.parked
         )
-        with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
-            uow.record(feed, event)
-            uow.commit()
-        return entries
 
+    # -- the engine in step with the log -------------------------------------------------------
+    def _catch_up(self, server: str, uow: UnitOfWork | None) -> RebateFeed:
+        """Bring the engine level with every server's stream (a cap counts all of a period's
+        entries, whatever server paid them); returns ``server``'s feed state to record on."""
+        self._servers.add(server)
+        if self._stale:
+            self._rebuild()
+        for name in sorted(self._servers):
+            self._read(name, uow)
+        if self._stale:  # a staged batch turned out never recorded
+            self._rebuild()
+        staged = self._staged.get(server)
+        if staged:  # still in flight in this same unit of work
+            last = staged[-1]
+            return RebateFeed(id=server, version=last.version, cursor=last.event.upto_cursor)
+        version = self._versions.get(server, 0)
+        return RebateFeed(id=server, version=version, cursor=self._cursors.get(server, 0))
+
+    def _read(self, server: str, uow: UnitOfWork | None) -> None:
+        """Restore the batches recorded on ``server``'s stream that the engine has not seen."""
+        staged = self._staged.get(server)
+        if staged and staged[-1].uow is uow:
+            return
+        stream = RebateFeed.stream_id_for(server)
+        stored = self.repository.store.read_stream(
+            stream, after_version=self._versions.get(server, 0)
+        )
+        codec = self.repository.codec
+        if staged:
+            del self._staged[server]
+            for at, batch in enumerate(staged):
+                if at >= len(stored) or not self._is_staged(stored[at], batch):
+                    self._stale = True  # its commit failed: the engine holds it, the log not
+                    return
+                self._held(server, batch.version, batch.event)
+            stored = stored[len(staged) :]
+        for s in stored:
+            event = codec.decode_event(s.stream_id, s.event_type, s.data)
+            if not isinstance(event, RebateEntriesRecorded):
+                raise CodecError(f"{stream} holds a {type(event).__name__}")
+            self._restore(event)
+            self._held(server, s.version, event)
+
+    def _is_staged(self, stored: StoredEvent, staged: _Staged) -> bool:
+        """Whether the event at the staged version is the staged batch. The policy runner's
+        metadata names the upstream event: the same upstream event handled on the same stream
+        version makes the same batch (the engine is a function of the log), so it is ours even
+        when another worker committed it; without a cause, compare the batches."""
+        if stored.version != staged.version:
+            return False
+        codec = self.repository.codec
+        if staged.metadata.causation_id is not None:
+            return codec.decode_metadata(stored.metadata) == staged.metadata
+        return codec.decode_event(stored.stream_id, stored.event_type, stored.data) == staged.event
+
+    def _held(self, server: str, version: int, event: RebateEntriesRecorded) -> None:
+        self._versions[server] = version
+        self._cursors[server] = event.upto_cursor
+
+    def _restore(self, event: RebateEntriesRecorded) -> None:
+        changes = EngineChanges(event.facts, event.parked)
+        self.engine.restore(event.entries, event.server, event.cursors, changes)
+
+    def _rebuild(self) -> None:
+        """Forget the engine's memory and restore it from the streams of the servers known."""
+        _forget(self.engine)
+        self._versions.clear()
+        self._cursors.clear()
+        self._staged.clear()
+        self._stale = False
+        for server in sorted(self._servers):
+            self._read(server, None)
+
+    # -- reading the book ----------------------------------------------------------------------
     @staticmethod
     def recorded(store: EventStore, codec: EventCodec) -> list[RebateEntriesRecorded]:
         out = []
@@ -128,10 +264,44 @@ class RebateBook:
         return out
 
     def restore(self, store: EventStore, codec: EventCodec) -> list[RebateEntry]:
-        """Rebuild the engine's state from the log; returns every entry recorded so far."""
-        entries: list[RebateEntry] = []
-        for event in self.recorded(store, codec):
-            changes = EngineChanges(event.facts, event.parked)
-            self.engine.restore(event.entries, event.server, event.cursors, changes)
-            entries.extend(event.entries)
-        return entries
+        """Bring the engine level with the log; returns every entry recorded so far. Batches
+        the engine already holds are not applied again (restoring twice changes nothing)."""
+        with self._lock:
+            self._catch_up_all()
+            entries: list[RebateEntry] = []
+            for stored in iter_all(store):
+                if stored.event_type != "RebateEntriesRecorded":
+                    continue
+                event = codec.decode(stored).event
+                assert isinstance(event, RebateEntriesRecorded)
+                self._servers.add(event.server)
+                if stored.version > self._versions.get(event.server, 0):
+                    self._restore(event)
+                    self._held(event.server, stored.version, event)
+                entries.extend(event.entries)
+            return entries
+
+    def _catch_up_all(self) -> None:
+        if self._stale:
+            self._rebuild()
+        for name in sorted(self._staged):
+            self._read(name, None)
+        if self._stale:
+            self._rebuild()
+
+
+def _forget(engine: RebateEngine) -> None:
+    """Drop all the engine has learned, keeping its configuration (its tree, schedules and
+    strategies are the host's, and stay shared). The engine keeps its identity: a host holding
+    it sees the restored state."""
+    RebateEngine.__init__(
+        engine,
+        engine.tree,
+        engine.schedules,
+        engine.distribution,
+        client_of=engine.client_of,
+        account_group_of=engine.account_group_of,
+        trading_day_of=engine.trading_day_of,
+        component=engine.component,
+        cpa_distribution=engine.cpa_distribution,
+    )

@@ -1,7 +1,8 @@
 """Trading: the TradingServer port (MT4/MT5/cTrader-shaped), the Deal model with MT5's exact
 semantics, a deterministic simulated server, and an importer of MT5 deal-history exports.
 
-Depends on ``kernel`` only.
+The deal feed is recorded in the log (``DealFeeds``, ``DealsReceived``) for policies to react
+to. Depends on ``kernel`` and ``events``.
 """
 
 from fxcrm_core.trading.deal import (
@@ -12,6 +13,7 @@ from fxcrm_core.trading.deal import (
     VolumeUnits,
     mt5_double,
 )
+from fxcrm_core.trading.feed import FEED_EVENTS, DealFeed, DealFeeds, DealsReceived
 from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, read_mt5_deals
 from fxcrm_core.trading.server import (
     AccountNotFoundError,
@@ -26,6 +28,7 @@ from fxcrm_core.trading.server import (
 from fxcrm_core.trading.simulated import SimulatedTradingServer
 
 __all__ = [
+    "FEED_EVENTS",
     "AccountNotFoundError",
     "AccountState",
     "BalanceOperation",
@@ -33,6 +36,9 @@ __all__ = [
     "DealAction",
     "DealChange",
     "DealEntry",
+    "DealFeed",
+    "DealFeeds",
+    "DealsReceived",
     "FeedItem",
     "ImportProblem",
     "ImportResult",

@@ -3,18 +3,27 @@
 Same seed, same clock start, same calls: same logins, tickets, deals and feed. It keeps balances
 consistent with its deals (closing profit, commission, swap and fees all land on the balance),
 emits updates and deletes the way a dealer's corrections do, and gives some deals equal times.
+With a ``state_path`` it outlives the process, as a real server outlives its clients: each call
+loads the state from that file and saves it back, under an exclusive file lock, so processes
+taking turns see one server (and play the same session as one process making every call).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
+from fxcrm_core.events import make_converter
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import IdempotencyConflictError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
@@ -30,6 +39,9 @@ from fxcrm_core.trading.server import (
 )
 
 __all__ = ["SimulatedTradingServer"]
+
+_FORMAT = 1
+_CONVERTER = make_converter()
 
 DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "XAUUSD.m", "US30")
 _PRICES = {
@@ -88,6 +100,7 @@ class SimulatedTradingServer:
         symbols: Sequence[str] = DEFAULT_SYMBOLS,
         max_leverage: int = 1000,
         first_login: int = 500_000,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.name = name
         self.utc_offset = utc_offset
@@ -103,6 +116,94 @@ class SimulatedTradingServer:
         self._next_login = first_login
         self._next_ticket = 1
         self._lock = threading.Lock()
+        self._state_path = None if state_path is None else os.fspath(state_path)
+        self._seen: bytes | None = None  # the state file as this object last loaded or saved it
+        if self._state_path is not None:
+            with self._session():
+                pass  # a new file gets this initial state; an existing one is this server's
+
+    # -- the state file ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _session(self, *, write: bool = True) -> Iterator[None]:
+        """One call: in memory, under the thread lock; with a state file, also under the file
+        lock, the file's state loaded first (if another process changed it) and saved after
+        (when the call may have changed it). A call that fails saves nothing."""
+        with self._lock:
+            path = self._state_path
+            if path is None:
+                yield
+                return
+            with open(f"{path}.lock", "ab") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+                try:
+                    self._load(path)
+                    yield
+                    if write:
+                        self._save(path)
+                except BaseException:
+                    self._seen = None  # memory may hold half a call: read the file next time
+                    raise
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, "rb") as file:
+                raw = file.read()
+        except FileNotFoundError:
+            if self._seen is not None:
+                raise TradingServerError("the simulated server's state file is gone") from None
+            return  # a new server: the state is this object's initial one
+        if raw == self._seen:
+            return  # as this object last loaded or saved it: memory is current
+        self._set_state(json.loads(raw))
+        self._seen = raw
+
+    def _save(self, path: str) -> None:
+        raw = json.dumps(self._state(), separators=(",", ":")).encode()
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "wb") as file:
+            file.write(raw)
+        os.replace(temporary, path)  # readers see the old state or the new, never half
+        self._seen = raw
+
+    def _state(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "format": _FORMAT,
+            "name": self.name,
+            "rng": [version, list(internal), gauss],
+            "next_login": self._next_login,
+            "next_ticket": self._next_ticket,
+            "accounts": _CONVERTER.unstructure(list(self._accounts.values()), list[_Account]),
+            "positions": _CONVERTER.unstructure(list(self._positions.values()), list[_Position]),
+            # The deals are the fold of the feed: it alone is kept.
+            "feed": _CONVERTER.unstructure(self._feed, list[FeedItem]),
+            "keys": [[key, *content, ticket] for key, (content, ticket) in self._keys.items()],
+        }
+
+    def _set_state(self, doc: dict[str, Any]) -> None:
+        if doc.get("format") != _FORMAT:
+            raise TradingServerError("the simulated server's state file has an unknown format")
+        if doc.get("name") != self.name:
+            raise TradingServerError("the state file belongs to another simulated server")
+        version, internal, gauss = doc["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._next_login = int(doc["next_login"])
+        self._next_ticket = int(doc["next_ticket"])
+        accounts = _CONVERTER.structure(doc["accounts"], list[_Account])
+        self._accounts = {a.login: a for a in accounts}
+        positions = _CONVERTER.structure(doc["positions"], list[_Position])
+        self._positions = {p.position_id: p for p in positions}
+        self._feed = _CONVERTER.structure(doc["feed"], list[FeedItem])
+        self._deals = {}
+        for item in self._feed:  # in feed order: the same dict order as the live server's
+            if item.change is DealChange.DELETED:
+                self._deals.pop(item.deal.ticket, None)
+            else:
+                self._deals[item.deal.ticket] = item.deal
+        self._keys = {
+            key: ((int(login), str(operation), str(amount)), int(ticket))
+            for key, login, operation, amount, ticket in doc["keys"]
+        }
 
     # -- accounts ------------------------------------------------------------------------
     def create_account(self, request: NewTradingAccount) -> int:
@@ -110,7 +211,7 @@ class SimulatedTradingServer:
             raise ValidationError("a trading account needs a group")
         self._check_leverage(request.leverage)
         currency = Currency.of(request.currency)
-        with self._lock:
+        with self._session():
             login = self._next_login
             self._next_login += 1
             self._accounts[login] = _Account(login, request.group, request.leverage, currency)
@@ -131,26 +232,26 @@ class SimulatedTradingServer:
     def change_group(self, login: int, group: str) -> None:
         if not group:
             raise ValidationError("a trading account needs a group")
-        with self._lock:
+        with self._session():
             self._account(login).group = group
 
     def change_leverage(self, login: int, leverage: int) -> None:
         self._check_leverage(leverage)
-        with self._lock:
+        with self._session():
             self._account(login).leverage = leverage
 
     def change_password(self, login: int, secret: str) -> None:
         if len(secret) < 8:
             raise ValidationError("a trading password needs at least 8 characters")
-        with self._lock:
+        with self._session():
             self._account(login).secret_set = True
 
     def set_enabled(self, login: int, enabled: bool) -> None:
-        with self._lock:
+        with self._session():
             self._account(login).enabled = enabled
 
     def account_state(self, login: int) -> AccountState:
-        with self._lock:
+        with self._session(write=False):
             a = self._account(login)
             return AccountState(
                 a.login, a.group, a.leverage, a.enabled, a.balance, a.credit, a.balance + a.credit
@@ -167,7 +268,7 @@ class SimulatedTradingServer:
         idempotency_key: str,
     ) -> int:
         content = (login, operation.value, str(amount))
-        with self._lock:
+        with self._session():
             previous = self._keys.get(idempotency_key)
             if previous is not None:
                 if previous[0] != content:
@@ -201,17 +302,18 @@ class SimulatedTradingServer:
 
     # -- the feed --------------------------------------------------------------------------
     def deal_feed(self, *, after_cursor: int = 0, limit: int = 1000) -> list[FeedItem]:
-        with self._lock:
+        with self._session(write=False):
             start = max(after_cursor, 0)
             return self._feed[start : start + limit]
 
     def deal(self, ticket: int) -> Deal | None:
-        return self._deals.get(ticket)
+        with self._session(write=False):
+            return self._deals.get(ticket)
 
     # -- drills: differences a dealer's manual work leaves, for reconciliation tests ------------
     def inject_update(self, ticket: int, profit: Money) -> None:
         """Change a deal's amount as a dealer's correction would (balance follows)."""
-        with self._lock:
+        with self._session():
             deal = self._deals[ticket]
             fixed = attrs.evolve(deal, profit=profit)
             self._deals[ticket] = fixed
@@ -220,7 +322,7 @@ class SimulatedTradingServer:
 
     def inject_delete(self, ticket: int) -> None:
         """Delete a deal as a dealer could (balance follows)."""
-        with self._lock:
+        with self._session():
             deal = self._deals.pop(ticket)
             self._book(deal.login, -(deal.profit + deal.commission + deal.swap + deal.fee))
             self._emit(DealChange.DELETED, deal)
@@ -285,7 +387,7 @@ class SimulatedTradingServer:
         rng = self._rng
         made = 0
         moment = self._clock.now()
-        with self._lock:
+        with self._session():
             logins = [
                 a.login for a in self._accounts.values() if a.enabled and a.balance.is_positive()
             ]
