@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from fxcrm_core.commissions import REBATE_EVENTS, RebateBook, RebateEngine, RebateEntry
@@ -18,6 +19,7 @@ from fxcrm_core.commissions.book import RebateFeed
 from fxcrm_core.events import (
     POLICY_EVENTS,
     EventCodec,
+    EventMetadata,
     EventRegistry,
     Policy,
     PolicyError,
@@ -26,15 +28,17 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
-from fxcrm_core.kernel import ConcurrencyError, ValidationError
+from fxcrm_core.kernel import CodecError, ConcurrencyError, Money, ValidationError
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import (
     FEED_EVENTS,
+    BalanceOperation,
     DealChange,
     DealFeed,
     DealFeeds,
     DealsReceived,
     FeedItem,
+    NewTradingAccount,
     SimulatedTradingServer,
     UnknownServerResponseError,
 )
@@ -194,9 +198,6 @@ def test_a_feed_breaking_the_port_promises_is_refused_with_nothing_written(
 
 
 def other_deal(server: SimulatedTradingServer) -> Any:
-    from fxcrm_core.kernel import Money
-    from fxcrm_core.trading import BalanceOperation, NewTradingAccount
-
     login = server.create_account(NewTradingAccount("std", 100, "USD", "c-9"))
     server.balance_operation(
         login, BalanceOperation.DEPOSIT, Money.of(5, "USD"), comment="d", idempotency_key="k"
@@ -431,3 +432,18 @@ def test_the_book_forgets_with_every_setting_of_the_engine() -> None:
         "tree", "schedules", "distribution", "client_of", "account_group_of",
         "trading_day_of", "component", "cpa_distribution",
     }  # fmt: skip
+
+
+def test_feed_rows_round_trip_any_deal_and_refuse_a_malformed_row() -> None:
+    registry = EventRegistry()
+    registry.register_all(FEED_EVENTS)
+    codec = EventCodec(registry)
+    items = session(60).deal_feed(limit=1000)
+    odd = attrs.evolve(items[-1].deal, fee=Money.of("1.5", "EUR"), comment="a|b\x1f")
+    event = DealsReceived("sim-mt5", 99, (*items, FeedItem(99, DealChange.UPDATED, odd)))
+    stored = codec.encode("dealfeed-sim-mt5", event, EventMetadata("system:feed"))
+    assert codec.decode_event("dealfeed-sim-mt5", stored.event_type, stored.data) == event
+    for bad in (b'{"server":"s","upto_cursor":1,"items":[[1,"added","s"]]}',
+                b'{"server":"s","upto_cursor":1,"items":{"a":1}}'):  # fmt: skip
+        with pytest.raises(CodecError):
+            codec.decode_event("dealfeed-s", "DealsReceived", bad)
