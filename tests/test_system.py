@@ -251,3 +251,37 @@ def test_a_hold_placed_by_one_process_is_expired_by_another(tmp_path: Path) -> N
     assert b.expire_holds() == ["h1"]
     assert b.expire_holds() == []
     assert a.ledger.balance("ana").available_credit == Money.of("100", "USD")
+
+
+def test_a_first_trade_makes_a_funded_client_active(tmp_path: Path) -> None:
+    from fxcrm_core.accounts import GroupRule
+    from fxcrm_core.payments import PaymentLimits
+    from fxcrm_core.trading import SimulatedTradingServer
+
+    clock = FixedClock(T0)
+    server = SimulatedTradingServer("sim", seed=3, clock=clock)
+    broker = Broker.in_memory(
+        clock=clock,
+        trading_server=server,
+        groups={"retail\\usd": GroupRule("retail\\usd", "USD", 500, live=True)},
+        payment_limits=PaymentLimits([Money.of("50000", "USD")]),
+    )
+    cid = register(broker)
+    approve(broker, cid, *LEVEL_2)
+    broker.clients.move(REP, cid, Stage.VERIFIED)
+    deposit(broker, cid, "1000", "psp-1")
+    account = broker.accounts.open(Actor.client(cid), cid, "retail\\usd", 30)
+    broker.transfers.move(
+        Actor.client(cid), "move-1", account, Money.of("500", "USD"), to_trading=True
+    )
+    assert broker.pull_deals() == 1  # the balance deal of the move: not a trade
+    assert stage(broker, cid) is Stage.FUNDED
+    server.simulate_trading(20)
+    assert broker.pull_deals() > 0
+    assert stage(broker, cid) is Stage.ACTIVE
+    server.simulate_trading(20)
+    broker.pull_deals()
+    changes = [
+        s for s in broker.store.read_stream(f"client-{cid}") if s.event_type == "StageChanged"
+    ]
+    assert len(changes) == 3  # VERIFIED, FUNDED, ACTIVE: once each

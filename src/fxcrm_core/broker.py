@@ -101,8 +101,11 @@ from fxcrm_core.stores import (
 from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
 from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
 from fxcrm_core.trading import (
+    FEED_EVENTS,
     AccountState,
     BalanceOperation,
+    DealFeeds,
+    DealsReceived,
     FeedItem,
     NewTradingAccount,
     TradingServer,
@@ -219,6 +222,7 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
         lambda b, r, u: b.kyc.on_decision(r, u),
     ),
     ("client-funded", (DepositCredited,), lambda b, r, u: b.lifecycle.funded(r, u)),
+    ("client-active", (DealsReceived,), lambda b, r, u: b.lifecycle.active(r, u)),
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
 )
 
@@ -263,6 +267,7 @@ class Broker:
         self.registry.register_all(POLICY_EVENTS)
         self.registry.register_all(REACTION_EVENTS)
         self.registry.register_all(REBATE_EVENTS)
+        self.registry.register_all(FEED_EVENTS)
         for context in (
             access_context,
             privacy_context,
@@ -340,6 +345,7 @@ class Broker:
         )
         server: TradingServer = options.get("trading_server") or _NoTradingServer()
         self.trading_server = server
+        self.feeds = DealFeeds(self.repository)
         self.transfers = TradingTransfers(
             self.repository, self.ledger, self.access, {server.name: server}
         )
@@ -466,6 +472,11 @@ class Broker:
         except PolicyError as exc:
             self.policy_failure = exc
             log.error("policy failed after a command: %s", exc)
+
+    def pull_deals(self, *, limit: int = 1000, batch: int = 100) -> int:
+        """Record the trading server's new deals in the log (its scheduled pull; the policies
+        then react: first trades, rebates); returns how many feed items were recorded."""
+        return self.feeds.pull(self.trading_server, limit=limit, batch=batch)
 
     def close_trading_days(self) -> list[date]:
         """Record the trading days that have ended by the broker's clock (its scheduled check:
