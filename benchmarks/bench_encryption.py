@@ -21,7 +21,7 @@ from typing import Self
 
 import attrs
 
-from fxcrm_core.broker import Broker
+from fxcrm_core.broker import Broker, BrokerOptions
 from fxcrm_core.events import Aggregate, DomainEvent, pii
 from fxcrm_core.kernel import FixedClock, Money, ValidationError
 from fxcrm_core.privacy import MasterKeyring
@@ -73,18 +73,19 @@ def _events(subject: str, count: int, pii_every: int) -> list[DomainEvent]:
 
 
 def _broker(kind: str, directory: Path, encrypted: bool) -> Broker:
-    options = {"keyring": MasterKeyring({"m1": bytes(32)}, "m1")} if encrypted else {}
+    options: BrokerOptions = {
+        "events": (BenchProfileChanged, Funded),
+        "identity_key": b"benchmark deduplication key, 32 bytes",
+    }
+    if encrypted:
+        options["keyring"] = MasterKeyring({"m1": bytes(32)}, "m1")
+    else:
+        options["allow_clear_pii"] = True  # the baseline: the same events in clear
     clock = FixedClock(T0)
-    events = (BenchProfileChanged, Funded)
     if kind == "memory":
-        return Broker.in_memory(clock=clock, events=events, **options)  # type: ignore[arg-type]
+        return Broker.in_memory(clock=clock, **options)
     name = "enc" if encrypted else "plain"
-    return Broker.sqlite(
-        directory / f"{name}.sqlite",
-        clock=clock,
-        events=events,
-        **options,  # type: ignore[arg-type]
-    )
+    return Broker.sqlite(directory / f"{name}.sqlite", clock=clock, **options)
 
 
 def _timed(fn: Callable[[], object]) -> float:
