@@ -18,6 +18,16 @@ from fxcrm_core.commissions.distribution import (
     rates_above_parent,
 )
 from fxcrm_core.commissions.engine import EngineChanges, EntryKind, RebateEngine, RebateEntry
+from fxcrm_core.commissions.network import (
+    IB_NETWORK_EVENTS,
+    ClientAttributed,
+    IbNetwork,
+    IbNetworkService,
+    IbRegistered,
+    IbReparented,
+    IbTreeAt,
+    IbTreeView,
+)
 from fxcrm_core.commissions.payouts import Cadence, PayoutPolicy, PayoutResult, Payouts
 from fxcrm_core.commissions.schedule import (
     CapPeriod,
@@ -34,10 +44,12 @@ from fxcrm_core.commissions.statements import Statement, StatementLine, build_st
 from fxcrm_core.commissions.tree import IbTree, TreeError
 
 __all__ = [
+    "IB_NETWORK_EVENTS",
     "REBATE_EVENTS",
     "RebateBook",
     "RebateEntriesRecorded",
     "Cadence",
+    "ClientAttributed",
     "CapPeriod",
     "EngineChanges",
     "PeriodCap",
@@ -48,7 +60,13 @@ __all__ = [
     "Distribution",
     "EntryKind",
     "FixedShares",
+    "IbNetwork",
+    "IbNetworkService",
+    "IbRegistered",
+    "IbReparented",
     "IbTree",
+    "IbTreeAt",
+    "IbTreeView",
     "KeepAndPassUp",
     "PassThrough",
     "PlanKind",

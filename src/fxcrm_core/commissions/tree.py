@@ -47,6 +47,11 @@ class _Timeline:
 class IbTree:
     """IBs with parents over time, and clients attributed to IBs over time.
 
+    ``add_ib``, ``reparent`` and ``attribute`` keep the tree's rules (no cycle, a depth cap, no
+    self-referral, each key's changes in time order) at the change's time and every time
+    after; ``check_*`` only check them; ``restore_*`` put back facts recorded earlier (a read
+    model folding the log, see :mod:`fxcrm_core.commissions.network`).
+
     >>> from datetime import UTC, datetime
     >>> t = IbTree()
     >>> jan, jun = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
@@ -63,49 +68,152 @@ class IbTree:
         self._parents: dict[str, _Timeline] = {}
         self._attribution: dict[str, _Timeline] = {}
         self._own_client: dict[str, str] = {}
+        self._last_move: datetime | None = None  # the latest effective time of any parent
         # Each IB's chain as last worked out, with the span of time it holds over (a deal
         # stream asks for the same chains millions of times); cleared by any change of parent.
         self._chains: dict[str, tuple[datetime, datetime | None, tuple[str, ...]]] = {}
 
+    # -- changes, checked ---------------------------------------------------------------------
     def add_ib(
         self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
     ) -> None:
         """A new IB under ``parent_id`` (None: a master IB) from ``at`` on."""
         when = to_utc(at, "at")
-        if not ib_id or not ib_id.isprintable():
-            raise ValidationError("an IB needs an id of printable characters")
-        if ib_id in self._parents:
-            raise TreeError("that IB already exists")
-        self._parents[ib_id] = _Timeline()
-        try:
-            self._set_parent(ib_id, parent_id, when)
-        except FxCrmError:
-            del self._parents[ib_id]
-            raise
-        if own_client_id is not None:
-            self._own_client[ib_id] = own_client_id
+        self.check_add_ib(ib_id, parent_id, when, own_client_id=own_client_id)
+        self.restore_ib(ib_id, parent_id, when, own_client_id=own_client_id)
 
     def reparent(self, ib_id: str, parent_id: str | None, at: datetime) -> None:
         """Move an IB under another parent from ``at`` on; earlier deals keep the old tree."""
+        when = to_utc(at, "at")
+        self.check_reparent(ib_id, parent_id, when)
+        self.restore_parent(ib_id, parent_id, when)
+
+    def attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
+        """The client comes through ``ib_id`` (None: direct) from ``at`` on."""
+        when = to_utc(at, "at")
+        self.check_attribute(client_id, ib_id, when)
+        self.restore_attribution(client_id, ib_id, when)
+
+    # -- the rules, without changing anything ---------------------------------------------------
+    def check_add_ib(
+        self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
+    ) -> None:
+        """Raise what :meth:`add_ib` would raise; change nothing."""
+        when = to_utc(at, "at")
+        if not ib_id or not ib_id.isprintable():
+            raise ValidationError("an IB needs an id of printable characters")
+        if own_client_id is not None and (not own_client_id or not own_client_id.isprintable()):
+            raise ValidationError("a client id is made of printable characters")
+        if ib_id in self._parents:
+            raise TreeError("that IB already exists")
+        self._check_parent(ib_id, parent_id, when)
+
+    def check_reparent(self, ib_id: str, parent_id: str | None, at: datetime) -> None:
+        """Raise what :meth:`reparent` would raise; change nothing."""
+        when = to_utc(at, "at")
         if ib_id not in self._parents:
             raise NotFoundError("no such IB")
-        self._set_parent(ib_id, parent_id, to_utc(at, "at"))
+        self._check_parent(ib_id, parent_id, when)
 
-    def _set_parent(self, ib_id: str, parent_id: str | None, when: datetime) -> None:
-        timeline = self._parents[ib_id]
-        if timeline.since and when < timeline.since[-1]:
+    def check_attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
+        """Raise what :meth:`attribute` would raise; change nothing."""
+        when = to_utc(at, "at")
+        if not client_id or not client_id.isprintable():
+            raise ValidationError("a client id is made of printable characters")
+        timeline = self._attribution.get(client_id)
+        if timeline is not None and timeline.since and when < timeline.since[-1]:
             raise ValidationError("changes are recorded in time order")
-        if parent_id is not None:
-            if parent_id not in self._parents:
-                raise NotFoundError("no such parent IB")
-            up = self.chain(parent_id, when)
+        if ib_id is not None:
+            ib = self._parents.get(ib_id)
+            if ib is None:
+                raise NotFoundError("no such IB")
+            if when < ib.since[0]:
+                # Else the client's chain at that time could not be told.
+                raise NotFoundError("that IB is not registered yet at that time")
+            if self._own_client.get(ib_id) == client_id:
+                raise TreeError("an IB cannot refer itself")
+
+    def _check_parent(self, ib_id: str, parent_id: str | None, when: datetime) -> None:
+        timeline = self._parents.get(ib_id)
+        if timeline is not None and timeline.since and when < timeline.since[-1]:
+            raise ValidationError("changes are recorded in time order")
+        if parent_id is None:
+            return
+        if parent_id not in self._parents:
+            raise NotFoundError("no such parent IB")
+        # The new link holds from ``when`` on, while other IBs may move later (a change may be
+        # dated before changes of other keys): the tree must keep its rules at ``when`` and at
+        # every later change, or a chain asked for later could loop or run too deep.
+        later: list[datetime] = []
+        if self._last_move is not None and self._last_move > when:
+            later = sorted({s for t in self._parents.values() for s in t.since if s > when})
+        for instant in (when, *later):
+            up = self.chain(parent_id, instant)
             if ib_id in up:
                 raise TreeError("that would make the IB its own ancestor")
             # The IB lands at depth len(up) + 1; its deepest descendant, height levels lower.
-            if len(up) + 1 + self._height(ib_id, when) > self.max_depth:
+            if len(up) + 1 + self._height(ib_id, instant) > self.max_depth:
                 raise TreeError(f"IB chains are at most {self.max_depth} deep")
-        self._parents[ib_id].set(when, parent_id)
+
+    # -- recorded facts put back (read models folding the log) ----------------------------------
+    def restore_ib(
+        self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
+    ) -> None:
+        """Put back an IB's registration recorded earlier. The tree's rules (cycle, depth cap,
+        self-referral) were checked when it was recorded and are not checked again: a depth
+        cap lowered since must not make the log unreadable. Use :meth:`add_ib` for new facts."""
+        if ib_id in self._parents:
+            raise TreeError("that IB already exists")
+        when = to_utc(at, "at")
+        timeline = _Timeline()
+        timeline.set(when, parent_id)
+        self._parents[ib_id] = timeline
+        if own_client_id is not None:
+            self._own_client[ib_id] = own_client_id
+        self._moved(when)
+
+    def restore_parent(self, ib_id: str, parent_id: str | None, at: datetime) -> None:
+        """Put back a re-parenting recorded earlier (see :meth:`restore_ib`)."""
+        timeline = self._parents.get(ib_id)
+        if timeline is None:
+            raise NotFoundError("no such IB")
+        when = to_utc(at, "at")
+        timeline.set(when, parent_id)
+        self._moved(when)
+
+    def _moved(self, when: datetime) -> None:
         self._chains.clear()
+        if self._last_move is None or when > self._last_move:
+            self._last_move = when
+
+    def restore_attribution(self, client_id: str, ib_id: str | None, at: datetime) -> None:
+        """Put back a client's attribution recorded earlier (see :meth:`restore_ib`)."""
+        self._attribution.setdefault(client_id, _Timeline()).set(to_utc(at, "at"), ib_id)
+
+    def copy(self) -> IbTree:
+        """An independent tree with the same history (changing one leaves the other as is)."""
+        other = IbTree(max_depth=self.max_depth)
+        other._parents = {k: _Timeline(t.since[:], t.values[:]) for k, t in self._parents.items()}
+        other._attribution = {
+            k: _Timeline(t.since[:], t.values[:]) for k, t in self._attribution.items()
+        }
+        other._own_client = dict(self._own_client)
+        other._last_move = self._last_move
+        other._chains = dict(self._chains)
+        return other
+
+    # -- questions ------------------------------------------------------------------------------
+    def ibs(self) -> list[str]:
+        """Every IB ever registered, in the order they were registered."""
+        return list(self._parents)
+
+    def clients(self) -> list[str]:
+        """Every client ever attributed (to an IB or made direct), in the order first seen."""
+        return list(self._attribution)
+
+    def own_client(self, ib_id: str) -> str | None:
+        """The IB's own client record (the one it may not be attributed to), if any."""
+        return self._own_client.get(ib_id)
 
     def _height(self, ib_id: str, when: datetime) -> int:
         children = [c for c, t in self._parents.items() if t.since and t.since[0] <= when
@@ -146,19 +254,11 @@ class IbTree:
                 until = ends
             if current is not None:
                 out.append(current)
+                if len(out) > len(self._parents):  # only a log written against the rules
+                    raise TreeError("the recorded tree holds a cycle")
         assert start is not None
         self._chains[ib_id] = (start, until, tuple(out))
         return out
-
-    def attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
-        """The client comes through ``ib_id`` (None: direct) from ``at`` on."""
-        when = to_utc(at, "at")
-        if ib_id is not None:
-            if ib_id not in self._parents:
-                raise NotFoundError("no such IB")
-            if self._own_client.get(ib_id) == client_id:
-                raise TreeError("an IB cannot refer itself")
-        self._attribution.setdefault(client_id, _Timeline()).set(when, ib_id)
 
     def ib_of(self, client_id: str, at: datetime) -> str | None:
         timeline = self._attribution.get(client_id)

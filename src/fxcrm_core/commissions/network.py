@@ -1,0 +1,374 @@
+"""The IB tree kept in the event log: registrations, re-parentings and client attributions are
+recorded events (who, when, why), so the tree after a restart, or seen from a second process, is
+the tree every command was checked against.
+
+How it holds together. The whole tree is one consistency boundary: a cycle, the depth cap and a
+change's time order depend on every IB, so every change goes to one stream, ``ibnetwork-main``
+(the :class:`IbNetwork` aggregate). That aggregate's state is only its version. The tree itself
+is a read model, :class:`IbTreeView`, that puts each recorded event back into a mutable
+:class:`~fxcrm_core.commissions.IbTree` (one tree, changed in place: rebuilding an immutable tree
+per event would cost a copy per change for nothing). :class:`IbNetworkService` reads the
+stream's new events into the view before every command and every answer (one indexed read of
+one stream, not of the whole log), checks the command against the view's tree, and appends the
+event expecting the stream version the view has seen. A change committed meanwhile by another
+process makes that append fail with ConcurrencyError, and nothing is written; the next command
+reads that change first. Recorded events are put back without checking the tree's rules again
+(they held when the event was recorded), so a depth cap lowered later never makes the log
+unreadable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Self
+
+import attrs
+
+from fxcrm_core.access import AccessControl, Actor
+from fxcrm_core.commissions.tree import IbTree
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventMetadata,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import FxCrmError, NotFoundError, ValidationError
+from fxcrm_core.kernel.time import to_utc
+
+__all__ = [
+    "IB_NETWORK_EVENTS",
+    "ClientAttributed",
+    "IbNetwork",
+    "IbNetworkService",
+    "IbRegistered",
+    "IbReparented",
+    "IbTreeAt",
+    "IbTreeView",
+]
+
+MANAGE = "ib.manage"
+
+
+@attrs.frozen
+class IbRegistered(DomainEvent):
+    """An IB joined the tree under ``parent_id`` (None: a master IB) from ``effective_at`` on;
+    ``own_client_id`` is its own client record, which may never be attributed to it."""
+
+    ib_id: str
+    parent_id: str | None
+    effective_at: datetime
+    own_client_id: str | None = None
+
+
+@attrs.frozen
+class IbReparented(DomainEvent):
+    """An IB moved under ``parent_id`` (None: to the top) from ``effective_at`` on."""
+
+    ib_id: str
+    parent_id: str | None
+    effective_at: datetime
+
+
+@attrs.frozen
+class ClientAttributed(DomainEvent):
+    """A client comes through ``ib_id`` (None: the client became direct) from ``effective_at``
+    on."""
+
+    client_id: str
+    ib_id: str | None
+    effective_at: datetime
+
+
+IB_NETWORK_EVENTS: tuple[type[DomainEvent], ...] = (IbRegistered, IbReparented, ClientAttributed)
+
+IbNetworkEvent = IbRegistered | IbReparented | ClientAttributed
+
+
+@attrs.frozen(kw_only=True)
+class IbNetwork(Aggregate):
+    """The stream every change of one IB tree goes to (id ``"main"`` by default): its version
+    is what a command expects. The tree the rules are checked on is :class:`IbTreeView`."""
+
+    category = "ibnetwork"
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, IbRegistered | IbReparented | ClientAttributed):
+            return self
+        raise ValidationError(f"IbNetwork cannot apply {type(event).__name__}")
+
+
+def _replayed(tree: IbTree, event: IbNetworkEvent) -> None:
+    if isinstance(event, IbRegistered):
+        tree.restore_ib(
+            event.ib_id, event.parent_id, event.effective_at, own_client_id=event.own_client_id
+        )
+    elif isinstance(event, IbReparented):
+        tree.restore_parent(event.ib_id, event.parent_id, event.effective_at)
+    else:
+        tree.restore_attribution(event.client_id, event.ib_id, event.effective_at)
+
+
+class IbTreeView:
+    """A memory read model: the tree folded from one network's stream, and each IB's and each
+    client's recorded changes (with who, when and why) for history questions.
+
+    It is a :class:`~fxcrm_core.events.Projection` too; it takes each version of its stream
+    once, whoever feeds it, and ignores other streams.
+    """
+
+    name = "ib-network"
+    event_types: frozenset[str] | None = frozenset(e.__name__ for e in IB_NETWORK_EVENTS)
+
+    def __init__(self, *, max_depth: int = 6, network_id: str = "main") -> None:
+        self.max_depth = max_depth
+        self.network_id = network_id
+        self.stream_id = IbNetwork.stream_id_for(network_id)
+        self.reset()
+
+    def reset(self) -> None:
+        self.tree = IbTree(max_depth=self.max_depth)
+        self.version = 0
+        self.changes: list[RecordedEvent[IbNetworkEvent]] = []
+        self._of_ib: dict[str, list[RecordedEvent[IbNetworkEvent]]] = {}
+        self._of_client: dict[str, list[RecordedEvent[IbNetworkEvent]]] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        if recorded.stream_id != self.stream_id or recorded.version <= self.version:
+            return
+        if recorded.version != self.version + 1:
+            raise FxCrmError("the IB tree's read model missed a change; rebuild it")
+        event = recorded.event
+        if not isinstance(event, IbRegistered | IbReparented | ClientAttributed):
+            raise ValidationError(f"the IB tree cannot take {type(event).__name__}")
+        _replayed(self.tree, event)
+        change: RecordedEvent[IbNetworkEvent] = RecordedEvent(
+            recorded.stream_id,
+            recorded.version,
+            recorded.position,
+            recorded.recorded_at,
+            event,
+            recorded.metadata,
+        )
+        self.version = recorded.version
+        self.changes.append(change)
+        if isinstance(event, ClientAttributed):
+            self._of_client.setdefault(event.client_id, []).append(change)
+        else:
+            self._of_ib.setdefault(event.ib_id, []).append(change)
+
+    def history(self, ib_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
+        return list(self._of_ib.get(ib_id, ()))
+
+    def client_history(self, client_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
+        return list(self._of_client.get(client_id, ()))
+
+
+@attrs.frozen
+class IbTreeAt:
+    """The tree as it stood at ``at``: each IB registered by then with its parent, and each
+    client attributed to an IB then (direct clients are left out)."""
+
+    at: datetime
+    parents: Mapping[str, str | None]
+    clients: Mapping[str, str]
+
+    def chain(self, ib_id: str) -> list[str]:
+        """The IB and its ancestors up to its master."""
+        if ib_id not in self.parents:
+            raise NotFoundError("no such IB at that time")
+        out = [ib_id]
+        while (up := self.parents[out[-1]]) is not None:
+            out.append(up)
+        return out
+
+    def downline(self, ib_id: str) -> list[str]:
+        """The clients who came through ``ib_id`` or an IB below it."""
+        return [c for c, ib in self.clients.items() if ib_id in self.chain(ib)]
+
+
+class IbNetworkService:
+    """Registers IBs, moves them and attributes clients, each change an event in the log; and
+    answers questions about the tree from the log, read up to its end first (so a change made
+    by another process is seen at once).
+
+    Commands need the ``ib.manage`` permission and a reason; both go into the event's metadata
+    with the actor. A refused change (TreeError, NotFoundError, ValidationError) writes nothing.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        access: AccessControl,
+        *,
+        clock: Clock | None = None,
+        max_depth: int = 6,
+        network_id: str = "main",
+    ) -> None:
+        self.repository = repository
+        self.access = access
+        self.clock = clock or SystemClock()
+        self.view = IbTreeView(max_depth=max_depth, network_id=network_id)
+        self._lock = threading.RLock()
+
+    # -- commands -------------------------------------------------------------------------------
+    def register_ib(
+        self,
+        actor: Actor,
+        ib_id: str,
+        parent_id: str | None,
+        at: datetime,
+        own_client_id: str | None = None,
+        *,
+        reason: str,
+    ) -> None:
+        """Add an IB under ``parent_id`` (None: a master IB) from ``at`` on."""
+        when = self._allowed(actor, reason, at)
+
+        def check(tree: IbTree) -> None:
+            tree.check_add_ib(ib_id, parent_id, when, own_client_id=own_client_id)
+
+        self._record(actor, reason, check, IbRegistered(ib_id, parent_id, when, own_client_id))
+
+    def reparent(
+        self, actor: Actor, ib_id: str, parent_id: str | None, at: datetime, *, reason: str
+    ) -> None:
+        """Move an IB under ``parent_id`` (None: to the top) from ``at`` on; deals made before
+        keep the tree they were made under."""
+        when = self._allowed(actor, reason, at)
+
+        def check(tree: IbTree) -> None:
+            tree.check_reparent(ib_id, parent_id, when)
+
+        self._record(actor, reason, check, IbReparented(ib_id, parent_id, when))
+
+    def attribute(
+        self, actor: Actor, client_id: str, ib_id: str | None, at: datetime, *, reason: str
+    ) -> None:
+        """The client comes through ``ib_id`` (None: direct) from ``at`` on."""
+        when = self._allowed(actor, reason, at)
+
+        def check(tree: IbTree) -> None:
+            tree.check_attribute(client_id, ib_id, when)
+
+        self._record(actor, reason, check, ClientAttributed(client_id, ib_id, when))
+
+    def _allowed(self, actor: Actor, reason: str, at: datetime) -> datetime:
+        self.access.require(actor, MANAGE)
+        if not reason or not reason.strip():
+            raise ValidationError("a change of the IB tree needs a reason")
+        return to_utc(at, "at")
+
+    def _record(
+        self, actor: Actor, reason: str, check: Callable[[IbTree], None], event: DomainEvent
+    ) -> None:
+        with self._lock:
+            self.catch_up()
+            check(self.view.tree)
+            # Expecting the version the view has seen: a change committed since by anyone
+            # fails the append (ConcurrencyError), and nothing is written.
+            network = IbNetwork(id=self.view.network_id, version=self.view.version)
+            with UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason)) as uow:
+                uow.record(network, event)
+                uow.commit()
+            self.catch_up()
+
+    # -- reading the log ------------------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Read the network's events recorded since the view last looked; returns how many."""
+        with self._lock:
+            view = self.view
+            stored = self.repository.store.read_stream(view.stream_id, after_version=view.version)
+            decode = self.repository.codec.decode
+            for row in stored:
+                view.handle(decode(row))
+            return len(stored)
+
+    @property
+    def version(self) -> int:
+        """How many changes the log holds (read up to its end first)."""
+        with self._lock:
+            self.catch_up()
+            return self.view.version
+
+    # -- questions ------------------------------------------------------------------------------
+    def tree(self) -> IbTree:
+        """The whole tree as the log holds it now: a copy, so changing it records nothing
+        (ask again for later changes)."""
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.copy()
+
+    def chain(self, ib_id: str, at: datetime) -> list[str]:
+        """The IB and its ancestors up to its master, as of ``at``."""
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.chain(ib_id, at)
+
+    def ib_of(self, client_id: str, at: datetime) -> str | None:
+        """The IB the client came through at ``at`` (None: direct, or not known then)."""
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.ib_of(client_id, at)
+
+    def in_downline(self, ib_id: str, client_id: str, at: datetime) -> bool:
+        """True if the client came through ``ib_id`` or an IB below it, as of ``at``."""
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.in_downline(ib_id, client_id, at)
+
+    def in_downline_now(self, ib_id: str, client_id: str) -> bool:
+        """The IB row scope (``Relationships.in_downline``): :meth:`in_downline` at the clock's
+        now, on every change committed so far by any process. Fails closed (False)."""
+        try:
+            return self.in_downline(ib_id, client_id, self.clock.now())
+        except NotFoundError:
+            return False
+
+    def history(self, ib_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
+        """The IB's registration and re-parentings, oldest first, each with who recorded it,
+        when and why (empty for an IB never registered)."""
+        with self._lock:
+            self.catch_up()
+            return self.view.history(ib_id)
+
+    def client_history(self, client_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
+        """The client's attributions, oldest first, each with who recorded it, when and why."""
+        with self._lock:
+            self.catch_up()
+            return self.view.client_history(client_id)
+
+    def as_of(self, at: datetime) -> IbTreeAt:
+        """The tree as it stood at ``at`` (effective time), by every change recorded so far."""
+        when = to_utc(at, "at")
+        with self._lock:
+            self.catch_up()
+            tree = self.view.tree
+            parents = {}
+            for ib in tree.ibs():
+                try:
+                    parents[ib] = tree.parent(ib, when)
+                except NotFoundError:  # registered later
+                    continue
+            clients = {}
+            for client in tree.clients():
+                ib_id = tree.ib_of(client, when)
+                if ib_id is not None:
+                    clients[client] = ib_id
+        return IbTreeAt(when, parents, clients)
+
+    def as_recorded(self, at: datetime) -> IbTree:
+        """The tree as the log held it at ``at`` (recording time): the changes recorded by
+        then, whatever their effective dates. What an answer given at ``at`` was based on."""
+        when = to_utc(at, "at")
+        with self._lock:
+            self.catch_up()
+            changes = [c.event for c in self.view.changes if c.recorded_at <= when]
+        tree = IbTree(max_depth=self.view.max_depth)
+        for event in changes:
+            _replayed(tree, event)
+        return tree
