@@ -29,8 +29,9 @@ from typing import TypeVar
 
 import attrs
 
-from fxcrm_core.access import Actor
+from fxcrm_core.access import AccessControl, Actor, Role
 from fxcrm_core.commissions import (
+    PAYOUT_EVENTS,
     REBATE_EVENTS,
     Cadence,
     CapPeriod,
@@ -45,8 +46,9 @@ from fxcrm_core.commissions import (
     Rule,
     Schedule,
     ScheduleBook,
+    accrual_policy,
 )
-from fxcrm_core.events import EventCodec, EventRegistry, Repository
+from fxcrm_core.events import POLICY_EVENTS, EventCodec, EventRegistry, PolicyRunner, Repository
 from fxcrm_core.kernel import Currency, FixedClock, Money, RateTable, TradingCalendar
 from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
 from fxcrm_core.stores import SqliteEventStore
@@ -232,21 +234,22 @@ class SdkRun:
 def run_sdk(day: Day, path: Path, batch: int, *, extras: bool = True) -> SdkRun:
     """The whole day through the SDK on one SQLite file (synchronous=FULL, the default)."""
     registry = EventRegistry()
-    registry.register_all((*REBATE_EVENTS, *LEDGER_EVENTS))
+    registry.register_all((*REBATE_EVENTS, *LEDGER_EVENTS, *PAYOUT_EVENTS, *POLICY_EVENTS))
     repository = Repository(SqliteEventStore(path), EventCodec(registry))
     ledger = Ledger(repository, clock=FixedClock(DAY + timedelta(days=1, hours=1)))
     policies = {ib: PayoutPolicy(USD, usd("0.01"), Cadence.INSTANT) for ib in day.ibs}
-    payouts = Payouts(ledger, RateTable(), policies)
+    payouts = Payouts(ledger, RateTable(), policies, access=AccessControl())
+    accruals = PolicyRunner(repository, [accrual_policy()])  # the IBs' accounts, fed by a policy
     for ib in day.ibs:  # the IBs' wallets exist before the day
         ledger.open_account(f"ib-wallet:{ib}:USD", owner=ib, currency=USD, purpose="ib_wallet")
     book = RebateBook(repository, engine_for(day, extras=extras))
     server = ListFeed(day.items)
-    runner = Actor.system("rebates")
+    runner = Actor.system("payouts", Role.FINANCE)
     start = time.perf_counter()
     cursor, entries, per_lot = 0, 0, Decimal(0)
     while items := server.deal_feed(after_cursor=cursor, limit=batch):
         recorded = book.process(server.name, items)
-        payouts.accrue(recorded)
+        accruals.run()
         entries += len(recorded)
         per_lot += sum(e.amount.amount for e in recorded if e.component == "rebate")
         cursor = items[-1].cursor

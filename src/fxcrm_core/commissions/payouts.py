@@ -1,28 +1,76 @@
-"""Payouts: rebate entries accrue per IB, unrounded; a payout converts them into the IB's wallet
-currency at a recorded rate, rounds once (down) and carries the remainder forward, respects a
-minimum, a cadence cut-off and a hold window, goes through maker-checker above a threshold, and
-posts through the ledger from rebate expense to the IB's wallet. Reversals claw back: they
-reduce what is pending, and a negative balance is carried into later payouts."""
+"""Payouts: an IB's rebates accrue on its own aggregate (``ibpayouts-<ib>``), fed by a policy on
+the rebate book, unrounded; a payout converts what is due into the IB's wallet currency at a
+recorded rate, rounds once (down) and carries the remainder forward, respects a minimum, a
+cadence cut-off and a hold window, goes through maker-checker above a threshold, and posts
+through the ledger from rebate expense to the IB's wallet in the same atomic append as the
+aggregate's record of it. Reversals claw back: they reduce what is pending, and a negative
+balance is carried into later payouts.
+
+Everything lives in the log: a restart, or a second process, pays exactly what one process
+would, under the same payout ids (``payout:<ib>:<n>``, ``n`` counted on the aggregate)."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Self
 
 import attrs
 
-from fxcrm_core.access import Actor, ApprovalRule, Approvals
-from fxcrm_core.commissions.engine import RebateEntry
-from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Approvals, ApprovalStatus
+from fxcrm_core.commissions.book import RebateEntriesRecorded
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventMetadata,
+    Policy,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.kernel.errors import (
+    ConcurrencyError,
+    CurrencyMismatchError,
+    FxCrmError,
+    ValidationError,
+)
 from fxcrm_core.kernel.money import Currency, Money, Rounding, UnroundedMoney
 from fxcrm_core.kernel.rates import RateSource
-from fxcrm_core.ledger import Ledger, TransferRequest
+from fxcrm_core.ledger import Ledger, Transfer, TransferRequest, TransferStatus
 
-__all__ = ["Cadence", "PayoutPolicy", "PayoutResult", "Payouts"]
+__all__ = [
+    "PAYOUT_ACTION",
+    "PAYOUT_EVENTS",
+    "PAYOUT_POLICY",
+    "Cadence",
+    "HeldPayout",
+    "HeldPayoutMade",
+    "IbPayoutAccount",
+    "PayoutApprovalRejected",
+    "PayoutHeld",
+    "PayoutMade",
+    "PayoutPolicy",
+    "PayoutRefused",
+    "PayoutResult",
+    "Payouts",
+    "RebatesAccrued",
+    "RemainderCarried",
+    "accrual_policy",
+    "accrue",
+    "payout_transfer_id",
+]
+
+PAYOUT_ACTION = "payout"  # the approval action (permissions payout.request / payout.approve)
+PAYOUT_POLICY = "ib-payouts"  # the accrual policy's name: its position stream is policy-<name>
 
 _ZERO = Decimal(0)
+_TRIES = 4
+
+#: What is pending on one trading day in one currency: (trading day, currency code, sum).
+Sum = tuple[date, str, Decimal]
 
 
 class Cadence(enum.Enum):
@@ -54,42 +102,276 @@ class PayoutPolicy:
 @attrs.frozen
 class PayoutResult:
     ib_id: str
-    paid: Money | None  # None: nothing paid (below the minimum, nothing due, or awaiting approval)
-    carried: UnroundedMoney  # what stays pending, remainder of rounding included
+    paid: Money | None  # None: nothing paid (below the minimum, nothing due, awaiting approval)
+    carried: UnroundedMoney  # what stays owed in the IB's currency, rounding remainder included
     approval_id: str | None = None
+    rate_source: str | None = None
+    payout_id: str | None = None  # the ledger transfer id of what was paid
+    error: str | None = None  # why this IB was not paid (run_all: the others are unaffected)
+
+
+def payout_transfer_id(ib_id: str, sequence: int) -> str:
+    """The ledger transfer id of an IB's ``sequence``-th payout."""
+    return f"payout:{ib_id}:{sequence}"
+
+
+# -- events ------------------------------------------------------------------------------------
+@attrs.frozen
+class RebatesAccrued(DomainEvent):
+    """Rebate entries of one recorded batch, summed per trading day and currency (unrounded;
+    negative sums are clawbacks from reversals)."""
+
+    ib_id: str
+    sums: tuple[Sum, ...]
+
+
+@attrs.frozen
+class PayoutMade(DomainEvent):
+    """``amount`` posted to the IB's wallet (ledger transfer ``transfer_id``, in the same
+    append). ``covered`` left pending for it; ``carried`` is what the IB is owed after it.
+    ``recovered``: recorded from a transfer found posted under this id (nothing covered, the
+    amount comes out of the carried balance)."""
+
+    ib_id: str
+    sequence: int
+    transfer_id: str
+    amount: Money
+    covered: tuple[Sum, ...]
+    carried: UnroundedMoney
+    rate_source: str | None = None
+    recovered: bool = False
+
+
+@attrs.frozen
+class PayoutHeld(DomainEvent):
+    """A payout awaiting approval ``approval_id``: ``covered`` left pending, ``amount`` is held
+    (paid when approved, back to the IB's balance when rejected), ``carried`` is the rest."""
+
+    ib_id: str
+    sequence: int
+    approval_id: str
+    amount: Money
+    covered: tuple[Sum, ...]
+    carried: UnroundedMoney
     rate_source: str | None = None
 
 
+@attrs.frozen
+class HeldPayoutMade(DomainEvent):
+    """The held payout ``sequence`` was approved and posted (ledger transfer ``transfer_id``)."""
+
+    ib_id: str
+    sequence: int
+    approval_id: str
+    transfer_id: str
+
+
+@attrs.frozen
+class PayoutApprovalRejected(DomainEvent):
+    """The approval of a held payout was rejected or cancelled (``status``): its amount is owed
+    again, in ``carried``, and the next run pays it (through a new approval if still above)."""
+
+    ib_id: str
+    sequence: int
+    approval_id: str
+    status: str
+    carried: UnroundedMoney
+
+
+@attrs.frozen
+class RemainderCarried(DomainEvent):
+    """What was due stays owed, in ``carried``: below the minimum, rounding to nothing, or
+    negative after clawbacks. ``covered`` left pending for it."""
+
+    ib_id: str
+    covered: tuple[Sum, ...]
+    carried: UnroundedMoney
+    rate_source: str | None = None
+
+
+@attrs.frozen
+class PayoutRefused(DomainEvent):
+    """The ledger refused transfer ``transfer_id`` (``reason``): the id is spent, nothing moved;
+    the next payout takes the next sequence number."""
+
+    ib_id: str
+    sequence: int
+    transfer_id: str
+    reason: str
+
+
+PAYOUT_EVENTS = (
+    RebatesAccrued,
+    PayoutMade,
+    PayoutHeld,
+    HeldPayoutMade,
+    PayoutApprovalRejected,
+    RemainderCarried,
+    PayoutRefused,
+)
+
+
+# -- the aggregate -----------------------------------------------------------------------------
+@attrs.frozen
+class HeldPayout:
+    sequence: int
+    approval_id: str
+    amount: Money
+
+
+def _merged(pending: tuple[Sum, ...], sums: Iterable[Sum], sign: int = 1) -> tuple[Sum, ...]:
+    out = {(day, code): amount for day, code, amount in pending}
+    for day, code, amount in sums:
+        key = (day, code)
+        out[key] = out.get(key, _ZERO) + (amount if sign > 0 else -amount)
+    return tuple(sorted((day, code, amount) for (day, code), amount in out.items() if amount))
+
+
+@attrs.frozen(kw_only=True)
+class IbPayoutAccount(Aggregate):
+    """What one IB is owed: accrued and not yet paid, per trading day and currency (unrounded),
+    the balance carried in the IB's currency (rounding remainders, amounts below the minimum,
+    clawbacks), the payouts awaiting approval, and how many payout ids it has used."""
+
+    category = "ibpayouts"
+    pending: tuple[Sum, ...] = ()
+    carried: UnroundedMoney | None = None
+    sequence: int = 0
+    held: tuple[HeldPayout, ...] = ()
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case RebatesAccrued(sums=sums):
+                return self.evolve(pending=_merged(self.pending, sums))
+            case PayoutMade():
+                return self.evolve(
+                    pending=_merged(self.pending, event.covered, -1),
+                    carried=event.carried,
+                    sequence=max(self.sequence, event.sequence),
+                )
+            case PayoutHeld():
+                return self.evolve(
+                    pending=_merged(self.pending, event.covered, -1),
+                    carried=event.carried,
+                    sequence=max(self.sequence, event.sequence),
+                    held=(*self.held, HeldPayout(event.sequence, event.approval_id, event.amount)),
+                )
+            case HeldPayoutMade(sequence=n):
+                return self.evolve(held=tuple(h for h in self.held if h.sequence != n))
+            case PayoutApprovalRejected(sequence=n, carried=carried):
+                return self.evolve(
+                    held=tuple(h for h in self.held if h.sequence != n), carried=carried
+                )
+            case RemainderCarried():
+                return self.evolve(
+                    pending=_merged(self.pending, event.covered, -1), carried=event.carried
+                )
+            case PayoutRefused(sequence=n):
+                return self.evolve(sequence=max(self.sequence, n))
+        raise ValidationError(f"IbPayoutAccount cannot apply {type(event).__name__}")
+
+    # -- commands --------------------------------------------------------------------------------
+    def accrue(self, sums: Iterable[Sum]) -> list[DomainEvent]:
+        kept = tuple(sorted(s for s in sums if s[2]))
+        return [RebatesAccrued(self.id, kept)] if kept else []
+
+    def balance(self, currency: Currency) -> UnroundedMoney:
+        """The carried balance, in ``currency`` (the payout policy's)."""
+        c = self.carried
+        if c is None or (c.amount == 0 and c.currency != currency):
+            return UnroundedMoney.zero(currency)
+        if c.currency != currency:
+            raise CurrencyMismatchError(
+                "the IB carries a balance in another currency than its payout policy's"
+            )
+        return c
+
+    def held_payout(self, sequence: int) -> HeldPayout | None:
+        return next((h for h in self.held if h.sequence == sequence), None)
+
+    def due(self, cutoff: date) -> tuple[Sum, ...]:
+        """What is pending on trading days up to ``cutoff``."""
+        return tuple(s for s in self.pending if s[0] <= cutoff)
+
+
+# -- the accrual policy ------------------------------------------------------------------------
+def accrue(recorded: RecordedEvent[RebateEntriesRecorded], uow: UnitOfWork) -> None:
+    """Policy handler on :class:`RebateEntriesRecorded`: records on each IB's account what the
+    batch's entries add up to per trading day and currency. Never commits: the policy runner
+    commits it with its position, so each batch accrues exactly once."""
+    event = recorded.event
+    if not isinstance(event, RebateEntriesRecorded):
+        raise ValidationError(f"payouts cannot accrue {type(event).__name__}")
+    per_ib: dict[str, dict[tuple[date, str], Decimal]] = {}
+    for e in event.entries:
+        sums = per_ib.get(e.ib_id)
+        if sums is None:
+            sums = per_ib[e.ib_id] = {}
+        money = e.amount
+        key = (e.trading_day, money.currency.code)
+        sums[key] = sums.get(key, _ZERO) + money.amount
+    for ib_id in sorted(per_ib):
+        account = uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+        events = account.accrue(
+            (day, code, amount) for (day, code), amount in per_ib[ib_id].items()
+        )
+        if events:
+            uow.record(account, *events)
+
+
+def accrual_policy() -> Policy:
+    """The policy-table line: :func:`accrue` on every :class:`RebateEntriesRecorded`."""
+    return Policy(PAYOUT_POLICY, (RebateEntriesRecorded,), accrue)
+
+
+# -- the service -------------------------------------------------------------------------------
+@attrs.frozen
+class _Ready:
+    """A payout decided and not yet posted: its transfer and the account's record of it."""
+
+    ib_id: str
+    account: IbPayoutAccount
+    event: PayoutMade
+    request: TransferRequest
+
+
 class Payouts:
+    """Runs payouts on the IBs' accounts. Accounts are fed by :func:`accrue` (a policy); the
+    approval rule for :data:`PAYOUT_ACTION` is :meth:`approval_rule`, registered once by the
+    composition root."""
+
     def __init__(
         self,
         ledger: Ledger,
         rates: RateSource,
         policies: Mapping[str, PayoutPolicy],
         *,
+        access: AccessControl,
         approvals: Approvals | None = None,
     ) -> None:
         self.ledger = ledger
+        self.repository: Repository = ledger.repository  # one log: payouts post atomically
         self.rates = rates
         self.policies = dict(policies)
+        self.access = access
         self.approvals = approvals
-        # What each IB has pending, summed per trading day and currency (not entry by entry).
-        # Per IB: what is pending per trading day and currency code (codes hash in C).
-        self._pending: dict[str, dict[tuple[date, str], Decimal]] = {}
-        self._carried: dict[str, UnroundedMoney] = {}  # in the IB's currency
-        self._count: dict[str, int] = {}
-        if approvals is not None:
-            approvals.register("payout", ApprovalRule(execute=self._execute))
 
-    def accrue(self, entries: Iterable[RebateEntry]) -> None:
-        pending = self._pending
-        for e in entries:
-            sums = pending.get(e.ib_id)
-            if sums is None:
-                sums = pending[e.ib_id] = {}
-            money = e.amount
-            key = (e.trading_day, money.currency.code)
-            sums[key] = sums.get(key, _ZERO) + money.amount
+    accrue = staticmethod(accrue)
+
+    def approval_rule(self) -> ApprovalRule:
+        """The rule to register once per broker: ``approvals.register(PAYOUT_ACTION, ...)``."""
+        return ApprovalRule(execute=self._execute, check=_check_params)
+
+    # -- reading -------------------------------------------------------------------------------
+    def account(self, ib_id: str) -> IbPayoutAccount:
+        return self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+
+    def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
+        """What the IB has accrued and not yet been paid, per trading day (and currency)."""
+        return [
+            (day, UnroundedMoney(amount, Currency.of(code)))
+            for day, code, amount in self.account(ib_id).pending
+        ]
 
     def _policy(self, ib_id: str) -> PayoutPolicy:
         try:
@@ -97,47 +379,102 @@ class Payouts:
         except KeyError:
             raise ValidationError("no payout policy for that IB") from None
 
+    # -- running -------------------------------------------------------------------------------
     def run(self, actor: Actor, ib_id: str, today: date) -> PayoutResult:
-        """Pay what is due to ``ib_id`` as of ``today`` under its policy."""
-        result, payout = self._prepare(actor, ib_id, today)
-        if payout is not None:
-            self._post([payout], actor.id)
-        return result
+        """Pay what is due to ``ib_id`` as of ``today`` under its policy (a refusal raises)."""
+        self.access.require(actor, "payout.run")
+        return self._run_one(actor, ib_id, self._policy(ib_id), today)
 
     def run_all(
         self, actor: Actor, today: date, ib_ids: Iterable[str] | None = None, *, chunk: int = 100
     ) -> list[PayoutResult]:
-        """Pay every IB (or those listed) as :meth:`run` would, posting the payouts to the
-        ledger ``chunk`` at a time, each chunk in one all-or-nothing ledger command. (Each
-        transfer of a command records the ids of the others, so a chunk's record grows as its
-        square: 5,000 payouts take 1.9 s in chunks of 100, 2.7 s in chunks of 500.)"""
+        """Pay every IB (or those listed) as :meth:`run` would, one result per IB in id order,
+        posting the payouts to the ledger ``chunk`` at a time, each chunk in one all-or-nothing
+        ledger command. An IB that cannot be paid (a ledger refusal, a missing rate) gets a
+        result with ``error`` and the others are paid: a refused chunk is posted again one
+        payout at a time. (Each transfer of a command records the ids of the others, so a
+        chunk's record grows as its square.)"""
         if chunk < 1:
             raise ValidationError("a chunk holds at least one payout")
-        results: list[PayoutResult] = []
-        ready: list[tuple[str, str, Money]] = []
-        for ib_id in sorted(self.policies if ib_ids is None else ib_ids):
-            result, payout = self._prepare(actor, ib_id, today)
-            results.append(result)
+        self.access.require(actor, "payout.run")
+        ids = sorted(self.policies if ib_ids is None else set(ib_ids))
+        policies = {ib_id: self._policy(ib_id) for ib_id in ids}
+        results: dict[str, PayoutResult] = {}
+        ready: list[_Ready] = []
+        for ib_id in ids:
+            try:
+                result, payout = self._prepare(actor, ib_id, policies[ib_id], today)
+            except FxCrmError as exc:
+                results[ib_id] = self._failed(ib_id, policies[ib_id], exc)
+                continue
+            results[ib_id] = result
             if payout is not None:
                 ready.append(payout)
         for start in range(0, len(ready), chunk):
-            self._post(ready[start : start + chunk], actor.id)
-        return results
+            part = ready[start : start + chunk]
+            try:
+                self._post(part, actor)
+            except FxCrmError:
+                # One payout refused, or an account moved: each again on its own, so one IB's
+                # trouble stays its own (an id the refusal spent is recorded, the next one used).
+                for payout in part:
+                    ib_id = payout.ib_id
+                    try:
+                        results[ib_id] = self._run_one(actor, ib_id, policies[ib_id], today)
+                    except FxCrmError as exc:
+                        results[ib_id] = self._failed(ib_id, policies[ib_id], exc)
+        return [results[ib_id] for ib_id in ids]
+
+    def _run_one(self, actor: Actor, ib_id: str, policy: PayoutPolicy, today: date) -> PayoutResult:
+        for _ in range(_TRIES):
+            result, payout = self._prepare(actor, ib_id, policy, today)
+            if payout is None:
+                return result
+            try:
+                self._post([payout], actor)
+            except ConcurrencyError:
+                continue  # the account moved (an accrual): decide again on its new state
+            except FxCrmError:
+                with contextlib.suppress(FxCrmError):  # a refusal spends the id: record it
+                    self._reconcile(actor, self.account(ib_id), policy)
+                raise
+            return result
+        raise ConcurrencyError("the IB's payout account kept changing; try again")
+
+    def _failed(self, ib_id: str, policy: PayoutPolicy, exc: FxCrmError) -> PayoutResult:
+        try:
+            carried = self.account(ib_id).balance(policy.currency)
+        except FxCrmError:
+            carried = UnroundedMoney.zero(policy.currency)
+        # An FxCrmError's message holds no personal data.
+        return PayoutResult(ib_id, None, carried, error=f"{type(exc).__name__}: {exc}")
+
+    def _uow(self, actor: Actor, reason: str) -> UnitOfWork:
+        return UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason))
+
+    def _record(
+        self, actor: Actor, account: IbPayoutAccount, event: DomainEvent
+    ) -> IbPayoutAccount:
+        with self._uow(actor, "payout run") as uow:
+            account = uow.record(account, event)
+            uow.commit()
+        return account
 
     def _prepare(
-        self, actor: Actor, ib_id: str, today: date
-    ) -> tuple[PayoutResult, tuple[str, str, Money] | None]:
-        """Settle what is due; returns the result and the payout to post now, if any."""
-        policy = self._policy(ib_id)
+        self, actor: Actor, ib_id: str, policy: PayoutPolicy, today: date
+    ) -> tuple[PayoutResult, _Ready | None]:
+        """Settle what is due; returns the result and the payout to post now, if any. Records
+        (and commits) what needs no ledger posting: rejected approvals back in the balance, a
+        balance carried, a payout held for approval."""
+        account = self.account(ib_id)
+        account = self._settle_approvals(actor, account, policy)
+        account = self._reconcile(actor, account, policy)
         cutoff = policy.cadence.cutoff(today) - timedelta(days=policy.hold.days)
+        covered = account.due(cutoff)
         due: dict[str, Decimal] = {}
-        waiting: dict[tuple[date, str], Decimal] = {}
-        for (day, code), summed in self._pending.get(ib_id, {}).items():
-            if day <= cutoff:
-                due[code] = due.get(code, _ZERO) + summed
-            else:
-                waiting[(day, code)] = summed
-        total = self._carried.get(ib_id, UnroundedMoney.zero(policy.currency))
+        for _, code, summed in covered:
+            due[code] = due.get(code, _ZERO) + summed
+        total = account.balance(policy.currency)
         source = None
         for code, sum_ in sorted(due.items()):
             currency = Currency.of(code)
@@ -148,51 +485,146 @@ class Payouts:
             rate = self.rates.rate(currency, policy.currency, _noon(today))
             total = total + rate.convert(amount).result
             source = f"{rate.source} {rate.rate} at {rate.as_of.isoformat()}"
-        self._pending[ib_id] = waiting
         paid, remainder = total.round_with_remainder(Rounding.DOWN)
-        if paid < policy.minimum:
-            self._carried[ib_id] = total  # below the minimum (or clawed back): wait
+        if not paid.is_positive() or paid < policy.minimum:
+            # Below the minimum, rounding to nothing, or clawed back: owed, and waits.
+            if covered:
+                self._record(actor, account, RemainderCarried(ib_id, covered, total, source))
             return PayoutResult(ib_id, None, total, rate_source=source), None
-        self._carried[ib_id] = remainder
-        n = self._count.get(ib_id, 0) + 1
-        self._count[ib_id] = n
-        payout_id = f"{ib_id}:{n}"
+        sequence = account.sequence + 1
         if policy.approval_above is not None and paid > policy.approval_above:
-            assert self.approvals is not None, "approval_above needs the approvals service"
-            approval_id = self.approvals.request(
-                actor,
-                "payout",
-                ib_id,
-                {"payout_id": payout_id, "ib_id": ib_id, "amount": str(paid)},
+            approval_id = self._hold(
+                actor, account, PayoutHeld(ib_id, sequence, "", paid, covered, remainder, source)
             )
             return PayoutResult(ib_id, None, remainder, approval_id, source), None
-        result = PayoutResult(ib_id, paid, remainder, rate_source=source)
-        return result, (payout_id, ib_id, paid)
+        transfer_id = payout_transfer_id(ib_id, sequence)
+        event = PayoutMade(ib_id, sequence, transfer_id, paid, covered, remainder, source)
+        request = self._request(ib_id, transfer_id, paid)
+        result = PayoutResult(ib_id, paid, remainder, rate_source=source, payout_id=transfer_id)
+        return result, _Ready(ib_id, account, event, request)
+
+    def _request(self, ib_id: str, transfer_id: str, amount: Money) -> TransferRequest:
+        cur = amount.currency
+        wallet = f"ib-wallet:{ib_id}:{cur.code}"
+        expense = f"rebate_expense:{cur.code}"
+        self.ledger.open_account(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
+        self.ledger.open_account(expense, owner="broker", currency=cur, purpose="rebate_expense")
+        return TransferRequest(transfer_id, expense, wallet, amount)
+
+    def _post(self, payouts: Sequence[_Ready], actor: Actor) -> None:
+        """Post payouts from rebate expense to the IBs' wallets, all-or-nothing, with each
+        account's PayoutMade in the same append: the ledger and the accounts never diverge."""
+        results = self.ledger.transfer_linked(
+            [p.request for p in payouts],
+            actor=actor.id,
+            also=[(p.account, p.event) for p in payouts],
+        )
+        if any(r.replayed for r in results):
+            # Posted before under these ids (another worker, or a host): record what is missing.
+            for p in payouts:
+                self._reconcile(actor, self.account(p.ib_id), self._policy(p.ib_id))
+
+    def _reconcile(
+        self, actor: Actor, account: IbPayoutAccount, policy: PayoutPolicy
+    ) -> IbPayoutAccount:
+        """Record what the ledger already holds under the account's next payout ids: a refused
+        transfer spends its id; a posted one (written by a host or an older version, not with
+        its record) is recorded as paid out of the carried balance, so it is never paid again."""
+        while True:
+            sequence = account.sequence + 1
+            transfer_id = payout_transfer_id(account.id, sequence)
+            found = self.repository.load(Transfer, transfer_id)
+            if found is None:
+                return account
+            event: DomainEvent
+            if found.status is TransferStatus.FAILED:
+                reason = found.failure or "refused"
+                event = PayoutRefused(account.id, sequence, transfer_id, reason)
+            elif found.status is TransferStatus.POSTED and found.amount is not None:
+                carried = account.balance(policy.currency) - found.amount
+                event = PayoutMade(
+                    account.id, sequence, transfer_id, found.amount, (), carried, recovered=True
+                )
+            else:
+                raise ValidationError("a pending ledger transfer holds this IB's next payout id")
+            account = self._record(actor, account, event)
+
+    # -- approvals -----------------------------------------------------------------------------
+    def _hold(self, actor: Actor, account: IbPayoutAccount, held: PayoutHeld) -> str:
+        """Ask for approval, then record the payout held for it."""
+        if self.approvals is None:
+            raise ValidationError(
+                "a payout above its approval threshold needs the approvals service"
+            )
+        approval_id = self.approvals.request(
+            actor,
+            PAYOUT_ACTION,
+            account.id,
+            {
+                "payout_id": payout_transfer_id(account.id, held.sequence),
+                "ib_id": account.id,
+                "sequence": str(held.sequence),
+                "amount": str(held.amount),
+            },
+        )
+        try:
+            self._record(actor, account, attrs.evolve(held, approval_id=approval_id))
+        except BaseException:
+            # The account moved meanwhile: withdraw the request, nothing is held for it.
+            with contextlib.suppress(FxCrmError):  # else its execution finds nothing held
+                self.approvals.cancel(actor, approval_id)
+            raise
+        return approval_id
+
+    def _settle_approvals(
+        self, actor: Actor, account: IbPayoutAccount, policy: PayoutPolicy
+    ) -> IbPayoutAccount:
+        """Payouts held for an approval since rejected or cancelled are owed again (the
+        approvals service has no hook for a rejection: each run looks)."""
+        if self.approvals is None:
+            return account
+        for held in account.held:
+            status = self.approvals.get(held.approval_id).status
+            if status in (ApprovalStatus.REJECTED, ApprovalStatus.CANCELLED):
+                carried = account.balance(policy.currency) + held.amount
+                event = PayoutApprovalRejected(
+                    account.id, held.sequence, held.approval_id, status.value, carried
+                )
+                account = self._record(actor, account, event)
+        return account
 
     def _execute(self, params: Mapping[str, str], key: str) -> str:
-        paid = Money.parse(params["amount"])
-        self._post([(params["payout_id"], params["ib_id"], paid)], "system:approvals")
-        return f"paid {paid}"
+        """The approved action: post the held payout (once, whatever the retries)."""
+        approval_id = key.removeprefix("approval:")
+        ib_id, sequence = params["ib_id"], int(params["sequence"])
+        transfer_id = payout_transfer_id(ib_id, sequence)
+        system = Actor.system("approvals")
+        for _ in range(_TRIES):
+            account = self.account(ib_id)
+            held = account.held_payout(sequence)
+            if held is None or held.approval_id != approval_id:
+                found = self.repository.load(Transfer, transfer_id)
+                if held is None and found is not None and found.status is TransferStatus.POSTED:
+                    return f"paid {found.amount}"  # a retry after the payout was made
+                raise ValidationError("no payout is held for that approval")
+            request = self._request(ib_id, transfer_id, held.amount)
+            event = HeldPayoutMade(ib_id, sequence, approval_id, transfer_id)
+            try:
+                results = self.ledger.transfer_linked(
+                    [request], actor=system.id, also=[(account, event)]
+                )
+            except ConcurrencyError:
+                continue
+            account = self.account(ib_id)
+            if results[0].replayed and account.held_payout(sequence) is not None:
+                self._record(system, account, event)  # posted, not recorded with it: record now
+            return f"paid {held.amount}"
+        raise ConcurrencyError("the IB's payout account kept changing; try again")
 
-    def _post(self, payouts: Sequence[tuple[str, str, Money]], actor: str) -> None:
-        """Post payouts (id, IB, amount) from rebate expense to the IBs' wallets, in one
-        all-or-nothing ledger command."""
-        requests = []
-        for payout_id, ib_id, amount in payouts:
-            cur = amount.currency
-            wallet = f"ib-wallet:{ib_id}:{cur.code}"
-            expense = f"rebate_expense:{cur.code}"
-            self.ledger.open_account(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
-            self.ledger.open_account(
-                expense, owner="broker", currency=cur, purpose="rebate_expense"
-            )
-            requests.append(TransferRequest(f"payout:{payout_id}", expense, wallet, amount))
-        self.ledger.transfer_linked(requests, actor=actor)
 
-    def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
-        """What the IB has accrued and not yet been paid, per trading day (and currency)."""
-        items = sorted(self._pending.get(ib_id, {}).items())
-        return [(day, UnroundedMoney(amount, Currency.of(code))) for (day, code), amount in items]
+def _check_params(params: Mapping[str, str]) -> None:
+    if not params.get("ib_id") or not params.get("sequence", "").isdigit():
+        raise ValidationError("a payout approval names the IB and the payout's sequence")
 
 
 def _noon(day: date) -> datetime:
