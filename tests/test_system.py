@@ -285,3 +285,49 @@ def test_a_first_trade_makes_a_funded_client_active(tmp_path: Path) -> None:
         s for s in broker.store.read_stream(f"client-{cid}") if s.event_type == "StageChanged"
     ]
     assert len(changes) == 3  # VERIFIED, FUNDED, ACTIVE: once each
+
+
+def ib_world(tmp_path: Path) -> tuple[Broker, str, str]:
+    """Two IBs under one master; Ana came through the sub-IB, Bo through the other IB."""
+    broker = open_broker(tmp_path / "broker.sqlite")
+    admin = Actor.staff("admin-1", "admin")
+    ana, bo = register(broker), register(broker, "bo.chen@example.org")
+    start = T0 - timedelta(days=30)
+    broker.ib_network.register_ib(admin, "ib-apex", None, start, reason="signed")
+    broker.ib_network.register_ib(admin, "ib-north", "ib-apex", start, reason="signed")
+    broker.ib_network.register_ib(admin, "ib-other", None, start, reason="signed")
+    broker.ib_network.attribute(admin, ana, "ib-north", start, reason="referral link")
+    broker.ib_network.attribute(admin, bo, "ib-other", start, reason="referral link")
+    return broker, ana, bo
+
+
+def test_an_ib_reads_its_downline_clients_and_no_one_else(tmp_path: Path) -> None:
+    from fxcrm_core.kernel import AccessDeniedError
+
+    broker, ana, bo = ib_world(tmp_path)
+    for ib in ("ib-north", "ib-apex"):
+        assert broker.clients.get(Actor.ib(ib), ana).id == ana
+    with pytest.raises(AccessDeniedError):
+        broker.clients.get(Actor.ib("ib-north"), bo)
+    with pytest.raises(AccessDeniedError):
+        broker.clients.get(Actor.ib("ib-other"), ana)
+    # A second process on the file answers the same at once.
+    other = open_broker(tmp_path / "broker.sqlite")
+    assert other.clients.get(Actor.ib("ib-apex"), ana).id == ana
+    with pytest.raises(AccessDeniedError):
+        other.clients.get(Actor.ib("ib-apex"), bo)
+
+
+def test_an_attribution_is_recorded_on_the_client_once(tmp_path: Path) -> None:
+    broker, ana, bo = ib_world(tmp_path)
+    assert broker.repository.get(Client, ana).introducer_id == "ib-north"
+    assert broker.repository.get(Client, bo).introducer_id == "ib-other"
+    broker.ib_network.attribute(
+        Actor.staff("admin-1", "admin"), ana, "ib-apex", T0, reason="moved to the master"
+    )
+    assert broker.repository.get(Client, ana).introducer_id == "ib-apex"
+    assert broker.run_policies() == 0
+    assigned = [
+        s for s in broker.store.read_stream(f"client-{ana}") if s.event_type == "IntroducerAssigned"
+    ]
+    assert len(assigned) == 2

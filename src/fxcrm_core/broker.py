@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -36,7 +37,17 @@ from fxcrm_core.access import (
 )
 from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys
-from fxcrm_core.commissions import REBATE_EVENTS
+from fxcrm_core.commissions import (
+    IB_NETWORK_EVENTS,
+    REBATE_EVENTS,
+    ClientAttributed,
+    Distribution,
+    FixedShares,
+    IbNetworkService,
+    RebateBook,
+    RebateEngine,
+    ScheduleBook,
+)
 from fxcrm_core.events import (
     POLICY_EVENTS,
     DomainEvent,
@@ -149,6 +160,9 @@ class BrokerOptions(TypedDict, total=False):
     daily_withdrawal_limits: Mapping[str, Money]
     withdrawal_fees: FeePolicy
     dormant_after: timedelta
+    schedules: ScheduleBook  # IB rebate schedules (none: no rebates are due)
+    distribution: Distribution  # how a rebate pool is shared up the IB chain
+    ib_max_depth: int
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
 
@@ -206,7 +220,7 @@ class _Relationships:
         return client.owner_id if client else None
 
     def in_downline(self, ib_id: str, client_id: str) -> bool:
-        return False
+        return self.broker.ib_network.in_downline_now(ib_id, client_id)
 
 
 BrokerHandler = Callable[["Broker", RecordedEvent[Any], UnitOfWork], None]
@@ -224,6 +238,8 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     ("client-funded", (DepositCredited,), lambda b, r, u: b.lifecycle.funded(r, u)),
     ("client-active", (DealsReceived,), lambda b, r, u: b.lifecycle.active(r, u)),
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
+    ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),
+    ("rebates", (DealsReceived,), lambda b, r, u: b._rebates(r, u)),
 )
 
 
@@ -247,6 +263,8 @@ class Broker:
 
     kyc: KycService
     lifecycle: Lifecycle
+    ib_network: IbNetworkService
+    rebates: RebateBook
 
     def __init__(
         self,
@@ -267,6 +285,7 @@ class Broker:
         self.registry.register_all(POLICY_EVENTS)
         self.registry.register_all(REACTION_EVENTS)
         self.registry.register_all(REBATE_EVENTS)
+        self.registry.register_all(IB_NETWORK_EVENTS)
         self.registry.register_all(FEED_EVENTS)
         for context in (
             access_context,
@@ -359,11 +378,29 @@ class Broker:
             approvals=self.approvals,
             ids=self.ids,
         )
+        self.ib_network = IbNetworkService(
+            self.repository,
+            self.access,
+            clock=self.clock,
+            max_depth=options.get("ib_max_depth", 6),
+        )
         self.lifecycle = Lifecycle(
             self.repository,
             self.projections,
             self.calendar,
             dormant_after=options.get("dormant_after", timedelta(days=90)),
+        )
+        logins = self.lifecycle.activity
+        self.rebates = RebateBook(
+            self.repository,
+            RebateEngine(
+                self.ib_network.view.tree,
+                options.get("schedules") or ScheduleBook(),
+                options.get("distribution") or FixedShares((Decimal(1),)),
+                client_of=lambda server, login: logins.logins.get((server, login)),
+                account_group_of=lambda server, login: logins.groups.get((server, login), ""),
+                trading_day_of=lambda deal: self.calendar.trading_day(deal.time),
+            ),
         )
         self.policies = PolicyRunner(
             self.repository,
@@ -472,6 +509,12 @@ class Broker:
         except PolicyError as exc:
             self.policy_failure = exc
             log.error("policy failed after a command: %s", exc)
+
+    def _rebates(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        # The engine reads the IB tree and the logins as of every event committed so far.
+        self.ib_network.catch_up()
+        self.projections.catch_up(self.lifecycle.activity)
+        self.rebates.on_deals(recorded, uow)
 
     def pull_deals(self, *, limit: int = 1000, batch: int = 100) -> int:
         """Record the trading server's new deals in the log (its scheduled pull; the policies

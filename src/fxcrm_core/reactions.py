@@ -16,6 +16,7 @@ import attrs
 
 from fxcrm_core.accounts import TradingAccountOpened
 from fxcrm_core.clients import Client, Stage
+from fxcrm_core.commissions import ClientAttributed
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -93,6 +94,7 @@ class ClientActivity:
         self.calendar = calendar
         self.deposit_clients: dict[str, str] = {}
         self.logins: dict[tuple[str, int], str] = {}
+        self.groups: dict[tuple[str, int], str] = {}
         self.last_active: dict[str, date] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
@@ -105,6 +107,7 @@ class ClientActivity:
                 self._active(client, self.calendar.trading_day(recorded.recorded_at))
         elif isinstance(event, TradingAccountOpened):
             self.logins[(event.server, event.login)] = event.client_id
+            self.groups[(event.server, event.login)] = event.group
         elif isinstance(event, DealsReceived):
             for item in event.items:
                 client = self.trader(event.server, item)
@@ -125,6 +128,7 @@ class ClientActivity:
     def reset(self) -> None:
         self.deposit_clients.clear()
         self.logins.clear()
+        self.groups.clear()
         self.last_active.clear()
 
 
@@ -186,6 +190,17 @@ class Lifecycle:
         for client_id, last in sorted(self._activity().last_active.items()):
             if since < last <= until:
                 self._move(uow, client_id, Stage.DORMANT, allowed={Stage.FUNDED, Stage.ACTIVE})
+
+    def introduced(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """ClientAttributed -> the client's introducing IB, on its own record (a client id the
+        CRM does not know is left alone: an IB's own client may be registered later)."""
+        event = recorded.event
+        assert isinstance(event, ClientAttributed)
+        client = uow.load(Client, event.client_id)
+        if client is not None and client.stage is not None:
+            events = client.assign_introducer(event.ib_id, event.effective_at)
+            if events:
+                uow.record(client, *events)
 
     # -- the clock's ticks ----------------------------------------------------------------------
     def close_trading_days(self, clock: Clock, *, actor: str = "system:calendar") -> list[date]:

@@ -167,7 +167,7 @@ DEFAULT_POLICY = AccessPolicy(
             "adjustment.*",
             "instrument.verify",
         },
-        Role.ADMIN: {"client.read", "client.assign", "role.assign", "audit.read"},
+        Role.ADMIN: {"client.read", "client.assign", "role.assign", "audit.read", "ib.manage"},
         Role.PORTAL: {"client.register"},
     },
     scopes={
