@@ -102,7 +102,7 @@ class Policy:
 class _Progress:
     policy: Policy
     types: frozenset[str]  # the stored names of the event types it handles
-    tracker: PolicyTracker
+    tracker: PolicyTracker | None  # read from the log when an event of its types turns up
     scanned: int  # read up to here: nothing after it handled yet
     idle: int = 0  # upstream events handled with no output since the tracker's position...
     idle_upto: int = 0  # ...the last of them (recorded in bulk, after the batch)
@@ -202,11 +202,15 @@ class PolicyRunner:
 
     def _pass(self) -> int:
         """One read of the log from the slowest policy to the head; returns how many upstream
-        events were handled."""
+        events were handled. A policy's position is read from the log only when an event of
+        its types turns up (so a command with nothing for the policies costs one read)."""
         progress = []
         for name, policy in self._policies.items():
-            tracker = self._tracker(name)
-            scanned = max(tracker.position, self._scanned.get(name, 0))
+            scanned = self._scanned.get(name)
+            tracker = None
+            if scanned is None:  # first run in this process: start from the recorded position
+                tracker = self._tracker(name)
+                scanned = tracker.position
             progress.append(_Progress(policy, self._names[name], tracker, scanned))
         store = self.repository.store
         decode = self.repository.codec.decode
@@ -219,11 +223,11 @@ class PolicyRunner:
             for p in progress:
                 types = p.types
                 for stored in batch:
-                    if (
-                        stored.position > p.scanned
-                        and stored.event_type in types
-                        and stored.position > p.tracker.position  # else: another worker did it
-                    ):
+                    if stored.position <= p.scanned or stored.event_type not in types:
+                        continue
+                    if p.tracker is None:  # another process may have moved it: read it now
+                        p.tracker = self._tracker(p.policy.name)
+                    if stored.position > p.tracker.position:  # else: another worker did it
                         handled += self._handle(p, decode(stored))
                 self._record_idle(p)
                 p.scanned = max(p.scanned, batch[-1].position)
@@ -253,12 +257,13 @@ class PolicyRunner:
                 if not uow.staged:
                     p.idle, p.idle_upto = p.idle + 1, recorded.position
                     return 1
+                assert p.tracker is not None
                 tracker = uow.record(p.tracker, PolicyAdvanced(recorded.position, p.idle + 1))
                 try:
                     uow.commit()
                 except ConcurrencyError:
                     self._reload(p)
-                    if p.tracker.position >= recorded.position:
+                    if p.tracker is not None and p.tracker.position >= recorded.position:
                         return 0  # another worker handled it
                     continue  # an aggregate moved under the handler: decide again
             p.tracker, p.idle = tracker, 0
@@ -269,7 +274,7 @@ class PolicyRunner:
 
     def _record_idle(self, p: _Progress) -> None:
         """Record the no-op events handled since the last output (one small event for many)."""
-        if not p.idle:
+        if not p.idle or p.tracker is None:
             return
         metadata = EventMetadata(f"policy:{p.policy.name}", reason="events with nothing to do")
         with UnitOfWork(self.repository, metadata) as uow:
@@ -282,8 +287,7 @@ class PolicyRunner:
         p.tracker, p.idle = tracker, 0
 
     def _reload(self, p: _Progress) -> None:
-        self.repository.forget(PolicyTracker.stream_id_for(p.policy.name))
-        p.tracker = self._tracker(p.policy.name)
+        p.tracker = self._tracker(p.policy.name)  # a load reads every newer event
         if p.tracker.position >= p.idle_upto:
             p.idle = 0
 
