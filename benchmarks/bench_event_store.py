@@ -34,7 +34,6 @@ from eventsourcing.domain import Aggregate as EsAggregate
 from eventsourcing.domain import event as es_event
 
 from fxcrm_core.broker import Broker
-from fxcrm_core.demo import DEMO_EVENTS, CashDesk, CashReceived, DeskOpened
 from fxcrm_core.events import (
     EventCodec,
     EventMetadata,
@@ -46,6 +45,9 @@ from fxcrm_core.events import (
 from fxcrm_core.kernel import Currency, FixedClock, Money
 from fxcrm_core.stores import MemoryEventStore, SqliteEventStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _desk import DESK_EVENTS, CashDesk, CashReceived, DeskOpened
+
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 BENCH_IDENTITY_KEY = b"benchmark-only deduplication key, 32+ bytes"
 META = EventMetadata("psp:callback", "corr-0123456789", reason="deposit confirmed")
@@ -54,7 +56,7 @@ SYNC: Literal["FULL"] = "FULL"  # the same durability for our store and the raw 
 
 def _codec() -> EventCodec:
     reg = EventRegistry()
-    reg.register_all(DEMO_EVENTS)
+    reg.register_all(DESK_EVENTS)
     return EventCodec(reg)
 
 
@@ -259,7 +261,7 @@ def one_round(n: int, batch: int, commands: int) -> dict[str, float]:
         sq = Broker.sqlite(
             d / "full.sqlite",
             clock=FixedClock(T0),
-            events=DEMO_EVENTS,
+            events=DESK_EVENTS,
             synchronous=SYNC,
             allow_clear_pii=True,  # the desk's events hold no personal data
             identity_key=BENCH_IDENTITY_KEY,
@@ -271,7 +273,7 @@ def one_round(n: int, batch: int, commands: int) -> dict[str, float]:
         r["sqlite_aggregate_replay"] = (n + 1) / aggregate_replay(sq)
         sq.close()
 
-        mem = Broker.in_memory(clock=FixedClock(T0), events=DEMO_EVENTS, allow_clear_pii=True)
+        mem = Broker.in_memory(clock=FixedClock(T0), events=DESK_EVENTS, allow_clear_pii=True)
         r["memory_full_stack_batched"] = n / full_stack_batched(mem, n, batch)
         assert isinstance(mem.store, MemoryEventStore)
         r["memory_replay"] = mem.store.last_position() / store_replay(mem.store, mem.codec)

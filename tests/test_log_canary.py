@@ -55,9 +55,9 @@ def test_no_pii_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> Non
     seen.append(repr(broker.repository.get(Till, "c-1")))
     seen.append(repr(broker.repository.get(ClientFile, "c-1")))
 
-    broker.approvals.register("payout", ApprovalRule(execute=lambda params, key: "done"))
+    broker.approvals.register("adjustment", ApprovalRule(execute=lambda params, key: "done"))
     rid = broker.approvals.request(
-        Actor.staff("m", Role.FINANCE), "payout", "w-1", {"iban_ref": "instrument-7"}
+        Actor.staff("m", Role.FINANCE), "adjustment", "w-1", {"iban_ref": "instrument-7"}
     )
     broker.approvals.approve(Actor.staff("c", Role.FINANCE), rid)
     seen.append(repr(broker.approvals.get(rid)))

@@ -39,15 +39,21 @@ from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys
 from fxcrm_core.commissions import (
     IB_NETWORK_EVENTS,
+    PAYOUT_ACTION,
+    PAYOUT_EVENTS,
     REBATE_EVENTS,
     ClientAttributed,
     Distribution,
     FixedShares,
     IbNetworkService,
+    PayoutPolicy,
+    Payouts,
     RebateBook,
     RebateEngine,
+    RebateEntriesRecorded,
     ScheduleBook,
 )
+from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.events import (
     POLICY_EVENTS,
     DomainEvent,
@@ -70,6 +76,8 @@ from fxcrm_core.kernel import (
     Clock,
     IdGenerator,
     Money,
+    RateSource,
+    RateTable,
     SystemClock,
     TradingCalendar,
     ValidationError,
@@ -163,6 +171,8 @@ class BrokerOptions(TypedDict, total=False):
     schedules: ScheduleBook  # IB rebate schedules (none: no rebates are due)
     distribution: Distribution  # how a rebate pool is shared up the IB chain
     ib_max_depth: int
+    payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
+    rates: RateSource  # for payouts in another currency than the rebates
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
 
@@ -240,6 +250,7 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
     ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),
     ("rebates", (DealsReceived,), lambda b, r, u: b._rebates(r, u)),
+    ("ib-payouts", (RebateEntriesRecorded,), lambda b, r, u: accrue_payouts(r, u)),
 )
 
 
@@ -286,6 +297,7 @@ class Broker:
         self.registry.register_all(REACTION_EVENTS)
         self.registry.register_all(REBATE_EVENTS)
         self.registry.register_all(IB_NETWORK_EVENTS)
+        self.registry.register_all(PAYOUT_EVENTS)
         self.registry.register_all(FEED_EVENTS)
         for context in (
             access_context,
@@ -402,6 +414,14 @@ class Broker:
                 trading_day_of=lambda deal: self.calendar.trading_day(deal.time),
             ),
         )
+        self.payouts = Payouts(
+            self.ledger,
+            options.get("rates") or RateTable(),
+            options.get("payout_policies", {}),
+            access=self.access,
+            approvals=self.approvals,
+        )
+        self.approvals.register(PAYOUT_ACTION, self.payouts.approval_rule())
         self.policies = PolicyRunner(
             self.repository,
             [Policy(name, types, _bind(self, fn)) for name, types, fn in EVENT_HANDLERS],

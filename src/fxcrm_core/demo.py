@@ -1,21 +1,24 @@
-"""The demo scenario behind ``make demo``: a small broker day on the embedded SQLite store.
+"""The demo behind ``make demo``: a broker day on the embedded SQLite store, every context in play.
 
-It grows with the SDK: each bounded context adds its part of the day here.
+The day is a list of steps (``DAY``): each is a command one actor gives the broker. ``run_demo``
+plays them on one broker and prints what happened; the parity test plays the same steps with a
+fresh process after every step and across two processes, and finds the same answers, since
+everything lives in the log (the trading server is simulated in a file beside it).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Self
+from typing import Any
 
 import attrs
 
-from fxcrm_core.access import Actor, ApprovalRule, Role, SelfApprovalError
+from fxcrm_core.access import Actor, Role
 from fxcrm_core.accounts import GroupRule, LeverageAboveCapError, LeverageCaps, TradingAccount
 from fxcrm_core.broker import Broker, BrokerOptions
 from fxcrm_core.clients import Client, ClientKind, DuplicateClientError, Registration, Stage
@@ -23,89 +26,36 @@ from fxcrm_core.commissions import (
     Cadence,
     CapPeriod,
     FixedShares,
-    IbTree,
     PayoutPolicy,
-    Payouts,
     PeriodCap,
     PlanKind,
     RebateBook,
-    RebateEngine,
     Rule,
     Schedule,
     ScheduleBook,
     build_statement,
 )
-from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, iter_all
+from fxcrm_core.events import iter_all
 from fxcrm_core.kernel import (
-    ConcurrencyError,
     Currency,
     ExchangeRate,
     FixedClock,
+    FxCrmError,
     Money,
-    NegativeAmountError,
     RateTable,
-    RetentionHoldError,
     Rounding,
-    ValidationError,
 )
 from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconcile
 from fxcrm_core.privacy import MasterKeyring, PiiKind
 from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
 
-__all__ = ["run_demo"]
+__all__ = ["DAY", "DEFAULT_DB", "DayStep", "open_demo_broker", "run_demo"]
 
-
-# A cash desk stands in for the ledger until the ledger context lands: an aggregate with a
-# balance that commands change only by recording events.
-@attrs.frozen
-class DeskOpened(DomainEvent):
-    currency: Currency
-
-
-@attrs.frozen
-class CashReceived(DomainEvent):
-    amount: Money
-    psp_reference: str
-
-
-@attrs.frozen
-class CashPaid(DomainEvent):
-    amount: Money
-
-
-@attrs.frozen(kw_only=True)
-class CashDesk(Aggregate):
-    category = "desk"
-    balance: Money | None = None
-    received: int = 0
-
-    def apply(self, event: DomainEvent) -> Self:
-        match event:
-            case DeskOpened(currency=currency):
-                return self.evolve(balance=Money.zero(currency))
-            case CashReceived(amount=amount):
-                return self.evolve(balance=self.cash + amount, received=self.received + 1)
-            case CashPaid(amount=amount):
-                return self.evolve(balance=self.cash - amount)
-        raise ValidationError(f"CashDesk cannot apply {type(event).__name__}")
-
-    @property
-    def cash(self) -> Money:
-        if self.balance is None:
-            raise ValidationError("desk is not open")
-        return self.balance
-
-    def receive(self, amount: Money, psp_reference: str) -> list[DomainEvent]:
-        return [CashReceived(amount.require_positive(), psp_reference)]
-
-    def pay(self, amount: Money) -> list[DomainEvent]:
-        if amount.require_positive() > self.cash:
-            raise NegativeAmountError("the desk does not hold that much")
-        return [CashPaid(amount)]
-
-
-DEMO_EVENTS = (DeskOpened, CashReceived, CashPaid)
-DEMO_IDENTITY_KEY = b"demo-only deduplication key, 32+ bytes"  # a host keeps it in its KMS
+# Friday 6 March 2026, 20:30 UTC: New York is still on winter time (rolls at 22:00 UTC);
+# daylight time starts on Sunday, so Monday's roll is at 21:00 UTC.
+START = datetime(2026, 3, 6, 20, 30, tzinfo=UTC)
+DEMO_MASTER_KEY = bytes(range(32))  # a host loads its master keys from its KMS
+DEMO_IDENTITY_KEY = b"demo-only deduplication key, 32+ bytes"  # ... and this secret too
 DEMO_GROUPS = {
     "demo\\usd": GroupRule("demo\\usd", "USD", 1000, live=False),
     "retail\\usd": GroupRule("retail\\usd", "USD", 500, live=True),
@@ -113,42 +63,42 @@ DEMO_GROUPS = {
 DEMO_MRZ = (
     "P<ARELIMA<<ANA<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<\nA123456784ARE8803171F3107302<<<<<<<<<<<<<<<6"
 )
+USD = Currency.of("USD")
+IB_START = START - timedelta(days=30)
+
+PORTAL = Actor.system("portal", Role.PORTAL)
+REP = Actor.staff("rep-1", Role.SALES)
+OFFICER = Actor.staff("kyc-1", Role.COMPLIANCE)
+RISK = Actor.staff("risk-1", Role.COMPLIANCE)
+FINANCE = Actor.staff("fin-1", Role.FINANCE)
+ADMIN = Actor.staff("admin-1", Role.ADMIN)
+DPO = Actor.staff("dpo", Role.COMPLIANCE)
+PAYOUTS = Actor.system("payouts", Role.FINANCE)
 
 
-class _Takings:
-    """A read model: cash received per trading day."""
-
-    name = "takings"
-    event_types: frozenset[str] | None = frozenset({"CashReceived"})
-
-    def __init__(self, day_of: Callable[[datetime], object]) -> None:
-        self.day_of = day_of
-        self.by_day: dict[object, Money] = {}
-
-    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
-        event = recorded.event
-        assert isinstance(event, CashReceived)
-        day = self.day_of(recorded.recorded_at)
-        self.by_day[day] = self.by_day.get(day, Money.zero(event.amount.currency)) + event.amount
-
-    def reset(self) -> None:
-        self.by_day.clear()
+def _schedules() -> ScheduleBook:
+    book = ScheduleBook()
+    book.add(
+        Schedule(
+            "ib-standard", 1, IB_START, USD,
+            by_symbol={"XAUUSD": Rule(PlanKind.PER_LOT, Money.of("3.50", USD))},
+            default=Rule(PlanKind.PER_LOT, Money.of("2.00", USD)),
+            cpa=Rule(PlanKind.CPA, Money.of(150, USD), min_deposit=Money.of(1000, USD),
+                     min_lots=Decimal(1)),
+            period_cap=PeriodCap(Money.of(2000, USD), CapPeriod.MONTH),
+        )
+    )  # fmt: skip
+    return book
 
 
-def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, object]:
-    """Run the scenario on a fresh SQLite file and print a report; returns the key figures."""
-    for base in (str(db_path), f"{db_path}.keys"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{base}{suffix}").unlink(missing_ok=True)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # Friday 6 March 2026, 20:30 UTC: New York is still on winter time (rolls at 22:00 UTC);
-    # daylight time starts on Sunday, so Monday's roll is at 21:00 UTC.
-    clock = FixedClock(datetime(2026, 3, 6, 20, 30, tzinfo=UTC))
-    keyring = MasterKeyring.generate("demo-master")  # a host loads its master keys from a KMS
-    server = SimulatedTradingServer("sim-mt5", seed=7, clock=clock)
-    options: BrokerOptions = {
-        "events": DEMO_EVENTS,
-        "keyring": keyring,
+def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
+    """The demo broker's settings: the same in every process that opens the file."""
+    server = SimulatedTradingServer(
+        "sim-mt5", seed=7, clock=clock, state_path=f"{path}.server.json"
+    )
+    payout = PayoutPolicy(USD, Money.of(10, USD), Cadence.INSTANT)
+    return {
+        "keyring": MasterKeyring({"demo-master": DEMO_MASTER_KEY}, "demo-master"),
         "identity_key": DEMO_IDENTITY_KEY,
         "trading_server": server,
         "groups": DEMO_GROUPS,
@@ -156,11 +106,305 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         "payment_limits": PaymentLimits([Money.of("50000", "USD")]),
         "daily_withdrawal_limits": {"USD": Money.of("20000", "USD")},
         "withdrawal_fees": FeePolicy({"USD": Money.of("2", "USD")}, Decimal("0.005")),
+        "schedules": _schedules(),
+        "distribution": FixedShares((Decimal("0.7"), Decimal("0.3"))),
+        "payout_policies": {"ib-apex": payout, "ib-north": payout},
+        "dormant_after": timedelta(days=90),
     }
-    broker = Broker.sqlite(db_path, clock=clock, **options)
-    out(f"fxcrm_core demo: a broker day on {db_path}")
 
-    out("\n== Money")
+
+def open_demo_broker(path: str | Path) -> Broker:
+    """Open the demo broker on ``path`` (it writes nothing by itself)."""
+    clock = FixedClock(START)
+    return Broker.sqlite(Path(path), clock=clock, **demo_options(Path(path), clock))
+
+
+# -- the day's steps: fn(broker, *args) -> result ------------------------------------------------
+def _client(broker: Broker, email: str) -> str:
+    """The id of the client registered with ``email`` (found through the dedup index)."""
+    found = broker.clients.find_by_email(email)
+    if found is None:
+        raise LookupError("no client with that e-mail")
+    return found
+
+
+def _account(broker: Broker, client_id: str) -> TradingAccount:
+    for account_id in broker.lifecycle.accounts_of(client_id):
+        return broker.repository.get(TradingAccount, account_id)
+    raise LookupError("the client has no trading account")
+
+
+def sign_up(broker: Broker, name: str, email: str, phone: str, country: str) -> str:
+    registration = Registration(ClientKind.INDIVIDUAL, country, name, email, phone, owner_id=REP.id)
+    return broker.clients.register(PORTAL, registration)
+
+
+def sign_up_again(broker: Broker, email: str) -> list[str]:
+    try:
+        broker.clients.register(PORTAL, Registration(ClientKind.INDIVIDUAL, "AE", "A. Lima", email))
+    except DuplicateClientError as duplicate:
+        return list(duplicate.matched_on)
+    return []
+
+
+def pass_kyc(broker: Broker, email: str, *kinds: str) -> int:
+    """The client uploads documents (a passport with its MRZ), the officer approves them."""
+    ana = _client(broker, email)
+    me = Actor.client(ana)
+    for kind in kinds:
+        mrz = DEMO_MRZ if kind == "passport" else None
+        document = broker.kyc.submit(me, ana, kind, f"files/{kind}", mrz=mrz)
+        broker.kyc.approve(OFFICER, document)
+    return broker.kyc.level(ana)
+
+
+def verify_and_profile(broker: Broker, email: str) -> str:
+    ana = _client(broker, email)
+    broker.clients.move(REP, ana, Stage.VERIFIED)
+    client = broker.clients.assess_risk(Actor.client(ana), ana, {"experience": 5, "knowledge": 4})
+    assert client.risk_profile is not None
+    return client.risk_profile.value
+
+
+def open_account(broker: Broker, email: str, leverage: int) -> str:
+    ana = _client(broker, email)
+    try:
+        account_id = broker.accounts.open(Actor.client(ana), ana, "retail\\usd", leverage)
+    except LeverageAboveCapError as capped:
+        return f"refused: {capped}"
+    return f"login {broker.repository.get(TradingAccount, account_id).login} at 1:{leverage}"
+
+
+def raise_leverage(broker: Broker, email: str, leverage: int) -> int:
+    """A rise above 1:200 needs a second person: request, then the risk officer approves."""
+    ana = _client(broker, email)
+    account = _account(broker, ana)
+    outcome = broker.accounts.request_leverage(Actor.client(ana), account.id, leverage)
+    assert outcome.request_id is not None
+    broker.approvals.approve(RISK, outcome.request_id)
+    return broker.trading_server.account_state(account.login).leverage
+
+
+def masked_views(broker: Broker, email: str) -> list[str]:
+    client = broker.repository.get(Client, _client(broker, email))
+    assert client.name is not None
+    assert client.email is not None
+    return [
+        f"{role:<10} sees {broker.masking.show({role}, PiiKind.NAME, client.name)!r:<12} "
+        f"{broker.masking.show({role}, PiiKind.EMAIL, client.email)!r}"
+        for role in ("compliance", "support", "ib")
+    ]
+
+
+def deposit(broker: Broker, email: str, amount: str, reference: str) -> list[str]:
+    """A card deposit; the PSP's callback arrives twice."""
+    ana = _client(broker, email)
+    deposit_id = broker.deposits.initiate(
+        Actor.client(ana), ana, Money.of(amount, "USD"), psp="acquirer", method="card"
+    )
+    return [
+        broker.deposits.psp_confirmed(deposit_id, reference, Money.of(amount, "USD")).value
+        for _ in range(2)
+    ]
+
+
+def to_trading(broker: Broker, email: str, amount: str) -> int:
+    ana = _client(broker, email)
+    account = _account(broker, ana)
+    moved = broker.transfers.move(
+        Actor.client(ana), "move-1", account.id, Money.of(amount, "USD"), to_trading=True
+    )
+    return moved.deal_ticket
+
+
+def withdraw(broker: Broker, email: str, amount: str) -> dict[str, str]:
+    """To a verified IBAN, approved by a second person, then paid by the PSP."""
+    ana = _client(broker, email)
+    me = Actor.client(ana)
+    iban = broker.withdrawals.add_instrument(
+        me, ana, InstrumentKind.IBAN, "AE07 0331 2345 6789 0123 456"
+    )
+    masked = broker.withdrawals.verify_instrument(FINANCE, iban).masked
+    withdrawal = broker.withdrawals.request(me, ana, iban, Money.of(amount, "USD"))
+    approval = broker.withdrawals.get(withdrawal).approval_id
+    assert approval is not None
+    broker.approvals.approve(FINANCE, approval)
+    done = broker.withdrawals.paid(withdrawal, "payout-5521")
+    return {"to": masked, "fee": str(done.fee), "status": str(done.status and done.status.value)}
+
+
+def reconcile_after_manual_deposit(broker: Broker, email: str) -> dict[str, list[str]]:
+    login = _account(broker, _client(broker, email)).login
+    server = broker.trading_server
+    clean = reconcile(broker.store, broker.codec, server, [login])
+    server.balance_operation(
+        login,
+        BalanceOperation.DEPOSIT,
+        Money.of("50", "USD"),
+        comment="dealer, by hand",
+        idempotency_key="manual-1",
+    )
+    found = reconcile(broker.store, broker.codec, server, [login])
+    return {"before": [f.kind.value for f in clean], "after": [f.kind.value for f in found]}
+
+
+def sign_ibs(broker: Broker, email: str) -> list[str]:
+    """A master IB and its sub-IB; the client came through the sub-IB."""
+    network = broker.ib_network
+    network.register_ib(ADMIN, "ib-apex", None, IB_START, reason="master IB agreement")
+    network.register_ib(ADMIN, "ib-north", "ib-apex", IB_START, reason="sub-IB agreement")
+    network.attribute(ADMIN, _client(broker, email), "ib-north", IB_START, reason="referral link")
+    return network.chain("ib-north", START)
+
+
+def trade(broker: Broker, deals: int) -> dict[str, Any]:
+    """The server plays a trading session; the broker pulls its feed into the log."""
+    simulated = broker.trading_server
+    assert isinstance(simulated, SimulatedTradingServer)
+    simulated.simulate_trading(deals)
+    recorded = 0
+    while pulled := broker.pull_deals(limit=1000):
+        recorded += pulled
+    feed = simulated.deal_feed(limit=100_000)
+    return {
+        "items": recorded,
+        "changes": dict(Counter(item.change.value for item in feed)),
+        "entries": dict(Counter(i.deal.entry.name for i in feed if i.deal.action.is_trade)),
+    }
+
+
+def pay_ibs(broker: Broker) -> list[dict[str, str | None]]:
+    today = broker.calendar.trading_day(broker.clock.now())
+    return [
+        {
+            "ib": r.ib_id,
+            "paid": str(r.paid) if r.paid else None,
+            "carried": str(r.carried.amount),
+            "wallet": str(broker.ledger.balance(f"ib-wallet:{r.ib_id}:USD").net_credit),
+        }
+        for r in broker.payouts.run_all(PAYOUTS, today)
+    ]
+
+
+def stage_after(broker: Broker, email: str, days: int) -> str:
+    """The broker's clock moves on ``days`` days with no trade and no deposit; its scheduled
+    check closes the trading days that ended."""
+    assert isinstance(broker.clock, FixedClock)
+    broker.clock.advance(days=days)
+    broker.close_trading_days()
+    stage = broker.repository.get(Client, _client(broker, email)).stage
+    assert stage is not None
+    return stage.value
+
+
+def erase(broker: Broker, email: str, ended: datetime | None) -> str:
+    try:
+        broker.erasure.erase(
+            DPO, _client(broker, email), relationship_ended_at=ended, reason="erasure request"
+        )
+    except FxCrmError as refused:
+        return f"refused: {refused}"
+    return "erased"
+
+
+@attrs.frozen
+class DayStep:
+    """One command of the demo day: ``fn(broker, *args)``, reported under ``title``."""
+
+    title: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{__name__}:{self.fn.__name__}"
+
+
+ANA = ("Ana Lima", "Ana.Lima@example.com", "+971 50 123 4567", "AE")
+BO = ("Bo Chen", "bo.chen@example.org", "07400 123456", "GB")
+ANA_EMAIL = ANA[1]
+
+DAY: tuple[DayStep, ...] = (
+    DayStep("Ana signs up", sign_up, ANA),
+    DayStep("Bo signs up", sign_up, BO),
+    DayStep("Ana signs up again as A. Lima", sign_up_again, ("ana.lima+fx@EXAMPLE.com",)),
+    DayStep(
+        "KYC: passport (MRZ checked) and address",
+        pass_kyc,
+        (ANA_EMAIL, "passport", "proof_of_address"),
+    ),
+    DayStep("verified; appropriateness test", verify_and_profile, (ANA_EMAIL,)),
+    DayStep("asks for a live account at 1:1000", open_account, (ANA_EMAIL, 1000)),
+    DayStep("a live account at 1:100", open_account, (ANA_EMAIL, 100)),
+    DayStep("1:400 needs a second person", raise_leverage, (ANA_EMAIL, 400)),
+    DayStep("masked by role", masked_views, (ANA_EMAIL,)),
+    DayStep(
+        "deposit 5000.00 USD; the PSP calls back twice", deposit, (ANA_EMAIL, "5000", "acq-9001")
+    ),
+    DayStep("3000.00 USD to the trading account", to_trading, (ANA_EMAIL, "3000")),
+    DayStep(
+        "KYC level 3: selfie and source of funds",
+        pass_kyc,
+        (ANA_EMAIL, "selfie", "source_of_funds"),
+    ),
+    DayStep("withdraw 1000.00 USD", withdraw, (ANA_EMAIL, "1000")),
+    DayStep(
+        "reconciliation, then a dealer's manual deposit",
+        reconcile_after_manual_deposit,
+        (ANA_EMAIL,),
+    ),
+    DayStep("IBs signed: ib-north under ib-apex", sign_ibs, (ANA_EMAIL,)),
+    DayStep("a trading session", trade, (300,)),
+    DayStep("IB payouts through the ledger", pay_ibs),
+    DayStep(
+        "Bo erased (relationship ended 2020)", erase, (BO[1], datetime(2020, 2, 1, tzinfo=UTC))
+    ),
+    DayStep("Ana's erasure request while still a client", erase, (ANA_EMAIL, None)),
+    DayStep("95 days without a trade or a deposit", stage_after, (ANA_EMAIL, 95)),
+)
+
+
+# -- what the day leaves behind: read from the log ------------------------------------------------
+def figures(broker: Broker) -> dict[str, Any]:
+    """The day's key figures, all answered from the log (a fresh broker gives the same)."""
+    ana = _client(broker, ANA_EMAIL)
+    entries = [
+        e for event in RebateBook.recorded(broker.store, broker.codec) for e in event.entries
+    ]
+    statement = build_statement(
+        entries, "ib-apex", IB_START.date(), START.date() + timedelta(days=30), currency=USD,
+        rates=RateTable(), client_names={ana: "Ana Lima"},
+    )  # fmt: skip
+    client = broker.repository.get(Client, ana)
+    return {
+        "wallet": str(broker.ledger.balance(f"wallet:{ana}:USD").net_credit),
+        "stage": client.stage.value if client.stage else None,
+        "introducer": client.introducer_id,
+        "kyc_level": broker.kyc.level(ana),
+        "recorded_level": broker.kyc.recorded_level(ana),
+        "rebate_entries": len(entries),
+        "rebate_kinds": dict(Counter(e.kind.value for e in entries)),
+        "statement_total": str(statement.total.amount),
+        "statement_lines": len(statement.lines),
+        "ib_wallets": {
+            ib: str(broker.ledger.balance(f"ib-wallet:{ib}:USD").net_credit)
+            for ib in ("ib-apex", "ib-north")
+        },
+        "policy_lag": broker.policies.lag(),
+        "events": broker.store.last_position(),
+    }
+
+
+def _say(title: str, result: Any) -> str:
+    rows = isinstance(result, list) and result and isinstance(result[0], dict)
+    long_text = isinstance(result, list) and any(isinstance(r, str) and len(r) > 40 for r in result)
+    if rows or long_text:
+        return "\n".join([f"  {title}:"] + [f"    {row}" for row in result])
+    return f"  {title}: {result}"
+
+
+def _kernel_tour(broker: Broker, out: Callable[[str], None]) -> None:
+    out("\n== Money and the trading day (kernel, no state)")
     fee = Money.of("100.00", "USD")
     shares = fee.allocate([Decimal(20), Decimal(5), Decimal(2)])
     total = sum(shares, Money.zero(fee.currency))
@@ -170,21 +414,16 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
             f"  {locale}: {Money.of('1234567.891', 'KWD').format(locale)}, "
             f"{Money.of('1234567', 'JPY').format(locale)}"
         )
-    rates = RateTable([ExchangeRate.of("EUR", "USD", "1.0842", "lp-feed", clock.now())])
-    conversion = rates.rate(Currency.of("EUR"), Currency.of("USD"), clock.now()).convert(
-        Money.of("250.00", "EUR")
-    )
+    now = broker.clock.now()
+    rates = RateTable([ExchangeRate.of("EUR", "USD", "1.0842", "lp-feed", now)])
+    conversion = rates.rate(Currency.of("EUR"), USD, now).convert(Money.of("250.00", "EUR"))
     out(
-        f"  250.00 EUR at {conversion.rate.rate} ({conversion.rate.source}, "
-        f"{conversion.rate.as_of:%Y-%m-%d %H:%M}Z) = {conversion.result.amount} USD unrounded "
-        f"-> {conversion.round(Rounding.HALF_EVEN)}"
+        f"  250.00 EUR at {conversion.rate.rate} ({conversion.rate.source}) = "
+        f"{conversion.result.amount} USD unrounded -> {conversion.round(Rounding.HALF_EVEN)}"
     )
-
-    out("\n== Trading days (roll at 17:00 New York)")
     for instant in (
         datetime(2026, 3, 6, 21, 59, tzinfo=UTC),
         datetime(2026, 3, 6, 22, 0, tzinfo=UTC),
-        datetime(2026, 3, 8, 21, 0, tzinfo=UTC),
         datetime(2026, 3, 9, 21, 0, tzinfo=UTC),
     ):
         state = "open" if broker.calendar.is_open(instant) else "closed"
@@ -192,126 +431,6 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
             f"  {instant:%a %Y-%m-%d %H:%M}Z -> trading day "
             f"{broker.calendar.trading_day(instant)} ({state})"
         )
-
-    out("\n== A client's journey: sign-up, KYC, a live account")
-    assert broker.clients is not None
-    assert broker.accounts is not None
-    portal = Actor.system("portal", Role.PORTAL)
-    rep = Actor.staff("rep-1", Role.SALES)
-    ana = broker.clients.register(
-        portal,
-        Registration(
-            ClientKind.INDIVIDUAL,
-            "AE",
-            "Ana Lima",
-            "Ana.Lima@example.com",
-            "+971 50 123 4567",
-            owner_id=rep.id,
-        ),
-    )
-    bo = broker.clients.register(
-        portal,
-        Registration(
-            ClientKind.INDIVIDUAL,
-            "GB",
-            "Bo Chen",
-            "bo.chen@example.org",
-            "07400 123456",
-            owner_id=rep.id,
-        ),
-    )
-    try:
-        broker.clients.register(
-            portal, Registration(ClientKind.INDIVIDUAL, "AE", "A. Lima", "ana.lima+fx@EXAMPLE.com")
-        )
-    except DuplicateClientError as duplicate:
-        out(f"  the same person signing up again: refused, same {', '.join(duplicate.matched_on)}")
-    raw = broker.store.read_stream(f"client-{ana}")[0].data
-    out(f"  stored sign-up: {raw[:58].decode()}... (name in clear: {b'Ana' in raw})")
-    me = Actor.client(ana)
-    officer = Actor.staff("kyc-1", Role.COMPLIANCE)
-    passport = broker.kyc.submit(me, ana, "passport", "files/passport.jpg", mrz=DEMO_MRZ)
-    address = broker.kyc.submit(me, ana, "proof_of_address", "files/utility-bill.pdf")
-    for document in (passport, address):
-        broker.kyc.approve(officer, document)
-    broker.clients.move(rep, ana, Stage.VERIFIED)
-    profile = broker.clients.assess_risk(me, ana, {"experience": 5, "knowledge": 4}).risk_profile
-    assert profile is not None
-    out(f"  passport MRZ checked; KYC level {broker.kyc.level(ana)}; risk profile {profile.value}")
-    try:
-        broker.accounts.open(me, ana, "retail\\usd", 1000)
-    except LeverageAboveCapError as capped:
-        out(f"  asking 1:1000: {capped}")
-    account_id = broker.accounts.open(me, ana, "retail\\usd", 100)
-    account = broker.repository.get(TradingAccount, account_id)
-    out(f"  live account {account.login} on {account.server} at 1:{account.leverage}")
-    raise_to = broker.accounts.request_leverage(me, account_id, 400)
-    assert raise_to.request_id is not None
-    broker.approvals.approve(Actor.staff("risk-1", Role.COMPLIANCE), raise_to.request_id)
-    out(
-        f"  1:400 needed a second person: approved, server now at "
-        f"1:{server.account_state(account.login).leverage}"
-    )
-    ana_client = broker.repository.get(Client, ana)
-    assert ana_client.name is not None
-    assert ana_client.email is not None
-    for role in ("compliance", "support", "ib"):
-        shown = broker.masking.show({role}, PiiKind.NAME, ana_client.name)
-        mail = broker.masking.show({role}, PiiKind.EMAIL, ana_client.email)
-        out(f"  {role:<10} sees {shown!r:<12} {mail!r}")
-
-    out("\n== Money: a deposit, the trading account, a withdrawal, reconciliation")
-    deposit = broker.deposits.initiate(
-        me, ana, Money.of("5000", "USD"), psp="acquirer", method="card"
-    )
-    callbacks = [
-        broker.deposits.psp_confirmed(deposit, "acq-9001", Money.of("5000", "USD")).value
-        for _ in range(2)
-    ]
-    out(f"  deposit 5000.00 USD; the PSP's callback arrives twice: {callbacks}")
-    assert broker.transfers is not None
-    moved = broker.transfers.move(
-        me, "move-1", account_id, Money.of("3000", "USD"), to_trading=True
-    )
-    out(f"  3000.00 USD to trading account {account.login}: server deal #{moved.deal_ticket}")
-    for kind in ("selfie", "source_of_funds"):
-        broker.kyc.approve(officer, broker.kyc.submit(me, ana, kind, f"files/{kind}"))
-    finance = Actor.staff("fin-1", Role.FINANCE)
-    iban = broker.withdrawals.add_instrument(
-        me, ana, InstrumentKind.IBAN, "AE07 0331 2345 6789 0123 456"
-    )
-    masked = broker.withdrawals.verify_instrument(finance, iban).masked
-    withdrawal = broker.withdrawals.request(me, ana, iban, Money.of("1000", "USD"))
-    approval = broker.withdrawals.get(withdrawal).approval_id
-    assert approval is not None
-    broker.approvals.approve(finance, approval)
-    broker.withdrawals.paid(withdrawal, "payout-5521")
-    wallet = broker.ledger.balance(f"wallet:{ana}:USD")
-    out(
-        f"  1000.00 USD withdrawn to {masked} after a second person's approval "
-        f"(fee {broker.withdrawals.get(withdrawal).fee}); wallet now {wallet.net_credit}"
-    )
-    clean = reconcile(broker.store, broker.codec, server, [account.login])
-    server.balance_operation(
-        account.login,
-        BalanceOperation.DEPOSIT,
-        Money.of("50", "USD"),
-        comment="dealer, by hand",
-        idempotency_key="manual-1",
-    )
-    found = reconcile(broker.store, broker.codec, server, [account.login])
-    out(
-        f"  reconciliation: {len(clean)} differences; after a dealer's manual deposit: "
-        + ", ".join(f.kind.value for f in found)
-    )
-
-    out("\n== The trading server")
-    server.simulate_trading(300)
-    feed = server.deal_feed(limit=100_000)
-    changes = Counter(item.change.value for item in feed)
-    entries = Counter(i.deal.entry.name for i in feed if i.deal.action.is_trade)
-    out(f"  {len(feed)} feed items by cursor: {dict(changes)}; trade entries {dict(entries)}")
-    out(f"  balance after the session: {server.account_state(account.login).balance}")
     sample = resources.files("fxcrm_core.trading").joinpath("samples/mt5_deals_sample.csv")
     imported = read_mt5_deals(
         sample.read_text(encoding="utf-8"),
@@ -320,177 +439,55 @@ def run_demo(db_path: Path, out: Callable[[str], None] = print) -> dict[str, obj
         utc_offset=timedelta(hours=2),
     )
     out(
-        f"  MT5 export imported: {len(imported.deals)} deals, "
-        f"{len({d.action for d in imported.deals})} action kinds, "
+        f"  an MT5 deals export: {len(imported.deals)} deals read, "
         f"{len(imported.problems)} problems"
     )
 
-    _commissions(broker, server, account.login, ana, out)
 
-    out("\n== Event log on SQLite")
-    with broker.unit_of_work("staff:cashier-1", reason="open the desk") as uow:
-        desk = CashDesk.blank("main")
-        desk = uow.record(desk, DeskOpened(Currency.of("USD")))
-        uow.commit()
-    deposits = [("psp-1001", "500.00"), ("psp-1002", "1250.50"), ("psp-1001", "500.00")]
-    replayed = 0
-    for reference, amount in deposits:  # psp-1001 arrives twice: a PSP retry
-        clock.advance(minutes=45)
-        current = broker.repository.get(CashDesk, "main")
-        with broker.unit_of_work("psp:callback", reason="deposit confirmed") as uow:
-            uow.record(current, *current.receive(Money.of(amount, "USD"), reference))
-            result = uow.commit(idempotency_key=reference)
-        replayed += result.replayed
-    out(f"  {len(deposits)} PSP callbacks, {replayed} recognised as a retry and not re-posted")
-    stale = broker.repository.get(CashDesk, "main")
-
-    def enough_cash(params: Mapping[str, str]) -> None:
-        desk_now = broker.repository.get(CashDesk, "main")
-        desk_now.pay(Money.parse(params["amount"]))  # raises if the desk cannot pay
-
-    def pay_out(params: Mapping[str, str], key: str) -> str:
-        desk_now = broker.repository.get(CashDesk, "main")
-        with broker.unit_of_work("system:payouts", reason="approved payout") as uow:
-            uow.record(desk_now, *desk_now.pay(Money.parse(params["amount"])))
-            return str(uow.commit(idempotency_key=key).last_position)
-
-    broker.approvals.register("payout", ApprovalRule(execute=pay_out, check=enough_cash))
-    maker, checker = Actor.staff("cashier-2", Role.FINANCE), Actor.staff("head", Role.FINANCE)
-    request = broker.approvals.request(maker, "payout", "desk-main", {"amount": "300.00 USD"})
-    try:
-        broker.approvals.approve(maker, request)
-    except SelfApprovalError:
-        out("  payout 300.00 USD: the maker's own approval is refused")
-    decision = broker.approvals.approve(checker, request)
-    again = broker.approvals.approve(checker, request)
-    out(
-        f"  approved by a second person: {decision.status.value}; "
-        f"approving again changes nothing: {not again.changed}"
-    )
-    conflict = "none"
-    try:
-        with broker.unit_of_work("staff:cashier-3", reason="payout") as uow:
-            uow.record(stale, *stale.pay(Money.of("1400", "USD")))
-            uow.commit()
-    except ConcurrencyError:
-        conflict = "refused (stale version), nothing written"
-    out(f"  a second payout from a stale read: {conflict}")
-    clock.set(datetime(2026, 3, 9, 21, 30, tzinfo=UTC))  # Monday after the roll: Tuesday's day
-    live = broker.repository.get(CashDesk, "main")
-    with broker.unit_of_work("psp:callback", reason="deposit confirmed") as uow:
-        live = uow.record(live, *live.receive(Money.of("75.25", "USD"), "psp-1003"))
-        uow.commit(idempotency_key="psp-1003")
-    broker.repository.snapshot(live)
-
-    out("\n== Erasure (crypto-shredding) and the audit trail")
-    assert broker.erasure is not None
-    dpo = Actor.staff("dpo", Role.COMPLIANCE)
-    try:
-        broker.erasure.erase(dpo, ana, relationship_ended_at=None, reason="erasure request")
-    except RetentionHoldError as hold:
-        out(f"  Ana, still a client: {hold}")
-    broker.erasure.erase(
-        dpo, bo, relationship_ended_at=datetime(2020, 2, 1, tzinfo=UTC), reason="erasure request"
-    )
-    erased = broker.repository.get(Client, bo)
-    out(
-        f"  Bo after erasure: name {erased.name}, e-mail {erased.email}, country {erased.country}; "
-        f"Ana still {broker.repository.get(Client, ana).name}"
-    )
-    added = broker.audit.catch_up(broker.store, broker.codec)
+def run_demo(
+    db_path: Path, out: Callable[[str], None] = print, *, steps: Sequence[DayStep] = DAY
+) -> dict[str, Any]:
+    """Play the day on a fresh SQLite file, print a report; returns the key figures."""
+    for base in (str(db_path), f"{db_path}.keys", f"{db_path}.server.json"):
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    broker = open_demo_broker(db_path)
+    out(f"fxcrm_core demo: a broker day on {db_path}")
+    _kernel_tour(broker, out)
+    out("\n== The day, step by step (each a command; the broker's policies follow it)")
+    for step in steps:
+        out(_say(step.title, step.fn(broker, *step.args)))
+    live = figures(broker)
+    live_now = broker.clock.now()
+    audited = broker.audit.catch_up(broker.store, broker.codec)
     finding = broker.audit.verify()
-    out(f"  audit trail: {added} records, chain {'intact' if finding is None else finding}")
+    types = Counter(stored.event_type for stored in iter_all(broker.store))
     broker.close()
 
-    out("\n== Replay from the file in a new process-like session")
-    reopened = Broker.sqlite(db_path, clock=clock, **options)
-    replayed_desk = reopened.repository.get(CashDesk, "main")
+    out("\n== What the log holds")
+    out(f"  {live['events']} events: " + ", ".join(f"{k} x{v}" for k, v in sorted(types.items())))
+    out(f"  audit trail: {audited} records, chain {'intact' if finding is None else finding}")
+    for key in ("wallet", "stage", "introducer", "kyc_level", "recorded_level"):
+        out(f"  Ana's {key.replace('_', ' ')}: {live[key]}")
+    out(f"  rebate entries: {live['rebate_entries']} {live['rebate_kinds']}")
     out(
-        f"  live balance {live.cash}, replayed {replayed_desk.cash}, equal: {replayed_desk == live}"
+        f"  ib-apex statement: {live['statement_lines']} lines, total "
+        f"{live['statement_total']} USD; IB wallets {live['ib_wallets']}"
     )
-    types: dict[str, int] = {}
-    for stored in iter_all(reopened.store):
-        types[stored.event_type] = types.get(stored.event_type, 0) + 1
-    out(
-        f"  {reopened.store.last_position()} events: "
-        + ", ".join(f"{k} x{v}" for k, v in sorted(types.items()))
-    )
-    takings = _Takings(reopened.calendar.trading_day)
-    reopened.projections.rebuild(takings)
-    for day, total in sorted(takings.by_day.items(), key=lambda kv: str(kv[0])):
-        out(f"  takings for trading day {day}: {total}")
+    out(f"  policies still to run: {sum(live['policy_lag'].values())}")
+
+    out("\n== A new process opens the file")
+    reopened = open_demo_broker(db_path)
+    assert isinstance(reopened.clock, FixedClock)
+    reopened.clock.set(live_now)  # the same moment: KYC expiry counts by date
+    again = figures(reopened)
     reopened.close()
-    if replayed_desk != live:
-        raise RuntimeError("replay disagrees with the live state")
-    return {
-        "balance": live.cash,
-        "events": sum(types.values()),
-        "retries_recognised": replayed,
-        "takings": dict(takings.by_day),
-    }
-
-
-def _commissions(
-    broker: Broker,
-    server: SimulatedTradingServer,
-    login: int,
-    client: str,
-    out: Callable[[str], None],
-) -> None:
-    """IB rebates on the session just played: a two-level tree, a schedule with a symbol
-    rule, a CPA and a monthly cap, the rebate book in the event log, payouts, a statement."""
-    out("\n== IB commissions")
-    start = broker.clock.now() - timedelta(days=30)
-    tree = IbTree()
-    tree.add_ib("ib-apex", None, start)
-    tree.add_ib("ib-north", "ib-apex", start)
-    tree.attribute(client, "ib-north", start)
-    usd = Currency.of("USD")
-    schedules = ScheduleBook()
-    schedules.add(
-        Schedule(
-            "ib-standard", 1, start, usd,
-            by_symbol={"XAUUSD": Rule(PlanKind.PER_LOT, Money.of("3.50", usd))},
-            default=Rule(PlanKind.PER_LOT, Money.of("2.00", usd)),
-            cpa=Rule(PlanKind.CPA, Money.of(150, usd), min_deposit=Money.of(1000, usd),
-                     min_lots=Decimal(1)),
-            period_cap=PeriodCap(Money.of(2000, usd), CapPeriod.MONTH),
-        )
-    )  # fmt: skip
-    engine = RebateEngine(
-        tree,
-        schedules,
-        FixedShares((Decimal("0.7"), Decimal("0.3"))),
-        client_of=lambda server_name, account_login: client if account_login == login else None,
-        account_group_of=lambda server_name, account_login: "retail",
-        trading_day_of=lambda deal: broker.calendar.trading_day(deal.time),
-    )
-    book = RebateBook(broker.repository, engine)
-    feed = server.deal_feed(limit=100_000)
-    entries = []
-    for start_at in range(0, len(feed), 100):
-        entries += book.process(server.name, feed[start_at : start_at + 100])
-    kinds = Counter(e.kind.value for e in entries)
-    by_component = Counter(e.component.split(":")[0] for e in entries)
-    out(f"  {len(entries)} rebate entries {dict(kinds)}, by component {dict(by_component)}")
-    assert book.process(server.name, feed) == []  # the stored cursor: nothing twice
-    sample = next(e for e in entries if e.component == "rebate")
-    out(f"  e.g. {sample.ib_id}: {sample.amount.amount} USD — {sample.explanation}")
-    policy = PayoutPolicy(usd, Money.of(10, usd), Cadence.INSTANT)
-    payouts = Payouts(broker.ledger, RateTable(), {"ib-apex": policy, "ib-north": policy})
-    payouts.accrue(entries)
-    today = broker.calendar.trading_day(broker.clock.now())
-    for result in payouts.run_all(Actor.system("payouts", Role.FINANCE), today):
-        wallet = broker.ledger.balance(f"ib-wallet:{result.ib_id}:USD").net_credit
-        out(f"  {result.ib_id} paid {result.paid}, remainder carried {result.carried.amount}; "
-            f"wallet {wallet}")  # fmt: skip
-    statement = build_statement(
-        entries, "ib-apex", today - timedelta(days=31), today, currency=usd, rates=RateTable(),
-        client_names={client: "Ana Lima"},
-    )  # fmt: skip
-    shown = sorted({line.client for line in statement.lines if line.client})
-    out(f"  ib-apex statement: {len(statement.lines)} lines, total {statement.total.amount} "
-        f"USD; clients shown as {shown} (the sub-IB's client, masked)")  # fmt: skip
+    same = again == live
+    out(f"  every figure above, answered again from the log alone: {'equal' if same else again}")
+    if not same:
+        raise RuntimeError("a new process disagrees with the live broker")
+    return live
 
 
 DEFAULT_DB = Path(".demo") / "broker.sqlite"

@@ -95,6 +95,7 @@ class ClientActivity:
         self.deposit_clients: dict[str, str] = {}
         self.logins: dict[tuple[str, int], str] = {}
         self.groups: dict[tuple[str, int], str] = {}
+        self.accounts: dict[str, list[str]] = {}  # client -> trading account ids, in order
         self.last_active: dict[str, date] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
@@ -108,6 +109,7 @@ class ClientActivity:
         elif isinstance(event, TradingAccountOpened):
             self.logins[(event.server, event.login)] = event.client_id
             self.groups[(event.server, event.login)] = event.group
+            self.accounts.setdefault(event.client_id, []).append(event.account_id)
         elif isinstance(event, DealsReceived):
             for item in event.items:
                 client = self.trader(event.server, item)
@@ -129,6 +131,7 @@ class ClientActivity:
         self.deposit_clients.clear()
         self.logins.clear()
         self.groups.clear()
+        self.accounts.clear()
         self.last_active.clear()
 
 
@@ -158,6 +161,10 @@ class Lifecycle:
     def _activity(self) -> ClientActivity:
         self.projections.catch_up(self.activity)
         return self.activity
+
+    def accounts_of(self, client_id: str) -> list[str]:
+        """The client's trading account ids, in opening order (from every process's events)."""
+        return list(self._activity().accounts.get(client_id, ()))
 
     @staticmethod
     def _move(uow: UnitOfWork, client_id: str, stage: Stage, *, allowed: set[Stage]) -> None:

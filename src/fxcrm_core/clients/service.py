@@ -145,6 +145,13 @@ class Clients:
             return client_id
         raise ConcurrencyError("registration kept racing with another one; try again")
 
+    def find_by_email(self, email: str) -> str | None:
+        """The id of the client registered with ``email`` (written any way that normalises to
+        the same address), found through the deduplication index; None if there is none."""
+        digest = self.identities.digest("email", normalise_email(email))
+        claim = self.repository.load(IdentityClaim, digest)
+        return claim.client_id if claim is not None else None
+
     def _owners(self, digests: Mapping[str, str]) -> dict[str, str]:
         taken: dict[str, str] = {}
         for kind, digest in digests.items():
