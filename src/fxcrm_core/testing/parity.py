@@ -636,10 +636,12 @@ class _Driver:
         if self.mode is Mode.FRESH_PROCESS_PER_STEP:
             return self._fresh(last=index == len(self.scenario.steps))
         if not self.workers:
+            # Both brokers of mode (c) are built before the first step: each one must follow
+            # what the other writes after it was built.
             count = 2 if self.mode is Mode.TWO_PROCESSES else 1
-            for _ in range(count):
-                self._new()
-        return self.workers[index % len(self.workers)].open()
+            for worker in [self._new() for _ in range(count)]:
+                worker.open()
+        return self.workers[index % len(self.workers)]
 
     def _done_with(self, worker: _Worker) -> None:
         if self.mode is Mode.FRESH_PROCESS_PER_STEP:
