@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -41,6 +41,7 @@ from fxcrm_core.kernel import (
     ExchangeRate,
     FixedClock,
     FxCrmError,
+    IdGenerator,
     Money,
     RateTable,
     Rounding,
@@ -113,10 +114,20 @@ def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
     }
 
 
-def open_demo_broker(path: str | Path) -> Broker:
-    """Open the demo broker on ``path`` (it writes nothing by itself)."""
+def open_demo_broker(
+    path: str | Path,
+    *,
+    policies: Literal["inline", "worker"] = "inline",
+    seed: int | None = None,
+) -> Broker:
+    """Open the demo broker on ``path`` (it writes nothing by itself); ``seed`` makes its ids
+    reproducible."""
     clock = FixedClock(START)
-    return Broker.sqlite(Path(path), clock=clock, **demo_options(Path(path), clock))
+    options = demo_options(Path(path), clock)
+    options["policies"] = policies
+    if seed is not None:
+        options["ids"] = IdGenerator(clock, seed=seed)
+    return Broker.sqlite(Path(path), clock=clock, **options)
 
 
 # -- the day's steps: fn(broker, *args) -> result ------------------------------------------------
