@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.broker import Broker
@@ -73,14 +73,40 @@ def deposit(broker: Broker, client_id: str, amount: str, reference: str) -> str:
     return deposit_id
 
 
+def _upstream() -> list[tuple[object, tuple[object, ...]]]:
+    from fxcrm_core import demo
+
+    ana = demo.ANA_EMAIL
+    return [
+        (demo.sign_up, demo.ANA),
+        (demo.sign_up, demo.BO),
+        (demo.pass_kyc, (ana, "passport", "proof_of_address")),
+        (demo.verify_and_profile, (ana,)),
+        (demo.open_account, (ana, 100)),
+        (demo.deposit, (ana, "5000", "acq-1")),
+        (demo.to_trading, (ana, "3000")),
+        (demo.sign_ibs, (ana,)),
+        (demo.trade, (200,)),
+        (demo.stage_after, (ana, 95)),
+    ]
+
+
+UPSTREAM: list[tuple[Any, tuple[Any, ...]]] = []
+
 if __name__ == "__main__":  # pragma: no cover - driven by tests/test_system.py
     # python -m tests.system_world <db> <step>: one command in a process of its own, with the
     # policies left to a worker; "kill" steps die (SIGKILL) right after the command commits.
     import os
     import signal
 
+    UPSTREAM.extend(_upstream())
     db, step = Path(sys.argv[1]), sys.argv[2]
-    broker = open_broker(db, policies="worker")
+    if step.startswith("demo-"):
+        from fxcrm_core import demo
+
+        broker = demo.open_demo_broker(db, policies="worker", seed=11)
+    else:
+        broker = open_broker(db, policies="worker")
     if step == "setup":
         cid = register(broker)
         approve(broker, cid, *LEVEL_2)
@@ -101,6 +127,26 @@ if __name__ == "__main__":  # pragma: no cover - driven by tests/test_system.py
 
         UnitOfWork.commit = dying_commit  # type: ignore[assignment, method-assign]
         broker.run_policies()
+    elif step == "demo-upstream":
+        # The demo's commands with no policy run: every shipped policy has events waiting.
+        for fn, args in UPSTREAM:
+            fn(broker, *args)
+    elif step == "demo-policy-kill":
+        # Dies inside the policy commit number ``argv[3]`` of this process.
+        from fxcrm_core.events import UnitOfWork
+
+        real_commit, count, die_at = UnitOfWork.commit, [0], int(sys.argv[3])
+
+        def counting_commit(self: UnitOfWork, **kwargs: object) -> object:
+            if self.metadata.actor.startswith("policy:"):
+                count[0] += 1
+                if count[0] == die_at:
+                    print(self.metadata.actor, flush=True)  # who dies here
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real_commit(self, **kwargs)  # type: ignore[arg-type]
+
+        UnitOfWork.commit = counting_commit  # type: ignore[assignment, method-assign]
+        print(broker.run_policies())
     elif step == "run-policies":
         print(broker.run_policies())
     broker.close()

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fxcrm_core.access import Actor
-from fxcrm_core.broker import Broker, ConfigurationError
+from fxcrm_core.broker import EVENT_HANDLERS, Broker, ConfigurationError
 from fxcrm_core.clients import Client, Stage
-from fxcrm_core.events import iter_all
+from fxcrm_core.events import PolicyTracker, iter_all
 from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.kyc import KycLevelTooLowError, KycStatus
 from fxcrm_core.ledger import TransferRequest
@@ -331,3 +331,79 @@ def test_an_attribution_is_recorded_on_the_client_once(tmp_path: Path) -> None:
         s for s in broker.store.read_stream(f"client-{ana}") if s.event_type == "IntroducerAssigned"
     ]
     assert len(assigned) == 2
+
+
+def _log_by_stream(broker: Broker) -> dict[str, list[object]]:
+    """Every stream's decoded events, but the policies' own position streams."""
+    out: dict[str, list[object]] = {}
+    for stored in iter_all(broker.store):
+        if not stored.stream_id.startswith("policy-"):
+            out.setdefault(stored.stream_id, []).append(broker.codec.decode(stored).event)
+    return out
+
+
+@pytest.mark.slow
+def test_every_shipped_policy_survives_kill_9_and_handles_each_event_once(
+    tmp_path: Path,
+) -> None:
+    """The demo's commands with the policies left waiting, then workers killed (SIGKILL) inside
+    a policy commit again and again until the policies are done: the log ends up exactly as one
+    uninterrupted run leaves it, every policy's output once."""
+    import shutil
+
+    from fxcrm_core import demo
+
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    crashed.mkdir()
+    db = crashed / "broker.sqlite"
+
+    def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.system_world", str(path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    upstream = run(db, "demo-upstream")
+    assert upstream.returncode == 0, upstream.stderr
+    shutil.copytree(crashed, clean)
+    waiting = demo.open_demo_broker(db, policies="worker").policies.lag()
+    # Every policy has upstream events waiting (payouts: once the rebates policy records them).
+    assert all(waiting[name] > 0 for name in waiting if name != "ib-payouts"), waiting
+
+    killed: list[str] = []  # the policy whose commit each kill interrupted
+    while (done := run(db, "demo-policy-kill", "2")).returncode == -9:
+        killed.append(done.stdout.split()[-1].removeprefix("policy:"))
+        assert len(killed) < 80, "the policies make no progress between kills"
+    assert done.returncode == 0, done.stderr
+    assert set(killed) == {name for name, _, _ in EVENT_HANDLERS}  # each one, at least once
+    survivor = demo.open_demo_broker(db, policies="worker")
+    assert survivor.run_policies() == 0
+    for name, _, _ in EVENT_HANDLERS:
+        assert survivor.repository.get(PolicyTracker, name).handled > 0, name
+
+    reference = demo.open_demo_broker(clean / "broker.sqlite", policies="worker")
+    reference.run_policies()
+    assert _log_by_stream(survivor) == _log_by_stream(reference)
+    assert survivor.policies.lag() == reference.policies.lag() == dict.fromkeys(waiting, 0)
+
+
+def test_an_erasure_in_one_process_is_seen_by_the_other_at_once(tmp_path: Path) -> None:
+    """No process keeps reading personal data erased by another: neither a cached state nor a
+    cached data key outlives the erasure."""
+    from datetime import UTC, datetime
+
+    from fxcrm_core.events import ERASED
+
+    db = tmp_path / "broker.sqlite"
+    a, b = open_broker(db), open_broker(db)
+    bo = register(a, "bo.chen@example.org")
+    assert a.repository.get(Client, bo).name == "Ana Lima"  # cached in A, state and key
+    b.erasure.erase(
+        OFFICER, bo, relationship_ended_at=datetime(2020, 1, 1, tzinfo=UTC), reason="request"
+    )
+    assert a.repository.get(Client, bo).name is ERASED
+    assert a.repository.get(Client, bo).email is ERASED

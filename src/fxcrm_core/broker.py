@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from fxcrm_core import access as access_context
 from fxcrm_core import accounts as accounts_context
@@ -56,6 +56,7 @@ from fxcrm_core.commissions import (
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.events import (
     POLICY_EVENTS,
+    Aggregate,
     DomainEvent,
     EventCodec,
     EventMetadata,
@@ -103,6 +104,7 @@ from fxcrm_core.payments import (
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     Erasure,
+    SubjectErased,
     FieldEncryption,
     KeyStore,
     MaskingPolicy,
@@ -134,6 +136,8 @@ from fxcrm_core.trading import (
 __all__ = ["EVENT_HANDLERS", "Broker", "BrokerOptions", "ConfigurationError"]
 
 log = logging.getLogger("fxcrm_core.broker")
+
+A = TypeVar("A", bound=Aggregate)
 
 HOST_NAMESPACE = "host"
 
@@ -233,6 +237,44 @@ class _Relationships:
         return self.broker.ib_network.in_downline_now(ib_id, client_id)
 
 
+class _ErasureWatch:
+    """A memory read model of erasures (any process's): each one drops the subject's cached data
+    key and every cached state, so no process keeps reading personal data erased elsewhere."""
+
+    name = "erasures"
+    event_types: frozenset[str] | None = frozenset({"SubjectErased"})
+
+    def __init__(self) -> None:
+        self.encryption: FieldEncryption | None = None
+        self.repository: Repository | None = None
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, SubjectErased):
+            if self.encryption is not None:
+                self.encryption.forget(event.subject_id)
+            if self.repository is not None:
+                self.repository.forget()
+
+    def reset(self) -> None:
+        return None
+
+
+class _WatchedRepository(Repository):
+    """The broker's repository: before each load it reads the erasures recorded since the last
+    load (one read of the log's tail), so a state or key cached here never outlives an erasure
+    made by another process."""
+
+    def watch(self, runner: ProjectionRunner, erasures: _ErasureWatch) -> None:
+        self._runner, self._erasures = runner, erasures
+
+    def load(self, cls: type[A], aggregate_id: str) -> A | None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.catch_up(self._erasures)
+        return super().load(cls, aggregate_id)
+
+
 BrokerHandler = Callable[["Broker", RecordedEvent[Any], UnitOfWork], None]
 
 # The policy table: (policy name, upstream event types, handler). A policy's name is its identity
@@ -317,8 +359,11 @@ class Broker:
             field_cipher=self.encryption,
             payload_cipher=options.get("payload_cipher"),
         )
-        self.repository = Repository(store, self.codec, snapshots)
+        self.repository = _WatchedRepository(store, self.codec, snapshots)
         self.projections = ProjectionRunner(store, self.codec)
+        self._erasures = _ErasureWatch()
+        self._erasures.encryption, self._erasures.repository = self.encryption, self.repository
+        self.repository.watch(self.projections, self._erasures)
         self.access = options.get("access") or AccessControl(
             options.get("policy", DEFAULT_POLICY), _Relationships(self)
         )
