@@ -104,13 +104,13 @@ from fxcrm_core.payments import (
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     Erasure,
-    SubjectErased,
     FieldEncryption,
     KeyStore,
     MaskingPolicy,
     MasterKeyring,
     MemoryKeyStore,
     RetentionPolicy,
+    SubjectErased,
 )
 from fxcrm_core.reactions import REACTION_EVENTS, Lifecycle, TradingDayClosed
 from fxcrm_core.stores import (
