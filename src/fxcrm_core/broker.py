@@ -21,10 +21,14 @@ from typing import Any, Literal, TypedDict, TypeVar, Unpack
 from fxcrm_core import access as access_context
 from fxcrm_core import accounts as accounts_context
 from fxcrm_core import clients as clients_context
+from fxcrm_core import commissions as commissions_context
+from fxcrm_core import events as events_core
 from fxcrm_core import kyc as kyc_context
 from fxcrm_core import ledger as ledger_context
 from fxcrm_core import payments as payments_context
 from fxcrm_core import privacy as privacy_context
+from fxcrm_core import reactions
+from fxcrm_core import trading as trading_context
 from fxcrm_core.access import (
     DEFAULT_POLICY,
     AccessControl,
@@ -38,10 +42,7 @@ from fxcrm_core.access import (
 from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys
 from fxcrm_core.commissions import (
-    IB_NETWORK_EVENTS,
     PAYOUT_ACTION,
-    PAYOUT_EVENTS,
-    REBATE_EVENTS,
     ClientAttributed,
     Distribution,
     FixedShares,
@@ -55,7 +56,6 @@ from fxcrm_core.commissions import (
 )
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.events import (
-    POLICY_EVENTS,
     Aggregate,
     DomainEvent,
     EventCodec,
@@ -112,7 +112,7 @@ from fxcrm_core.privacy import (
     RetentionPolicy,
     SubjectErased,
 )
-from fxcrm_core.reactions import REACTION_EVENTS, Lifecycle, TradingDayClosed
+from fxcrm_core.reactions import Lifecycle, TradingDayClosed
 from fxcrm_core.stores import (
     MemoryEventStore,
     MemorySnapshotStore,
@@ -122,7 +122,6 @@ from fxcrm_core.stores import (
 from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
 from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
 from fxcrm_core.trading import (
-    FEED_EVENTS,
     AccountState,
     BalanceOperation,
     DealFeeds,
@@ -335,20 +334,18 @@ class Broker:
         self.store = store
         self.snapshots = snapshots
         self.registry = EventRegistry()
-        self.registry.register_all(POLICY_EVENTS)
-        self.registry.register_all(REACTION_EVENTS)
-        self.registry.register_all(REBATE_EVENTS)
-        self.registry.register_all(IB_NETWORK_EVENTS)
-        self.registry.register_all(PAYOUT_EVENTS)
-        self.registry.register_all(FEED_EVENTS)
         for context in (
+            events_core,
             access_context,
             privacy_context,
             clients_context,
             kyc_context,
+            trading_context,
             accounts_context,
             ledger_context,
             payments_context,
+            commissions_context,
+            reactions,
         ):
             context.register_events(self.registry)
         host_events = [e for e in options.get("events", ()) if not self.registry.knows(e)]

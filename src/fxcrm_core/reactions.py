@@ -21,6 +21,7 @@ from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
     EventMetadata,
+    EventRegistry,
     ProjectionRunner,
     RecordedEvent,
     Repository,
@@ -37,6 +38,7 @@ __all__ = [
     "Lifecycle",
     "TradingDayClosed",
     "TradingDays",
+    "register_events",
 ]
 
 
@@ -49,6 +51,11 @@ class TradingDayClosed(DomainEvent):
 
 
 REACTION_EVENTS = (TradingDayClosed,)
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register the events these policies record themselves (the broker's closed days)."""
+    registry.register_all(REACTION_EVENTS)
 
 
 @attrs.frozen(kw_only=True)

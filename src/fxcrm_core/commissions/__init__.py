@@ -60,8 +60,10 @@ from fxcrm_core.commissions.schedule import (
 )
 from fxcrm_core.commissions.statements import Statement, StatementLine, build_statement
 from fxcrm_core.commissions.tree import IbTree, TreeError
+from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "register_events",
     "IB_NETWORK_EVENTS",
     "REBATE_EVENTS",
     "RebateBook",
@@ -117,3 +119,8 @@ __all__ = [
     "build_statement",
     "rates_above_parent",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all((*REBATE_EVENTS, *IB_NETWORK_EVENTS, *PAYOUT_EVENTS))

@@ -47,6 +47,7 @@ from fxcrm_core.events.store import (
 from fxcrm_core.events.unit_of_work import UnitOfWork
 
 __all__ = [
+    "register_events",
     "ERASED",
     "POLICY_EVENTS",
     "Handler",
@@ -82,3 +83,8 @@ __all__ = [
     "make_converter",
     "pii",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register the event core's own events (the policies' positions)."""
+    registry.register_all(POLICY_EVENTS)

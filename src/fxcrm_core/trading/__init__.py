@@ -5,6 +5,7 @@ The deal feed is recorded in the log (``DealFeeds``, ``DealsReceived``) for poli
 to. Depends on ``kernel`` and ``events``.
 """
 
+from fxcrm_core.events import EventRegistry
 from fxcrm_core.trading.deal import (
     Deal,
     DealAction,
@@ -28,6 +29,7 @@ from fxcrm_core.trading.server import (
 from fxcrm_core.trading.simulated import SimulatedTradingServer
 
 __all__ = [
+    "register_events",
     "FEED_EVENTS",
     "AccountNotFoundError",
     "AccountState",
@@ -51,3 +53,8 @@ __all__ = [
     "mt5_double",
     "read_mt5_deals",
 ]
+
+
+def register_events(registry: EventRegistry) -> None:
+    """Register this context's event types (the broker calls this for each context it wires)."""
+    registry.register_all(FEED_EVENTS)
