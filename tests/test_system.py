@@ -38,6 +38,18 @@ from tests.system_world import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def in_a_process(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.system_world <db> <args>``: one step in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.system_world", str(db), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 # -- the two repros -----------------------------------------------------------------------------
 def test_a_client_approved_to_level_three_reads_level_three_after_a_restart(
     tmp_path: Path,
@@ -172,14 +184,7 @@ def test_a_policy_crash_between_the_commits_handles_the_event_once(tmp_path: Pat
     db = tmp_path / "broker.sqlite"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tests.system_world", str(db), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return in_a_process(db, *args)
 
     setup = run("setup")
     assert setup.returncode == 0, setup.stderr
@@ -356,16 +361,7 @@ def test_every_shipped_policy_survives_kill_9_and_handles_each_event_once(
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     crashed.mkdir()
     db = crashed / "broker.sqlite"
-
-    def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tests.system_world", str(path), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    run = in_a_process
 
     upstream = run(db, "demo-upstream")
     assert upstream.returncode == 0, upstream.stderr
