@@ -203,3 +203,74 @@ def test_running_at_any_points_gives_the_same_result_as_running_once(
     for till in "abc":
         total = sum(a for t, a in payments if t == till)
         assert mirrored(repo, till) == (Money.of(total, "USD") if total else None)
+
+
+def test_a_failing_policy_stops_only_itself() -> None:
+    repo = repository(MemoryEventStore())
+
+    def broken(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        raise ValidationError("a poison event")
+
+    pay_in(repo, "a", 5)
+    runner = PolicyRunner(
+        repo, [Policy("a-broken", (CashPaidIn,), broken), Policy("b-mirror", (CashPaidIn,), mirror)]
+    )
+    with pytest.raises(PolicyError, match="a-broken"):
+        runner.run()
+    assert mirrored(repo, "a") == Money.of(5, "USD")  # the policy after it in the table ran
+    assert runner.position("a-broken") == 0  # stays before the event it failed on
+
+
+def test_a_failure_to_record_a_policy_output_is_a_policy_error() -> None:
+    from fxcrm_core.events import AppendResult, StreamAppend
+    from fxcrm_core.kernel import StoreError
+
+    class FullDisk(MemoryEventStore):
+        def append(
+            self, *appends: StreamAppend, idempotency_key: str | None = None
+        ) -> AppendResult:
+            if any(a.stream_id.startswith("policy-") for a in appends):
+                raise StoreError("disk full")
+            return super().append(*appends, idempotency_key=idempotency_key)
+
+    repo = repository(FullDisk())
+    pay_in(repo, "a", 5)
+    with pytest.raises(PolicyError, match=r"could not record its output.*StoreError"):
+        PolicyRunner(repo, [Policy("m", (CashPaidIn,), mirror)]).run()
+    assert mirrored(repo, "a") is None  # nothing of the output was written
+
+
+def test_a_worker_outlives_any_failure() -> None:
+    repo = repository(MemoryEventStore())
+    calls: list[int] = []
+
+    def broken(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        calls.append(recorded.position)
+        raise RuntimeError("a bug in a host's handler")
+
+    pay_in(repo, "a", 5)
+    stop = threading.Event()
+    seen: list[PolicyError] = []
+
+    def on_error(error: PolicyError) -> None:
+        seen.append(error)
+        if len(seen) == 2:
+            stop.set()
+
+    PolicyRunner(repo, [Policy("b", (CashPaidIn,), broken)]).follow(
+        stop, interval=0.01, on_error=on_error
+    )
+    assert len(seen) == 2  # reported, and retried at the next poll
+    assert all("RuntimeError" in str(e) for e in seen)
+
+
+def test_a_policy_far_behind_with_nothing_to_do_records_how_far_it_read() -> None:
+    """A policy whose events never occur still records its position now and then, so a new
+    process does not read the whole log again."""
+    repo = repository(MemoryEventStore())
+    pay_in(repo, "a", *([1] * 30))
+    from tests.sample_domain import TillClosed
+
+    runner = PolicyRunner(repo, [Policy("never", (TillClosed,), mirror)], progress_every=10)
+    runner.run()
+    assert runner.position("never") >= 30

@@ -568,9 +568,13 @@ class Broker:
         # ``policy_failure``, and is retried after the next command or run_policies().
         try:
             self.policies.run()
-        except PolicyError as exc:
-            self.policy_failure = exc
-            log.error("policy failed after a command: %s", exc)
+        except Exception as exc:  # the command's result stands whatever a policy does
+            self.policy_failure = (
+                exc if isinstance(exc, PolicyError) else PolicyError(type(exc).__name__)
+            )
+            log.error("policy failed after a command: %s", self.policy_failure)
+        else:
+            self.policy_failure = None
 
     def _rebates(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # The engine reads the IB tree and the logins as of every event committed so far.

@@ -119,13 +119,16 @@ class PolicyRunner:
         *,
         read_batch: int = 500,
         retries: int = 5,
+        progress_every: int = 1000,
     ) -> None:
         self.repository = repository
         self.read_batch = read_batch
         self.retries = retries
+        self.progress_every = progress_every
         self._policies: dict[str, Policy] = {}
         self._names: dict[str, frozenset[str]] = {}
         self._scanned: dict[str, int] = {}
+        self._known: dict[str, int] = {}  # each policy's recorded position, as last seen here
         self._lock = threading.RLock()
         self._local = threading.local()
         for policy in policies:
@@ -166,20 +169,32 @@ class PolicyRunner:
     def run(self) -> int:
         """Handle every event committed so far (and every event the policies record meanwhile);
         returns how many upstream events were handled. A call from inside a handler returns 0:
-        the outer run picks up what the handler recorded."""
+        the outer run picks up what the handler recorded.
+
+        A policy that fails stops where it failed (its position stays before that event) and
+        the others carry on; the run then raises the first failure as a PolicyError.
+        """
         if getattr(self._local, "running", False) or not self._policies:
             return 0
         self._local.running = True
+        failed: dict[str, PolicyError] = {}
         try:
             with self._lock:
                 total = 0
                 while True:
-                    handled = self._pass()
+                    handled = self._pass(failed)
                     total += handled
                     if not handled:
-                        return total
+                        break
         finally:
             self._local.running = False
+        if failed:
+            first = next(iter(failed.values()))
+            if len(failed) > 1:
+                others = ", ".join(sorted(failed)[:5])
+                raise PolicyError(f"{first} (failed too: {others})") from first
+            raise first
+        return total
 
     def follow(
         self,
@@ -189,29 +204,39 @@ class PolicyRunner:
         on_error: Callable[[PolicyError], None] | None = None,
     ) -> None:
         """Run the policies until ``stop`` is set, polling the log every ``interval`` seconds.
-        A failing policy is reported to ``on_error`` (default: logged) and retried later."""
+        A failure (a policy's, or the store's) is reported to ``on_error`` (default: logged)
+        and retried at the next poll; the loop itself never stops on one."""
         while not stop.is_set():
             try:
                 self.run()
-            except PolicyError as exc:
+            except Exception as exc:  # a worker outlives any one failure
+                error = exc if isinstance(exc, PolicyError) else _wrapped("the runner", exc)
                 if on_error is not None:
-                    on_error(exc)
+                    on_error(error)
                 else:
-                    log.error("policy failed: %s", exc)
+                    log.error("policy failed: %s", error)
             stop.wait(interval)
 
-    def _pass(self) -> int:
+    def _pass(self, failed: dict[str, PolicyError]) -> int:
         """One read of the log from the slowest policy to the head; returns how many upstream
         events were handled. A policy's position is read from the log only when an event of
         its types turns up (so a command with nothing for the policies costs one read)."""
         progress = []
         for name, policy in self._policies.items():
+            if name in failed:
+                continue
             scanned = self._scanned.get(name)
             tracker = None
             if scanned is None:  # first run in this process: start from the recorded position
-                tracker = self._tracker(name)
+                try:
+                    tracker = self._tracker(name)
+                except Exception as exc:
+                    failed[name] = _wrapped(f"policy {name}", exc)
+                    continue
                 scanned = tracker.position
             progress.append(_Progress(policy, self._names[name], tracker, scanned))
+        if not progress:
+            return 0
         store = self.repository.store
         decode = self.repository.codec.decode
         handled = 0
@@ -219,20 +244,34 @@ class PolicyRunner:
         while True:
             batch = store.read_all(after_position=position, limit=self.read_batch)
             if not batch:
-                return handled
+                break
             for p in progress:
-                types = p.types
-                for stored in batch:
-                    if stored.position <= p.scanned or stored.event_type not in types:
-                        continue
-                    if p.tracker is None:  # another process may have moved it: read it now
-                        p.tracker = self._tracker(p.policy.name)
-                    if stored.position > p.tracker.position:  # else: another worker did it
-                        handled += self._handle(p, decode(stored))
-                self._record_idle(p)
+                name = p.policy.name
+                if name in failed:
+                    continue
+                try:
+                    for stored in batch:
+                        if stored.position <= p.scanned or stored.event_type not in p.types:
+                            continue
+                        if p.tracker is None:  # another process may have moved it: read it now
+                            p.tracker = self._tracker(name)
+                        if stored.position > p.tracker.position:  # else: another worker did it
+                            handled += self._handle(p, decode(stored))
+                        p.scanned = stored.position
+                    self._record_idle(p)
+                except Exception as exc:
+                    failed[name] = (
+                        exc if isinstance(exc, PolicyError) else _wrapped(f"policy {name}", exc)
+                    )
+                    self._safely_record_idle(p)
+                    continue
                 p.scanned = max(p.scanned, batch[-1].position)
-                self._scanned[p.policy.name] = p.scanned
+                self._scanned[name] = p.scanned
             position = batch[-1].position
+        for p in progress:
+            if p.policy.name not in failed:
+                self._safely_record_progress(p)
+        return handled
 
     def _handle(self, p: _Progress, recorded: RecordedEvent[DomainEvent]) -> int:
         name = p.policy.name
@@ -247,12 +286,10 @@ class PolicyRunner:
                 try:
                     p.policy.handler(recorded, uow)
                 except Exception as exc:
-                    self._record_idle(p)
-                    # An FxCrmError's message is free of personal data; another's may not be.
-                    said = f": {exc}" if isinstance(exc, FxCrmError) else ""
-                    raise PolicyError(
+                    raise _wrapped(
                         f"policy {name} failed on the event at position {recorded.position} "
-                        f"({type(recorded.event).__name__}): {type(exc).__name__}{said}"
+                        f"({type(recorded.event).__name__})",
+                        exc,
                     ) from exc
                 if not uow.staged:
                     p.idle, p.idle_upto = p.idle + 1, recorded.position
@@ -266,6 +303,12 @@ class PolicyRunner:
                     if p.tracker is not None and p.tracker.position >= recorded.position:
                         return 0  # another worker handled it
                     continue  # an aggregate moved under the handler: decide again
+                except Exception as exc:
+                    raise _wrapped(
+                        f"policy {name} could not record its output for the event at position "
+                        f"{recorded.position}",
+                        exc,
+                    ) from exc
             p.tracker, p.idle = tracker, 0
             return 1
         raise PolicyError(
@@ -274,11 +317,36 @@ class PolicyRunner:
 
     def _record_idle(self, p: _Progress) -> None:
         """Record the no-op events handled since the last output (one small event for many)."""
-        if not p.idle or p.tracker is None:
-            return
-        metadata = EventMetadata(f"policy:{p.policy.name}", reason="events with nothing to do")
+        if p.idle and p.tracker is not None:
+            self._advance(p, p.idle_upto, p.idle, "events with nothing to do")
+
+    def _safely_record_idle(self, p: _Progress) -> None:
+        try:
+            self._record_idle(p)
+        except Exception:  # the failure being reported matters more; these are re-handled
+            log.warning("policy %s: could not record its no-op events", p.policy.name)
+
+    def _safely_record_progress(self, p: _Progress) -> None:
+        """Record how far a policy has read when it is far past its recorded position with
+        nothing to handle, so a new process does not read the same stretch again."""
+        name = p.policy.name
+        known = p.tracker.position if p.tracker is not None else self._known.get(name, 0)
+        if p.scanned - known < self.progress_every:
+            return  # (no read of its position: a command with nothing to do costs one read)
+        try:
+            p.tracker = tracker = p.tracker or self._tracker(name)
+            if p.scanned - tracker.position >= self.progress_every:
+                self._advance(p, p.scanned, 0, "read with nothing to do")
+            if p.tracker is not None:
+                self._known[name] = p.tracker.position
+        except Exception:
+            log.warning("policy %s: could not record how far it has read", p.policy.name)
+
+    def _advance(self, p: _Progress, position: int, handled: int, reason: str) -> None:
+        assert p.tracker is not None
+        metadata = EventMetadata(f"policy:{p.policy.name}", reason=reason)
         with UnitOfWork(self.repository, metadata) as uow:
-            tracker = uow.record(p.tracker, PolicyAdvanced(p.idle_upto, p.idle))
+            tracker = uow.record(p.tracker, PolicyAdvanced(position, handled))
             try:
                 uow.commit()
             except ConcurrencyError:
@@ -290,6 +358,17 @@ class PolicyRunner:
         p.tracker = self._tracker(p.policy.name)  # a load reads every newer event
         if p.tracker.position >= p.idle_upto:
             p.idle = 0
+
+
+def _wrapped(what: str, exc: BaseException) -> PolicyError:
+    """A PolicyError saying what failed; an FxCrmError's message is free of personal data, so it
+    is kept, while another's text is not repeated (only its type)."""
+    if isinstance(exc, PolicyError):
+        return exc
+    said = f": {exc}" if isinstance(exc, FxCrmError) else ""
+    error = PolicyError(f"{what}: {type(exc).__name__}{said}")
+    error.__cause__ = exc
+    return error
 
 
 def policy_table(
