@@ -403,3 +403,26 @@ def test_an_erasure_in_one_process_is_seen_by_the_other_at_once(tmp_path: Path) 
     )
     assert a.repository.get(Client, bo).name is ERASED
     assert a.repository.get(Client, bo).email is ERASED
+
+
+def test_a_revocation_after_a_withdrawal_request_stops_its_approval(tmp_path: Path) -> None:
+    from fxcrm_core.payments import InstrumentKind
+
+    db = tmp_path / "broker.sqlite"
+    a, b = open_broker(db), open_broker(db)
+    cid = register(a)
+    documents = approve(a, cid, *LEVEL_3)
+    deposit(a, cid, "1000", "psp-1")
+    me, finance = Actor.client(cid), Actor.staff("fin-1", "finance")
+    iban = a.withdrawals.add_instrument(
+        me, cid, InstrumentKind.IBAN, "AE07 0331 2345 6789 0123 456"
+    )
+    a.withdrawals.verify_instrument(finance, iban)
+    withdrawal = a.withdrawals.request(me, cid, iban, Money.of("900", "USD"))
+    b.kyc.rerequest(OFFICER, documents["passport"], "forged")  # in another process
+    approval = a.withdrawals.get(withdrawal).approval_id
+    assert approval is not None
+    with pytest.raises(KycLevelTooLowError):
+        a.approvals.approve(finance, approval)
+    assert a.withdrawals.get(withdrawal).status.value == "requested"  # type: ignore[union-attr]
+    assert a.ledger.balance(f"wallet:{cid}:USD").net_credit == Money.of("1000", "USD")

@@ -352,6 +352,9 @@ class Withdrawals:
         w = self.get(params["withdrawal_id"])
         if w.status is not WithdrawalStatus.REQUESTED:
             raise IllegalTransitionError("the withdrawal is no longer waiting for approval")
+        # The client's level as of now, every process's decisions included: a document revoked
+        # since the request stops the money here.
+        self.kyc.require(w.client_id, Right.WITHDRAW)
         instrument = self._usable(w.client_id, w.instrument_id)
         if instrument.version != w.instrument_version:
             raise IllegalTransitionError("the payout instrument changed: approval restarts")
