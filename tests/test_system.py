@@ -426,3 +426,29 @@ def test_a_revocation_after_a_withdrawal_request_stops_its_approval(tmp_path: Pa
         a.approvals.approve(finance, approval)
     assert a.withdrawals.get(withdrawal).status.value == "requested"  # type: ignore[union-attr]
     assert a.ledger.balance(f"wallet:{cid}:USD").net_credit == Money.of("1000", "USD")
+
+
+@pytest.mark.parametrize("verify_first", [True, False])
+def test_the_lifecycle_is_the_same_whenever_the_policies_run(
+    tmp_path: Path, verify_first: bool
+) -> None:
+    """Inline after each command, or by a worker after all of them: the same stages."""
+    stages = {}
+    for mode in ("inline", "worker"):
+        broker = open_broker(tmp_path / f"{mode}.sqlite", policies=mode)  # type: ignore[arg-type]
+        cid = register(broker)
+        approve(broker, cid, *LEVEL_2)
+        if verify_first:
+            broker.clients.move(REP, cid, Stage.VERIFIED)
+        deposit(broker, cid, "500", "psp-1")
+        if not verify_first:
+            broker.clients.move(REP, cid, Stage.VERIFIED)
+        clock = broker.clock
+        assert isinstance(clock, FixedClock)
+        broker.run_policies()
+        clock.advance(days=100)
+        broker.close_trading_days()
+        deposit(broker, cid, "10", "psp-2")  # after the day closed: not counted for that day
+        broker.run_policies()
+        stages[mode] = stage(broker, cid)
+    assert stages["inline"] is stages["worker"] is Stage.DORMANT

@@ -40,7 +40,7 @@ from fxcrm_core.access import (
     MemoryAuditLog,
 )
 from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
-from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys
+from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys, StageChanged
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
     ClientAttributed,
@@ -286,7 +286,7 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
         (DocumentApproved, DocumentRejected, DocumentExpired, DocumentReRequested),
         lambda b, r, u: b.kyc.on_decision(r, u),
     ),
-    ("client-funded", (DepositCredited,), lambda b, r, u: b.lifecycle.funded(r, u)),
+    ("client-funded", (DepositCredited, StageChanged), lambda b, r, u: b.lifecycle.funded(r, u)),
     ("client-active", (DealsReceived,), lambda b, r, u: b.lifecycle.active(r, u)),
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
     ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),

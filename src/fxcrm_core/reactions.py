@@ -8,6 +8,7 @@ from the stored state and the upstream event alone (its recording time, never th
 
 from __future__ import annotations
 
+import bisect
 import threading
 from datetime import date, timedelta
 from typing import Any, Self
@@ -15,7 +16,7 @@ from typing import Any, Self
 import attrs
 
 from fxcrm_core.accounts import TradingAccountOpened
-from fxcrm_core.clients import Client, Stage
+from fxcrm_core.clients import Client, Stage, StageChanged
 from fxcrm_core.commissions import ClientAttributed
 from fxcrm_core.events import (
     Aggregate,
@@ -103,7 +104,10 @@ class ClientActivity:
         self.logins: dict[tuple[str, int], str] = {}
         self.groups: dict[tuple[str, int], str] = {}
         self.accounts: dict[str, list[str]] = {}  # client -> trading account ids, in order
-        self.last_active: dict[str, date] = {}
+        self.funded: set[str] = set()  # clients with a credited deposit
+        # Per client: the positions of its activity in the log and the trading day of each
+        # (the latest day so far), so a policy judges activity as of the event it handles.
+        self.activity: dict[str, tuple[list[int], list[date]]] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
@@ -112,7 +116,10 @@ class ClientActivity:
         elif isinstance(event, DepositCredited):
             client = self.deposit_clients.get(recorded.stream_id.removeprefix("deposit-"))
             if client is not None:
-                self._active(client, self.calendar.trading_day(recorded.recorded_at))
+                self.funded.add(client)
+                self._active(
+                    client, recorded.position, self.calendar.trading_day(recorded.recorded_at)
+                )
         elif isinstance(event, TradingAccountOpened):
             self.logins[(event.server, event.login)] = event.client_id
             self.groups[(event.server, event.login)] = event.group
@@ -121,7 +128,9 @@ class ClientActivity:
             for item in event.items:
                 client = self.trader(event.server, item)
                 if client is not None:
-                    self._active(client, self.calendar.trading_day(item.deal.time))
+                    self._active(
+                        client, recorded.position, self.calendar.trading_day(item.deal.time)
+                    )
 
     def trader(self, server: str, item: Any) -> str | None:
         """The client behind a newly added trade deal of the feed (None: not a client's trade)."""
@@ -130,16 +139,31 @@ class ClientActivity:
             return None
         return self.logins.get((server, deal.login))
 
-    def _active(self, client_id: str, day: date) -> None:
-        if day > self.last_active.get(client_id, date.min):
-            self.last_active[client_id] = day
+    def _active(self, client_id: str, position: int, day: date) -> None:
+        positions, days = self.activity.setdefault(client_id, ([], []))
+        latest = max(day, days[-1]) if days else day
+        if positions and positions[-1] == position:
+            days[-1] = latest
+        else:
+            positions.append(position)
+            days.append(latest)
+
+    def last_active(self, before: int) -> dict[str, date]:
+        """Each client's last day of activity recorded before the log position ``before``."""
+        out = {}
+        for client_id, (positions, days) in self.activity.items():
+            i = bisect.bisect_left(positions, before)
+            if i:
+                out[client_id] = days[i - 1]
+        return out
 
     def reset(self) -> None:
         self.deposit_clients.clear()
         self.logins.clear()
         self.groups.clear()
         self.accounts.clear()
-        self.last_active.clear()
+        self.funded.clear()
+        self.activity.clear()
 
 
 class Lifecycle:
@@ -181,9 +205,17 @@ class Lifecycle:
 
     # -- handlers -------------------------------------------------------------------------------
     def funded(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
-        """DepositCredited -> FUNDED (from VERIFIED)."""
-        deposit = uow.get(Deposit, recorded.stream_id.removeprefix("deposit-"))
-        self._move(uow, deposit.client_id, Stage.FUNDED, allowed={Stage.VERIFIED})
+        """A verified client with a credited deposit is FUNDED, whichever came first: on
+        DepositCredited (the client is verified) and on StageChanged to VERIFIED (the client
+        has a credited deposit), so the outcome never depends on when the policy runs."""
+        event = recorded.event
+        if isinstance(event, DepositCredited):
+            deposit = uow.get(Deposit, recorded.stream_id.removeprefix("deposit-"))
+            self._move(uow, deposit.client_id, Stage.FUNDED, allowed={Stage.VERIFIED})
+        elif isinstance(event, StageChanged) and event.stage is Stage.VERIFIED:
+            client_id = recorded.stream_id.removeprefix("client-")
+            if client_id in self._activity().funded:
+                self._move(uow, client_id, Stage.FUNDED, allowed={Stage.VERIFIED})
 
     def active(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         """DealsReceived -> ACTIVE for each client with a new trade (from FUNDED or DORMANT)."""
@@ -201,7 +233,8 @@ class Lifecycle:
         assert isinstance(event, TradingDayClosed)
         until = event.trading_day - self.dormant_after
         since = event.previous - self.dormant_after if event.previous else date.min
-        for client_id, last in sorted(self._activity().last_active.items()):
+        # Activity recorded before this day closed: a late worker decides as an inline one.
+        for client_id, last in sorted(self._activity().last_active(recorded.position).items()):
             if since < last <= until:
                 self._move(uow, client_id, Stage.DORMANT, allowed={Stage.FUNDED, Stage.ACTIVE})
 

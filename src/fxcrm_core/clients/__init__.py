@@ -21,6 +21,7 @@ from fxcrm_core.clients.model import (
     IntroducerAssigned,
     RiskProfile,
     Stage,
+    StageChanged,
 )
 from fxcrm_core.clients.service import AppropriatenessTest, Clients, DedupPolicy, Registration
 from fxcrm_core.events import EventRegistry
@@ -46,6 +47,7 @@ __all__ = [
     "Registration",
     "RiskProfile",
     "Stage",
+    "StageChanged",
     "normalise_email",
     "normalise_phone",
 ]
