@@ -85,7 +85,8 @@ def test_a_scenario_kept_in_the_log_passes_in_every_mode(tmp_path: Path) -> None
     assert part(seen["at the end: probe 'wallet'"], "credits_posted") == "500.00 USD"
     assert part(seen["at the end: probe 'client'"], "name") == "Ana Lima"
     client_id = seen["step 1 'register ana': result"]
-    assert part(seen[f"aggregate client-{client_id}"], "stage") == "Stage.VERIFIED"
+    # Deposited, then verified: the client-funded policy makes it FUNDED in every mode.
+    assert part(seen[f"aggregate client-{client_id}"], "stage") == "Stage.FUNDED"
     assert any(key.startswith("log position ") for key in seen)
     # Every mode made the same ids: the harness reseeds before each step.
     assert {o.observed["step 1 'register ana': result"] for o in report.outcomes} == {client_id}

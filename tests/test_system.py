@@ -435,7 +435,7 @@ def test_the_lifecycle_is_the_same_whenever_the_policies_run(
     """Inline after each command, or by a worker after all of them: the same stages."""
     stages = {}
     for mode in ("inline", "worker"):
-        broker = open_broker(tmp_path / f"{mode}.sqlite", policies=mode)  # type: ignore[arg-type]
+        broker = open_broker(tmp_path / f"{mode}.sqlite", policies=mode)
         cid = register(broker)
         approve(broker, cid, *LEVEL_2)
         if verify_first:
