@@ -388,6 +388,7 @@ class Broker:
             policy=options.get("dedup", DedupPolicy.REFUSE),
             clock=self.clock,
             ids=self.ids,
+            masking=self.masking,
         )
         self.kyc = KycService(
             self.repository,

@@ -23,7 +23,13 @@ from fxcrm_core.clients.model import (
     Stage,
     StageChanged,
 )
-from fxcrm_core.clients.service import AppropriatenessTest, Clients, DedupPolicy, Registration
+from fxcrm_core.clients.service import (
+    AppropriatenessTest,
+    Clients,
+    ClientView,
+    DedupPolicy,
+    Registration,
+)
 from fxcrm_core.events import EventRegistry
 from fxcrm_core.kernel.errors import IllegalTransitionError
 
@@ -36,6 +42,7 @@ __all__ = [
     "Client",
     "ClientKind",
     "ClientRegistered",
+    "ClientView",
     "Clients",
     "Consent",
     "DedupPolicy",

@@ -33,9 +33,10 @@ from fxcrm_core.events import DomainEvent, EventMetadata, Repository, UnitOfWork
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.kernel.ids import IdGenerator
+from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, PiiKind
 from fxcrm_core.privacy.pii import Email, PersonName
 
-__all__ = ["AppropriatenessTest", "Clients", "DedupPolicy", "Registration"]
+__all__ = ["AppropriatenessTest", "ClientView", "Clients", "DedupPolicy", "Registration"]
 
 
 class DedupPolicy(enum.Enum):
@@ -73,6 +74,24 @@ class AppropriatenessTest:
         return score, RiskProfile.INEXPERIENCED
 
 
+@attrs.frozen(kw_only=True)
+class ClientView:
+    """A client as one actor may see it: personal fields masked for the actor's roles."""
+
+    id: str
+    kind: ClientKind
+    country: str
+    stage: Stage | None
+    owner_id: str | None
+    introducer_id: str | None
+    risk_profile: RiskProfile | None
+    name: str | None = attrs.field(repr=False)
+    email: str | None = attrs.field(repr=False)
+    phone: str | None = attrs.field(repr=False)
+    birth_date: str | None = attrs.field(repr=False)
+    address: str | None = attrs.field(repr=False)
+
+
 class Clients:
     def __init__(
         self,
@@ -84,9 +103,11 @@ class Clients:
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
         test: AppropriatenessTest | None = None,
+        masking: MaskingPolicy = DEFAULT_MASKING,
     ) -> None:
         self.repository = repository
         self.access = access
+        self.masking = masking
         self.identities = identities
         self.policy = policy
         self.clock = clock or SystemClock()
@@ -97,8 +118,34 @@ class Clients:
         return UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason))
 
     def get(self, actor: Actor, client_id: str) -> Client:
+        """The client's record in full (personal data in clear): for the SDK's own services and
+        staff screens that must act on it. A portal shows :meth:`view` instead."""
         self.access.require(actor, "client.read", client_id=client_id)
         return self.repository.get(Client, client_id)
+
+    def view(self, actor: Actor, client_id: str) -> ClientView:
+        """The client as ``actor`` may see it: the same row scope as :meth:`get`, personal data
+        masked for the actor's roles (an IB sees its downline's clients as ``A. L.``)."""
+        client = self.get(actor, client_id)
+        roles = actor.roles
+
+        def show(kind: PiiKind, value: str | None) -> str | None:
+            return None if value is None else self.masking.show(roles, kind, value)
+
+        return ClientView(
+            id=client.id,
+            kind=client.kind,
+            country=client.country,
+            stage=client.stage,
+            owner_id=client.owner_id,
+            introducer_id=client.introducer_id,
+            risk_profile=client.risk_profile,
+            name=show(PiiKind.NAME, client.name),
+            email=show(PiiKind.EMAIL, client.email),
+            phone=show(PiiKind.PHONE, client.phone),
+            birth_date=show(PiiKind.BIRTH_DATE, client.birth_date),
+            address=show(PiiKind.ADDRESS, client.address),
+        )
 
     # -- registration ----------------------------------------------------------------------
     def register(self, actor: Actor, reg: Registration) -> str:
