@@ -116,6 +116,27 @@ def test_updates_adjust_and_deletes_reverse() -> None:
     assert engine.process([FeedItem(2, DealChange.UPDATED, deal(Commission="-9.00"))]) == []
 
 
+def test_nothing_due_is_nothing_paid_and_what_comes_due_later_accrues() -> None:
+    # A key's state is the sum of its entries, so an engine restored from them holds the same:
+    # no entry of zero, and a key brought back to zero pays as a new one when it earns again.
+    engine, _ = make(Rule(PlanKind.COMMISSION_SHARE, share=Decimal("0.5")))
+    assert engine.process([FeedItem(1, DealChange.ADDED, deal(Commission="0"))]) == []
+    paid = engine.process([FeedItem(2, DealChange.UPDATED, deal(Commission="-7.00"))])
+    assert [(e.ib_id, e.kind, e.amount.amount) for e in paid] == [
+        ("master", EntryKind.ACCRUAL, Decimal("1.4000")),
+        ("sub", EntryKind.ACCRUAL, Decimal("2.1000")),
+    ]
+    cut = engine.process([FeedItem(3, DealChange.UPDATED, deal(Commission="0"))])
+    assert [(e.kind, e.amount.amount) for e in cut] == [
+        (EntryKind.REVERSAL, Decimal("-1.4000")),
+        (EntryKind.REVERSAL, Decimal("-2.1000")),
+    ]
+    assert cut[0].explanation.endswith("level 2: 40% of 0.000")  # why: the line due now
+    assert engine.totals() == {}
+    again = engine.process([FeedItem(4, DealChange.UPDATED, deal(Commission="-9.00"))])
+    assert {e.kind for e in again} == {EntryKind.ACCRUAL}
+
+
 def test_past_deals_keep_the_tree_they_were_made_under() -> None:
     engine, tree = make()
     tree.reparent("sub", "other", T0 + timedelta(days=1))

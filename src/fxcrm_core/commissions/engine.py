@@ -260,7 +260,9 @@ class RebateEngine:
                     continue
                 client = client_of(deal.server, deal.login)  # once for both
                 if learn:
-                    fact, opened, closed = _trade_fact(deal, deleted)
+                    # (lots of a deal no client was known for count for nobody, then or
+                    # when restored, whoever the login belongs to by then)
+                    fact, opened, closed = _trade_fact(deal, deleted or client is None)
                     facts.append(fact)
                     when = deal.time if entry is _IN else None
                     changed = self._learn_trade(
@@ -286,9 +288,12 @@ class RebateEngine:
         self, deal: Deal, dk: str, deleted: bool, client_id: str | None
     ) -> list[RebateEntry]:
         if self._parked:
-            parked = self._parked.get((deal.server, deal.position_id))
+            position = (deal.server, deal.position_id)
+            parked = self._parked.get(position)
             if parked is not None and (deal.server, deal.ticket) in parked:
                 del parked[(deal.server, deal.ticket)]
+                if not parked:
+                    del self._parked[position]
                 self._newly_parked.pop((deal.server, deal.ticket), None)
         due = None if deleted or client_id is None else self._due(deal, client_id)
         if due is _WAIT:
@@ -300,14 +305,17 @@ class RebateEngine:
         if keys is None:  # a deal seen for the first time: everything due is a new accrual
             if not due:
                 return []
-            ordered = sorted(due)
-            self._keys_of[dk] = ordered
             paid = self._paid
             out = []
-            for key in ordered:
+            kept = []
+            for key in sorted(due):
                 entry = due[key]
-                paid[key] = entry.line()
-                out.append(entry)
+                if entry.amount.amount:  # (nothing due is nothing paid: no entry, no key)
+                    paid[key] = entry.line()
+                    out.append(entry)
+                    kept.append(key)
+            if kept:
+                self._keys_of[dk] = kept
             return out
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
@@ -365,7 +373,11 @@ class RebateEngine:
         self, keys: Sequence[str], due: dict[str, RebateEntry]
     ) -> tuple[list[RebateEntry], list[str]]:
         """Bring what was paid on ``keys`` (as text) to what is due; returns the differences
-        and the keys paid now."""
+        and the keys paid now.
+
+        A key's state is the sum of its entries and nothing else, so that an engine restored
+        from the entries holds exactly this one's state: a key that pays nothing (due zero, or
+        brought back to zero) keeps no line, and the next amount due on it is an accrual."""
         out = []
         kept = []
         for text in sorted(set(keys) | due.keys()):
@@ -373,17 +385,20 @@ class RebateEngine:
             after = due.get(text)
             paid = _amount_of(before) if before else _ZERO
             owed = after.amount.amount if after else _ZERO
-            if after is not None:
+            if owed:
                 kept.append(text)
             if paid == owed:
                 continue
             kind = (
                 EntryKind.ACCRUAL if before is None
-                else EntryKind.REVERSAL if after is None or owed == 0
+                else EntryKind.REVERSAL if owed == 0
                 else EntryKind.ADJUSTMENT
             )  # fmt: skip
             if after is not None:
-                self._paid[text] = after.line()
+                if owed:
+                    self._paid[text] = after.line()
+                else:  # brought to zero: the reversal explains why (the line due now)
+                    del self._paid[text]
                 if before is not None:  # (a new key's accrual is the entry due as it is)
                     delta = UnroundedMoney(owed - paid, after.amount.currency)
                     after = attrs.evolve(after, kind=kind, amount=delta)
@@ -632,7 +647,15 @@ class RebateEngine:
         changes: EngineChanges | None = None,
     ) -> None:
         """Bring the state back from recorded entries, the cursors they were made at and what
-        the engine had learned then (in the order they were recorded)."""
+        the engine had learned then (in the order they were recorded).
+
+        Restoring batch by batch gives exactly the state of the engine that processed them:
+        a key's line is the sum of its entries (the fields of the last, as the entry due), and
+        a close that waited before this batch waits no more if the batch handled it (processing
+        took it off the waiting list; if it still waits, it is among ``changes.parked``)."""
+        cursors = list(cursors)
+        if self._parked:
+            self._unpark_handled(server, cursors)
         if changes is not None:
             self._restoring = True
             try:
@@ -653,11 +676,11 @@ class RebateEngine:
             index, group_of = self._index_of(entry)
             keys = index.get(group_of) or ()
             if total:
-                if before is None:  # the key's first entry: what it paid is its own amount
+                if before is None and entry.kind is _ACCRUAL:  # the key's first entry
                     self._paid[text] = entry.line()
-                else:
+                else:  # (the engine keeps the entry due on a key, an accrual)
                     amount = UnroundedMoney(total, entry.amount.currency)
-                    self._paid[text] = attrs.evolve(entry, amount=amount).line()
+                    self._paid[text] = attrs.evolve(entry, kind=_ACCRUAL, amount=amount).line()
                 if text not in keys:
                     index[group_of] = (*keys, text)
             else:
@@ -666,6 +689,21 @@ class RebateEngine:
         for ticket, cursor in cursors:
             dk = _deal_text(server, ticket)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
+
+    def _unpark_handled(self, server: str, cursors: list[tuple[int, int]]) -> None:
+        """Take off the waiting list the closes a batch handled (its items past a deal's
+        cursor), as processing them did."""
+        handled = {
+            (server, ticket)
+            for ticket, cursor in cursors
+            if cursor > self._cursor.get(_deal_text(server, ticket), 0)
+        }
+        for position in [p for p, waiting in self._parked.items() if handled & waiting.keys()]:
+            waiting = self._parked[position]
+            for deal_key in handled & waiting.keys():
+                del waiting[deal_key]
+            if not waiting:
+                del self._parked[position]
 
     def _index_of(self, entry: RebateEntry) -> tuple[_KeyLists, Hashable]:
         """Where an entry's key is listed: by client (CPA), by IB and period (caps), by deal."""
@@ -729,6 +767,8 @@ class RebateEngine:
         parked = self._parked.get((server, int(position)))
         if parked is not None:
             parked.pop((server, int(ticket)), None)
+            if not parked:
+                del self._parked[(server, int(position))]
         self._learn_trade(
             server, _deal_text(server, int(ticket)), int(position),
             from_micros(int(micros)) if micros else None, self.client_of(server, int(login)),
