@@ -10,6 +10,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fxcrm_core.access import Actor
 from fxcrm_core.broker import EVENT_HANDLERS, Broker, ConfigurationError
@@ -20,6 +22,7 @@ from fxcrm_core.kyc import KycLevelTooLowError, KycStatus
 from fxcrm_core.ledger import TransferRequest
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import SqliteEventStore
+from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
 from fxcrm_core.trading import TradingServerError
 from tests.system_world import (
     IDENTITY_KEY,
@@ -455,3 +458,65 @@ def test_the_lifecycle_is_the_same_whenever_the_policies_run(
         broker.run_policies()
         stages[mode] = stage(broker, cid)
     assert stages["inline"] is stages["worker"] is Stage.DORMANT
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.one_of(st.none(), st.integers(), st.text(max_size=120), st.just("welcome")),
+    types=st.one_of(
+        st.none(),
+        st.text(max_size=20),
+        st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=20), st.just(int))),
+        st.just(["ClientRegistered"]),
+    ),
+    handler=st.one_of(st.none(), st.integers(), st.just(lambda r, u: None)),
+)
+def test_host_policies_with_bad_parts_are_refused_with_typed_errors(
+    name: object, types: object, handler: object
+) -> None:
+    from fxcrm_core.kernel import FxCrmError
+
+    broker = Broker.in_memory()
+    try:
+        broker.add_policy(name, types, handler)  # type: ignore[arg-type]
+    except FxCrmError:
+        return
+    # Accepted: then it is a well-formed policy on registered event types.
+    assert isinstance(name, str)
+    assert callable(handler)
+    assert types == ["ClientRegistered"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dormant_after": 90}, "dormant_after"),
+        ({"ib_max_depth": "x"}, "ib_max_depth"),
+        ({"events": "abc"}, "events"),
+        ({"events": [int]}, "events"),
+        ({"keyring": "secret"}, "keyring"),
+        ({"policies": "sometimes"}, "inline"),
+    ],
+)
+def test_broker_settings_of_the_wrong_kind_are_refused(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Broker.in_memory(**options)  # type: ignore[arg-type]
+
+
+def test_a_sqlite_broker_needs_a_file_and_makes_none_before_refusing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="file path"):
+        Broker.sqlite(":memory:", keyring=keyring(), identity_key=IDENTITY_KEY)
+    with pytest.raises(ConfigurationError, match="allow_clear_pii"):
+        Broker.sqlite(tmp_path / "x.sqlite", identity_key=IDENTITY_KEY)
+    assert list(tmp_path.iterdir()) == []
+    custom = Broker.sqlite(
+        tmp_path / "y.sqlite",
+        keyring=keyring(),
+        identity_key=IDENTITY_KEY,
+        keystore=SqliteKeyStore(tmp_path / "kms.keys"),
+    )
+    register(custom)
+    assert (tmp_path / "kms.keys").exists()
+    assert not (tmp_path / "y.sqlite.keys").exists()

@@ -328,6 +328,7 @@ class Broker:
         clock: Clock | None = None,
         **options: Unpack[BrokerOptions],
     ) -> None:
+        self._check_options(options)
         self.clock = clock or SystemClock()
         self.calendar = options.get("calendar") or TradingCalendar()
         self.ids = options.get("ids") or IdGenerator(self.clock)
@@ -476,17 +477,39 @@ class Broker:
         if mode == "inline":
             self.repository.on_commit(self._run_inline)
 
+    @staticmethod
+    def _check_pii_choice(options: BrokerOptions) -> None:
+        if options.get("keyring") is None and not options.get("allow_clear_pii", False):
+            raise ConfigurationError(
+                "pass a keyring (master keys from your KMS) to encrypt personal data, or "
+                "allow_clear_pii=True to store it in clear (tests and demos only)"
+            )
+
+    @staticmethod
+    def _check_options(options: BrokerOptions) -> None:
+        """Refuse settings of the wrong type with a typed error (never a builtin one)."""
+        dormant = options.get("dormant_after", timedelta(days=90))
+        if not isinstance(dormant, timedelta) or dormant <= timedelta(0):
+            raise ConfigurationError("dormant_after is a positive timedelta")
+        depth = options.get("ib_max_depth", 6)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ConfigurationError("ib_max_depth is a whole number from 1")
+        events = options.get("events", ())
+        if isinstance(events, str | bytes) or not all(
+            isinstance(e, type) and issubclass(e, DomainEvent) for e in events
+        ):
+            raise ConfigurationError("events lists the host's event classes (DomainEvent)")
+        keyring = options.get("keyring")
+        if keyring is not None and not isinstance(keyring, MasterKeyring):
+            raise ConfigurationError("keyring is a MasterKeyring")
+
     def _encryption(
         self, store: EventStore, keystore: KeyStore | None, options: BrokerOptions
     ) -> FieldEncryption | None:
         keyring = options.get("keyring")
         persistent = not isinstance(store, MemoryEventStore)
         if keyring is None:
-            if not options.get("allow_clear_pii", False):
-                raise ConfigurationError(
-                    "pass a keyring (master keys from your KMS) to encrypt personal data, or "
-                    "allow_clear_pii=True to store it in clear (tests and demos only)"
-                )
+            self._check_pii_choice(options)
             return None
         if keystore is None:
             if persistent:
@@ -524,14 +547,26 @@ class Broker:
         clock: Clock | None = None,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         keys_path: str | Path | None = None,
+        keystore: KeyStore | None = None,
         **options: Unpack[BrokerOptions],
     ) -> Broker:
         """A broker on one SQLite file (events, snapshots, audit), with the data keys in a
-        second file (``<path>.keys`` unless ``keys_path`` says otherwise)."""
+        second file (``<path>.keys`` unless ``keys_path`` says otherwise) or the ``keystore``
+        given (a KMS-backed one, say)."""
+        if not isinstance(path, str | Path) or str(path) in ("", ":memory:"):
+            raise ConfigurationError(
+                "Broker.sqlite needs a file path (for a broker in memory, use Broker.in_memory)"
+            )
+        if keystore is not None and keys_path is not None:
+            raise ConfigurationError("give keys_path or keystore, not both")
+        if options.get("keyring") is None and not options.get("allow_clear_pii", False):
+            cls._check_pii_choice(options)  # refuse before any file is made
         db = SqliteDatabase(path, synchronous=synchronous)
-        keystore = None
-        if "keyring" in options:
-            keystore = SqliteKeyStore(keys_path or f"{path}.keys")
+        if keystore is None and options.get("keyring") is not None:
+            keys = Path(keys_path or f"{path}.keys")
+            if keys.resolve() == Path(path).resolve():
+                raise ConfigurationError("the key file must not be the database itself")
+            keystore = SqliteKeyStore(keys)
         return cls(
             SqliteEventStore(db, clock=clock),
             snapshots=db,
@@ -551,7 +586,9 @@ class Broker:
         """Register a host policy: ``handler(recorded, uow)`` runs once for every event of
         ``event_types`` (classes, or stored names such as ``"host.BonusGranted"``), recording
         its output through ``uow``. The name must be new and stay stable."""
-        self.policies.add(Policy(f"{HOST_NAMESPACE}.{name}", tuple(event_types), handler))
+        if not isinstance(name, str):
+            raise ValidationError("a policy name is text")
+        self.policies.add(Policy(f"{HOST_NAMESPACE}.{name}", event_types, handler))
 
     def run_policies(self) -> int:
         """Handle every event committed so far with every policy; returns how many upstream

@@ -28,7 +28,7 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
-from fxcrm_core.kernel import TradingCalendar, ValidationError
+from fxcrm_core.kernel import ConcurrencyError, TradingCalendar, ValidationError
 from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.payments import Deposit, DepositCredited, DepositInitiated
 from fxcrm_core.trading import DealChange, DealsReceived
@@ -180,8 +180,8 @@ class Lifecycle:
         *,
         dormant_after: timedelta = timedelta(days=90),
     ) -> None:
-        if dormant_after <= timedelta(0):
-            raise ValidationError("dormant_after must be positive")
+        if not isinstance(dormant_after, timedelta) or dormant_after <= timedelta(0):
+            raise ValidationError("dormant_after must be a positive timedelta")
         self.repository = repository
         self.projections = projections
         self.calendar = calendar
@@ -263,5 +263,8 @@ class Lifecycle:
                 self.repository, EventMetadata(actor, reason="trading day closed")
             ) as u:
                 u.record(days, *events)
-                u.commit()
+                try:
+                    u.commit()
+                except ConcurrencyError:
+                    return []  # another process closed them first: each day closes once
         return [e.trading_day for e in events if isinstance(e, TradingDayClosed)]

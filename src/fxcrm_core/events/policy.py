@@ -21,7 +21,7 @@ from fxcrm_core.events.aggregate import Aggregate
 from fxcrm_core.events.event import DomainEvent, EventMetadata, RecordedEvent
 from fxcrm_core.events.repository import Repository
 from fxcrm_core.events.unit_of_work import UnitOfWork
-from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError, NotFoundError, ValidationError
 
 __all__ = [
     "POLICY_EVENTS",
@@ -72,7 +72,19 @@ class PolicyTracker(Aggregate):
 
 
 def _types(types: Iterable[type[DomainEvent] | str]) -> tuple[type[DomainEvent] | str, ...]:
-    return tuple(types)
+    if isinstance(types, str | bytes) or not isinstance(types, Iterable):
+        raise ValidationError("a policy's event types are a list of event classes or names")
+    out = tuple(types)
+    for t in out:
+        if not (isinstance(t, str) or (isinstance(t, type) and issubclass(t, DomainEvent))):
+            raise ValidationError("a policy's event types are event classes or their names")
+    return out
+
+
+def _handler(value: Handler) -> Handler:
+    if not callable(value):
+        raise ValidationError("a policy's handler is a function of (event, unit of work)")
+    return value
 
 
 @attrs.frozen
@@ -85,12 +97,19 @@ class Policy:
 
     name: str = attrs.field()
     event_types: tuple[type[DomainEvent] | str, ...] = attrs.field(converter=_types)
-    handler: Handler = attrs.field(eq=False)
+    handler: Handler = attrs.field(eq=False, converter=_handler)
 
     @name.validator
     def _check_name(self, _: object, value: str) -> None:
-        if not value or not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ValidationError("a policy name is letters, digits, '-', '_' and '.'")
+        plain = (
+            value.replace("-", "").replace("_", "").replace(".", "")
+            if isinstance(value, str)
+            else ""
+        )
+        if not (plain.isascii() and plain.isalnum() and len(value) <= 100):
+            raise ValidationError(
+                "a policy name is up to 100 ASCII letters, digits, '-', '_' and '.'"
+            )
 
     @event_types.validator
     def _check_types(self, _: object, value: tuple[type[DomainEvent] | str, ...]) -> None:
@@ -142,13 +161,23 @@ class PolicyRunner:
         if policy.name in self._policies:
             raise ValidationError(f"a policy named {policy.name} is already registered")
         registry = self.repository.codec.registry
-        self._names[policy.name] = frozenset(
+        known = registry.names()
+        names = frozenset(
             t if isinstance(t, str) else registry.name_of(t) for t in policy.event_types
         )
+        if not names <= known:
+            # A name the codec cannot read would never fire: a typo, or a host event not
+            # registered (host events are stored as "host.<Name>").
+            raise ValidationError(
+                f"policy {policy.name} names an event type that is not registered"
+            )
+        self._names[policy.name] = names
         self._policies[policy.name] = policy
 
     def position(self, name: str) -> int:
         """The position of the last upstream event the named policy has handled (any process)."""
+        if name not in self._policies:
+            raise NotFoundError("no policy of that name")
         return self._tracker(name).position
 
     def lag(self) -> dict[str, int]:
