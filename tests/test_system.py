@@ -520,3 +520,19 @@ def test_a_sqlite_broker_needs_a_file_and_makes_none_before_refusing(tmp_path: P
     register(custom)
     assert (tmp_path / "kms.keys").exists()
     assert not (tmp_path / "y.sqlite.keys").exists()
+
+
+def test_a_log_reopened_with_a_lost_or_other_key_file_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "broker.sqlite"
+    first = open_broker(db)
+    register(first)
+    first.close()
+    (tmp_path / "broker.sqlite.keys").rename(tmp_path / "elsewhere.keys")
+    with pytest.raises(ConfigurationError, match="right key file"):
+        open_broker(db)  # a redeploy that lost the key file: refused, nothing split
+    other = tmp_path / "other.sqlite"
+    register(open_broker(other))
+    with pytest.raises(ConfigurationError, match="right key file"):
+        Broker.sqlite(db, keyring=keyring(), identity_key=IDENTITY_KEY, keys_path=f"{other}.keys")
+    (tmp_path / "elsewhere.keys").rename(tmp_path / "broker.sqlite.keys")
+    assert open_broker(db).clients.find_by_email("ana.lima@example.com") is not None

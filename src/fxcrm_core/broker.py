@@ -75,6 +75,7 @@ from fxcrm_core.events import (
 )
 from fxcrm_core.kernel import (
     Clock,
+    CodecError,
     IdGenerator,
     Money,
     RateSource,
@@ -357,6 +358,8 @@ class Broker:
             field_cipher=self.encryption,
             payload_cipher=options.get("payload_cipher"),
         )
+        if self.encryption is not None and not isinstance(store, MemoryEventStore):
+            self._check_key_store()
         self.repository = _WatchedRepository(store, self.codec, snapshots)
         self.projections = ProjectionRunner(store, self.codec)
         self._erasures = _ErasureWatch()
@@ -502,6 +505,25 @@ class Broker:
         keyring = options.get("keyring")
         if keyring is not None and not isinstance(keyring, MasterKeyring):
             raise ConfigurationError("keyring is a MasterKeyring")
+
+    def _check_key_store(self, *, look_at: int = 10_000) -> None:
+        """Refuse a key store that cannot read the log's personal data (a redeploy that lost or
+        swapped the key file): the first event with PII must decrypt. Reads a few events."""
+        pii = {
+            name
+            for name in self.registry.names()
+            if self.codec.carries_pii(self.registry.spec_for_name(name).cls)
+        }
+        for stored in self.store.read_all(limit=look_at):
+            if stored.event_type in pii:
+                try:
+                    self.codec.decode(stored)
+                except CodecError:
+                    raise ConfigurationError(
+                        "the log holds personal data this key store has no keys for: is this "
+                        "the right key file (or keystore) for this database?"
+                    ) from None
+                return
 
     def _encryption(
         self, store: EventStore, keystore: KeyStore | None, options: BrokerOptions
