@@ -7,12 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Role, RowScope
@@ -401,3 +401,119 @@ def test_an_ib_reads_its_own_clients_and_its_sub_ibs_but_no_one_elses() -> None:
     assert not access.allows(Actor.ib("m"), "client.read", client_id="c-other")
     clock.set(JUN)
     assert ibs.in_downline_now("m", "c-later")
+
+
+# -- hostile input -----------------------------------------------------------------------------
+SECRET = "secret-"  # every text argument carries it: an error that echoes a value shows it
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return SECRET + "object"
+
+
+_offsets = st.timedeltas(min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23))
+_anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=10**6),  # large enough that its digits in a message would show
+    st.floats(),
+    st.binary(max_size=4),
+    st.text(max_size=6).map(lambda t: SECRET + t),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.just(_Opaque()),
+    st.dates(),
+)
+# Ids: the tree's own (valid) ones, odd texts, and anything else at all.
+_ids = st.one_of(
+    st.sampled_from(["m", "s", "g", "m2", "c-1", "c-2", "c-g"]),
+    st.sampled_from(["", " ", "\n", "\x00", "\ud800", "tab\there"]),
+    _anything,
+)
+_times = st.one_of(
+    st.just(JUN),
+    st.datetimes(timezones=st.builds(timezone, _offsets)),  # year 1 and 9999 edges included
+    st.datetimes(),  # naive
+    _anything,
+)
+_reasons = st.one_of(st.just("because"), st.just("   "), _anything)
+_actors = st.one_of(
+    st.just(ADMIN), st.just(Actor.staff("9", Role.SUPPORT)), st.just(Actor.ib("m")), _anything
+)
+# Each public method with a strategy for its arguments (positional, then keyword).
+Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+_calls: st.SearchStrategy[Call] = st.one_of(
+    st.tuples(
+        st.just("register_ib"),
+        st.tuples(_actors, _ids, st.one_of(st.none(), _ids), _times, st.one_of(st.none(), _ids)),
+        st.fixed_dictionaries({"reason": _reasons}),
+    ),
+    st.tuples(
+        st.just("reparent"),
+        st.tuples(_actors, _ids, st.one_of(st.none(), _ids), _times),
+        st.fixed_dictionaries({"reason": _reasons}),
+    ),
+    st.tuples(
+        st.just("attribute"),
+        st.tuples(_actors, _ids, st.one_of(st.none(), _ids), _times),
+        st.fixed_dictionaries({"reason": _reasons}),
+    ),
+    st.tuples(st.just("chain"), st.tuples(_ids, _times), st.just({})),
+    st.tuples(st.just("ib_of"), st.tuples(_ids, _times), st.just({})),
+    st.tuples(st.just("in_downline"), st.tuples(_ids, _ids, _times), st.just({})),
+    st.tuples(st.just("in_downline_now"), st.tuples(_ids, _ids), st.just({})),
+    st.tuples(st.just("history"), st.tuples(_ids), st.just({})),
+    st.tuples(st.just("client_history"), st.tuples(_ids), st.just({})),
+    st.tuples(st.just("as_of"), st.tuples(_times), st.just({})),
+    st.tuples(st.just("as_recorded"), st.tuples(_times), st.just({})),
+    st.tuples(st.just("as_of.chain"), st.tuples(_ids), st.just({})),
+    st.tuples(st.just("as_of.downline"), st.tuples(_ids), st.just({})),
+)
+
+
+def _call(ibs: IbNetworkService, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if name.startswith("as_of."):
+        return getattr(ibs.as_of(JUN), name.removeprefix("as_of."))(*args)
+    return getattr(ibs, name)(*args, **kwargs)
+
+
+@given(calls=st.lists(_calls, min_size=1, max_size=4))
+@example(calls=[("register_ib", (ADMIN, 123, None, JUN, None), {"reason": "x"})])  # review p7
+@example(calls=[("attribute", (ADMIN, 42, "m", JUN), {"reason": "x"})])  # review p7
+@example(calls=[("reparent", (ADMIN, "s", ["m"], JUN), {"reason": 5})])
+@example(calls=[("chain", ("m", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))), {})])
+@example(calls=[("history", ({},), {}), ("as_of.downline", (None,), {})])
+def test_hostile_arguments_get_typed_errors_that_echo_nothing(calls: list[Call]) -> None:
+    """Review p7: ``register_ib(..., 123, ...)`` and ``attribute(..., 42, ...)`` raised
+    AttributeError. Any argument of any kind: the call answers, or raises an FxCrmError whose
+    message holds no argument, and a refused change writes nothing."""
+    ibs = network(MemoryEventStore(FixedClock(JUN)), FixedClock(JUN))
+    build(ibs)
+    for name, args, kwargs in calls:
+        before = ibs.version
+        try:
+            _call(ibs, name, args, kwargs)
+        except FxCrmError as exc:
+            message = str(exc)  # anything else escaping fails the test
+        else:
+            continue
+        assert SECRET not in message
+        assert not any(isinstance(a, int) and str(a) in message for a in args if a)
+        assert ibs.version == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_depth": "6"},
+        {"max_depth": 0},
+        {"max_depth": True},
+        {"network_id": 7},
+        {"network_id": ""},
+        {"clock": "now"},
+    ],
+)
+def test_a_service_built_with_arguments_of_the_wrong_kind_is_refused(kwargs: Any) -> None:
+    with pytest.raises(ValidationError):
+        network(MemoryEventStore(), **kwargs)

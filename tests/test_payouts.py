@@ -4,7 +4,8 @@ account in the log (fed by a policy), so a restart or a crash pays exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -499,6 +500,82 @@ def test_a_transfer_posted_without_its_record_is_recorded_not_paid_again() -> No
             recovered=True,
         )
     ]
+
+
+class RacingLedger(Ledger):
+    """A ledger whose first post of each transfer id waits at ``gate`` until every racer has
+    decided that payout: all the runs decide on the same state, then post at the same moment."""
+
+    gate: threading.Barrier
+
+    def __init__(self, repository: Repository) -> None:
+        super().__init__(repository)
+        self.seen: set[str] = set()
+
+    def transfer_linked(
+        self,
+        requests: Sequence[TransferRequest],
+        *,
+        actor: str = "system:ledger",
+        also: Sequence[tuple[Aggregate, DomainEvent]] = (),
+    ) -> Any:
+        ids = {r.transfer_id for r in requests}
+        if not ids & self.seen:
+            self.seen |= ids
+            self.gate.wait(timeout=10)
+        return super().transfer_linked(requests, actor=actor, also=also)
+
+
+def race(path: Path, racers: int, run: Callable[[Env], list[PayoutResult]]) -> list[PayoutResult]:
+    """``racers`` processes (threads, each with its own store) run payouts on one SQLite file."""
+    policies = {ib: PayoutPolicy(USD, Money.of(1, "USD")) for ib in ("ib-1", "ib-2")}
+    RacingLedger.gate = threading.Barrier(racers)
+    envs = [Env(SqliteEventStore(path), policies, ledger=RacingLedger) for _ in range(racers)]
+    results: list[PayoutResult] = []
+    failures: list[BaseException] = []
+
+    def go(env: Env) -> None:
+        try:
+            results.extend(run(env))
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=go, args=(env,)) for env in envs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not failures
+    return results
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["run_all", "run"])
+def test_runs_at_the_same_moment_tell_one_caller_it_paid(tmp_path: Path, batched: bool) -> None:
+    """Review p4: of six runs that decided the same payout, each that found it posted by another
+    said ``paid`` too (a host would send the notice six times)."""
+    path = tmp_path / "log.sqlite"
+    Env(SqliteEventStore(path)).accrue(entry("685.8885"), entry("229.6665", ib="ib-2", ticket=2))
+    today = MON + timedelta(days=1)
+
+    def run(env: Env) -> list[PayoutResult]:
+        if batched:
+            return env.payouts.run_all(RUNNER, today)
+        return [env.payouts.run(RUNNER, ib, today) for ib in ("ib-1", "ib-2")]
+
+    results = race(path, 6, run)
+    after = Env(SqliteEventStore(path))
+    for ib, amount, carried in (("ib-1", "685.88", "0.0085"), ("ib-2", "229.66", "0.0065")):
+        mine = [r for r in results if r.ib_id == ib]
+        paid = [r for r in mine if r.paid is not None]
+        assert [r.paid for r in paid] == [Money.of(amount, "USD")]  # one caller, and only one
+        others = [r for r in mine if r.paid is None]
+        assert len(others) == 5
+        for r in others:
+            assert r.already_paid == Money.of(amount, "USD")
+            assert (r.payout_id, r.error) == (paid[0].payout_id, None)
+            assert r.carried == paid[0].carried == UnroundedMoney(Decimal(carried), USD)
+        assert after.wallet(ib) == Money.of(amount, "USD")
+        assert after.payouts.account(ib).sequence == 1
 
 
 amounts = st.decimals(min_value=-60, max_value=400, places=4, allow_nan=False)

@@ -27,7 +27,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor
-from fxcrm_core.commissions.tree import IbTree
+from fxcrm_core.commissions.tree import IbTree, check_id, check_time
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -38,7 +38,6 @@ from fxcrm_core.events import (
 )
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import FxCrmError, NotFoundError, ValidationError
-from fxcrm_core.kernel.time import to_utc
 
 __all__ = [
     "IB_NETWORK_EVENTS",
@@ -125,8 +124,8 @@ class IbTreeView:
     event_types: frozenset[str] | None = frozenset(e.__name__ for e in IB_NETWORK_EVENTS)
 
     def __init__(self, *, max_depth: int = 6, network_id: str = "main") -> None:
-        self.max_depth = max_depth
-        self.network_id = network_id
+        self.max_depth = _depth(max_depth)
+        self.network_id = check_id(network_id, "a network id")
         self.stream_id = IbNetwork.stream_id_for(network_id)
         self.reset()
 
@@ -138,6 +137,8 @@ class IbTreeView:
         self._of_client: dict[str, list[RecordedEvent[IbNetworkEvent]]] = {}
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        if not isinstance(recorded, RecordedEvent):
+            raise ValidationError("the IB tree takes recorded events")
         if recorded.stream_id != self.stream_id or recorded.version <= self.version:
             return
         if recorded.version != self.version + 1:
@@ -162,10 +163,10 @@ class IbTreeView:
             self._of_ib.setdefault(event.ib_id, []).append(change)
 
     def history(self, ib_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
-        return list(self._of_ib.get(ib_id, ()))
+        return list(self._of_ib.get(check_id(ib_id, "an IB id"), ()))
 
     def client_history(self, client_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
-        return list(self._of_client.get(client_id, ()))
+        return list(self._of_client.get(check_id(client_id, "a client id"), ()))
 
 
 @attrs.frozen
@@ -179,7 +180,7 @@ class IbTreeAt:
 
     def chain(self, ib_id: str) -> list[str]:
         """The IB and its ancestors up to its master."""
-        if ib_id not in self.parents:
+        if check_id(ib_id, "an IB id") not in self.parents:
             raise NotFoundError("no such IB at that time")
         out = [ib_id]
         while (up := self.parents[out[-1]]) is not None:
@@ -188,6 +189,7 @@ class IbTreeAt:
 
     def downline(self, ib_id: str) -> list[str]:
         """The clients who came through ``ib_id`` or an IB below it."""
+        check_id(ib_id, "an IB id")
         return [c for c, ib in self.clients.items() if ib_id in self.chain(ib)]
 
 
@@ -198,6 +200,11 @@ class IbNetworkService:
 
     Commands need the ``ib.manage`` permission and a reason; both go into the event's metadata
     with the actor. A refused change (TreeError, NotFoundError, ValidationError) writes nothing.
+
+    Every method refuses arguments of the wrong kind with ValidationError before it reads or
+    writes anything, and the message never holds the value: ids are non-empty ``str`` of
+    printable characters (None where a method says so), times aware datetimes, reasons ``str``
+    with more than blanks, the actor an :class:`~fxcrm_core.access.Actor`.
     """
 
     def __init__(
@@ -209,6 +216,12 @@ class IbNetworkService:
         max_depth: int = 6,
         network_id: str = "main",
     ) -> None:
+        if not isinstance(repository, Repository):
+            raise ValidationError("the IB network needs a repository")
+        if not isinstance(access, AccessControl):
+            raise ValidationError("the IB network needs access control")
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValidationError("the IB network's clock must tell the time (a Clock)")
         self.repository = repository
         self.access = access
         self.clock = clock or SystemClock()
@@ -227,6 +240,9 @@ class IbNetworkService:
         reason: str,
     ) -> None:
         """Add an IB under ``parent_id`` (None: a master IB) from ``at`` on."""
+        check_id(ib_id, "an IB id")
+        _optional_id(parent_id, "a parent IB id")
+        _optional_id(own_client_id, "a client id")
         when = self._allowed(actor, reason, at)
 
         def check(tree: IbTree) -> None:
@@ -239,6 +255,8 @@ class IbNetworkService:
     ) -> None:
         """Move an IB under ``parent_id`` (None: to the top) from ``at`` on; deals made before
         keep the tree they were made under."""
+        check_id(ib_id, "an IB id")
+        _optional_id(parent_id, "a parent IB id")
         when = self._allowed(actor, reason, at)
 
         def check(tree: IbTree) -> None:
@@ -250,6 +268,8 @@ class IbNetworkService:
         self, actor: Actor, client_id: str, ib_id: str | None, at: datetime, *, reason: str
     ) -> None:
         """The client comes through ``ib_id`` (None: direct) from ``at`` on."""
+        check_id(client_id, "a client id")
+        _optional_id(ib_id, "an IB id")
         when = self._allowed(actor, reason, at)
 
         def check(tree: IbTree) -> None:
@@ -258,10 +278,13 @@ class IbNetworkService:
         self._record(actor, reason, check, ClientAttributed(client_id, ib_id, when))
 
     def _allowed(self, actor: Actor, reason: str, at: datetime) -> datetime:
-        self.access.require(actor, MANAGE)
-        if not reason or not reason.strip():
+        if not isinstance(actor, Actor):
+            raise ValidationError("a change of the IB tree needs an actor")
+        when = check_time(at)
+        if not isinstance(reason, str) or not reason.strip():
             raise ValidationError("a change of the IB tree needs a reason")
-        return to_utc(at, "at")
+        self.access.require(actor, MANAGE)
+        return when
 
     def _record(
         self, actor: Actor, reason: str, check: Callable[[IbTree], None], event: DomainEvent
@@ -305,25 +328,33 @@ class IbNetworkService:
 
     def chain(self, ib_id: str, at: datetime) -> list[str]:
         """The IB and its ancestors up to its master, as of ``at``."""
+        check_id(ib_id, "an IB id")
+        when = check_time(at)
         with self._lock:
             self.catch_up()
-            return self.view.tree.chain(ib_id, at)
+            return self.view.tree.chain(ib_id, when)
 
     def ib_of(self, client_id: str, at: datetime) -> str | None:
         """The IB the client came through at ``at`` (None: direct, or not known then)."""
+        check_id(client_id, "a client id")
+        when = check_time(at)
         with self._lock:
             self.catch_up()
-            return self.view.tree.ib_of(client_id, at)
+            return self.view.tree.ib_of(client_id, when)
 
     def in_downline(self, ib_id: str, client_id: str, at: datetime) -> bool:
         """True if the client came through ``ib_id`` or an IB below it, as of ``at``."""
+        check_id(ib_id, "an IB id")
+        check_id(client_id, "a client id")
+        when = check_time(at)
         with self._lock:
             self.catch_up()
-            return self.view.tree.in_downline(ib_id, client_id, at)
+            return self.view.tree.in_downline(ib_id, client_id, when)
 
     def in_downline_now(self, ib_id: str, client_id: str) -> bool:
         """The IB row scope (``Relationships.in_downline``): :meth:`in_downline` at the clock's
-        now, on every change committed so far by any process. Fails closed (False)."""
+        now, on every change committed so far by any process. Fails closed: False for an IB
+        unknown; ids of the wrong kind raise ValidationError as everywhere (no access either)."""
         try:
             return self.in_downline(ib_id, client_id, self.clock.now())
         except NotFoundError:
@@ -332,19 +363,21 @@ class IbNetworkService:
     def history(self, ib_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
         """The IB's registration and re-parentings, oldest first, each with who recorded it,
         when and why (empty for an IB never registered)."""
+        check_id(ib_id, "an IB id")
         with self._lock:
             self.catch_up()
             return self.view.history(ib_id)
 
     def client_history(self, client_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
         """The client's attributions, oldest first, each with who recorded it, when and why."""
+        check_id(client_id, "a client id")
         with self._lock:
             self.catch_up()
             return self.view.client_history(client_id)
 
     def as_of(self, at: datetime) -> IbTreeAt:
         """The tree as it stood at ``at`` (effective time), by every change recorded so far."""
-        when = to_utc(at, "at")
+        when = check_time(at)
         with self._lock:
             self.catch_up()
             tree = self.view.tree
@@ -364,7 +397,7 @@ class IbNetworkService:
     def as_recorded(self, at: datetime) -> IbTree:
         """The tree as the log held it at ``at`` (recording time): the changes recorded by
         then, whatever their effective dates. What an answer given at ``at`` was based on."""
-        when = to_utc(at, "at")
+        when = check_time(at)
         with self._lock:
             self.catch_up()
             changes = [c.event for c in self.view.changes if c.recorded_at <= when]
@@ -372,3 +405,13 @@ class IbNetworkService:
         for event in changes:
             _replayed(tree, event)
         return tree
+
+
+def _optional_id(value: object, what: str) -> str | None:
+    return None if value is None else check_id(value, what)
+
+
+def _depth(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValidationError("the depth cap is a whole number, at least 1")
+    return value

@@ -101,6 +101,13 @@ class PayoutPolicy:
 
 @attrs.frozen
 class PayoutResult:
+    """What one run did for one IB. ``paid`` is set on exactly one result per payout, that of
+    the run that posted it: a host sends its notice or bank transfer from ``paid`` alone.
+
+    ``already_paid``: another run (a second process, a concurrent caller) posted this payout,
+    ``payout_id``, first, for that amount; this run moved nothing (``paid`` is None) and must
+    not act on it. ``carried`` is then what the other run left owed."""
+
     ib_id: str
     paid: Money | None  # None: nothing paid (below the minimum, nothing due, awaiting approval)
     carried: UnroundedMoney  # what stays owed in the IB's currency, rounding remainder included
@@ -108,6 +115,7 @@ class PayoutResult:
     rate_source: str | None = None
     payout_id: str | None = None  # the ledger transfer id of what was paid
     error: str | None = None  # why this IB was not paid (run_all: the others are unaffected)
+    already_paid: Money | None = None  # posted by another run under ``payout_id``, not this one
 
 
 def payout_transfer_id(ib_id: str, sequence: int) -> str:
@@ -413,7 +421,9 @@ class Payouts:
         for start in range(0, len(ready), chunk):
             part = ready[start : start + chunk]
             try:
-                self._post(part, actor)
+                if self._post(part, actor):
+                    for payout in part:
+                        results[payout.ib_id] = self._already_paid(payout)
             except FxCrmError:
                 # One payout refused, or an account moved: each again on its own, so one IB's
                 # trouble stays its own (an id the refusal spent is recorded, the next one used).
@@ -431,14 +441,14 @@ class Payouts:
             if payout is None:
                 return result
             try:
-                self._post([payout], actor)
+                replayed = self._post([payout], actor)
             except ConcurrencyError:
                 continue  # the account moved (an accrual): decide again on its new state
             except FxCrmError:
                 with contextlib.suppress(FxCrmError):  # a refusal spends the id: record it
                     self._reconcile(actor, self.account(ib_id), policy)
                 raise
-            return result
+            return self._already_paid(payout) if replayed else result
         raise ConcurrencyError("the IB's payout account kept changing; try again")
 
     def _failed(self, ib_id: str, policy: PayoutPolicy, exc: FxCrmError) -> PayoutResult:
@@ -507,22 +517,49 @@ class Payouts:
         cur = amount.currency
         wallet = f"ib-wallet:{ib_id}:{cur.code}"
         expense = f"rebate_expense:{cur.code}"
-        self.ledger.open_account(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
-        self.ledger.open_account(expense, owner="broker", currency=cur, purpose="rebate_expense")
+        self._open(wallet, owner=ib_id, currency=cur, purpose="ib_wallet")
+        self._open(expense, owner="broker", currency=cur, purpose="rebate_expense")
         return TransferRequest(transfer_id, expense, wallet, amount)
 
-    def _post(self, payouts: Sequence[_Ready], actor: Actor) -> None:
+    def _open(self, account_id: str, *, owner: str, currency: Currency, purpose: str) -> None:
+        """Open a ledger account unless open. Two runs opening it at the same moment: the one
+        that loses the append finds it open on the second try (same details)."""
+        try:
+            self.ledger.open_account(account_id, owner=owner, currency=currency, purpose=purpose)
+        except ConcurrencyError:
+            self.ledger.open_account(account_id, owner=owner, currency=currency, purpose=purpose)
+
+    def _post(self, payouts: Sequence[_Ready], actor: Actor) -> bool:
         """Post payouts from rebate expense to the IBs' wallets, all-or-nothing, with each
-        account's PayoutMade in the same append: the ledger and the accounts never diverge."""
+        account's PayoutMade in the same append: the ledger and the accounts never diverge.
+
+        Returns True when the ledger only replayed them: another writer posted these very
+        transfers first (the ledger answers a batch wholly from the store or writes it wholly),
+        so this call moved nothing and its callers must not report them as paid."""
         results = self.ledger.transfer_linked(
             [p.request for p in payouts],
             actor=actor.id,
             also=[(p.account, p.event) for p in payouts],
         )
-        if any(r.replayed for r in results):
-            # Posted before under these ids (another worker, or a host): record what is missing.
-            for p in payouts:
-                self._reconcile(actor, self.account(p.ib_id), self._policy(p.ib_id))
+        if not any(r.replayed for r in results):
+            return False
+        # Posted before under these ids (another worker, or a host): record what is missing.
+        for p in payouts:
+            self._reconcile(actor, self.account(p.ib_id), self._policy(p.ib_id))
+        return True
+
+    def _already_paid(self, payout: _Ready) -> PayoutResult:
+        """The result of a payout another run posted first (same id, same content)."""
+        carried = self.account(payout.ib_id).balance(self._policy(payout.ib_id).currency)
+        event = payout.event
+        return PayoutResult(
+            payout.ib_id,
+            None,
+            carried,
+            rate_source=event.rate_source,
+            payout_id=event.transfer_id,
+            already_paid=event.amount,
+        )
 
     def _reconcile(
         self, actor: Actor, account: IbPayoutAccount, policy: PayoutPolicy

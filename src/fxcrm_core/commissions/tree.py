@@ -11,13 +11,34 @@ import attrs
 from fxcrm_core.kernel.errors import FxCrmError, NotFoundError, ValidationError
 from fxcrm_core.kernel.time import to_utc
 
-__all__ = ["IbTree", "TreeError"]
+__all__ = ["IbTree", "TreeError", "check_id", "check_time"]
 
 
 class TreeError(FxCrmError, ValueError):
     """A change that would break the tree: a cycle, too deep a chain, a self-referral."""
 
     default_message = "the IB tree cannot take that change"
+
+
+def check_id(value: object, what: str = "an id") -> str:
+    """``value`` if it is a non-empty ``str`` of printable characters, else ValidationError
+    (the message names ``what``, never the value: ids may be e-mails)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be text")
+    if not value or not value.isprintable():
+        raise ValidationError(f"{what} must be made of printable characters")
+    return value
+
+
+def check_time(value: object, what: str = "at") -> datetime:
+    """``value`` as an aware UTC datetime; ValidationError (NaiveDatetimeError) if it is not a
+    datetime, naive, or has no UTC equivalent (a year-1 or year-9999 edge moved out of range)."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{what}: expected a datetime")
+    try:
+        return to_utc(value, what)
+    except OverflowError:
+        raise ValidationError(f"{what}: out of the range of UTC datetimes") from None
 
 
 @attrs.define
@@ -78,19 +99,19 @@ class IbTree:
         self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
     ) -> None:
         """A new IB under ``parent_id`` (None: a master IB) from ``at`` on."""
-        when = to_utc(at, "at")
+        when = check_time(at)
         self.check_add_ib(ib_id, parent_id, when, own_client_id=own_client_id)
         self.restore_ib(ib_id, parent_id, when, own_client_id=own_client_id)
 
     def reparent(self, ib_id: str, parent_id: str | None, at: datetime) -> None:
         """Move an IB under another parent from ``at`` on; earlier deals keep the old tree."""
-        when = to_utc(at, "at")
+        when = check_time(at)
         self.check_reparent(ib_id, parent_id, when)
         self.restore_parent(ib_id, parent_id, when)
 
     def attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
         """The client comes through ``ib_id`` (None: direct) from ``at`` on."""
-        when = to_utc(at, "at")
+        when = check_time(at)
         self.check_attribute(client_id, ib_id, when)
         self.restore_attribution(client_id, ib_id, when)
 
@@ -99,32 +120,30 @@ class IbTree:
         self, ib_id: str, parent_id: str | None, at: datetime, *, own_client_id: str | None = None
     ) -> None:
         """Raise what :meth:`add_ib` would raise; change nothing."""
-        when = to_utc(at, "at")
-        if not ib_id or not ib_id.isprintable():
-            raise ValidationError("an IB needs an id of printable characters")
-        if own_client_id is not None and (not own_client_id or not own_client_id.isprintable()):
-            raise ValidationError("a client id is made of printable characters")
+        when = check_time(at)
+        check_id(ib_id, "an IB id")
+        if own_client_id is not None:
+            check_id(own_client_id, "a client id")
         if ib_id in self._parents:
             raise TreeError("that IB already exists")
         self._check_parent(ib_id, parent_id, when)
 
     def check_reparent(self, ib_id: str, parent_id: str | None, at: datetime) -> None:
         """Raise what :meth:`reparent` would raise; change nothing."""
-        when = to_utc(at, "at")
-        if ib_id not in self._parents:
+        when = check_time(at)
+        if check_id(ib_id, "an IB id") not in self._parents:
             raise NotFoundError("no such IB")
         self._check_parent(ib_id, parent_id, when)
 
     def check_attribute(self, client_id: str, ib_id: str | None, at: datetime) -> None:
         """Raise what :meth:`attribute` would raise; change nothing."""
-        when = to_utc(at, "at")
-        if not client_id or not client_id.isprintable():
-            raise ValidationError("a client id is made of printable characters")
+        when = check_time(at)
+        check_id(client_id, "a client id")
         timeline = self._attribution.get(client_id)
         if timeline is not None and timeline.since and when < timeline.since[-1]:
             raise ValidationError("changes are recorded in time order")
         if ib_id is not None:
-            ib = self._parents.get(ib_id)
+            ib = self._parents.get(check_id(ib_id, "an IB id"))
             if ib is None:
                 raise NotFoundError("no such IB")
             if when < ib.since[0]:
@@ -139,7 +158,7 @@ class IbTree:
             raise ValidationError("changes are recorded in time order")
         if parent_id is None:
             return
-        if parent_id not in self._parents:
+        if check_id(parent_id, "a parent IB id") not in self._parents:
             raise NotFoundError("no such parent IB")
         # The new link holds from ``when`` on, while other IBs may move later (a change may be
         # dated before changes of other keys): the tree must keep its rules at ``when`` and at
