@@ -365,7 +365,8 @@ DAY: tuple[DayStep, ...] = (
         (ANA_EMAIL,),
     ),
     DayStep("IBs signed: ib-north under ib-apex", sign_ibs, (ANA_EMAIL,)),
-    DayStep("a trading session", trade, (300,)),
+    DayStep("a trading session", trade, (150,)),
+    DayStep("the afternoon session", trade, (150,)),
     DayStep("IB payouts through the ledger", pay_ibs),
     DayStep(
         "Bo erased (relationship ended 2020)", erase, (BO[1], datetime(2020, 2, 1, tzinfo=UTC))
