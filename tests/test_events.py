@@ -21,10 +21,12 @@ from fxcrm_core.events import (
     EventMetadata,
     EventRegistry,
     EventStore,
+    NewEvent,
     ProjectionRunner,
     RecordedEvent,
     Repository,
     StoredEvent,
+    StreamAppend,
     UnitOfWork,
     ValueCodec,
     iter_all,
@@ -615,3 +617,92 @@ def test_tuples_of_json_scalars_are_stored_as_arrays_and_read_back(
         "amounts": [str(a) for a in amounts],
     }
     assert codec.decode_event("batch-1", stored.event_type, stored.data) == event
+
+
+# -- the append path, as made cheaper: same results, same refusals ----------------------------
+def test_equal_metadata_records_encode_once_to_the_same_bytes() -> None:
+    codec = EventCodec(registry())
+    event = CashPaidIn(Money.of(1, "USD"))
+    first = codec.encode("till-1", event, EventMetadata("staff:7", reason="pay in"))
+    again = codec.encode("till-1", event, EventMetadata("staff:7", reason="pay in"))
+    other = codec.encode("till-1", event, EventMetadata("staff:8", reason="pay in"))
+    assert first.metadata == again.metadata == b'{"a":"staff:7","r":"pay in"}'
+    assert other.metadata == b'{"a":"staff:8","r":"pay in"}'
+    # Many distinct records (request ids) still encode each to its own bytes.
+    for n in range(2_500):
+        meta = EventMetadata("staff:7", correlation_id=f"req-{n}")
+        assert codec.decode_metadata(codec.encode("till-1", event, meta).metadata) == meta
+
+
+def test_a_unit_of_work_tells_its_listeners_of_each_commit_and_only_of_commits() -> None:
+    store, repo = make()
+    heard: list[int] = []
+    repo.on_commit(lambda result: heard.append(result.last_position))
+    till = open_till(repo)
+    assert heard == [1]
+    with UnitOfWork(repo, META) as uow:  # a stale state: refused, nothing heard
+        uow.record(Till.blank("t1"), *Till.blank("t1").open("USD", "Bo"))
+        with pytest.raises(ConcurrencyError):
+            uow.commit()
+    with UnitOfWork(repo, META) as uow:
+        uow.record(till, *till.pay_in(Money.of(5, "USD")))
+        uow.commit()
+    assert heard == [1, 2] == [1, store.last_position()]
+
+
+def _ev(n: int) -> NewEvent:
+    return NewEvent("Happened", f'{{"n":{n}}}'.encode(), b"{}")
+
+
+def test_sqlite_append_results_name_the_positions_and_versions_written(tmp_path: Path) -> None:
+    # Two stores on one file take turns, so each append starts after the other's rows.
+    one = SqliteEventStore(tmp_path / "log.sqlite")
+    two = SqliteEventStore(tmp_path / "log.sqlite")
+    try:
+        for n in range(6):
+            store = (one, two)[n % 2]
+            result = store.append(
+                StreamAppend("shared", 2 * n, [_ev(n), _ev(n)]),
+                StreamAppend(f"own-{n}", 0, [_ev(n)]),
+                StreamAppend("audit", None, [_ev(n)]),
+            )
+            assert dict(result.versions) == {"shared": 2 * n + 2, f"own-{n}": 1, "audit": n + 1}
+            assert result.last_position == store.last_position() == 4 * (n + 1)
+            written = store.read_all(after_position=4 * n)
+            assert [e.position for e in written] == list(range(4 * n + 1, 4 * n + 5))
+            assert [(e.stream_id, e.version) for e in written] == [
+                ("shared", 2 * n + 1), ("shared", 2 * n + 2), (f"own-{n}", 1), ("audit", n + 1),
+            ]  # fmt: skip
+    finally:
+        one.close()
+        two.close()
+
+
+@pytest.mark.parametrize("expected", [0, 1, 3])
+def test_sqlite_conflicts_name_the_stream_s_real_version(tmp_path: Path, expected: int) -> None:
+    store = SqliteEventStore(tmp_path / "log.sqlite")
+    try:
+        store.append(StreamAppend("s", 0, [_ev(1), _ev(2)]))
+        with pytest.raises(ConcurrencyError, match=f"at version 2, expected {expected};"):
+            store.append(StreamAppend("fresh", 0, [_ev(3)]), StreamAppend("s", expected, [_ev(3)]))
+        assert store.last_position() == 2
+    finally:
+        store.close()
+
+
+def test_sqlite_appends_to_hundreds_of_streams_check_every_one(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "log.sqlite")
+    streams = [f"s-{n}" for n in range(450)]  # more than one statement reads
+    try:
+        first = store.append(*(StreamAppend(s, 0, [_ev(n)]) for n, s in enumerate(streams)))
+        assert first.last_position == 450
+        assert set(first.versions.values()) == {1}
+        stale = [StreamAppend(s, 0 if n == 420 else 1, [_ev(n)]) for n, s in enumerate(streams)]
+        with pytest.raises(ConcurrencyError, match="s-420 is at version 1"):
+            store.append(*stale)
+        assert store.last_position() == 450
+        fresh = [StreamAppend(s, 1, [_ev(n)]) for n, s in enumerate(streams)]
+        assert store.append(*fresh).last_position == 900
+        assert store.stream_version("s-449") == 2
+    finally:
+        store.close()

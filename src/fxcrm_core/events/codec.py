@@ -46,6 +46,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
 _ENCRYPTED = b"e"
 _PII = "$pii"
+_METADATA_KEPT = 1024  # distinct metadata records whose bytes are kept
 
 
 @runtime_checkable
@@ -257,10 +258,12 @@ class EventCodec:
         self.converter = converter or make_converter()
         self.field_cipher = field_cipher
         self.payload_cipher = payload_cipher
-        self._unstructure: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        # Per event class, what writing it takes: its spec and its unstructure function.
+        self._plans: dict[type, tuple[_Spec, Callable[[Any], dict[str, Any]]]] = {}
         self._dumps = _make_dumps()
         self._loads = _make_loads()
         self._last_metadata: tuple[EventMetadata | None, bytes] = (None, b"")
+        self._metadata: dict[EventMetadata, bytes] = {}
         self._values: set[Any] = set()
         self._sync_value_codecs()
 
@@ -275,7 +278,7 @@ class EventCodec:
                     self.converter.register_unstructure_hook_func(_is(cls), value.unstructure)
                     self.converter.register_structure_hook_func(_is(cls), _structure_with(value))
                 self._values.add(cls)
-                self._unstructure.clear()
+                self._plans.clear()
 
     def carries_pii(self, event_type: type[DomainEvent]) -> bool:
         """Whether events of this type have PII fields."""
@@ -289,19 +292,52 @@ class EventCodec:
         self, stream_id: str, events: Iterable[DomainEvent], metadata: EventMetadata
     ) -> tuple[NewEvent, ...]:
         """Encode the events of one command; they share one metadata record."""
-        meta = self.encode_metadata(metadata)
-        encode = self._encode_payload
-        return tuple(
-            NewEvent(name, data, meta) for name, data in (encode(stream_id, e) for e in events)
-        )
+        return self._encode_stream(stream_id, events, metadata)[0]
 
-    def _encode_payload(self, stream_id: str, event: DomainEvent) -> tuple[str, bytes]:
-        spec = self.registry.spec_for_class(type(event))
-        unstructure = self._unstructure.get(spec.cls)
-        if unstructure is None:
-            self._sync_value_codecs()
-            unstructure = self.converter.get_unstructure_hook(spec.cls)
-            self._unstructure[spec.cls] = unstructure
+    def _encode_stream(
+        self, stream_id: str, events: Iterable[DomainEvent], metadata: EventMetadata
+    ) -> tuple[tuple[NewEvent, ...], bool]:
+        """:meth:`encode_many`, and whether any of the events has PII fields (for the unit of
+        work, which keeps only states built without PII)."""
+        last, meta = self._last_metadata
+        if last is not metadata:
+            meta = self.encode_metadata(metadata)
+        plans = self._plans
+        plain = self.payload_cipher is None
+        encoded = []
+        pii = False
+        for event in events:
+            plan = plans.get(type(event))
+            if plan is None:
+                plan = self._plan(type(event))
+            spec, unstructure = plan
+            if spec.pii_fields:
+                pii = True
+            elif plain and spec.version == 1:
+                # Most events: no PII, no payload cipher, first version.
+                try:
+                    payload = self._dumps(unstructure(event)).encode()
+                except ValueError:  # NaN or infinite floats: JSON cannot hold them
+                    raise CodecError(f"{spec.name}: a value cannot be stored as JSON") from None
+                encoded.append(_new_event((spec.name, payload, meta)))
+                continue
+            encoded.append(_new_event((spec.name, self._payload(stream_id, event, plan), meta)))
+        return tuple(encoded), pii
+
+    def _plan(self, cls: type[DomainEvent]) -> tuple[_Spec, Callable[[Any], dict[str, Any]]]:
+        spec = self.registry.spec_for_class(cls)
+        self._sync_value_codecs()
+        plan = (spec, self.converter.get_unstructure_hook(spec.cls))
+        self._plans[cls] = plan
+        return plan
+
+    def _payload(
+        self,
+        stream_id: str,
+        event: DomainEvent,
+        plan: tuple[_Spec, Callable[[Any], dict[str, Any]]],
+    ) -> bytes:
+        spec, unstructure = plan
         data = unstructure(event)
         if spec.pii_fields and self.field_cipher is not None:
             names = [n for n in spec.pii_fields if data.get(n) is not None]
@@ -326,23 +362,29 @@ class EventCodec:
             payload = _ENCRYPTED + self.payload_cipher.encrypt_payload(
                 payload, _associated(stream_id, spec.name)
             )
-        return spec.name, payload
+        return payload
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
-        # A command encodes one (immutable) metadata record once per stream it writes.
+        # A command encodes one (immutable) metadata record once per stream it writes, and
+        # commands of one kind by one actor share their records' bytes.
         last, raw = self._last_metadata
         if last is metadata:
             return raw
-        doc = {"a": metadata.actor}
-        if metadata.correlation_id is not None:
-            doc["c"] = metadata.correlation_id
-        if metadata.causation_id is not None:
-            doc["k"] = metadata.causation_id
-        if metadata.reason is not None:
-            doc["r"] = metadata.reason
-        raw = self._dumps(doc).encode()
-        self._last_metadata = (metadata, raw)
-        return raw
+        known = self._metadata.get(metadata)
+        if known is None:
+            doc = {"a": metadata.actor}
+            if metadata.correlation_id is not None:
+                doc["c"] = metadata.correlation_id
+            if metadata.causation_id is not None:
+                doc["k"] = metadata.causation_id
+            if metadata.reason is not None:
+                doc["r"] = metadata.reason
+            known = self._dumps(doc).encode()
+            if len(self._metadata) >= _METADATA_KEPT:
+                self._metadata.clear()
+            self._metadata[metadata] = known
+        self._last_metadata = (metadata, known)
+        return known
 
     def encode_state(self, state: object) -> bytes:
         """An attrs object (an aggregate state for a snapshot) as JSON bytes."""
@@ -410,6 +452,12 @@ class EventCodec:
             # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
             object.__setattr__(event, name, ERASED)
         return event
+
+
+# NewEvent without its Python-level __new__ (called once per event written).
+_new_event = cast(
+    Callable[[tuple[str, bytes, bytes]], NewEvent], functools.partial(tuple.__new__, NewEvent)
+)
 
 
 def _is(form: Any) -> Callable[[Any], bool]:

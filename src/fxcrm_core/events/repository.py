@@ -66,19 +66,24 @@ class Repository:
             return None
         decode = self.codec.decode_event
         state = state.fold(decode(s.stream_id, s.event_type, s.data) for s in stored)
-        self.remember((state,))
+        self._remember(((stream_id, state),))
         return state
 
     def remember(self, states: Iterable[Aggregate]) -> None:
         """Keep states known to be current at their version (just loaded, or just committed)."""
+        self._remember((state.stream_id, state) for state in states)
+
+    def _remember(self, streams: Iterable[tuple[str, Aggregate]]) -> None:
+        """:meth:`remember` for states whose stream ids the caller holds already."""
         if not self._cache_size:
             return
+        cache = self._cache
         with self._lock:
-            for state in states:
-                self._cache[state.stream_id] = state
-                self._cache.move_to_end(state.stream_id)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            for stream_id, state in streams:
+                cache[stream_id] = state
+                cache.move_to_end(stream_id)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
 
     def forget(self, stream_id: str | None = None) -> None:
         """Drop cached states (all, or one stream): after an erasure, for instance."""

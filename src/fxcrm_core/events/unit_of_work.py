@@ -80,11 +80,12 @@ class UnitOfWork:
         if not events:
             raise ValidationError("record needs at least one event")
         new_state = aggregate.fold(events)
-        pending = self._pending.get(aggregate.stream_id)
+        stream_id = aggregate.stream_id
+        pending = self._pending.get(stream_id)
         if pending is None:
-            pending = _Pending(aggregate.version, new_state, [])
-            self._pending[aggregate.stream_id] = pending
-        elif pending.state.version != aggregate.version:
+            self._pending[stream_id] = _Pending(aggregate.version, new_state, list(events))
+            return new_state
+        if pending.state.version != aggregate.version:
             raise ConcurrencyError("record was given a stale state of an aggregate in this unit")
         pending.events.extend(events)
         pending.state = new_state
@@ -97,22 +98,21 @@ class UnitOfWork:
         self._done = True
         if not self._pending:
             raise ValidationError("nothing to commit")
-        encode = self.repository.codec.encode_many
-        appends = [
-            StreamAppend(stream_id, p.expected_version, encode(stream_id, p.events, self.metadata))
-            for stream_id, p in self._pending.items()
-        ]
+        repository = self.repository
+        encode = repository.codec._encode_stream
+        metadata = self.metadata
+        appends = []
         # The append gives these states their versions, so the repository need not read them
         # back; states built from PII are left out (they are read, and cached, on demand).
-        carries_pii = self.repository.codec.carries_pii
-        states = [
-            p.state
-            for p in self._pending.values()
-            if not any(carries_pii(type(e)) for e in p.events)
-        ]
+        states = []
+        for stream_id, p in self._pending.items():
+            encoded, pii = encode(stream_id, p.events, metadata)
+            appends.append(StreamAppend(stream_id, p.expected_version, encoded))
+            if not pii:
+                states.append((stream_id, p.state))
         self._pending.clear()
-        result = self.repository.store.append(*appends, idempotency_key=idempotency_key)
+        result = repository.store.append(*appends, idempotency_key=idempotency_key)
         if not result.replayed:
-            self.repository.remember(states)
-        self.repository.committed(result)
+            repository._remember(states)
+        repository.committed(result)
         return result
