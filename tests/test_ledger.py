@@ -680,3 +680,57 @@ def test_bank_two_processes_on_one_sqlite_file_keep_the_total(tmp_path: Path) ->
     assert set(totals) <= {usd("400")}
     moved = [e for w in wallets for e in ledger.history(w) if e.transfer_id.startswith("p")]
     assert moved  # the processes really moved money
+
+
+# -- the stored form and the limit check, as made cheaper -------------------------------------
+def test_a_transfer_s_stored_rows_keep_their_bytes() -> None:
+    """Pinned bytes of the rows a transfer writes (taken before the append path was made
+    cheaper): the stored format does not move with the code that writes it."""
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    store = ledger.repository.store
+    before = store.last_position()
+    ledger.transfer(
+        TransferRequest("t1", "ana", "bo", usd("12.34"), pending=True, timeout=timedelta(hours=1)),
+        actor="staff:7",
+    )
+    rows = [(e.stream_id, e.version, e.event_type, e.data, e.metadata) for e in
+            store.read_all(after_position=before)]  # fmt: skip
+    meta = b'{"a":"staff:7","r":"transfer"}'
+    digest = TransferRequest(
+        "t1", "ana", "bo", usd("12.34"), pending=True, timeout=timedelta(hours=1)
+    ).digest()
+    assert rows == [
+        ("transfer-t1", 1, "TransferRecorded",
+         b'{"transfer_id":"t1","debit_account":"ana","credit_account":"bo","amount":"12.34 USD",'
+         b'"pending":true,"timeout_at":"2026-03-09T13:00:00+00:00","reverses":null,"linked":[],'
+         b'"content":"' + digest.encode() + b'"}', meta),
+        ("ledger-ana", 3, "EntryRecorded",
+         b'{"transfer_id":"t1","debit":true,"amount":"12.34 USD","pending":true}', meta),
+        ("ledger-bo", 2, "EntryRecorded",
+         b'{"transfer_id":"t1","debit":false,"amount":"12.34 USD","pending":true}', meta),
+    ]  # fmt: skip
+
+
+def test_limits_bound_only_their_side_and_any_other_currency_is_refused() -> None:
+    ledger, _ = make()
+    ledger.open_account(
+        "bank", owner="broker", currency="USD", purpose="bank", limit=Limit.CREDITS_WITHIN_DEBITS
+    )
+    bank = ledger.account("bank")
+    with pytest.raises(ExceedsLimitError):  # an asset account cannot turn negative
+        bank.check_limit_after(credit=usd("0.01"))
+    bank.check_limit_after(debit=usd("1000000"))  # debits are not bounded
+    ana = ledger.account("ana")  # a wallet: credits are not bounded, debits are
+    ana.check_limit_after(credit=usd("1000000"))
+    with pytest.raises(ExceedsLimitError):
+        ana.check_limit_after(debit=ana.open_balance.available_credit + usd("0.01"))
+    ana.check_limit_after(debit=ana.open_balance.available_credit)
+    free = ledger.account("omnibus")  # no limit, but still one currency
+    free.check_limit_after(debit=usd("1000000"), credit=usd("1000000"))
+    for account in (free, ana, bank):
+        for side in ("debit", "credit"):
+            with pytest.raises(CurrencyMismatchError):
+                account.check_limit_after(**{side: Money.of("1", "EUR")})
+    with pytest.raises(ExceedsLimitError):  # through the service too
+        ledger.transfer(TransferRequest("b1", "omnibus", "bank", usd("1")))

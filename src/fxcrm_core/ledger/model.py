@@ -17,7 +17,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.events import Aggregate, DomainEvent
-from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import CurrencyMismatchError, FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 
 __all__ = [
@@ -198,10 +198,24 @@ class LedgerAccount(Aggregate):
     def check_limit_after(self, *, debit: Money | None = None, credit: Money | None = None) -> None:
         """Raise if adding these (pending or posted) amounts would break the account's limit."""
         b = self.open_balance
-        over_debit = debit is not None and debit > b.available_credit
-        over_credit = credit is not None and credit > b.available_debit
-        if (self.limit is Limit.DEBITS_WITHIN_CREDITS and over_debit) or (
-            self.limit is Limit.CREDITS_WITHIN_DEBITS and over_credit
+        # Only the side the limit bounds is summed (every transfer checks both its accounts);
+        # an amount in another currency is refused either way.
+        for amount in (debit, credit):
+            if amount is None or amount.currency is b.currency:
+                continue
+            if amount.currency != b.currency:
+                raise CurrencyMismatchError(
+                    f"cannot combine {amount.currency.code} with {b.currency.code}"
+                )
+        limit = self.limit
+        if (
+            limit is Limit.DEBITS_WITHIN_CREDITS
+            and debit is not None
+            and debit > b.available_credit
+        ) or (
+            limit is Limit.CREDITS_WITHIN_DEBITS
+            and credit is not None
+            and credit > b.available_debit
         ):
             raise ExceedsLimitError()
 

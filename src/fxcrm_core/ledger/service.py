@@ -58,6 +58,7 @@ __all__ = ["Entry", "Ledger", "PendingHolds", "TransferRequest", "TransferResult
 
 _RETRIES = 8
 _KEPT_ACCOUNTS = 10_000  # account states kept to start transfers from (see _LastSeen)
+_KEPT_METADATA = 256  # metadata records kept by (actor, reason)
 
 
 @attrs.frozen
@@ -151,9 +152,16 @@ class Ledger:
         self.repository = repository
         self.clock = clock or SystemClock()
         self._seen = _LastSeen(_KEPT_ACCOUNTS)
+        self._metadata: dict[tuple[str, str], EventMetadata] = {}
 
     def _uow(self, actor: str, reason: str) -> UnitOfWork:
-        return UnitOfWork(self.repository, EventMetadata(actor, reason=reason))
+        # One record per (actor, reason), so the codec encodes each once.
+        metadata = self._metadata.get((actor, reason))
+        if metadata is None:
+            if len(self._metadata) >= _KEPT_METADATA:
+                self._metadata.clear()
+            metadata = self._metadata[actor, reason] = EventMetadata(actor, reason=reason)
+        return UnitOfWork(self.repository, metadata)
 
     # -- accounts ------------------------------------------------------------------------
     def open_account(
@@ -310,10 +318,11 @@ class Ledger:
                     seen = None if fresh else self._seen.get(a)
                     accounts[a] = seen if seen is not None else self.account(a)
         now = self.clock.now()
-        linked = tuple(r.transfer_id for r in requests)
+        linked = tuple(r.transfer_id for r in requests) if len(requests) > 1 else ()
+        record = uow.record
         for r in requests:
             timeout_at = to_utc(now + r.timeout) if r.pending and r.timeout else None
-            uow.record(
+            record(
                 Transfer.blank(r.transfer_id),
                 TransferRecorded(
                     r.transfer_id,
@@ -329,17 +338,19 @@ class Ledger:
             )
         for r in requests:
             debit, credit = accounts[r.debit_account], accounts[r.credit_account]
+            currency = r.amount.currency
             for side in (debit, credit):
-                if side.open_balance.currency != r.amount.currency:
+                held = side.open_balance.currency
+                if held is not currency and held != currency:
                     raise CurrencyMismatchError(
                         "a transfer and both its accounts must share one currency"
                     )
             debit.check_limit_after(debit=r.amount)
             credit.check_limit_after(credit=r.amount)
-            accounts[r.debit_account] = uow.record(
+            accounts[r.debit_account] = record(
                 debit, EntryRecorded(r.transfer_id, True, r.amount, r.pending)
             )
-            accounts[r.credit_account] = uow.record(
+            accounts[r.credit_account] = record(
                 credit, EntryRecorded(r.transfer_id, False, r.amount, r.pending)
             )
         for aggregate, event in also:
