@@ -8,13 +8,15 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from fxcrm_core.commissions import REBATE_EVENTS, RebateBook, RebateEngine, RebateEntry
+from fxcrm_core.commissions import REBATE_EVENTS, IbTree, RebateBook, RebateEngine, RebateEntry
+from fxcrm_core.commissions import book as book_module
 from fxcrm_core.commissions.book import RebateFeed
 from fxcrm_core.events import (
     POLICY_EVENTS,
@@ -42,7 +44,7 @@ from fxcrm_core.trading import (
     SimulatedTradingServer,
     UnknownServerResponseError,
 )
-from tests.test_rebate_engine import LOGINS, make
+from tests.test_rebate_engine import LOGINS, T0, make
 from tests.test_rebate_rules import engine as rules_engine
 from tests.test_rebate_rules import full_schedule, simulated
 
@@ -365,6 +367,118 @@ def test_a_rival_worker_committing_the_same_batch_first_counts_once(
     sim.simulate_trading(80)
     drain(DealFeeds(repo), sim, limit=1000, batch=40)
     runner(repo, book).run()  # this book holds the rival's batches, its own never twice
+    assert book_entries(repo) == alone
+    assert book.engine.totals() == alone_totals
+
+
+def with_tree(factory: EngineFactory, tree: IbTree) -> RebateEngine:
+    """An engine of ``factory``'s settings on ``tree`` (the host's read model of the IB tree,
+    here shared by two workers that both see it change)."""
+    e = factory()
+    return RebateEngine(
+        tree, e.schedules, e.distribution, client_of=e.client_of,
+        account_group_of=e.account_group_of, trading_day_of=e.trading_day_of,
+        component=e.component, cpa_distribution=e.cpa_distribution,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_rival_committing_another_batch_for_the_same_event_is_restored_not_kept(
+    tmp_path: Path, kind: str
+) -> None:
+    # Review p8: this worker works out a batch for a DealsReceived while client c-1 is direct;
+    # then c-1 is attributed to an IB and a rival worker handles the same event, committing a
+    # different batch under the same metadata (same actor and cause). This worker's commit
+    # conflicts; its engine must hold the rival's batch, not its own, and both carry on.
+    pulls = [(250, 1000), (80, 1000), (60, 1000)]
+    alone, alone_totals = single_process(tmp_path / "one.sqlite", ENGINES[kind], pulls)
+
+    since = T0 - timedelta(days=30)
+    tree = IbTree()
+    tree.add_ib("master", None, since)
+    tree.add_ib("sub", "master", since)
+    for client in ("c-0", "c-2"):  # c-1 comes later
+        tree.attribute(client, "sub", since)
+    path = tmp_path / "two.sqlite"
+    sim = simulated(11)
+    repo = repository(path)
+    book = RebateBook(repo, with_tree(ENGINES[kind], tree))
+    rival_repo = repository(path)
+    rival = RebateBook(rival_repo, with_tree(ENGINES[kind], tree))
+    staged: list[list[RebateEntry]] = []
+
+    def wrap(handler: Callable[[RecordedEvent[Any], UnitOfWork], None]) -> Any:
+        def wrapped(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+            handler(recorded, uow)  # this worker stages its batch...
+            if not staged:
+                staged.append(list(book._staged[sim.name][-1].event.entries))
+                tree.attribute("c-1", "sub", since)  # ...the tree changes...
+                assert runner(rival_repo, rival).run() > 0  # ...and the rival commits first
+
+        return wrapped
+
+    sim.simulate_trading(pulls[0][0])
+    drain(DealFeeds(repo), sim, limit=pulls[0][1], batch=40)
+    runner(repo, book, wrap).run()  # its first commit conflicts
+    first = RebateBook.recorded(repo.store, repo.codec)[0]
+    assert {e.client_id for e in first.entries} > {e.client_id for e in staged[0]}
+    sim.simulate_trading(pulls[1][0])
+    drain(DealFeeds(repo), sim, limit=pulls[1][1], batch=40)
+    assert runner(repo, book).run() > 0  # batches worked out by the loser's engine
+    sim.simulate_trading(pulls[2][0])
+    drain(DealFeeds(rival_repo), sim, limit=pulls[2][1], batch=40)
+    assert runner(rival_repo, rival).run() > 0
+    assert runner(repo, book).run() == 0  # the rival handled them: nothing to do...
+    assert book.restore(repo.store, repo.codec) == alone  # ...but to catch up
+    assert book_entries(repo) == alone
+    assert book.engine.totals() == alone_totals
+    assert rival.engine.totals() == alone_totals
+    assert book.engine.waiting() == rival.engine.waiting()
+
+
+class SaltedPayloadCipher:
+    """Seals whole payloads with a fresh salt each time (as a cipher with a random nonce does):
+    the same event never has the same bytes twice."""
+
+    def __init__(self) -> None:
+        self.sealed = 0
+
+    def encrypt_payload(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        self.sealed += 1
+        return b"%d#%s#%s" % (self.sealed, associated_data, bytes(b ^ 0x5A for b in plaintext))
+
+    def decrypt_payload(self, ciphertext: bytes, associated_data: bytes) -> bytes:
+        _, ad, body = ciphertext.split(b"#", 2)
+        if ad != associated_data:
+            raise CodecError("payload bound to another stream")
+        return bytes(b ^ 0x5A for b in body)
+
+
+@pytest.mark.parametrize("cipher", [None, SaltedPayloadCipher])
+def test_a_policy_fed_book_without_conflicts_never_rebuilds_its_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cipher: type[SaltedPayloadCipher] | None
+) -> None:
+    # The book checks each staged batch against the stored one by content: equal bytes, or
+    # (payloads sealed with a salt) equal once decoded. Without a rival, none is ever doubted.
+    pulls = [(200, 90), (150, 1000)]
+    alone, alone_totals = single_process(tmp_path / "one.sqlite", ENGINES["every-rule"], pulls)
+    forgets: list[RebateEngine] = []
+    monkeypatch.setattr(book_module, "_forget", forgets.append)
+    registry = EventRegistry()
+    registry.register_all((*FEED_EVENTS, *REBATE_EVENTS, *POLICY_EVENTS))
+    codec = EventCodec(registry, payload_cipher=cipher() if cipher else None)
+    repo = Repository(SqliteEventStore(tmp_path / "two.sqlite", synchronous="NORMAL"), codec)
+    book = RebateBook(repo, ENGINES["every-rule"]())
+    sim, policies = simulated(11), runner(repo, book)
+    for deals, limit in pulls:
+        sim.simulate_trading(deals)
+        drain(DealFeeds(repo), sim, limit=limit, batch=40)
+        assert policies.run() > 1
+    if cipher:
+        stored = repo.store.read_stream(RebateFeed.stream_id_for(sim.name))
+        assert all(not s.data.startswith(b"{") for s in stored)  # sealed
+    book.process(sim.name, [])  # the last batch checked too
+    assert forgets == []
     assert book_entries(repo) == alone
     assert book.engine.totals() == alone_totals
 

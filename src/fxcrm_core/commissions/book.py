@@ -102,11 +102,11 @@ class RebateFeed(Aggregate):
 @attrs.frozen
 class _Staged:
     """A batch recorded into a unit of work the book does not commit (a policy's): the engine
-    already holds it, so until it is seen in the stream the engine is ahead of the log."""
+    already holds it, so until the same batch is seen in the stream the engine is ahead of the
+    log."""
 
     version: int
     event: RebateEntriesRecorded
-    metadata: EventMetadata
     uow: UnitOfWork
 
 
@@ -164,7 +164,7 @@ class RebateBook:
                 return
             out = self._run(event.server, fresh)
             uow.record(feed, out)
-            staged = _Staged(feed.version + 1, out, uow.metadata, uow)
+            staged = _Staged(feed.version + 1, out, uow)
             self._staged.setdefault(event.server, []).append(staged)
 
     def _run(self, server: str, fresh: list[FeedItem]) -> RebateEntriesRecorded:
@@ -223,15 +223,22 @@ class RebateBook:
             self._held(server, s.version, event)
 
     def _is_staged(self, stored: StoredEvent, staged: _Staged) -> bool:
-        """Whether the event at the staged version is the staged batch. The policy runner's
-        metadata names the upstream event: the same upstream event handled on the same stream
-        version makes the same batch (the engine is a function of the log), so it is ours even
-        when another worker committed it; without a cause, compare the batches."""
+        """Whether the event at the staged version is the staged batch, by content. Metadata
+        cannot tell: every worker handling one upstream event records under the same actor,
+        correlation and cause, yet their batches differ when what the engine reads (the IB
+        tree, a client's login) changed between them; the loser of that race must restore the
+        winner's batch, not keep its own. The stored payload is compared with the staged
+        batch's encoding (the codec is deterministic, and entries keep their encoded lines, so
+        this is cheap); a payload that differs (another batch, or one sealed by a payload
+        cipher) is decoded and compared."""
         if stored.version != staged.version:
             return False
         codec = self.repository.codec
-        if staged.metadata.causation_id is not None:
-            return codec.decode_metadata(stored.metadata) == staged.metadata
+        ours = codec.encode(stored.stream_id, staged.event, staged.uow.metadata)
+        if stored.event_type != ours.event_type:
+            return False
+        if stored.data == ours.data:
+            return True
         return codec.decode_event(stored.stream_id, stored.event_type, stored.data) == staged.event
 
     def _held(self, server: str, version: int, event: RebateEntriesRecorded) -> None:
