@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -39,7 +38,8 @@ class Repository:
         self.store = store
         self.codec = codec
         self.snapshots = snapshots
-        self._cache: OrderedDict[str, Aggregate] = OrderedDict()
+        # Insertion order is recency order: a state put back moves to the end.
+        self._cache: dict[str, Aggregate] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._listeners: list[Callable[[AppendResult], None]] = []
@@ -80,10 +80,10 @@ class Repository:
         cache = self._cache
         with self._lock:
             for stream_id, state in streams:
+                cache.pop(stream_id, None)
                 cache[stream_id] = state
-                cache.move_to_end(stream_id)
             while len(cache) > self._cache_size:
-                cache.popitem(last=False)
+                del cache[next(iter(cache))]
 
     def forget(self, stream_id: str | None = None) -> None:
         """Drop cached states (all, or one stream): after an erasure, for instance."""

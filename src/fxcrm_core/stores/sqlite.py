@@ -272,7 +272,11 @@ class SqliteEventStore:
                     previous = AppendResult(doc["last_position"], doc["versions"])
                     return replay_result(bytes(found[0]), previous, digest)
             # One statement reads every stream's version and the log's last position.
-            heads, before = _heads(conn, [a.stream_id for a in appends])
+            stream_ids = [a.stream_id for a in appends]
+            if len(stream_ids) <= _HEADS_CHUNK:
+                *heads, before = conn.execute(_heads_query(len(stream_ids)), stream_ids).fetchone()
+            else:
+                heads, before = _heads(conn, stream_ids)
             rows: list[tuple[str, int, str, bytes, bytes, int]] = []
             versions: dict[str, int] = {}
             for a, current in zip(appends, heads, strict=True):
