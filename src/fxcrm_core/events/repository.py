@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -38,8 +39,7 @@ class Repository:
         self.store = store
         self.codec = codec
         self.snapshots = snapshots
-        # Insertion order is recency order: a state put back moves to the end.
-        self._cache: dict[str, Aggregate] = {}
+        self._cache: OrderedDict[str, Aggregate] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._listeners: list[Callable[[AppendResult], None]] = []
@@ -80,10 +80,12 @@ class Repository:
         cache = self._cache
         with self._lock:
             for stream_id, state in streams:
-                cache.pop(stream_id, None)
                 cache[stream_id] = state
+                cache.move_to_end(stream_id)
+            # (OrderedDict: a plain dict's first key is found by skipping every key removed
+            # before it, so evicting from the front of one grows slower and slower.)
             while len(cache) > self._cache_size:
-                del cache[next(iter(cache))]
+                cache.popitem(last=False)
 
     def forget(self, stream_id: str | None = None) -> None:
         """Drop cached states (all, or one stream): after an erasure, for instance."""
