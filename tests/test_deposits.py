@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,11 +31,21 @@ def usd(amount: str | int) -> Money:
     return Money.of(amount, "USD")
 
 
-def world(*, verified: bool = True) -> tuple[Broker, str, Actor]:
-    broker = Broker.in_memory(
-        clock=FixedClock(T0),
-        keyring=MasterKeyring.generate(),
-        payment_limits=PaymentLimits([usd(10_000), Money.of(9_000, "EUR")]),
+LIMITS = PaymentLimits([usd(10_000), Money.of(9_000, "EUR")])
+KEYRING = MasterKeyring({"m1": bytes(range(32))}, "m1")
+
+
+def on_file(path: Path) -> Broker:
+    """A broker on a SQLite file that another one (another process, say) may open as well."""
+    return Broker.sqlite(
+        path, clock=FixedClock(T0), keyring=KEYRING, identity_key=b"x" * 32,
+        synchronous="NORMAL", payment_limits=LIMITS,
+    )  # fmt: skip
+
+
+def world(*, verified: bool = True, broker: Broker | None = None) -> tuple[Broker, str, Actor]:
+    broker = broker or Broker.in_memory(
+        clock=FixedClock(T0), keyring=MasterKeyring.generate(), payment_limits=LIMITS
     )
     assert broker.clients is not None
     cid = broker.clients.register(
@@ -145,3 +158,88 @@ def test_deposits_need_kyc_level_two_and_respect_limits() -> None:
         broker.deposits.initiate(me, cid, Money.of(100, "JPY"), psp="acquirer", method="card")
     with pytest.raises(NegativeAmountError):
         broker.deposits.initiate(me, cid, usd(0), psp="acquirer", method="card")
+
+
+def just_before_the_next_append(
+    monkeypatch: pytest.MonkeyPatch, broker: Broker, rival: Callable[[], object]
+) -> None:
+    """Run ``rival`` (another broker's command) right before ``broker``'s next append: the two
+    commands interleave as two processes' do when both read before either writes."""
+    real = broker.store.append
+
+    def append(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(broker.store, "append", real)
+        rival()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broker.store, "append", append)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "expected"),
+    [
+        # The first deposit opens the client's wallet: the copy that loses that append answers
+        # as a repeat would, not with a ConcurrencyError.
+        ("confirmed", "confirmed", CallbackOutcome.DUPLICATE),
+        ("failed", "failed", CallbackOutcome.DUPLICATE),
+        ("confirmed", "failed", CallbackOutcome.CONFLICT),
+        ("failed", "confirmed", CallbackOutcome.CONFLICT),
+    ],
+)
+def test_a_callback_racing_another_process_answers_as_if_it_came_second(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mine: str,
+    theirs: str,
+    expected: CallbackOutcome,
+) -> None:
+    broker, cid, me = world(broker=on_file(tmp_path / "b.sqlite"))
+    other = on_file(tmp_path / "b.sqlite")
+    dep = broker.deposits.initiate(me, cid, usd(250), psp="acquirer", method="card")
+
+    def deliver(b: Broker, kind: str) -> CallbackOutcome:
+        if kind == "confirmed":
+            return b.deposits.psp_confirmed(dep, "ref-1", usd(250))
+        return b.deposits.psp_failed(dep, "ref-1", "declined")
+
+    rival: list[CallbackOutcome] = []
+    just_before_the_next_append(monkeypatch, broker, lambda: rival.append(deliver(other, theirs)))
+    assert deliver(broker, mine) is expected
+    assert rival == [CallbackOutcome.APPLIED]
+    assert wallet(broker, cid) == (usd(250) if theirs == "confirmed" else usd(0))
+    assert broker.deposits.get(dep).conflicts == (expected is CallbackOutcome.CONFLICT)
+    other.close()
+    broker.close()
+
+
+def test_first_deposit_callbacks_racing_in_two_threads_credit_once(tmp_path: Path) -> None:
+    broker, cid, me = world(broker=on_file(tmp_path / "b.sqlite"))
+    brokers = [broker, on_file(tmp_path / "b.sqlite")]
+    deposits = [
+        broker.deposits.initiate(me, cid, usd(100), psp="acquirer", method="card") for _ in range(4)
+    ]
+    outcomes: list[CallbackOutcome | BaseException] = []
+    for n, dep in enumerate(deposits):
+        barrier = threading.Barrier(2)
+
+        def deliver(
+            b: Broker, dep: str = dep, n: int = n, barrier: threading.Barrier = barrier
+        ) -> None:
+            barrier.wait()
+            try:
+                outcomes.append(b.deposits.psp_confirmed(dep, f"ref-{n}", usd(100)))
+            except BaseException as exc:  # reported below
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=deliver, args=(b,)) for b in brokers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert (
+        sorted(str(o) for o in outcomes)
+        == ["CallbackOutcome.APPLIED"] * 4 + ["CallbackOutcome.DUPLICATE"] * 4
+    )
+    assert wallet(broker, cid) == usd(400)
+    for b in brokers:
+        b.close()

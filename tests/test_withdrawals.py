@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,14 +44,26 @@ def usd(amount: str | int) -> Money:
     return Money.of(amount, "USD")
 
 
+SETTINGS: dict[str, Any] = {
+    "payment_limits": PaymentLimits([usd(10_000)]),
+    "daily_withdrawal_limits": {"USD": usd(500)},
+    "withdrawal_fees": FeePolicy({"USD": usd(2)}, Decimal("0.005")),
+}
+KEYRING = MasterKeyring({"m1": bytes(range(32))}, "m1")
+
+
+def on_file(path: Path) -> Broker:
+    """A broker on a SQLite file that another one (another process, say) may open as well."""
+    return Broker.sqlite(
+        path, clock=FixedClock(T0), keyring=KEYRING, identity_key=b"x" * 32,
+        synchronous="NORMAL", **SETTINGS,
+    )  # fmt: skip
+
+
 class World:
-    def __init__(self, *, level: int = 3) -> None:
-        self.broker = Broker.in_memory(
-            clock=FixedClock(T0),
-            keyring=MasterKeyring.generate(),
-            payment_limits=PaymentLimits([usd(10_000)]),
-            daily_withdrawal_limits={"USD": usd(500)},
-            withdrawal_fees=FeePolicy({"USD": usd(2)}, Decimal("0.005")),
+    def __init__(self, *, level: int = 3, broker: Broker | None = None) -> None:
+        self.broker = broker or Broker.in_memory(
+            clock=FixedClock(T0), keyring=MasterKeyring.generate(), **SETTINGS
         )
         b = self.broker
         assert b.clients is not None
@@ -176,3 +192,77 @@ def test_withdrawals_need_kyc_level_three_and_respect_the_daily_limit() -> None:
     w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(200))
     # Held: 300 + a 3.50 fee, 200 + a 3.00 fee.
     assert w.available() == usd("493.50")
+
+
+def just_before_the_next_append(
+    monkeypatch: pytest.MonkeyPatch, broker: Broker, rival: Callable[[], object]
+) -> None:
+    """Run ``rival`` (another broker's command) right before ``broker``'s next append: the two
+    commands interleave as two processes' do when both read before either writes."""
+    real = broker.store.append
+
+    def append(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(broker.store, "append", real)
+        rival()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broker.store, "append", append)
+
+
+def test_two_processes_withdrawing_at_once_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = World(broker=on_file(tmp_path / "b.sqlite"))
+    other = on_file(tmp_path / "b.sqlite")
+    # The rival opens the fee account and counts 100 on today's counter after this request read
+    # both: the request looks again instead of failing with a ConcurrencyError.
+    rival: list[str] = []
+    just_before_the_next_append(
+        monkeypatch,
+        w.broker,
+        lambda: rival.append(other.withdrawals.request(w.me, w.cid, w.iban, usd(100))),
+    )
+    mine = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(150))
+    # Held: 100 + a 2.50 fee, 150 + a 2.75 fee.
+    assert w.available() == usd("744.75")
+    assert {w.broker.withdrawals.get(i).status for i in (*rival, mine)} == {
+        WithdrawalStatus.REQUESTED
+    }
+    # The daily limit is checked on the counter as it stands after the rival: 100 + 150 + 300
+    # is above 500, refused as such.
+    just_before_the_next_append(
+        monkeypatch,
+        w.broker,
+        lambda: other.withdrawals.request(w.me, w.cid, w.iban, usd(200)),
+    )
+    with pytest.raises(LimitExceededError, match="a day"):
+        w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(100))
+    assert w.available() == usd("541.75")  # the rival's 200 + 3.00 held, nothing of ours
+    other.close()
+    w.broker.close()
+
+
+def test_two_threads_withdrawing_at_once_never_see_a_conflict(tmp_path: Path) -> None:
+    w = World(broker=on_file(tmp_path / "b.sqlite"))
+    brokers = [w.broker, on_file(tmp_path / "b.sqlite")]
+    errors: list[BaseException] = []
+    for _ in range(3):
+        barrier = threading.Barrier(2)
+
+        def withdraw(broker: Broker, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                broker.withdrawals.request(w.me, w.cid, w.iban, usd(50))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=withdraw, args=(b,)) for b in brokers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    # Six withdrawals of 50, each with a 2.25 fee.
+    assert w.available() == usd("686.50")
+    for b in brokers:
+        b.close()

@@ -1,19 +1,26 @@
 """Deposits: initiated by the client, confirmed (or failed) by the PSP's callback, credited to
 the wallet through the ledger. Callbacks are idempotent: a repeat changes nothing, a
 contradiction (failed after credited, another amount, a reused PSP reference) moves no money
-and is recorded for review."""
+and is recorded for review. Copies of a callback racing in several processes answer as if they
+had come one after the other: a copy that loses an append decides again on what the winner
+wrote (a repeat, or a contradiction), never with a ConcurrencyError."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from typing import Self
+from collections.abc import Callable, Iterable, Mapping
+from typing import Self, TypeVar
 
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor
 from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository, UnitOfWork
-from fxcrm_core.kernel.errors import FxCrmError, IdempotencyConflictError, ValidationError
+from fxcrm_core.kernel.errors import (
+    ConcurrencyError,
+    FxCrmError,
+    IdempotencyConflictError,
+    ValidationError,
+)
 from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.kernel.money import Money
 from fxcrm_core.kyc import KycService, Right
@@ -32,7 +39,29 @@ __all__ = [
 
 
 class LimitExceededError(FxCrmError, ValueError):
+    """A payment above its per-transaction or daily limit, or in a currency with no limit."""
+
     default_message = "the payment is above the allowed limit"
+
+
+_TRIES = 8
+_T = TypeVar("_T")
+
+
+def retry_on_race(attempt: Callable[[], _T], what: str) -> _T:
+    """Run ``attempt`` again while it loses an append to a concurrent writer.
+
+    For commands whose attempts read afresh and whose appends are each all-or-nothing and safe
+    to repeat (an account opened again with the same details is found open): a ConcurrencyError
+    means the losing append wrote nothing, and the next attempt decides on what the winner wrote
+    (an account it opened, a counter it moved, a callback it applied).
+    """
+    for _ in range(_TRIES):
+        try:
+            return attempt()
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"{what} kept racing with other writers; try again")
 
 
 def _by_code(limits: Iterable[Money]) -> Mapping[str, Money]:
@@ -194,6 +223,11 @@ class Deposits:
 
     def psp_confirmed(self, deposit_id: str, psp_reference: str, amount: Money) -> CallbackOutcome:
         """The PSP says the money arrived: credit the wallet once."""
+        return retry_on_race(
+            lambda: self._confirmed(deposit_id, psp_reference, amount), "the deposit callback"
+        )
+
+    def _confirmed(self, deposit_id: str, psp_reference: str, amount: Money) -> CallbackOutcome:
         dep = self.get(deposit_id)
         assert dep.amount is not None
         if dep.status is DepositStatus.CREDITED:
@@ -226,6 +260,12 @@ class Deposits:
         return CallbackOutcome.DUPLICATE if result.replayed else CallbackOutcome.APPLIED
 
     def psp_failed(self, deposit_id: str, psp_reference: str, reason: str) -> CallbackOutcome:
+        """The PSP says the payment failed: nothing is credited; after a credit, a conflict."""
+        return retry_on_race(
+            lambda: self._failed(deposit_id, psp_reference, reason), "the deposit callback"
+        )
+
+    def _failed(self, deposit_id: str, psp_reference: str, reason: str) -> CallbackOutcome:
         dep = self.get(deposit_id)
         if dep.status is DepositStatus.FAILED:
             return CallbackOutcome.DUPLICATE

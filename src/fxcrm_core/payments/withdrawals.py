@@ -1,7 +1,9 @@
 """Withdrawals: to a verified payout instrument of the same client only; the amount (and fee) is
 held at once, counted against the daily limit in the same append, approved by a second person
 with the checks re-run (a changed instrument refuses the approval and restarts it), then paid
-(the hold is posted) or rejected/cancelled (the hold is released)."""
+(the hold is posted) or rejected/cancelled (the hold is released). Requests racing in several
+processes read the day's counter again and are decided one after the other: each passes or is
+refused on the total before it, none fails with a ConcurrencyError."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from fxcrm_core.kernel.money import Money, Rounding
 from fxcrm_core.kernel.trading_day import TradingCalendar
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
-from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits
+from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits, retry_on_race
 from fxcrm_core.payments.transfers import MoneyAccounts
 from fxcrm_core.privacy.masking import Reveal
 from fxcrm_core.privacy.pii import Email, Iban, Pan, PiiValue
@@ -305,13 +307,27 @@ class Withdrawals:
         self.limits.check(amount)
         instrument = self._usable(client_id, instrument_id)
         fee = self.fees.fee(amount)
-        day_id = f"{client_id}:{self.calendar.trading_day(self.clock.now()).isoformat()}"
+        withdrawal_id = self.ids()
+        requested = WithdrawalRequested(
+            withdrawal_id, client_id, amount, fee, instrument_id, instrument.version
+        )
+        retry_on_race(lambda: self._hold(actor, requested), "the withdrawal request")
+        self._submit(actor, withdrawal_id)
+        return withdrawal_id
+
+    def _hold(self, actor: Actor, requested: WithdrawalRequested) -> None:
+        """Hold the amount and fee, and count them on today's counter, in one append.
+
+        The counter is read here, on each attempt: a request in another process that counted
+        first makes this append fail, and the next attempt checks the limit on its total (the
+        ledger retries on its own streams only, so a stale counter comes back as a conflict)."""
+        amount, fee, withdrawal_id = requested.amount, requested.fee, requested.withdrawal_id
+        day_id = f"{requested.client_id}:{self.calendar.trading_day(self.clock.now()).isoformat()}"
         day = self.repository.load(PaymentDay, day_id) or PaymentDay.blank(day_id)
         cap = self.daily.get(amount.currency.code)
         if cap is not None and (day.total or Money.zero(amount.currency)) + amount > cap:
             raise LimitExceededError(f"withdrawals are limited to {cap} a day")
-        withdrawal_id = self.ids()
-        wallet = self.money.wallet(client_id, amount.currency)
+        wallet = self.money.wallet(requested.client_id, amount.currency)
         clearing = self.money.broker("psp_clearing", amount.currency)
         holds = [TransferRequest(f"wd:{withdrawal_id}", wallet, clearing, amount, pending=True)]
         if fee.is_positive():
@@ -322,18 +338,8 @@ class Withdrawals:
         self.ledger.transfer_linked(
             holds,
             actor=actor.id,
-            also=[
-                (
-                    Withdrawal.blank(withdrawal_id),
-                    WithdrawalRequested(
-                        withdrawal_id, client_id, amount, fee, instrument_id, instrument.version
-                    ),
-                ),
-                (day, PaymentCounted(amount)),
-            ],
+            also=[(Withdrawal.blank(withdrawal_id), requested), (day, PaymentCounted(amount))],
         )
-        self._submit(actor, withdrawal_id)
-        return withdrawal_id
 
     def _submit(self, actor: Actor, withdrawal_id: str) -> None:
         w = self.repository.get(Withdrawal, withdrawal_id)
