@@ -20,7 +20,12 @@ from fxcrm_core.kyc import (
     DOCUMENT_EVENTS,
     DocumentStatus,
     DocumentType,
+    IdentifierChecksumError,
+    IdentifierFormatError,
+    IdentifierReason,
+    ImpossibleIdentifierError,
     InvalidDocumentError,
+    InvalidIdentifierError,
     KycDocument,
     KycLevelTooLowError,
     KycService,
@@ -29,6 +34,7 @@ from fxcrm_core.kyc import (
     UnknownDocumentTypeError,
     check_digit,
 )
+from fxcrm_core.kyc.documents import DocumentSubmitted
 from fxcrm_core.privacy import MasterKeyring
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -228,3 +234,49 @@ def test_levels_unlock_rights_and_expiry_takes_them_back() -> None:
     kyc.require("c-1", Right.WITHDRAW)
     clock.set(datetime(2027, 11, 2, tzinfo=UTC) + timedelta(days=1))
     assert kyc.level("c-1") == 1  # the passport expired: no identity, no level 2
+
+
+@pytest.mark.parametrize(
+    ("country", "number", "error", "reason"),
+    [
+        ("ES", "54362315-Z", IdentifierChecksumError, IdentifierReason.CHECKSUM),
+        ("ESP", "54362315-Z", IdentifierChecksumError, IdentifierReason.CHECKSUM),
+        ("PL", "44051401358", IdentifierChecksumError, IdentifierReason.CHECKSUM),
+        # PESEL 1944-13-14 with a right check digit: no typo, an impossible number.
+        ("PL", "44131401350", ImpossibleIdentifierError, IdentifierReason.BIRTH_DATE),
+        ("ES", "5436", IdentifierFormatError, IdentifierReason.LENGTH),
+    ],
+)
+def test_a_national_id_number_is_checked_at_submission(
+    country: str, number: str, error: type[InvalidIdentifierError], reason: IdentifierReason
+) -> None:
+    broker, kyc, _ = make()
+    before = broker.store.last_position()
+    with pytest.raises(error) as info:
+        kyc.submit(
+            CLIENT, "c-1", "national_id", "file-1",
+            expires_on=IN_A_YEAR, number=number, issuing_country=country,
+        )  # fmt: skip
+    assert info.value.reason is reason
+    assert number[:5] not in str(info.value)
+    assert broker.store.last_position() == before
+
+
+def test_a_valid_national_id_number_is_kept_compact() -> None:
+    broker, kyc, _ = make()
+    doc_id = kyc.submit(
+        CLIENT, "c-1", "national_id", "file-1",
+        expires_on=IN_A_YEAR, number="54362315-k", issuing_country="ES",
+    )  # fmt: skip
+    stored = broker.codec.decode(broker.store.read_stream(f"kycdoc-{doc_id}")[0]).event
+    assert isinstance(stored, DocumentSubmitted)
+    assert (stored.number, stored.issuing_country) == ("54362315K", "ES")
+    # A country without a known standard, and a passport's number, are not national numbers.
+    assert kyc.submit(
+        CLIENT, "c-1", "national_id", "file-2",
+        expires_on=IN_A_YEAR, number="X1234567", issuing_country="GB",
+    )  # fmt: skip
+    assert kyc.submit(
+        CLIENT, "c-1", "passport", "file-3",
+        expires_on=IN_A_YEAR, number="54362315Z", issuing_country="ES",
+    )  # fmt: skip

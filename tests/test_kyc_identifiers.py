@@ -10,6 +10,11 @@ from hypothesis import strategies as st
 
 from fxcrm_core.kernel import ValidationError
 from fxcrm_core.kyc import (
+    NATIONAL_IDS,
+    IdentifierChecksumError,
+    IdentifierFormatError,
+    IdentifierReason,
+    ImpossibleIdentifierError,
     InvalidIdentifierError,
     MrzFormatError,
     UnsupportedIdentifierError,
@@ -183,3 +188,93 @@ def test_bad_national_ids_are_typed_errors_without_echo() -> None:
     assert "54362315" not in str(info.value)
     with pytest.raises(UnsupportedIdentifierError):
         validate_national_id("XX", "123")
+
+
+def _cn(body: str) -> str:
+    """A Chinese resident identity number with its check digit computed (ISO 7064 MOD 11-2)."""
+    from stdnum.cn import ric
+
+    return body + ric.calc_check_digit(body + "0")
+
+
+def _bg(body: str) -> str:
+    from stdnum.bg import egn
+
+    return body + egn.calc_check_digit(body)
+
+
+@pytest.mark.parametrize(
+    ("country", "number", "error", "reason", "checksum_valid"),
+    [
+        # A typo: the check digit does not match.
+        ("CN", "110105194912310021", IdentifierChecksumError, IdentifierReason.CHECKSUM, None),
+        # Check digit right, birth date 1975-13-31 impossible (stdnum judges the date first).
+        ("BG", _bg("751331926"), ImpossibleIdentifierError, IdentifierReason.BIRTH_DATE, True),
+        # A typo in the date digits: the check digit is wrong too, so it is a typo.
+        ("BG", "7513319260", IdentifierChecksumError, IdentifierReason.CHECKSUM, None),
+        # Check digit right, region 990105 not assigned (stdnum raised KeyError for some).
+        ("CN", _cn("99010519491231002"), ImpossibleIdentifierError, IdentifierReason.REGION, True),
+        ("CN", "455137310604228621", ImpossibleIdentifierError, IdentifierReason.REGION, True),
+        (
+            "CN", _cn("11010519491331002"), ImpossibleIdentifierError,
+            IdentifierReason.BIRTH_DATE, True,
+        ),
+        # No check digit in the standard: impossible, and said so.
+        ("MY", "770229-99-5033", ImpossibleIdentifierError, IdentifierReason.BIRTH_DATE, None),
+        ("ES", "5436231", IdentifierFormatError, IdentifierReason.LENGTH, None),
+        ("ES", "5436231x-!", IdentifierFormatError, IdentifierReason.FORMAT, None),
+        ("ES", "1" * 10_000, IdentifierFormatError, IdentifierReason.LENGTH, None),
+    ],
+)  # fmt: skip
+def test_each_refusal_names_one_reason(
+    country: str,
+    number: str,
+    error: type[InvalidIdentifierError],
+    reason: IdentifierReason,
+    checksum_valid: bool | None,
+) -> None:
+    with pytest.raises(error) as info:
+        validate_national_id(country, number)
+    assert type(info.value) is error
+    assert info.value.reason is reason
+    assert isinstance(info.value, InvalidIdentifierError)
+    if isinstance(info.value, ImpossibleIdentifierError):
+        assert info.value.checksum_valid is checksum_valid
+        assert "typo" not in str(info.value)
+    assert number[:6] not in str(info.value)
+    assert reason.value in str(info.value) or error is IdentifierChecksumError
+
+
+def test_alpha3_countries_and_odd_arguments() -> None:
+    assert validate_national_id("ESP", "54362315-K") == "54362315K"
+    for country in ("", "GB", "1X", "ÉS", None, ["ES"]):
+        with pytest.raises(UnsupportedIdentifierError):
+            validate_national_id(country, "54362315K")  # type: ignore[arg-type]
+    for number in (None, 54362315, "", "   "):
+        with pytest.raises(IdentifierFormatError):
+            validate_national_id("ES", number)  # type: ignore[arg-type]
+
+
+@given(st.sampled_from(sorted(NATIONAL_IDS)), st.text(max_size=40))
+def test_hostile_numbers_raise_only_typed_errors(country: str, number: str) -> None:
+    refused: Exception | None = None
+    try:
+        validate_national_id(country, number)
+    except Exception as caught:  # the law: nothing else escapes
+        refused = caught
+    assert refused is None or isinstance(refused, InvalidIdentifierError)
+    if isinstance(refused, InvalidIdentifierError):
+        assert isinstance(refused.reason, IdentifierReason)
+
+
+@given(
+    st.sampled_from(sorted(NATIONAL_IDS)),
+    st.text(alphabet="0123456789", min_size=8, max_size=18),
+)
+def test_digit_strings_raise_only_typed_errors(country: str, number: str) -> None:
+    refused: Exception | None = None
+    try:
+        validate_national_id(country, number)
+    except Exception as caught:  # the law: nothing else escapes
+        refused = caught
+    assert refused is None or isinstance(refused, InvalidIdentifierError)

@@ -24,8 +24,13 @@ from fxcrm_core.kyc.documents import (
 )
 from fxcrm_core.kyc.identifiers import (
     NATIONAL_IDS,
+    IdentifierChecksumError,
+    IdentifierFormatError,
+    IdentifierReason,
+    ImpossibleIdentifierError,
     InvalidIdentifierError,
     UnsupportedIdentifierError,
+    national_id_country,
     validate_national_id,
 )
 from fxcrm_core.kyc.levels import LEVEL_EVENTS, KycLevelChanged, KycStatus
@@ -45,6 +50,10 @@ __all__ = [
     "DocumentReRequested",
     "DocumentStatus",
     "DocumentType",
+    "IdentifierChecksumError",
+    "IdentifierFormatError",
+    "IdentifierReason",
+    "ImpossibleIdentifierError",
     "InvalidDocumentError",
     "InvalidIdentifierError",
     "KycDocument",
@@ -60,6 +69,7 @@ __all__ = [
     "UnknownDocumentTypeError",
     "UnsupportedIdentifierError",
     "check_digit",
+    "national_id_country",
     "parse_mrz",
     "validate_national_id",
 ]

@@ -28,6 +28,7 @@ from fxcrm_core.kyc.documents import (
     Reminder,
     Right,
 )
+from fxcrm_core.kyc.identifiers import national_id_country, validate_national_id
 from fxcrm_core.kyc.levels import KycStatus
 from fxcrm_core.kyc.mrz import parse_mrz
 
@@ -86,10 +87,16 @@ class KycService:
         issuing_country: str | None = None,
         mrz: str | None = None,
     ) -> str:
-        """Submit a document; an MRZ, when given, is checked and fills number, state, expiry."""
+        """Submit a document; an MRZ, when given, is checked and fills number, state, expiry.
+
+        The ``number`` given with a national identity card is the holder's national identity
+        number: where the issuing country has a standard it is validated (a typed
+        :class:`InvalidIdentifierError` naming the reason) and kept in its compact form.
+        """
         self.access.require(actor, "kyc.submit", client_id=client_id)
         kind = doc_type if isinstance(doc_type, DocumentType) else DocumentType.parse(doc_type)
         today = self._today()
+        national = kind is DocumentType.NATIONAL_ID and number is not None
         if mrz is not None:
             if not kind.proves_identity:
                 raise InvalidDocumentError("only identity documents carry a machine-readable zone")
@@ -103,6 +110,10 @@ class KycService:
             expires_on = expires_on or parsed.expiry_date
             number = number or parsed.document_number
             issuing_country = issuing_country or parsed.issuing_state
+        if national and number is not None and issuing_country:
+            code = national_id_country(issuing_country)
+            if code is not None:
+                number = validate_national_id(code, number)
         if kind.expires and expires_on is None:
             raise InvalidDocumentError("an identity document needs its expiry date")
         if expires_on is not None and expires_on <= today:
