@@ -50,7 +50,7 @@ from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconc
 from fxcrm_core.privacy import MasterKeyring, PiiKind
 from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
 
-__all__ = ["DAY", "DEFAULT_DB", "DayStep", "open_demo_broker", "run_demo"]
+__all__ = ["DAY", "DEFAULT_DB", "DayStep", "DemoFileError", "open_demo_broker", "run_demo"]
 
 # Friday 6 March 2026, 20:30 UTC: New York is still on winter time (rolls at 22:00 UTC);
 # daylight time starts on Sunday, so Monday's roll is at 21:00 UTC.
@@ -456,14 +456,62 @@ def _kernel_tour(broker: Broker, out: Callable[[str], None]) -> None:
     )
 
 
-def run_demo(
-    db_path: Path, out: Callable[[str], None] = print, *, steps: Sequence[DayStep] = DAY
-) -> dict[str, Any]:
-    """Play the day on a fresh SQLite file, print a report; returns the key figures."""
-    for base in (str(db_path), f"{db_path}.keys", f"{db_path}.server.json"):
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(f"{base}{suffix}").unlink(missing_ok=True)
+class DemoFileError(FxCrmError, FileExistsError):
+    """The demo would delete a file it did not create (a host's database or key file, say)."""
+
+    default_message = "the demo does not delete files it did not create"
+
+
+# Written beside the demo's database before the database is made: only files with this marker
+# beside them are the demo's to delete and recreate.
+_DEMO_MARKER = "fxcrm_core demo: `fxcrm demo` deletes and recreates the database beside this file\n"
+
+
+def _demo_files(db_path: Path) -> list[Path]:
+    """Every file a demo run makes on ``db_path`` (its marker aside)."""
+    bases = (str(db_path), f"{db_path}.keys", f"{db_path}.server.json")
+    return [Path(f"{base}{suffix}") for base in bases for suffix in ("", "-wal", "-shm", ".lock")]
+
+
+def _marked_as_demo(marker: Path) -> bool:
+    try:
+        with marker.open("rb") as f:
+            return f.read(len(_DEMO_MARKER) + 1) == _DEMO_MARKER.encode()
+    except OSError:
+        return False
+
+
+def _clear_demo_files(db_path: Path, *, force: bool) -> None:
+    """Delete a previous demo run's files, refusing (with nothing deleted) any the demo did not
+    make unless ``force``; then mark ``db_path`` as the demo's."""
+    files, marker = _demo_files(db_path), Path(f"{db_path}.demo")
+    for path in (*files, marker):
+        if path.is_dir() and not path.is_symlink():
+            raise DemoFileError(f"{path} is not a file; nothing was deleted")
+    found = [path for path in files if path.is_symlink() or path.exists()]
+    if found and not force and not _marked_as_demo(marker):
+        raise DemoFileError(
+            f"{found[0]} exists and was not created by the demo; nothing was deleted "
+            "(give another --db, or --force to replace it)"
+        )
+    for path in found:
+        path.unlink(missing_ok=True)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(_DEMO_MARKER, encoding="utf-8")
+
+
+def run_demo(
+    db_path: Path,
+    out: Callable[[str], None] = print,
+    *,
+    steps: Sequence[DayStep] = DAY,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Play the day on a fresh SQLite file, print a report; returns the key figures.
+
+    Files left by an earlier demo run on ``db_path`` are recreated; any other file there (a
+    host's database, its key file) is refused with :class:`DemoFileError` unless ``force``."""
+    _clear_demo_files(db_path, force=force)
     broker = open_demo_broker(db_path)
     out(f"fxcrm_core demo: a broker day on {db_path}")
     _kernel_tour(broker, out)
