@@ -3,8 +3,10 @@ the MT5 export importer."""
 
 from __future__ import annotations
 
+import codecs
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import resources
@@ -164,6 +166,26 @@ def test_money_fields_are_exact_money_in_the_account_currency() -> None:
         ({"Deal": "x"}, UnknownServerResponseError),
         ({"Profit": "1.005"}, PrecisionError),
         ({"Profit": 1.5}, TypeError),
+        ({"Action": Decimal("Infinity")}, UnknownServerResponseError),
+        ({"Action": 1.5}, UnknownServerResponseError),
+        ({"Entry": None}, UnknownServerResponseError),
+        ({"Deal": -1}, UnknownServerResponseError),
+        ({"Deal": 2**64}, UnknownServerResponseError),
+        ({"Login": "\u0661\u0662"}, UnknownServerResponseError),  # Arabic-Indic digits
+        ({"Login": "1_000"}, UnknownServerResponseError),
+        ({"Login": None}, UnknownServerResponseError),
+        ({"Time": 10**30}, UnknownServerResponseError),
+        ({"Time": -62_135_596_800}, UnknownServerResponseError),  # year 1, then minus 2 h
+        ({"Time": 253_402_300_799}, UnknownServerResponseError),  # 9999-12-31, beyond UTC
+        ({"TimeMsc": "1" * 5000}, UnknownServerResponseError),
+        ({"Price": "1e999999"}, UnknownServerResponseError),
+        ({"Price": "1e-40"}, UnknownServerResponseError),
+        ({"Price": None}, TypeError),
+        ({"Symbol": 7}, UnknownServerResponseError),
+        ({"Symbol": "EUR\x00USD"}, UnknownServerResponseError),
+        ({"Comment": ["x"]}, UnknownServerResponseError),
+        ({"Profit": "1e999999"}, ValidationError),
+        ({"Commission": Decimal("NaN")}, ValidationError),
     ],
 )
 def test_bad_server_data_is_a_typed_error(
@@ -180,6 +202,46 @@ def test_missing_fields_are_named() -> None:
         Deal.from_mt5(bad, server="s", currency="USD", utc_offset=EET)
     with pytest.raises(ValidationError):
         mt5_double(1, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"record": None},
+        {"record": [("Deal", 1)]},
+        {"server": None},
+        {"server": ""},
+        {"currency": []},
+        {"currency": 840},
+        {"utc_offset": 7200},
+        {"utc_offset": timedelta(days=2)},
+        {"volume_units": 10_000},
+    ],
+)
+def test_wrong_argument_types_of_from_mt5_are_validation_errors(kwargs: dict[str, Any]) -> None:
+    args: dict[str, Any] = {
+        "record": record(), "server": "s", "currency": "USD", "utc_offset": EET,
+    }  # fmt: skip
+    args.update(kwargs)
+    with pytest.raises(ValidationError):
+        Deal.from_mt5(args.pop("record"), **args)
+
+
+@pytest.mark.parametrize(
+    ("value", "digits"),
+    [
+        (float("nan"), 2),
+        (float("inf"), 2),
+        (1e308, 2),
+        (1.5, -1),
+        (1.5, 99),
+        (1.5, "2"),
+        (1.5, True),
+    ],
+)
+def test_mt5_double_refuses_what_is_not_money(value: float, digits: Any) -> None:
+    with pytest.raises(ValidationError):
+        mt5_double(value, digits)
 
 
 # -- the simulated server -----------------------------------------------------------------------
@@ -296,6 +358,155 @@ def test_missing_columns_are_one_problem() -> None:
     result = read_mt5_deals("Time,Deal\n", server="s", currency="USD", utc_offset=EET)
     assert not result.ok
     assert "Login" in result.problems[0].reason
+
+
+# -- hostile exports: every bad row is a row problem, the rest is imported -----------------------
+def _with_row(row: str, *, at: int = 2) -> tuple[str, int]:
+    """The sample with ``row`` inserted as line ``at``; returns the text and its deal count."""
+    lines = sample_text().splitlines()
+    good = len(lines) - 1
+    lines.insert(at - 1, row)
+    return "\n".join(lines) + "\n", good
+
+
+GOOD_ROW = "2026.03.09 09:05:12.250,9001,500001,buy,in,EURUSD,1.00,1.08512,1,9001,-3.50,0,0,0,x"
+
+
+def _field(index: int, value: str) -> str:
+    fields = GOOD_ROW.split(",")
+    fields[index] = value
+    return ",".join(fields)
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("2026.03.09 10:00,9001", "fields"),  # a short row
+        (GOOD_ROW + ",extra", "fields"),  # an unquoted comma shifted the columns
+        (_field(6, "nan"), "volume"),
+        (_field(6, "inf"), "volume"),
+        (_field(6, "-Infinity"), "volume"),
+        (_field(6, "sNaN"), "volume"),
+        (_field(6, "1e999999"), "volume"),
+        (_field(6, "1e-1000000000"), "volume"),
+        (_field(6, "1." + "0" * 70 + "1"), "volume"),
+        (_field(0, "0001.01.01 00:00"), "time"),  # year 1 with the server's +2h offset
+        (_field(0, "9999.12.31 23:59"), "time"),
+        (_field(1, "9" * 5000), "Deal"),
+        (_field(1, "-5"), "Deal"),
+        (_field(1, "\uff11\uff12"), "Deal"),  # full-width digits are not MT5's
+        (_field(7, "1e999999"), "Price"),
+        (_field(7, "nan"), "Price"),
+        (_field(13, "1e999999"), "amount"),
+        (GOOD_ROW.replace(",x", ',"x' + "y" * 200_000 + '"'), "field"),  # a huge field
+        (GOOD_ROW.replace(",x", ',"x"y'), "CSV"),  # text after a closing quote
+        (GOOD_ROW.replace("EURUSD", '"EUR"USD'), "CSV"),
+    ],
+)
+def test_a_bad_row_is_a_row_problem_and_the_rest_is_imported(row: str, reason: str) -> None:
+    text, good = _with_row(row, at=3)
+    result = read_mt5_deals(text, server="s", currency="USD", utc_offset=EET)
+    assert [p.row for p in result.problems] == [3], result.problems
+    assert reason in result.problems[0].reason
+    assert len(result.deals) == good
+
+
+def test_quoted_line_breaks_stay_in_their_field_and_rows_count_lines() -> None:
+    multi = GOOD_ROW.replace(",x", ',"two\r\nlines\u2028and more"')
+    text, good = _with_row(multi, at=2)
+    text = text.replace("\n2026.03.09 09:00:00.000,1002", "\n,,,\n2026.03.09 09:00:00.000,x1002")
+    result = read_mt5_deals(text, server="s", currency="USD", utc_offset=EET)
+    # The deal after the two-line row sits on line 5 (a blank-ish row of commas is skipped).
+    assert [p.row for p in result.problems] == [6]
+    assert next(d for d in result.deals if d.ticket == 9001).comment == "two\r\nlines\u2028and more"
+    assert len(result.deals) == good
+
+
+def test_a_line_break_in_an_unquoted_field_is_two_bad_rows_not_an_abort() -> None:
+    text, good = _with_row(GOOD_ROW.replace("EURUSD", "EUR\rUSD"), at=2)
+    result = read_mt5_deals(text, server="s", currency="USD", utc_offset=EET)
+    assert [p.row for p in result.problems] == [2, 3]
+    assert len(result.deals) == good
+
+
+def test_an_unclosed_quote_is_one_problem() -> None:
+    text = sample_text() + GOOD_ROW.replace(",x", ',"never closed') + "\n"
+    result = read_mt5_deals(text, server="s", currency="USD", utc_offset=EET)
+    assert [p.row for p in result.problems] == [len(sample_text().splitlines()) + 1]
+    assert len(result.deals) == len(sample_text().splitlines()) - 1
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda t: t.encode("utf-8"),
+        lambda t: t.encode("utf-8-sig"),
+        lambda t: t.encode("utf-16"),  # what MT5 terminals save: UTF-16 LE with a BOM
+        lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"),
+    ],
+)
+def test_exports_in_utf8_or_utf16_with_a_bom_are_read(
+    encode: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    text = sample_text().replace("Credit line", "Crédit 信用")
+    path = tmp_path / "export.csv"
+    path.write_bytes(encode(text))
+    for source in (encode(text), path):
+        result = read_mt5_deals(source, server="s", currency="USD", utc_offset=EET)
+        assert result.ok, result.problems
+        assert result.deals[1].comment == "Crédit 信用"
+        assert len(result.deals) == len(text.splitlines()) - 1
+
+
+@pytest.mark.parametrize(
+    ("data", "row", "reason"),
+    [
+        # cp1252 on line 3: refused, not half-imported nor guessed
+        ("\n".join([*sample_text().splitlines()[:2], "é,1"]).encode("cp1252"), 3, "UTF-8"),
+        (sample_text().encode("utf-16-le"), 1, "byte-order mark"),  # UTF-16 without a BOM
+        (codecs.BOM_UTF32_LE + sample_text().encode("utf-32-le"), 1, "UTF-32"),
+        (codecs.BOM_UTF16_LE + b"T\x00i", 1, "UTF-16"),  # cut in the middle of a character
+    ],
+)
+def test_other_encodings_are_refused_clearly(data: bytes, row: int, reason: str) -> None:
+    result = read_mt5_deals(data, server="s", currency="USD", utc_offset=EET)
+    assert result.deals == ()
+    assert [p.row for p in result.problems] == [row]
+    assert reason in result.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"source": None},
+        {"source": 5},
+        {"source": [b"Time,Deal"]},
+        {"server": ""},
+        {"server": 7},
+        {"currency": []},
+        {"currency": None},
+        {"utc_offset": 2},
+        {"utc_offset": timedelta(hours=24)},
+        {"delimiter": ""},
+        {"delimiter": ";;"},
+        {"delimiter": '"'},
+        {"delimiter": None},
+    ],
+)
+def test_wrong_argument_types_are_validation_errors(kwargs: dict[str, Any]) -> None:
+    args: dict[str, Any] = {
+        "source": sample_text(), "server": "s", "currency": "USD", "utc_offset": EET,
+    }  # fmt: skip
+    args.update(kwargs)
+    with pytest.raises(ValidationError):
+        read_mt5_deals(args.pop("source"), **args)
+
+
+def test_duplicate_columns_are_refused() -> None:
+    text = sample_text().replace("Comment", "Comment,Profit", 1)
+    result = read_mt5_deals(text, server="s", currency="USD", utc_offset=EET)
+    assert result.deals == ()
+    assert "Profit" in result.problems[0].reason
 
 
 # -- the simulated server kept in a file ----------------------------------------------------------

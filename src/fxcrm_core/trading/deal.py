@@ -8,6 +8,8 @@ UTC offset turns them into UTC, and both are kept.
 from __future__ import annotations
 
 import enum
+import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -121,31 +123,85 @@ def mt5_double(value: float, digits: int) -> Decimal:
     """
     if not isinstance(value, float):
         raise ValidationError("mt5_double converts floats only")
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= _MAX_DIGITS:
+        raise ValidationError(f"digits must be an int from 0 to {_MAX_DIGITS}")
+    if not math.isfinite(value) or abs(value) >= _MAX_MONEY_DOUBLE:
+        raise ValidationError("an MT5 double must be finite and below 10^15")
     return Decimal(repr(value)).quantize(
         Decimal(1).scaleb(-digits), rounding=Rounding.HALF_UP.value
     )
 
 
+_UINT64 = 2**64
+_MAX_DIGITS = 12  # no MT5 symbol or currency shows more decimals
+_MAX_MONEY_DOUBLE = 1e15  # beyond, a double no longer holds cents exactly
+_MAX_PRICE = Decimal(10) ** 15
+# MT5's datetime runs from 1970.01.01 to 3000.12.31 (server time).
+_MAX_SERVER_MS = 32_535_216_000_000  # 3001-01-01 00:00, in ms since 1970
+_ASCII_INT = re.compile(r"[0-9]{1,20}")
+
+
 def _int(record: Mapping[str, object], name: str, default: int | None = None) -> int:
-    """An integer field of a server record; missing or malformed is a typed error."""
+    """A field of a server record that MT5 keeps as a UINT64 (an int or ASCII digits).
+
+    Missing or malformed is a typed error that names the field, never its value.
+    """
     if name not in record:
         if default is None:
             raise UnknownServerResponseError(f"deal record lacks {name}")
         return default
     value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _ASCII_INT.fullmatch(value.strip()):
+        number = int(value)
+    else:
         raise UnknownServerResponseError(f"deal record has a malformed {name}")
-    try:
-        return int(value)
-    except ValueError:
-        raise UnknownServerResponseError(f"deal record has a malformed {name}") from None
+    if not 0 <= number < _UINT64:
+        raise UnknownServerResponseError(f"deal record has {name} out of range")
+    return number
 
 
 def _code(enum_type: type[DealAction] | type[DealEntry], value: object) -> int:
+    if isinstance(value, str) and _ASCII_INT.fullmatch(value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnknownServerResponseError(f"unknown {enum_type.__name__} code")
     try:
-        return enum_type(int(value))  # type: ignore[call-overload]
-    except (ValueError, TypeError):
+        return enum_type(value)
+    except ValueError:
         raise UnknownServerResponseError(f"unknown {enum_type.__name__} code") from None
+
+
+def _text(record: Mapping[str, object], name: str) -> str:
+    value = record.get(name, "")
+    if not isinstance(value, str) or "\x00" in value:
+        raise UnknownServerResponseError(f"deal record has a malformed {name}")
+    return value
+
+
+def _price(record: Mapping[str, object]) -> Decimal:
+    price = to_decimal(record.get("Price", 0), "Price")  # finite: the exponent is an int
+    if abs(price) >= _MAX_PRICE or int(price.as_tuple().exponent) < -_MAX_DIGITS:
+        raise UnknownServerResponseError(
+            f"deal record has a Price beyond 10^15 or finer than {_MAX_DIGITS} decimals"
+        )
+    return price
+
+
+def _check_arguments(
+    record: object, server: object, currency: object, utc_offset: object, volume_units: object
+) -> None:
+    if not isinstance(record, Mapping):
+        raise ValidationError("a deal record must be a mapping of MT5 field names")
+    if not isinstance(server, str) or not server or not server.isprintable():
+        raise ValidationError("server must be a non-empty printable name")
+    if not isinstance(currency, str | Currency):
+        raise ValidationError("currency must be a currency code or a Currency")
+    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
+        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    if not isinstance(volume_units, VolumeUnits):
+        raise ValidationError("volume_units must be a VolumeUnits")
 
 
 @attrs.frozen(slots=True)
@@ -200,6 +256,7 @@ class Deal:
         doubles); ``Time`` is server time in seconds since 1970, ``TimeMsc`` in milliseconds.
         Unknown action or entry codes raise :class:`UnknownServerResponseError`.
         """
+        _check_arguments(record, server, currency, utc_offset, volume_units)
         cur = Currency.of(currency)
         if "VolumeExt" in record:
             volume = _lots(_int(record, "VolumeExt"), VolumeUnits.MT5_EXTENDED)
@@ -208,12 +265,15 @@ class Deal:
             volume = _lots(_int(record, "Volume", 0), volume_units)
             closed = _lots(_int(record, "VolumeClosed", 0), volume_units)
         server_ms = _int(record, "TimeMsc") if "TimeMsc" in record else _int(record, "Time") * 1000
+        if server_ms >= _MAX_SERVER_MS:
+            raise UnknownServerResponseError("deal time is outside MT5's range (1970 to 3000)")
 
         def money(name: str) -> Money:
             # Strict: a value finer than the currency's digits is an error, not rounded away.
             return Money.of(to_decimal(record.get(name, 0), name), cur)
 
-        # MT5 server time is the server's wall clock counted as if it were UTC.
+        # MT5 server time is the server's wall clock counted as if it were UTC; the bounds on
+        # it keep this within datetime's range for any offset under a day.
         utc = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=server_ms) - utc_offset
         return cls(
             server=server,
@@ -221,10 +281,10 @@ class Deal:
             login=_int(record, "Login"),
             action=DealAction(_code(DealAction, record.get("Action"))),
             entry=DealEntry(_code(DealEntry, record.get("Entry", 0))),
-            symbol=str(record.get("Symbol", "")),
+            symbol=_text(record, "Symbol"),
             volume=volume,
             volume_closed=closed,
-            price=to_decimal(record.get("Price", 0), "Price"),
+            price=_price(record),
             position_id=_int(record, "PositionID", 0),
             order=_int(record, "Order", 0),
             commission=money("Commission"),
@@ -233,5 +293,5 @@ class Deal:
             profit=money("Profit"),
             time=to_utc(utc),
             server_offset=utc_offset,
-            comment=str(record.get("Comment", "")),
+            comment=_text(record, "Comment"),
         )

@@ -2,21 +2,24 @@
 
 Columns: Time, Deal, Login, Action, Entry, Symbol, Volume (lots), Price, Order, Position,
 Commission, Fee, Swap, Profit, Comment. Times are server time (``2026.03.09 14:30:15.123``).
-Every row is checked and every problem reported (row number and reason), not just the first.
+Every row is checked and every problem reported (row number and reason), not just the first:
+a malformed row is a problem of its own and the import carries on.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import attrs
 
-from fxcrm_core.kernel.errors import FxCrmError
+from fxcrm_core.kernel._decimal import EXACT
+from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency
 from fxcrm_core.trading.deal import Deal, DealAction, DealEntry, UnknownServerResponseError
 
@@ -52,7 +55,15 @@ ENTRY_NAMES: dict[str, DealEntry] = {
     "in/out": DealEntry.INOUT,
     "out by": DealEntry.OUT_BY,
 }
-_EXT_LOT = Decimal("0.00000001")
+# A volume is at most 32 characters and below 10^11 lots: MT5 keeps it as a UINT64 count of
+# 1/100,000,000 lot (about 1.8 * 10^11 lots), and the bounds keep the arithmetic exact.
+_MAX_NUMBER_TEXT = 32
+_MAX_LOTS_DIGITS = 11
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 _COLUMNS = (
     "Time", "Deal", "Login", "Action", "Entry", "Symbol", "Volume", "Price", "Order",
     "Position", "Commission", "Fee", "Swap", "Profit", "Comment",
@@ -79,74 +90,168 @@ def _server_ms(text: str) -> int:
     for fmt in ("%Y.%m.%d %H:%M:%S.%f", "%Y.%m.%d %H:%M:%S", "%Y.%m.%d %H:%M"):
         try:
             wall = datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)  # server wall clock
-        except ValueError:
+        except (ValueError, OverflowError):
             continue
-        return (wall - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        server_ms = (wall - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        if server_ms < 0:
+            raise UnknownServerResponseError("time is outside MT5's range (1970 to 3000)")
+        return server_ms
     raise UnknownServerResponseError("time is not in MT5's YYYY.MM.DD HH:MM:SS format")
 
 
 def _volume_units(text: str) -> int:
+    text = text.strip() or "0"
+    if len(text) > _MAX_NUMBER_TEXT:
+        raise UnknownServerResponseError("volume has more digits than MT5 writes")
     try:
-        lots = Decimal(text.strip() or "0")
+        lots = Decimal(text)
     except InvalidOperation:
         raise UnknownServerResponseError("volume is not a number") from None
-    if lots < 0 or lots % _EXT_LOT:
-        raise UnknownServerResponseError("volume is negative or finer than 1/100,000,000 lot")
-    return int(lots / _EXT_LOT)
+    if not lots.is_finite() or lots < 0:
+        raise UnknownServerResponseError("volume is not a finite, non-negative number")
+    if lots.adjusted() >= _MAX_LOTS_DIGITS:
+        raise UnknownServerResponseError("volume is larger than an MT5 server holds")
+    try:
+        # Exact: at most _MAX_NUMBER_TEXT digits in a 60-digit context (Inexact is trapped).
+        units = lots.scaleb(8, EXACT)
+        whole = units == units.to_integral_value(context=EXACT)
+    except ArithmeticError:  # an exponent far below any volume underflows
+        whole = False
+    if not whole:
+        raise UnknownServerResponseError("volume is finer than 1/100,000,000 lot")
+    return int(units)
+
+
+def _decode(data: bytes) -> str | ImportProblem:
+    """The text of an export saved as UTF-8 (with or without a BOM) or UTF-16 with a BOM."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return ImportProblem(1, "the export is UTF-32: save it as UTF-8 or UTF-16")
+    bom, encoding = next(((b, e) for b, e in _BOMS if data.startswith(b)), (b"", "utf-8"))
+    if not bom and b"\x00" in data:
+        return ImportProblem(
+            1, "the export holds NUL bytes (UTF-16 without a byte-order mark?): "
+            "save it as UTF-8 or as UTF-16 with a byte-order mark",
+        )  # fmt: skip
+    body = data[len(bom) :]
+    try:
+        return body.decode(encoding)
+    except UnicodeDecodeError as error:
+        # The prefix before the bad byte decodes by definition: count its lines.
+        row = body[: error.start].decode(encoding).count("\n") + 1
+        name = "UTF-8" if encoding == "utf-8" else "UTF-16"
+        return ImportProblem(
+            row, f"the export is not valid {name} text from this row on: save it as UTF-8 "
+            "(MT5's own UTF-16 exports with a byte-order mark are read as they are)",
+        )  # fmt: skip
+
+
+def _str_lines(lines: Iterable[object]) -> Iterator[str]:
+    for line in lines:
+        if not isinstance(line, str):
+            raise ValidationError("lines of an export must be str; pass the whole file as bytes")
+        yield line
+
+
+def _csv_reason(error: csv.Error) -> str:
+    # csv's own messages talk about opening files; say what is wrong with the row instead.
+    if "field limit" in str(error):
+        return f"a field is longer than {csv.field_size_limit()} characters"
+    if "end of data" in str(error):
+        return "not well-formed CSV: a quoted field is never closed"
+    return "not well-formed CSV: a stray quote or an unquoted line break"
+
+
+def _check_arguments(
+    source: object, server: object, currency: object, utc_offset: object, delimiter: object
+) -> None:
+    if not isinstance(source, str | bytes | bytearray | Path | Iterable):
+        raise ValidationError("source must be a path, the export's text or bytes, or its lines")
+    if not isinstance(server, str) or not server or not server.isprintable():
+        raise ValidationError("server must be a non-empty printable name")
+    if not isinstance(currency, str | Currency):
+        raise ValidationError("currency must be a currency code or a Currency")
+    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
+        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValidationError("delimiter must be one character, not a quote or a line break")
+
+
+def _records(
+    lines: Iterable[str], delimiter: str
+) -> Iterator[tuple[int, list[str] | ImportProblem]]:
+    """Each CSV record with the line it starts on; a malformed record becomes its problem."""
+    # strict: a quote in the wrong place is an error, not silently glued into a field.
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield start, ImportProblem(start, _csv_reason(error))
+            if reader.line_num < start:  # nothing consumed: the input is exhausted
+                return
+            continue
+        if any(field.strip() for field in fields):  # blank lines and rows of commas carry nothing
+            yield start, fields
 
 
 def read_mt5_deals(
-    source: str | Path | Iterable[str],
+    source: str | bytes | Path | Iterable[str],
     *,
     server: str,
     currency: str | Currency,
     utc_offset: timedelta,
     delimiter: str = ",",
 ) -> ImportResult:
-    """Read an export; ``source`` is a path, the CSV text, or lines of it."""
-    if isinstance(source, Path):
-        lines: Iterable[str] = source.read_text(encoding="utf-8-sig").splitlines()
+    """Read an export: ``source`` is a path, the file's bytes, its text, or lines of it.
+
+    Bytes (and files) are UTF-8, with or without a byte-order mark, or UTF-16 with one (what
+    MT5 terminals save); anything else is refused as one problem and nothing is imported. Every
+    other problem belongs to a row, named by the line it starts on (the header is line 1), and
+    the remaining rows are still imported. Wrong argument types raise :class:`ValidationError`.
+    """
+    _check_arguments(source, server, currency, utc_offset, delimiter)
+    lines: Iterable[str]
+    if isinstance(source, Path | bytes | bytearray):
+        text = _decode(source.read_bytes() if isinstance(source, Path) else bytes(source))
+        if isinstance(text, ImportProblem):
+            return ImportResult((), (text,))
+        lines = io.StringIO(text.removeprefix("\ufeff"), newline="")
     elif isinstance(source, str):
-        lines = io.StringIO(source.lstrip("\ufeff"))
+        lines = io.StringIO(source.removeprefix("\ufeff"), newline="")
     else:
-        lines = source
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    missing = [c for c in _COLUMNS if c not in (reader.fieldnames or ())]
+        lines = _str_lines(source)
+    records = _records(lines, delimiter)
+    header_row, header = next(records, (1, []))
+    if isinstance(header, ImportProblem):
+        return ImportResult((), (ImportProblem(header_row, f"header: {header.reason}"),))
+    names = [name.strip() for name in header]
+    missing = [c for c in _COLUMNS if c not in names]
     if missing:
-        return ImportResult((), (ImportProblem(1, f"missing columns: {', '.join(missing)}"),))
+        problem = ImportProblem(header_row, f"missing columns: {', '.join(missing)}")
+        return ImportResult((), (problem,))
+    twice = [c for c in _COLUMNS if names.count(c) > 1]
+    if twice:
+        problem = ImportProblem(header_row, f"columns named twice: {', '.join(twice)}")
+        return ImportResult((), (problem,))
+    at = {name: names.index(name) for name in _COLUMNS}
     deals: list[Deal] = []
     problems: list[ImportProblem] = []
     seen: set[int] = set()
-    for row_no, row in enumerate(reader, start=2):
-        try:
-            action = ACTION_NAMES.get(row["Action"].strip().lower())
-            entry = ENTRY_NAMES.get(row["Entry"].strip().lower())
-            if action is None:
-                raise UnknownServerResponseError("unknown action")
-            if entry is None:
-                raise UnknownServerResponseError("unknown entry")
-            deal = Deal.from_mt5(
-                {
-                    "Deal": row["Deal"],
-                    "Login": row["Login"],
-                    "Action": int(action),
-                    "Entry": int(entry),
-                    "Symbol": row["Symbol"].strip(),
-                    "VolumeExt": _volume_units(row["Volume"]),
-                    "Price": row["Price"].strip() or "0",
-                    "Order": row["Order"] or 0,
-                    "PositionID": row["Position"] or 0,
-                    "Commission": row["Commission"].strip() or "0",
-                    "Fee": row["Fee"].strip() or "0",
-                    "Storage": row["Swap"].strip() or "0",
-                    "Profit": row["Profit"].strip() or "0",
-                    "TimeMsc": _server_ms(row["Time"]),
-                    "Comment": row["Comment"],
-                },
-                server=server,
-                currency=currency,
-                utc_offset=utc_offset,
+    for row_no, fields in records:
+        if isinstance(fields, ImportProblem):
+            problems.append(fields)
+            continue
+        if len(fields) != len(names):
+            problems.append(
+                ImportProblem(row_no, f"the row has {len(fields)} fields, the header {len(names)}")
             )
+            continue
+        row = {name: fields[i] for name, i in at.items()}
+        try:
+            deal = _deal(row, server=server, currency=currency, utc_offset=utc_offset)
             if deal.ticket in seen:
                 raise UnknownServerResponseError("the same deal ticket appears twice")
             seen.add(deal.ticket)
@@ -154,3 +259,36 @@ def read_mt5_deals(
         except FxCrmError as problem:
             problems.append(ImportProblem(row_no, str(problem)))
     return ImportResult(tuple(deals), tuple(problems))
+
+
+def _deal(
+    row: dict[str, str], *, server: str, currency: str | Currency, utc_offset: timedelta
+) -> Deal:
+    action = ACTION_NAMES.get(row["Action"].strip().lower())
+    entry = ENTRY_NAMES.get(row["Entry"].strip().lower())
+    if action is None:
+        raise UnknownServerResponseError("unknown action")
+    if entry is None:
+        raise UnknownServerResponseError("unknown entry")
+    return Deal.from_mt5(
+        {
+            "Deal": row["Deal"],
+            "Login": row["Login"],
+            "Action": int(action),
+            "Entry": int(entry),
+            "Symbol": row["Symbol"].strip(),
+            "VolumeExt": _volume_units(row["Volume"]),
+            "Price": row["Price"].strip() or "0",
+            "Order": row["Order"].strip() or 0,
+            "PositionID": row["Position"].strip() or 0,
+            "Commission": row["Commission"].strip() or "0",
+            "Fee": row["Fee"].strip() or "0",
+            "Storage": row["Swap"].strip() or "0",
+            "Profit": row["Profit"].strip() or "0",
+            "TimeMsc": _server_ms(row["Time"]),
+            "Comment": row["Comment"],
+        },
+        server=server,
+        currency=currency,
+        utc_offset=utc_offset,
+    )
