@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, date, datetime, timedelta
 
+import attrs
 import pytest
 
 from fxcrm_core.access import AccessControl, Actor, Role
@@ -23,12 +24,23 @@ from fxcrm_core.clients import (
     RiskProfile,
     Stage,
 )
+from fxcrm_core.clients.identity import IdentityClaim
+from fxcrm_core.events import EventMetadata, UnitOfWork
 from fxcrm_core.kernel import AccessDeniedError, ConcurrencyError, FixedClock, ValidationError
+from fxcrm_core.kyc import (
+    IdentifierChecksumError,
+    IdentifierFormatError,
+    IdentifierReason,
+    ImpossibleIdentifierError,
+    InvalidIdentifierError,
+    check_national_id,
+)
 from fxcrm_core.privacy import MasterKeyring
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 PORTAL = Actor.system("portal", Role.PORTAL)
 REP = Actor.staff("rep-1", Role.SALES)
+SUPPORT = Actor.staff("desk-1", Role.SUPPORT)
 ADMIN = Actor.staff("boss", Role.ADMIN)
 ANA = Registration(
     ClientKind.INDIVIDUAL,
@@ -58,7 +70,12 @@ def make(policy: DedupPolicy = DedupPolicy.REFUSE) -> tuple[Broker, Clients]:
         clock=clock, keyring=MasterKeyring.generate(), events=ALL_CLIENT_EVENTS
     )
     clients = Clients(
-        broker.repository, broker.access, IdentityKeys(b"k" * 32), policy=policy, clock=clock
+        broker.repository,
+        broker.access,
+        IdentityKeys(b"k" * 32),
+        policy=policy,
+        clock=clock,
+        national_ids=check_national_id,
     )
     clients.access = AccessControl(relationships=Owners(clients))
     return broker, clients
@@ -105,10 +122,30 @@ def test_the_same_person_written_differently_is_refused(
     again = Registration(ClientKind.INDIVIDUAL, "GB", "A. Lima", email, phone, document)
     with pytest.raises(DuplicateClientError) as info:
         clients.register(PORTAL, again)
-    assert info.value.existing_client_id == first
+    # The portal learns that the person is known, never which client it is.
+    assert info.value.existing_client_id is None
+    assert first not in str(info.value)
     assert info.value.matched_on == matched
     assert "gmail" not in str(info.value)
+    # Staff who may read the existing client are told its id (outside the message).
+    with pytest.raises(DuplicateClientError) as staff:
+        clients.register(SUPPORT, again)
+    assert staff.value.existing_client_id == first
+    assert first not in str(staff.value)
     assert broker.store.last_position() == before  # nothing half-written
+
+
+def test_a_refusal_names_the_client_only_to_staff_allowed_to_see_it() -> None:
+    _, clients = make()
+    first = clients.register(PORTAL, ANA)
+    again = Registration(ClientKind.INDIVIDUAL, "GB", "A. Lima", "analima@gmail.com")
+    other_rep = Actor.staff("rep-2", Role.SALES)  # may register, but Ana is rep-1's client
+    for actor, shown in [(PORTAL, None), (other_rep, None), (REP, first), (SUPPORT, first)]:
+        with pytest.raises(DuplicateClientError) as info:
+            clients.register(actor, again)
+        assert info.value.existing_client_id == shown
+        assert first not in str(info.value)
+        assert info.value.matched_on == ("email",)
 
 
 def test_a_different_person_is_not_a_duplicate() -> None:
@@ -294,7 +331,11 @@ def test_contact_changes_are_encrypted_and_deduplicated() -> None:
     before = broker.store.last_position()
     with pytest.raises(DuplicateClientError) as info:
         clients.update_contact(REP, bo, email="Ana.New+x@EXAMPLE.com")
-    assert info.value.existing_client_id == ana
+    assert info.value.existing_client_id == ana  # rep-1 owns Ana: may see her
+    assert ana not in str(info.value)
+    with pytest.raises(DuplicateClientError) as own:
+        clients.update_contact(Actor.client(bo), bo, email="Ana.New+x@EXAMPLE.com")
+    assert own.value.existing_client_id is None  # Bo may not learn Ana's id
     assert broker.store.last_position() == before
     with pytest.raises(DuplicateClientError):
         clients.register(
@@ -382,3 +423,68 @@ def test_the_lead_row_of_the_table(goal: Stage) -> None:
     else:
         with pytest.raises(IllegalTransitionError):
             clients.move(REP, lead, goal)
+
+
+SPAIN = Registration(
+    ClientKind.INDIVIDUAL, "ES", "Ana Lima", "ana@example.es", document_number="54362315-k"
+)
+
+
+@pytest.mark.parametrize(
+    ("number", "error", "reason"),
+    [
+        ("54362315-Z", IdentifierChecksumError, IdentifierReason.CHECKSUM),
+        ("5436", IdentifierFormatError, IdentifierReason.LENGTH),
+    ],
+)
+def test_a_national_id_number_is_checked_at_registration(
+    number: str, error: type[InvalidIdentifierError], reason: IdentifierReason
+) -> None:
+    broker, clients = make()
+    bad = attrs.evolve(SPAIN, document_number=number)
+    with pytest.raises(error) as info:
+        clients.register(PORTAL, bad)
+    assert info.value.reason is reason
+    assert number[:4] not in str(info.value)
+    assert broker.store.last_position() == 0
+
+
+def test_an_impossible_national_id_is_told_apart_from_a_typo() -> None:
+    _, clients = make()
+    pesel = Registration(
+        ClientKind.INDIVIDUAL, "PL", "Ola Nowak", "ola@example.pl", document_number="44131401350"
+    )
+    with pytest.raises(ImpossibleIdentifierError) as info:
+        clients.register(PORTAL, pesel)
+    assert (info.value.reason, info.value.checksum_valid) == (IdentifierReason.BIRTH_DATE, True)
+
+
+def test_national_id_numbers_deduplicate_in_their_compact_form() -> None:
+    _, clients = make()
+    clients.register(PORTAL, SPAIN)
+    again = Registration(
+        ClientKind.INDIVIDUAL, "ES", "A. Lima", "other@example.es", document_number="54362315K"
+    )
+    with pytest.raises(DuplicateClientError) as info:
+        clients.register(PORTAL, again)
+    assert info.value.matched_on == ("document",)
+
+
+def test_a_released_identity_can_be_claimed_again() -> None:
+    broker, clients = make()
+    first = clients.register(PORTAL, ANA)
+    digests = clients.identities.of(
+        email=ANA.email, phone=ANA.phone, country="GB", document=ANA.document_number
+    )
+    with UnitOfWork(broker.repository, EventMetadata("staff:dpo", reason="erasure")) as uow:
+        for digest in digests.values():
+            claim = uow.get(IdentityClaim, digest)
+            uow.record(claim, *claim.release())
+        uow.commit()
+    assert clients.find_by_email(ANA.email) is None
+    second = clients.register(PORTAL, ANA)
+    assert second != first
+    assert clients.find_by_email("analima@gmail.com") == second
+    claim = broker.repository.get(IdentityClaim, digests["email"])
+    assert claim.release()
+    assert claim.evolve(client_id=None).release() == []  # nothing held, nothing to release

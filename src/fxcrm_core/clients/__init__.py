@@ -5,10 +5,12 @@ Depends on ``kernel``, ``events``, ``access`` (permissions) and ``privacy`` (PII
 """
 
 from fxcrm_core.clients.identity import (
+    IDENTITY_EVENTS,
     DuplicateClientError,
     IdentityClaim,
     IdentityClaimed,
     IdentityKeys,
+    IdentityReleased,
     normalise_email,
     normalise_phone,
 )
@@ -28,12 +30,13 @@ from fxcrm_core.clients.service import (
     Clients,
     ClientView,
     DedupPolicy,
+    NationalIdCheck,
     Registration,
 )
 from fxcrm_core.events import EventRegistry
 from fxcrm_core.kernel.errors import IllegalTransitionError
 
-ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, IdentityClaimed)
+ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, *IDENTITY_EVENTS)
 
 __all__ = [
     "register_events",
@@ -48,8 +51,11 @@ __all__ = [
     "DedupPolicy",
     "DuplicateClientError",
     "IdentityClaim",
+    "IdentityClaimed",
     "IdentityKeys",
+    "IdentityReleased",
     "IllegalTransitionError",
+    "NationalIdCheck",
     "IntroducerAssigned",
     "Registration",
     "RiskProfile",

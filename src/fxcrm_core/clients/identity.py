@@ -21,8 +21,10 @@ from fxcrm_core.privacy.pii import DocumentNumber, Email
 __all__ = [
     "DuplicateClientError",
     "IdentityClaim",
+    "IDENTITY_EVENTS",
     "IdentityClaimed",
     "IdentityKeys",
+    "IdentityReleased",
     "normalise_email",
     "normalise_phone",
 ]
@@ -31,14 +33,16 @@ _DOTLESS = {"gmail.com", "googlemail.com"}
 
 
 class DuplicateClientError(FxCrmError, ValueError):
-    """A registration matched an existing client (the message names the matching kinds only)."""
+    """A registration matched an existing client. The message names the matching kinds only;
+    ``existing_client_id`` is set only for an actor allowed to read that client (staff), never
+    for a portal: a refusal must not tell a stranger which client holds an e-mail address."""
 
     default_message = "this person is already registered"
 
-    def __init__(self, existing_client_id: str, matched_on: tuple[str, ...]) -> None:
-        super().__init__(
-            f"already registered as client {existing_client_id} (same {', '.join(matched_on)})"
-        )
+    def __init__(
+        self, matched_on: tuple[str, ...], *, existing_client_id: str | None = None
+    ) -> None:
+        super().__init__(f"already registered (same {', '.join(matched_on)})")
         self.existing_client_id = existing_client_id
         self.matched_on = matched_on
 
@@ -103,9 +107,21 @@ class IdentityClaimed(DomainEvent):
     kind: str
 
 
+@attrs.frozen
+class IdentityReleased(DomainEvent):
+    """The identity no longer belongs to ``client_id`` (its data was erased): it may be
+    claimed again, and a refusal no longer points at that client."""
+
+    client_id: str
+
+
+IDENTITY_EVENTS = (IdentityClaimed, IdentityReleased)
+
+
 @attrs.frozen(kw_only=True)
 class IdentityClaim(Aggregate):
-    """One stream per keyed hash; its first event names the client that owns the identity."""
+    """One stream per keyed hash: the client that holds the identity now (None: nobody, never
+    claimed or released after an erasure)."""
 
     category = "identity"
     client_id: str | None = None
@@ -114,4 +130,15 @@ class IdentityClaim(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         if isinstance(event, IdentityClaimed):
             return self.evolve(client_id=event.client_id, kind=event.kind)
+        if isinstance(event, IdentityReleased):
+            return self.evolve(client_id=None)
         raise ValidationError(f"IdentityClaim cannot apply {type(event).__name__}")
+
+    def claim(self, client_id: str, kind: str) -> list[DomainEvent]:
+        if self.client_id is not None and self.client_id != client_id:
+            raise ValidationError("the identity belongs to another client")
+        return [] if self.client_id == client_id else [IdentityClaimed(client_id, kind)]
+
+    def release(self) -> list[DomainEvent]:
+        """Release the identity from its client (nothing to do if nobody holds it)."""
+        return [] if self.client_id is None else [IdentityReleased(self.client_id)]

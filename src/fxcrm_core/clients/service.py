@@ -4,7 +4,7 @@ stage moves and the appropriateness test; every command checks the actor's permi
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 
 import attrs
@@ -13,7 +13,6 @@ from fxcrm_core.access import AccessControl, Actor
 from fxcrm_core.clients.identity import (
     DuplicateClientError,
     IdentityClaim,
-    IdentityClaimed,
     IdentityKeys,
     normalise_email,
     normalise_phone,
@@ -36,7 +35,20 @@ from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, PiiKind
 from fxcrm_core.privacy.pii import Email, PersonName
 
-__all__ = ["AppropriatenessTest", "ClientView", "Clients", "DedupPolicy", "Registration"]
+__all__ = [
+    "AppropriatenessTest",
+    "ClientView",
+    "Clients",
+    "DedupPolicy",
+    "NationalIdCheck",
+    "Registration",
+]
+
+#: Checks a national identity number for a country (ISO 3166 alpha-2): its compact form if the
+#: country has a known standard and the number passes it, None if the country has no known
+#: standard; a typed ValidationError naming the reason otherwise. The broker wires
+#: ``fxcrm_core.kyc.check_national_id``.
+NationalIdCheck = Callable[[str, str], str | None]
 
 
 class DedupPolicy(enum.Enum):
@@ -51,6 +63,8 @@ class Registration:
     name: str = attrs.field(repr=False)
     email: str = attrs.field(repr=False)
     phone: str | None = attrs.field(default=None, repr=False)
+    # The national identity number where the country has a known standard (validated), else
+    # the number of an identity document; used for deduplication only.
     document_number: str | None = attrs.field(default=None, repr=False)
     owner_id: str | None = None
     lead: bool = False  # captured as a lead rather than registered
@@ -104,8 +118,10 @@ class Clients:
         ids: IdGenerator | None = None,
         test: AppropriatenessTest | None = None,
         masking: MaskingPolicy = DEFAULT_MASKING,
+        national_ids: NationalIdCheck | None = None,
     ) -> None:
         self.repository = repository
+        self.national_ids = national_ids
         self.access = access
         self.masking = masking
         self.identities = identities
@@ -156,15 +172,20 @@ class Clients:
         email = Email.parse(reg.email).reveal()
         phone = normalise_phone(reg.phone, reg.country) if reg.phone else None
         name = PersonName.parse(reg.name).reveal()
+        document = reg.document_number
+        if document is not None and self.national_ids is not None:
+            checked = self.national_ids(reg.country.upper(), document)
+            if checked is not None:  # its compact form, separators ("-", "+") dropped
+                document = "".join(ch for ch in checked if ch.isalnum())
         digests = self.identities.of(
-            email=email, phone=phone, country=reg.country, document=reg.document_number
+            email=email, phone=phone, country=reg.country, document=document
         )
         client_id = self.ids()
         for _ in range(3):  # a racing registration may claim an identity between check and commit
-            taken = self._owners(digests)
+            claims = self._claims(digests)
+            taken = {k: c.client_id for k, c in claims.items() if c.client_id is not None}
             if taken and self.policy is DedupPolicy.REFUSE:
-                first = next(iter(taken.values()))
-                raise DuplicateClientError(first, tuple(taken))
+                raise self._duplicate(actor, taken)
             stage = Stage.LEAD if reg.lead else Stage.REGISTERED
             with self._uow(actor, "registration") as uow:
                 client = uow.record(
@@ -182,7 +203,8 @@ class Clients:
                 )
                 for kind, digest in digests.items():
                     if kind not in taken:
-                        uow.record(IdentityClaim.blank(digest), IdentityClaimed(client_id, kind))
+                        claim = claims.get(kind) or IdentityClaim.blank(digest)
+                        uow.record(claim, *claim.claim(client_id, kind))
                 if taken:
                     uow.record(client, DuplicateSuspected(next(iter(taken.values())), tuple(taken)))
                 try:
@@ -199,13 +221,20 @@ class Clients:
         claim = self.repository.load(IdentityClaim, digest)
         return claim.client_id if claim is not None else None
 
-    def _owners(self, digests: Mapping[str, str]) -> dict[str, str]:
-        taken: dict[str, str] = {}
+    def _claims(self, digests: Mapping[str, str]) -> dict[str, IdentityClaim]:
+        """The stored claims of these digests, by kind (released ones included)."""
+        claims: dict[str, IdentityClaim] = {}
         for kind, digest in digests.items():
             claim = self.repository.load(IdentityClaim, digest)
-            if claim is not None and claim.client_id is not None:
-                taken[kind] = claim.client_id
-        return taken
+            if claim is not None:
+                claims[kind] = claim
+        return claims
+
+    def _duplicate(self, actor: Actor, taken: Mapping[str, str]) -> DuplicateClientError:
+        """The refusal, naming the existing client only to an actor allowed to read it."""
+        first = next(iter(taken.values()))
+        shown = first if self.access.allows(actor, "client.read", client_id=first) else None
+        return DuplicateClientError(tuple(taken), existing_client_id=shown)
 
     # -- changes ---------------------------------------------------------------------------
     def _change(
@@ -234,15 +263,21 @@ class Clients:
             digests["email"] = self.identities.digest("email", normalise_email(clean_email))
         if clean_phone is not None:
             digests["phone"] = self.identities.digest("phone", clean_phone)
-        taken = {k: owner for k, owner in self._owners(digests).items() if owner != client_id}
+        claims = self._claims(digests)
+        taken = {
+            k: c.client_id
+            for k, c in claims.items()
+            if c.client_id is not None and c.client_id != client_id
+        }
         if taken:
-            raise DuplicateClientError(next(iter(taken.values())), tuple(taken))
-        mine = self._owners(digests)
+            raise self._duplicate(actor, taken)
         with self._uow(actor, "contact details changed") as uow:
             client = uow.record(client, ContactDetailsChanged(client_id, clean_email, clean_phone))
             for kind, digest in digests.items():
-                if kind not in mine:
-                    uow.record(IdentityClaim.blank(digest), IdentityClaimed(client_id, kind))
+                claim = claims.get(kind) or IdentityClaim.blank(digest)
+                events = claim.claim(client_id, kind)
+                if events:
+                    uow.record(claim, *events)
             uow.commit()
         return client
 

@@ -30,6 +30,7 @@ from fxcrm_core.kyc.identifiers import (
     ImpossibleIdentifierError,
     InvalidIdentifierError,
     UnsupportedIdentifierError,
+    check_national_id,
     national_id_country,
     validate_national_id,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "UnknownDocumentTypeError",
     "UnsupportedIdentifierError",
     "check_digit",
+    "check_national_id",
     "national_id_country",
     "parse_mrz",
     "validate_national_id",

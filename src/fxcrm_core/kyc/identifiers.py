@@ -33,6 +33,7 @@ __all__ = [
     "ImpossibleIdentifierError",
     "InvalidIdentifierError",
     "UnsupportedIdentifierError",
+    "check_national_id",
     "national_id_country",
     "validate_national_id",
 ]
@@ -265,3 +266,16 @@ def validate_national_id(country: str, number: str) -> str:
     raise ImpossibleIdentifierError(
         f"not a valid {label}: {what} ({why})", reason=reason, checksum_valid=valid
     )
+
+
+def check_national_id(country: str, number: str) -> str | None:
+    """Like :func:`validate_national_id` where the country has a known standard; None where it
+    has none (the number is then some other document's, checked elsewhere). This is the
+    check registration uses (``Clients(national_ids=...)``).
+
+    >>> check_national_id("ES", "54362315-k"), check_national_id("GB", "X1234567")
+    ('54362315K', None)
+    """
+    if national_id_country(country) is None:
+        return None
+    return validate_national_id(country, number)
