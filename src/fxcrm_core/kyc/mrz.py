@@ -118,8 +118,13 @@ class MrzResult:
         )
 
 
-def _lines(text: str | Sequence[str]) -> list[str]:
-    lines = text.split() if isinstance(text, str) else [line.strip() for line in text]
+def _lines(text: object) -> list[str]:
+    if isinstance(text, str):
+        lines = text.split()
+    elif isinstance(text, Sequence) and all(isinstance(line, str) for line in text):
+        lines = [line.strip() for line in text]
+    else:
+        raise MrzFormatError("an MRZ is a str or a sequence of str lines")
     lines = [line.upper() for line in lines if line]
     if any(set(line) - _ALLOWED for line in lines):
         raise MrzFormatError("MRZ lines hold A-Z, 0-9 and < only")
@@ -129,12 +134,16 @@ def _lines(text: str | Sequence[str]) -> list[str]:
 def parse_mrz(text: str | Sequence[str], *, today: date | None = None) -> MrzResult:
     """Parse a TD1, TD2 or TD3 zone (lines separated by whitespace, or a list of lines).
 
+    Anything that is not such a zone, of any type, raises :class:`MrzFormatError`.
+
     >>> r = parse_mrz('''P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<
     ...                  L898902C36UTO7408122F1204159ZE184226B<<<<<10''')
     >>> r.format, r.check_digits_valid, r.issuing_state_known, r.expiry_date
     ('TD3', True, False, datetime.date(2012, 4, 15))
     """
     lines = _lines(text)
+    if today is not None and not isinstance(today, date):
+        raise ValidationError("today must be a date")
     today = today or date.today()  # noqa: DTZ011 - a calendar date for the century guess
     shape = (len(lines), len(lines[0]) if lines else 0)
     if shape == (3, 30) and all(len(x) == 30 for x in lines):
