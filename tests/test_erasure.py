@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -10,17 +11,33 @@ import attrs
 import pytest
 
 from fxcrm_core.access import Actor, Role
+from fxcrm_core.accounts import TradingAccount
+from fxcrm_core.accounts.model import TradingAccountOpened
 from fxcrm_core.broker import Broker
+from fxcrm_core.clients import Client, ClientKind, DuplicateClientError, Registration, Stage
+from fxcrm_core.erasure_checks import BrokerErasureChecks
 from fxcrm_core.events import ERASED, Aggregate, DomainEvent, RecordedEvent, pii
 from fxcrm_core.kernel import (
     AccessDeniedError,
+    Currency,
     FixedClock,
     Money,
     RetentionHoldError,
+    StoreError,
     SubjectErasedError,
     ValidationError,
 )
-from fxcrm_core.privacy import MasterKeyring, SubjectErased
+from fxcrm_core.ledger import TransferRequest
+from fxcrm_core.payments.transfers import MoneyAccounts
+from fxcrm_core.privacy import (
+    ErasureBlockedError,
+    FieldEncryption,
+    MasterKeyring,
+    SubjectErased,
+)
+from fxcrm_core.stores import SqliteDatabase
+from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
+from fxcrm_core.trading import AccountState, TradingServerError
 from tests.sample_domain import EVENTS as TILL_EVENTS
 from tests.sample_domain import Till
 
@@ -225,3 +242,154 @@ def test_erasure_needs_permission(tmp_path: Path) -> None:
             reason="r",
         )
     assert broker.repository.get(Till, "c-1").holder == "Ana Lima"
+
+
+# -- a client of the CRM: its own record says when it ended; money and accounts block --------
+CLOSED_ON = datetime(2026, 3, 2, 10, tzinfo=UTC)
+BO = Registration(
+    ClientKind.INDIVIDUAL, "GB", "Bo Chen", "bo.chen@example.org", "07400 123456",
+    owner_id="staff:rep-1",
+)  # fmt: skip
+REP = Actor.staff("rep-1", Role.SALES)
+PORTAL = Actor.system("portal", Role.PORTAL)
+DESK = Actor.staff("desk-1", Role.SUPPORT)
+
+
+class FakeServer:
+    """Answers account_state only (what the checks ask); other calls are not made."""
+
+    name = "sim-mt5"
+
+    def __init__(self) -> None:
+        self.states: dict[int, AccountState] = {}
+
+    def account_state(self, login: int) -> AccountState:
+        if login not in self.states:
+            raise TradingServerError("no such login")
+        return self.states[login]
+
+
+def crm(server: FakeServer | None = None) -> tuple[Broker, FixedClock, str]:
+    clock = FixedClock(CLOSED_ON - timedelta(days=400))
+    broker = Broker.in_memory(clock=clock, keyring=MasterKeyring.generate(), identity_key=b"i" * 32)
+    servers = {"sim-mt5": server or FakeServer()}
+    broker.erasure.checks = BrokerErasureChecks(
+        broker.repository, broker.projections, broker.ledger, broker.lifecycle.accounts_of, servers
+    )
+    bo = broker.clients.register(PORTAL, BO)
+    return broker, clock, bo
+
+
+def fund(broker: Broker, client_id: str, amount: str, transfer_id: str) -> str:
+    money = MoneyAccounts(broker.ledger)
+    wallet = money.wallet(client_id, Currency.of("USD"))
+    clearing = money.broker("psp_clearing", Currency.of("USD"))
+    request = TransferRequest(transfer_id, clearing, wallet, Money.of(amount, "USD"))
+    broker.ledger.transfer(request)
+    return wallet
+
+
+def close(broker: Broker, clock: FixedClock, client_id: str) -> None:
+    clock.set(CLOSED_ON)
+    broker.clients.move(REP, client_id, Stage.CLOSED)
+    clock.set(CLOSED_ON + timedelta(days=5 * 366 + 1))
+
+
+def test_a_client_is_erased_only_once_closed_and_its_money_gone() -> None:
+    broker, clock, bo = crm()
+    wallet = fund(broker, bo, "495.50", "dep-1")
+    before = broker.store.last_position()
+    # The caller's 2020 is not the client's record: Bo is not closed (erased before).
+    with pytest.raises(RetentionHoldError, match="not closed"):
+        broker.erasure.erase(
+            OFFICER, bo, relationship_ended_at=datetime(2020, 1, 1, tzinfo=UTC), reason="r"
+        )
+    close(broker, clock, bo)
+    with pytest.raises(ErasureBlockedError) as blocked:
+        broker.erasure.erase(OFFICER, bo, reason="r")
+    assert blocked.value.remaining == ("balance",)
+    assert isinstance(blocked.value, RetentionHoldError)
+    # The money leaves as a hold first: both still block.
+    clearing = MoneyAccounts(broker.ledger).broker("psp_clearing", Currency.of("USD"))
+    out = TransferRequest("wd-1", wallet, clearing, Money.of("495.50", "USD"), pending=True)
+    broker.ledger.transfer(out)
+    with pytest.raises(ErasureBlockedError) as held:
+        broker.erasure.erase(OFFICER, bo, reason="r")
+    assert held.value.remaining == ("balance", "hold")
+    # A date that differs from the client's record is refused, not recorded.
+    broker.ledger.post_pending("wd-1")
+    with pytest.raises(ValidationError, match="2026-03-02"):
+        broker.erasure.erase(
+            OFFICER, bo, relationship_ended_at=datetime(2020, 1, 1, tzinfo=UTC), reason="r"
+        )
+    assert not any(
+        s.event_type == "SubjectErased" for s in broker.store.read_all(after_position=before)
+    )
+
+    receipt = broker.erasure.erase(OFFICER, bo, reason="GDPR art. 17 request")
+    assert receipt.key_destroyed
+    erased = [
+        broker.codec.decode(s).event
+        for s in broker.store.read_all(after_position=before)
+        if s.event_type == "SubjectErased"
+    ]
+    assert erased == [SubjectErased(bo, CLOSED_ON, datetime(2031, 3, 2, 10, tzinfo=UTC))]
+    assert broker.repository.get(Client, bo).name is ERASED
+    # The person may register again; the refusal of a duplicate names no erased client.
+    assert broker.clients.find_by_email(BO.email) is None
+    again = broker.clients.register(PORTAL, BO)
+    assert again != bo
+    with pytest.raises(DuplicateClientError) as duplicate:
+        broker.clients.register(DESK, BO)
+    assert duplicate.value.existing_client_id == again
+    assert set(duplicate.value.matched_on) == {"email", "phone"}
+    # Erasing again finishes quietly.
+    assert not broker.erasure.erase(OFFICER, bo, reason="r").key_destroyed
+
+
+def test_an_open_trading_account_blocks_erasure() -> None:
+    server = FakeServer()
+    broker, clock, bo = crm(server)
+    with broker.unit_of_work(DESK) as uow:
+        uow.record(
+            TradingAccount.blank("acc-1"),
+            TradingAccountOpened("acc-1", bo, "sim-mt5", 7001, "std", "USD", 100, True),
+        )
+        uow.commit()
+    close(broker, clock, bo)
+    usd = Money.zero(Currency.of("USD"))
+    for state, blocks in [
+        (None, True),  # the server cannot tell: open
+        (AccountState(7001, "std", 100, True, usd, usd, usd), True),
+        (AccountState(7001, "std", 100, False, Money.of("1", "USD"), usd, usd), True),
+        (AccountState(7001, "std", 100, False, usd, usd, usd), False),  # disabled and empty
+    ]:
+        if state is not None:
+            server.states[7001] = state
+        if blocks:
+            with pytest.raises(ErasureBlockedError) as blocked:
+                broker.erasure.erase(OFFICER, bo, reason="r")
+            assert blocked.value.remaining == ("open account",)
+        else:
+            assert broker.erasure.erase(OFFICER, bo, reason="r").key_destroyed
+
+
+def test_a_blocked_checkpoint_fails_loudly_and_a_retry_finishes(tmp_path: Path) -> None:
+    path = tmp_path / "keys.sqlite"
+    keys = SqliteKeyStore(SqliteDatabase(path), checkpoint_wait=0.3)
+    enc = FieldEncryption(keys, MasterKeyring({"m1": bytes(32)}, "m1"))
+    enc.encrypt_for("c-1", "ctx", b"Ana Lima")  # makes and stores c-1's data key
+    wrapped = keys.get("c-1")
+    assert wrapped is not None
+    assert wrapped.wrapped
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM fx_data_keys").fetchone()  # holds a read snapshot
+    with pytest.raises(StoreError, match="WAL"):
+        keys.destroy("c-1", NOW)
+    reader.rollback()
+    reader.close()
+    assert keys.destroy("c-1", NOW) is False  # already destroyed; this call checkpoints
+    keys.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert wrapped.wrapped not in raw

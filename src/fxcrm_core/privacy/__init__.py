@@ -9,6 +9,8 @@ from fxcrm_core.privacy.encryption import FieldEncryption
 from fxcrm_core.privacy.erasure import (
     ERASURE_EVENTS,
     Erasure,
+    ErasureBlockedError,
+    ErasureChecks,
     ErasureReceipt,
     RetentionPolicy,
     SubjectErased,
@@ -25,6 +27,8 @@ __all__ = [
     "DocumentNumber",
     "Email",
     "Erasure",
+    "ErasureBlockedError",
+    "ErasureChecks",
     "ErasureReceipt",
     "FieldEncryption",
     "Iban",

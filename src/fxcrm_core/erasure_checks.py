@@ -1,0 +1,131 @@
+"""What an erasure must know from the rest of the system (the ``ErasureChecks`` port of
+``fxcrm_core.privacy``): when a client's relationship ended, from its own record; what still
+ties it to the broker (money in the ledger, trading accounts); and which deduplication claims
+go with its personal data. It sits beside the reactions, above the contexts it reads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from fxcrm_core.accounts import TradingAccount
+from fxcrm_core.clients import Client, IdentityClaim, IdentityClaimed, Stage, StageChanged
+from fxcrm_core.events import DomainEvent, ProjectionRunner, RecordedEvent, Repository, UnitOfWork
+from fxcrm_core.ledger import Ledger
+from fxcrm_core.ledger.model import AccountOpened
+from fxcrm_core.trading import AccountState
+
+__all__ = ["AccountStates", "BrokerErasureChecks"]
+
+log = logging.getLogger("fxcrm_core.privacy")
+
+
+class AccountStates(Protocol):
+    """The one question the checks ask a trading server (any ``TradingServer`` answers it)."""
+
+    def account_state(self, login: int) -> AccountState: ...
+
+
+class _Holdings:
+    """A memory read model (rebuilt from the log in each process): the ledger accounts each
+    owner holds and the identity claims each client made."""
+
+    name = "erasure-holdings"
+    event_types: frozenset[str] | None = frozenset({"AccountOpened", "IdentityClaimed"})
+
+    def __init__(self) -> None:
+        self.ledger_accounts: dict[str, list[str]] = {}
+        self.claims: dict[str, list[str]] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, AccountOpened):
+            self.ledger_accounts.setdefault(event.owner, []).append(event.account_id)
+        elif isinstance(event, IdentityClaimed):
+            digest = recorded.stream_id.removeprefix(f"{IdentityClaim.category}-")
+            mine = self.claims.setdefault(event.client_id, [])
+            if digest not in mine:
+                mine.append(digest)
+
+    def reset(self) -> None:
+        self.ledger_accounts.clear()
+        self.claims.clear()
+
+
+class BrokerErasureChecks:
+    """The broker's answers to an erasure, all from the log (and the trading server, which
+    holds the accounts' money): a client's relationship ended when it was CLOSED; a balance or
+    a hold on any ledger account it owns, or a trading account the server still has enabled or
+    funded (or cannot tell about), blocks the erasure; its identity claims are released."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        projections: ProjectionRunner,
+        ledger: Ledger,
+        accounts_of: Callable[[str], list[str]],
+        servers: Mapping[str, AccountStates],
+    ) -> None:
+        self.repository = repository
+        self.projections = projections
+        self.ledger = ledger
+        self.accounts_of = accounts_of
+        self.servers = servers
+        self._holdings = _Holdings()
+
+    def _caught_up(self) -> _Holdings:
+        self.projections.catch_up(self._holdings)
+        return self._holdings
+
+    def knows(self, subject_id: str) -> bool:
+        client = self.repository.load(Client, subject_id)
+        return client is not None and client.stage is not None
+
+    def relationship_ended_at(self, subject_id: str) -> datetime | None:
+        """When the client was closed (the StageChanged event's recorded time); None if not."""
+        stream = Client.stream_id_for(subject_id)
+        decode = self.repository.codec.decode_event
+        for stored in self.repository.store.read_stream(stream):
+            if stored.event_type != "StageChanged":
+                continue
+            event = decode(stream, stored.event_type, stored.data)
+            if isinstance(event, StageChanged) and event.stage is Stage.CLOSED:
+                return stored.recorded_at  # CLOSED is final: the first one is the end
+        return None
+
+    def open_positions(self, subject_id: str) -> list[str]:
+        remaining: list[str] = []
+        owned = list(self._caught_up().ledger_accounts.get(subject_id, ()))
+        balances = self.ledger.balances(owned).values() if owned else ()
+        if any(not b.net_credit.is_zero() for b in balances):
+            remaining.append("balance")
+        if any(not (b.debits_pending.is_zero() and b.credits_pending.is_zero()) for b in balances):
+            remaining.append("hold")
+        if any(self._open(account_id) for account_id in self.accounts_of(subject_id)):
+            remaining.append("open account")
+        return remaining
+
+    def _open(self, account_id: str) -> bool:
+        """Open unless its server reports it disabled and empty (the SDK records no closing of
+        a trading account; a server that cannot tell counts as open)."""
+        account = self.repository.load(TradingAccount, account_id)
+        if account is None:
+            return False
+        server = self.servers.get(account.server)
+        if server is None:
+            return True
+        try:
+            state = server.account_state(account.login)
+        except Exception:  # any adapter failure: we cannot tell, so it stays open
+            log.warning("trading server could not report an account", extra={"account": account_id})
+            return True
+        money = (state.balance, state.credit, state.equity)
+        return state.enabled or not all(m.is_zero() for m in money)
+
+    def release(self, subject_id: str, uow: UnitOfWork) -> None:
+        for digest in self._caught_up().claims.get(subject_id, ()):
+            claim = uow.load(IdentityClaim, digest)
+            if claim is not None and claim.client_id == subject_id:
+                uow.record(claim, *claim.release())
