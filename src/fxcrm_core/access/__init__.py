@@ -15,9 +15,12 @@ from fxcrm_core.access.approvals import (
     SelfApprovalError,
 )
 from fxcrm_core.access.audit import (
+    AUDIT_SECRET,
     AuditFinding,
+    AuditHead,
     AuditLog,
     AuditRecord,
+    AuditSecrets,
     AuditTrail,
     MemoryAuditLog,
 )
@@ -35,6 +38,7 @@ from fxcrm_core.events import EventRegistry
 __all__ = [
     "register_events",
     "APPROVAL_EVENTS",
+    "AUDIT_SECRET",
     "DEFAULT_POLICY",
     "AccessControl",
     "AccessPolicy",
@@ -44,8 +48,10 @@ __all__ = [
     "ApprovalRule",
     "ApprovalStatus",
     "AuditFinding",
+    "AuditHead",
     "AuditLog",
     "AuditRecord",
+    "AuditSecrets",
     "AuditTrail",
     "Approvals",
     "Decision",

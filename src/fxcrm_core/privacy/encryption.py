@@ -11,6 +11,8 @@ from __future__ import annotations
 import binascii
 import logging
 import os
+import re
+import secrets
 import threading
 from collections import OrderedDict
 
@@ -18,8 +20,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fxcrm_core.kernel.clock import Clock, SystemClock
-from fxcrm_core.kernel.errors import CodecError, SubjectErasedError
-from fxcrm_core.privacy.keys import KeyStore, MasterKeyring, WrappedKey, new_key_id
+from fxcrm_core.kernel.errors import CodecError, SubjectErasedError, ValidationError
+from fxcrm_core.privacy.keys import (
+    KeyStore,
+    MasterKeyring,
+    WrappedKey,
+    is_reserved_subject,
+    new_key_id,
+    secret_subject,
+)
 
 __all__ = ["FieldEncryption"]
 
@@ -27,6 +36,7 @@ log = logging.getLogger("fxcrm_core.privacy")
 _NONCE = 12
 _FORMAT = "v1"
 _MISSING = object()
+_LABEL = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
 class FieldEncryption:
@@ -85,7 +95,11 @@ class FieldEncryption:
 
     # -- lifecycle -----------------------------------------------------------------------
     def erase(self, subject_id: str) -> bool:
-        """Destroy the subject's data key (crypto-shredding); True if this call destroyed it."""
+        """Destroy the subject's data key (crypto-shredding); True if this call destroyed it.
+
+        The SDK's named secrets are no data subject's and are refused (ValidationError)."""
+        if is_reserved_subject(subject_id):
+            raise ValidationError("this id names one of the SDK's secrets, not a data subject")
         destroyed = self.keystore.destroy(subject_id, self._clock.now())
         self.forget(subject_id)
         log.info("data key destroyed", extra={"subject_id": subject_id})
@@ -122,6 +136,26 @@ class FieldEncryption:
         log.info("master key rotated", extra={"rewrapped": len(rewrapped)})
         return len(rewrapped)
 
+    # -- named secrets -------------------------------------------------------------------
+    def named_secret(self, name: str, *, label: str = "") -> tuple[bytes, str]:
+        """A 32-byte secret of the SDK's own (the audit chain's key, say), made on first use and
+        kept wrapped under the master keyring like a data key, under a reserved subject id that
+        erasure refuses. ``label`` (up to 64 of ``A-Za-z0-9_-``) is stored with a new secret,
+        authenticated by its wrapping; returns the stored secret and its label."""
+        subject = secret_subject(name)
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise ValidationError("a secret's label is up to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        stored = self.keystore.get(subject)
+        if stored is None:
+            key_id = f"{new_key_id()}.{label}"
+            master_id, wrapped = self.keyring.wrap(subject, key_id, secrets.token_bytes(32))
+            fresh = WrappedKey(subject, key_id, master_id, wrapped, self._clock.now())
+            stored = self.keystore.put_new(fresh)  # a racing process may have made it first
+        if stored.destroyed:
+            raise CodecError("the SDK's secret was destroyed in the key store; it cannot be remade")
+        value = self.keyring.unwrap(stored)
+        return value, stored.key_id.partition(".")[2]
+
     # -- keys ----------------------------------------------------------------------------
     def _key(self, subject_id: str, *, create: bool) -> tuple[str, AESGCM] | None:
         # Hot path without the lock: a dict read is atomic, and entries are only ever
@@ -129,6 +163,8 @@ class FieldEncryption:
         entry = self._cache.get(subject_id, _MISSING)
         if entry is not _MISSING:
             return entry  # type: ignore[return-value]
+        if is_reserved_subject(subject_id):
+            raise ValidationError("this id names one of the SDK's secrets, not a data subject")
         stored = self.keystore.get(subject_id)
         if stored is None:
             if not create:

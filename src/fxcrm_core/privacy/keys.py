@@ -8,6 +8,7 @@ tombstone, so the subject can never silently get a new key.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -19,9 +20,33 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fxcrm_core.kernel.errors import CodecError, NotFoundError, ValidationError
 
-__all__ = ["KeyStore", "MasterKeyring", "MemoryKeyStore", "WrappedKey"]
+__all__ = [
+    "SECRET_PREFIX",
+    "KeyStore",
+    "MasterKeyring",
+    "MemoryKeyStore",
+    "WrappedKey",
+    "is_reserved_subject",
+    "secret_subject",
+]
 
 _NONCE = 12
+# Subject ids under this prefix hold the SDK's own named secrets (the audit chain's key): wrapped
+# like data keys, but never a subject's data key and never erased.
+SECRET_PREFIX = "fxcrm.secret/"  # noqa: S105 (a prefix of ids, not a secret)
+_SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def secret_subject(name: str) -> str:
+    """The key store's subject id of the named secret ``name`` (lowercase letters, digits, -)."""
+    if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+        raise ValidationError("a secret's name is 1-64 lowercase letters, digits or '-'")
+    return SECRET_PREFIX + name
+
+
+def is_reserved_subject(subject_id: str) -> bool:
+    """True for the subject ids of named secrets (no data subject may use them)."""
+    return subject_id.startswith(SECRET_PREFIX)
 
 
 @attrs.frozen(slots=True)
