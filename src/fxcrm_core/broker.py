@@ -55,6 +55,7 @@ from fxcrm_core.commissions import (
     ScheduleBook,
 )
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
+from fxcrm_core.erasure_checks import BrokerErasureChecks
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -92,6 +93,7 @@ from fxcrm_core.kyc import (
     DocumentReRequested,
     KycService,
     LevelPolicy,
+    check_national_id,
 )
 from fxcrm_core.ledger import Ledger, PendingHolds
 from fxcrm_core.payments import (
@@ -393,6 +395,7 @@ class Broker:
             clock=self.clock,
             ids=self.ids,
             masking=self.masking,
+            national_ids=check_national_id,
         )
         self.kyc = KycService(
             self.repository,
@@ -448,6 +451,13 @@ class Broker:
             self.projections,
             self.calendar,
             dormant_after=options.get("dormant_after", timedelta(days=90)),
+        )
+        self.erasure.checks = BrokerErasureChecks(
+            self.repository,
+            self.projections,
+            self.ledger,
+            self.lifecycle.accounts_of,
+            {server.name: server},
         )
         logins = self.lifecycle.activity
         self.rebates = RebateBook(

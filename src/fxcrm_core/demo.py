@@ -47,7 +47,7 @@ from fxcrm_core.kernel import (
     Rounding,
 )
 from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconcile
-from fxcrm_core.privacy import MasterKeyring, PiiKind
+from fxcrm_core.privacy import MasterKeyring, PiiKind, RetentionPolicy
 from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
 
 __all__ = ["DAY", "DEFAULT_DB", "DayStep", "DemoFileError", "open_demo_broker", "run_demo"]
@@ -111,6 +111,9 @@ def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
         "distribution": FixedShares((Decimal("0.7"), Decimal("0.3"))),
         "payout_policies": {"ib-apex": payout, "ib-north": payout},
         "dormant_after": timedelta(days=90),
+        # A broker keeps records five years after a relationship ends (the default); the demo
+        # keeps none, so its one day can show an erasure.
+        "retention": RetentionPolicy(years=0),
     }
 
 
@@ -308,11 +311,17 @@ def stage_after(broker: Broker, email: str, days: int) -> str:
     return stage.value
 
 
-def erase(broker: Broker, email: str, ended: datetime | None) -> str:
+def close(broker: Broker, email: str) -> str:
+    """The client leaves: its rep closes the relationship (the erasure's clock starts here)."""
+    client = broker.clients.move(REP, _client(broker, email), Stage.CLOSED)
+    assert client.stage is not None
+    return client.stage.value
+
+
+def erase(broker: Broker, email: str) -> str:
+    """The DPO erases: refused while the relationship, its money or its retention lasts."""
     try:
-        broker.erasure.erase(
-            DPO, _client(broker, email), relationship_ended_at=ended, reason="erasure request"
-        )
+        broker.erasure.erase(DPO, _client(broker, email), reason="erasure request")
     except FxCrmError as refused:
         return f"refused: {refused}"
     return "erased"
@@ -368,10 +377,9 @@ DAY: tuple[DayStep, ...] = (
     DayStep("a trading session", trade, (150,)),
     DayStep("the afternoon session", trade, (150,)),
     DayStep("IB payouts through the ledger", pay_ibs),
-    DayStep(
-        "Bo erased (relationship ended 2020)", erase, (BO[1], datetime(2020, 2, 1, tzinfo=UTC))
-    ),
-    DayStep("Ana's erasure request while still a client", erase, (ANA_EMAIL, None)),
+    DayStep("Bo closes his relationship", close, (BO[1],)),
+    DayStep("Bo's erasure request (the demo keeps no AML retention)", erase, (BO[1],)),
+    DayStep("Ana's erasure request while still a client", erase, (ANA_EMAIL,)),
     DayStep("95 days without a trade or a deposit", stage_after, (ANA_EMAIL, 95)),
 )
 
