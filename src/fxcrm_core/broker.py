@@ -372,7 +372,17 @@ class Broker:
         )
         self.masking = options.get("masking") or DEFAULT_MASKING
         self.approvals = Approvals(self.repository, self.access, self.ids)
-        self.audit = AuditTrail(audit_log or MemoryAuditLog(), key=options.get("audit_key"))
+        audit_log = audit_log or MemoryAuditLog()
+        audit_key = options.get("audit_key")
+        if (
+            audit_key is None
+            and self.encryption is not None
+            and not isinstance(store, MemoryEventStore)
+        ):
+            # A persistent trail is keyed by default: its secret lives wrapped in the key store.
+            self.audit = AuditTrail.keyed_from(audit_log, self.encryption)
+        else:
+            self.audit = AuditTrail(audit_log, key=audit_key)
         self.erasure = Erasure(
             self.repository,
             self.encryption,

@@ -529,13 +529,15 @@ def run_demo(
     live = figures(broker)
     live_now = broker.clock.now()
     audited = broker.audit.catch_up(broker.store, broker.codec)
-    finding = broker.audit.verify()
+    finding = broker.audit.verify(broker.store)
+    head = broker.audit.head().export()
     types = Counter(stored.event_type for stored in iter_all(broker.store))
     broker.close()
 
     out("\n== What the log holds")
     out(f"  {live['events']} events: " + ", ".join(f"{k} x{v}" for k, v in sorted(types.items())))
     out(f"  audit trail: {audited} records, chain {'intact' if finding is None else finding}")
+    out(f"  its signed head, for the daily report: {head[:72]}...")
     for key in ("wallet", "stage", "introducer", "kyc_level", "recorded_level"):
         out(f"  Ana's {key.replace('_', ' ')}: {live[key]}")
     out(f"  rebate entries: {live['rebate_entries']} {live['rebate_kinds']}")

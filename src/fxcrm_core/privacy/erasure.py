@@ -31,6 +31,7 @@ from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import RetentionHoldError, ValidationError
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.privacy.encryption import FieldEncryption
+from fxcrm_core.privacy.keys import is_reserved_subject
 
 __all__ = [
     "ERASURE_EVENTS",
@@ -165,6 +166,9 @@ class Erasure:
         clear (snapshots are caches: they are deleted, and rebuilt from events when needed).
         """
         self.access.require(actor, "erasure.execute")
+        if is_reserved_subject(subject_id):
+            # The SDK's own secrets (the audit chain's key) are never a data subject.
+            raise ValidationError("that id is reserved and cannot be erased")
         if self.encryption is None:
             raise ValidationError(
                 "erasure needs encrypted personal data: this broker stores it in clear"
