@@ -4,9 +4,12 @@ fixed clock, the demo's settings. Shared by the system tests and their subproces
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+import pytest
 
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.broker import Broker
@@ -63,6 +66,21 @@ def approve(broker: Broker, client_id: str, *kinds: str) -> dict[str, str]:
 
 LEVEL_2 = ("passport", "proof_of_address")
 LEVEL_3 = (*LEVEL_2, "selfie", "source_of_funds")
+
+
+def just_before_the_next_append(
+    monkeypatch: pytest.MonkeyPatch, broker: Broker, rival: Callable[[], object]
+) -> None:
+    """Run ``rival`` (another broker's command) right before ``broker``'s next append: the two
+    commands interleave as two processes' do when both read before either writes."""
+    real = broker.store.append
+
+    def append(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(broker.store, "append", real)
+        rival()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(broker.store, "append", append)
 
 
 def deposit(broker: Broker, client_id: str, amount: str, reference: str) -> str:

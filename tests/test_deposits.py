@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from fxcrm_core.payments import (
     PaymentLimits,
 )
 from fxcrm_core.privacy import MasterKeyring
+from tests.system_world import just_before_the_next_append
 
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 
@@ -158,21 +157,6 @@ def test_deposits_need_kyc_level_two_and_respect_limits() -> None:
         broker.deposits.initiate(me, cid, Money.of(100, "JPY"), psp="acquirer", method="card")
     with pytest.raises(NegativeAmountError):
         broker.deposits.initiate(me, cid, usd(0), psp="acquirer", method="card")
-
-
-def just_before_the_next_append(
-    monkeypatch: pytest.MonkeyPatch, broker: Broker, rival: Callable[[], object]
-) -> None:
-    """Run ``rival`` (another broker's command) right before ``broker``'s next append: the two
-    commands interleave as two processes' do when both read before either writes."""
-    real = broker.store.append
-
-    def append(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(broker.store, "append", real)
-        rival()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(broker.store, "append", append)
 
 
 @pytest.mark.parametrize(

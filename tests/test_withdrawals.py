@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +32,7 @@ from fxcrm_core.payments import (
     WithdrawalStatus,
 )
 from fxcrm_core.privacy import MasterKeyring
+from tests.system_world import just_before_the_next_append
 
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 FINANCE = Actor.staff("fin-1", Role.FINANCE)
@@ -192,21 +192,6 @@ def test_withdrawals_need_kyc_level_three_and_respect_the_daily_limit() -> None:
     w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(200))
     # Held: 300 + a 3.50 fee, 200 + a 3.00 fee.
     assert w.available() == usd("493.50")
-
-
-def just_before_the_next_append(
-    monkeypatch: pytest.MonkeyPatch, broker: Broker, rival: Callable[[], object]
-) -> None:
-    """Run ``rival`` (another broker's command) right before ``broker``'s next append: the two
-    commands interleave as two processes' do when both read before either writes."""
-    real = broker.store.append
-
-    def append(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(broker.store, "append", real)
-        rival()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(broker.store, "append", append)
 
 
 def test_two_processes_withdrawing_at_once_both_succeed(
