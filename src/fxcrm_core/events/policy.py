@@ -184,9 +184,19 @@ class PolicyRunner:
         """Per policy: how many events of its types wait after its recorded position."""
         out = {}
         store = self.repository.store
+        typed = getattr(store, "read_all_of_types", None)
         for name in self._policies:
             position, waiting, types = self._tracker(name).position, 0, self._names[name]
-            while batch := store.read_all(after_position=position, limit=self.read_batch):
+            while True:
+                if typed is not None:
+                    events, position = typed(position, types, self.read_batch)
+                    waiting += len(events)
+                    if len(events) < self.read_batch:
+                        break
+                    continue
+                batch = store.read_all(after_position=position, limit=self.read_batch)
+                if not batch:
+                    break
                 waiting += sum(1 for s in batch if s.event_type in types)
                 position = batch[-1].position
             out[name] = waiting
@@ -270,10 +280,21 @@ class PolicyRunner:
         decode = self.repository.codec.decode
         handled = 0
         position = min(p.scanned for p in progress)
+        # A store that can read only some types (optional, see store.py) returns the events of
+        # any policy's types and how far it read, so the others are skipped without being
+        # fetched; every policy then reads the same rows it would pick from the whole batch.
+        typed = getattr(store, "read_all_of_types", None)
+        types = frozenset[str]().union(*(p.types for p in progress))
         while True:
-            batch = store.read_all(after_position=position, limit=self.read_batch)
-            if not batch:
-                break
+            if typed is not None:
+                batch, upto = typed(position, types, self.read_batch)
+                if upto <= position:
+                    break
+            else:
+                batch = store.read_all(after_position=position, limit=self.read_batch)
+                if not batch:
+                    break
+                upto = batch[-1].position
             for p in progress:
                 name = p.policy.name
                 if name in failed:
@@ -294,9 +315,13 @@ class PolicyRunner:
                     )
                     self._safely_record_idle(p)
                     continue
-                p.scanned = max(p.scanned, batch[-1].position)
+                p.scanned = max(p.scanned, upto)
                 self._scanned[name] = p.scanned
-            position = batch[-1].position
+            position = upto
+            if typed is not None and len(batch) < self.read_batch:
+                # Read up to the head as it was. What a handler recorded since is read by the
+                # run's next pass (any recording counts as handled, so there is one).
+                break
         for p in progress:
             if p.policy.name not in failed:
                 self._safely_record_progress(p)

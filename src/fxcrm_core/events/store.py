@@ -128,6 +128,13 @@ class EventStore(Protocol):
     """Append-only log of streams. Adapters: memory, SQLite, PostgreSQL, or the host's own.
 
     Run ``fxcrm_core.testing.EventStoreContract`` against an adapter to show it keeps the rules.
+
+    An adapter may also offer ``read_all_of_types(after_position, types, limit)`` returning
+    ``(events, read_up_to)``: the events of those types that :meth:`read_all` would return from
+    ``after_position`` on (at most ``limit``), and a position such that every event of those
+    types up to it is in the list (the last one's when ``limit`` is reached, else the head at
+    the time of the read). It is not part of the port: the projection and policy runners use
+    it when a store has it, to skip the other types without fetching them, and read_all else.
     """
 
     def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:

@@ -14,7 +14,7 @@ from fxcrm_core.events.store import (
     replay_result,
 )
 from fxcrm_core.kernel.clock import Clock, SystemClock
-from fxcrm_core.kernel.errors import ConcurrencyError
+from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.kernel.time import to_utc
 
 __all__ = ["MemoryCheckpointStore", "MemoryEventStore", "MemorySnapshotStore"]
@@ -76,6 +76,23 @@ class MemoryEventStore:
         with self._lock:
             start = max(after_position, 0)
             return self._log[start : start + limit]
+
+    def read_all_of_types(
+        self, after_position: int, types: frozenset[str], limit: int
+    ) -> tuple[list[StoredEvent], int]:
+        """The events of ``types`` after ``after_position`` (at most ``limit``) and the
+        position read up to; see :meth:`SqliteEventStore.read_all_of_types`."""
+        if limit < 1:
+            raise ValidationError("limit must be at least 1")
+        with self._lock:  # appends take the lock too: the head and the rows agree
+            start = max(after_position, 0)
+            found = []
+            for stored in self._log[start:] if types else ():
+                if stored.event_type in types:
+                    found.append(stored)
+                    if len(found) == limit:
+                        return found, stored.position
+            return found, max(len(self._log), after_position)
 
     def stream_version(self, stream_id: str) -> int:
         with self._lock:
