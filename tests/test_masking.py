@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
+from stdnum import luhn
 
 from fxcrm_core.events import ERASED
 from fxcrm_core.kernel import ValidationError
@@ -33,13 +34,75 @@ def test_a_pan_never_shows_more_than_bin_and_last_four(reveal: Reveal) -> None:
     assert shown in (HIDDEN, "411111******1111")
 
 
-@given(st.text(alphabet="0123456789", min_size=12, max_size=19))
-def test_pan_partial_mask_law(digits: str) -> None:
+@given(st.text(alphabet="0123456789", min_size=11, max_size=18))
+def test_pan_partial_mask_law(body: str) -> None:
+    digits = body + luhn.calc_check_digit(body)
     shown = mask(PiiKind.PAN, digits, Reveal.PARTIAL)
     assert shown[:6] == digits[:6]
     assert shown[-4:] == digits[-4:]
     assert set(shown[6:-4]) <= {"*"}
     assert len(shown) == len(digits)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111 1111 1111 1111 exp 12/27",
+        "4111111111111111 1227",
+        "card 4111-1111-1111-1111, cvv 123",
+        "4111 1111 1111 1111 12",
+        "411111111111111 1227",
+        "4111111111111112",  # not a card number (Luhn)
+        "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦",  # not ASCII digits
+        "4111 1111-1111 1111",  # mixed separators
+    ],
+)
+@pytest.mark.parametrize("reveal", [Reveal.PARTIAL, Reveal.FULL])
+def test_free_text_is_not_a_card_number_and_is_hidden(text: str, reveal: Reveal) -> None:
+    assert mask(PiiKind.PAN, text, reveal) == HIDDEN
+
+
+@pytest.mark.parametrize(
+    "text", ["4111 1111 1111 1111", "4111-1111-1111-1111", " 4111111111111111 "]
+)
+def test_a_card_number_written_in_groups_is_masked(text: str) -> None:
+    assert mask(PiiKind.PAN, text, Reveal.PARTIAL) == "411111******1111"
+    assert mask(PiiKind.PAN, "3782 822463 10005", Reveal.PARTIAL) == "378282*****0005"
+
+
+@given(st.text(min_size=1).filter(lambda t: any(c.isdigit() for c in t)))
+@example(" 12/27")
+def test_no_digits_next_to_a_card_number_pass_for_its_last_four(suffix: str) -> None:
+    shown = mask(PiiKind.PAN, PAN + suffix, Reveal.PARTIAL)
+    assert shown == HIDDEN or shown == "411111******1111"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("王小明", "王**"),
+        ("王明", "王**"),
+        ("王 小明", "王**"),
+        ("欧阳娜娜", "欧阳**"),
+        ("欧阳修", "欧阳**"),
+        ("司马相如", "司马**"),
+        ("诸葛亮", "诸葛**"),
+        ("歐陽修", "歐陽**"),
+        ("上官婉儿", "上官**"),
+        ("欧阳", "欧**"),  # two characters: a one-character family name and a given name
+        ("王", HIDDEN),
+        ("Ana Maria Lima", "A. M. L."),
+    ],
+)
+def test_chinese_names_keep_the_family_name_and_mask_the_given_name(name: str, shown: str) -> None:
+    assert mask(PiiKind.NAME, name, Reveal.PARTIAL) == shown
+    assert DEFAULT_MASKING.show({"ib"}, PiiKind.NAME, name) == shown
+
+
+def test_a_chinese_person_name_value_masks_itself_in_its_convention() -> None:
+    name = PersonName.parse("王小明")
+    assert (str(name), repr(name)) == ("王**", "PersonName('王**')")
+    assert "小" not in repr(PersonName.parse("欧阳小明"))
 
 
 def test_partial_masks_per_kind() -> None:

@@ -17,13 +17,25 @@ from fxcrm_core.privacy.erasure import (
 )
 from fxcrm_core.privacy.keys import KeyStore, MasterKeyring, MemoryKeyStore, WrappedKey
 from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, PiiKind, Reveal, mask
-from fxcrm_core.privacy.pii import DocumentNumber, Email, Iban, Pan, PersonName, Phone, PiiValue
+from fxcrm_core.privacy.pii import (
+    REVEAL_EVENTS,
+    DocumentNumber,
+    Email,
+    Iban,
+    Pan,
+    PersonName,
+    Phone,
+    PiiRevealed,
+    PiiReveals,
+    PiiValue,
+)
 
 __all__ = [
     "register_events",
     "DEFAULT_MASKING",
     "ERASURE_EVENTS",
     "HIDDEN",
+    "REVEAL_EVENTS",
     "DocumentNumber",
     "Email",
     "Erasure",
@@ -40,6 +52,8 @@ __all__ = [
     "PersonName",
     "Phone",
     "PiiKind",
+    "PiiRevealed",
+    "PiiReveals",
     "PiiValue",
     "RetentionPolicy",
     "Reveal",
@@ -52,3 +66,4 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
     registry.register_all(ERASURE_EVENTS)
+    registry.register_all(REVEAL_EVENTS)

@@ -4,10 +4,12 @@ masked completely (fail closed); a card number never shows more than its BIN and
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping
 
 import attrs
 import phonenumbers
+from stdnum import luhn
 
 from fxcrm_core.events.event import Erased
 
@@ -45,6 +47,8 @@ def mask(kind: PiiKind, value: str, reveal: Reveal) -> str:
     'a***@e***.com'
     >>> mask(PiiKind.NAME, "Ana Maria Lima", Reveal.PARTIAL)
     'A. M. L.'
+    >>> mask(PiiKind.NAME, "欧阳小明", Reveal.PARTIAL)
+    '欧阳**'
     """
     if isinstance(value, Erased):
         return value
@@ -59,9 +63,19 @@ def _hide(value: str) -> str:
     return HIDDEN
 
 
+# A card number as people write it: one run of digits, or groups of 3 to 6 digits joined by
+# one kind of separator (4-4-4-4, 4-6-5, ...).
+_CARD = re.compile(r"[0-9]{12,19}|[0-9]{3,6}(?P<sep>[ -])[0-9]{3,6}(?:(?P=sep)[0-9]{3,6})+")
+
+
 def _pan(value: str) -> str:
-    digits = "".join(c for c in value if c.isdigit())
-    if len(digits) < 12:
+    # Only a value that is a card number gets a partial view: free text is hidden, or the
+    # digits of an expiry date, a CVV or an amount beside the number would pass for its last 4.
+    text = value.strip()
+    if not _CARD.fullmatch(text):
+        return HIDDEN
+    digits = text.replace(" ", "").replace("-", "")
+    if not 12 <= len(digits) <= 19 or not luhn.is_valid(digits):
         return HIDDEN
     return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
@@ -90,9 +104,33 @@ def _phone(value: str) -> str:
     return f"+{number.country_code} {'*' * max(len(national) - 2, 1)}{national[-2:]}"
 
 
+# Chinese compound (two-character) family names, simplified and traditional; any other family
+# name is the first character.
+_COMPOUND_SURNAME_TEXT = (
+    "欧阳 歐陽 司马 司馬 上官 诸葛 諸葛 东方 東方 皇甫 尉迟 尉遲 公孙 公孫 慕容 长孙 長孫 宇文 "
+    "司徒 令狐 端木 夏侯 轩辕 軒轅 澹台 澹臺 南宫 南宮 闻人 聞人 赫连 赫連 独孤 獨孤 西门 西門 "
+    "呼延 百里 东郭 東郭 申屠 太史 万俟 萬俟 司空 钟离 鍾離 鐘離 拓跋 公冶 濮阳 濮陽 淳于 单于 "
+    "單于 仲孙 仲孫 宗政 公羊 谷梁 穀梁 羊舌 微生 左丘 梁丘 第五 鲜于 鮮于 闾丘 閭丘 亓官 司寇 "
+    "子车 子車 颛孙 顓孫 壤驷 壤駟 公良 漆雕 乐正 樂正 巫马 巫馬 公西 段干 东门 東門 公门 公門 "
+    "拓拔"
+)
+_COMPOUND_SURNAMES = frozenset(_COMPOUND_SURNAME_TEXT.split())
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+
+
 def _name(value: str) -> str:
     parts = value.split()
-    return " ".join(f"{p[0]}." for p in parts) if parts else HIDDEN
+    if not parts:
+        return HIDDEN
+    han = "".join(parts)
+    if _HAN.fullmatch(han):
+        # Chinese order and convention: the family name stays, the given name is masked (at
+        # one width, so the mask does not tell its length).
+        if len(han) < 2:
+            return HIDDEN
+        family = han[:2] if len(han) > 2 and han[:2] in _COMPOUND_SURNAMES else han[0]
+        return family + "**"
+    return " ".join(f"{p[0]}." for p in parts)
 
 
 def _document(value: str) -> str:
