@@ -607,19 +607,27 @@ class Broker:
         if options.get("keyring") is None and not options.get("allow_clear_pii", False):
             cls._check_pii_choice(options)  # refuse before any file is made
         db = SqliteDatabase(path, synchronous=synchronous)
+        made: SqliteKeyStore | None = None
         if keystore is None and options.get("keyring") is not None:
             keys = Path(keys_path or f"{path}.keys")
             if keys.resolve() == Path(path).resolve():
                 raise ConfigurationError("the key file must not be the database itself")
-            keystore = SqliteKeyStore(keys)
-        return cls(
-            SqliteEventStore(db, clock=clock),
-            snapshots=db,
-            keystore=keystore,
-            audit_log=SqliteAuditLog(db),
-            clock=clock,
-            **options,
-        )
+            keystore = made = SqliteKeyStore(keys)
+        try:
+            return cls(
+                SqliteEventStore(db, clock=clock),
+                snapshots=db,
+                keystore=keystore,
+                audit_log=SqliteAuditLog(db),
+                clock=clock,
+                **options,
+            )
+        except BaseException:
+            # Refused: leave no connection open on the files (nor a write-ahead log behind).
+            db.close()
+            if made is not None:
+                made.close()
+            raise
 
     # -- policies ---------------------------------------------------------------------------------
     def add_policy(
