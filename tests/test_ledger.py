@@ -39,6 +39,7 @@ from fxcrm_core.kernel import (
 )
 from fxcrm_core.ledger import (
     LEDGER_EVENTS,
+    AlreadyReversedError,
     ExceedsLimitError,
     Ledger,
     LedgerAccount,
@@ -734,3 +735,148 @@ def test_limits_bound_only_their_side_and_any_other_currency_is_refused() -> Non
                 account.check_limit_after(**{side: Money.of("1", "EUR")})
     with pytest.raises(ExceedsLimitError):  # through the service too
         ledger.transfer(TransferRequest("b1", "omnibus", "bank", usd("1")))
+
+
+# -- reversals: at most the original, once per correction id, across processes ----------------
+def test_a_transfer_is_reversed_once_and_other_correction_ids_are_refused() -> None:
+    ledger, _ = make()
+    deposit(ledger, "d1", "ana", "100")
+    # Paid into an account without a limit: before, each correction id moved the 100 back again.
+    ledger.transfer(TransferRequest("pay", "ana", "omnibus", usd("100")))
+    first = ledger.reverse("pay", "corr-1")
+    assert first.status is TransferStatus.POSTED
+    assert not first.replayed
+    written = ledger.repository.store.last_position()
+    for other in ("corr-2", "corr-3"):
+        with pytest.raises(AlreadyReversedError, match="already reversed"):
+            ledger.reverse("pay", other)
+        assert ledger.repository.load(Transfer, other) is None  # nothing recorded for the id
+    assert ledger.repository.store.last_position() == written  # nothing written at all
+    assert ledger.balance("ana").net_credit == usd("100")
+    assert ledger.balance("omnibus").net_credit == usd("-100")
+    assert isinstance(AlreadyReversedError(), IllegalTransitionError)
+
+
+def test_the_same_correction_id_replays_its_result() -> None:
+    ledger, _ = make()
+    deposit(ledger, "pay", "ana", "100")
+    ledger.reverse("pay", "corr-1", amount=usd("30"))
+    written = ledger.repository.store.last_position()
+    again = ledger.reverse("pay", "corr-1", amount=usd("30"))
+    assert again.replayed
+    assert again.status is TransferStatus.POSTED
+    assert ledger.reverse("pay", "corr-1").replayed  # no amount: the one it had
+    assert ledger.repository.store.last_position() == written
+    with pytest.raises(IdempotencyConflictError):
+        ledger.reverse("pay", "corr-1", amount=usd("31"))
+    assert ledger.balance("ana").net_credit == usd("70")
+    assert ledger.transfer_status("pay").reversed == usd("30")
+
+
+def test_partial_reversals_never_sum_past_the_original() -> None:
+    ledger, _ = make()
+    deposit(ledger, "pay", "ana", "100")
+    ledger.reverse("pay", "c1", amount=usd("60"))
+    with pytest.raises(AlreadyReversedError, match="past"):
+        ledger.reverse("pay", "c2", amount=usd("40.01"))
+    ledger.reverse("pay", "c3")  # no amount: what is left (40)
+    assert ledger.transfer_status("c3").amount == usd("40")
+    with pytest.raises(AlreadyReversedError):
+        ledger.reverse("pay", "c4", amount=usd("0.01"))
+    with pytest.raises(NegativeAmountError):
+        ledger.reverse("pay", "c5", amount=usd("-1"))
+    with pytest.raises(CurrencyMismatchError):
+        ledger.reverse("pay", "c6", amount=Money.of("1", "EUR"))
+    assert ledger.balance("ana").net_credit == usd(0)
+    assert ledger.transfer_status("pay").reversals == (("c1", usd("60")), ("c3", usd("40")))
+
+
+def test_a_reversal_that_read_a_stale_transfer_conflicts_and_is_then_refused() -> None:
+    """The check holds on the store, not in memory: a ledger that loaded the transfer before
+    another one reversed it conflicts on the transfer's stream and is refused on a fresh read."""
+    store = MemoryEventStore(FixedClock(T0))
+    mine, _ = make(store)
+    theirs, _ = make(store, open_accounts=False)
+    deposit(mine, "d1", "ana", "100")
+    # Paid into an account without a limit: its reversal could post twice on balances alone.
+    mine.transfer(TransferRequest("pay", "ana", "omnibus", usd("100")))
+    stale = mine.transfer_status("pay")
+    get = mine.repository.get
+    calls = []
+
+    def first_stale(kind: type[Transfer], aggregate_id: str) -> Transfer:
+        calls.append(aggregate_id)
+        if len(calls) == 1:
+            theirs.reverse("pay", "theirs")
+            return stale
+        return get(kind, aggregate_id)
+
+    mine.repository.get = first_stale  # type: ignore[assignment, method-assign]
+    with pytest.raises(AlreadyReversedError):
+        mine.reverse("pay", "mine")
+    assert len(calls) == 2
+    assert mine.balance("ana").net_credit == usd("100")
+    assert mine.repository.load(Transfer, "mine") is None
+
+
+def test_two_ledgers_on_one_sqlite_file_reversing_at_once_one_wins(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    a, _ = make(SqliteEventStore(path, synchronous="NORMAL"))
+    b, _ = make(SqliteEventStore(path, synchronous="NORMAL"), open_accounts=False)
+    rounds = 12
+    deposit(a, "d1", "ana", str(10 * rounds))
+    for n in range(rounds):  # into an account without a limit: only the reversal check holds
+        a.transfer(TransferRequest(f"pay-{n}", "ana", "omnibus", usd("10")))
+    outcomes: dict[str, list[str]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def worker(name: str, ledger: Ledger) -> None:
+        for n in range(rounds):
+            barrier.wait()
+            try:
+                ledger.reverse(f"pay-{n}", f"{name}-{n}")
+                outcomes[name].append("posted")
+            except AlreadyReversedError:
+                outcomes[name].append("refused")
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=x) for x in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for n in range(rounds):
+        assert sorted((outcomes["a"][n], outcomes["b"][n])) == ["posted", "refused"]
+    assert a.balance("ana").net_credit == usd(10 * rounds)
+    assert b.balance("omnibus").net_credit == usd(-10 * rounds)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["c1", "c2", "c3", "c4"]), st.none() | st.integers(1, 12_000)),
+        max_size=8,
+    )
+)
+def test_no_sequence_of_reversals_moves_back_more_than_the_original(
+    steps: list[tuple[str, int | None]],
+) -> None:
+    ledger, _ = make()
+    deposit(ledger, "pay", "ana", "100")
+    for correction_id, cents in steps:
+        amount = None if cents is None else Money.from_minor(cents, "USD")
+        with contextlib.suppress(AlreadyReversedError, IdempotencyConflictError):
+            ledger.reverse("pay", correction_id, amount=amount)
+    reversed_total = sum(
+        (e.amount for e in ledger.history("ana") if e.transfer_id != "pay"), usd(0)
+    )
+    assert reversed_total <= usd("100")
+    assert reversed_total == ledger.transfer_status("pay").reversed
+    assert ledger.balance("ana").net_credit == usd("100") - reversed_total
+    balances = [ledger.balance(a) for a in ("omnibus", "ana", "bo")]
+    assert sum((b.debits_posted for b in balances), usd(0)) == sum(
+        (b.credits_posted for b in balances), usd(0)
+    )

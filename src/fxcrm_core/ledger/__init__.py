@@ -8,6 +8,7 @@ Depends on ``kernel`` and ``events``.
 from fxcrm_core.events import EventRegistry
 from fxcrm_core.ledger.model import (
     LEDGER_EVENTS,
+    AlreadyReversedError,
     Balance,
     ConversionRecorded,
     ExceedsLimitError,
@@ -21,6 +22,7 @@ from fxcrm_core.ledger.service import Entry, Ledger, PendingHolds, TransferReque
 __all__ = [
     "register_events",
     "LEDGER_EVENTS",
+    "AlreadyReversedError",
     "Balance",
     "ConversionRecorded",
     "Entry",

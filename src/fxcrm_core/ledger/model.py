@@ -17,12 +17,18 @@ from typing import Self
 import attrs
 
 from fxcrm_core.events import Aggregate, DomainEvent
-from fxcrm_core.kernel.errors import CurrencyMismatchError, FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import (
+    CurrencyMismatchError,
+    FxCrmError,
+    IllegalTransitionError,
+    ValidationError,
+)
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 
 __all__ = [
     "LEDGER_EVENTS",
     "AccountOpened",
+    "AlreadyReversedError",
     "Balance",
     "Conversion",
     "ConversionRecorded",
@@ -35,6 +41,7 @@ __all__ = [
     "TransferFailed",
     "TransferRecorded",
     "TransferResolved",
+    "TransferReversed",
     "TransferStatus",
 ]
 
@@ -43,6 +50,12 @@ class ExceedsLimitError(FxCrmError, ValueError):
     """The transfer would take an account past its limit (counting pending holds)."""
 
     default_message = "the transfer exceeds the account's available balance"
+
+
+class AlreadyReversedError(IllegalTransitionError):
+    """The transfer is already reversed, in full or by as much as this reversal would add."""
+
+    default_message = "the transfer is already reversed"
 
 
 class Limit(enum.Enum):
@@ -242,6 +255,16 @@ class TransferResolved(DomainEvent):
 
 
 @attrs.frozen
+class TransferReversed(DomainEvent):
+    """Recorded on the original transfer's stream, in the same append as its correction: the
+    stream's version then orders every reversal, so the reversed total never passes the posted
+    amount, whichever process reverses."""
+
+    correction_id: str
+    amount: Money
+
+
+@attrs.frozen
 class TransferFailed(DomainEvent):
     """A transfer refused for a business reason: retries with this id keep failing the same way."""
 
@@ -288,6 +311,7 @@ LEDGER_EVENTS = (
     TransferResolved,
     TransferFailed,
     ConversionRecorded,
+    TransferReversed,
 )
 
 
@@ -303,6 +327,18 @@ class Transfer(Aggregate):
     reverses: str | None = None
     content: str = ""
     failure: str | None = None
+    reversals: tuple[tuple[str, Money], ...] = ()  # (correction id, amount), in order
+
+    @property
+    def reversed(self) -> Money | None:
+        """How much of the posted amount its corrections moved back (None if not posted)."""
+        if self.posted is None:
+            return None
+        return sum((amount for _, amount in self.reversals), Money.zero(self.posted.currency))
+
+    def reversal(self, correction_id: str) -> Money | None:
+        """The amount the correction with this id reversed, if it reversed this transfer."""
+        return next((amount for c, amount in self.reversals if c == correction_id), None)
 
     def apply(self, event: DomainEvent) -> Self:
         return self._after(event, self.version)
@@ -330,6 +366,11 @@ class Transfer(Aggregate):
                     reverses=event.reverses,
                     content=event.content,
                     failure=self.failure,
+                    reversals=self.reversals,
+                )
+            case TransferReversed(correction_id=correction_id, amount=amount):
+                return self.evolve(
+                    reversals=(*self.reversals, (correction_id, amount)), version=version
                 )
             case TransferResolved(status=status, posted=posted):
                 return self.evolve(status=status, posted=posted, version=version)

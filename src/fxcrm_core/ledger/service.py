@@ -38,6 +38,7 @@ from fxcrm_core.kernel.rates import ExchangeRate
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.ledger.model import (
     AccountOpened,
+    AlreadyReversedError,
     Balance,
     Conversion,
     ConversionRecorded,
@@ -50,6 +51,7 @@ from fxcrm_core.ledger.model import (
     TransferFailed,
     TransferRecorded,
     TransferResolved,
+    TransferReversed,
     TransferStatus,
     content_digest,
 )
@@ -260,29 +262,42 @@ class Ledger:
             # append checks all those versions. If anything fails, the next tries read the
             # transfers (an id already used answers from the store) and the accounts: a
             # transfer is refused only on what the store holds.
-            fresh = attempt > 0
-            if fresh:
-                known = self._known(requests)
-                if known is not None:
-                    return known
-            with self._uow(actor, "transfer") as uow:
-                try:
-                    accounts = self._stage(uow, requests, also, fresh=fresh)
-                except Exception as exc:
-                    if not fresh:
-                        continue
-                    refused = exc
-                else:
-                    try:
-                        uow.commit()
-                    except ConcurrencyError:
-                        continue  # balances moved or the id was taken: look again
-                    self._seen.keep(accounts)
-                    return _results(requests)
-            if isinstance(refused, ExceedsLimitError | CurrencyMismatchError):
-                self._fail(requests, actor, refused)
-            raise refused
+            results = self._attempt(requests, actor, also, fresh=attempt > 0)
+            if results is not None:
+                return results
         raise ConcurrencyError("the accounts kept changing; try again")
+
+    def _attempt(
+        self,
+        requests: Sequence[TransferRequest],
+        actor: str,
+        also: Sequence[tuple[Aggregate, DomainEvent]],
+        *,
+        fresh: bool,
+    ) -> list[TransferResult] | None:
+        """One try at posting ``requests``: their results, or None if the append conflicted (or,
+        not ``fresh``, anything failed on the states this ledger last saw)."""
+        if fresh:
+            known = self._known(requests)
+            if known is not None:
+                return known
+        with self._uow(actor, "transfer") as uow:
+            try:
+                accounts = self._stage(uow, requests, also, fresh=fresh)
+            except Exception as exc:
+                if not fresh:
+                    return None
+                refused = exc
+            else:
+                try:
+                    uow.commit()
+                except ConcurrencyError:
+                    return None  # balances moved or the id was taken: look again
+                self._seen.keep(accounts)
+                return _results(requests)
+        if isinstance(refused, ExceedsLimitError | CurrencyMismatchError):
+            self._fail(requests, actor, refused)
+        raise refused
 
     def _known(self, requests: Sequence[TransferRequest]) -> list[TransferResult] | None:
         found = [self.repository.load(Transfer, r.transfer_id) for r in requests]
@@ -484,19 +499,58 @@ class Ledger:
         raise ConcurrencyError("the accounts kept changing; try again")
 
     def reverse(
-        self, transfer_id: str, correction_id: str, *, actor: str = "system:ledger"
+        self,
+        transfer_id: str,
+        correction_id: str,
+        *,
+        amount: Money | None = None,
+        actor: str = "system:ledger",
     ) -> TransferResult:
-        """Correct a posted transfer with a new one in the opposite direction (never an edit)."""
-        t = self.repository.get(Transfer, transfer_id)
-        if t.status not in (TransferStatus.POSTED, TransferStatus.POSTED_FROM_PENDING):
-            raise IllegalTransitionError("only posted transfers are reversed")
-        assert t.posted is not None
-        return self.transfer(
-            TransferRequest(
-                correction_id, t.credit_account, t.debit_account, t.posted, reverses=transfer_id
-            ),
-            actor=actor,
-        )
+        """Correct a posted transfer with a new one in the opposite direction (never an edit).
+
+        ``amount`` reverses part of it (default: all that is not reversed yet); the corrections
+        of one transfer never sum past its posted amount. The same ``correction_id`` again
+        replays its result; any other once nothing is left is an :class:`AlreadyReversedError`.
+        The reversal is recorded on the original transfer's stream in the correction's append,
+        so two processes reversing at once conflict there and the loser is refused.
+        """
+        for _ in range(1 + _RETRIES):
+            t = self.repository.get(Transfer, transfer_id)
+            if t.status not in (TransferStatus.POSTED, TransferStatus.POSTED_FROM_PENDING):
+                raise IllegalTransitionError("only posted transfers are reversed")
+            assert t.posted is not None
+            done = t.reversal(correction_id)
+            if done is not None:
+                if amount is not None and amount != done:
+                    raise IdempotencyConflictError(
+                        "correction id already used for another amount; nothing was written"
+                    )
+                return TransferResult(correction_id, TransferStatus.POSTED, replayed=True)
+            reversed_ = t.reversed
+            assert reversed_ is not None
+            left = t.posted - reversed_
+            wanted = left if amount is None else amount
+            if wanted.currency != left.currency:
+                raise CurrencyMismatchError("a reversal is in the transfer's currency")
+            if amount is not None:
+                amount.require_positive("reversal amount")
+            if not left.is_positive():
+                raise AlreadyReversedError("the transfer is already reversed in full")
+            if wanted > left:
+                raise AlreadyReversedError(
+                    "the reversal would take the reversed total past the transfer's amount"
+                )
+            request = TransferRequest(
+                correction_id, t.credit_account, t.debit_account, wanted, reverses=transfer_id
+            )
+            # Fresh: accounts and the correction id are read from the store; a conflict (on the
+            # original's stream too) reads the transfer again.
+            results = self._attempt(
+                [request], actor, [(t, TransferReversed(correction_id, wanted))], fresh=True
+            )
+            if results is not None:
+                return results[0]
+        raise ConcurrencyError("the transfer or its accounts kept changing; try again")
 
     # -- history -------------------------------------------------------------------------------
     def history(self, account_id: str) -> list[Entry]:
