@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from fractions import Fraction
 
@@ -199,3 +200,187 @@ def test_money_constructor_validates() -> None:
         Money(Decimal("1.001"), Currency.of("USD"))
     with pytest.raises(UnknownCurrencyError):
         Money(Decimal(1), "USD")  # type: ignore[arg-type]
+
+
+# -- ISO 4217 minor units, not CLDR's cash digits (issue 14, item 3) ------------------------------
+
+# ISO 4217 and CLDR disagree on these: CLDR gives 0 (cash) digits, ISO 4217 gives 2 (IQD: 3).
+ISO_NOT_CLDR = {"HUF": 2, "COP": 2, "IDR": 2, "ALL": 2, "LBP": 2, "IQD": 3}
+
+
+@pytest.mark.parametrize(("code", "units"), sorted(ISO_NOT_CLDR.items()))
+def test_minor_units_are_iso_4217_where_cldr_differs(code: str, units: int) -> None:
+    assert Currency.of(code).minor_units == units
+
+
+def test_forint_with_filler_is_money() -> None:
+    m = Money.of("1000.50", "HUF")
+    assert m.minor == 100050
+    # Formatting shows every digit the amount has (CLDR would round to "1 001 Ft").
+    assert m.format("hu_HU") == "1\xa0000,50\xa0Ft"
+    assert Money.parse_localized(m.format("hu_HU"), "HUF", "hu_HU") == m
+
+
+@given(
+    st.sampled_from(sorted(ISO_NOT_CLDR)),
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.sampled_from(["en_US", "hu_HU", "de_DE", "zh_CN", "ja_JP"]),
+)
+def test_localized_text_round_trips_where_cldr_differs(code: str, units: int, locale: str) -> None:
+    m = Money.from_minor(units, code)
+    assert Money.parse_localized(m.format(locale), code, locale) == m
+
+
+@pytest.mark.parametrize("code", ["XAG", "XTS", "XXX", "XDR"])  # XPT: docs, XPD: doctest
+def test_codes_without_a_minor_unit_need_a_declared_scale(code: str) -> None:
+    with pytest.raises(UnknownCurrencyError, match="no ISO 4217 minor unit"):
+        Currency.of(code)
+
+
+def test_a_metal_is_money_once_the_host_declares_its_scale() -> None:
+    xau = Currency.register("XAU", 3)  # troy ounces to the thousandth
+    assert Currency.of("xau") is xau
+    assert Money.of("1.125", "XAU").minor == 1125
+    with pytest.raises(PrecisionError):
+        Money.of("1.1255", "XAU")
+    assert Money.parse_localized(Money.of("1.125", xau).format("de_DE"), xau, "de_DE").minor == 1125
+
+
+@pytest.mark.parametrize(("code", "units"), [("HUF", 0), ("USD", 3), ("JPY", 2)])
+def test_an_iso_code_cannot_be_registered_with_another_scale(code: str, units: int) -> None:
+    with pytest.raises(ValidationError, match="ISO 4217"):
+        Currency.register(code, units)
+    assert Currency.register(code, Currency.of(code).minor_units) == Currency.of(code)
+
+
+# -- the largest amount, and exactness below it (issue 14, item 4) --------------------------------
+
+
+def test_from_minor_and_minor_are_exact_up_to_the_largest_amount() -> None:
+    assert Money.from_minor(10**20 - 1, "USD").minor == 10**20 - 1
+    assert str(Money.from_minor(10**20 - 1, "USD")) == "999999999999999999.99 USD"
+    wei = Currency.register("WEI18", 18)
+    assert Money.from_minor(10**36 - 1, wei).minor == 10**36 - 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Money.from_minor(10**30 + 1, "USD"),
+        lambda: Money.from_minor(-(10**20), "USD"),
+        lambda: Money.of("1e18", "USD"),
+        lambda: Money.of(10**18, "JPY"),
+        lambda: Money.of("999999999999999999.99", "USD") + Money.of("0.01", "USD"),
+        lambda: Money.of("-999999999999999999.99", "USD") - Money.of("0.01", "USD"),
+        lambda: Money.of("500000000000000000", "USD") * 2,
+        lambda: Money.of("0.01", "USD") * 10**5000,
+        lambda: (Money.of("1", "USD") * Decimal("1e18")).round(Rounding.HALF_EVEN),
+        lambda: Money.parse("1000000000000000000.00 USD"),
+        lambda: Money(Decimal("1e18"), Currency.of("USD")),
+    ],
+)
+def test_amounts_past_the_largest_are_refused_with_a_typed_error(make: object) -> None:
+    with pytest.raises(ValidationError, match="largest amount"):
+        make()  # type: ignore[operator]
+
+
+def test_money_does_not_depend_on_the_callers_decimal_context() -> None:
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3
+        ctx.traps[decimal.Inexact] = True
+        assert Money.from_minor(123456789, "USD").minor == 123456789
+        assert Money.of("1234567.89", "USD").minor == 123456789
+        assert (Money.of("1234567.89", "USD") * Decimal("1.5")).round(
+            Rounding.HALF_EVEN
+        ) == Money.of("1851851.84", "USD")
+        assert Money.of("1234567.89", "USD").format("en_US") == "$1,234,567.89"
+
+
+big_money = st.builds(
+    Money.from_minor,
+    st.integers(min_value=-(10**20) + 1, max_value=10**20 - 1),
+    st.just(Currency.of("USD")),
+)
+
+
+@given(big_money, ratios)
+@example(Money.of("999999999999999999.99", "USD"), [Decimal(1), Decimal(1), Decimal(1)])
+@example(Money.of("-999999999999999999.99", "USD"), [Decimal("0.0001"), Decimal(10**6)])
+def test_splits_of_the_largest_amounts_sum_to_the_whole(m: Money, rs: list[Decimal]) -> None:
+    parts = m.allocate(rs)
+    assert sum(parts, Money.zero(m.currency)) == m
+    assert sum(p.minor for p in parts) == m.minor
+
+
+@given(
+    big_money,
+    st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**6), max_value=10**6),
+)
+@example(Money.of("1.01", "USD"), Decimal("1." + "1" * 70))
+@example(Money.of("999999999999999999.99", "USD"), Decimal("0." + "9" * 99))
+def test_products_with_long_factors_are_exact(m: Money, k: Decimal) -> None:
+    product = m * k
+    assert Fraction(product.amount) == Fraction(m.amount) * Fraction(k)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1." + "1" * 5000,
+        "9" * 5000,
+        "1," * 3000 + "0",
+        "0." + "0" * 100 + "1",
+        "$" + "9" * 30 + ".00",
+        "1e999999",
+    ],
+)
+def test_parse_localized_of_long_text_is_a_typed_error(text: str) -> None:
+    with pytest.raises(ValidationError):
+        Money.parse_localized(text, "USD", "en_US")
+
+
+@given(st.text(max_size=300), st.sampled_from(["en_US", "de_DE", "hu_HU", "zh_CN"]))
+def test_parse_localized_of_any_text_is_money_or_a_typed_error(text: str, locale: str) -> None:
+    with contextlib.suppress(FxCrmError):
+        Money.parse_localized(text, "USD", locale)
+
+
+# -- wrong argument types are typed errors (issue 14, item 6: the kernel) ------------------------
+
+JUNK: list[object] = [None, [], {}, (), object(), b"USD", 1.5, True, Decimal("NaN"), set()]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_currency_of_junk_is_a_typed_error(junk: object) -> None:
+    with pytest.raises(FxCrmError):
+        Currency.of(junk)  # type: ignore[arg-type]
+    with pytest.raises(FxCrmError):
+        Currency.register(junk, 2)  # type: ignore[arg-type]
+    with pytest.raises(FxCrmError):
+        Currency.register("JUNKC", junk)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_money_constructors_refuse_junk_with_typed_errors(junk: object) -> None:
+    usd = Money.of(1, "USD")
+    for call in (
+        lambda: Money.of(junk, "USD"),  # type: ignore[arg-type]
+        lambda: Money.of(1, junk),  # type: ignore[arg-type]
+        lambda: Money.from_minor(junk, "USD"),  # type: ignore[arg-type]
+        lambda: Money.zero(junk),  # type: ignore[arg-type]
+        lambda: Money.parse(junk),  # type: ignore[arg-type]
+        lambda: Money.parse_localized(junk, "USD", "en_US"),  # type: ignore[arg-type]
+        lambda: Money.parse_localized("$1.00", "USD", junk),  # type: ignore[arg-type]
+        lambda: Money(junk, Currency.of("USD")),  # type: ignore[arg-type]
+        lambda: UnroundedMoney(junk, "USD"),  # type: ignore[arg-type]
+        lambda: UnroundedMoney(Decimal(1), junk),  # type: ignore[arg-type]
+        lambda: usd.allocate(junk),  # type: ignore[arg-type]
+        lambda: usd.split(junk),  # type: ignore[arg-type]
+        lambda: usd < junk,  # type: ignore[operator]
+        lambda: usd.to_unrounded().round(junk),  # type: ignore[arg-type]
+        lambda: usd.format(junk),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(FxCrmError):
+            call()

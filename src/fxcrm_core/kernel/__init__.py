@@ -3,9 +3,13 @@
 It imports nothing else from fxcrm_core; everything else may import it.
 """
 
+from fxcrm_core.kernel._decimal import MAX_AMOUNT, MAX_AMOUNT_DIGITS
 from fxcrm_core.kernel.clock import Clock, FixedClock, SystemClock
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
+    AmountBelowMinimumError,
+    AmountOutOfRangeError,
+    ArgumentTypeError,
     CodecError,
     ConcurrencyError,
     CurrencyMismatchError,
@@ -27,16 +31,33 @@ from fxcrm_core.kernel.errors import (
 )
 from fxcrm_core.kernel.ids import IdGenerator, new_id
 from fxcrm_core.kernel.money import Currency, Money, Rounding, UnroundedMoney
-from fxcrm_core.kernel.rates import Conversion, ExchangeRate, RateSource, RateTable
+from fxcrm_core.kernel.rates import (
+    MAX_RATE,
+    MIN_RATE,
+    Conversion,
+    ConversionPolicy,
+    ExchangeRate,
+    RateSource,
+    RateTable,
+    SettledConversion,
+)
 from fxcrm_core.kernel.time import ensure_aware, to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_AMOUNT_DIGITS",
+    "MAX_RATE",
+    "MIN_RATE",
     "AccessDeniedError",
+    "AmountBelowMinimumError",
+    "AmountOutOfRangeError",
+    "ArgumentTypeError",
     "Clock",
     "CodecError",
     "ConcurrencyError",
     "Conversion",
+    "ConversionPolicy",
     "Currency",
     "CurrencyMismatchError",
     "ExchangeRate",
@@ -57,6 +78,7 @@ __all__ = [
     "RateTable",
     "Rounding",
     "StoreError",
+    "SettledConversion",
     "SubjectErasedError",
     "SystemClock",
     "TradingCalendar",

@@ -121,3 +121,22 @@ class StoreError(FxCrmError, OSError):
     """The storage adapter failed for a reason outside the domain (I/O, schema)."""
 
     default_message = "event store failure"
+
+
+class AmountOutOfRangeError(ValidationError):
+    """An amount past the largest the SDK accepts (``fxcrm_core.kernel.MAX_AMOUNT``), or a number
+    or a result outside the range where fxcrm_core stays exact (see docs/money.md, "Limits")."""
+
+    default_message = "amount is outside the range fxcrm_core accepts"
+
+
+class AmountBelowMinimumError(ValidationError):
+    """An operation on less than the smallest amount a policy allows (a conversion, say)."""
+
+    default_message = "amount is below the allowed minimum"
+
+
+class ArgumentTypeError(FxCrmError, TypeError):
+    """An argument of the wrong kind (a list where Money goes, None where a rate goes)."""
+
+    default_message = "an argument has the wrong type"

@@ -1,14 +1,18 @@
 """Currencies and money: exact Decimal amounts at the currency's minor unit.
 
-``Money`` is always exact at its currency's minor unit (ISO 4217 data from Babel).
-``UnroundedMoney`` holds intermediate results (rates times amounts, shares of fees) and becomes
-``Money`` only through :meth:`UnroundedMoney.round`, which names its rounding mode.
+``Money`` is always exact at its currency's minor unit, taken from ISO 4217 itself (the
+``iso4217`` package tracks the published list; Babel's CLDR data gives cash digits instead, and
+is used only for names, symbols and formats). ``UnroundedMoney`` holds intermediate results
+(rates times amounts, shares of fees) and becomes ``Money`` only through
+:meth:`UnroundedMoney.round`, which names its rounding mode.
 """
 
 from __future__ import annotations
 
+import copy
 import decimal
 import enum
+import functools
 import re
 import threading
 from collections.abc import Sequence
@@ -17,10 +21,23 @@ from fractions import Fraction
 from typing import overload
 
 import attrs
+import babel
 import babel.numbers
 
-from fxcrm_core.kernel._decimal import EXACT, DecimalLike, to_decimal
+from fxcrm_core.kernel._decimal import (
+    EXACT,
+    MAX_AMOUNT_DIGITS,
+    MAX_MINOR_UNITS,
+    MAX_TEXT,
+    MONEY,
+    TEXT,
+    DecimalLike,
+    out_of_range,
+    to_decimal,
+    too_large,
+)
 from fxcrm_core.kernel.errors import (
+    ArgumentTypeError,
     CurrencyMismatchError,
     NegativeAmountError,
     PrecisionError,
@@ -48,6 +65,15 @@ _registry: dict[str, Currency] = {}
 _registry_lock = threading.Lock()
 
 
+@functools.cache
+def _iso_minor_units() -> dict[str, int | None]:
+    """ISO 4217's minor unit per current code; None where the standard has none ("N.A.":
+    precious metals, testing and special codes)."""
+    import iso4217  # here, not at the top: reading the table costs ~40 ms at first use
+
+    return {c.code: c.exponent for c in iso4217.Currency}
+
+
 @attrs.frozen(slots=True, repr=False)
 class Currency:
     """A currency and the number of decimal places of its minor unit.
@@ -61,47 +87,80 @@ class Currency:
     quantum: Decimal = attrs.field(init=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.minor_units))
+        if not isinstance(self.code, str) or not _CODE.match(self.code):
+            raise ValidationError("currency code must be 3-10 upper-case letters or digits")
+        units = self.minor_units
+        if isinstance(units, bool) or not isinstance(units, int):
+            raise ValidationError(f"minor_units must be an int from 0 to {MAX_MINOR_UNITS}")
+        if not 0 <= units <= MAX_MINOR_UNITS:
+            raise ValidationError(f"minor_units must be an int from 0 to {MAX_MINOR_UNITS}")
+        object.__setattr__(self, "quantum", Decimal(1).scaleb(-units, context=EXACT))
 
     @classmethod
     def of(cls, code: str | Currency) -> Currency:
-        """The currency for an ISO 4217 code (or one the host registered)."""
+        """The currency for an ISO 4217 code (or one the host registered).
+
+        >>> Currency.of("HUF").minor_units  # ISO 4217's 2, not CLDR's cash digits (0)
+        2
+        >>> Currency.of("XPD")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        fxcrm_core.kernel.errors.UnknownCurrencyError: XPD has no ISO 4217 minor unit: ...
+        """
         if isinstance(code, Currency):
             return code
+        if not isinstance(code, str):
+            raise UnknownCurrencyError("a currency code must be a string")
         found = _registry.get(code)
         if found is not None:
             return found
-        if not isinstance(code, str):
-            raise UnknownCurrencyError("a currency code must be a string")
         normal = code.strip().upper()
-        if not _CODE.match(normal) or not babel.numbers.is_currency(normal):
+        if not _CODE.match(normal):
+            raise UnknownCurrencyError("a currency code is 3-10 letters or digits")
+        found = _registry.get(normal)  # registered by the host, asked for in lower case
+        if found is not None:
+            return found
+        iso = _iso_minor_units()
+        if normal not in iso:
             raise UnknownCurrencyError(
                 "unknown currency code: use an ISO 4217 code or Currency.register() it first"
             )
-        currency = cls(normal, babel.numbers.get_currency_precision(normal))
+        units = iso[normal]
+        if units is None:
+            raise UnknownCurrencyError(
+                f"{normal} has no ISO 4217 minor unit: declare its scale once with "
+                f"Currency.register({normal!r}, places)"
+            )
         with _registry_lock:
-            _registry.setdefault(code, currency)
-            _registry.setdefault(normal, currency)
-        return currency
+            # Only the normal form is a key: a host's odd spellings do not grow the registry.
+            return _registry.setdefault(normal, cls(normal, units))
 
     @classmethod
     def register(cls, code: str, minor_units: int) -> Currency:
-        """Register a non-ISO currency (a stablecoin, a bonus unit) with its decimal places."""
-        if not _CODE.match(code):
+        """Declare a currency's decimal places: a code outside ISO 4217 (a stablecoin, a bonus
+        unit), or an ISO code that has no minor unit (metals such as XAU, testing codes).
+
+        An ISO 4217 code with a minor unit keeps it: registering it with another is an error.
+        """
+        if not isinstance(code, str) or not _CODE.match(code):
             raise ValidationError("currency code must be 3-10 upper-case letters or digits")
-        if isinstance(minor_units, bool) or not 0 <= minor_units <= 18:
-            raise ValidationError("minor_units must be an int from 0 to 18")
+        iso = _iso_minor_units()
+        if iso.get(code) is not None and iso[code] != minor_units:
+            raise ValidationError(f"{code} is an ISO 4217 currency with {iso[code]} decimal places")
+        currency = cls(code, minor_units)
         with _registry_lock:
             existing = _registry.get(code)
-            if existing is not None and existing.minor_units != minor_units:
-                raise ValidationError(f"currency {code} is already defined differently")
-            currency = cls(code, minor_units)
+            if existing is not None:
+                if existing.minor_units != minor_units:
+                    raise ValidationError(f"currency {code} is already defined differently")
+                return existing  # one instance per code: Money compares currencies by identity
             _registry[code] = currency
         return currency
 
     @property
     def is_iso(self) -> bool:
-        return babel.numbers.is_currency(self.code)
+        """Whether the code is on ISO 4217's current list (metals included)."""
+        return self.code in _iso_minor_units()
 
     def __repr__(self) -> str:
         return f"Currency({self.code!r})"
@@ -110,9 +169,39 @@ class Currency:
         return self.code
 
 
-# Quantizing in this context raises when a non-zero digit would be lost (dropping zeros is fine).
-_CHECK = EXACT.copy()
+# Quantizing in this context raises when a non-zero digit would be lost (dropping zeros is fine),
+# and when the amount is at or past MAX_AMOUNT.
+_CHECK = MONEY
 _WS = re.compile(r"\s+")
+# Rounding to the minor unit with each named mode, still refusing amounts past MAX_AMOUNT.
+_ROUNDING: dict[Rounding, decimal.Context] = {}
+for _mode in Rounding:
+    _ROUNDING[_mode] = MONEY.copy()
+    _ROUNDING[_mode].rounding = _mode.value
+    _ROUNDING[_mode].traps[decimal.Inexact] = False
+
+
+def _locale(name: str) -> babel.Locale:
+    if not isinstance(name, str) or len(name) > 40:
+        raise ValidationError("unknown locale")
+    return _parse_locale(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_locale(name: str) -> babel.Locale:
+    try:
+        return babel.Locale.parse(name)
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        raise ValidationError("unknown locale") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _currency_pattern(locale: babel.Locale, places: int) -> babel.numbers.NumberPattern:
+    """The locale's currency pattern showing exactly the currency's ISO decimal places (Babel's
+    own would use CLDR's, and round 1000.50 HUF to "1 001 Ft")."""
+    pattern: babel.numbers.NumberPattern = copy.copy(locale.currency_formats["standard"])
+    pattern.frac_prec = (places, places)
+    return pattern
 
 
 def _same(a: Currency, b: Currency) -> None:
@@ -127,13 +216,21 @@ def _exact(amount: Decimal, currency: Currency) -> Decimal:
         raise PrecisionError(
             f"{currency.code} amounts have at most {currency.minor_units} decimal places"
         ) from None
-    except decimal.InvalidOperation:
-        raise ValidationError("amount is too large") from None
+    except decimal.DecimalException:
+        raise too_large() from None
 
 
 _object_new = object.__new__
 _add = EXACT.add
 _multiply = EXACT.multiply
+_money_add = MONEY.add
+_money_subtract = MONEY.subtract
+_money_multiply = MONEY.multiply
+_scaleb = EXACT.scaleb  # exact: moves the point, keeps the digits
+# from_minor's bounds: minor units of an amount below MAX_AMOUNT, per number of decimals.
+_MINOR_LIMITS = tuple(10 ** (MAX_AMOUNT_DIGITS + n) for n in range(MAX_MINOR_UNITS + 1))
+# An int factor at least this large makes any non-zero amount (>= 10**-18) too large.
+_INT_FACTOR_LIMIT = 10 ** (MAX_AMOUNT_DIGITS + MAX_MINOR_UNITS)
 
 
 def _new_money(amount: Decimal, currency: Currency) -> Money:
@@ -183,7 +280,7 @@ class Money:
     @classmethod
     def zero(cls, currency: str | Currency) -> Money:
         cur = Currency.of(currency)
-        return _new_money(Decimal(0).quantize(cur.quantum), cur)
+        return _new_money(Decimal(0).quantize(cur.quantum, context=MONEY), cur)
 
     @classmethod
     def from_minor(cls, units: int, currency: str | Currency) -> Money:
@@ -191,7 +288,10 @@ class Money:
         if isinstance(units, bool) or not isinstance(units, int):
             raise ValidationError("minor units must be an int")
         cur = Currency.of(currency)
-        return _new_money(Decimal(units).scaleb(-cur.minor_units), cur)
+        limit = _MINOR_LIMITS[cur.minor_units]
+        if not -limit < units < limit:
+            raise too_large()
+        return _new_money(_scaleb(Decimal(units), -cur.minor_units), cur)
 
     @classmethod
     def parse(cls, text: str) -> Money:
@@ -214,16 +314,20 @@ class Money:
     @classmethod
     def parse_localized(cls, text: str, currency: str | Currency, locale: str) -> Money:
         """Parse what :meth:`format` printed for ``locale`` back into Money."""
+        if not isinstance(text, str):
+            raise ValidationError("Money.parse_localized takes a string")
+        if len(text) > MAX_TEXT:
+            raise ValidationError(f"money text has at most {MAX_TEXT} characters")
         cur = Currency.of(currency)
+        loc = _locale(locale)
         try:
-            symbol = babel.numbers.get_currency_symbol(cur.code, locale)
-        except Exception:
-            raise ValidationError("unknown locale") from None
-        rest = text.replace(symbol, "") if symbol else text
-        rest = _WS.sub("", rest.replace(cur.code, ""))
-        try:
-            value = babel.numbers.parse_decimal(rest, locale=locale, strict=True)
-        except babel.numbers.NumberFormatError:
+            # Babel computes in the thread's decimal context: give it one that cannot round.
+            with decimal.localcontext(TEXT):
+                symbol = babel.numbers.get_currency_symbol(cur.code, loc)
+                rest = text.replace(symbol, "") if symbol else text
+                rest = _WS.sub("", rest.replace(cur.code, ""))
+                value = babel.numbers.parse_decimal(rest, locale=loc, strict=True)
+        except (babel.numbers.NumberFormatError, decimal.DecimalException, ValueError):
             raise ValidationError("not a money amount in that locale's format") from None
         return cls.of(value, cur)
 
@@ -231,7 +335,7 @@ class Money:
     @property
     def minor(self) -> int:
         """The amount as a whole number of minor units."""
-        return int(self.amount.scaleb(self.currency.minor_units))
+        return int(_scaleb(self.amount, self.currency.minor_units))
 
     def is_zero(self) -> bool:
         return not self.amount
@@ -254,15 +358,20 @@ class Money:
         return self
 
     def format(self, locale: str = "en_US") -> str:
-        """Locale-aware text, e.g. ``$1,234.50`` (en_US) or ``US$1,234.50`` (zh_CN)."""
-        if self.currency.is_iso:
-            return babel.numbers.format_currency(
-                self.amount, self.currency.code, locale=locale, currency_digits=True
+        """Locale-aware text, e.g. ``$1,234.50`` (en_US) or ``US$1,234.50`` (zh_CN), with the
+        currency's ISO 4217 decimal places."""
+        loc = _locale(locale)
+        code = self.currency.code
+        with decimal.localcontext(TEXT):
+            if self.currency.is_iso or babel.numbers.is_currency(code):
+                pattern = _currency_pattern(loc, self.currency.minor_units)
+                return babel.numbers.format_currency(
+                    self.amount, code, format=pattern, locale=loc, currency_digits=False
+                )
+            number = babel.numbers.format_decimal(
+                self.amount, locale=loc, decimal_quantization=False
             )
-        number = babel.numbers.format_decimal(
-            self.amount, locale=locale, decimal_quantization=False
-        )
-        return f"{number} {self.currency.code}"
+        return f"{number} {code}"
 
     def to_unrounded(self) -> UnroundedMoney:
         return _new_unrounded(self.amount, self.currency)
@@ -273,14 +382,20 @@ class Money:
             return NotImplemented
         if other.currency is not self.currency:
             _same(self.currency, other.currency)
-        return _new_money(EXACT.add(self.amount, other.amount), self.currency)
+        try:
+            return _new_money(_money_add(self.amount, other.amount), self.currency)
+        except decimal.DecimalException:
+            raise too_large("the sum") from None
 
     def __sub__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         if other.currency is not self.currency:
             _same(self.currency, other.currency)
-        return _new_money(EXACT.subtract(self.amount, other.amount), self.currency)
+        try:
+            return _new_money(_money_subtract(self.amount, other.amount), self.currency)
+        except decimal.DecimalException:
+            raise too_large("the difference") from None
 
     def __neg__(self) -> Money:
         return _new_money(EXACT.minus(self.amount), self.currency)
@@ -294,21 +409,34 @@ class Money:
     def __mul__(self, factor: Decimal) -> UnroundedMoney: ...
     def __mul__(self, factor: int | Decimal) -> Money | UnroundedMoney:
         """Times an int stays exact Money; times a Decimal gives UnroundedMoney."""
-        if type(factor) is Decimal:
-            return _new_unrounded(_multiply(self.amount, factor), self.currency)
+        if type(factor) is Decimal:  # the common case, inlined: commissions run it per deal
+            try:
+                product = _multiply(self.amount, factor)
+            except decimal.DecimalException as e:
+                raise out_of_range(e, "the product") from None
+            if product.is_finite():
+                return _new_unrounded(product, self.currency)
+            raise ValidationError("factor: must be a finite number")
         if isinstance(factor, bool):
             return NotImplemented
         if isinstance(factor, int):
-            return _new_money(EXACT.multiply(self.amount, Decimal(factor)), self.currency)
+            if not -_INT_FACTOR_LIMIT < factor < _INT_FACTOR_LIMIT:
+                if self.amount:
+                    raise too_large("the product")
+                factor = 0
+            try:
+                return _new_money(_money_multiply(self.amount, Decimal(factor)), self.currency)
+            except decimal.DecimalException:
+                raise too_large("the product") from None
         if isinstance(factor, Decimal):
-            return _new_unrounded(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+            return _new_unrounded(_product(self.amount, to_decimal(factor)), self.currency)
         return NotImplemented
 
     __rmul__ = __mul__
 
     def _cmp(self, other: object) -> tuple[Decimal, Decimal]:
         if not isinstance(other, Money):
-            raise TypeError("Money compares only with Money")
+            raise ArgumentTypeError("Money compares only with Money")
         _same(self.currency, other.currency)
         return self.amount, other.amount
 
@@ -338,6 +466,8 @@ class Money:
         >>> [str(m) for m in Money.of("100", "USD").allocate([1, 1, 1])]
         ['33.34 USD', '33.33 USD', '33.33 USD']
         """
+        if isinstance(ratios, str | bytes) or not isinstance(ratios, Sequence):
+            raise ArgumentTypeError("allocate takes a list of ratios")
         weights = [to_decimal(r, "ratio") for r in ratios]
         if not weights:
             raise ValidationError("allocate needs at least one ratio")
@@ -370,6 +500,17 @@ class Money:
         return f"{self.amount!s} {self.currency.code}"  # (a plain {d}: 4x slower)
 
 
+def _product(a: Decimal, b: Decimal) -> Decimal:
+    """``a * b`` exactly, or a typed error (never a decimal signal, never NaN or infinity)."""
+    try:
+        result = _multiply(a, b)
+    except decimal.DecimalException as e:
+        raise out_of_range(e, "the product") from None
+    if not result.is_finite():
+        raise ValidationError("factor: must be a finite number")
+    return result
+
+
 def _any_decimal(value: DecimalLike) -> Decimal:
     return to_decimal(value)
 
@@ -400,23 +541,31 @@ class UnroundedMoney:
         """Round to the currency's minor unit with the named mode."""
         if not isinstance(mode, Rounding):
             raise ValidationError("round() needs a Rounding mode")
-        ctx = EXACT.copy()
-        ctx.traps[decimal.Inexact] = False
-        ctx.rounding = mode.value
-        return _new_money(self.amount.quantize(self.currency.quantum, context=ctx), self.currency)
+        try:
+            amount = self.amount.quantize(self.currency.quantum, context=_ROUNDING[mode])
+        except decimal.DecimalException:
+            raise too_large("the rounded amount") from None
+        return _new_money(amount, self.currency)
 
     def round_with_remainder(self, mode: Rounding) -> tuple[Money, UnroundedMoney]:
         """The rounded Money and what rounding left over (``rounded + remainder == self``)."""
         rounded = self.round(mode)
+        # Exact: the remainder is smaller than the quantum and has no more digits than self.
         return rounded, _new_unrounded(EXACT.subtract(self.amount, rounded.amount), self.currency)
 
     def __add__(self, other: UnroundedMoney | Money) -> UnroundedMoney:
         if type(other) is UnroundedMoney and other.currency is self.currency:
-            return _new_unrounded(_add(self.amount, other.amount), self.currency)
+            try:
+                return _new_unrounded(_add(self.amount, other.amount), self.currency)
+            except decimal.DecimalException as e:
+                raise out_of_range(e, "the sum") from None
         if not isinstance(other, UnroundedMoney | Money):
             return NotImplemented
         _same(self.currency, other.currency)
-        return _new_unrounded(EXACT.add(self.amount, other.amount), self.currency)
+        try:
+            return _new_unrounded(EXACT.add(self.amount, other.amount), self.currency)
+        except decimal.DecimalException as e:
+            raise out_of_range(e, "the sum") from None
 
     __radd__ = __add__
 
@@ -424,17 +573,20 @@ class UnroundedMoney:
         if not isinstance(other, UnroundedMoney | Money):
             return NotImplemented
         _same(self.currency, other.currency)
-        return _new_unrounded(EXACT.subtract(self.amount, other.amount), self.currency)
+        try:
+            return _new_unrounded(EXACT.subtract(self.amount, other.amount), self.currency)
+        except decimal.DecimalException as e:
+            raise out_of_range(e, "the difference") from None
 
     def __neg__(self) -> UnroundedMoney:
         return _new_unrounded(EXACT.minus(self.amount), self.currency)
 
     def __mul__(self, factor: int | Decimal) -> UnroundedMoney:
         if type(factor) is Decimal:
-            return _new_unrounded(_multiply(self.amount, factor), self.currency)
+            return _new_unrounded(_product(self.amount, factor), self.currency)
         if isinstance(factor, bool) or not isinstance(factor, int | Decimal):
             return NotImplemented
-        return _new_unrounded(EXACT.multiply(self.amount, to_decimal(factor)), self.currency)
+        return _new_unrounded(_product(self.amount, to_decimal(factor)), self.currency)
 
     __rmul__ = __mul__
 
