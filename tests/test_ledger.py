@@ -26,6 +26,7 @@ from fxcrm_core.events import (
     StoredEvent,
 )
 from fxcrm_core.kernel import (
+    AmountBelowMinimumError,
     Currency,
     CurrencyMismatchError,
     ExchangeRate,
@@ -453,10 +454,10 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         sold = Money.from_minor(cents, CURRENCY[src])
         fx = ExchangeRate.of(CURRENCY[src], CURRENCY[dst], rate, "model", T0)
-        bought = fx.convert(sold).round(Rounding.HALF_EVEN)
+        bought = fx.convert(sold).round(Rounding.DOWN)  # the default policy: the house's favour
         cid = self._id()
-        if cents > self._available(src) or not bought.is_positive():
-            with pytest.raises((ExceedsLimitError, NegativeAmountError)):
+        if cents > self._available(src) or bought.minor < 100:  # ... and at least 1.00 bought
+            with pytest.raises((ExceedsLimitError, AmountBelowMinimumError)):
                 self.ledger.convert(cid, source=src, target=dst, amount=sold, rate=fx,
                                     fx_accounts=(fx_in, fx_out))  # fmt: skip
             return
@@ -588,25 +589,26 @@ def test_a_conversion_is_two_linked_transfers_at_a_recorded_rate() -> None:
         "cx-1", source="ana-eur", target="ana", amount=Money.of("33.33", "EUR"), rate=rate,
         fx_accounts=("fx-eur", "fx-usd"),
     )  # fmt: skip
-    # 33.33 x 1.0842 = 36.136386 USD: 36.14 credited, -0.003614 left by rounding, recorded.
+    # 33.33 x 1.0842 = 36.136386 USD: 36.13 credited (rounded down, in the house's favour),
+    # 0.006386 kept by rounding, recorded.
     assert record.bought_exact.amount == Decimal("36.136386")
-    assert record.bought == usd("36.14")
-    assert record.remainder.amount == Decimal("-0.003614")
+    assert record.bought == usd("36.13")
+    assert record.remainder.amount == Decimal("0.006386")
     assert (record.rate, record.rate_source, record.rate_as_of) == (
         Decimal("1.0842"),
         "lp-feed",
         T0,
     )
     assert ledger.balance("ana-eur").net_credit == Money.of("66.67", "EUR")
-    assert ledger.balance("ana").net_credit == usd("36.14")
+    assert ledger.balance("ana").net_credit == usd("36.13")
     assert ledger.balance("fx-eur").net_credit == Money.of("33.33", "EUR")
-    assert ledger.balance("fx-usd").net_credit == usd("-36.14")
+    assert ledger.balance("fx-usd").net_credit == usd("-36.13")
     again = ledger.convert(
         "cx-1", source="ana-eur", target="ana", amount=Money.of("33.33", "EUR"), rate=rate,
         fx_accounts=("fx-eur", "fx-usd"),
     )  # fmt: skip
     assert again == record
-    assert ledger.balance("ana").net_credit == usd("36.14")
+    assert ledger.balance("ana").net_credit == usd("36.13")
     with pytest.raises(IdempotencyConflictError):
         ledger.convert(
             "cx-1", source="ana-eur", target="ana", amount=Money.of("10", "EUR"), rate=rate,
@@ -880,3 +882,23 @@ def test_no_sequence_of_reversals_moves_back_more_than_the_original(
     assert sum((b.debits_posted for b in balances), usd(0)) == sum(
         (b.credits_posted for b in balances), usd(0)
     )
+
+
+def test_conversions_cannot_farm_rounding() -> None:
+    """Issue 14: 200 conversions of 0.01 USD to EUR at 0.9213 gave 2.00 EUR (fair: 1.84). The
+    ledger's default policy rounds down and refuses conversions under 1.00 bought."""
+    ledger = fx_ledger()
+    ledger.transfer(TransferRequest("usd-dep", "omnibus", "ana", usd("100")))
+    rate = ExchangeRate.of("USD", "EUR", "0.9213", "lp-feed", T0)
+    before = ledger.repository.store.last_position()
+    with pytest.raises(AmountBelowMinimumError):
+        ledger.convert(
+            "tiny", source="ana", target="ana-eur", amount=usd("0.01"), rate=rate,
+            fx_accounts=("fx-usd", "fx-eur"),
+        )  # fmt: skip
+    assert ledger.repository.store.last_position() == before
+    record = ledger.convert(
+        "fair", source="ana", target="ana-eur", amount=usd("2.00"), rate=rate,
+        fx_accounts=("fx-usd", "fx-eur"),
+    )  # fmt: skip
+    assert record.bought == Money.of("1.84", "EUR")  # 1.8426 rounded down

@@ -33,8 +33,8 @@ from fxcrm_core.kernel.errors import (
     NotFoundError,
     ValidationError,
 )
-from fxcrm_core.kernel.money import Currency, Money, Rounding
-from fxcrm_core.kernel.rates import ExchangeRate
+from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.rates import ConversionPolicy, ExchangeRate
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.ledger.model import (
     AccountOpened,
@@ -150,9 +150,16 @@ class _LastSeen:
 
 
 class Ledger:
-    def __init__(self, repository: Repository, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        clock: Clock | None = None,
+        conversions: ConversionPolicy | None = None,
+    ) -> None:
         self.repository = repository
         self.clock = clock or SystemClock()
+        self.conversions = conversions or ConversionPolicy()
         self._seen = _LastSeen(_KEPT_ACCOUNTS)
         self._metadata: dict[tuple[str, str], EventMetadata] = {}
 
@@ -393,22 +400,24 @@ class Ledger:
         amount: Money,
         rate: ExchangeRate,
         fx_accounts: tuple[str, str],
-        rounding: Rounding = Rounding.HALF_EVEN,
+        policy: ConversionPolicy | None = None,
         actor: str = "system:ledger",
     ) -> ConversionRecorded:
         """Sell ``amount`` from ``source`` and buy the other currency into ``target``, as two
         linked transfers through the FX accounts (one per currency), at ``rate``.
 
-        The rate, its source and time, the exact result, the rounded one and the remainder are
-        recorded with the transfers, atomically. A retry with the same id returns the record.
+        The amount bought is rounded by ``policy`` (default: down, in the house's favour, and
+        at least a hundred minor units), so no run of conversions back and forth can farm
+        rounding. The rate, its source and time, the exact result, the rounded one and the
+        remainder are recorded with the transfers, atomically. A retry with the same id returns
+        the record.
         """
         fx_sold, fx_bought = fx_accounts
-        exact = rate.convert(amount).result
-        bought, remainder = exact.round_with_remainder(rounding)
-        bought.require_positive("converted amount")
+        settled = (policy or self.conversions).settle(amount, rate)
+        bought = settled.result
         record = ConversionRecorded(
-            conversion_id, amount, bought, exact, remainder, rate.rate, rate.source, rate.as_of,
-            rounding.name,
+            conversion_id, settled.source, bought, settled.exact, settled.remainder, rate.rate,
+            rate.source, rate.as_of, settled.rounding.name,
         )  # fmt: skip
         existing = self.repository.load(Conversion, conversion_id)
         if existing is not None and existing.recorded is not None:
