@@ -497,6 +497,14 @@ def test_host_policies_with_bad_parts_are_refused_with_typed_errors(
         ({"events": [int]}, "events"),
         ({"keyring": "secret"}, "keyring"),
         ({"policies": "sometimes"}, "inline"),
+        ({"events": None}, "events"),
+        ({"identity_key": True}, "identity_key"),
+        ({"trading_server": True}, "trading_server"),
+        ({"caps": True}, "caps"),
+        ({"groups": None}, "groups"),
+        ({"groups": "x"}, "groups"),
+        ({"payout_policies": None}, "payout_policies"),
+        ({"daily_withdrawal_limits": True}, "daily_withdrawal_limits"),
     ],
 )
 def test_broker_settings_of_the_wrong_kind_are_refused(

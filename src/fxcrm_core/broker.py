@@ -521,10 +521,32 @@ class Broker:
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ConfigurationError("ib_max_depth is a whole number from 1")
         events = options.get("events", ())
-        if isinstance(events, str | bytes) or not all(
-            isinstance(e, type) and issubclass(e, DomainEvent) for e in events
+        if (
+            events is None
+            or isinstance(events, str | bytes)
+            or not isinstance(events, Iterable)
+            or not all(isinstance(e, type) and issubclass(e, DomainEvent) for e in events)
         ):
             raise ConfigurationError("events lists the host's event classes (DomainEvent)")
+        identity_key = options.get("identity_key")
+        if identity_key is not None and not isinstance(identity_key, bytes):
+            raise ConfigurationError("identity_key is bytes (32 or more, from your KMS)")
+        server = options.get("trading_server")
+        if server is not None and not isinstance(server, TradingServer):
+            raise ConfigurationError("trading_server is a TradingServer adapter")
+        caps = options.get("caps")
+        if caps is not None and not isinstance(caps, LeverageCaps):
+            raise ConfigurationError("caps is a LeverageCaps")
+        for name, kind in (
+            ("groups", GroupRule),
+            ("payout_policies", PayoutPolicy),
+            ("daily_withdrawal_limits", Money),
+        ):
+            table = options.get(name, {})
+            if not isinstance(table, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, kind) for k, v in table.items()
+            ):
+                raise ConfigurationError(f"{name} maps names to {kind.__name__} values")
         keyring = options.get("keyring")
         if keyring is not None and not isinstance(keyring, MasterKeyring):
             raise ConfigurationError("keyring is a MasterKeyring")
