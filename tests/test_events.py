@@ -830,3 +830,73 @@ def test_a_projection_reads_the_same_with_typed_reads_and_without(
         assert runners[typed].rebuild(views[typed]) == len(views[plain].seen)
         if isinstance(inner, SqliteEventStore):
             inner.close()
+
+
+# -- a corrupt store reads as CodecError, never a builtin, never the data (issue 14 item 6) ------
+SECRET = "Ana-Lima-4111111111111111"
+CORRUPT_PAYLOADS: list[Any] = [
+    b"[]",
+    b"1",
+    b'"' + SECRET.encode() + b'"',
+    b"null",
+    b'{"_v": "2"}',
+    b'{"_v": []}',
+    b'{"_v": true}',
+    b'{"_v": 99}',  # newer than this codec knows
+    b"[" * 100_000 + b"]" * 100_000,  # deep nesting
+    b'{"till_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    '{"till_id": "t1"}',  # a TEXT column, not bytes
+    None,
+    b"\xff\xfe{}",
+]
+
+
+@pytest.mark.parametrize("payload", CORRUPT_PAYLOADS, ids=range(len(CORRUPT_PAYLOADS)))
+def test_decoding_a_corrupt_payload_raises_codec_error_without_echoing_it(payload: Any) -> None:
+    codec = EventCodec(registry())
+    with pytest.raises(CodecError) as raised:
+        codec.decode_event("s", "TillOpened", payload)
+    assert SECRET not in str(raised.value)
+    stored = StoredEvent(1, "s", 1, "TillOpened", payload, b'{"a":"x"}', datetime.now(UTC))
+    with pytest.raises(CodecError):
+        codec.decode(stored)
+
+
+CORRUPT_METADATA: list[Any] = [
+    b"[]",
+    b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"a": []}',
+    b'{"a": {"x": 1}}',
+    b'{"a": "x", "c": 5}',
+    b'{"a": "x", "r": ["' + SECRET.encode() + b'"]}',
+    '{"a": "x"}',
+    None,
+    b"\xff",
+]
+
+
+@pytest.mark.parametrize("raw", CORRUPT_METADATA, ids=range(len(CORRUPT_METADATA)))
+def test_decoding_corrupt_metadata_raises_codec_error(raw: Any) -> None:
+    with pytest.raises(CodecError) as raised:
+        EventCodec(registry()).decode_metadata(raw)
+    assert SECRET not in str(raised.value)
+
+
+def test_an_upcaster_meeting_a_corrupt_old_payload_raises_codec_error() -> None:
+    reg = EventRegistry()
+    reg.register(TillOpened, version=2)
+
+    @reg.upcaster("TillOpened", from_version=1)
+    def _rename(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "till_id": d["till"]}  # KeyError on a payload that lacks the field
+
+    codec = EventCodec(reg)
+    with pytest.raises(CodecError):
+        codec.decode_event("s", "TillOpened", b'{"holder": "' + SECRET.encode() + b'"}')
+
+
+def test_a_corrupt_snapshot_state_raises_codec_error() -> None:
+    codec = EventCodec(registry())
+    for raw in (b"[]", b"\xff", b"[" * 100_000, b'{"x": 1}'):
+        with pytest.raises(CodecError):
+            codec.decode_state(Till, raw)

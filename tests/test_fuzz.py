@@ -5,7 +5,10 @@ host.
 
 Each test hands one entry point junk from the strategies below (wrong types, odd Unicode,
 extreme numbers and dates, malformed stored rows) and lets any error other than an FxCrmError
-fail the test. Bounded time: the dev profile runs 40 examples per test (a few seconds in all);
+fail the test. The codec also meets stored rows that are not objects, a ``_v`` of the wrong
+type, deep nesting, text columns and deep metadata; the trading calendar meets year 1, year
+9999 and days that are not dates; a Broker meets options of the wrong type. Bounded time: the
+dev profile runs 40 examples per test (a few seconds in all);
 ``CI=true`` loads the ci profile (300 per test).
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -29,6 +32,7 @@ from fxcrm_core.kernel import (
     ExchangeRate,
     FxCrmError,
     Money,
+    TradingCalendar,
 )
 from fxcrm_core.kyc.identifiers import validate_national_id
 from fxcrm_core.kyc.mrz import parse_mrz
@@ -276,9 +280,95 @@ def test_codec_decodes_a_stored_object_with_wrong_fields_or_raises_codec_errors(
         only_typed_errors(partial(CODEC.decode, row))
 
 
+NESTED = st.integers(1, 3000).map(lambda n: "[" * n + "]" * n)
+NOT_OBJECTS = st.one_of(
+    st.sampled_from(["[]", "1", '"x"', "null", "true", "1e999", "-0"]),
+    NESTED,
+    JUNK.map(lambda v: json.dumps(v if isinstance(v, list) else [v], default=str)),
+)
+VERSIONS = st.one_of(
+    st.sampled_from(["2", "1.5", "true", "false", "null", "[]", "{}", "0", "-1", "99", "1e3"]),
+    st.integers().map(str),
+)
+
+
+@given(
+    st.sampled_from(EVENT_NAMES),
+    st.one_of(
+        NOT_OBJECTS,
+        VERSIONS.map(lambda v: '{"_v":' + v + "}"),
+        NESTED.map(lambda n: '{"client_id":' + n + "}"),
+        st.dictionaries(FIELD_NAMES, JUNK, max_size=5).map(lambda d: json.dumps(d, default=str)),
+    ),
+    st.booleans(),
+)
+@example("ClientRegistered", "[" * 100_000 + "]" * 100_000, False)
+@example("ClientRegistered", '{"_v":"2"}', False)
+@example("ClientRegistered", "[]", True)
+def test_codec_reads_non_objects_wrong_versions_deep_nesting_and_text_columns(
+    event_type: str, text: str, text_column: bool
+) -> None:
+    payload: Any = text if text_column else text.encode()  # a TEXT column reads as str
+    row = StoredEvent(1, "s-1", 1, event_type, payload, GOOD_METADATA, datetime.now(UTC))
+    only_typed_errors(partial(CODEC.decode, row))
+
+
+@given(
+    st.one_of(
+        NOT_OBJECTS,
+        NESTED.map(lambda n: '{"a":' + n + "}"),
+        st.dictionaries(st.sampled_from(["a", "c", "k", "r", "x"]), JUNK, max_size=4).map(
+            lambda d: json.dumps(d, default=str)
+        ),
+    ),
+    st.booleans(),
+)
+@example('{"a":' + "[" * 100_000 + "]" * 100_000 + "}", False)
+@example('{"a":"x"}', True)
+def test_codec_reads_corrupt_metadata(text: str, text_column: bool) -> None:
+    raw: Any = text if text_column else text.encode()
+    only_typed_errors(partial(CODEC.decode_metadata, raw))
+
+
+# -- the trading calendar -------------------------------------------------------------------------
+CALENDAR_DAYS = st.one_of(st.dates(), st.sampled_from([date.min, date.max]), JUNK)
+
+
+@given(
+    st.one_of(ODD_DATETIMES, JUNK),
+    CALENDAR_DAYS,
+    st.one_of(st.lists(st.dates(), max_size=3), JUNK),
+)
+@example(datetime.min.replace(tzinfo=UTC), date.min, [])
+@example(datetime.max.replace(tzinfo=timezone(-timedelta(hours=1))), date.max, [])
+@example(datetime.max.replace(tzinfo=UTC), "2026-01-01", 5)
+def test_trading_calendar(at: Any, day: Any, closed: Any) -> None:
+    calendar = TradingCalendar()
+    only_typed_errors(lambda: TradingCalendar(closed_days=closed))
+    only_typed_errors(lambda: calendar.trading_day(at))
+    only_typed_errors(lambda: calendar.is_open(at))
+    only_typed_errors(lambda: calendar.next_rollover(at))
+    only_typed_errors(lambda: calendar.is_trading_day(day))
+    only_typed_errors(lambda: calendar.session(day))
+
+
 # -- configuration --------------------------------------------------------------------------------
 @given(
     st.one_of(WEIRD_TEXT, JUNK), st.one_of(st.lists(st.text(max_size=8), max_size=2), JUNK), JUNK
 )
 def test_policy(name: Any, event_types: Any, handler: Any) -> None:
     only_typed_errors(lambda: Policy(name, event_types, handler))
+
+
+BROKER_OPTIONS = st.sampled_from(
+    ["dormant_after", "ib_max_depth", "events", "identity_key", "trading_server", "caps",
+     "groups", "payout_policies", "daily_withdrawal_limits", "keyring"]
+)  # fmt: skip
+
+
+@given(BROKER_OPTIONS, JUNK)
+@example("ib_max_depth", True)
+@example("events", "ClientRegistered")
+@example("groups", {"std": 1})
+def test_broker_options_of_the_wrong_type(option: str, value: Any) -> None:
+    only_typed_errors(lambda: Broker.in_memory(**{option: value}))

@@ -16,10 +16,11 @@ from fxcrm_core.events import (
     CheckpointStore,
     EventStore,
     NewEvent,
+    Snapshot,
     SnapshotStore,
     StreamAppend,
 )
-from fxcrm_core.kernel import FixedClock, ValidationError
+from fxcrm_core.kernel import FixedClock, StoreError, ValidationError
 from fxcrm_core.stores import (
     MemoryCheckpointStore,
     MemoryEventStore,
@@ -170,4 +171,83 @@ def test_a_typed_read_never_skips_a_commit_made_while_it_reads(tmp_path: Path) -
     expected = [s.position for s in store.read_all(limit=10_000) if s.event_type == "A"]
     assert seen == expected
     assert len(seen) == 100
+    store.close()
+
+
+# -- a full disk, a damaged file: StoreError with the cause (issue 14 item 6) -------------------
+def _one(stream: str, size: int = 10) -> StreamAppend:
+    return StreamAppend(stream, 0, [NewEvent("Opened", b"{" + b" " * size + b"}", b"{}")])
+
+
+def _full_store(directory: Path) -> SqliteEventStore:
+    """A store whose file can grow no more: SQLite answers SQLITE_FULL, as on a full disk."""
+    store = SqliteEventStore(directory / "full.sqlite")
+    store.append(_one("warm-up"))
+    conn = store.db.connection()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+    return store
+
+
+def test_a_full_disk_surfaces_as_a_store_error_naming_the_cause(tmp_path: Path) -> None:
+    store = _full_store(tmp_path)
+    before = store.last_position()
+    with pytest.raises(StoreError, match="full") as raised:
+        store.append(_one("big", 200_000))
+    assert "rollback" not in str(raised.value)
+    assert store.last_position() == before  # nothing half-written
+    assert store.read_stream("big") == []
+    # The connection is usable afterwards: a small write still fits.
+    store.db.connection().execute("PRAGMA max_page_count = 1000000")
+    assert store.append(_one("small")).versions == {"small": 1}
+    store.close()
+
+
+def test_a_full_disk_on_snapshots_and_checkpoints_is_a_store_error(tmp_path: Path) -> None:
+    store = _full_store(tmp_path)
+    with pytest.raises(StoreError, match="full"):
+        store.db.save_snapshot(Snapshot("s-1", 1, b"x" * 200_000))
+    assert store.db.load_snapshot("s-1") is None
+    store.close()
+
+
+def test_a_file_that_is_no_database_is_refused_with_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite"
+    path.write_bytes(b"this is not a database" * 500)
+    with pytest.raises(StoreError):
+        SqliteEventStore(path)
+
+
+def test_reading_a_damaged_page_raises_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.sqlite"
+    store = SqliteEventStore(path)
+    for i in range(200):
+        store.append(_one(f"s-{i}", 500))
+    store.db.checkpoint()
+    store.close()
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    for offset in range(2 * page, len(raw), page):  # keep the header and schema page
+        raw[offset : offset + 16] = b"\xa5" * 16
+    path.write_bytes(bytes(raw))
+    damaged = SqliteEventStore(path)
+    for read in (
+        lambda: damaged.read_all(limit=10_000),
+        lambda: damaged.read_stream("s-150"),
+        lambda: damaged.read_all_of_types(0, frozenset({"Opened"}), 10_000),
+    ):
+        with pytest.raises(StoreError):
+            read()
+    damaged.close()
+
+
+def test_a_row_with_an_impossible_time_reads_as_a_store_error(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store.append(_one("s-1"))
+    with store.db.write() as conn:
+        conn.execute("UPDATE fx_events SET recorded_at = ?", (2**62,))
+    with pytest.raises(StoreError):
+        store.read_stream("s-1")
+    with pytest.raises(StoreError):
+        store.read_all()
     store.close()

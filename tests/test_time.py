@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxcrm_core.kernel import (
+    ArgumentTypeError,
     FixedClock,
     IdGenerator,
     NaiveDatetimeError,
@@ -160,3 +161,55 @@ def test_a_calendar_answers_the_same_however_often_it_is_asked(instants: list[da
     kept = TradingCalendar(closed_days=closed)
     for instant in instants + instants[::-1]:
         assert kept.trading_day(instant) == TradingCalendar(closed_days=closed).trading_day(instant)
+
+
+# -- the edges of the calendar: year 1, year 9999, things that are not dates (issue 14 item 6) --
+EAST = timezone(timedelta(hours=1))
+WEST = timezone(-timedelta(hours=1))
+EDGE_INSTANTS = [
+    datetime.min.replace(tzinfo=UTC),
+    datetime.max.replace(tzinfo=UTC),
+    datetime.min.replace(tzinfo=EAST),
+    datetime.max.replace(tzinfo=WEST),
+]
+
+
+@pytest.mark.parametrize(
+    "at", [datetime.min.replace(tzinfo=EAST), datetime.max.replace(tzinfo=WEST)]
+)
+def test_to_utc_refuses_an_instant_outside_the_utc_years_with_a_typed_error(at: datetime) -> None:
+    with pytest.raises(ValidationError, match="years 1 to 9999"):
+        to_utc(at)
+
+
+@pytest.mark.parametrize("at", EDGE_INSTANTS)
+def test_the_calendar_at_year_1_and_9999_answers_or_raises_a_validation_error(
+    at: datetime,
+) -> None:
+    calendar = TradingCalendar()
+    for call in (calendar.trading_day, calendar.is_open, calendar.next_rollover):
+        with pytest.raises(ValidationError, match="1 to 9999"):
+            call(at)
+
+
+def test_the_calendar_answers_near_the_edges() -> None:
+    calendar = TradingCalendar()
+    assert calendar.trading_day(utc(1, 1, 3, 12)) == date(1, 1, 3)
+    assert calendar.trading_day(utc(9999, 12, 30, 12)) == date(9999, 12, 30)
+    with pytest.raises(ValidationError):
+        calendar.session(date.min)  # its session would start on 31 Dec of year 0
+
+
+@pytest.mark.parametrize("day", ["2026-01-01", None, 5, 1.5, [date(2026, 1, 1)]])
+def test_the_calendar_refuses_a_day_that_is_not_a_date_with_a_typed_error(day: object) -> None:
+    calendar = TradingCalendar()
+    with pytest.raises(ArgumentTypeError):
+        calendar.is_trading_day(day)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError):
+        calendar.session(day)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("closed", [5, None, "2026-12-25", ["2026-12-25"], [None]])
+def test_closed_days_must_be_dates(closed: object) -> None:
+    with pytest.raises(ArgumentTypeError):
+        TradingCalendar(closed_days=closed)  # type: ignore[arg-type]

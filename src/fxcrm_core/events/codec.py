@@ -25,7 +25,12 @@ import cattrs
 from fxcrm_core.events.event import ERASED, DomainEvent, EventMetadata, RecordedEvent
 from fxcrm_core.events.store import NewEvent, StoredEvent
 from fxcrm_core.kernel._decimal import to_decimal
-from fxcrm_core.kernel.errors import CodecError, UnknownEventTypeError, ValidationError
+from fxcrm_core.kernel.errors import (
+    CodecError,
+    FxCrmError,
+    UnknownEventTypeError,
+    ValidationError,
+)
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import to_utc
 
@@ -391,7 +396,10 @@ class EventCodec:
         return self._dumps(self.converter.unstructure(state, type(state))).encode()
 
     def decode_state(self, cls: type[T], raw: bytes) -> T:
-        return self.converter.structure(self._loads(raw.decode()), cls)
+        try:
+            return self.converter.structure(self._loads(bytes(raw).decode()), cls)
+        except Exception:  # corrupt bytes, JSON or shape (cattrs wraps errors in several types)
+            raise CodecError(f"a stored {cls.__name__} state is corrupt") from None
 
     # -- read ----------------------------------------------------------------------------
     def decode(self, stored: StoredEvent) -> RecordedEvent[DomainEvent]:
@@ -405,10 +413,19 @@ class EventCodec:
         )
 
     def decode_metadata(self, raw: bytes) -> EventMetadata:
+        if type(raw) is not bytes:
+            if not isinstance(raw, bytes | bytearray | memoryview):
+                raise CodecError("stored event metadata is bytes")
+            raw = bytes(raw)
         return _decode_metadata(raw)
 
     def decode_event(self, stream_id: str, event_type: str, payload: bytes) -> DomainEvent:
         spec = self.registry.spec_for_name(event_type)
+        if type(payload) is not bytes:
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                # e.g. a TEXT column written by hand: refuse it rather than guess its encoding
+                raise CodecError(f"{spec.name}: a stored payload is bytes")
+            payload = bytes(payload)
         if payload[:1] == _ENCRYPTED:
             if self.payload_cipher is None:
                 raise CodecError("payload is encrypted but no payload cipher is configured")
@@ -416,12 +433,23 @@ class EventCodec:
                 payload[1:], _associated(stream_id, spec.name)
             )
         try:
-            data: dict[str, Any] = self._loads(payload.decode())
-        except (UnicodeDecodeError, ValueError):
+            data = self._loads(payload.decode())
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise CodecError(f"{event_type}: payload is not valid JSON") from None
+        if type(data) is not dict:
+            raise CodecError(f"{event_type}: payload is not a JSON object")
         version = data.pop("_v", 1)
         if version != spec.version:
-            data = self.registry.upcast(spec.name, version, data, spec.version)
+            if type(version) is not int or not 1 <= version <= spec.version:
+                raise CodecError(f"{event_type}: stored version is not one this codec knows")
+            try:
+                data = self.registry.upcast(spec.name, version, data, spec.version)
+            except FxCrmError:
+                raise
+            except Exception:  # an upcaster meeting a corrupt payload; values may be PII
+                raise CodecError(f"{event_type}: cannot upcast the stored payload") from None
+            if type(data) is not dict:
+                raise CodecError(f"{event_type}: an upcaster returned no JSON object")
         erased: list[str] = []
         sealed = data.pop(_PII, None)
         if sealed is not None:
@@ -438,7 +466,10 @@ class EventCodec:
                 erased = names
                 data.update(dict.fromkeys(names, ERASED))
             else:
-                values = plain.decode().split("\0")
+                try:
+                    values = plain.decode().split("\0")
+                except UnicodeDecodeError:
+                    raise CodecError(f"{event_type}: encrypted PII is not text") from None
                 if len(values) != len(names):
                     raise CodecError(f"{event_type}: encrypted PII does not match its fields")
                 data.update(zip(names, values, strict=True))
@@ -512,9 +543,14 @@ def _decode_metadata(raw: bytes) -> EventMetadata:
     # Events of one command share their metadata bytes; EventMetadata is immutable.
     try:
         doc = json.loads(raw)
-        return EventMetadata(doc["a"], doc.get("c"), doc.get("k"), doc.get("r"))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CodecError("event metadata is corrupt") from None
+    if type(doc) is not dict or type(doc.get("a")) is not str:
+        raise CodecError("event metadata is corrupt")
+    fields = (doc.get("c"), doc.get("k"), doc.get("r"))
+    if any(f is not None and type(f) is not str for f in fields):
+        raise CodecError("event metadata is corrupt")
+    return EventMetadata(doc["a"], *fields)
 
 
 def _is_attrs(cls: type) -> bool:

@@ -28,7 +28,12 @@ def to_utc(value: datetime, what: str = "datetime") -> datetime:
     if type(value) is datetime and value.tzinfo is UTC:
         return value  # already the storage form
     aware = ensure_aware(value, what)
-    utc = aware.astimezone(UTC)
+    try:
+        utc = aware.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValidationError(
+            f"{what}: the instant is outside the years 1 to 9999 in UTC"
+        ) from None
     # pendulum returns its own subclass; storage and equality want the plain type.
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
@@ -46,4 +51,7 @@ def to_micros(when: datetime) -> int:
 
 def from_micros(micros: int) -> datetime:
     """The UTC datetime ``micros`` microseconds after the epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValidationError("a time in microseconds is outside the years 1 to 9999") from None

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import attrs
 import pendulum
 
-from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel.errors import ArgumentTypeError, ValidationError
 from fxcrm_core.kernel.time import ensure_aware, to_utc
 
 __all__ = ["NEW_YORK", "ROLLOVER_HOUR", "TradingCalendar"]
@@ -23,15 +23,32 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 
 
+_OUT_OF_RANGE = "the trading day of that instant is outside the years 1 to 9999"
+
+
 def _raw_day(at: datetime) -> date:
     """The trading day an instant belongs to, before weekends and closed days are skipped."""
-    ny = pendulum.instance(at).in_timezone(NEW_YORK)
-    day = date(ny.year, ny.month, ny.day)
-    return day + timedelta(days=1) if ny.hour >= ROLLOVER_HOUR else day
+    try:
+        ny = pendulum.instance(at).in_timezone(NEW_YORK)
+        day = date(ny.year, ny.month, ny.day)
+        return day + timedelta(days=1) if ny.hour >= ROLLOVER_HOUR else day
+    except (
+        OverflowError,
+        ValueError,
+    ):  # New York time, or the next day, before year 1 or past 9999
+        raise ValidationError(_OUT_OF_RANGE) from None
+
+
+def _check_day(day: object) -> date:
+    if not isinstance(day, date):
+        raise ArgumentTypeError("a trading day is a date")
+    return day
 
 
 def _date_set(days: Iterable[date]) -> frozenset[date]:
-    return frozenset(days)
+    if isinstance(days, str | bytes) or not isinstance(days, Iterable):
+        raise ArgumentTypeError("closed_days is a collection of dates")
+    return frozenset(_check_day(d) for d in days)
 
 
 @attrs.frozen
@@ -58,12 +75,17 @@ class TradingCalendar:
         hour = (ensure_aware(at, "at") - _EPOCH) // _HOUR
         day = self._by_hour.get(hour)
         if day is None:
-            day = _raw_day(_EPOCH + timedelta(hours=hour))
+            try:
+                start = _EPOCH + timedelta(hours=hour)
+            except OverflowError:  # the UTC hour begins before the year 1
+                raise ValidationError(_OUT_OF_RANGE) from None
+            day = _raw_day(start)
             self._by_hour[hour] = day
         return day
 
     def is_trading_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.closed_days
+        """True for a weekday that is not one of the closed days."""
+        return _check_day(day).weekday() < 5 and day not in self.closed_days
 
     def is_open(self, at: datetime) -> bool:
         """True while a session runs (Sunday 17:00 to Friday 17:00 New York, less closed days)."""
@@ -80,6 +102,8 @@ class TradingCalendar:
             hour = (ensure_aware(at, "at") - _EPOCH) // _HOUR
         day = self._day_of(at)
         while not self.is_trading_day(day):
+            if day == date.max:
+                raise ValidationError(_OUT_OF_RANGE)
             day += timedelta(days=1)
         self._trading_by_hour[hour] = day  # constant within a UTC hour, as the raw day is
         return day
@@ -88,14 +112,19 @@ class TradingCalendar:
         """Start and end (UTC) of a trading day's session: 17:00 NY the day before to 17:00 NY."""
         if not self.is_trading_day(day):
             raise ValidationError("that date has no trading session")
+        if day == date.min:
+            raise ValidationError("the session of that date starts before the year 1")
         end = pendulum.datetime(day.year, day.month, day.day, ROLLOVER_HOUR, tz=NEW_YORK)
         start = end.subtract(days=1)
         return to_utc(start), to_utc(end)
 
     def next_rollover(self, at: datetime) -> datetime:
         """The first 17:00 New York strictly after ``at`` (UTC)."""
-        ny = pendulum.instance(ensure_aware(at, "at")).in_timezone(NEW_YORK)
-        roll = ny.set(hour=ROLLOVER_HOUR, minute=0, second=0, microsecond=0)
-        if roll <= ny:
-            roll = roll.add(days=1)
+        try:
+            ny = pendulum.instance(ensure_aware(at, "at")).in_timezone(NEW_YORK)
+            roll = ny.set(hour=ROLLOVER_HOUR, minute=0, second=0, microsecond=0)
+            if roll <= ny:
+                roll = roll.add(days=1)
+        except (OverflowError, ValueError):
+            raise ValidationError("the next rollover is outside the years 1 to 9999") from None
         return to_utc(roll)

@@ -7,6 +7,7 @@ handed out in commit order (a reader following positions never skips a late comm
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -101,7 +102,7 @@ class _Write:
     def __enter__(self) -> sqlite3.Connection:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:  # busy, or a damaged file
             raise StoreError(f"cannot start a write transaction: {exc}") from None
         return self._conn
 
@@ -113,14 +114,24 @@ class _Write:
     ) -> None:
         conn = self._conn
         if exc_type is not None:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):  # a full disk, an I/O error: the cause, typed
+                raise StoreError(f"write failed, nothing was written: {exc}") from None
             return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {exc}") from None
+            _rollback(conn)
+            raise StoreError(f"commit failed, nothing was written: {exc}") from None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open. SQLite ends the transaction itself on some
+    errors (SQLITE_FULL, SQLITE_IOERR); a failed ROLLBACK must not hide the error that caused
+    it, which the caller raises."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 _TYPES_MAX = 200  # more types than this: read the tail and filter here (SQLite caps terms)
@@ -141,6 +152,25 @@ def _typed_query(types: int) -> str:
 
 def _row(r: tuple[int, str, int, str, bytes, bytes, int]) -> StoredEvent:
     return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], from_micros(r[6]))
+
+
+def _damaged(exc: Exception) -> StoreError:
+    """The typed error for a read that failed: SQLite's own message (a damaged page, an I/O
+    error) or, for a row whose time is no time, a fixed one; never a row's contents."""
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"cannot read the SQLite database: {exc}")
+    return StoreError("the SQLite database holds a row that is not a stored event")
+
+
+# A read fails with these on a damaged file, or on a row written by hand (an out-of-range time).
+_READ_ERRORS = (sqlite3.Error, ValidationError, TypeError, OverflowError)
+
+
+def _select(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
+    try:
+        return [_row(r) for r in conn.execute(sql, params)]
+    except _READ_ERRORS as exc:
+        raise _damaged(exc) from None
 
 
 class SqliteDatabase:
@@ -167,7 +197,11 @@ class SqliteDatabase:
         self._lock = threading.Lock()
         with self._lock:
             conn = self.connection()
-            conn.executescript(_SCHEMA)
+            try:
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error as exc:  # not a database, a damaged one, a read-only file
+                self.close()
+                raise StoreError(f"cannot open SQLite database: {exc}") from None
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -196,7 +230,10 @@ class SqliteDatabase:
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it (after destroying key bytes)."""
-        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from None
 
     def close(self) -> None:
         for conn in self._all:
@@ -206,12 +243,15 @@ class SqliteDatabase:
 
     # The checkpoint and snapshot ports live in the same file, next to the events.
     def get_checkpoint(self, name: str) -> int:
-        row = (
-            self.connection()
-            .execute("SELECT position FROM fx_checkpoints WHERE name = ?", (name,))
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
+        try:
+            row = (
+                self.connection()
+                .execute("SELECT position FROM fx_checkpoints WHERE name = ?", (name,))
+                .fetchone()
+            )
+            return int(row[0]) if row else 0
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            raise _damaged(exc) from None
 
     def set_checkpoint(self, name: str, position: int) -> None:
         with self.write() as conn:
@@ -231,15 +271,18 @@ class SqliteDatabase:
             )
 
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        row = (
-            self.connection()
-            .execute(
-                "SELECT stream_id, version, state FROM fx_snapshots WHERE stream_id = ?",
-                (stream_id,),
+        try:
+            row = (
+                self.connection()
+                .execute(
+                    "SELECT stream_id, version, state FROM fx_snapshots WHERE stream_id = ?",
+                    (stream_id,),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        return Snapshot(row[0], row[1], bytes(row[2])) if row else None
+            return Snapshot(row[0], row[1], bytes(row[2])) if row else None
+        except (sqlite3.Error, TypeError) as exc:
+            raise _damaged(exc) from None
 
     def delete_snapshot(self, stream_id: str) -> None:
         with self.write() as conn:
@@ -284,9 +327,13 @@ class SqliteEventStore:
                     "SELECT digest, result FROM fx_idempotency WHERE key = ?", (idempotency_key,)
                 ).fetchone()
                 if found is not None:
-                    doc = json.loads(found[1])
-                    previous = AppendResult(doc["last_position"], doc["versions"])
-                    return replay_result(bytes(found[0]), previous, digest)
+                    try:
+                        doc = json.loads(found[1])
+                        previous = AppendResult(doc["last_position"], doc["versions"])
+                        stored_digest = bytes(found[0])
+                    except (ValueError, LookupError, TypeError, RecursionError):
+                        raise StoreError("a stored idempotency record is corrupt") from None
+                    return replay_result(stored_digest, previous, digest)
             # One statement reads every stream's version and the log's last position.
             stream_ids = [a.stream_id for a in appends]
             if len(stream_ids) <= _HEADS_CHUNK:
@@ -326,20 +373,20 @@ class SqliteEventStore:
         return result
 
     def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
-        cur = self.db.connection().execute(
+        return _select(
+            self.db.connection(),
             f"SELECT {_COLUMNS} FROM fx_events WHERE stream_id = ? AND version > ? "  # noqa: S608
             "ORDER BY version",
             (stream_id, after_version),
         )
-        return [_row(r) for r in cur]
 
     def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        cur = self.db.connection().execute(
+        return _select(
+            self.db.connection(),
             f"SELECT {_COLUMNS} FROM fx_events WHERE position > ? "  # noqa: S608
             "ORDER BY position LIMIT ?",
             (after_position, limit),
         )
-        return [_row(r) for r in cur]
 
     def read_all_of_types(
         self, after_position: int, types: frozenset[str], limit: int
@@ -361,6 +408,14 @@ class SqliteEventStore:
         """
         if limit < 1:
             raise ValidationError("limit must be at least 1")
+        try:
+            return self._read_all_of_types(after_position, types, limit)
+        except _READ_ERRORS as exc:
+            raise _damaged(exc) from None
+
+    def _read_all_of_types(
+        self, after_position: int, types: frozenset[str], limit: int
+    ) -> tuple[list[StoredEvent], int]:
         conn = self.db.connection()
         (head,) = conn.execute("SELECT coalesce(max(position), 0) FROM fx_events").fetchone()
         head = max(int(head), after_position)
@@ -385,20 +440,26 @@ class SqliteEventStore:
         return rows, (rows[-1].position if len(rows) == limit else head)
 
     def stream_version(self, stream_id: str) -> int:
-        (version,) = (
-            self.db.connection()
-            .execute(
-                "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = ?",
-                (stream_id,),
+        try:
+            (version,) = (
+                self.db.connection()
+                .execute(
+                    "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = ?",
+                    (stream_id,),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        return int(version)
+            return int(version)
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            raise _damaged(exc) from None
 
     def last_position(self) -> int:
-        (last,) = (
-            self.db.connection()
-            .execute("SELECT coalesce(max(position), 0) FROM fx_events")
-            .fetchone()
-        )
-        return int(last)
+        try:
+            (last,) = (
+                self.db.connection()
+                .execute("SELECT coalesce(max(position), 0) FROM fx_events")
+                .fetchone()
+            )
+            return int(last)
+        except sqlite3.Error as exc:
+            raise _damaged(exc) from None
