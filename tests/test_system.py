@@ -545,3 +545,19 @@ def test_a_log_reopened_with_a_lost_or_other_key_file_is_refused(tmp_path: Path)
         Broker.sqlite(db, keyring=keyring(), identity_key=IDENTITY_KEY, keys_path=f"{other}.keys")
     (tmp_path / "elsewhere.keys").rename(tmp_path / "broker.sqlite.keys")
     assert open_broker(db).clients.find_by_email("ana.lima@example.com") is not None
+
+
+def test_a_full_card_number_for_a_person_only_through_an_audited_reveal(tmp_path: Path) -> None:
+    from fxcrm_core.kernel import AccessDeniedError
+    from fxcrm_core.privacy import Pan
+
+    broker = open_broker(tmp_path / "broker.sqlite")
+    cid = register(broker)
+    card = Pan.parse("4111 1111 1111 1111")
+    with pytest.raises(AccessDeniedError):
+        broker.reveals.reveal(REP, card, subject_id=cid, reason="the client called")
+    shown = broker.reveals.reveal(OFFICER, card, subject_id=cid, reason="chargeback case 7")
+    assert shown == "4111111111111111"
+    recorded = broker.store.read_stream(f"pii_reveal-{cid}")
+    assert len(recorded) == 1
+    assert broker.codec.decode(recorded[0]).metadata.actor == OFFICER.id

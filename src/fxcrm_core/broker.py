@@ -112,6 +112,7 @@ from fxcrm_core.privacy import (
     MaskingPolicy,
     MasterKeyring,
     MemoryKeyStore,
+    PiiReveals,
     RetentionPolicy,
     SubjectErased,
 )
@@ -371,6 +372,8 @@ class Broker:
             options.get("policy", DEFAULT_POLICY), _Relationships(self)
         )
         self.masking = options.get("masking") or DEFAULT_MASKING
+        # A full PAN or IBAN for a person only through here: permission pii.reveal, recorded.
+        self.reveals = PiiReveals(self.repository, self.access)
         self.approvals = Approvals(self.repository, self.access, self.ids)
         audit_log = audit_log or MemoryAuditLog()
         audit_key = options.get("audit_key")
