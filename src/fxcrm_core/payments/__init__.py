@@ -28,19 +28,23 @@ from fxcrm_core.payments.transfers import (
 from fxcrm_core.payments.withdrawals import (
     WITHDRAWAL_EVENTS,
     FeePolicy,
+    InstrumentAdded,
     InstrumentKind,
     PayoutInstrument,
     Withdrawal,
     Withdrawals,
     WithdrawalStatus,
+    register_instrument_events,
 )
 
 __all__ = [
     "register_events",
+    "register_instrument_events",
     "DEPOSIT_EVENTS",
     "INTERNAL_EVENTS",
     "WITHDRAWAL_EVENTS",
     "FeePolicy",
+    "InstrumentAdded",
     "InstrumentKind",
     "PayoutInstrument",
     "Withdrawal",
@@ -67,3 +71,4 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
     registry.register_all((*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS))
+    register_instrument_events(registry)  # version 2, with its upcaster

@@ -10,12 +10,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Self
+from typing import Any, Self
 
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Approvals
-from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository, UnitOfWork, pii
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    Erased,
+    EventMetadata,
+    EventRegistry,
+    Repository,
+    UnitOfWork,
+    pii,
+)
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import AccessDeniedError, IllegalTransitionError, ValidationError
 from fxcrm_core.kernel.ids import IdGenerator
@@ -29,13 +38,17 @@ from fxcrm_core.privacy.masking import Reveal
 from fxcrm_core.privacy.pii import Email, Iban, Pan, PiiValue
 
 __all__ = [
+    "INSTRUMENT_ADDED_VERSION",
     "WITHDRAWAL_EVENTS",
+    "InstrumentAdded",
     "FeePolicy",
     "InstrumentKind",
     "PayoutInstrument",
     "Withdrawal",
     "WithdrawalStatus",
     "Withdrawals",
+    "register_instrument_events",
+    "upcast_v1",
 ]
 
 
@@ -54,12 +67,37 @@ _PARSERS: dict[InstrumentKind, type[PiiValue]] = {
 
 @attrs.frozen
 class InstrumentAdded(DomainEvent):
+    """A payout instrument of a client: its value and its masked form, both sealed under the
+    client's key (version 2), so an erasure leaves neither readable.
+
+    Version 1 stored ``masked`` in clear beside the sealed value. An upcaster cannot encrypt
+    (it sees the payload before the field cipher does, and has no key), so :func:`upcast_v1`
+    drops the clear string and old rows read ``masked`` as None; :class:`PayoutInstrument`
+    then derives the masked form from the sealed value, which reads as ``ERASED`` once the
+    client's key is destroyed. The old rows' bytes still hold the clear string: crypto-shredding
+    stops it being read through the SDK, not being on disk.
+    """
+
     __subject__ = "client_id"
     instrument_id: str
     client_id: str
     kind: InstrumentKind
-    masked: str  # what staff and statements show
+    masked: str | None = pii()  # what staff and statements show; None in version-1 rows
     value: str = pii()
+
+
+INSTRUMENT_ADDED_VERSION = 2
+
+
+def upcast_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """InstrumentAdded v1 → v2: the clear masked string is dropped (:class:`InstrumentAdded`)."""
+    return {**data, "masked": None}
+
+
+def register_instrument_events(registry: EventRegistry) -> None:
+    """Register InstrumentAdded at its current version with the upcaster from version 1."""
+    registry.register(InstrumentAdded, version=INSTRUMENT_ADDED_VERSION)
+    registry.upcaster("InstrumentAdded", 1)(upcast_v1)
 
 
 @attrs.frozen
@@ -84,7 +122,9 @@ class PayoutInstrument(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case InstrumentAdded():
-                return self.evolve(client_id=event.client_id, kind=event.kind, masked=event.masked)
+                return self.evolve(
+                    client_id=event.client_id, kind=event.kind, masked=_masked(event)
+                )
             case InstrumentVerified():
                 return self.evolve(verified=True)
             case InstrumentRemoved():
@@ -94,6 +134,16 @@ class PayoutInstrument(Aggregate):
     @property
     def usable(self) -> bool:
         return self.verified and not self.removed
+
+
+def _masked(event: InstrumentAdded) -> str:
+    """The masked form: as stored, or (a version-1 row) derived from the sealed value; ERASED
+    once the client's key is gone."""
+    if event.masked is not None:
+        return event.masked
+    if isinstance(event.value, Erased):
+        return event.value
+    return _PARSERS[event.kind].parse(event.value).masked(Reveal.PARTIAL)
 
 
 class WithdrawalStatus(enum.Enum):
@@ -146,8 +196,8 @@ class PaymentCounted(DomainEvent):
     amount: Money
 
 
+# InstrumentAdded is registered apart, at version 2 with its upcaster: register_instrument_events.
 WITHDRAWAL_EVENTS = (
-    InstrumentAdded,
     InstrumentVerified,
     InstrumentRemoved,
     WithdrawalRequested,
