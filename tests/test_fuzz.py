@@ -342,6 +342,11 @@ CALENDAR_DAYS = st.one_of(st.dates(), st.sampled_from([date.min, date.max]), JUN
 @example(datetime.min.replace(tzinfo=UTC), date.min, [])
 @example(datetime.max.replace(tzinfo=timezone(-timedelta(hours=1))), date.max, [])
 @example(datetime.max.replace(tzinfo=UTC), "2026-01-01", 5)
+@example(  # found in CI: a datetime passed as a day reached pendulum's date arithmetic
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    [],
+)
 def test_trading_calendar(at: Any, day: Any, closed: Any) -> None:
     calendar = TradingCalendar()
     only_typed_errors(lambda: TradingCalendar(closed_days=closed))

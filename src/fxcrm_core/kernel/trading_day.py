@@ -40,8 +40,8 @@ def _raw_day(at: datetime) -> date:
 
 
 def _check_day(day: object) -> date:
-    if not isinstance(day, date):
-        raise ArgumentTypeError("a trading day is a date")
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise ArgumentTypeError("a trading day is a date (not a datetime)")
     return day
 
 
@@ -114,9 +114,12 @@ class TradingCalendar:
             raise ValidationError("that date has no trading session")
         if day == date.min:
             raise ValidationError("the session of that date starts before the year 1")
-        end = pendulum.datetime(day.year, day.month, day.day, ROLLOVER_HOUR, tz=NEW_YORK)
-        start = end.subtract(days=1)
-        return to_utc(start), to_utc(end)
+        try:
+            end = pendulum.datetime(day.year, day.month, day.day, ROLLOVER_HOUR, tz=NEW_YORK)
+            start = end.subtract(days=1)
+            return to_utc(start), to_utc(end)
+        except (OverflowError, ValueError):
+            raise ValidationError("that session is outside the years 1 to 9999") from None
 
     def next_rollover(self, at: datetime) -> datetime:
         """The first 17:00 New York strictly after ``at`` (UTC)."""
