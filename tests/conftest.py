@@ -1,4 +1,6 @@
-"""Hypothesis profiles: quick locally, thorough in CI (CI=true)."""
+"""Hypothesis profiles: quick locally ("dev"), 300 reproducible examples per test in CI
+(CI=true: the same examples every run, so a red build is never luck), and "thorough" for
+fuzzing at length with fresh random examples: HYPOTHESIS_PROFILE=thorough make pytest."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ settings.register_profile(
     "ci",
     max_examples=300,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
-settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+settings.register_profile(
+    "thorough",
+    max_examples=3000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
