@@ -902,3 +902,15 @@ def test_conversions_cannot_farm_rounding() -> None:
         fx_accounts=("fx-usd", "fx-eur"),
     )  # fmt: skip
     assert record.bought == Money.of("1.84", "EUR")  # 1.8426 rounded down
+
+
+def test_a_correction_cannot_bypass_reverse() -> None:
+    """Review: a transfer posted with reverses= through transfer() was not counted, so
+    reverse() then moved the full amount back a second time."""
+    ledger, _ = make()
+    deposit(ledger, "pay", "ana", "100")
+    with pytest.raises(ValidationError, match=r"Ledger\.reverse"):
+        ledger.transfer(TransferRequest("c-manual", "ana", "omnibus", usd("100"), reverses="pay"))
+    ledger.reverse("pay", "c-1")
+    with pytest.raises(AlreadyReversedError):
+        ledger.reverse("pay", "c-2")

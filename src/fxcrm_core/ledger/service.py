@@ -263,6 +263,10 @@ class Ledger:
         first results; the same id with other content is a conflict; a failed id keeps failing.
         ``also`` records further events (a conversion record) in the same atomic append."""
         _check_batch(requests)
+        if any(r.reverses is not None for r in requests):
+            # A correction must count against the original's reversed total: only reverse()
+            # records it there, in the same append.
+            raise ValidationError("a correction of a transfer goes through Ledger.reverse")
         for attempt in range(1 + _RETRIES):
             # The first try reads no stream: it starts from the accounts as this ledger last saw
             # them, and records the transfers expecting their streams empty (version 0); the
