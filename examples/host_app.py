@@ -10,9 +10,16 @@ from typing import Self
 
 import attrs
 
-from fxcrm_core.broker import Broker
+from fxcrm_core.broker import Broker, BrokerOptions
 from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, pii
 from fxcrm_core.kernel import FixedClock, Money, NegativeAmountError, ValidationError
+from fxcrm_core.privacy import MasterKeyring
+
+# A host loads these from its KMS; they must stay the same for the life of the log.
+SECRETS: BrokerOptions = {
+    "keyring": MasterKeyring({"master-1": bytes(range(32))}, "master-1"),
+    "identity_key": b"example deduplication secret, 32+ bytes",
+}
 
 
 @attrs.frozen
@@ -62,7 +69,7 @@ class BonusAccount(Aggregate):
 
 class GrantedPerCampaign:
     name = "granted-per-campaign"
-    event_types = frozenset({"BonusGranted"})
+    event_types = frozenset({"host.BonusGranted"})  # a host's events live under "host."
 
     def __init__(self) -> None:
         self.totals: dict[str, Money] = {}
@@ -88,7 +95,7 @@ EVENTS = (BonusAccountOpened, BonusGranted, BonusUsed)
 def main() -> None:
     path = Path(tempfile.mkdtemp()) / "host.sqlite"
     clock = FixedClock(datetime(2026, 11, 2, 9, tzinfo=UTC))
-    broker = Broker.sqlite(path, clock=clock, events=EVENTS)
+    broker = Broker.sqlite(path, clock=clock, events=EVENTS, **SECRETS)
 
     with broker.unit_of_work("system:signup") as uow:
         account = uow.record(BonusAccount.blank("c-1"), BonusAccountOpened("c-1", "Ana Lima"))
@@ -115,7 +122,7 @@ def main() -> None:
     broker.close()
 
     # A restart: a new Broker on the same file replays to the same state.
-    again = Broker.sqlite(path, clock=clock, events=EVENTS)
+    again = Broker.sqlite(path, clock=clock, events=EVENTS, **SECRETS)
     replayed = again.repository.get(BonusAccount, "c-1")
     assert replayed.available == Money.of("20", "USD"), replayed
     assert view.totals == {"welcome": Money.of("50", "USD")}, view.totals
