@@ -28,7 +28,7 @@ class FloatNotAllowedError(FxCrmError, TypeError):
 
 
 class UnknownCurrencyError(ValidationError):
-    """A currency code that is not an ISO 4217 code known to Babel nor registered by the host."""
+    """A currency code that is not in ISO 4217's list nor registered by the host."""
 
     default_message = "unknown currency code"
 
