@@ -561,3 +561,41 @@ def test_a_full_card_number_for_a_person_only_through_an_audited_reveal(tmp_path
     recorded = broker.store.read_stream(f"pii_reveal-{cid}")
     assert len(recorded) == 1
     assert broker.codec.decode(recorded[0]).metadata.actor == OFFICER.id
+
+
+def test_a_client_who_is_also_an_ib_is_not_erased_while_the_ib_is_owed_money(
+    tmp_path: Path,
+) -> None:
+    """Review of #14: the IB's rebate wallet is owned by the IB's id, so an erasure of the
+    person behind it looked only at the client's own accounts and went through."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from fxcrm_core.commissions.payouts import IbPayoutAccount, RebatesAccrued
+    from fxcrm_core.events import EventMetadata, UnitOfWork
+    from fxcrm_core.privacy import ErasureBlockedError
+
+    broker = open_broker(tmp_path / "broker.sqlite")
+    bo = register(broker, "bo.chen@example.org")
+    admin = Actor.staff("admin-1", "admin")
+    broker.ib_network.register_ib(
+        admin, "ib-bo", None, T0 - timedelta(days=1), own_client_id=bo, reason="signed"
+    )
+    with UnitOfWork(broker.repository, EventMetadata("system:test")) as uow:
+        owed = IbPayoutAccount.blank("ib-bo")
+        uow.record(owed, RebatesAccrued("ib-bo", ((T0.date(), "USD", Decimal("12.5")),)))
+        uow.commit()
+    broker.ledger.open_account("rebate-expense", owner="broker", currency="USD", purpose="expense")
+    broker.ledger.open_account(
+        "ib-wallet:ib-bo:USD", owner="ib-bo", currency="USD", purpose="wallet"
+    )
+    broker.ledger.transfer(
+        TransferRequest("paid-1", "rebate-expense", "ib-wallet:ib-bo:USD", Money.of("750", "USD"))
+    )
+    broker.clients.move(REP, bo, Stage.CLOSED)
+    assert isinstance(broker.clock, FixedClock)
+    broker.clock.set(datetime(2032, 1, 1, tzinfo=UTC))
+    with pytest.raises(ErasureBlockedError) as blocked:
+        broker.erasure.erase(OFFICER, bo, reason="request")
+    assert blocked.value.remaining == ("balance", "rebates owed")
+    assert broker.repository.get(Client, bo).name == "Ana Lima"  # nothing was erased

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from fxcrm_core.accounts import TradingAccount
 from fxcrm_core.clients import Client, IdentityClaim, IdentityClaimed, Stage, StageChanged
+from fxcrm_core.commissions import IbRegistered
+from fxcrm_core.commissions.payouts import IbPayoutAccount
 from fxcrm_core.events import DomainEvent, ProjectionRunner, RecordedEvent, Repository, UnitOfWork
 from fxcrm_core.ledger import Ledger
 from fxcrm_core.ledger.model import AccountOpened
@@ -33,16 +35,21 @@ class _Holdings:
     owner holds and the identity claims each client made."""
 
     name = "erasure-holdings"
-    event_types: frozenset[str] | None = frozenset({"AccountOpened", "IdentityClaimed"})
+    event_types: frozenset[str] | None = frozenset(
+        {"AccountOpened", "IdentityClaimed", "IbRegistered"}
+    )
 
     def __init__(self) -> None:
         self.ledger_accounts: dict[str, list[str]] = {}
         self.claims: dict[str, list[str]] = {}
+        self.ibs: dict[str, list[str]] = {}  # client -> the IBs that are that same person
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
         if isinstance(event, AccountOpened):
             self.ledger_accounts.setdefault(event.owner, []).append(event.account_id)
+        elif isinstance(event, IbRegistered) and event.own_client_id is not None:
+            self.ibs.setdefault(event.own_client_id, []).append(event.ib_id)
         elif isinstance(event, IdentityClaimed):
             digest = recorded.stream_id.removeprefix(f"{IdentityClaim.category}-")
             mine = self.claims.setdefault(event.client_id, [])
@@ -52,6 +59,7 @@ class _Holdings:
     def reset(self) -> None:
         self.ledger_accounts.clear()
         self.claims.clear()
+        self.ibs.clear()
 
 
 class BrokerErasureChecks:
@@ -97,7 +105,15 @@ class BrokerErasureChecks:
 
     def open_positions(self, subject_id: str) -> list[str]:
         remaining: list[str] = []
-        owned = list(self._caught_up().ledger_accounts.get(subject_id, ()))
+        holdings = self._caught_up()
+        # The client's own accounts, and those of an IB that is the same person (its rebate
+        # wallet is owned by the IB's id).
+        ibs = holdings.ibs.get(subject_id, [])
+        owned = [
+            account
+            for owner in (subject_id, *ibs)
+            for account in holdings.ledger_accounts.get(owner, ())
+        ]
         balances = self.ledger.balances(owned).values() if owned else ()
         if any(not b.net_credit.is_zero() for b in balances):
             remaining.append("balance")
@@ -105,7 +121,18 @@ class BrokerErasureChecks:
             remaining.append("hold")
         if any(self._open(account_id) for account_id in self.accounts_of(subject_id)):
             remaining.append("open account")
+        if any(self._rebates_owed(ib_id) for ib_id in ibs):
+            remaining.append("rebates owed")
         return remaining
+
+    def _rebates_owed(self, ib_id: str) -> bool:
+        """Rebates accrued to the IB and not paid yet (pending, carried or held)."""
+        account = self.repository.load(IbPayoutAccount, ib_id)
+        if account is None:
+            return False
+        carried = account.carried is not None and not account.carried.amount.is_zero()
+        pending = any(not s[-1].is_zero() for s in account.pending)
+        return bool(pending or carried or account.held)
 
     def _open(self, account_id: str) -> bool:
         """Open unless its server reports it disabled and empty (the SDK records no closing of

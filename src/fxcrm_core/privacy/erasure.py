@@ -48,7 +48,7 @@ log = logging.getLogger("fxcrm_core.privacy")
 
 class ErasureBlockedError(RetentionHoldError):
     """Erasure refused: the subject still has money or an account with the broker
-    (``remaining`` names what: ``balance``, ``hold``, ``open account``)."""
+    (``remaining`` names what: ``balance``, ``hold``, ``open account``, ``rebates owed``)."""
 
     default_message = "erasure refused: the client still has a balance, a hold or an account"
 
