@@ -453,3 +453,38 @@ def test_two_writers_never_fork_the_chain(tmp_path: Path) -> None:
     with pytest.raises(ConcurrencyError):
         memory.append(first.log.records()[:1])
     broker.close()
+
+
+def test_an_event_slipped_into_a_gap_between_audited_events_is_named() -> None:
+    """A store whose positions have gaps (a PostgreSQL sequence after rolled-back appends): an
+    event put into a gap behind the trail's back is named, not skipped."""
+
+    class Gapped:
+        def __init__(self, inner: EventStore, extra: StoredEvent | None = None) -> None:
+            self.inner, self.extra = inner, extra
+            self.append = inner.append
+            self.stream_version = inner.stream_version
+
+        def _rows(self) -> list[StoredEvent]:
+            rows = [s._replace(position=s.position * 10) for s in self.inner.read_all(limit=10**6)]
+            if self.extra is not None:
+                rows.append(self.extra)
+            return sorted(rows, key=lambda s: s.position)
+
+        def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+            return [s for s in self._rows() if s.position > after_position][:limit]
+
+        def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+            return self.inner.read_stream(stream_id, after_version=after_version)
+
+        def last_position(self) -> int:
+            rows = self._rows()
+            return rows[-1].position if rows else 0
+
+    broker = busy_broker()
+    gapped = Gapped(broker.store)
+    trail = AuditTrail(MemoryAuditLog())
+    trail.catch_up(gapped, broker.codec)
+    assert trail.verify(gapped) is None
+    forged = gapped.read_all()[1]._replace(position=25)  # between the 2nd and 3rd (20, 30)
+    assert trail.verify(Gapped(broker.store, forged)) == AuditFinding(3, "event-unaudited", 25)

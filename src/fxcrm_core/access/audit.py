@@ -104,10 +104,14 @@ class AuditFinding:
     ``edited``, ``deleted``, ``reordered``: the record ``seq`` itself (or, against an anchor, the
     tail from ``seq`` on is gone, or the chain up to ``seq`` was rewritten). ``event-changed``,
     ``event-missing``: the stored event at ``position``, audited by record ``seq``.
+    ``event-unaudited``: an event at ``position``, before record ``seq``'s, that no record
+    covers (slipped into the log behind the trail's back).
     """
 
     seq: int
-    problem: Literal["edited", "deleted", "reordered", "event-changed", "event-missing"]
+    problem: Literal[
+        "edited", "deleted", "reordered", "event-changed", "event-missing", "event-unaudited"
+    ]
     position: int | None = None
 
 
@@ -352,7 +356,7 @@ class AuditTrail:
             if events is not None:
                 problem = events.check(record)
                 if problem is not None:
-                    return AuditFinding(record.seq, problem, record.position)
+                    return AuditFinding(record.seq, problem[0], problem[1])
         return None
 
     def _authentic(self, record: AuditRecord, bound: bool) -> bool:
@@ -373,12 +377,17 @@ class _Events:
         self._it: Iterator[StoredEvent] = iter_all(store, batch=batch)
         self._next: StoredEvent | None = next(self._it, None)
 
-    def check(self, record: AuditRecord) -> Literal["event-changed", "event-missing"] | None:
-        while self._next is not None and self._next.position < record.position:
-            self._next = next(self._it, None)
+    def check(
+        self, record: AuditRecord
+    ) -> tuple[Literal["event-changed", "event-missing", "event-unaudited"], int] | None:
+        if self._next is not None and self._next.position < record.position:
+            # The trail records every event of the log in order: an event between two audited
+            # ones was put there behind the trail's back.
+            return "event-unaudited", self._next.position
         stored = self._next
+        self._next = next(self._it, None) if stored is not None else None
         if stored is None or stored.position != record.position:
-            return "event-missing"
+            return "event-missing", record.position
         if record.event_hash is not None:
             same = hmac.compare_digest(event_digest(stored), record.event_hash)
         else:  # an older record: what it holds of the event must still match
@@ -387,4 +396,4 @@ class _Events:
                 record.action,
                 record.at,
             )
-        return None if same else "event-changed"
+        return None if same else ("event-changed", record.position)
