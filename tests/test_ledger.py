@@ -914,3 +914,17 @@ def test_a_correction_cannot_bypass_reverse() -> None:
     ledger.reverse("pay", "c-1")
     with pytest.raises(AlreadyReversedError):
         ledger.reverse("pay", "c-2")
+
+
+def test_one_leg_of_a_conversion_is_not_reversed_alone() -> None:
+    ledger = fx_ledger()
+    rate = ExchangeRate.of("EUR", "USD", "1.0842", "lp-feed", T0)
+    ledger.convert(
+        "cx-9", source="ana-eur", target="ana", amount=Money.of("10", "EUR"), rate=rate,
+        fx_accounts=("fx-eur", "fx-usd"),
+    )  # fmt: skip
+    before = ledger.repository.store.last_position()
+    for leg in ("cx-9:sell", "cx-9:buy"):
+        with pytest.raises(IllegalTransitionError, match="conversion"):
+            ledger.reverse(leg, f"undo-{leg}")
+    assert ledger.repository.store.last_position() == before

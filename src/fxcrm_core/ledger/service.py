@@ -527,6 +527,10 @@ class Ledger:
         The reversal is recorded on the original transfer's stream in the correction's append,
         so two processes reversing at once conflict there and the loser is refused.
         """
+        head, _, leg = transfer_id.rpartition(":")
+        if leg in ("sell", "buy") and self.repository.load(Conversion, head) is not None:
+            # One leg alone would leave the client holding both currencies.
+            raise IllegalTransitionError("a conversion is undone by a conversion back, not a leg")
         for _ in range(1 + _RETRIES):
             t = self.repository.get(Transfer, transfer_id)
             if t.status not in (TransferStatus.POSTED, TransferStatus.POSTED_FROM_PENDING):
