@@ -598,3 +598,11 @@ def test_a_subprocess_continues_the_server_of_this_process(tmp_path: Path) -> No
     alone.simulate_trading(100)
     alone.simulate_trading(100)
     assert here.deal_feed(limit=100_000) == alone.deal_feed(limit=100_000)
+
+
+@pytest.mark.parametrize("where", ["missing.csv", "."])
+def test_an_export_path_that_cannot_be_read_is_a_typed_error(tmp_path: Path, where: str) -> None:
+    from fxcrm_core.kernel import ValidationError
+
+    with pytest.raises(ValidationError, match="cannot read the MT5 export"):
+        read_mt5_deals(tmp_path / where, server="s", currency="USD", utc_offset=timedelta(0))

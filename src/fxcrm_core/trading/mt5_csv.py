@@ -215,7 +215,16 @@ def read_mt5_deals(
     _check_arguments(source, server, currency, utc_offset, delimiter)
     lines: Iterable[str]
     if isinstance(source, Path | bytes | bytearray):
-        text = _decode(source.read_bytes() if isinstance(source, Path) else bytes(source))
+        if isinstance(source, Path):
+            try:
+                raw = source.read_bytes()
+            except OSError as exc:  # missing, a directory, no permission: the host's to fix
+                raise ValidationError(
+                    f"cannot read the MT5 export file ({type(exc).__name__})"
+                ) from None
+        else:
+            raw = bytes(source)
+        text = _decode(raw)
         if isinstance(text, ImportProblem):
             return ImportResult((), (text,))
         lines = io.StringIO(text.removeprefix("\ufeff"), newline="")
