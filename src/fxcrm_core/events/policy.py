@@ -423,10 +423,3 @@ def _wrapped(what: str, exc: BaseException) -> PolicyError:
     error = PolicyError(f"{what}: {type(exc).__name__}{said}")
     error.__cause__ = exc
     return error
-
-
-def policy_table(
-    table: Iterable[tuple[Sequence[type[DomainEvent] | str], Handler, str]],
-) -> list[Policy]:
-    """Policies from ``(event types, handler, name)`` rows (the broker's table has this shape)."""
-    return [Policy(name, tuple(types), handler) for types, handler, name in table]
