@@ -43,6 +43,7 @@ from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys, StageChanged
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
+    PAYOUT_POLICY,
     ClientAttributed,
     Distribution,
     FixedShares,
@@ -295,7 +296,7 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
     ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),
     ("rebates", (DealsReceived,), lambda b, r, u: b._rebates(r, u)),
-    ("ib-payouts", (RebateEntriesRecorded,), lambda b, r, u: accrue_payouts(r, u)),
+    (PAYOUT_POLICY, (RebateEntriesRecorded,), lambda b, r, u: accrue_payouts(r, u)),
 )
 
 
