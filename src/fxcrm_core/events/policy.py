@@ -20,6 +20,7 @@ import attrs
 from fxcrm_core.events.aggregate import Aggregate
 from fxcrm_core.events.event import DomainEvent, EventMetadata, RecordedEvent
 from fxcrm_core.events.repository import Repository
+from fxcrm_core.events.store import read_types
 from fxcrm_core.events.unit_of_work import UnitOfWork
 from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError, NotFoundError, ValidationError
 
@@ -183,22 +184,15 @@ class PolicyRunner:
     def lag(self) -> dict[str, int]:
         """Per policy: how many events of its types wait after its recorded position."""
         out = {}
-        store = self.repository.store
-        typed = getattr(store, "read_all_of_types", None)
         for name in self._policies:
             position, waiting, types = self._tracker(name).position, 0, self._names[name]
             while True:
-                if typed is not None:
-                    events, position = typed(position, types, self.read_batch)
-                    waiting += len(events)
-                    if len(events) < self.read_batch:
-                        break
-                    continue
-                batch = store.read_all(after_position=position, limit=self.read_batch)
-                if not batch:
+                events, position, done = read_types(
+                    self.repository.store, position, types, self.read_batch
+                )
+                waiting += len(events)
+                if done:
                     break
-                waiting += sum(1 for s in batch if s.event_type in types)
-                position = batch[-1].position
             out[name] = waiting
         return out
 
@@ -283,18 +277,11 @@ class PolicyRunner:
         # A store that can read only some types (optional, see store.py) returns the events of
         # any policy's types and how far it read, so the others are skipped without being
         # fetched; every policy then reads the same rows it would pick from the whole batch.
-        typed = getattr(store, "read_all_of_types", None)
         types = frozenset[str]().union(*(p.types for p in progress))
         while True:
-            if typed is not None:
-                batch, upto = typed(position, types, self.read_batch)
-                if upto <= position:
-                    break
-            else:
-                batch = store.read_all(after_position=position, limit=self.read_batch)
-                if not batch:
-                    break
-                upto = batch[-1].position
+            batch, upto, done = read_types(store, position, types, self.read_batch)
+            if upto <= position:
+                break
             for p in progress:
                 name = p.policy.name
                 if name in failed:
@@ -318,7 +305,7 @@ class PolicyRunner:
                 p.scanned = max(p.scanned, upto)
                 self._scanned[name] = p.scanned
             position = upto
-            if typed is not None and len(batch) < self.read_batch:
+            if done:
                 # Read up to the head as it was. What a handler recorded since is read by the
                 # run's next pass (any recording counts as handled, so there is one).
                 break

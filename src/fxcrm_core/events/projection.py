@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from fxcrm_core.events.codec import EventCodec
 from fxcrm_core.events.event import DomainEvent, RecordedEvent
-from fxcrm_core.events.store import EventStore
+from fxcrm_core.events.store import EventStore, read_types
 
 __all__ = ["Projection", "ProjectionRunner"]
 
@@ -58,28 +58,16 @@ class ProjectionRunner:
             handled = 0
             # A store that can read only some types (optional, see store.py) spares a read
             # model of a few types the rows of all the others; the result is the same.
-            typed = getattr(self.store, "read_all_of_types", None)
-            if wanted is not None and typed is not None:
-                while True:
-                    events, upto = typed(position, wanted, self.batch_size)
-                    for stored in events:
-                        projection.handle(self.codec.decode(stored))
-                        handled += 1
-                    if upto > position:
-                        position = upto
-                        self._positions[id(projection)] = (projection, position)
-                    if len(events) < self.batch_size:  # read up to the head as it was
-                        return handled
             while True:
-                batch = self.store.read_all(after_position=position, limit=self.batch_size)
-                if not batch:
+                events, upto, done = read_types(self.store, position, wanted, self.batch_size)
+                for stored in events:
+                    projection.handle(self.codec.decode(stored))
+                    handled += 1
+                if upto > position:
+                    position = upto
+                    self._positions[id(projection)] = (projection, position)
+                if done:
                     return handled
-                for stored in batch:
-                    if wanted is None or stored.event_type in wanted:
-                        projection.handle(self.codec.decode(stored))
-                        handled += 1
-                position = batch[-1].position
-                self._positions[id(projection)] = (projection, position)
 
     def rebuild(self, projection: Projection) -> int:
         """Forget the read model's rows and position, then replay the whole log into it."""

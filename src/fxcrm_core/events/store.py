@@ -29,6 +29,7 @@ __all__ = [
     "replay_result",
     "check_appends",
     "iter_all",
+    "read_types",
 ]
 
 
@@ -160,6 +161,25 @@ class EventStore(Protocol):
     def last_position(self) -> int:
         """The global position of the newest event (0 if the log is empty)."""
         ...
+
+
+def read_types(
+    store: EventStore, after_position: int, types: frozenset[str] | None, limit: int
+) -> tuple[list[StoredEvent], int, bool]:
+    """One page of the events of ``types`` (None: all) after a position: the events, the
+    position read up to, and whether the read reached the head. A store with the optional
+    ``read_all_of_types`` is asked for those types alone; any other is read whole and filtered
+    (then the head is known reached when a read comes back empty)."""
+    typed = getattr(store, "read_all_of_types", None)
+    if types is not None and typed is not None:
+        events, upto = typed(after_position, types, limit)
+        return events, upto, len(events) < limit
+    batch = store.read_all(after_position=after_position, limit=limit)
+    if not batch:
+        return [], after_position, True
+    if types is not None:
+        return [s for s in batch if s.event_type in types], batch[-1].position, False
+    return batch, batch[-1].position, False
 
 
 def iter_all(
