@@ -15,6 +15,12 @@ process makes that append fail with ConcurrencyError, and nothing is written; th
 reads that change first. Recorded events are put back without checking the tree's rules again
 (they held when the event was recorded), so a depth cap lowered later never makes the log
 unreadable.
+
+Ranks are recorded on the same stream (:class:`IbRankChanged`, by hand through
+:meth:`IbNetworkService.change_rank`; rules such as the loyalty issue's stage the same event
+through :meth:`IbNetworkService.stage` in their own unit of work), so "the rank as of T" is one
+more question of the view, and a rank-based distribution reads recorded ranks
+(:meth:`IbNetworkService.ranks_at`, or ``IbTree.rank`` on the live tree).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor
-from fxcrm_core.commissions.tree import IbTree, check_id, check_time
+from fxcrm_core.commissions.tree import IbTree, check_id, check_rank, check_time
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -44,6 +50,8 @@ __all__ = [
     "ClientAttributed",
     "IbNetwork",
     "IbNetworkService",
+    "IbNetworkEvent",
+    "IbRankChanged",
     "IbRegistered",
     "IbReparented",
     "IbTreeAt",
@@ -51,6 +59,7 @@ __all__ = [
 ]
 
 MANAGE = "ib.manage"
+RANK = "ib.rank"  # changing an IB's rank by hand
 
 
 @attrs.frozen
@@ -83,9 +92,24 @@ class ClientAttributed(DomainEvent):
     effective_at: datetime
 
 
-IB_NETWORK_EVENTS: tuple[type[DomainEvent], ...] = (IbRegistered, IbReparented, ClientAttributed)
+@attrs.frozen
+class IbRankChanged(DomainEvent):
+    """The IB holds ``rank`` from ``effective_at`` on (0 until its first change)."""
 
-IbNetworkEvent = IbRegistered | IbReparented | ClientAttributed
+    ib_id: str
+    rank: int
+    effective_at: datetime
+
+
+IB_NETWORK_EVENTS: tuple[type[DomainEvent], ...] = (
+    IbRegistered,
+    IbReparented,
+    ClientAttributed,
+    IbRankChanged,
+)
+
+IbNetworkEvent = IbRegistered | IbReparented | ClientAttributed | IbRankChanged
+_CHANGES = (IbRegistered, IbReparented, ClientAttributed, IbRankChanged)
 
 
 @attrs.frozen(kw_only=True)
@@ -96,7 +120,7 @@ class IbNetwork(Aggregate):
     category = "ibnetwork"
 
     def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, IbRegistered | IbReparented | ClientAttributed):
+        if isinstance(event, _CHANGES):
             return self
         raise ValidationError(f"IbNetwork cannot apply {type(event).__name__}")
 
@@ -108,6 +132,8 @@ def _replayed(tree: IbTree, event: IbNetworkEvent) -> None:
         )
     elif isinstance(event, IbReparented):
         tree.restore_parent(event.ib_id, event.parent_id, event.effective_at)
+    elif isinstance(event, IbRankChanged):
+        tree.restore_rank(event.ib_id, event.rank, event.effective_at)
     else:
         tree.restore_attribution(event.client_id, event.ib_id, event.effective_at)
 
@@ -144,7 +170,7 @@ class IbTreeView:
         if recorded.version != self.version + 1:
             raise FxCrmError("the IB tree's read model missed a change; rebuild it")
         event = recorded.event
-        if not isinstance(event, IbRegistered | IbReparented | ClientAttributed):
+        if not isinstance(event, _CHANGES):
             raise ValidationError(f"the IB tree cannot take {type(event).__name__}")
         _replayed(self.tree, event)
         change: RecordedEvent[IbNetworkEvent] = RecordedEvent(
@@ -171,12 +197,13 @@ class IbTreeView:
 
 @attrs.frozen
 class IbTreeAt:
-    """The tree as it stood at ``at``: each IB registered by then with its parent, and each
-    client attributed to an IB then (direct clients are left out)."""
+    """The tree as it stood at ``at``: each IB registered by then with its parent, each
+    client attributed to an IB then (direct clients are left out), and each IB's rank then."""
 
     at: datetime
     parents: Mapping[str, str | None]
     clients: Mapping[str, str]
+    ranks: Mapping[str, int] = attrs.field(factory=dict)
 
     def chain(self, ib_id: str) -> list[str]:
         """The IB and its ancestors up to its master."""
@@ -277,13 +304,59 @@ class IbNetworkService:
 
         self._record(actor, reason, check, ClientAttributed(client_id, ib_id, when))
 
-    def _allowed(self, actor: Actor, reason: str, at: datetime) -> datetime:
+    def change_rank(
+        self, actor: Actor, ib_id: str, rank: int, at: datetime, *, reason: str
+    ) -> None:
+        """The IB holds ``rank`` from ``at`` on, set by hand (permission ``ib.rank``). Each
+        IB's rank changes are recorded in time order, none before its registration."""
+        check_id(ib_id, "an IB id")
+        check_rank(rank)
+        when = self._allowed(actor, reason, at, RANK)
+
+        def check(tree: IbTree) -> None:
+            tree.check_rank(ib_id, rank, when)
+
+        self._record(actor, reason, check, IbRankChanged(ib_id, rank, when))
+
+    def stage(self, uow: UnitOfWork, change: IbNetworkEvent) -> None:
+        """Check ``change`` against the tree as the log holds it now and stage it on the
+        network's stream in ``uow``, expecting the version read: the change is committed with
+        whatever else ``uow`` holds, all or nothing, or, if the tree changed meanwhile, not at
+        all (ConcurrencyError). The entry point for changes decided elsewhere: an approved IB
+        application (:mod:`fxcrm_core.commissions.applications`), rank rules of a policy.
+        The actor and reason are ``uow``'s metadata; permissions are the caller's to check.
+        One change per unit of work (a second one raises ConcurrencyError)."""
+        if not isinstance(uow, UnitOfWork):
+            raise ValidationError("a change of the IB tree is staged in a unit of work")
+        if not isinstance(change, _CHANGES):
+            raise ValidationError("that is not a change of the IB tree")
+        with self._lock:
+            self.catch_up()
+            tree = self.view.tree
+            if isinstance(change, IbRegistered):
+                tree.check_add_ib(
+                    change.ib_id,
+                    change.parent_id,
+                    change.effective_at,
+                    own_client_id=change.own_client_id,
+                )
+            elif isinstance(change, IbReparented):
+                tree.check_reparent(change.ib_id, change.parent_id, change.effective_at)
+            elif isinstance(change, IbRankChanged):
+                tree.check_rank(change.ib_id, change.rank, change.effective_at)
+            else:
+                tree.check_attribute(change.client_id, change.ib_id, change.effective_at)
+            uow.record(IbNetwork(id=self.view.network_id, version=self.view.version), change)
+
+    def _allowed(
+        self, actor: Actor, reason: str, at: datetime, permission: str = MANAGE
+    ) -> datetime:
         if not isinstance(actor, Actor):
             raise ValidationError("a change of the IB tree needs an actor")
         when = check_time(at)
         if not isinstance(reason, str) or not reason.strip():
             raise ValidationError("a change of the IB tree needs a reason")
-        self.access.require(actor, MANAGE)
+        self.access.require(actor, permission)
         return when
 
     def _record(
@@ -361,12 +434,37 @@ class IbNetworkService:
             return False
 
     def history(self, ib_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
-        """The IB's registration and re-parentings, oldest first, each with who recorded it,
-        when and why (empty for an IB never registered)."""
+        """The IB's registration, re-parentings and rank changes, oldest first, each with who
+        recorded it, when and why (empty for an IB never registered)."""
         check_id(ib_id, "an IB id")
         with self._lock:
             self.catch_up()
             return self.view.history(ib_id)
+
+    def rank_history(self, ib_id: str) -> list[RecordedEvent[IbRankChanged]]:
+        """The IB's rank changes, oldest first, each with who recorded it, when and why."""
+        return [
+            RecordedEvent(c.stream_id, c.version, c.position, c.recorded_at, c.event, c.metadata)
+            for c in self.history(ib_id)
+            if isinstance(c.event, IbRankChanged)
+        ]
+
+    def rank_of(self, ib_id: str, at: datetime) -> int:
+        """The IB's rank at ``at`` (effective time): 0 before its first rank change;
+        NotFoundError for an IB not registered by then."""
+        check_id(ib_id, "an IB id")
+        when = check_time(at)
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.rank(ib_id, when)
+
+    def ranks_at(self, at: datetime) -> Mapping[str, int]:
+        """Every IB registered by ``at`` with its rank then: what a rank-based distribution
+        (``RankSlices.ranks``) pays a deal made at ``at`` by."""
+        when = check_time(at)
+        with self._lock:
+            self.catch_up()
+            return self.view.tree.ranks(when)
 
     def client_history(self, client_id: str) -> list[RecordedEvent[IbNetworkEvent]]:
         """The client's attributions, oldest first, each with who recorded it, when and why."""
@@ -392,7 +490,8 @@ class IbNetworkService:
                 ib_id = tree.ib_of(client, when)
                 if ib_id is not None:
                     clients[client] = ib_id
-        return IbTreeAt(when, parents, clients)
+            ranks = tree.ranks(when)
+        return IbTreeAt(when, parents, clients, ranks)
 
     def as_recorded(self, at: datetime) -> IbTree:
         """The tree as the log held it at ``at`` (recording time): the changes recorded by

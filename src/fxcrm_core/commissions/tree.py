@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import Generic, TypeVar
 
 import attrs
 
 from fxcrm_core.kernel.errors import FxCrmError, NotFoundError, ValidationError
 from fxcrm_core.kernel.time import to_utc
 
-__all__ = ["IbTree", "TreeError", "check_id", "check_time"]
+__all__ = ["MAX_RANK", "IbTree", "TreeError", "check_id", "check_rank", "check_time"]
+
+MAX_RANK = 1000  # ranks are small whole numbers: 0 (none) up to this
 
 
 class TreeError(FxCrmError, ValueError):
@@ -41,24 +44,34 @@ def check_time(value: object, what: str = "at") -> datetime:
         raise ValidationError(f"{what}: out of the range of UTC datetimes") from None
 
 
+V = TypeVar("V")
+
+
+def check_rank(value: object) -> int:
+    """``value`` if it is a whole number from 0 to :data:`MAX_RANK`, else ValidationError."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RANK:
+        raise ValidationError(f"a rank is a whole number from 0 to {MAX_RANK}")
+    return value
+
+
 @attrs.define
-class _Timeline:
+class _Timeline(Generic[V]):
     """Values of one key over time: (since, value) pairs in time order."""
 
     since: list[datetime] = attrs.field(factory=list)
-    values: list[str | None] = attrs.field(factory=list)
+    values: list[V] = attrs.field(factory=list)
 
-    def at(self, when: datetime) -> str | None:
+    def at(self, when: datetime) -> V:
         return self.span(when)[0]
 
-    def span(self, when: datetime) -> tuple[str | None, datetime, datetime | None]:
+    def span(self, when: datetime) -> tuple[V, datetime, datetime | None]:
         """The value at ``when`` and the span it holds over: from, until (None: still holds)."""
         i = bisect.bisect_right(self.since, when)
         if i == 0:
             raise NotFoundError("not yet known at that time")
         return self.values[i - 1], self.since[i - 1], self.since[i] if i < len(self.since) else None
 
-    def set(self, when: datetime, value: str | None) -> None:
+    def set(self, when: datetime, value: V) -> None:
         if self.since and when < self.since[-1]:
             raise ValidationError("changes are recorded in time order")
         self.since.append(when)
@@ -86,8 +99,9 @@ class IbTree:
         if max_depth < 1:
             raise ValidationError("the depth cap is at least 1")
         self.max_depth = max_depth
-        self._parents: dict[str, _Timeline] = {}
-        self._attribution: dict[str, _Timeline] = {}
+        self._parents: dict[str, _Timeline[str | None]] = {}
+        self._attribution: dict[str, _Timeline[str | None]] = {}
+        self._ranks: dict[str, _Timeline[int]] = {}
         self._own_client: dict[str, str] = {}
         self._last_move: datetime | None = None  # the latest effective time of any parent
         # Each IB's chain as last worked out, with the span of time it holds over (a deal
@@ -184,7 +198,7 @@ class IbTree:
         if ib_id in self._parents:
             raise TreeError("that IB already exists")
         when = to_utc(at, "at")
-        timeline = _Timeline()
+        timeline: _Timeline[str | None] = _Timeline()
         timeline.set(when, parent_id)
         self._parents[ib_id] = timeline
         if own_client_id is not None:
@@ -209,6 +223,49 @@ class IbTree:
         """Put back a client's attribution recorded earlier (see :meth:`restore_ib`)."""
         self._attribution.setdefault(client_id, _Timeline()).set(to_utc(at, "at"), ib_id)
 
+    # -- ranks ----------------------------------------------------------------------------------
+    def set_rank(self, ib_id: str, rank: int, at: datetime) -> None:
+        """The IB holds ``rank`` from ``at`` on (an IB's rank is 0 until a change says else)."""
+        when = check_time(at)
+        self.check_rank(ib_id, rank, when)
+        self.restore_rank(ib_id, rank, when)
+
+    def check_rank(self, ib_id: str, rank: int, at: datetime) -> None:
+        """Raise what :meth:`set_rank` would raise; change nothing."""
+        when = check_time(at)
+        check_rank(rank)
+        registered = self._parents.get(check_id(ib_id, "an IB id"))
+        if registered is None:
+            raise NotFoundError("no such IB")
+        if when < registered.since[0]:
+            raise NotFoundError("that IB is not registered yet at that time")
+        timeline = self._ranks.get(ib_id)
+        if timeline is not None and when < timeline.since[-1]:
+            raise ValidationError("changes are recorded in time order")
+
+    def restore_rank(self, ib_id: str, rank: int, at: datetime) -> None:
+        """Put back a rank change recorded earlier (see :meth:`restore_ib`)."""
+        if ib_id not in self._parents:
+            raise NotFoundError("no such IB")
+        self._ranks.setdefault(ib_id, _Timeline()).set(to_utc(at, "at"), rank)
+
+    def rank(self, ib_id: str, at: datetime) -> int:
+        """The IB's rank at ``at``: 0 before its first rank change; NotFoundError for an IB
+        unknown or not registered yet then."""
+        when = to_utc(at, "at")
+        registered = self._parents.get(ib_id)
+        if registered is None or when < registered.since[0]:
+            raise NotFoundError("no such IB at that time")
+        timeline = self._ranks.get(ib_id)
+        if timeline is None or when < timeline.since[0]:
+            return 0
+        return timeline.at(when)
+
+    def ranks(self, at: datetime) -> dict[str, int]:
+        """Every IB registered by ``at`` with its rank then (0 where none was set)."""
+        when = to_utc(at, "at")
+        return {ib: self.rank(ib, when) for ib, t in self._parents.items() if t.since[0] <= when}
+
     def copy(self) -> IbTree:
         """An independent tree with the same history (changing one leaves the other as is)."""
         other = IbTree(max_depth=self.max_depth)
@@ -216,6 +273,7 @@ class IbTree:
         other._attribution = {
             k: _Timeline(t.since[:], t.values[:]) for k, t in self._attribution.items()
         }
+        other._ranks = {k: _Timeline(t.since[:], t.values[:]) for k, t in self._ranks.items()}
         other._own_client = dict(self._own_client)
         other._last_move = self._last_move
         other._chains = dict(self._chains)
