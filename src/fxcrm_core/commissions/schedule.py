@@ -1,18 +1,33 @@
 """Rebate schedules: effective-dated versions of rules, resolved per deal from the most specific
 to the most general (symbol → symbol alias → symbol group → account group → default), turned
-into an unrounded pool for the deal, within the broker's revenue on it unless allowed. A version
-may also pay a CPA on a client's qualified first deposit and cap what an IB earns per period."""
+into an unrounded pool for the deal by the rule's plan (:mod:`~fxcrm_core.commissions.plans`),
+within the revenue the version names. A version may also pay a CPA on a client's qualified
+first deposit and cap what an IB earns per period."""
 
 from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 import attrs
 
+from fxcrm_core.commissions.plans import (
+    COMMISSION,
+    MARKUP,
+    CommissionShare,
+    Cpa,
+    PerLot,
+    Pips,
+    Plan,
+    ProfitShare,
+    SpreadShare,
+    plan_kinds,
+)
+from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import to_utc
@@ -20,18 +35,24 @@ from fxcrm_core.trading import Deal, DealEntry
 
 __all__ = [
     "CapPeriod",
+    "Ceiling",
     "PeriodCap",
     "PlanKind",
     "RebateLine",
+    "Revenue",
     "Rule",
     "Schedule",
     "ScheduleBook",
     "Trigger",
+    "UnfundedPlanError",
     "base_symbol",
 ]
 
 
-class PlanKind(enum.Enum):
+class PlanKind(enum.StrEnum):
+    """The built-in plan kinds' names, for the short spelling ``Rule(PlanKind.PER_LOT, amount)``
+    (a convenience over the plan classes of :mod:`~fxcrm_core.commissions.plans`)."""
+
     PER_LOT = "per_lot"  # an amount a lot
     COMMISSION_SHARE = "commission_share"  # a share of the broker's commission on the deal
     SPREAD_SHARE = "spread_share"  # spread mark-up a lot x lots x share
@@ -46,35 +67,190 @@ class Trigger(enum.Enum):
     BOTH = "both"
 
 
-@attrs.frozen
+class UnfundedPlanError(ValidationError):
+    """A schedule holds a plan its revenue ceiling cannot pay from (a spread share against the
+    commission alone, say): count the markup too, or set no ceiling."""
+
+    default_message = "a plan cannot be paid from the schedule's revenue"
+
+
+def _legacy_plan(
+    kind: PlanKind,
+    amount: Money | None,
+    share: object,
+    pips: object,
+    min_deposit: Money | None,
+    min_lots: object,
+) -> Plan:
+    """The plan the short spelling stands for."""
+    share = Decimal(1) if share is None else share
+    if kind is not PlanKind.CPA and (min_deposit is not None or min_lots is not None):
+        raise ValidationError("a minimum deposit or of lots belongs to a CPA rule")
+    if kind in (PlanKind.PER_LOT, PlanKind.SPREAD_SHARE, PlanKind.PIPS, PlanKind.CPA):
+        if amount is None:
+            raise ValidationError(f"a {kind.value} rule needs an amount")
+        if not isinstance(amount, Money):
+            raise ValidationError(f"a {kind.value} rule's amount is Money")
+    if kind is PlanKind.PER_LOT:
+        return PerLot(cast(Money, amount))
+    if kind is PlanKind.COMMISSION_SHARE:
+        return CommissionShare(cast(Decimal, share))
+    if kind is PlanKind.SPREAD_SHARE:
+        return SpreadShare(cast(Money, amount), cast(Decimal, share))
+    if kind is PlanKind.PIPS:
+        money = cast(Money, amount)
+        return Pips(cast(Decimal, pips if pips is not None else 0), money.amount, money.currency)
+    if kind is PlanKind.PROFIT_SHARE:
+        return ProfitShare(cast(Decimal, share))
+    if min_deposit is None:
+        raise ValidationError("a CPA rule needs a minimum first deposit")
+    return Cpa(cast(Money, amount), min_deposit, cast(Decimal, min_lots or 0))
+
+
+def _trigger(value: object) -> Trigger:
+    if not isinstance(value, Trigger):
+        raise ValidationError("a rule's trigger is a Trigger")
+    return value
+
+
+@attrs.frozen(init=False)
 class Rule:
-    kind: PlanKind
-    amount: Money | None = None  # PER_LOT: a lot; SPREAD_SHARE: mark-up a lot; PIPS: pip value
-    share: Decimal = Decimal(1)  # COMMISSION/SPREAD/PROFIT shares
-    pips: Decimal = Decimal(0)
+    """A plan and when it pays: on opening or closing deals (``trigger``), at most
+    ``cap_per_deal`` a deal, only for positions held ``min_hold`` or longer (a closing deal whose
+    opening is not known yet waits).
+
+    ``Rule(PerLot(usd(2)))`` names the plan class; ``Rule(PlanKind.PER_LOT, usd(2))``,
+    ``Rule(PlanKind.COMMISSION_SHARE, share=...)`` and ``Rule(PlanKind.CPA, amount,
+    min_deposit=..., min_lots=...)`` are the short spellings of the built-in kinds.
+    """
+
+    plan: Plan
     trigger: Trigger = Trigger.CLOSE
     cap_per_deal: Money | None = None
-    # A closing deal earns only if its position was held at least this long; until the
-    # position's opening deal is known, the closing deal's rebate waits.
     min_hold: timedelta | None = None
-    min_deposit: Money | None = None  # CPA: the first deposit must be at least this
-    min_lots: Decimal = Decimal(0)  # CPA: and the client must have traded this many lots
+
+    def __init__(
+        self,
+        plan: Plan | PlanKind,
+        amount: Money | None = None,
+        *,
+        share: Decimal | None = None,
+        pips: Decimal | None = None,
+        trigger: Trigger = Trigger.CLOSE,
+        cap_per_deal: Money | None = None,
+        min_hold: timedelta | None = None,
+        min_deposit: Money | None = None,
+        min_lots: Decimal | None = None,
+    ) -> None:
+        if isinstance(plan, PlanKind):
+            plan = _legacy_plan(plan, amount, share, pips, min_deposit, min_lots)
+        elif not _is_plan(plan):
+            raise ValidationError("a rule's plan is a registered plan kind (or a PlanKind)")
+        elif any(v is not None for v in (amount, share, pips, min_deposit, min_lots)):
+            raise ValidationError("a plan object holds its own amounts: pass them to the plan")
+        if cap_per_deal is not None and (
+            not isinstance(cap_per_deal, Money) or cap_per_deal.is_negative()
+        ):
+            raise ValidationError("a cap per deal is Money, not negative")
+        if min_hold is not None:
+            if not isinstance(min_hold, timedelta) or min_hold <= timedelta(0):
+                raise ValidationError("a minimum holding time is positive")
+            if _trigger(trigger) is not Trigger.CLOSE or plan.per_client:
+                raise ValidationError("a minimum holding time applies to rules paid on close")
+        self.__attrs_init__(plan, _trigger(trigger), cap_per_deal, min_hold)
+
+    @property
+    def kind(self) -> str:
+        """The plan's registered kind name (equal to a :class:`PlanKind` for built-in kinds)."""
+        return self.plan.kind
+
+    @property
+    def amount(self) -> Money | None:
+        """The plan's ``amount`` (per lot, a CPA's), if it has one."""
+        value = getattr(self.plan, "amount", None)
+        return value if isinstance(value, Money) else None
+
+    @property
+    def min_deposit(self) -> Money | None:
+        """A CPA's minimum first deposit (None for other plans)."""
+        value = getattr(self.plan, "min_deposit", None)
+        return value if isinstance(value, Money) else None
+
+    @property
+    def min_lots(self) -> Decimal:
+        """A CPA's minimum of lots traded (0 for other plans)."""
+        value = getattr(self.plan, "min_lots", None)
+        return value if isinstance(value, Decimal) else _NONE
+
+
+def _is_plan(value: object) -> bool:
+    return plan_kinds().get(getattr(value, "kind", None) or "") is type(value)
+
+
+class Ceiling(enum.Enum):
+    """What a schedule's pools may not exceed, per deal."""
+
+    COMMISSION = "commission"  # the deal's commission
+    COMMISSION_AND_MARKUP = "commission_and_markup"  # the commission plus the spread markup
+    NONE = "none"  # no ceiling
+
+
+def _markups(value: object) -> dict[str, Money]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("a markup table maps symbols to Money a lot")
+    out = {}
+    for symbol, markup in value.items():
+        _name(symbol, "a symbol")
+        if not isinstance(markup, Money) or markup.is_negative():
+            raise ValidationError("a markup a lot is Money, not negative")
+        out[symbol] = markup
+    return out
+
+
+@attrs.frozen
+class Revenue:
+    """What a schedule's ceiling compares a deal's pool with: the deal's commission
+    (:meth:`commission`), the commission plus the spread markup (:meth:`commission_and_markup`:
+    ``markups[symbol]`` a lot counted, else the deal's own ``markup``), or nothing
+    (:meth:`uncapped`)."""
+
+    ceiling: Ceiling = Ceiling.COMMISSION
+    markups: Mapping[str, Money] = attrs.field(factory=dict, converter=_markups)
 
     def __attrs_post_init__(self) -> None:
-        if not 0 <= self.share <= 1:
-            raise ValidationError("a share is between 0% and 100%")
-        needs_amount = (PlanKind.PER_LOT, PlanKind.SPREAD_SHARE, PlanKind.PIPS, PlanKind.CPA)
-        if self.kind in needs_amount and self.amount is None:
-            raise ValidationError(f"a {self.kind.value} rule needs an amount")
-        if self.kind is PlanKind.CPA and self.min_deposit is None:
-            raise ValidationError("a CPA rule needs a minimum first deposit")
-        if self.min_lots < 0:
-            raise ValidationError("a minimum of lots is not negative")
-        if self.min_hold is not None:
-            if self.min_hold <= timedelta(0):
-                raise ValidationError("a minimum holding time is positive")
-            if self.trigger is not Trigger.CLOSE or self.kind is PlanKind.CPA:
-                raise ValidationError("a minimum holding time applies to rules paid on close")
+        if not isinstance(self.ceiling, Ceiling):
+            raise ValidationError("a revenue's ceiling is a Ceiling")
+        if self.markups and self.ceiling is not Ceiling.COMMISSION_AND_MARKUP:
+            raise ValidationError("a markup table belongs to a commission-and-markup revenue")
+
+    @classmethod
+    def commission(cls) -> Revenue:
+        return cls(Ceiling.COMMISSION)
+
+    @classmethod
+    def commission_and_markup(cls, markups: Mapping[str, Money] | None = None) -> Revenue:
+        return cls(Ceiling.COMMISSION_AND_MARKUP, markups or {})
+
+    @classmethod
+    def uncapped(cls) -> Revenue:
+        return cls(Ceiling.NONE)
+
+    @property
+    def sources(self) -> frozenset[str]:
+        """The revenue sources counted (empty: no ceiling)."""
+        if self.ceiling is Ceiling.COMMISSION:
+            return frozenset((COMMISSION,))
+        if self.ceiling is Ceiling.COMMISSION_AND_MARKUP:
+            return frozenset((COMMISSION, MARKUP))
+        return frozenset()
+
+    def markup_for(self, symbol: str) -> Money | None:
+        """The markup a lot of ``symbol`` (or of the symbol it is an alias of), if listed."""
+        found = self.markups.get(symbol)
+        if found is None:
+            base = base_symbol(symbol, list(self.markups))
+            found = self.markups.get(base) if base is not None else None
+        return found
 
 
 class CapPeriod(enum.Enum):
@@ -107,8 +283,10 @@ class PeriodCap:
     period: CapPeriod = CapPeriod.MONTH
 
     def __attrs_post_init__(self) -> None:
-        if self.amount.is_negative():
-            raise ValidationError("a cap is not negative")
+        if not isinstance(self.amount, Money) or self.amount.is_negative():
+            raise ValidationError("a cap is Money, not negative")
+        if not isinstance(self.period, CapPeriod):
+            raise ValidationError("a cap's period is a CapPeriod")
 
 
 def base_symbol(symbol: str, known: Sequence[str]) -> str | None:
@@ -131,48 +309,203 @@ class RebateLine:
     explanation: str
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValidationError("a schedule's effective_from is an aware datetime")
     return to_utc(value, "effective_from")
+
+
+_MAX_NAME = 200
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAME or not value.isprintable():
+        raise ValidationError(f"{what} is a non-empty printable name of at most {_MAX_NAME}")
+    return value
+
+
+def _schedule_id(value: object) -> str:
+    return _name(value, "a schedule id")
+
+
+def _version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+        raise ValidationError("a schedule version is a whole number from 1")
+    return value
+
+
+def _currency(value: object) -> Currency:
+    if not isinstance(value, Currency | str):
+        raise ValidationError("a schedule's currency is a Currency or an ISO code")
+    return Currency.of(value)
+
+
+def _rules_by(value: object, what: str) -> dict[str, Rule]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"a schedule's {what} maps names to rules")
+    for key, rule in value.items():
+        _name(key, f"a key of {what}")
+        if not isinstance(rule, Rule):
+            raise ValidationError(f"a schedule's {what} maps names to Rule objects")
+    return dict(value)
+
+
+def _by_symbol(value: object) -> dict[str, Rule]:
+    return _rules_by(value, "by_symbol")
+
+
+def _by_symbol_group(value: object) -> dict[str, Rule]:
+    return _rules_by(value, "by_symbol_group")
+
+
+def _by_account_group(value: object) -> dict[str, Rule]:
+    return _rules_by(value, "by_account_group")
+
+
+def _symbol_groups(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("symbol groups map symbols to group names")
+    for symbol, group in value.items():
+        _name(symbol, "a symbol")
+        _name(group, "a symbol group")
+    return dict(value)
+
+
+_MAX_MODIFIER = Decimal(1000)
+
+
+def _modifiers(value: object) -> dict[str, Decimal]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("lot modifiers map account groups to factors")
+    out = {}
+    for group, factor in value.items():
+        _name(group, "an account group")
+        number = to_decimal(factor, "a lot modifier")
+        if not 0 < number <= _MAX_MODIFIER:
+            raise ValidationError("a lot modifier is above 0 and at most 1000")
+        out[group] = number
+    return out
+
+
+def _optional_rule(value: object) -> Rule | None:
+    if value is not None and not isinstance(value, Rule):
+        raise ValidationError("a schedule's default and CPA are Rule objects (or None)")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError("allow_above_revenue is True or False")
+    return value
+
+
+#: A rule resolved for a (symbol, account group) and what line() needs of it, bound once:
+#: the rule, its level, the note's head, the plan's pool and note methods (None: no note),
+#: the trigger, the minimum holding time, the cap a deal, the markup a lot the ceiling counts.
+_Bound = tuple[
+    Rule,
+    str,
+    str,
+    Callable[[Deal, Decimal, Currency], UnroundedMoney],
+    Callable[[Deal], str] | None,
+    Trigger,
+    timedelta | None,
+    Money | None,
+    Money | None,
+]
 
 
 @attrs.frozen
 class Schedule:
-    """One version of a schedule, in force from ``effective_from``."""
+    """One version of a schedule, in force from ``effective_from``.
 
-    schedule_id: str
-    version: int
+    ``revenue`` says what a deal's pool may not exceed (:class:`Revenue`; the commission by
+    default). ``allow_above_revenue=True`` is the older spelling of ``Revenue.uncapped()``
+    (deprecated: kept so existing code reads the same). A plan that the revenue cannot pay
+    from (a spread share against the commission alone) is refused with
+    :class:`UnfundedPlanError`.
+    """
+
+    schedule_id: str = attrs.field(converter=_schedule_id)
+    version: int = attrs.field(converter=_version)
     effective_from: datetime = attrs.field(converter=_utc)
-    currency: Currency
-    by_symbol: Mapping[str, Rule] = attrs.field(factory=dict)
-    symbol_groups: Mapping[str, str] = attrs.field(factory=dict)  # symbol -> group name
-    by_symbol_group: Mapping[str, Rule] = attrs.field(factory=dict)
-    by_account_group: Mapping[str, Rule] = attrs.field(factory=dict)
-    default: Rule | None = None
-    lot_modifiers: Mapping[str, Decimal] = attrs.field(factory=dict)  # account group -> factor
-    allow_above_revenue: bool = False
-    cpa: Rule | None = None  # a PlanKind.CPA rule
+    currency: Currency = attrs.field(converter=_currency)
+    by_symbol: Mapping[str, Rule] = attrs.field(factory=dict, converter=_by_symbol)
+    symbol_groups: Mapping[str, str] = attrs.field(  # symbol -> group name
+        factory=dict, converter=_symbol_groups
+    )
+    by_symbol_group: Mapping[str, Rule] = attrs.field(factory=dict, converter=_by_symbol_group)
+    by_account_group: Mapping[str, Rule] = attrs.field(factory=dict, converter=_by_account_group)
+    default: Rule | None = attrs.field(default=None, converter=_optional_rule)
+    lot_modifiers: Mapping[str, Decimal] = attrs.field(  # account group -> factor
+        factory=dict, converter=_modifiers
+    )
+    allow_above_revenue: bool = attrs.field(default=False, converter=_flag)
+    cpa: Rule | None = attrs.field(default=None, converter=_optional_rule)  # a CPA plan's rule
     period_cap: PeriodCap | None = None
+    revenue: Revenue = attrs.field(default=None)  # None: from allow_above_revenue
     _resolved: dict[tuple[str, str], tuple[Rule, str] | None] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
-    _heads: dict[str, str] = attrs.field(  # a level's note opening, by level (one rule each)
+    _bound: dict[tuple[str, str], _Bound | None] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
     #: Whether any rule pays on opening deals (else opening deals earn nothing by themselves).
     pays_on_open: bool = attrs.field(default=False, init=False, eq=False, repr=False)
+    _ceiling: Ceiling = attrs.field(default=Ceiling.COMMISSION, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.cpa is not None and self.cpa.kind is not PlanKind.CPA:
+        revenue = self.revenue
+        if revenue is None:
+            revenue = Revenue.uncapped() if self.allow_above_revenue else Revenue.commission()
+        elif not isinstance(revenue, Revenue):
+            raise ValidationError("a schedule's revenue is a Revenue")
+        elif self.allow_above_revenue and revenue.ceiling is not Ceiling.NONE:
+            raise ValidationError("allow_above_revenue=True contradicts a revenue with a ceiling")
+        object.__setattr__(self, "revenue", revenue)
+        object.__setattr__(self, "_ceiling", revenue.ceiling)
+        object.__setattr__(self, "allow_above_revenue", revenue.ceiling is Ceiling.NONE)
+        if self.period_cap is not None and not isinstance(self.period_cap, PeriodCap):
+            raise ValidationError("a schedule's period cap is a PeriodCap")
+        if self.cpa is not None and not self.cpa.plan.per_client:
             raise ValidationError("a schedule's CPA rule is of kind CPA")
-        if any(r.kind is PlanKind.CPA for r in self._rules()):
+        if any(r.plan.per_client for r in self._rules()):
             raise ValidationError("a CPA is paid per client, not per deal: use Schedule.cpa")
+        sources = revenue.sources
+        for rule in self._rules():
+            self._check_currency(rule)
+            if sources and not rule.plan.funded_by & sources:
+                raise UnfundedPlanError(
+                    f"a {rule.kind} plan cannot be paid from the {revenue.ceiling.value} "
+                    "revenue: count the spread markup (Revenue.commission_and_markup) or set no "
+                    "ceiling (Revenue.uncapped())"
+                )
+        for money in (*revenue.markups.values(), *_cap_amount(self.period_cap)):
+            if money.currency != self.currency:
+                raise ValidationError("a schedule's amounts are in its currency")
+        cpa_amount = self.cpa.amount if self.cpa is not None else None
+        if cpa_amount is not None and cpa_amount.currency != self.currency:
+            raise ValidationError("a schedule's amounts are in its currency")
         on_open = any(r.trigger is not Trigger.CLOSE for r in self._rules())
         object.__setattr__(self, "pays_on_open", on_open)
+
+    def _check_currency(self, rule: Rule) -> None:
+        plan_fields = attrs.fields(cast(Any, type(rule.plan)))
+        values = [getattr(rule.plan, f.name) for f in plan_fields]
+        values.append(rule.cap_per_deal)
+        for value in values:
+            code = value.currency if isinstance(value, Money) else value
+            if isinstance(code, Currency) and code != self.currency:
+                raise ValidationError("a schedule's amounts are in its currency")
 
     def _rules(self) -> list[Rule]:
         default = [self.default] if self.default else []
         return [*self.by_symbol.values(), *self.by_symbol_group.values(),
                 *self.by_account_group.values(), *default]  # fmt: skip
+
+    def rules(self) -> list[Rule]:
+        """Every per-deal rule of the version (by symbol, symbol group, account group, default)."""
+        return self._rules()
 
     @property
     def needs_history(self) -> bool:
@@ -209,45 +542,92 @@ class Schedule:
             return self.default, "default"
         return None
 
+    def _bind(self, symbol: str, account_group: str) -> _Bound | None:
+        found = self.resolve(symbol, account_group)
+        if found is None:
+            return None
+        rule, level = found
+        plan = rule.plan
+        markup = None
+        if self.revenue.ceiling is _AND_MARKUP:
+            markup = self.revenue.markup_for(symbol)
+        return (rule, level, f"{level}: {rule.kind}, ", plan.pool,
+                plan.note if plan.explains else None, rule.trigger, rule.min_hold,
+                rule.cap_per_deal, markup)  # fmt: skip
+
     def line(
         self, deal: Deal, account_group: str, *, held: timedelta | None = None
     ) -> RebateLine | None:
         """The pool this deal earns, or None (no rule, not a trade, wrong trigger, nothing due,
-        held shorter than the rule's minimum). ``held``: how long the position was open."""
+        held shorter than the rule's minimum). ``held``: how long the position was open.
+
+        An explanation that states an amount for the pool (a cap, the revenue ceiling) states
+        the pool itself."""
         if not deal.action.is_trade:
             return None
-        found = self.resolve(deal.symbol, account_group)
-        if found is None:
+        key = (deal.symbol, account_group)
+        try:
+            bound = self._bound[key]
+        except KeyError:
+            bound = self._bound[key] = self._bind(deal.symbol, account_group)
+        if bound is None:
             return None
-        rule, level = found
-        head = self._heads.get(level)
-        if head is None:
-            head = self._heads[level] = f"{level}: {rule.kind.value}, "
-        raw_lots = counted_lots(deal, rule.trigger)
+        _, level, head, pool_of, note_of, trigger, min_hold, cap, markup = bound
+        raw_lots = counted_lots(deal, trigger)
         if raw_lots == 0:
             return None
         held_note = ""
-        if rule.min_hold is not None and deal.entry.closes:
-            if held is None or held < rule.min_hold:
+        if min_hold is not None and deal.entry.closes:
+            if held is None or held < min_hold:
                 return None
-            held_note = f", held {held} (minimum {rule.min_hold})"
+            held_note = f", held {held} (minimum {min_hold})"
         modifier = self.lot_modifiers.get(account_group, _ONE)
         lots = raw_lots * modifier
-        pool = _pool(rule, deal, lots, self.currency)
+        currency = self.currency
+        pool = pool_of(deal, lots, currency)
         # ({d!s}: a plain {d} formats a Decimal four times slower.)
         note = f"{head}{raw_lots!s} lots x {modifier!s} = {lots!s} lots{held_note}"
-        if rule.cap_per_deal is not None and pool.amount > rule.cap_per_deal.amount:
-            pool, note = rule.cap_per_deal.to_unrounded(), f"{note}, capped at {rule.cap_per_deal}"
+        if note_of is not None:
+            note += note_of(deal)
+        if cap is not None and pool.amount > cap.amount:
+            pool, note = cap.to_unrounded(), f"{note}, capped at {cap}"
+        ceiling = self._ceiling
+        if ceiling is _NO_CEILING:
+            return RebateLine(pool, lots, level, note)
         commission = deal.commission
-        if (
-            not self.allow_above_revenue
-            and (commission.currency is self.currency or commission.currency == self.currency)
-            and pool.amount > commission.amount.copy_abs()
-        ):
-            revenue = abs(commission)
-            pool = revenue.to_unrounded()
-            note = f"{note}, limited to the broker's revenue {revenue}"
+        if not (commission.currency is currency or commission.currency == currency):
+            return RebateLine(pool, lots, level, note)  # a revenue in another currency: no rate
+        revenue = commission.amount.copy_abs()
+        if ceiling is _AND_MARKUP:
+            earned = _markup(deal, markup, raw_lots, currency)
+            if pool.amount > revenue + earned:
+                total = UnroundedMoney(revenue + earned, currency)
+                note = (
+                    f"{note}, limited to the broker's revenue {total.amount!s} {currency.code} "
+                    f"(commission {revenue!s} + markup {earned!s})"
+                )
+                return RebateLine(total, lots, level, note)
+            return RebateLine(pool, lots, level, note)
+        if pool.amount > revenue:
+            limited = abs(commission)
+            pool = limited.to_unrounded()
+            note = f"{note}, limited to the broker's revenue {limited}"
         return RebateLine(pool, lots, level, note)
+
+
+def _markup(deal: Deal, per_lot: Money | None, lots: Decimal, currency: Currency) -> Decimal:
+    """The spread markup the broker earned on the deal: the table's rate a lot, else the
+    deal's own markup (in the schedule's currency), else nothing."""
+    if per_lot is not None:
+        return per_lot.amount * lots
+    own = deal.markup
+    if own is not None and own.currency == currency:
+        return own.amount.copy_abs()
+    return _NONE
+
+
+def _cap_amount(cap: PeriodCap | None) -> tuple[Money, ...]:
+    return () if cap is None else (cap.amount,)
 
 
 def lots_opened_closed(deal: Deal) -> tuple[Decimal, Decimal]:
@@ -275,35 +655,10 @@ def counted_lots(deal: Deal, trigger: Trigger) -> Decimal:
     return opened + closed
 
 
-def _pool(rule: Rule, deal: Deal, lots: Decimal, currency: Currency) -> UnroundedMoney:
-    kind = rule.kind
-    if kind is _PER_LOT:
-        assert rule.amount is not None
-        return rule.amount * lots
-    if kind is _COMMISSION_SHARE:
-        return abs(deal.commission) * rule.share
-    if kind is _SPREAD_SHARE:
-        assert rule.amount is not None
-        return rule.amount * (lots * rule.share)
-    if kind is _PIPS:
-        assert rule.amount is not None
-        return rule.amount * (rule.pips * lots)
-    if kind is _PROFIT_SHARE:
-        if deal.profit.is_positive():
-            return deal.profit * rule.share
-        return UnroundedMoney.zero(currency)
-    if kind is _CPA:
-        return UnroundedMoney.zero(currency)  # paid per client by the engine, not per deal
-    raise ValidationError("unknown plan kind")
-
-
-# Members bound once for the per-deal paths: on Python 3.11 ``PlanKind.PER_LOT`` goes through
+# Members bound once for the per-deal paths: on Python 3.11 ``Trigger.OPEN`` goes through
 # the enum metaclass's __getattr__ hook (about 200 ns a lookup).
-_PER_LOT, _COMMISSION_SHARE, _SPREAD_SHARE, _PIPS, _PROFIT_SHARE, _CPA = (
-    PlanKind.PER_LOT, PlanKind.COMMISSION_SHARE, PlanKind.SPREAD_SHARE, PlanKind.PIPS,
-    PlanKind.PROFIT_SHARE, PlanKind.CPA,
-)  # fmt: skip
 _OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
+_NO_CEILING, _AND_MARKUP = Ceiling.NONE, Ceiling.COMMISSION_AND_MARKUP
 _IN, _INOUT = DealEntry.IN, DealEntry.INOUT
 
 

@@ -189,6 +189,18 @@ def _price(record: Mapping[str, object]) -> Decimal:
     return price
 
 
+def _spread(record: Mapping[str, object]) -> Decimal | None:
+    if "MarketAsk" not in record or "MarketBid" not in record:
+        return None
+    ask = to_decimal(record["MarketAsk"], "MarketAsk")
+    bid = to_decimal(record["MarketBid"], "MarketBid")
+    if bid <= 0 or ask <= 0:  # not reported (balance deals, older servers)
+        return None
+    if not bid <= ask < _MAX_PRICE:
+        raise UnknownServerResponseError("deal record has MarketBid and MarketAsk out of order")
+    return ask - bid
+
+
 def _check_arguments(
     record: object, server: object, currency: object, utc_offset: object, volume_units: object
 ) -> None:
@@ -226,6 +238,12 @@ class Deal:
     time: datetime  # UTC
     server_offset: timedelta  # the server's UTC offset when the deal was made
     comment: str = ""
+    # The market spread when the deal was made (ask - bid, in price units), when known: MT5's
+    # MarketAsk - MarketBid. A spread share may pay less when it was above the average.
+    spread: Decimal | None = None
+    # The broker's spread markup earned on the deal, when a bridge reports it (a revenue a
+    # schedule's ceiling may count beside the commission).
+    markup: Money | None = None
 
     @property
     def server_time(self) -> datetime:
@@ -294,4 +312,5 @@ class Deal:
             time=to_utc(utc),
             server_offset=utc_offset,
             comment=_text(record, "Comment"),
+            spread=_spread(record),
         )
