@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 
+from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import ValidationError
 from fxcrm_core.kernel.money import Money, UnroundedMoney
 
 __all__ = [
     "Differential",
+    "DifferentialRate",
     "Distribution",
     "FixedShares",
     "KeepAndPassUp",
@@ -113,20 +115,88 @@ def rates_above_parent(rates: Mapping[str, Money], parents: Mapping[str, str | N
     )
 
 
+def _share(value: object) -> Decimal:
+    share = to_decimal(value, "a share")
+    if not 0 <= share <= 1:
+        raise ValidationError("a share is between 0% and 100%")
+    return share
+
+
+def _per_lot(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Money) or value.is_negative():
+        raise ValidationError("a rate a lot is Money, not negative")
+
+
+@attrs.frozen
+class DifferentialRate:
+    """An IB's rate in a :class:`Differential`: ``share`` of the pool (say, of the deal's
+    commission) plus ``per_lot`` a lot."""
+
+    share: Decimal = attrs.field(converter=_share)
+    per_lot: Money = attrs.field(validator=_per_lot)
+
+    def __str__(self) -> str:
+        return f"{self.share:%} + {self.per_lot}/lot"
+
+
+def _rates(value: object) -> dict[str, Money | DifferentialRate]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("a differential maps IBs to their rates")
+    for ib, rate in value.items():
+        if not isinstance(ib, str) or not isinstance(rate, Money | DifferentialRate):
+            raise ValidationError("a differential maps IB ids to Money or DifferentialRate")
+    return dict(value)
+
+
 @attrs.frozen
 class Differential:
-    """Each IB earns its own rate a lot minus its child's; never negative."""
+    """Each IB earns its own rate minus the highest rate below it in the chain; never negative.
 
-    rates: Mapping[str, Money]
+    A rate is an amount a lot (``Money``), or a :class:`DifferentialRate`: a share of the pool
+    plus an amount a lot, each part differenced on its own. A parent at 100% + $10/lot over a
+    sub-IB at 50% + $3/lot earns 50% of the pool + $7/lot (give the schedule a commission share
+    of 100%, so the pool is the deal's commission)."""
+
+    rates: Mapping[str, Money | DifferentialRate] = attrs.field(converter=_rates)
 
     def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
+        if all(type(self.rates.get(ib)) is Money for ib in chain):
+            return self._per_lot(chain, lots)
+        exact = _exact(pool)
         shares = []
-        below: Money | None = None
+        below: DifferentialRate | None = None
         for level, ib in enumerate(chain, start=1):
             rate = self.rates.get(ib)
             if rate is None:
                 raise ValidationError("every IB in a differential chain needs a rate")
+            if isinstance(rate, Money):
+                rate = DifferentialRate(Decimal(0), rate)
+            if rate.per_lot.currency != exact.currency:
+                raise ValidationError("a differential's rates are in the pool's currency")
+            if below is None:
+                share, per_lot, step = rate.share, rate.per_lot, f"rate {rate}"
+            else:
+                share = max(rate.share - below.share, _ZERO)
+                per_lot = max(rate.per_lot - below.per_lot, Money.zero(exact.currency))
+                step = f"rate {rate} - child's {below}"
+                below = DifferentialRate(
+                    max(rate.share, below.share), max(rate.per_lot, below.per_lot)
+                )
+            if below is None:
+                below = rate
+            earned = exact * share + per_lot * lots
+            shares.append(
+                Share(ib, level, earned,
+                      f"{step} = {share:%} of {exact.amount} + {per_lot}/lot x {lots} lots")
+            )  # fmt: skip
+        return shares
+
+    def _per_lot(self, chain: Sequence[str], lots: Decimal) -> list[Share]:
+        shares = []
+        below: Money | None = None
+        for level, ib in enumerate(chain, start=1):
+            rate = cast(Money, self.rates[ib])
             earned = rate if below is None else rate - below
             if earned.is_negative():
                 earned = Money.zero(rate.currency)  # a child above its parent: the parent earns 0
@@ -134,6 +204,9 @@ class Differential:
             shares.append(Share(ib, level, earned * lots, f"{step}, x {lots} lots"))
             below = rate if below is None else max(rate, below)
         return shares
+
+
+_ZERO = Decimal(0)
 
 
 @attrs.frozen
