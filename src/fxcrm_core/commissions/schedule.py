@@ -563,12 +563,17 @@ class Schedule:
 
         An explanation that states an amount for the pool (a cap, the revenue ceiling) states
         the pool itself."""
-        if not deal.action.is_trade:
-            return None
-        key = (deal.symbol, account_group)
+        try:
+            if not deal.action.is_trade:
+                return None
+            key = (deal.symbol, account_group)
+        except AttributeError:
+            raise ValidationError("a schedule prices a Deal") from None
         try:
             bound = self._bound[key]
         except KeyError:
+            if not isinstance(account_group, str) or not isinstance(deal, Deal):
+                raise ValidationError("a schedule prices a Deal in an account group") from None
             bound = self._bound[key] = self._bind(deal.symbol, account_group)
         if bound is None:
             return None
@@ -698,6 +703,14 @@ class ScheduleBook:
         self.has_caps = self.has_caps or schedule.period_cap is not None
         self._caps.clear()
         self._cap_of_day.clear()
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def catch_up(self) -> int:
+        """Read versions recorded since (a book fed from the log does; this one holds only what
+        was added): returns how many."""
+        return 0
 
     def version(self, number: int) -> Schedule:
         """Version ``number`` (versions count from 1)."""
