@@ -32,6 +32,7 @@ from fxcrm_core.commissions import (
     ScheduleBook,
     build_statement,
 )
+from fxcrm_core.commissions.engine import RebateEntries, TradeFact
 from fxcrm_core.events import EventCodec, EventMetadata, EventRegistry, Repository
 from fxcrm_core.kernel import (
     CodecError,
@@ -128,9 +129,10 @@ def test_entries_survive_the_log_whatever_their_text(ib_id: str) -> None:
     registry.register_all(REBATE_EVENTS)
     codec = EventCodec(registry)
     entry = RebateEntry(
-        EntryKind.REVERSAL, "mt5", 42, ib_id, "rebate", UnroundedMoney(Decimal("-1.2345"), USD),
-        2, "c-1", "XAUUSD.m", Decimal("0.25"), date(2026, 3, 9), "schedule s v1; level 2: x",
-        "sub",
+        kind=EntryKind.REVERSAL, server="mt5", ticket=42, ib_id=ib_id, component="rebate",
+        amount=UnroundedMoney(Decimal("-1.2345"), USD), level=2, client_id="c-1",
+        symbol="XAUUSD.m", lots=Decimal("0.25"), trading_day=date(2026, 3, 9),
+        explanation="schedule s v1; level 2: x", direct_ib_id="sub",
     )  # fmt: skip
     event = RebateEntriesRecorded("mt5", 9, (entry,), ((42, 9),))
     stored = codec.encode("rebatefeed-mt5", event, EventMetadata("system:test"))
@@ -146,27 +148,38 @@ def test_a_line_with_too_few_fields_is_a_typed_error() -> None:
         EventCodec(registry).decode_event("rebatefeed-mt5", "RebateEntriesRecorded", payload)
 
 
-def test_an_entry_line_round_trips_and_refuses_control_characters_in_ids() -> None:
+def test_an_entry_round_trips_the_log_and_refuses_control_characters_in_ids() -> None:
     entry = RebateEntry(
-        EntryKind.ACCRUAL, "mt5", 7, "ib-1", "rebate", UnroundedMoney(Decimal("0.1"), USD), 1,
-        "c-1", "EURUSD", Decimal(1), date(2026, 3, 9), "why\x1fnot", "ib-1",
+        kind=EntryKind.ACCRUAL, server="mt5", ticket=7, ib_id="ib-1", component="rebate",
+        amount=UnroundedMoney(Decimal("0.1"), USD), level=1, client_id="c-1", symbol="EURUSD",
+        lots=Decimal(1), trading_day=date(2026, 3, 9), explanation="why\x1fnot",
+        direct_ib_id="ib-1",
     )  # fmt: skip
     # An explanation's control character becomes a space; everything else is kept.
-    assert RebateEntry.from_line(entry.line()) == attrs.evolve(entry, explanation="why not")
+    event = RebateEntriesRecorded("mt5", 7, (entry,), ((7, 7),))
+    stored = CODEC.encode("rebatefeed-mt5", event, EventMetadata("system:test"))
+    decoded = CODEC.decode_event("rebatefeed-mt5", stored.event_type, stored.data)
+    assert isinstance(decoded, RebateEntriesRecorded)
+    assert list(decoded.entries) == [attrs.evolve(entry, explanation="why not")]
     with pytest.raises(ValidationError, match="control characters"):
-        attrs.evolve(entry, ib_id="ib\x1f1").line()
+        RebateEntriesRecorded("mt5", 7, (attrs.evolve(entry, ib_id="ib\x1f1"),), ())
 
 
-def test_the_engine_keeps_the_same_line_an_entry_would_work_out() -> None:
+def test_entries_as_the_engine_keeps_them_read_as_the_objects_they_stand_for() -> None:
     sim = server()
     sim.simulate_trading(80)
     engine, _ = make(logins=LOGINS)
     entries = engine.process(sim.deal_feed(limit=100_000))
     assert entries
-    for entry in entries:
-        fresh = attrs.evolve(entry)  # no line kept: worked out from the fields
-        assert entry.line() == fresh.line()
-        assert RebateEntry.from_line(entry.line()) == entry
+    objects = [attrs.evolve(entry) for entry in entries]  # each made from its compact form
+    assert entries == objects
+    assert RebateEntriesRecorded("mt5", 1, tuple(objects), ()).entries == entries
+    assert entries[1:3] == objects[1:3]
+    sums: dict[tuple[str, date, str], Decimal] = {}
+    for e in objects:
+        key = (e.ib_id, e.trading_day, e.amount.currency.code)
+        sums[key] = sums.get(key, Decimal(0)) + e.amount.amount
+    assert entries.sums() == sums
 
 
 def test_restoring_twice_or_after_processing_counts_nothing_twice(tmp_path: Path) -> None:
@@ -267,7 +280,7 @@ def test_the_troubled_feed_has_what_restoring_must_get_right() -> None:
         assert unpaid & later[DealChange.UPDATED]  # a deal that earned nothing earns later
 
 
-Batch = tuple[list[RebateEntry], RebateEntriesRecorded]
+Batch = tuple[RebateEntries, RebateEntriesRecorded]
 
 
 def process_live(engine: RebateEngine, batches: list[list[FeedItem]]) -> list[Batch]:
@@ -326,7 +339,7 @@ def test_lots_traded_before_the_login_had_a_client_count_for_nobody_once_restore
     live = rule_engine("every-rule", logins)
     ((before, event),) = process_live(live, [feed])
     assert before == []
-    assert any(f.startswith("t|") for f in event.facts)
+    assert any(isinstance(f, TradeFact) for f in event.facts)
     logins[login] = "c-1"  # linked now, before a restore asks
     restored = rule_engine("every-rule", logins)
     restored.restore(event.entries, event.server, event.cursors, EngineChanges(event.facts))

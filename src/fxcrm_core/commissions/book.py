@@ -6,12 +6,19 @@ the host (:meth:`RebateBook.process`) or by a policy on the recorded deal feed
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Iterable, Sequence
+from typing import Self
 
 import attrs
 
-from fxcrm_core.commissions.engine import EngineChanges, RebateEngine, RebateEntry
+from fxcrm_core.commissions import _rows
+from fxcrm_core.commissions.engine import (
+    EngineChanges,
+    Fact,
+    RebateEngine,
+    RebateEntries,
+    RebateEntry,
+)
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -25,62 +32,38 @@ from fxcrm_core.events import (
     ValueCodec,
     iter_all,
 )
-from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import CodecError, ValidationError
 from fxcrm_core.trading import Deal, DealsReceived, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
 
 
-def _entry_row(e: RebateEntry) -> str | list[str]:
-    """An entry as one line of text, its 14 fields joined by ``|`` (as the list of its fields
-    where a field holds a ``|`` itself)."""
-    line = e.line()
-    return line.replace(_SEP, "|") if "|" not in line else line.split(_SEP)
+# Entries are stored as lines of text, not objects, a batch at a time (a broker's day holds
+# millions); facts as short lines of text. Both codecs also read every form books wrote before.
+ENTRY_ROWS = ValueCodec(RebateEntries, _rows.rows_of, _rows.entries_of_rows)
+FACT_ROWS = ValueCodec(tuple[Fact, ...], _rows.fact_rows, _rows.facts_of_rows)
 
 
-def _entry_of(row: Any) -> RebateEntry:
-    try:
-        if isinstance(row, str):
-            line = row.replace("|", _SEP)
-        elif isinstance(row, list) and all(isinstance(f, str | int) for f in row):
-            line = _SEP.join(map(str, row))  # also reads rows of earlier books
-        else:
-            raise TypeError
-        return RebateEntry.from_line(line)
-    except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
-        raise CodecError("a rebate entry row is malformed") from None
+def _entries(entries: Iterable[RebateEntry]) -> RebateEntries:
+    return RebateEntries.of(entries)
 
 
-_SEP = "\x1f"
-
-
-def _entry_rows(entries: tuple[RebateEntry, ...]) -> list[str | list[str]]:
-    return [_entry_row(e) for e in entries]
-
-
-def _entries_of(rows: Any) -> tuple[RebateEntry, ...]:
-    if not isinstance(rows, list):
-        raise CodecError("rebate entries are stored as a list")
-    return tuple([_entry_of(row) for row in rows])
-
-
-# Entries are stored as lines of text, not objects, a batch at a time: a broker's day holds
-# millions.
-ENTRY_ROWS = ValueCodec(tuple[RebateEntry, ...], _entry_rows, _entries_of)
+def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
+    return EngineChanges(tuple(facts)).facts
 
 
 @attrs.frozen
 class RebateEntriesRecorded(DomainEvent):
     server: str
     upto_cursor: int
-    entries: tuple[RebateEntry, ...]
+    entries: RebateEntries = attrs.field(converter=_entries)
     cursors: tuple[tuple[int, int], ...]  # (deal ticket, feed cursor) handled in this batch
     # What later deals depend on (recorded only when a schedule pays a CPA or has a minimum
-    # holding time): compact facts of this batch's deals and the closes left waiting.
-    facts: tuple[str, ...] = ()
+    # holding time): facts of this batch's deals and the closes left waiting.
+    facts: tuple[Fact, ...] = attrs.field(default=(), converter=_facts)
     parked: tuple[Deal, ...] = ()
 
-    __value_codecs__ = (ENTRY_ROWS,)
+    __value_codecs__ = (ENTRY_ROWS, FACT_ROWS)
 
 
 REBATE_EVENTS = (RebateEntriesRecorded,)
@@ -130,7 +113,7 @@ class RebateBook:
         self._stale = False  # the engine processed a batch that was never recorded
         self._lock = threading.RLock()
 
-    def process(self, server: str, items: Sequence[FeedItem]) -> list[RebateEntry]:
+    def process(self, server: str, items: Sequence[FeedItem]) -> RebateEntries:
         """Process feed items past the stored cursor and record the entries, atomically with
         the new cursor (a concurrent worker on the same feed gets a ConcurrencyError, and this
         book restores what that worker recorded before its next batch)."""
@@ -138,7 +121,7 @@ class RebateBook:
             feed = self._catch_up(server, None)
             fresh = [i for i in items if i.cursor > feed.cursor]
             if not fresh:
-                return []
+                return RebateEntries()
             event = self._run(server, fresh)
             try:
                 with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
@@ -148,7 +131,7 @@ class RebateBook:
                 self._stale = True
                 raise
             self._held(server, feed.version + 1, event)
-            return list(event.entries)
+            return event.entries
 
     def on_deals(self, recorded: RecordedEvent[DealsReceived], uow: UnitOfWork) -> None:
         """Policy handler: the entries of a recorded batch of deals, recorded into ``uow`` (the
@@ -176,7 +159,7 @@ class RebateBook:
             raise
         cursors = tuple([(i.deal.ticket, i.cursor) for i in fresh])
         return RebateEntriesRecorded(
-            server, fresh[-1].cursor, tuple(entries), cursors, changes.facts, changes.parked
+            server, fresh[-1].cursor, entries, cursors, changes.facts, changes.parked
         )
 
     # -- the engine in step with the log -------------------------------------------------------
@@ -251,7 +234,7 @@ class RebateBook:
 
     def _rebuild(self) -> None:
         """Forget the engine's memory and restore it from the streams of the servers known."""
-        _forget(self.engine)
+        self.engine.reset()
         self._versions.clear()
         self._cursors.clear()
         self._staged.clear()
@@ -295,20 +278,3 @@ class RebateBook:
             self._read(name, None)
         if self._stale:
             self._rebuild()
-
-
-def _forget(engine: RebateEngine) -> None:
-    """Drop all the engine has learned, keeping its configuration (its tree, schedules and
-    strategies are the host's, and stay shared). The engine keeps its identity: a host holding
-    it sees the restored state."""
-    RebateEngine.__init__(
-        engine,
-        engine.tree,
-        engine.schedules,
-        engine.distribution,
-        client_of=engine.client_of,
-        account_group_of=engine.account_group_of,
-        trading_day_of=engine.trading_day_of,
-        component=engine.component,
-        cpa_distribution=engine.cpa_distribution,
-    )

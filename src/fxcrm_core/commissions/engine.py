@@ -14,6 +14,9 @@ state of every deal seen, so the order deals arrive in never changes what is pai
   the deposit or the lots that qualified it reverses it;
 - a cap per IB and period (component ``cap:<period>:<start>``): a negative entry bringing the
   period's total down to the cap, adjusted as the period's accruals change.
+
+What later deals depend on is handed to the rebate book as typed facts (:class:`TradeFact`,
+:class:`DepositFact`, :class:`PositionOpened`) to record with the entries.
 """
 
 from __future__ import annotations
@@ -22,25 +25,52 @@ import enum
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Generic, TypeVar
 
 import attrs
 
+from fxcrm_core.commissions import _rows, _state
+from fxcrm_core.commissions._rows import RebateEntries, amount_of, line_of, with_change
+from fxcrm_core.commissions._state import (
+    F_AMOUNT,
+    F_CURRENCY,
+    F_DAY,
+    F_MICROS,
+    F_TICKET,
+    LIST,
+    SEP,
+    Flat,
+    KeyLists,
+    day_text,
+    deal_text,
+    deposit_record,
+    record_of,
+    record_order,
+    record_parts,
+)
 from fxcrm_core.commissions.distribution import Distribution, FixedShares
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
-from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
-from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
+from fxcrm_core.kernel.time import from_micros, to_utc
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
 
-__all__ = ["EngineChanges", "EntryKind", "RebateEngine", "RebateEntry"]
+__all__ = [
+    "DealFact",
+    "DepositFact",
+    "EngineChanges",
+    "EntryKind",
+    "Fact",
+    "PositionOpened",
+    "RebateEngine",
+    "RebateEntries",
+    "RebateEntry",
+    "TradeFact",
+]
 
 Key = tuple[str, int, str, str]  # server, deal ticket, IB, component
 DealKey = tuple[str, int]  # server, deal ticket
 _ZERO = Decimal(0)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 class EntryKind(enum.StrEnum):
@@ -49,8 +79,10 @@ class EntryKind(enum.StrEnum):
     REVERSAL = "reversal"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RebateEntry:
+    """One change of what an IB earns on a key (server, deal, IB, component)."""
+
     kind: EntryKind
     server: str
     ticket: int
@@ -64,73 +96,95 @@ class RebateEntry:
     trading_day: date
     explanation: str  # schedule version, rule, rate, volume, strategy step
     direct_ib_id: str = ""  # the client's own IB (level 1), who decides what parents see
-    _line: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def key(self) -> Key:
         return (self.server, self.ticket, self.ib_id, self.component)
 
-    def line(self) -> str:
-        """The entry as one line of text, its 14 fields joined by ``\\x1f`` (the engine keeps
-        what was paid on each key as the line of the entry due; the rebate book stores it).
-        Ids and explanations carry no control characters; an explanation that does is kept
-        with spaces in their place."""
-        if self._line is not None:
-            return self._line
-        middle = _middle(self.client_id, self.symbol, self.lots, self.trading_day)
-        kept = _keep_line(self, middle)
-        if kept is not None:
-            return kept
-        line = _line_of(self, middle, self.explanation.replace(_SEP, " "))
-        if line.count(_SEP) != _LINE_FIELDS - 1:
-            raise ValidationError("ids in rebate entries carry no control characters")
-        return line
 
-    @classmethod
-    def from_line(cls, line: str) -> RebateEntry:
-        """The entry a :meth:`line` stands for (a ValueError if it stands for none)."""
-        (kind, server, ticket, ib, component, amount, code, level, client, symbol, lots, day,
-         why, direct) = line.split(_SEP)  # fmt: skip
-        return cls(
-            _KINDS[kind], server, int(ticket), ib, component,
-            UnroundedMoney(amount, code), int(level), client, symbol,  # (converters check)
-            to_decimal(lots, "lots"), date.fromisoformat(day), why, direct,
+KINDS = {k.value: k for k in EntryKind}
+
+
+# -- facts: what later deals depend on, as the rebate book records it ---------------------------
+@attrs.frozen(kw_only=True)
+class TradeFact:
+    """A trade deal seen: the lots it opened and closed (zero once deleted, or while no client
+    is known for its login) and, for an opening deal, when its position opened."""
+
+    ticket: int
+    login: int
+    position: int
+    opened_at: datetime | None = None
+    lots_opened: Decimal = _ZERO
+    lots_closed: Decimal = _ZERO
+
+
+@attrs.frozen(kw_only=True)
+class DepositFact:
+    """A balance deal seen: a live deposit's time, amount and trading day; none of them for a
+    deal that deposits nothing (a withdrawal, a deleted deposit)."""
+
+    ticket: int
+    login: int
+    at: datetime | None = None
+    amount: Money | None = None
+    trading_day: date | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PositionOpened:
+    """A position the host said opened before the engine's feed began."""
+
+    position: int
+    at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class DealFact:
+    """A deal as books before the short facts recorded it (read, never written now): the engine
+    learns it as it learns the deal from the feed."""
+
+    ticket: int
+    login: int
+    action: DealAction
+    entry: DealEntry
+    position: int
+    volume: Decimal
+    volume_closed: Decimal
+    time: datetime
+    profit: Money
+    deleted: bool
+    server_offset: timedelta
+
+    def deal(self, server: str) -> Deal:
+        zero = Money.zero(self.profit.currency)
+        return Deal(
+            server=server, ticket=self.ticket, login=self.login, action=self.action,
+            entry=self.entry, symbol="", volume=self.volume, volume_closed=self.volume_closed,
+            price=_ZERO, position_id=self.position, order=0, commission=zero, fee=zero,
+            swap=zero, profit=self.profit, time=self.time, server_offset=self.server_offset,
         )  # fmt: skip
 
 
-_LINE_FIELDS = 14
-_KINDS = {k.value: k for k in EntryKind}
+Fact = TradeFact | DepositFact | PositionOpened | DealFact
+
+
+def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
+    """Facts as given; one in its stored text form is read as the book reads it."""
+    return tuple([_rows.fact_of(f) if isinstance(f, str) else f for f in facts])
+
+
 # Members bound once for the per-deal paths: on Python 3.11 ``DealEntry.IN`` goes through the
 # enum metaclass's __getattr__ hook (about 200 ns a lookup).
 _ACCRUAL = EntryKind.ACCRUAL
 _IN, _DELETED, _BALANCE = DealEntry.IN, DealChange.DELETED, DealAction.BALANCE
 _OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
+_FIELDS = _rows.FIELDS
 
 
 def _middle(client: str, symbol: str, lots: Decimal, day: date) -> str:
     """The fields of a line that the entries of one deal share."""
-    return f"{client}\x1f{symbol}\x1f{lots!s}\x1f{_day_text(day)}"
-
-
-def _day_text(day: date) -> str:
-    """``day.isoformat()``, kept (a C call that takes ~0.6 µs, for every deal)."""
-    text = _DAY_TEXT.get(day)
-    if text is None:
-        if len(_DAY_TEXT) >= 10_000:
-            _DAY_TEXT.clear()
-        text = _DAY_TEXT[day] = day.isoformat()
-    return text
-
-
-_DAY_TEXT: dict[date, str] = {}
-
-
-def _line_of(e: RebateEntry, middle: str, explanation: str) -> str:
-    a = e.amount
-    return _joined(
-        _lead(e.kind, e.server, e.ticket), e.ib_id, e.component, a.amount, a.currency.code,
-        e.level, middle, explanation, e.direct_ib_id,
-    )  # fmt: skip
+    return f"{client}\x1f{symbol}\x1f{lots!s}\x1f{day_text(day)}"
 
 
 def _lead(kind: EntryKind, server: str, ticket: int) -> str:
@@ -149,23 +203,16 @@ def _joined(
     )
 
 
-def _keep_line(e: RebateEntry, middle: str) -> str | None:
-    """Work out and keep the line of an entry whose shared fields are ``middle``; None (and
-    nothing kept) when a field holds the separator."""
-    line = _line_of(e, middle, e.explanation)
-    if line.count(_SEP) != _LINE_FIELDS - 1:
-        return None
-    object.__setattr__(e, "_line", line)
-    return line
+Due = dict[str, tuple[str, Decimal]]  # key (as text) -> the line of the entry due, its amount
 
 
 @attrs.frozen
 class EngineChanges:
-    """What the engine learned since it was last asked that later deals depend on: compact
-    facts of deals (position openings, clients' lots and deposits) and the closing deals still
-    waiting for their opening deal. :class:`RebateBook` records them with the entries."""
+    """What the engine learned since it was last asked that later deals depend on: facts of
+    deals (position openings, clients' lots and deposits) and the closing deals still waiting
+    for their opening deal. :class:`RebateBook` records them with the entries."""
 
-    facts: tuple[str, ...] = ()
+    facts: tuple[Fact, ...] = attrs.field(default=(), converter=_facts)
     parked: tuple[Deal, ...] = ()
 
 
@@ -196,39 +243,44 @@ class RebateEngine:
         self.account_group_of = account_group_of
         self.trading_day_of = trading_day_of
         self.component = component
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything processed or restored, keeping the configuration (the tree,
+        schedules and strategies are the host's, and stay shared)."""
         # A broker's day puts millions of entries in these maps, so they hold only text and
-        # numbers (see _Flat): per key the line of the entry due (its amount is the running
+        # numbers (see _state): per key the line of the entry due (its amount is the running
         # total paid), the keys of each deal, the last feed cursor applied per deal.
-        self._paid: dict[str, str] = {}  # key (as _text) -> line of the entry due on it
-        self._keys_of = _KeyLists()  # by the deal's text key (_deal_text)
+        self._paid: dict[str, str] = {}  # key (as text) -> line of the entry due on it
+        self._keys_of = KeyLists()  # by the deal's text key (deal_text)
         self._cursor: dict[str, int] = {}  # by the deal's text key
         # What later deals depend on (kept only while a schedule version needs it):
-        self._opened: _Flat[tuple[str, int], datetime] = _Flat()  # (server, position) -> time
+        self._opened: Flat[tuple[str, int], datetime] = Flat()  # (server, position) -> time
         self._parked: dict[tuple[str, int], dict[DealKey, Deal]] = {}  # closes awaiting it
         self._lots_opened: dict[str, Decimal] = {}  # lots each deal opened (by text key)
         self._lots_closed: dict[str, Decimal] = {}  # ... and closed
         self._opened_sum: dict[str, Decimal] = {}  # per client
         self._closed_sum: dict[str, Decimal] = {}
-        self._deposits: dict[str, str] = {}  # client -> its live deposits, as deal facts
-        self._cpa_keys = _KeyLists()
+        self._deposits: dict[str, str] = {}  # client -> its live deposits, as records
+        self._cpa_keys = KeyLists()
         self._cpa_state: dict[str, str] = {}  # client -> first deposit if qualified, as settled
         # Clients whose first deposit is too small (or fell under no CPA), and the schedule
         # version whose CPA rule a client's big enough first deposit falls under. Both hold
-        # only text and numbers, so the garbage collector never walks them (see _Flat).
+        # only text and numbers, so the garbage collector never walks them (see _state).
         self._cpa_blocked: dict[str, bool] = {}
         self._cpa_version: dict[str, int] = {}
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
-        self._cap_keys = _KeyLists()
-        self._facts: list[str] = []
+        self._cap_keys = KeyLists()
+        self._facts: list[Fact] = []
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
 
     # -- processing -------------------------------------------------------------------------
-    def process(self, items: Iterable[FeedItem]) -> list[RebateEntry]:
+    def process(self, items: Iterable[FeedItem]) -> RebateEntries:
         """Handle feed items; an item at or below a deal's last applied cursor is a duplicate
         or a stale replay and changes nothing, whatever order it arrives in."""
-        out: list[RebateEntry] = []
+        out: list[str] = []
         book = self.schedules
         history = book.needs_history
         # Entries of deals that later deals depend on (opening deals only for a minimum
@@ -247,7 +299,7 @@ class RebateEngine:
         facts = self._facts
         for item in items:
             deal = item.deal
-            dk = _deal_text(deal.server, deal.ticket)
+            dk = deal_text(deal.server, deal.ticket)
             if item.cursor <= cursors.get(dk, 0):
                 continue
             cursors[dk] = item.cursor
@@ -262,12 +314,9 @@ class RebateEngine:
                 if learn:
                     # (lots of a deal no client was known for count for nobody, then or
                     # when restored, whoever the login belongs to by then)
-                    fact, opened, closed = _trade_fact(deal, deleted or client is None)
+                    fact = _trade_fact(deal, deleted or client is None)
                     facts.append(fact)
-                    when = deal.time if entry is _IN else None
-                    changed = self._learn_trade(
-                        deal.server, dk, deal.position_id, when, client, opened, closed, out
-                    )
+                    changed = self._learn_trade(deal.server, dk, fact, client, out)
                     if changed and client is not None:
                         clients.add(client)
                 if settle:
@@ -275,18 +324,16 @@ class RebateEngine:
             elif deposits and deal.action is _BALANCE:
                 client = client_of(deal.server, deal.login)
                 if client is not None:
-                    fact = self._deposit_fact(deal, deleted)
-                    facts.append(fact)
-                    self._learn_deposit(deal.server, client, fact)
+                    deposit = self._deposit_fact(deal, deleted)
+                    facts.append(deposit)
+                    self._learn_deposit(deal.server, client, deposit)
                     clients.add(client)
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
-        return out
+        return _rows.from_lines(out)
 
-    def _settle_deal(
-        self, deal: Deal, dk: str, deleted: bool, client_id: str | None
-    ) -> list[RebateEntry]:
+    def _settle_deal(self, deal: Deal, dk: str, deleted: bool, client_id: str | None) -> list[str]:
         if self._parked:
             position = (deal.server, deal.position_id)
             parked = self._parked.get(position)
@@ -309,10 +356,10 @@ class RebateEngine:
             out = []
             kept = []
             for key in sorted(due):
-                entry = due[key]
-                if entry.amount.amount:  # (nothing due is nothing paid: no entry, no key)
-                    paid[key] = entry.line()
-                    out.append(entry)
+                line, amount = due[key]
+                if amount:  # (nothing due is nothing paid: no entry, no key)
+                    paid[key] = line
+                    out.append(line)
                     kept.append(key)
             if kept:
                 self._keys_of[dk] = kept
@@ -320,7 +367,7 @@ class RebateEngine:
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
 
-    def _due(self, deal: Deal, client_id: str) -> dict[str, RebateEntry] | None:
+    def _due(self, deal: Deal, client_id: str) -> Due | None:
         """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
         ib = self.tree.ib_of(client_id, deal.time)
         if ib is None:
@@ -353,38 +400,38 @@ class RebateEngine:
         middle = _middle(client_id, symbol, lots, day)
         lead = _lead(_ACCRUAL, server, ticket)
         direct = chain[0]
-        due = {}
+        due: Due = {}
         for share in shares:
             ib, level, amount = share.ib_id, share.level, share.amount
             why = f"{head}{level}: {share.step}"
-            entry = RebateEntry(
-                _ACCRUAL, server, ticket, ib, component, amount, level, client_id, symbol, lots,
-                day, why, direct,
-            )  # fmt: skip
             text = _joined(
                 lead, ib, component, amount.amount, amount.currency.code, level, middle, why, direct
             )
-            if text.count(_SEP) == _LINE_FIELDS - 1:  # (else line() works it out, or refuses)
-                object.__setattr__(entry, "_line", text)
-            due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = entry  # (as _text(entry.key))
+            if text.count(SEP) != _FIELDS - 1:  # a control character: worked out field by field
+                entry = RebateEntry(
+                    kind=_ACCRUAL, server=server, ticket=ticket, ib_id=ib, component=component,
+                    amount=amount, level=level, client_id=client_id, symbol=symbol, lots=lots,
+                    trading_day=day, explanation=why, direct_ib_id=direct,
+                )  # fmt: skip
+                text = line_of(entry)
+            due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = (text, amount.amount)
         return due
 
-    def _settle(
-        self, keys: Sequence[str], due: dict[str, RebateEntry]
-    ) -> tuple[list[RebateEntry], list[str]]:
+    def _settle(self, keys: Sequence[str], due: Due) -> tuple[list[str], list[str]]:
         """Bring what was paid on ``keys`` (as text) to what is due; returns the differences
-        and the keys paid now.
+        (as lines) and the keys paid now.
 
         A key's state is the sum of its entries and nothing else, so that an engine restored
         from the entries holds exactly this one's state: a key that pays nothing (due zero, or
         brought back to zero) keeps no line, and the next amount due on it is an accrual."""
         out = []
         kept = []
+        paid_lines = self._paid
         for text in sorted(set(keys) | due.keys()):
-            before = self._paid.get(text)
+            before = paid_lines.get(text)
             after = due.get(text)
-            paid = _amount_of(before) if before else _ZERO
-            owed = after.amount.amount if after else _ZERO
+            paid = amount_of(before) if before else _ZERO
+            owed = after[1] if after else _ZERO
             if owed:
                 kept.append(text)
             if paid == owed:
@@ -395,51 +442,44 @@ class RebateEngine:
                 else EntryKind.ADJUSTMENT
             )  # fmt: skip
             if after is not None:
+                line = after[0]
                 if owed:
-                    self._paid[text] = after.line()
+                    paid_lines[text] = line
                 else:  # brought to zero: the reversal explains why (the line due now)
-                    del self._paid[text]
+                    del paid_lines[text]
                 if before is not None:  # (a new key's accrual is the entry due as it is)
-                    delta = UnroundedMoney(owed - paid, after.amount.currency)
-                    after = attrs.evolve(after, kind=kind, amount=delta)
-                out.append(after)
+                    line = with_change(line, kind, owed - paid)
+                out.append(line)
             else:
                 assert before is not None
-                was = RebateEntry.from_line(before)
-                out.append(attrs.evolve(was, kind=kind, amount=-was.amount))
-                del self._paid[text]
+                out.append(with_change(before, kind, -paid))
+                del paid_lines[text]
         return out, kept
 
     # -- what later deals depend on -----------------------------------------------------------
     def _learn_trade(
-        self,
-        server: str,
-        dk: str,
-        position: int,
-        when: datetime | None,
-        client: str | None,
-        opened: Decimal,
-        closed: Decimal,
-        out: list[RebateEntry],
+        self, server: str, dk: str, fact: TradeFact, client: str | None, out: list[str]
     ) -> bool:
-        """Record what a trade deal tells later deals: when its position opened (``when``, for
-        an opening deal; a deleted opening still says when it opened) and the lots it opened
-        and closed (zero once deleted). Closing deals waiting for a newly known opening settle
-        into ``out``. Returns whether the client's CPA may have changed."""
+        """Record what a trade deal tells later deals: when its position opened (for an
+        opening deal; a deleted opening still says when it opened) and the lots it opened and
+        closed (zero once deleted). Closing deals waiting for a newly known opening settle into
+        ``out``. Returns whether the client's CPA may have changed."""
         book = self.schedules
+        when = fact.opened_at
         if when is not None and book.needs_openings:
-            key = (server, position)
+            key = (server, fact.position)
             known = self._opened.find(key)
             if known is None or when < known:
                 self._opened[key] = when
                 for waiting in sorted(self._parked.pop(key, {}).values(), key=_order):
                     self._newly_parked.pop((waiting.server, waiting.ticket), None)
                     if not self._restoring:  # restoring: its entries are on record
-                        wk = _deal_text(waiting.server, waiting.ticket)
+                        wk = deal_text(waiting.server, waiting.ticket)
                         who = self.client_of(waiting.server, waiting.login)
                         out.extend(self._settle_deal(waiting, wk, False, who))
         if client is None or not book.pays_cpa:
             return False
+        opened, closed = fact.lots_opened, fact.lots_closed
         old_o = new_o = _ZERO
         if book.counts_opened_lots:
             old_o = self._lots_opened.pop(dk, _ZERO)
@@ -468,31 +508,32 @@ class RebateEngine:
                 return False  # the lots are still on the same side of the minimum
         return True
 
-    def _deposit_fact(self, deal: Deal, deleted: bool) -> str:
-        """A balance deal's fact: ``d|ticket|login`` for one that deposits nothing (a deleted
-        deposit, a withdrawal), else with its time, amount, currency and trading day."""
+    def _deposit_fact(self, deal: Deal, deleted: bool) -> DepositFact:
+        """A balance deal's fact: its time, amount and trading day for a live deposit."""
         if deleted or not deal.profit.is_positive():
-            return f"d|{deal.ticket}|{deal.login}"
-        profit = deal.profit
-        day = _day_text(self.trading_day_of(deal))
-        return (
-            f"d|{deal.ticket}|{deal.login}|{to_micros(deal.time)}|{profit.amount!s}|"
-            f"{profit.currency.code}|{day}"
-        )
+            return DepositFact(ticket=deal.ticket, login=deal.login)
+        return DepositFact(
+            ticket=deal.ticket, login=deal.login, at=deal.time, amount=deal.profit,
+            trading_day=self.trading_day_of(deal),
+        )  # fmt: skip
 
-    def _learn_deposit(self, server: str, client: str, fact: str) -> None:
-        """Keep the client's live deposits as records (server and fact), the first first."""
-        text = self._deposits.get(client)
-        ticket = fact.split("|", 2)[1]
-        this = f"{server}{_SEP}d|{ticket}|"
-        records = [r for r in text.split(_LIST) if not r.startswith(this)] if text else []
-        if fact.count("|") > 2:
-            records.append(f"{server}{_SEP}{fact}")
-            records.sort(key=_record_order)
+    def _learn_deposit(self, server: str, client: str, fact: DepositFact) -> None:
+        """Keep the client's live deposits as records, the first first."""
+        found = self._deposits.get(client)
+        this = record_of(server, fact.ticket)
+        records = [r for r in found.split(LIST) if not r.startswith(this)] if found else []
+        if fact.amount is not None and fact.at is not None and fact.trading_day is not None:
+            amount = fact.amount
+            record = deposit_record(
+                server, fact.ticket, fact.login, fact.at, amount.amount, amount.currency.code,
+                fact.trading_day,
+            )  # fmt: skip
+            records.append(record)
+            records.sort(key=record_order)
         self._cpa_version.pop(client, None)
-        self._deposits[client] = _LIST.join(records)
+        self._deposits[client] = LIST.join(records)
 
-    def _settle_cpa(self, client: str) -> list[RebateEntry]:
+    def _settle_cpa(self, client: str) -> list[str]:
         """Bring the client's CPA to what is due now. What is due depends only on the first
         deposit and whether the client qualifies: unchanged, there is nothing to do."""
         found = self._qualified(client)
@@ -501,7 +542,7 @@ class RebateEngine:
         self._cpa_state[client] = state
         if before == state or (before is None and not state and client not in self._cpa_keys):
             return []  # unchanged, or nothing paid and nothing due
-        due = {}
+        due: Due = {}
         if found:
             due = self._cpa(client, state, found[1], found[2])
         out, self._cpa_keys[client] = self._settle(self._cpa_keys.get(client) or (), due)
@@ -512,20 +553,20 @@ class RebateEngine:
         if the client qualifies for a CPA now."""
         self._cpa_blocked.pop(client, None)
         self._cpa_version.pop(client, None)
-        text = self._deposits.get(client)
-        if not text:
+        found = self._deposits.get(client)
+        if not found:
             return None
-        record = text.split(_LIST, 1)[0]  # kept first
-        _, fields = _record_parts(record)
+        record = found.split(LIST, 1)[0]  # kept first
+        _, fields = record_parts(record)
         try:
-            schedule = self.schedules.at(from_micros(int(fields[_F_MICROS])))
+            schedule = self.schedules.at(from_micros(int(fields[F_MICROS])))
         except NotFoundError:
             schedule = None
         rule = schedule.cpa if schedule is not None else None
         if (
             schedule is None or rule is None or rule.min_deposit is None
-            or fields[_F_CURRENCY] != rule.min_deposit.currency.code
-            or Decimal(fields[_F_AMOUNT]) < rule.min_deposit.amount
+            or fields[F_CURRENCY] != rule.min_deposit.currency.code
+            or Decimal(fields[F_AMOUNT]) < rule.min_deposit.amount
         ):  # fmt: skip
             self._cpa_blocked[client] = True  # no lots can change that; only another deposit
             return None
@@ -541,16 +582,14 @@ class RebateEngine:
             return self._closed_sum.get(client, _ZERO)
         return self._opened_sum.get(client, _ZERO) + self._closed_sum.get(client, _ZERO)
 
-    def _cpa(
-        self, client: str, first: str, schedule: Schedule, lots: Decimal
-    ) -> dict[str, RebateEntry]:
+    def _cpa(self, client: str, first: str, schedule: Schedule, lots: Decimal) -> Due:
         """The CPA due for a qualified client (``first``: the record of its first deposit),
         shared up the chain as of the first deposit."""
         rule = schedule.cpa
         assert rule is not None
         assert rule.amount is not None
-        server, fields = _record_parts(first)
-        ticket, when = int(fields[_F_TICKET]), from_micros(int(fields[_F_MICROS]))
+        server, fields = record_parts(first)
+        ticket, when = int(fields[F_TICKET]), from_micros(int(fields[F_MICROS]))
         ib = self.tree.ib_of(client, when)
         if ib is None:
             return {}
@@ -558,59 +597,52 @@ class RebateEngine:
         shares = self.cpa_distribution.distribute(chain, Decimal(1), rule.amount)  # one unit
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
-            f"deposit {fields[_F_AMOUNT]} {fields[_F_CURRENCY]} (minimum {rule.min_deposit}), "
+            f"deposit {fields[F_AMOUNT]} {fields[F_CURRENCY]} (minimum {rule.min_deposit}), "
             f"{lots} lots {rule.trigger.value} (minimum {rule.min_lots}); level "
         )
-        due = {}
+        due: Due = {}
         for share in shares:
             entry = RebateEntry(
-                EntryKind.ACCRUAL, server, ticket, share.ib_id, "cpa", share.amount,
-                share.level, client, "", lots, date.fromisoformat(fields[_F_DAY]),
-                f"{head}{share.level}: {share.step}", chain[0],
+                kind=_ACCRUAL, server=server, ticket=ticket, ib_id=share.ib_id, component="cpa",
+                amount=share.amount, level=share.level, client_id=client, symbol="", lots=lots,
+                trading_day=date.fromisoformat(fields[F_DAY]),
+                explanation=f"{head}{share.level}: {share.step}", direct_ib_id=chain[0],
             )  # fmt: skip
-            due[_text(entry.key)] = entry
+            due[_state.text(entry.key)] = (line_of(entry), entry.amount.amount)
         return due
 
-    def _caps(self, entries: Sequence[RebateEntry]) -> list[RebateEntry]:
+    def _caps(self, lines: Sequence[str]) -> list[str]:
         """Bring each touched (IB, period) group to its cap."""
         if not self.schedules.has_caps:
             return []
         out = []
-        for group, (start, cap) in sorted(self._count_for_caps(entries).items()):
+        for group, (start, cap) in sorted(self._count_for_caps(lines).items()):
             ib, period = group
             total = self._period_totals.get(group, _ZERO)
             keys = self._cap_keys.get(group)
             if not keys and total <= cap.amount:
                 continue  # within the cap, and never cut
-            due = {}
+            due: Due = {}
             if total > cap.amount:
-                component = f"cap:{period}"
                 note = (
                     f"{_ADVERB[period.split(':')[0]]} cap {cap}: "
                     f"accrued {total} {cap.currency.code}, cut {total - cap.amount}"
                 )
                 entry = RebateEntry(
-                    EntryKind.ACCRUAL, "", 0, ib, component,
-                    UnroundedMoney(cap.amount - total, cap.currency), 0, "", "", _ZERO, start,
-                    note, ib,
+                    kind=_ACCRUAL, server="", ticket=0, ib_id=ib, component=f"cap:{period}",
+                    amount=UnroundedMoney(cap.amount - total, cap.currency), level=0,
+                    client_id="", symbol="", lots=_ZERO, trading_day=start, explanation=note,
+                    direct_ib_id=ib,
                 )  # fmt: skip
-                due[_text(entry.key)] = entry
+                due[_state.text(entry.key)] = (line_of(entry), entry.amount.amount)
             settled, self._cap_keys[group] = self._settle(keys or (), due)
             out.extend(settled)
         return out
 
-    def _count_for_caps(
-        self, entries: Iterable[RebateEntry]
-    ) -> dict[tuple[str, str], tuple[date, Money]]:
+    def _count_for_caps(self, lines: Iterable[str]) -> dict[tuple[str, str], tuple[date, Money]]:
         """Add rebate and CPA entries to their periods' totals; returns the capped groups
         touched (IB, period) with each period's start and cap."""
-        summed: dict[tuple[str, date, str], Decimal] = {}  # by IB, trading day and currency
-        for entry in entries:
-            if entry.component.startswith("cap:"):
-                continue
-            money = entry.amount
-            key = (entry.ib_id, entry.trading_day, money.currency.code)
-            summed[key] = summed.get(key, _ZERO) + money.amount
+        summed = _rows.sums(lines, caps=False)  # by IB, trading day and currency
         periods: dict[date, tuple[str, date, Money] | None] = {}
         totals = self._period_totals
         touched: dict[tuple[str, str], tuple[date, Money]] = {}
@@ -666,28 +698,29 @@ class RebateEngine:
             for deal in changes.parked:
                 position = (deal.server, deal.position_id)
                 self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
-        entries = list(entries)
+        lines = _rows.lines(RebateEntries.of(entries))
         if self.schedules.has_caps:
-            self._count_for_caps(entries)
-        for entry in entries:
-            text = _text(entry.key)
-            before = self._paid.get(text)
-            total = entry.amount.amount + (_amount_of(before) if before else _ZERO)
-            index, group_of = self._index_of(entry)
+            self._count_for_caps(lines)
+        paid_lines = self._paid
+        for line in lines:
+            kind, srv, ticket, ib, component, figure, _, _, client, _ = line.split(SEP, 9)
+            text = f"{srv}\x1f{ticket}\x1f{ib}\x1f{component}"
+            before = paid_lines.get(text)
+            total = Decimal(figure) + (amount_of(before) if before else _ZERO)
+            index, group_of = self._index_of(srv, ticket, ib, component, client)
             keys = index.get(group_of) or ()
             if total:
-                if before is None and entry.kind is _ACCRUAL:  # the key's first entry
-                    self._paid[text] = entry.line()
+                if before is None and kind == "accrual":  # the key's first entry
+                    paid_lines[text] = line
                 else:  # (the engine keeps the entry due on a key, an accrual)
-                    amount = UnroundedMoney(total, entry.amount.currency)
-                    self._paid[text] = attrs.evolve(entry, kind=_ACCRUAL, amount=amount).line()
+                    paid_lines[text] = with_change(line, _ACCRUAL, total)
                 if text not in keys:
                     index[group_of] = (*keys, text)
             else:
-                self._paid.pop(text, None)
+                paid_lines.pop(text, None)
                 index[group_of] = [k for k in keys if k != text]
-        for ticket, cursor in cursors:
-            dk = _deal_text(server, ticket)
+        for ticket_no, cursor in cursors:
+            dk = deal_text(server, ticket_no)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
 
     def _unpark_handled(self, server: str, cursors: list[tuple[int, int]]) -> None:
@@ -696,7 +729,7 @@ class RebateEngine:
         handled = {
             (server, ticket)
             for ticket, cursor in cursors
-            if cursor > self._cursor.get(_deal_text(server, ticket), 0)
+            if cursor > self._cursor.get(deal_text(server, ticket), 0)
         }
         for position in [p for p, waiting in self._parked.items() if handled & waiting.keys()]:
             waiting = self._parked[position]
@@ -705,19 +738,21 @@ class RebateEngine:
             if not waiting:
                 del self._parked[position]
 
-    def _index_of(self, entry: RebateEntry) -> tuple[_KeyLists, Hashable]:
-        """Where an entry's key is listed: by client (CPA), by IB and period (caps), by deal."""
-        if entry.component == "cpa":
-            return self._cpa_keys, entry.client_id
-        if entry.component.startswith("cap:"):
-            return self._cap_keys, (entry.ib_id, entry.component.removeprefix("cap:"))
-        return self._keys_of, _deal_text(entry.server, entry.ticket)
+    def _index_of(
+        self, server: str, ticket: str, ib: str, component: str, client: str
+    ) -> tuple[KeyLists, Hashable]:
+        """Where a key is listed: by client (CPA), by IB and period (caps), by deal."""
+        if component == "cpa":
+            return self._cpa_keys, client
+        if component.startswith("cap:"):
+            return self._cap_keys, (ib, component.removeprefix("cap:"))
+        return self._keys_of, f"{server}\x1f{ticket}"
 
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
         sums: dict[tuple[str, str], Decimal] = {}
         for line in self._paid.values():
-            _, _, _, ib, _, figure, code, _ = line.split(_SEP, 7)
+            _, _, _, ib, _, figure, code, _ = line.split(SEP, 7)
             group = (ib, code)
             sums[group] = sums.get(group, _ZERO) + Decimal(figure)
         out: dict[str, UnroundedMoney] = {}
@@ -741,166 +776,49 @@ class RebateEngine:
             known = self._opened.find(key)
             if known is None or when < known:
                 self._opened[key] = when
-                self._facts.append(f"open|{position}|{to_micros(when)}")
+                self._facts.append(PositionOpened(position=position, at=when))
 
-    def _relearn(self, server: str, fact: str) -> None:
-        kind, rest = fact.split("|", 1)
-        if kind == "open":
-            position, micros = rest.split("|")
-            self._opened[(server, int(position))] = from_micros(int(micros))
-            return
-        if kind not in ("t", "d"):  # a fact as books before the short forms kept it
-            deal, deleted = _from_fact(server, fact)
+    def _relearn(self, server: str, fact: Fact) -> None:
+        if type(fact) is DealFact:  # a deal as books before the short facts kept it
+            deal = fact.deal(server)
             if deal.action.is_trade:
-                fact = _trade_fact(deal, deleted)[0]
+                fact = _trade_fact(deal, fact.deleted)
             elif deal.action is DealAction.BALANCE:
-                fact = self._deposit_fact(deal, deleted)
+                fact = self._deposit_fact(deal, fact.deleted)
             else:
                 return
-            kind, rest = fact.split("|", 1)
-        if kind == "d":
-            client = self.client_of(server, int(rest.split("|", 2)[1]))
+        if type(fact) is PositionOpened:
+            self._opened[(server, fact.position)] = fact.at
+        elif type(fact) is DepositFact:
+            client = self.client_of(server, fact.login)
             if client is not None and self.schedules.pays_cpa:
                 self._learn_deposit(server, client, fact)
-            return
-        ticket, login, position, micros, opened, closed = rest.split("|")
-        parked = self._parked.get((server, int(position)))
-        if parked is not None:
-            parked.pop((server, int(ticket)), None)
-            if not parked:
-                del self._parked[(server, int(position))]
-        self._learn_trade(
-            server, _deal_text(server, int(ticket)), int(position),
-            from_micros(int(micros)) if micros else None, self.client_of(server, int(login)),
-            Decimal(opened), Decimal(closed), [],
-        )  # fmt: skip
-
-
-def _amount_of(line: str) -> Decimal:
-    """The amount of an entry's line."""
-    return Decimal(line.split(_SEP, 6)[5])
+        elif type(fact) is TradeFact:
+            position = (server, fact.position)
+            parked = self._parked.get(position)
+            if parked is not None:
+                parked.pop((server, fact.ticket), None)
+                if not parked:
+                    del self._parked[position]
+            client = self.client_of(server, fact.login)
+            self._learn_trade(server, deal_text(server, fact.ticket), fact, client, [])
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
-_SEP, _LIST = "\x1f", "\x1e"
 # Decimals go into f-strings as {d!s}: a plain {d} calls Decimal.__format__, four times slower.
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-def _deal_text(server: str, ticket: int) -> str:
-    """A deal's key as text, for the maps kept per deal."""
-    return f"{server}\x1f{ticket}"
-
-
-def _text(key: Hashable) -> str:
-    """A key as text: a tuple's parts joined (ids carry no control characters)."""
-    if type(key) is tuple:
-        if len(key) == 2:
-            return f"{key[0]}\x1f{key[1]}"
-        if len(key) == 4:
-            return f"{key[0]}\x1f{key[1]}\x1f{key[2]}\x1f{key[3]}"
-        return _SEP.join(map(str, key))
-    return str(key)
-
-
-class _Flat(Generic[K, V]):
-    """A large map kept as a dict of text to plain values (int, Decimal, datetime, str).
-
-    The engine's maps reach millions of entries. A dict of tuples is walked by the garbage
-    collector, and CPython re-tracks an all-atomic dict, as a young object, whenever a new tuple
-    goes in, so young collections would keep walking million-entry maps. Text keys and plain
-    values are never tracked: the collector does not see these maps at all."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self) -> None:
-        self._d: dict[str, V] = {}
-
-    def get(self, key: K, default: V) -> V:
-        return self._d.get(_text(key), default)
-
-    def find(self, key: K) -> V | None:
-        return self._d.get(_text(key))
-
-    def __setitem__(self, key: K, value: V) -> None:
-        self._d[_text(key)] = value
-
-    def __contains__(self, key: K) -> bool:
-        return _text(key) in self._d
-
-    def pop(self, key: K, default: V) -> V:
-        return self._d.pop(_text(key), default)
-
-
-class _KeyLists:
-    """Groups (a deal, a client, an IB and period) to the keys paid for them, as text."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self) -> None:
-        self._d: dict[str, str] = {}
-
-    def __contains__(self, group: Hashable) -> bool:
-        return _text(group) in self._d
-
-    def get(self, group: Hashable) -> list[str] | None:
-        """The keys (as text) paid for ``group``; None if none ever were."""
-        text = self._d.get(_text(group))
-        if text is None:
-            return None
-        return text.split(_LIST) if text else []
-
-    def __setitem__(self, group: Hashable, keys: Iterable[str]) -> None:
-        self._d[_text(group)] = _LIST.join(keys)
-
-
-_WAIT: dict[str, RebateEntry] = {}  # a distinct object: "the opening deal is not known yet"
+_WAIT: Due = {}  # a distinct object: "the opening deal is not known yet"
 
 
 def _order(deal: Deal) -> tuple[datetime, int]:
     return (deal.time, deal.ticket)
 
 
-def _record_order(record: str) -> tuple[int, int]:
-    """A deposit record's place: by time, then ticket (as :func:`_order` for deals)."""
-    _, fields = _record_parts(record)
-    return (int(fields[_F_MICROS]), int(fields[_F_TICKET]))
-
-
-def _record_parts(record: str) -> tuple[str, list[str]]:
-    """A deposit record's server and the fields of its deposit's fact."""
-    server, fact = record.split(_SEP)
-    return server, fact.split("|")
-
-
-# Where a deposit's fact (see RebateEngine._deposit_fact) puts its fields.
-_F_TICKET, _F_MICROS, _F_AMOUNT, _F_CURRENCY, _F_DAY = 1, 3, 4, 5, 6
-
-
-def _trade_fact(deal: Deal, deleted: bool) -> tuple[str, Decimal, Decimal]:
-    """A trade deal's fact, ``t|ticket|login|position|time|opened|closed`` (the time of an
-    opening deal only; the lots it opened and closed, zero once deleted), and those lots."""
+def _trade_fact(deal: Deal, deleted: bool) -> TradeFact:
+    """A trade deal's fact: the time of an opening deal only; the lots it opened and closed,
+    zero once deleted."""
     opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
-    micros = to_micros(deal.time) if deal.entry is _IN else ""
-    fact = f"t|{deal.ticket}|{deal.login}|{deal.position_id}|{micros}|{opened!s}|{closed!s}"
-    return fact, opened, closed
-
-
-def _from_fact(server: str, fact: str) -> tuple[Deal, bool]:
-    """The deal of a fact as books kept it before the short forms (``t|...``, ``d|...``):
-    ticket, login, action, entry, position, volume, closed volume, time, profit, currency,
-    deleted, server offset."""
-    ticket, login, action, entry, position, volume, closed, micros, profit, cur, deleted, offset = (
-        fact.split("|")
-    )
-    currency = Currency.of(cur)
-    zero = Money.zero(currency)
-    deal = Deal(
-        server=server, ticket=int(ticket), login=int(login), action=DealAction(int(action)),
-        entry=DealEntry(int(entry)), symbol="", volume=Decimal(volume),
-        volume_closed=Decimal(closed), price=_ZERO, position_id=int(position), order=0,
-        commission=zero, fee=zero, swap=zero, profit=Money.of(profit, currency),
-        time=from_micros(int(micros)), server_offset=timedelta(microseconds=int(offset)),
+    return TradeFact(
+        ticket=deal.ticket, login=deal.login, position=deal.position_id,
+        opened_at=deal.time if deal.entry is _IN else None, lots_opened=opened,
+        lots_closed=closed,
     )  # fmt: skip
-    return deal, deleted == "1"

@@ -1,0 +1,292 @@
+"""Private: the compact rows of the rebate book. Rebate entries as lines of text, with
+:class:`RebateEntries`, the typed sequence that keeps them so and makes entry objects only when
+one is read; and the stored text forms of the engine's facts, every form books ever wrote.
+
+A line is an entry's 14 fields joined by ``\\x1f`` (kind, server, ticket, IB, component,
+amount, currency code, level, client, symbol, lots, trading day, explanation, the client's own
+IB). The engine keeps what it paid on each key as such a line and writes its output as lines;
+the book stores them (``|`` in place of ``\\x1f``); the accrual policy sums them without making
+an object per entry. None of this is a stored contract beyond the book's row codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, overload
+
+from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
+from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
+from fxcrm_core.kernel.time import from_micros, to_micros
+from fxcrm_core.trading import DealAction, DealEntry
+
+if TYPE_CHECKING:
+    from fxcrm_core.commissions.engine import Fact, RebateEntry
+
+SEP = "\x1f"
+FIELDS = 14
+_ZERO = Decimal(0)
+
+
+def line_of(e: RebateEntry) -> str:
+    """An entry's line; an explanation's control characters become spaces, and ids holding
+    one are refused (ValidationError)."""
+    a = e.amount
+    line = (
+        f"{e.kind}\x1f{e.server}\x1f{e.ticket}\x1f{e.ib_id}\x1f{e.component}\x1f{a.amount!s}\x1f"
+        f"{a.currency.code}\x1f{e.level}\x1f{e.client_id}\x1f{e.symbol}\x1f{e.lots!s}\x1f"
+        f"{e.trading_day.isoformat()}\x1f{e.explanation.replace(SEP, ' ')}\x1f{e.direct_ib_id}"
+    )
+    if line.count(SEP) != FIELDS - 1:
+        raise ValidationError("ids in rebate entries carry no control characters")
+    return line
+
+
+def entry_of(line: str) -> RebateEntry:
+    """The entry a line stands for (CodecError, naming no field's value, if it stands for
+    none)."""
+    from fxcrm_core.commissions.engine import KINDS, RebateEntry
+
+    try:
+        (kind, server, ticket, ib, component, amount, code, level, client, symbol, lots, day,
+         why, direct) = line.split(SEP)  # fmt: skip
+        return RebateEntry(
+            kind=KINDS[kind], server=server, ticket=int(ticket), ib_id=ib, component=component,
+            amount=UnroundedMoney(to_decimal(amount, "amount"), Currency.of(code)),
+            level=int(level), client_id=client, symbol=symbol, lots=to_decimal(lots, "lots"),
+            trading_day=date.fromisoformat(day), explanation=why, direct_ib_id=direct,
+        )  # fmt: skip
+    except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
+        raise CodecError("a rebate entry row is malformed") from None
+
+
+def amount_of(line: str) -> Decimal:
+    """The amount of an entry's line."""
+    try:
+        return Decimal(line.split(SEP, 6)[5])
+    except (IndexError, InvalidOperation):
+        raise CodecError("a rebate entry row is malformed") from None
+
+
+def with_change(line: str, kind: str, amount: Decimal) -> str:
+    """The line with another kind and amount (the rest as it is)."""
+    _, server, ticket, ib, component, _, rest = line.split(SEP, 6)
+    return f"{kind}\x1f{server}\x1f{ticket}\x1f{ib}\x1f{component}\x1f{amount!s}\x1f{rest}"
+
+
+def sums(lines: Iterable[str], *, caps: bool = True) -> dict[tuple[str, date, str], Decimal]:
+    """The lines' amounts summed by IB, trading day and currency (``caps=False``: leaving out
+    the cap components)."""
+    by_text: dict[tuple[str, str, str], Decimal] = {}
+    for line in lines:
+        _, _, _, ib, component, figure, code, _, _, _, _, day, _ = line.split(SEP, 12)
+        if not caps and component.startswith("cap:"):
+            continue
+        key = (ib, day, code)
+        by_text[key] = by_text.get(key, _ZERO) + Decimal(figure)
+    days: dict[str, date] = {}
+    out: dict[tuple[str, date, str], Decimal] = {}
+    for (ib, day, code), total in by_text.items():
+        when = days.get(day)
+        if when is None:
+            when = days[day] = date.fromisoformat(day)
+        out[(ib, when, code)] = total
+    return out
+
+
+class RebateEntries(Sequence["RebateEntry"]):
+    """Rebate entries as an immutable sequence that keeps them in a compact form and makes each
+    :class:`~fxcrm_core.commissions.RebateEntry` only when it is read (a broker's day holds
+    millions). Equal to any sequence of the same entries, in the same order."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, entries: Iterable[RebateEntry] = ()) -> None:
+        self._lines: tuple[str, ...] = tuple([line_of(e) for e in entries])
+
+    @classmethod
+    def of(cls, entries: Iterable[RebateEntry]) -> RebateEntries:
+        """``entries`` as a :class:`RebateEntries` (itself if it is one)."""
+        return entries if isinstance(entries, RebateEntries) else cls(entries)
+
+    @classmethod
+    def _from_lines(cls, lines: Sequence[str]) -> RebateEntries:
+        out = cls.__new__(cls)
+        out._lines = tuple(lines)
+        return out
+
+    def sums(self) -> dict[tuple[str, date, str], Decimal]:
+        """The amounts summed per (IB, trading day, currency code), unrounded."""
+        return sums(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> RebateEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> RebateEntries: ...
+    def __getitem__(self, index: int | slice) -> RebateEntry | RebateEntries:
+        if isinstance(index, slice):
+            return RebateEntries._from_lines(self._lines[index])
+        return entry_of(self._lines[index])
+
+    def __iter__(self) -> Iterator[RebateEntry]:
+        return map(entry_of, self._lines)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            if isinstance(other, RebateEntries) and self._lines == other._lines:
+                return True
+            return len(other) == len(self._lines) and all(
+                a == b for a, b in zip(self, other, strict=True)
+            )
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._lines)
+
+    @overload
+    def __add__(self, other: RebateEntries) -> RebateEntries: ...
+    @overload
+    def __add__(self, other: list[RebateEntry]) -> list[RebateEntry]: ...
+    def __add__(
+        self, other: RebateEntries | list[RebateEntry]
+    ) -> RebateEntries | list[RebateEntry]:
+        if isinstance(other, RebateEntries):
+            return RebateEntries._from_lines(self._lines + other._lines)
+        if isinstance(other, list):
+            return [*self, *other]
+        return NotImplemented
+
+    def __radd__(self, other: list[RebateEntry]) -> list[RebateEntry]:
+        if isinstance(other, list):
+            return [*other, *self]
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))  # (shown as the list of its entries)
+
+
+def lines(entries: RebateEntries) -> tuple[str, ...]:
+    """The lines an entries sequence keeps."""
+    return entries._lines
+
+
+def from_lines(kept: Sequence[str]) -> RebateEntries:
+    return RebateEntries._from_lines(kept)
+
+
+def rows_of(entries: Any) -> list[str | list[str]]:
+    """The stored rows: each line with ``|`` between fields, or as the list of its fields where
+    a field holds a ``|`` itself."""
+    kept = RebateEntries.of(entries)._lines
+    return [line.replace(SEP, "|") if "|" not in line else line.split(SEP) for line in kept]
+
+
+def entries_of_rows(rows: Any) -> RebateEntries:
+    """The entries of stored rows (also rows of earlier books: lists holding numbers)."""
+    if not isinstance(rows, list):
+        raise CodecError("rebate entries are stored as a list")
+    out = []
+    for row in rows:
+        if isinstance(row, str):
+            line = row.replace("|", SEP)
+        elif isinstance(row, list) and all(isinstance(f, str | int) for f in row):
+            line = SEP.join(map(str, row))
+        else:
+            raise CodecError("a rebate entry row is malformed")
+        if line.count(SEP) != FIELDS - 1 or line.split(SEP, 1)[0] not in _KIND_TEXT:
+            raise CodecError("a rebate entry row is malformed")
+        out.append(line)
+    return RebateEntries._from_lines(out)
+
+
+_KIND_TEXT = frozenset({"accrual", "adjustment", "reversal"})
+
+
+# -- facts ---------------------------------------------------------------------------------------
+# Stored forms (one short line of text each, ``|`` between fields):
+#   t|ticket|login|position|opening time (µs, opening deals only)|lots opened|lots closed
+#   d|ticket|login[|time (µs)|amount|currency|trading day]   (the tail for a live deposit only)
+#   open|position|time (µs)
+# and, from books before these forms, a deal's 12 fields: ticket|login|action|entry|position|
+# volume|volume closed|time (µs)|profit|currency|deleted (0/1)|server offset (µs).
+def fact_rows(facts: Any) -> list[str]:
+    from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
+
+    out = []
+    for f in facts:
+        if type(f) is TradeFact:
+            micros = "" if f.opened_at is None else to_micros(f.opened_at)
+            out.append(
+                f"t|{f.ticket}|{f.login}|{f.position}|{micros}|{f.lots_opened!s}|{f.lots_closed!s}"
+            )
+        elif type(f) is DepositFact:
+            if f.amount is None or f.at is None or f.trading_day is None:
+                out.append(f"d|{f.ticket}|{f.login}")
+            else:
+                out.append(
+                    f"d|{f.ticket}|{f.login}|{to_micros(f.at)}|{f.amount.amount!s}|"
+                    f"{f.amount.currency.code}|{f.trading_day.isoformat()}"
+                )
+        elif type(f) is PositionOpened:
+            out.append(f"open|{f.position}|{to_micros(f.at)}")
+        elif type(f) is DealFact:
+            out.append(
+                f"{f.ticket}|{f.login}|{f.action.value}|{f.entry.value}|{f.position}|"
+                f"{f.volume!s}|{f.volume_closed!s}|{to_micros(f.time)}|{f.profit.amount!s}|"
+                f"{f.profit.currency.code}|{int(f.deleted)}|"
+                f"{f.server_offset // timedelta(microseconds=1)}"
+            )
+        else:
+            raise CodecError("a rebate fact of an unknown kind")
+    return out
+
+
+def facts_of_rows(rows: Any) -> tuple[Fact, ...]:
+    if not isinstance(rows, list):
+        raise CodecError("rebate facts are stored as a list")
+    return tuple([fact_of(row) for row in rows])
+
+
+def fact_of(row: Any) -> Fact:
+    """The typed fact a stored row stands for (CodecError, naming no value, if none)."""
+    from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
+
+    try:
+        if not isinstance(row, str):
+            raise TypeError
+        kind, rest = row.split("|", 1)
+        if kind == "t":
+            ticket, login, position, micros, opened, closed = rest.split("|")
+            return TradeFact(
+                ticket=int(ticket), login=int(login), position=int(position),
+                opened_at=from_micros(int(micros)) if micros else None,
+                lots_opened=to_decimal(opened, "lots"), lots_closed=to_decimal(closed, "lots"),
+            )  # fmt: skip
+        if kind == "d":
+            fields = rest.split("|")
+            if len(fields) == 2:
+                return DepositFact(ticket=int(fields[0]), login=int(fields[1]))
+            ticket, login, micros, amount, code, day = fields
+            return DepositFact(
+                ticket=int(ticket), login=int(login), at=from_micros(int(micros)),
+                amount=Money.of(amount, code), trading_day=date.fromisoformat(day),
+            )  # fmt: skip
+        if kind == "open":
+            position, micros = rest.split("|")
+            return PositionOpened(position=int(position), at=from_micros(int(micros)))
+        (ticket, login, action, entry, position, volume, closed, micros, profit, code, deleted,
+         offset) = row.split("|")  # fmt: skip
+        return DealFact(
+            ticket=int(ticket), login=int(login), action=DealAction(int(action)),
+            entry=DealEntry(int(entry)), position=int(position),
+            volume=to_decimal(volume, "volume"), volume_closed=to_decimal(closed, "volume"),
+            time=from_micros(int(micros)), profit=Money.of(profit, code),
+            deleted=deleted == "1", server_offset=timedelta(microseconds=int(offset)),
+        )  # fmt: skip
+    except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
+        raise CodecError("a rebate fact row is malformed") from None
