@@ -13,13 +13,13 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import attrs
 
 from fxcrm_core.events import make_converter
-from fxcrm_core.kernel._decimal import DIVISION, MAX_AMOUNT, to_decimal
+from fxcrm_core.kernel._decimal import DIVISION, EXACT, MAX_AMOUNT, out_of_range, to_decimal
 from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.trading import Deal
@@ -171,6 +171,7 @@ def _currency(value: object) -> Currency:
 
 
 _BOTH = frozenset((COMMISSION, MARKUP))
+_EXACT = EXACT
 
 
 # -- the kinds ----------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class SpreadShare:
         return DIVISION.divide(average, spread)
 
     def pool(self, deal: Deal, lots: Decimal, currency: Currency) -> UnroundedMoney:
-        pool = self.markup * (lots * self.share)
+        pool = self.markup * _EXACT.multiply(lots, self.share)
         factor = self.factor(deal) if self.average_spread is not None else None
         return pool if factor is None else pool * factor
 
@@ -266,7 +267,11 @@ class Pips:
     currency: Currency = attrs.field(converter=_currency)
 
     def pool(self, deal: Deal, lots: Decimal, currency: Currency) -> UnroundedMoney:
-        return UnroundedMoney(self.pip_value * self.pips * lots, self.currency)
+        try:
+            amount = _EXACT.multiply(_EXACT.multiply(self.pip_value, self.pips), lots)
+        except DecimalException as error:
+            raise out_of_range(error, "a pips pool") from None
+        return UnroundedMoney(amount, self.currency)
 
     def note(self, deal: Deal) -> str:
         return ""

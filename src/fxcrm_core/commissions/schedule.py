@@ -27,7 +27,7 @@ from fxcrm_core.commissions.plans import (
     SpreadShare,
     plan_kinds,
 )
-from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel._decimal import EXACT, to_decimal
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import to_utc
@@ -605,8 +605,9 @@ class Schedule:
         revenue = commission.amount.copy_abs()
         if ceiling is _AND_MARKUP:
             earned = _markup(deal, markup, raw_lots, currency)
-            if pool.amount > revenue + earned:
-                total = UnroundedMoney(revenue + earned, currency)
+            limit = EXACT.add(revenue, earned)
+            if pool.amount > limit:
+                total = UnroundedMoney(limit, currency)
                 note = (
                     f"{note}, limited to the broker's revenue {total.amount!s} {currency.code} "
                     f"(commission {revenue!s} + markup {earned!s})"
@@ -624,7 +625,7 @@ def _markup(deal: Deal, per_lot: Money | None, lots: Decimal, currency: Currency
     """The spread markup the broker earned on the deal: the table's rate a lot, else the
     deal's own markup (in the schedule's currency), else nothing."""
     if per_lot is not None:
-        return per_lot.amount * lots
+        return EXACT.multiply(per_lot.amount, lots)
     own = deal.markup
     if own is not None and own.currency == currency:
         return own.amount.copy_abs()
