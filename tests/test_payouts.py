@@ -91,7 +91,18 @@ def entry(
 ) -> RebateEntry:
     money = UnroundedMoney(Decimal(amount), USD)
     return RebateEntry(
-        kind, "mt5", ticket, ib, "rebate", money, 1, "c-1", "EURUSD", Decimal(1), day, "test"
+        kind=kind,
+        server="mt5",
+        ticket=ticket,
+        ib_id=ib,
+        component="rebate",
+        amount=money,
+        level=1,
+        client_id="c-1",
+        symbol="EURUSD",
+        lots=Decimal(1),
+        trading_day=day,
+        explanation="test",
     )
 
 
@@ -498,6 +509,7 @@ def test_a_transfer_posted_without_its_record_is_recorded_not_paid_again() -> No
             (),
             UnroundedMoney(Decimal("-12.34"), USD),
             recovered=True,
+            policy_version=1,  # the configured policy, recorded by the run
         )
     ]
 

@@ -7,12 +7,22 @@ aggregate's record of it. Reversals claw back: they reduce what is pending, and 
 balance is carried into later payouts.
 
 Everything lives in the log: a restart, or a second process, pays exactly what one process
-would, under the same payout ids (``payout:<ib>:<n>``, ``n`` counted on the aggregate)."""
+would, under the same payout ids (``payout:<ib>:<n>``, ``n`` counted on the aggregate).
+
+Payout policies too: each IB's policy is a :class:`PayoutPolicySet` on its account's stream,
+recorded with actor and reason (:meth:`Payouts.set_policy`), and every payout event names the
+policy version it was decided under. The ``policies`` mapping a host configures seeds them:
+a configured policy that differs from the one last recorded *from configuration* is recorded
+as ``system:config`` (:meth:`Payouts.ensure_policies`, or lazily by the next run), so a change
+made by hand stands until the configuration itself changes. The payout currency cannot change
+while a balance or a held payout is in the old one (:class:`PayoutCurrencyChangeError`): pay
+it out, or claw it back, first; pending accruals are converted at the run, as always."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +32,7 @@ import attrs
 
 from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Approvals, ApprovalStatus
 from fxcrm_core.commissions.book import RebateEntriesRecorded
+from fxcrm_core.commissions.tree import check_id, check_time
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -49,10 +60,13 @@ __all__ = [
     "HeldPayout",
     "HeldPayoutMade",
     "IbPayoutAccount",
+    "PAYOUT_POLICY_PERMISSION",
     "PayoutApprovalRejected",
+    "PayoutCurrencyChangeError",
     "PayoutHeld",
     "PayoutMade",
     "PayoutPolicy",
+    "PayoutPolicySet",
     "PayoutRefused",
     "PayoutResult",
     "Payouts",
@@ -65,6 +79,10 @@ __all__ = [
 
 PAYOUT_ACTION = "payout"  # the approval action (permissions payout.request / payout.approve)
 PAYOUT_POLICY = "ib-payouts"  # the accrual policy's name: its position stream is policy-<name>
+PAYOUT_POLICY_PERMISSION = "payout.policy"  # setting an IB's payout policy
+CONFIG_ACTOR = Actor.system("config")  # who records the configured policies
+
+log = logging.getLogger("fxcrm_core.commissions")
 
 _ZERO = Decimal(0)
 _TRIES = 4
@@ -97,6 +115,31 @@ class PayoutPolicy:
     cadence: Cadence = Cadence.DAILY
     hold: timedelta = timedelta(0)  # entries younger than this wait (disputes, reversals)
     approval_above: Money | None = None
+
+
+class PayoutCurrencyChangeError(CurrencyMismatchError):
+    """A new payout currency while the IB's balance or a held payout is in the old one."""
+
+    default_message = "the IB is owed money in its current payout currency; settle it first"
+
+
+def _checked(policy: object) -> PayoutPolicy:
+    """``policy`` if it is a coherent PayoutPolicy, else ValidationError."""
+    if not isinstance(policy, PayoutPolicy):
+        raise ValidationError("a payout policy is a PayoutPolicy")
+    if not isinstance(policy.currency, Currency) or not isinstance(policy.cadence, Cadence):
+        raise ValidationError("a payout policy names a currency and a cadence")
+    if not isinstance(policy.minimum, Money) or policy.minimum.currency != policy.currency:
+        raise ValidationError("a payout minimum is Money in the policy's currency")
+    if policy.minimum.is_negative():
+        raise ValidationError("a payout minimum is not negative")
+    above = policy.approval_above
+    if above is not None and (not isinstance(above, Money) or above.currency != policy.currency):
+        raise ValidationError("an approval threshold is Money in the policy's currency")
+    hold = policy.hold
+    if not isinstance(hold, timedelta) or hold < timedelta(0) or hold % timedelta(days=1):
+        raise ValidationError("a payout hold is a whole number of days, not negative")
+    return policy
 
 
 @attrs.frozen
@@ -148,6 +191,7 @@ class PayoutMade(DomainEvent):
     carried: UnroundedMoney
     rate_source: str | None = None
     recovered: bool = False
+    policy_version: int = 0  # the PayoutPolicySet it was decided under (0: before they were)
 
 
 @attrs.frozen
@@ -162,6 +206,7 @@ class PayoutHeld(DomainEvent):
     covered: tuple[Sum, ...]
     carried: UnroundedMoney
     rate_source: str | None = None
+    policy_version: int = 0
 
 
 @attrs.frozen
@@ -195,6 +240,7 @@ class RemainderCarried(DomainEvent):
     covered: tuple[Sum, ...]
     carried: UnroundedMoney
     rate_source: str | None = None
+    policy_version: int = 0
 
 
 @attrs.frozen
@@ -208,7 +254,18 @@ class PayoutRefused(DomainEvent):
     reason: str
 
 
+@attrs.frozen
+class PayoutPolicySet(DomainEvent):
+    """The IB's payouts follow ``policy`` from now on (its version: how many were set before,
+    plus one). ``from_config``: recorded from the host's configuration, not by a person."""
+
+    ib_id: str
+    policy: PayoutPolicy
+    from_config: bool = False
+
+
 PAYOUT_EVENTS = (
+    PayoutPolicySet,
     RebatesAccrued,
     PayoutMade,
     PayoutHeld,
@@ -246,9 +303,18 @@ class IbPayoutAccount(Aggregate):
     carried: UnroundedMoney | None = None
     sequence: int = 0
     held: tuple[HeldPayout, ...] = ()
+    policy: PayoutPolicy | None = None  # the policy in force (None: none recorded yet)
+    policy_version: int = 0  # how many policies were set
+    configured: PayoutPolicy | None = None  # the last one recorded from configuration
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
+            case PayoutPolicySet(policy=policy, from_config=from_config):
+                return self.evolve(
+                    policy=policy,
+                    policy_version=self.policy_version + 1,
+                    configured=policy if from_config else self.configured,
+                )
             case RebatesAccrued(sums=sums):
                 return self.evolve(pending=_merged(self.pending, sums))
             case PayoutMade():
@@ -293,6 +359,19 @@ class IbPayoutAccount(Aggregate):
                 "the IB carries a balance in another currency than its payout policy's"
             )
         return c
+
+    def set_policy(self, policy: PayoutPolicy, *, from_config: bool) -> list[DomainEvent]:
+        """Record ``policy`` unless it is the one in force (by hand) or the one last recorded
+        from configuration (``from_config``: a change by hand since then stands). A new
+        currency is refused while something is owed in the old one."""
+        if policy == (self.configured if from_config else self.policy):
+            return []
+        old = self.policy
+        if old is not None and policy.currency != old.currency:
+            carried = self.carried
+            if (carried is not None and carried.amount != 0) or self.held:
+                raise PayoutCurrencyChangeError()
+        return [PayoutPolicySet(self.id, policy, from_config)]
 
     def held_payout(self, sequence: int) -> HeldPayout | None:
         return next((h for h in self.held if h.sequence == sequence), None)
@@ -341,12 +420,17 @@ class _Ready:
     account: IbPayoutAccount
     event: PayoutMade
     request: TransferRequest
+    policy: PayoutPolicy
 
 
 class Payouts:
     """Runs payouts on the IBs' accounts. Accounts are fed by :func:`accrue` (a policy); the
     approval rule for :data:`PAYOUT_ACTION` is :meth:`approval_rule`, registered once by the
-    composition root."""
+    composition root.
+
+    ``policies`` is the host's configuration: it seeds each IB's recorded policy (see the
+    module's docstring); runs follow the recorded one. ``run_all`` without ``ib_ids`` runs
+    the configured IBs; an IB whose policy was only set by hand is run by naming it."""
 
     def __init__(
         self,
@@ -381,17 +465,108 @@ class Payouts:
             for day, code, amount in self.account(ib_id).pending
         ]
 
-    def _policy(self, ib_id: str) -> PayoutPolicy:
-        try:
-            return self.policies[ib_id]
-        except KeyError:
-            raise ValidationError("no payout policy for that IB") from None
+    # -- policies ------------------------------------------------------------------------------
+    def policy(self, ib_id: str) -> PayoutPolicy:
+        """The policy the IB's next run follows: the recorded one, or the configured one where
+        the configuration is not recorded yet (the run records it first); ValidationError if
+        the IB has neither."""
+        account = self.account(check_id(ib_id, "an IB id"))
+        configured = self.policies.get(ib_id)
+        if configured is not None and configured != account.configured:
+            return configured
+        if account.policy is None:
+            raise ValidationError("no payout policy for that IB")
+        return account.policy
+
+    _policy = policy
+
+    def policy_history(self, ib_id: str) -> list[RecordedEvent[PayoutPolicySet]]:
+        """The IB's policies as recorded, oldest first (the n-th is version n), each with who
+        set it, when and why."""
+        stream = IbPayoutAccount.stream_id_for(check_id(ib_id, "an IB id"))
+        decode = self.repository.codec.decode
+        out: list[RecordedEvent[PayoutPolicySet]] = []
+        for row in self.repository.store.read_stream(stream):
+            if row.event_type == PayoutPolicySet.__name__:
+                r = decode(row)
+                if isinstance(r.event, PayoutPolicySet):
+                    e = r.event
+                    out.append(
+                        RecordedEvent(
+                            r.stream_id, r.version, r.position, r.recorded_at, e, r.metadata
+                        )
+                    )
+        return out
+
+    def policy_at(self, ib_id: str, at: datetime) -> PayoutPolicy | None:
+        """The policy recorded for the IB as the log held it at ``at`` (None: none yet)."""
+        when = check_time(at)
+        found = [r.event.policy for r in self.policy_history(ib_id) if r.recorded_at <= when]
+        return found[-1] if found else None
+
+    def set_policy(self, actor: Actor, ib_id: str, policy: PayoutPolicy, *, reason: str) -> int:
+        """Record ``policy`` for the IB's later runs (permission ``payout.policy``), with the
+        actor and reason; returns the policy version in force. The same policy again records
+        nothing. A new currency while a balance or a held payout is in the old one raises
+        :class:`PayoutCurrencyChangeError` (pay it out or claw it back first)."""
+        if not isinstance(actor, Actor):
+            raise ValidationError("setting a payout policy needs an actor")
+        check_id(ib_id, "an IB id")
+        _checked(policy)
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("setting a payout policy needs a reason")
+        self.access.require(actor, PAYOUT_POLICY_PERMISSION)
+        return self._set(actor, reason, ib_id, policy, from_config=False)[0].policy_version
+
+    def ensure_policies(self, *, reason: str = "payout policy from configuration") -> list[str]:
+        """Record, as ``system:config``, each configured policy that differs from the one last
+        recorded from configuration; returns the IBs recorded, in id order. Idempotent, and
+        safe when several processes start at once (each policy is recorded once). Runs do the
+        same for the IBs they pay, so calling this is optional (it makes the audit trail show
+        a configuration change when it is deployed, not at the next run)."""
+        done = []
+        for ib_id, policy in sorted(self.policies.items()):
+            if self._set(CONFIG_ACTOR, reason, ib_id, _checked(policy), from_config=True)[1]:
+                done.append(ib_id)
+        return done
+
+    def _seeded(
+        self, account: IbPayoutAccount, reason: str = "payout policy from configuration"
+    ) -> IbPayoutAccount:
+        """The account with its configured policy recorded, if it was not."""
+        configured = self.policies.get(account.id)
+        if configured is None or configured == account.configured:
+            return account
+        return self._set(CONFIG_ACTOR, reason, account.id, _checked(configured), from_config=True)[
+            0
+        ]
+
+    def _set(
+        self, actor: Actor, reason: str, ib_id: str, policy: PayoutPolicy, *, from_config: bool
+    ) -> tuple[IbPayoutAccount, bool]:
+        """The account with ``policy`` recorded, and whether this call recorded it."""
+        for _ in range(_TRIES):
+            account = self.account(ib_id)
+            events = account.set_policy(policy, from_config=from_config)
+            if not events:
+                return account, False  # recorded already (by another process, or a retry)
+            try:
+                with self._uow(actor, reason) as uow:
+                    account = uow.record(account, *events)
+                    uow.commit()
+            except ConcurrencyError:
+                continue  # the account moved: decide again on what it holds now
+            if from_config:
+                log.info("payout policy recorded from configuration", extra={"ib": ib_id})
+            return account, True
+        raise ConcurrencyError("the IB's payout account kept changing; try again")
 
     # -- running -------------------------------------------------------------------------------
     def run(self, actor: Actor, ib_id: str, today: date) -> PayoutResult:
         """Pay what is due to ``ib_id`` as of ``today`` under its policy (a refusal raises)."""
         self.access.require(actor, "payout.run")
-        return self._run_one(actor, ib_id, self._policy(ib_id), today)
+        self._policy(ib_id)  # refuse an IB without one before anything is written
+        return self._run_one(actor, ib_id, today)
 
     def run_all(
         self, actor: Actor, today: date, ib_ids: Iterable[str] | None = None, *, chunk: int = 100
@@ -406,14 +581,16 @@ class Payouts:
             raise ValidationError("a chunk holds at least one payout")
         self.access.require(actor, "payout.run")
         ids = sorted(self.policies if ib_ids is None else set(ib_ids))
-        policies = {ib_id: self._policy(ib_id) for ib_id in ids}
+        for ib_id in ids:
+            if ib_id not in self.policies:
+                self._policy(ib_id)  # refuse an IB without one before anything is written
         results: dict[str, PayoutResult] = {}
         ready: list[_Ready] = []
         for ib_id in ids:
             try:
-                result, payout = self._prepare(actor, ib_id, policies[ib_id], today)
+                result, payout = self._prepare(actor, ib_id, today)
             except FxCrmError as exc:
-                results[ib_id] = self._failed(ib_id, policies[ib_id], exc)
+                results[ib_id] = self._failed(ib_id, exc)
                 continue
             results[ib_id] = result
             if payout is not None:
@@ -430,14 +607,14 @@ class Payouts:
                 for payout in part:
                     ib_id = payout.ib_id
                     try:
-                        results[ib_id] = self._run_one(actor, ib_id, policies[ib_id], today)
+                        results[ib_id] = self._run_one(actor, ib_id, today)
                     except FxCrmError as exc:
-                        results[ib_id] = self._failed(ib_id, policies[ib_id], exc)
+                        results[ib_id] = self._failed(ib_id, exc)
         return [results[ib_id] for ib_id in ids]
 
-    def _run_one(self, actor: Actor, ib_id: str, policy: PayoutPolicy, today: date) -> PayoutResult:
+    def _run_one(self, actor: Actor, ib_id: str, today: date) -> PayoutResult:
         for _ in range(_TRIES):
-            result, payout = self._prepare(actor, ib_id, policy, today)
+            result, payout = self._prepare(actor, ib_id, today)
             if payout is None:
                 return result
             try:
@@ -446,16 +623,20 @@ class Payouts:
                 continue  # the account moved (an accrual): decide again on its new state
             except FxCrmError:
                 with contextlib.suppress(FxCrmError):  # a refusal spends the id: record it
-                    self._reconcile(actor, self.account(ib_id), policy)
+                    self._reconcile(actor, self.account(ib_id), payout.policy)
                 raise
             return self._already_paid(payout) if replayed else result
         raise ConcurrencyError("the IB's payout account kept changing; try again")
 
-    def _failed(self, ib_id: str, policy: PayoutPolicy, exc: FxCrmError) -> PayoutResult:
+    def _failed(self, ib_id: str, exc: FxCrmError) -> PayoutResult:
+        account = self.account(ib_id)
+        policy = account.policy or self.policies.get(ib_id)
+        if policy is None:  # an IB named to run_all with no policy is refused before this
+            raise ValidationError("no payout policy for that IB") from exc
         try:
-            carried = self.account(ib_id).balance(policy.currency)
+            carried = account.balance(policy.currency)
         except FxCrmError:
-            carried = UnroundedMoney.zero(policy.currency)
+            carried = account.carried or UnroundedMoney.zero(policy.currency)
         # An FxCrmError's message holds no personal data.
         return PayoutResult(ib_id, None, carried, error=f"{type(exc).__name__}: {exc}")
 
@@ -470,13 +651,16 @@ class Payouts:
             uow.commit()
         return account
 
-    def _prepare(
-        self, actor: Actor, ib_id: str, policy: PayoutPolicy, today: date
-    ) -> tuple[PayoutResult, _Ready | None]:
-        """Settle what is due; returns the result and the payout to post now, if any. Records
-        (and commits) what needs no ledger posting: rejected approvals back in the balance, a
+    def _prepare(self, actor: Actor, ib_id: str, today: date) -> tuple[PayoutResult, _Ready | None]:
+        """Settle what is due under the recorded policy (the configured one recorded first if
+        it changed); returns the result and the payout to post now, if any. Records (and
+        commits) what needs no ledger posting: rejected approvals back in the balance, a
         balance carried, a payout held for approval."""
-        account = self.account(ib_id)
+        account = self._seeded(self.account(ib_id))
+        policy = account.policy
+        if policy is None:
+            raise ValidationError("no payout policy for that IB")
+        version = account.policy_version
         account = self._settle_approvals(actor, account, policy)
         account = self._reconcile(actor, account, policy)
         cutoff = policy.cadence.cutoff(today) - timedelta(days=policy.hold.days)
@@ -499,19 +683,28 @@ class Payouts:
         if not paid.is_positive() or paid < policy.minimum:
             # Below the minimum, rounding to nothing, or clawed back: owed, and waits.
             if covered:
-                self._record(actor, account, RemainderCarried(ib_id, covered, total, source))
+                carried = RemainderCarried(ib_id, covered, total, source, version)
+                self._record(actor, account, carried)
             return PayoutResult(ib_id, None, total, rate_source=source), None
         sequence = account.sequence + 1
         if policy.approval_above is not None and paid > policy.approval_above:
-            approval_id = self._hold(
-                actor, account, PayoutHeld(ib_id, sequence, "", paid, covered, remainder, source)
-            )
+            held = PayoutHeld(ib_id, sequence, "", paid, covered, remainder, source, version)
+            approval_id = self._hold(actor, account, held)
             return PayoutResult(ib_id, None, remainder, approval_id, source), None
         transfer_id = payout_transfer_id(ib_id, sequence)
-        event = PayoutMade(ib_id, sequence, transfer_id, paid, covered, remainder, source)
+        event = PayoutMade(
+            ib_id,
+            sequence,
+            transfer_id,
+            paid,
+            covered,
+            remainder,
+            source,
+            policy_version=version,
+        )
         request = self._request(ib_id, transfer_id, paid)
         result = PayoutResult(ib_id, paid, remainder, rate_source=source, payout_id=transfer_id)
-        return result, _Ready(ib_id, account, event, request)
+        return result, _Ready(ib_id, account, event, request, policy)
 
     def _request(self, ib_id: str, transfer_id: str, amount: Money) -> TransferRequest:
         cur = amount.currency
@@ -545,12 +738,12 @@ class Payouts:
             return False
         # Posted before under these ids (another worker, or a host): record what is missing.
         for p in payouts:
-            self._reconcile(actor, self.account(p.ib_id), self._policy(p.ib_id))
+            self._reconcile(actor, self.account(p.ib_id), p.policy)
         return True
 
     def _already_paid(self, payout: _Ready) -> PayoutResult:
         """The result of a payout another run posted first (same id, same content)."""
-        carried = self.account(payout.ib_id).balance(self._policy(payout.ib_id).currency)
+        carried = self.account(payout.ib_id).balance(payout.policy.currency)
         event = payout.event
         return PayoutResult(
             payout.ib_id,
@@ -580,7 +773,14 @@ class Payouts:
             elif found.status is TransferStatus.POSTED and found.amount is not None:
                 carried = account.balance(policy.currency) - found.amount
                 event = PayoutMade(
-                    account.id, sequence, transfer_id, found.amount, (), carried, recovered=True
+                    account.id,
+                    sequence,
+                    transfer_id,
+                    found.amount,
+                    (),
+                    carried,
+                    recovered=True,
+                    policy_version=account.policy_version,
                 )
             else:
                 raise ValidationError("a pending ledger transfer holds this IB's next payout id")
