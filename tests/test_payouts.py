@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,9 @@ from fxcrm_core.commissions import (
     REBATE_EVENTS,
     Cadence,
     EntryKind,
+    HeldPayoutMade,
     IbPayoutAccount,
+    PayoutHeld,
     PayoutMade,
     PayoutPolicy,
     PayoutResult,
@@ -39,6 +42,7 @@ from fxcrm_core.commissions import (
     accrual_policy,
 )
 from fxcrm_core.commissions.book import RebateFeed
+from fxcrm_core.commissions.payouts import PayoutPolicySet
 from fxcrm_core.events import (
     POLICY_EVENTS,
     Aggregate,
@@ -638,3 +642,93 @@ def test_paid_plus_owed_is_what_was_accrued(
     account = env.payouts.account("ib-1")
     assert isinstance(account, IbPayoutAccount)
     assert set(waiting) <= {h.approval_id for h in account.held}
+
+
+def _replay(
+    steps: list[tuple[str, Decimal, int]], policy: PayoutPolicy, *, restart: bool
+) -> tuple[list[tuple[object, ...]], Money, list[object]]:
+    """Play ``steps`` on one log, in one process or in a fresh one after every step; returns
+    what each run told its caller (approval ids aside: they are random), the wallet, and the
+    payout events recorded."""
+    store = memory()
+    env = Env(store, {"ib-1": policy})
+    today, ticket = MON, 0
+    waiting: list[str] = []
+    told: list[tuple[object, ...]] = []
+    for op, amount, days in steps:
+        if op == "accrue":
+            ticket += 1
+            env.accrue(entry(str(amount), today - timedelta(days=days), ticket=ticket))
+        elif op == "run":
+            today += timedelta(days=days)
+            r = env.payouts.run(RUNNER, "ib-1", today)
+            told.append((r.paid, r.carried, r.payout_id, r.approval_id is None, r.error))
+            if r.approval_id is not None:
+                waiting.append(r.approval_id)
+        elif waiting and op == "approve":
+            env.approvals.approve(CHECKER, waiting.pop())
+        elif waiting:
+            env.approvals.reject(CHECKER, waiting.pop(), "no")
+        if restart:
+            env = Env(store, {"ib-1": policy})
+    made: list[object] = [
+        attrs.evolve(e, approval_id="") if isinstance(e, PayoutHeld | HeldPayoutMade) else e
+        for e in (env.repo.codec.decode(s).event for s in iter_all(store))
+        if isinstance(e, PayoutMade | PayoutHeld | HeldPayoutMade | PayoutPolicySet)
+    ]
+    return told, env.wallet(), made
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=steps, minimum=st.integers(0, 30))
+def test_a_restart_after_every_step_pays_the_same_payouts_once(
+    steps: list[tuple[str, Decimal, int]], minimum: int
+) -> None:
+    """Law: whether the process restarts after every step or never, each run tells the same,
+    the same payouts are recorded under the same ids and policy versions, and the wallet holds
+    the same."""
+    policy = PayoutPolicy(USD, Money.of(minimum, "USD"), approval_above=Money.of(500, "USD"))
+    assert _replay(steps, policy, restart=True) == _replay(steps, policy, restart=False)
+
+
+def test_approval_rules_are_registered_once_per_broker_not_per_payouts_object() -> None:
+    """A second Payouts on the same approvals service is built without a second rule (it used
+    to fail: 'action payout already has an approval rule'); the one rule executes a payout held
+    by either; registering it twice is refused."""
+    env = make(PayoutPolicy(USD, Money.of(1, "USD"), approval_above=Money.of(100, "USD")))
+    twin = Payouts(
+        env.ledger,
+        RATES,
+        {"ib-1": env.payouts.policies["ib-1"]},
+        access=AccessControl(),
+        approvals=env.approvals,
+    )
+    env.accrue(entry("150"))
+    held = twin.run(RUNNER, "ib-1", MON + timedelta(days=1))
+    assert held.approval_id is not None
+    assert env.approvals.approve(CHECKER, held.approval_id).status is ApprovalStatus.EXECUTED
+    assert env.wallet() == Money.of(150, "USD")
+    with pytest.raises(ValidationError, match="already has an approval rule"):
+        env.approvals.register(PAYOUT_ACTION, twin.approval_rule())
+
+
+def test_a_rejection_then_a_restart_then_a_new_run_pays_the_amount_once(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    policy = {"ib-1": PayoutPolicy(USD, Money.of(1, "USD"), approval_above=Money.of(100, "USD"))}
+    first = Env(SqliteEventStore(path), policy)
+    first.accrue(entry("150.505"))
+    held = first.payouts.run(RUNNER, "ib-1", MON + timedelta(days=1))
+    assert held.approval_id is not None
+    first.approvals.reject(CHECKER, held.approval_id, "bank details missing")
+    # The next run is in another process: it finds the rejection and asks again.
+    second = Env(SqliteEventStore(path), policy)
+    again = second.payouts.run(RUNNER, "ib-1", MON + timedelta(days=2))
+    assert again.approval_id not in (None, held.approval_id)
+    assert again.approval_id is not None
+    assert second.owed() == Decimal("150.505")  # 150.50 held again, 0.005 carried
+    third = Env(SqliteEventStore(path), policy)
+    third.approvals.approve(CHECKER, again.approval_id)
+    assert third.wallet() == Money.of("150.50", "USD")
+    assert third.payouts.run(RUNNER, "ib-1", MON + timedelta(days=3)).paid is None
+    assert third.wallet() == Money.of("150.50", "USD")
+    assert third.owed() == Decimal("0.005")
