@@ -33,7 +33,7 @@ from fxcrm_core.commissions import (
     build_statement,
 )
 from fxcrm_core.commissions.engine import RebateEntries, TradeFact
-from fxcrm_core.events import EventCodec, EventMetadata, EventRegistry, Repository
+from fxcrm_core.events import EventCodec, EventMetadata, EventRegistry, Repository, StoredEvent
 from fxcrm_core.kernel import (
     CodecError,
     Currency,
@@ -358,3 +358,31 @@ def test_lots_traded_before_the_login_had_a_client_count_for_nobody_once_restore
     ((restored_more, _),) = process_live(restored, [more])
     assert restored_more == live_more
     assert "cpa" in {e.component for e in live_more}
+
+
+class NoGlobalReads(SqliteEventStore):
+    """A store that refuses to read the whole log."""
+
+    def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        raise AssertionError("the rebate book read the whole log")
+
+
+def test_a_restore_reads_the_books_own_streams_never_the_whole_log(tmp_path: Path) -> None:
+    sim = server()
+    sim.simulate_trading(60)
+    feed = sim.deal_feed(limit=100_000)
+    path = tmp_path / "r.sqlite"
+    first, _ = make(logins=LOGINS)
+    book = RebateBook(repository(path), first)
+    live = list(book.process(sim.name, feed[:30])) + list(book.process("other-mt5", feed[30:]))
+    registry = EventRegistry()
+    registry.register_all(REBATE_EVENTS)
+    strict = Repository(NoGlobalReads(path), EventCodec(registry))
+    engine, _ = make(logins=LOGINS)
+    again = RebateBook(strict, engine)  # the servers come from the book's own list
+    assert sorted(again.restore(), key=repr) == sorted(live, key=repr)
+    assert engine.totals() == first.totals()
+    recorded = RebateBook.recorded(strict.store, strict.codec)
+    assert {e.server for e in recorded} == {sim.name, "other-mt5"}
+    with pytest.raises(ValidationError):
+        again.restore(repository(tmp_path / "elsewhere.sqlite").store)

@@ -74,7 +74,7 @@ def test_restores_the_fixture_book_written_by_stop_22_code(tmp_path: Path) -> No
     assert known[first] == "c-0"
 
     restored = fixture.engine(known)
-    book = RebateBook(repository, restored)
+    book = RebateBook(repository, restored, servers=(fixture.SERVER,))  # (no list then)
     replayed = book.restore(repository.store, repository.codec)
 
     # The live engine learns the openings before the feed as the fixture's engine was told.

@@ -30,12 +30,11 @@ from fxcrm_core.events import (
     StoredEvent,
     UnitOfWork,
     ValueCodec,
-    iter_all,
 )
 from fxcrm_core.kernel.errors import CodecError, ValidationError
 from fxcrm_core.trading import Deal, DealsReceived, FeedItem
 
-__all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded"]
+__all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded", "RebateFeedOpened"]
 
 
 # Entries are stored as lines of text, not objects, a batch at a time (a broker's day holds
@@ -66,7 +65,32 @@ class RebateEntriesRecorded(DomainEvent):
     __value_codecs__ = (ENTRY_ROWS, FACT_ROWS)
 
 
-REBATE_EVENTS = (RebateEntriesRecorded,)
+@attrs.frozen
+class RebateFeedOpened(DomainEvent):
+    """A server's first batch was recorded: the book's own list of its streams, so a restore
+    reads those streams and never the whole log (books written before this event name their
+    servers: ``RebateBook(..., servers=...)``)."""
+
+    server: str
+
+
+REBATE_EVENTS = (RebateEntriesRecorded, RebateFeedOpened)
+
+
+@attrs.frozen(kw_only=True)
+class RebateServers(Aggregate):
+    """The servers whose feeds the book has recorded (stream ``rebatebook-servers``)."""
+
+    category = "rebatebook"
+    servers: tuple[str, ...] = ()
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, RebateFeedOpened):
+            return self.evolve(servers=(*self.servers, event.server))
+        raise ValidationError(f"RebateServers cannot apply {type(event).__name__}")
+
+
+_INDEX = "servers"
 
 
 @attrs.frozen(kw_only=True)
@@ -103,13 +127,18 @@ class RebateBook:
     forgets everything and restores from the streams, so nothing is ever counted twice.
     """
 
-    def __init__(self, repository: Repository, engine: RebateEngine) -> None:
+    def __init__(
+        self, repository: Repository, engine: RebateEngine, *, servers: Iterable[str] = ()
+    ) -> None:
         self.repository = repository
         self.engine = engine
+        self._index_version = 0  # how much of the book's list of servers has been read
         self._versions: dict[str, int] = {}  # per server: the stream version the engine holds
         self._cursors: dict[str, int] = {}  # ... and the feed cursor at that version
         self._staged: dict[str, list[_Staged]] = {}  # per server, in version order
-        self._servers: set[str] = set()  # every server whose stream the engine follows
+        # every server whose stream the engine follows: the given ones (a book written before
+        # its list of servers was kept), the ones listed, the ones seen
+        self._servers: set[str] = set(servers)
         self._stale = False  # the engine processed a batch that was never recorded
         self._lock = threading.RLock()
 
@@ -126,6 +155,7 @@ class RebateBook:
             try:
                 with UnitOfWork(self.repository, EventMetadata("system:rebates")) as uow:
                     uow.record(feed, event)
+                    _list_server(uow, feed)
                     uow.commit()
             except BaseException:
                 self._stale = True
@@ -147,6 +177,7 @@ class RebateBook:
                 return
             out = self._run(event.server, fresh)
             uow.record(feed, out)
+            _list_server(uow, feed)
             staged = _Staged(feed.version + 1, out, uow)
             self._staged.setdefault(event.server, []).append(staged)
 
@@ -167,6 +198,7 @@ class RebateBook:
         """Bring the engine level with every server's stream (a cap counts all of a period's
         entries, whatever server paid them); returns ``server``'s feed state to record on."""
         self._servers.add(server)
+        self._follow_index()
         if self._stale:
             self._rebuild()
         for name in sorted(self._servers):
@@ -242,39 +274,85 @@ class RebateBook:
         for server in sorted(self._servers):
             self._read(server, None)
 
+    def _follow_index(self) -> None:
+        """Learn the servers any process listed since the book last looked."""
+        stored = self.repository.store.read_stream(
+            RebateServers.stream_id_for(_INDEX), after_version=self._index_version
+        )
+        for s in stored:
+            event = self.repository.codec.decode_event(s.stream_id, s.event_type, s.data)
+            if isinstance(event, RebateFeedOpened):
+                self._servers.add(event.server)
+            self._index_version = s.version
+
     # -- reading the book ----------------------------------------------------------------------
     @staticmethod
-    def recorded(store: EventStore, codec: EventCodec) -> list[RebateEntriesRecorded]:
+    def recorded(
+        store: EventStore, codec: EventCodec, *, servers: Iterable[str] = ()
+    ) -> list[RebateEntriesRecorded]:
+        """Every batch recorded, server by server (in the order of the servers' names), each
+        server's in its stream's order: read from the book's own streams, the servers listed
+        and ``servers`` (those of a book written before its list was kept)."""
+        names = set(servers) | set(_listed(store, codec))
         out = []
-        for stored in iter_all(store):
-            if stored.event_type == "RebateEntriesRecorded":
+        for name in sorted(names):
+            for stored in store.read_stream(RebateFeed.stream_id_for(name)):
                 event = codec.decode(stored).event
-                assert isinstance(event, RebateEntriesRecorded)
+                if not isinstance(event, RebateEntriesRecorded):
+                    raise CodecError(f"{stored.stream_id} holds a {type(event).__name__}")
                 out.append(event)
         return out
 
-    def restore(self, store: EventStore, codec: EventCodec) -> list[RebateEntry]:
-        """Bring the engine level with the log; returns every entry recorded so far. Batches
-        the engine already holds are not applied again (restoring twice changes nothing)."""
+    def restore(
+        self, store: EventStore | None = None, codec: EventCodec | None = None
+    ) -> list[RebateEntry]:
+        """Bring the engine level with the book's streams; returns every entry recorded so far
+        (server by server, as :meth:`recorded`). Batches the engine already holds are not
+        applied again (restoring twice changes nothing). ``store`` and ``codec``, if given, are
+        the repository's."""
+        repository = self.repository
+        if (store is not None and store is not repository.store) or (
+            codec is not None and codec is not repository.codec
+        ):
+            raise ValidationError("a rebate book restores from its own repository")
         with self._lock:
+            self._follow_index()
             self._catch_up_all()
             entries: list[RebateEntry] = []
-            for stored in iter_all(store):
-                if stored.event_type != "RebateEntriesRecorded":
-                    continue
-                event = codec.decode(stored).event
-                assert isinstance(event, RebateEntriesRecorded)
-                self._servers.add(event.server)
-                if stored.version > self._versions.get(event.server, 0):
-                    self._restore(event)
-                    self._held(event.server, stored.version, event)
-                entries.extend(event.entries)
+            for name in sorted(self._servers):
+                stream = RebateFeed.stream_id_for(name)
+                for stored in repository.store.read_stream(stream):
+                    event = repository.codec.decode(stored).event
+                    if not isinstance(event, RebateEntriesRecorded):
+                        raise CodecError(f"{stream} holds a {type(event).__name__}")
+                    if stored.version > self._versions.get(name, 0):
+                        self._restore(event)
+                        self._held(name, stored.version, event)
+                    entries.extend(event.entries)
             return entries
 
     def _catch_up_all(self) -> None:
         if self._stale:
             self._rebuild()
-        for name in sorted(self._staged):
+        for name in sorted(self._servers):
             self._read(name, None)
         if self._stale:
             self._rebuild()
+
+
+def _list_server(uow: UnitOfWork, feed: RebateFeed) -> None:
+    """On a server's first batch, add the server to the book's list (in the same unit)."""
+    if feed.version:
+        return
+    index = uow.load(RebateServers, _INDEX) or RebateServers.blank(_INDEX)
+    if feed.id not in index.servers:
+        uow.record(index, RebateFeedOpened(feed.id))
+
+
+def _listed(store: EventStore, codec: EventCodec) -> list[str]:
+    out = []
+    for stored in store.read_stream(RebateServers.stream_id_for(_INDEX)):
+        event = codec.decode(stored).event
+        if isinstance(event, RebateFeedOpened):
+            out.append(event.server)
+    return out
