@@ -197,3 +197,32 @@ def test_a_held_payout_blocks_a_currency_change_too() -> None:
     ]
     assert [h.policy_version for h in held_events] == [1]
     assert sum(h.amount.amount for h in held_events) == Decimal(50)
+
+
+def test_a_first_run_seeds_many_configured_policies_in_one_append() -> None:
+    good = {f"ib-{n}": BASIC for n in range(7)}
+    env = Env(memory(), good)
+    calls: list[int] = []
+    real = env.store.append
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(args))
+        return real(*args, **kwargs)
+
+    env.store.append = counting  # type: ignore[method-assign]
+    assert env.payouts.ensure_policies() == sorted(good)
+    assert calls == [7]  # one append over the seven accounts' streams
+    assert env.payouts.ensure_policies() == []
+
+
+def test_an_incoherent_configured_policy_fails_its_ib_only() -> None:
+    policies = {f"ib-{n}": BASIC for n in range(3)}
+    policies["ib-bad"] = PayoutPolicy(USD, Money.of(10, "EUR"))
+    env = Env(memory(), policies)
+    env.accrue(*[entry("20", ticket=n, ib=ib) for n, ib in enumerate(sorted(policies))])
+    assert env.payouts.ensure_policies() == ["ib-0", "ib-1", "ib-2"]
+    results = {r.ib_id: r for r in env.payouts.run_all(RUNNER, MON + timedelta(days=1))}
+    assert results["ib-bad"].error is not None
+    assert results["ib-bad"].error.startswith("ValidationError")
+    assert [results[f"ib-{n}"].paid for n in range(3)] == [Money.of(20, "USD")] * 3
+    assert env.owed("ib-bad") == Decimal(20)

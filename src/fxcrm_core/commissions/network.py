@@ -330,6 +330,8 @@ class IbNetworkService:
             raise ValidationError("a change of the IB tree is staged in a unit of work")
         if not isinstance(change, _CHANGES):
             raise ValidationError("that is not a change of the IB tree")
+        # Stored in UTC, whatever zone the caller's time was in (a naive one is refused).
+        change = attrs.evolve(change, effective_at=check_time(change.effective_at))
         with self._lock:
             self.catch_up()
             tree = self.view.tree

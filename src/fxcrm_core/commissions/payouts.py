@@ -86,6 +86,7 @@ log = logging.getLogger("fxcrm_core.commissions")
 
 _ZERO = Decimal(0)
 _TRIES = 4
+_SEED_CHUNK = 500  # configured policies recorded per append
 
 #: What is pending on one trading day in one currency: (trading day, currency code, sum).
 Sum = tuple[date, str, Decimal]
@@ -523,11 +524,44 @@ class Payouts:
         recorded from configuration; returns the IBs recorded, in id order. Idempotent, and
         safe when several processes start at once (each policy is recorded once). Runs do the
         same for the IBs they pay, so calling this is optional (it makes the audit trail show
-        a configuration change when it is deployed, not at the next run)."""
-        done = []
-        for ib_id, policy in sorted(self.policies.items()):
-            if self._set(CONFIG_ACTOR, reason, ib_id, _checked(policy), from_config=True)[1]:
-                done.append(ib_id)
+        a configuration change when it is deployed, not at the next run). A configured policy
+        refused (incoherent, or a new currency while money is owed in the old one) is not
+        recorded: its IB's runs report the error until it is mended."""
+        return self._seed_all(sorted(self.policies), reason)
+
+    def _seed_all(
+        self, ib_ids: Sequence[str], reason: str = "payout policy from configuration"
+    ) -> list[str]:
+        """Record the configured policies of ``ib_ids`` that changed, ``_SEED_CHUNK`` accounts
+        to an append (a broker's first run seeds thousands); a chunk that meets a concurrent
+        change, or a refusal, is recorded one account at a time. A refused policy (a currency
+        change while money is owed) is left for its IB's run to report."""
+        done: list[str] = []
+        todo = [i for i in ib_ids if i in self.policies]
+        for start in range(0, len(todo), _SEED_CHUNK):
+            part = todo[start : start + _SEED_CHUNK]
+            staged: list[str] = []
+            try:
+                with self._uow(CONFIG_ACTOR, reason) as uow:
+                    for ib_id in part:
+                        account = self.account(ib_id)
+                        events = account.set_policy(
+                            _checked(self.policies[ib_id]), from_config=True
+                        )
+                        if events:
+                            uow.record(account, *events)
+                            staged.append(ib_id)
+                    if staged:
+                        uow.commit()
+                done += staged
+                continue
+            except FxCrmError:
+                pass  # one by one below: each IB's outcome is its own
+            for ib_id in part:
+                with contextlib.suppress(FxCrmError):
+                    policy = _checked(self.policies[ib_id])
+                    if self._set(CONFIG_ACTOR, reason, ib_id, policy, from_config=True)[1]:
+                        done.append(ib_id)
         return done
 
     def _seeded(
@@ -584,6 +618,7 @@ class Payouts:
         for ib_id in ids:
             if ib_id not in self.policies:
                 self._policy(ib_id)  # refuse an IB without one before anything is written
+        self._seed_all(ids)
         results: dict[str, PayoutResult] = {}
         ready: list[_Ready] = []
         for ib_id in ids:
