@@ -432,7 +432,7 @@ def test_a_restored_engine_resumes_with_what_later_deals_depend_on(
     sim, early, held_back = before_restart(12)
     live = engine(full_schedule(trigger), logins=LOGINS)
     book = RebateBook(repository(tmp_path / "r.sqlite"), live)
-    recorded = []
+    recorded: list[RebateEntry] = []
     for start in range(0, len(early), 25):
         recorded += book.process(sim.name, early[start : start + 25])
     assert live.waiting()
@@ -483,5 +483,5 @@ def test_facts_in_the_form_of_earlier_books_restore_the_same_state(trigger: Trig
     assert restored.totals() == live.totals()
 
 
-def _key(entry: RebateEntry) -> tuple[str, int, str, str, str]:
-    return (*entry.key, entry.line())
+def _key(entry: RebateEntry) -> tuple[str, int, str, str, str, str]:
+    return (*entry.key, str(entry.amount), entry.explanation)
