@@ -74,6 +74,35 @@ class UnfundedPlanError(ValidationError):
     default_message = "a plan cannot be paid from the schedule's revenue"
 
 
+@attrs.frozen
+class _Short:
+    """The arguments of the short spelling ``Rule(PlanKind..., amount, share=, pips=, ...)``."""
+
+    amount: Any
+    share: Any
+    pips: Any
+    min_deposit: Any
+    min_lots: Any
+
+
+def _cpa(a: _Short) -> Plan:
+    if a.min_deposit is None:
+        raise ValidationError("a CPA rule needs a minimum first deposit")
+    return Cpa(a.amount, a.min_deposit, a.min_lots if a.min_lots is not None else Decimal(0))
+
+
+#: What each short spelling builds, and whether it needs an amount (a convenience over the plan
+#: classes: a new kind needs no entry here, it is spelled with its class).
+_SHORT: dict[PlanKind, tuple[bool, Callable[[_Short], Plan]]] = {
+    PlanKind.PER_LOT: (True, lambda a: PerLot(a.amount)),
+    PlanKind.COMMISSION_SHARE: (False, lambda a: CommissionShare(a.share)),
+    PlanKind.SPREAD_SHARE: (True, lambda a: SpreadShare(a.amount, a.share)),
+    PlanKind.PIPS: (True, lambda a: Pips(a.pips or Decimal(0), a.amount.amount, a.amount.currency)),
+    PlanKind.PROFIT_SHARE: (False, lambda a: ProfitShare(a.share)),
+    PlanKind.CPA: (True, _cpa),
+}
+
+
 def _legacy_plan(
     kind: PlanKind,
     amount: Money | None,
@@ -83,28 +112,14 @@ def _legacy_plan(
     min_lots: object,
 ) -> Plan:
     """The plan the short spelling stands for."""
-    share = Decimal(1) if share is None else share
+    needs_amount, build = _SHORT[kind]
     if kind is not PlanKind.CPA and (min_deposit is not None or min_lots is not None):
         raise ValidationError("a minimum deposit or of lots belongs to a CPA rule")
-    if kind in (PlanKind.PER_LOT, PlanKind.SPREAD_SHARE, PlanKind.PIPS, PlanKind.CPA):
-        if amount is None:
-            raise ValidationError(f"a {kind.value} rule needs an amount")
-        if not isinstance(amount, Money):
-            raise ValidationError(f"a {kind.value} rule's amount is Money")
-    if kind is PlanKind.PER_LOT:
-        return PerLot(cast(Money, amount))
-    if kind is PlanKind.COMMISSION_SHARE:
-        return CommissionShare(cast(Decimal, share))
-    if kind is PlanKind.SPREAD_SHARE:
-        return SpreadShare(cast(Money, amount), cast(Decimal, share))
-    if kind is PlanKind.PIPS:
-        money = cast(Money, amount)
-        return Pips(cast(Decimal, pips if pips is not None else 0), money.amount, money.currency)
-    if kind is PlanKind.PROFIT_SHARE:
-        return ProfitShare(cast(Decimal, share))
-    if min_deposit is None:
-        raise ValidationError("a CPA rule needs a minimum first deposit")
-    return Cpa(cast(Money, amount), min_deposit, cast(Decimal, min_lots or 0))
+    if needs_amount and not isinstance(amount, Money):
+        raise ValidationError(f"a {kind.value} rule needs an amount (Money)")
+    return build(
+        _Short(amount, Decimal(1) if share is None else share, pips, min_deposit, min_lots)
+    )
 
 
 def _trigger(value: object) -> Trigger:
