@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fxcrm_core.commissions import Differential
+from fxcrm_core.commissions import (
+    Differential,
+    FixedShares,
+    KeepAndPassUp,
+    PassThrough,
+    RankSlices,
+)
 from fxcrm_core.commissions.distribution import DifferentialRate
 from fxcrm_core.kernel import FxCrmError, Money, ValidationError
 
@@ -88,3 +94,17 @@ def test_a_missing_rate_is_refused() -> None:
         Differential({"sub": DifferentialRate(Decimal(1), usd(1))}).distribute(
             ["sub", "master"], Decimal(1), usd(1)
         )
+
+
+def test_a_strategy_says_whether_it_pays_from_the_pool() -> None:
+    # A pass-through pays its own rates whatever the pool: a ceiling on the pool does not bound
+    # it (the engine must not state a "limited to" pool next to the rates it pays).
+    assert FixedShares((Decimal(1),)).uses_pool
+    assert KeepAndPassUp({}).uses_pool
+    assert not PassThrough(usd(3), {}).uses_pool
+    assert not RankSlices({1: usd(1)}, {}).uses_pool
+    assert not Differential({"a": usd(3)}).uses_pool
+    assert not Differential({"a": DifferentialRate(Decimal(0), usd(3))}).uses_pool
+    assert Differential({"a": DifferentialRate(Decimal("0.5"), usd(3))}).uses_pool
+    shares = PassThrough(usd(3), {}).distribute(["a"], Decimal(1), usd(0))
+    assert shares[0].amount.amount == Decimal(3)  # what "uses_pool = False" means

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import attrs
 
@@ -43,6 +43,11 @@ def _exact(pool: Pool) -> UnroundedMoney:
 
 
 class Distribution(Protocol):
+    """A strategy sharing a pool up a chain. A strategy that pays rates of its own (so much a
+    lot), whatever the pool, says so with ``uses_pool = False`` (read with
+    ``getattr(strategy, "uses_pool", True)``): a schedule's revenue ceiling, which bounds the
+    pool, does not bound what it pays."""
+
     def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         """Shares of ``pool`` (the deal's revenue, or a reference amount) for ``lots`` lots."""
         ...
@@ -56,6 +61,8 @@ def _check_chain(chain: Sequence[str]) -> None:
 @attrs.frozen
 class FixedShares:
     """Level n gets ``shares[n-1]`` of the pool; the shares total at most 100%."""
+
+    uses_pool: ClassVar[bool] = True
 
     shares: tuple[Decimal, ...]
     _levels: tuple[tuple[int, Decimal, str], ...] = attrs.field(
@@ -81,6 +88,8 @@ class FixedShares:
 @attrs.frozen
 class PassThrough:
     """The direct IB receives ``per_lot`` a lot; each IB passes ``passes[ib]`` a lot up."""
+
+    uses_pool: ClassVar[bool] = False
 
     per_lot: Money
     passes: Mapping[str, Money]
@@ -159,6 +168,11 @@ class Differential:
 
     rates: Mapping[str, Money | DifferentialRate] = attrs.field(converter=_rates)
 
+    @property
+    def uses_pool(self) -> bool:
+        """Whether some rate is a share of the pool (else it pays its rates whatever the pool)."""
+        return any(isinstance(r, DifferentialRate) and r.share for r in self.rates.values())
+
     def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
         _check_chain(chain)
         if all(type(self.rates.get(ib)) is Money for ib in chain):
@@ -214,6 +228,8 @@ class RankSlices:
     """Each rank's slice (a lot) goes once, to the nearest IB up the chain at or above that rank;
     a missing rank's slice goes to the next higher-ranked IB; repeated ranks get nothing more."""
 
+    uses_pool: ClassVar[bool] = False
+
     slices: Mapping[int, Money]
     ranks: Mapping[str, int]
 
@@ -237,6 +253,8 @@ class RankSlices:
 class KeepAndPassUp:
     """The direct IB receives the pool; each IB keeps ``keep[ib]`` of what it receives and passes
     the rest up; the master keeps everything that reaches it."""
+
+    uses_pool: ClassVar[bool] = True
 
     keep: Mapping[str, Decimal]
 
