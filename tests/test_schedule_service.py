@@ -11,10 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Role, RowScope
 from fxcrm_core.commissions import CapPeriod, PeriodCap, PlanKind, Rule, Schedule, Trigger
-from fxcrm_core.commissions.plans import SpreadShare
+from fxcrm_core.commissions.plans import CommissionShare, PerLot, Pips, ProfitShare, SpreadShare
 from fxcrm_core.commissions.schedule import Revenue
 from fxcrm_core.commissions.schedules_log import (
     SCHEDULE_EVENTS,
@@ -234,3 +236,51 @@ def test_a_stored_version_is_a_typed_event_with_its_plans_by_kind(store: EventSt
     event = ibs.history("std")[0].event
     assert isinstance(event, ScheduleVersionRecorded)
     assert event.schedule == version(1, JAN)
+
+
+money = st.integers(0, 10**9).map(lambda c: Money.from_minor(c, "USD"))
+shares = st.integers(0, 10_000).map(lambda n: Decimal(n) / 10_000)
+plans = st.one_of(
+    st.builds(PerLot, money),
+    st.builds(CommissionShare, shares),
+    st.builds(SpreadShare, money, shares, st.none() | st.just(Decimal("0.00012"))),
+    st.builds(Pips, shares, st.integers(1, 10**6).map(lambda n: Decimal(n) / 10**5), st.just(USD)),
+    st.builds(ProfitShare, shares),
+)
+rules = st.builds(
+    lambda plan, trigger, cap, hold: Rule(
+        plan,
+        trigger=Trigger.CLOSE if hold else trigger,
+        cap_per_deal=cap,
+        min_hold=timedelta(seconds=hold) if hold else None,
+    ),
+    plans,
+    st.sampled_from(Trigger),
+    st.none() | money,
+    st.integers(0, 3600),
+)
+NAIVE_2000 = datetime(2000, 1, 1)  # noqa: DTZ001 (hypothesis takes naive bounds)
+NAIVE_2100 = datetime(2100, 1, 1)  # noqa: DTZ001
+names = st.text("ABCDEFGHXYZ.m", min_size=1, max_size=8)
+
+
+@given(
+    st.dictionaries(names, rules, max_size=3),
+    st.dictionaries(names, rules, max_size=2),
+    st.none() | rules,
+    st.dictionaries(names, st.integers(1, 1000).map(lambda n: Decimal(n) / 100), max_size=2),
+    st.datetimes(NAIVE_2000, NAIVE_2100, timezones=st.just(UTC)),
+    st.none() | st.builds(PeriodCap, money, st.sampled_from(CapPeriod)),
+)
+def test_every_schedule_reads_back_equal_from_its_stored_form(
+    by_symbol: dict[str, Rule],
+    by_group: dict[str, Rule],
+    default: Rule | None,
+    modifiers: dict[str, Decimal],
+    start: datetime,
+    cap: PeriodCap | None,
+) -> None:
+    schedule = Schedule("std", 1, start, USD, by_symbol=by_symbol, by_account_group=by_group,
+                        default=default, lot_modifiers=modifiers, period_cap=cap,
+                        revenue=Revenue.uncapped())  # fmt: skip
+    assert schedule_from_data(json.loads(json.dumps(schedule_to_data(schedule)))) == schedule
