@@ -102,8 +102,15 @@ class KeyLists:
     def __setitem__(self, group: Hashable, keys: Iterable[str]) -> None:
         self._d[text(group)] = LIST.join(keys)
 
-    def discard(self, group: Hashable) -> None:
-        self._d.pop(text(group), None)
+    def pop(self, group: Hashable) -> list[str] | None:
+        """The keys paid for ``group``, forgotten."""
+        found = self._d.pop(text(group), None)
+        if found is None:
+            return None
+        return found.split(LIST) if found else []
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 # -- clients' deposits: ``server␟ticket|login|micros|amount|currency|trading day`` records -----

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import date
 from typing import Self
 
 import attrs
@@ -15,6 +16,7 @@ from fxcrm_core.commissions import _rows
 from fxcrm_core.commissions.engine import (
     EngineChanges,
     Fact,
+    LateCorrection,
     RebateEngine,
     RebateEntries,
     RebateEntry,
@@ -61,6 +63,10 @@ class RebateEntriesRecorded(DomainEvent):
     # holding time): facts of this batch's deals and the closes left waiting.
     facts: tuple[Fact, ...] = attrs.field(default=(), converter=_facts)
     parked: tuple[Deal, ...] = ()
+    # With a settlement horizon (absent from books written before): the newest trading day
+    # processed as of this batch, and the items refused as beyond the horizon, for review.
+    newest_day: date | None = None
+    late: tuple[LateCorrection, ...] = ()
 
     __value_codecs__ = (ENTRY_ROWS, FACT_ROWS)
 
@@ -190,8 +196,9 @@ class RebateBook:
             raise
         cursors = tuple([(i.deal.ticket, i.cursor) for i in fresh])
         return RebateEntriesRecorded(
-            server, fresh[-1].cursor, entries, cursors, changes.facts, changes.parked
-        )
+            server, fresh[-1].cursor, entries, cursors, changes.facts, changes.parked,
+            changes.newest_day, changes.late,
+        )  # fmt: skip
 
     # -- the engine in step with the log -------------------------------------------------------
     def _catch_up(self, server: str, uow: UnitOfWork | None) -> RebateFeed:
@@ -261,7 +268,7 @@ class RebateBook:
         self._cursors[server] = event.upto_cursor
 
     def _restore(self, event: RebateEntriesRecorded) -> None:
-        changes = EngineChanges(event.facts, event.parked)
+        changes = EngineChanges(event.facts, event.parked, event.newest_day, event.late)
         self.engine.restore(event.entries, event.server, event.cursors, changes)
 
     def _rebuild(self) -> None:
@@ -330,6 +337,26 @@ class RebateBook:
                         self._held(name, stored.version, event)
                     entries.extend(event.entries)
             return entries
+
+    def late_corrections(self) -> list[LateCorrection]:
+        """Feed items refused as beyond the engine's settlement horizon, for manual review, in
+        the order recorded (server by server): each says which deal, its trading day, and the
+        newest trading day then; :meth:`LateCorrection.error` is the typed refusal."""
+        with self._lock:
+            self._follow_index()
+            return [late for event in self._all() for late in event.late]
+
+    def _all(self) -> list[RebateEntriesRecorded]:
+        out = []
+        repository = self.repository
+        for name in sorted(self._servers):
+            stream = RebateFeed.stream_id_for(name)
+            for stored in repository.store.read_stream(stream):
+                event = repository.codec.decode(stored).event
+                if not isinstance(event, RebateEntriesRecorded):
+                    raise CodecError(f"{stream} holds a {type(event).__name__}")
+                out.append(event)
+        return out
 
     def _catch_up_all(self) -> None:
         if self._stale:

@@ -21,6 +21,7 @@ What later deals depend on is handed to the rebate book as typed facts (:class:`
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
@@ -61,16 +62,19 @@ __all__ = [
     "EngineChanges",
     "EntryKind",
     "Fact",
+    "LateCorrection",
     "PositionOpened",
     "RebateEngine",
     "RebateEntries",
     "RebateEntry",
+    "SettlementClosedError",
     "TradeFact",
 ]
 
 Key = tuple[str, int, str, str]  # server, deal ticket, IB, component
 DealKey = tuple[str, int]  # server, deal ticket
 _ZERO = Decimal(0)
+_DAY = timedelta(days=1)
 
 
 class EntryKind(enum.StrEnum):
@@ -169,6 +173,31 @@ class DealFact:
 Fact = TradeFact | DepositFact | PositionOpened | DealFact
 
 
+class SettlementClosedError(ValidationError):
+    """A feed item for a deal whose trading day is beyond the settlement horizon: the engine
+    has forgotten (or may have forgotten) what it paid on that deal, so it cannot settle it.
+    The item is recorded for manual review (:class:`LateCorrection`), never paid nor dropped."""
+
+
+@attrs.frozen(kw_only=True)
+class LateCorrection:
+    """A feed item refused because its deal's trading day is beyond the settlement horizon
+    (a correction of a settled deal, or a deal arriving that late): kept for manual review."""
+
+    cursor: int
+    change: DealChange
+    deal: Deal
+    trading_day: date
+    horizon_day: date  # the newest trading day processed when it arrived
+
+    def error(self) -> SettlementClosedError:
+        """The refusal, as the typed error a host reports."""
+        return SettlementClosedError(
+            f"deal {self.deal.ticket} of trading day {self.trading_day.isoformat()} is beyond "
+            f"the settlement horizon (newest trading day {self.horizon_day.isoformat()})"
+        )
+
+
 def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
     """Facts as given; one in its stored text form is read as the book reads it."""
     return tuple([_rows.fact_of(f) if isinstance(f, str) else f for f in facts])
@@ -214,6 +243,10 @@ class EngineChanges:
 
     facts: tuple[Fact, ...] = attrs.field(default=(), converter=_facts)
     parked: tuple[Deal, ...] = ()
+    # With a settlement horizon: the newest trading day processed as of these changes, and
+    # the items refused as beyond the horizon.
+    newest_day: date | None = None
+    late: tuple[LateCorrection, ...] = ()
 
 
 class RebateEngine:
@@ -234,7 +267,12 @@ class RebateEngine:
         trading_day_of: Callable[[Deal], date],
         component: str = "rebate",
         cpa_distribution: Distribution | None = None,
+        horizon: timedelta | None = None,
     ) -> None:
+        if horizon is not None and (
+            not isinstance(horizon, timedelta) or horizon < timedelta(days=1) or horizon % _DAY
+        ):
+            raise ValidationError("a settlement horizon is a whole number of days, at least one")
         self.tree = tree
         self.schedules = schedules
         self.distribution = distribution
@@ -243,6 +281,7 @@ class RebateEngine:
         self.account_group_of = account_group_of
         self.trading_day_of = trading_day_of
         self.component = component
+        self.horizon = horizon
         self.reset()
 
     def reset(self) -> None:
@@ -275,6 +314,15 @@ class RebateEngine:
         self._facts: list[Fact] = []
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
+        # The settlement horizon: the newest trading day processed; per batch (oldest first)
+        # that day and the deals the batch touched; per deal the last batch that touched it;
+        # what forgotten keys had paid, per IB and currency; items refused since last asked.
+        self._newest: date | None = None
+        self._batches: collections.deque[tuple[int, date, str]] = collections.deque()
+        self._batch_of: dict[str, int] = {}
+        self._batch_no = 0
+        self._settled_paid: dict[tuple[str, str], Decimal] = {}
+        self._late: list[LateCorrection] = []
 
     # -- processing -------------------------------------------------------------------------
     def process(self, items: Iterable[FeedItem]) -> RebateEntries:
@@ -297,14 +345,33 @@ class RebateEngine:
         deposits = book.pays_cpa
         client_of = self.client_of
         facts = self._facts
+        horizon = self.horizon is not None
+        touched: list[str] = []
+        newest = self._newest
+        closed_before = self._closed_before()
+        trading_day_of = self.trading_day_of
         for item in items:
             deal = item.deal
             dk = deal_text(deal.server, deal.ticket)
+            if horizon:
+                touched.append(dk)  # (as a restore counts the batch's cursors)
             if item.cursor <= cursors.get(dk, 0):
                 continue
             cursors[dk] = item.cursor
             deleted = item.change is _DELETED
             if deal.action.is_trade:
+                if horizon:
+                    day = trading_day_of(deal)
+                    if closed_before is not None and closed_before(day):
+                        assert self._newest is not None
+                        late = LateCorrection(
+                            cursor=item.cursor, change=item.change, deal=deal, trading_day=day,
+                            horizon_day=self._newest,
+                        )  # fmt: skip
+                        self._late.append(late)
+                        continue
+                    if newest is None or day > newest:
+                        newest = day
                 entry = deal.entry
                 learn = history and learns[entry]
                 settle = on_open or entry is not _IN
@@ -331,7 +398,67 @@ class RebateEngine:
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
+        if horizon and newest is not None and (touched or out):
+            self._newest = newest
+            self._settle_batch(touched, out)
         return _rows.from_lines(out)
+
+    # -- the settlement horizon ---------------------------------------------------------------
+    def _closed_before(self) -> Callable[[date], bool] | None:
+        """Whether a trading day is settled (beyond the horizon behind the newest trading day
+        processed, and its cap period over); None while nothing is."""
+        if self.horizon is None or self._newest is None:
+            return None
+        newest, cut = self._newest, self._newest - self.horizon
+        schedules = self.schedules
+
+        def closed(day: date) -> bool:
+            if day >= cut:
+                return False
+            cap = schedules.cap_for(day)
+            return cap is None or newest >= cap[0].next_start(day)
+
+        return closed
+
+    def _settle_batch(self, touched: list[str], lines: Sequence[str]) -> None:
+        """Note the deals a batch touched (its items' and its entries'), then forget the deals
+        every batch that touched them is settled: their cursors, keys paid and lots."""
+        assert self._newest is not None
+        self._batch_no += 1
+        number = self._batch_no
+        deals = set(touched)
+        for line in lines:
+            _, server, ticket, _, component, _ = line.split(SEP, 5)
+            if component != "cpa" and not component.startswith("cap:"):
+                deals.add(f"{server}\x1f{ticket}")
+        batch_of = self._batch_of
+        for dk in deals:
+            batch_of[dk] = number
+        self._batches.append((number, self._newest, LIST.join(sorted(deals))))
+        closed = self._closed_before()
+        assert closed is not None
+        while self._batches and closed(self._batches[0][1]):
+            number, _, kept = self._batches.popleft()
+            for dk in kept.split(LIST) if kept else ():
+                if batch_of.get(dk) == number:  # (else a later batch touched it again)
+                    self._forget(dk)
+
+    def _forget(self, dk: str) -> None:
+        del self._batch_of[dk]
+        self._cursor.pop(dk, None)
+        self._lots_opened.pop(dk, None)
+        self._lots_closed.pop(dk, None)
+        settled = self._settled_paid
+        for key in self._keys_of.pop(dk) or ():
+            line = self._paid.pop(key, None)
+            if line is not None:
+                _, _, _, ib, _, figure, code, _ = line.split(SEP, 7)
+                settled[(ib, code)] = settled.get((ib, code), _ZERO) + Decimal(figure)
+
+    def late_corrections(self) -> list[LateCorrection]:
+        """Items refused as beyond the settlement horizon and not yet taken by
+        :meth:`take_changes` (the rebate book records them with its batch)."""
+        return list(self._late)
 
     def _settle_deal(self, deal: Deal, dk: str, deleted: bool, client_id: str | None) -> list[str]:
         if self._parked:
@@ -666,9 +793,13 @@ class RebateEngine:
     # -- state --------------------------------------------------------------------------------
     def take_changes(self) -> EngineChanges:
         """What was learned since the last call (facts of deals, closes newly waiting)."""
-        changes = EngineChanges(tuple(self._facts), tuple(self._newly_parked.values()))
+        changes = EngineChanges(
+            tuple(self._facts), tuple(self._newly_parked.values()),
+            self._newest if self.horizon is not None else None, tuple(self._late),
+        )  # fmt: skip
         self._facts.clear()
         self._newly_parked.clear()
+        self._late.clear()
         return changes
 
     def restore(
@@ -722,6 +853,10 @@ class RebateEngine:
         for ticket_no, cursor in cursors:
             dk = deal_text(server, ticket_no)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
+        newest = changes.newest_day if changes is not None else None
+        if self.horizon is not None and newest is not None and (cursors or lines):
+            self._newest = newest if self._newest is None else max(newest, self._newest)
+            self._settle_batch([deal_text(server, t) for t, _ in cursors], lines)
 
     def _unpark_handled(self, server: str, cursors: list[tuple[int, int]]) -> None:
         """Take off the waiting list the closes a batch handled (its items past a deal's
@@ -750,7 +885,7 @@ class RebateEngine:
 
     def totals(self) -> dict[str, UnroundedMoney]:
         """What each IB has accrued in all, unrounded."""
-        sums: dict[tuple[str, str], Decimal] = {}
+        sums: dict[tuple[str, str], Decimal] = dict(self._settled_paid)
         for line in self._paid.values():
             _, _, _, ib, _, figure, code, _ = line.split(SEP, 7)
             group = (ib, code)
