@@ -32,6 +32,7 @@ from fxcrm_core.kernel import Currency, FixedClock, Money
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
     CodecError,
+    ConcurrencyError,
     FxCrmError,
     NotFoundError,
     ValidationError,
@@ -284,3 +285,15 @@ def test_every_schedule_reads_back_equal_from_its_stored_form(
                         default=default, lot_modifiers=modifiers, period_cap=cap,
                         revenue=Revenue.uncapped())  # fmt: skip
     assert schedule_from_data(json.loads(json.dumps(schedule_to_data(schedule)))) == schedule
+
+
+def test_of_two_processes_recording_at_once_one_wins_and_the_other_writes_nothing(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = service(store), service(store)
+    stale = first._book("std")  # first read the stream (empty) ...
+    monkeypatch.setattr(stale, "catch_up", lambda: 0)  # ... and reads no further before writing
+    second.record(OTHER_ADMIN, version(1, JAN), reason="second wins")
+    with pytest.raises(ConcurrencyError):
+        first.record(ADMIN, version(1, JAN, eurusd="9"), reason="first loses")
+    assert [h.metadata.reason for h in service(store).history("std")] == ["second wins"]
