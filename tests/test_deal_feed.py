@@ -9,6 +9,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -554,9 +555,24 @@ def test_feed_rows_round_trip_any_deal_and_refuse_a_malformed_row() -> None:
     codec = EventCodec(registry)
     items = session(60).deal_feed(limit=1000)
     odd = attrs.evolve(items[-1].deal, fee=Money.of("1.5", "EUR"), comment="a|b\x1f")
-    event = DealsReceived("sim-mt5", 99, (*items, FeedItem(99, DealChange.UPDATED, odd)))
+    spread = attrs.evolve(items[-2].deal, spread=Decimal("0.00012"))
+    markup = attrs.evolve(items[-3].deal, markup=Money.of("0.7", "EUR"))
+    event = DealsReceived(
+        "sim-mt5",
+        99,
+        (
+            *items,
+            FeedItem(97, DealChange.UPDATED, spread),
+            FeedItem(98, DealChange.UPDATED, markup),
+            FeedItem(99, DealChange.UPDATED, odd),
+        ),
+    )
     stored = codec.encode("dealfeed-sim-mt5", event, EventMetadata("system:feed"))
     assert codec.decode_event("dealfeed-sim-mt5", stored.event_type, stored.data) == event
+    # Only the two deals that carry a spread or a markup have the two extra fields.
+    assert b"0.00012" in stored.data
+    assert b"0.70 EUR" in stored.data
+    assert stored.data.count(b"null") == 2
     for bad in (b'{"server":"s","upto_cursor":1,"items":[[1,"added","s"]]}',
                 b'{"server":"s","upto_cursor":1,"items":{"a":1}}'):  # fmt: skip
         with pytest.raises(CodecError):

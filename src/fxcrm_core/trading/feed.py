@@ -46,6 +46,11 @@ def _item_rows(items: tuple[FeedItem, ...]) -> list[list[Any]]:
             _amount(d.swap, cur), str(d.profit.amount), to_micros(d.time),
             d.server_offset // _MICROSECOND, d.comment,
         ])  # fmt: skip
+        if d.spread is not None or d.markup is not None:  # (rows without them: 21 fields)
+            rows[-1] += [
+                None if d.spread is None else str(d.spread),
+                None if d.markup is None else _amount(d.markup, cur),
+            ]
     return rows
 
 
@@ -62,9 +67,14 @@ def _items_of(rows: Any) -> tuple[FeedItem, ...]:
         raise CodecError("deal feed items are stored as a list")
     out = []
     try:
-        for (cursor, change, server, ticket, login, action, entry, symbol, volume, closed, price,
+        for row in rows:
+            if len(row) == _WITH_SPREAD:
+                *row, spread, markup = row
+            else:
+                spread = markup = None
+            (cursor, change, server, ticket, login, action, entry, symbol, volume, closed, price,
              position, order, code, commission, fee, swap, profit, micros, offset,
-             comment) in rows:  # fmt: skip
+             comment) = row  # fmt: skip
             cur = Currency.of(code)
             deal = Deal(
                 server, int(ticket), int(login), DealAction(action), DealEntry(entry), symbol,
@@ -72,6 +82,8 @@ def _items_of(rows: Any) -> tuple[FeedItem, ...]:
                 int(order), _money(commission, cur), _money(fee, cur), _money(swap, cur),
                 Money.of(profit, cur), from_micros(int(micros)),
                 timedelta(microseconds=int(offset)), comment,
+                None if spread is None else to_decimal(spread),
+                None if markup is None else _money(markup, cur),
             )  # fmt: skip
             out.append(FeedItem(int(cursor), DealChange(change), deal))
     except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
@@ -80,6 +92,7 @@ def _items_of(rows: Any) -> tuple[FeedItem, ...]:
 
 
 _MICROSECOND = timedelta(microseconds=1)
+_WITH_SPREAD = 23  # a row with the deal's spread and markup (either may be None)
 FEED_ROWS = ValueCodec(tuple[FeedItem, ...], _item_rows, _items_of)
 
 
