@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -145,3 +146,37 @@ def test_the_rank_at_t_is_the_last_change_effective_by_t(changes: list[tuple[int
         at = JAN + timedelta(days=probe)
         effective = [rank for day, rank in ordered if day <= probe]
         assert ibs.rank_of("m", at) == (effective[-1] if effective else 0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda n: n.change_rank(ADMIN, "a@b.com\n", 1, JUN, reason="x"),
+        lambda n: n.change_rank(ADMIN, "m", 1, datetime(2026, 6, 1), reason="x"),  # noqa: DTZ001
+        lambda n: n.change_rank("staff:7", "m", 1, JUN, reason="x"),
+        lambda n: n.rank_of(7, JUN),
+        lambda n: n.rank_of("m", "2026-06-01"),
+        lambda n: n.ranks_at(None),
+        lambda n: n.rank_history(["a@b.com"]),
+        lambda n: n.stage("not a unit of work", IbRankChanged("m", 1, JUN)),
+    ],
+)
+def test_hostile_arguments_get_typed_errors_that_echo_nothing(call: Any) -> None:
+    ibs = network(MemoryEventStore())
+    build(ibs)
+    version = ibs.version
+    with pytest.raises(ValidationError) as info:
+        call(ibs)
+    assert "a@b.com" not in str(info.value)
+    assert ibs.version == version
+
+
+def test_a_staged_change_is_stored_in_utc() -> None:
+    ibs = network(MemoryEventStore())
+    build(ibs)
+    tokyo = timezone(timedelta(hours=9))
+    with UnitOfWork(ibs.repository, EventMetadata("policy:loyalty", reason="tier")) as uow:
+        ibs.stage(uow, IbRankChanged("s", 4, datetime(2026, 6, 1, 9, tzinfo=tokyo)))
+        uow.commit()
+    assert ibs.rank_history("s")[-1].event.effective_at == JUN
+    assert ibs.rank_history("s")[-1].event.effective_at.tzinfo is UTC
