@@ -4,6 +4,9 @@ before and after each change; a second process on the same SQLite file answers t
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -113,3 +116,24 @@ def test_tree_rank_and_policy_changes_are_audited_and_answered_alike(tmp_path: P
     assert answers(restarted)[-1] == WEEKLY
     restarted.close()
     reference.close()
+
+    # And a real second process: the same answers, printed there and read here.
+    script = f"""
+        from datetime import datetime
+        from pathlib import Path
+        from tests.test_ib_audit import answers, open_broker
+        at = datetime.fromisoformat({(T0 + timedelta(hours=4)).isoformat()!r})
+        broker = open_broker(Path({str(path)!r}), at=at)
+        print(repr(answers(broker)))
+        broker.close()
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        check=True,
+        cwd=Path.cwd(),
+        capture_output=True,
+        text=True,
+    ).stdout
+    here = open_broker(path, at=T0 + timedelta(hours=4))
+    assert out.strip() == repr(answers(here))
+    here.close()
