@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
-from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
+from fxcrm_core.kernel.money import Money, UnroundedMoney
 from fxcrm_core.kernel.time import from_micros, to_micros
 from fxcrm_core.trading import DealAction, DealEntry
 
@@ -47,19 +47,37 @@ def line_of(e: RebateEntry) -> str:
 def entry_of(line: str) -> RebateEntry:
     """The entry a line stands for (CodecError, naming no field's value, if it stands for
     none)."""
-    from fxcrm_core.commissions.engine import KINDS, RebateEntry
-
+    make = _ENTRY[0] if _ENTRY else _bind()
     try:
-        (kind, server, ticket, ib, component, amount, code, level, client, symbol, lots, day,
-         why, direct) = line.split(SEP)  # fmt: skip
-        return RebateEntry(
-            kind=KINDS[kind], server=server, ticket=int(ticket), ib_id=ib, component=component,
-            amount=UnroundedMoney(to_decimal(amount, "amount"), Currency.of(code)),
-            level=int(level), client_id=client, symbol=symbol, lots=to_decimal(lots, "lots"),
-            trading_day=date.fromisoformat(day), explanation=why, direct_ib_id=direct,
+        f = line.split(SEP)
+        if len(f) != FIELDS:
+            raise ValueError
+        day = _DAYS.get(f[11])
+        if day is None:
+            if len(_DAYS) >= 10_000:
+                _DAYS.clear()
+            day = _DAYS[f[11]] = date.fromisoformat(f[11])
+        return make(
+            kind=_KINDS[f[0]], server=f[1], ticket=int(f[2]), ib_id=f[3], component=f[4],
+            amount=UnroundedMoney(f[5], f[6]), level=int(f[7]), client_id=f[8], symbol=f[9],
+            lots=to_decimal(f[10], "lots"), trading_day=day, explanation=f[12],
+            direct_ib_id=f[13],
         )  # fmt: skip
     except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
         raise CodecError("a rebate entry row is malformed") from None
+
+
+_ENTRY: list[type[RebateEntry]] = []  # the entry class, bound on first use (engine imports this module)
+_KINDS: dict[str, Any] = {}
+_DAYS: dict[str, date] = {}
+
+
+def _bind() -> type[RebateEntry]:
+    from fxcrm_core.commissions.engine import KINDS, RebateEntry
+
+    _KINDS.update(KINDS)
+    _ENTRY.append(RebateEntry)
+    return RebateEntry
 
 
 def amount_of(line: str) -> Decimal:
@@ -217,6 +235,10 @@ _KIND_TEXT = frozenset({"accrual", "adjustment", "reversal"})
 def fact_rows(facts: Any) -> list[str]:
     from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
 
+    if isinstance(facts, RebateFacts):
+        if facts._rows is not None:
+            return list(facts._rows)
+        facts = facts._all()
     out = []
     for f in facts:
         if type(f) is TradeFact:
@@ -246,10 +268,61 @@ def fact_rows(facts: Any) -> list[str]:
     return out
 
 
-def facts_of_rows(rows: Any) -> tuple[Fact, ...]:
-    if not isinstance(rows, list):
-        raise CodecError("rebate facts are stored as a list")
-    return tuple([fact_of(row) for row in rows])
+def facts_of_rows(rows: Any) -> RebateFacts:
+    if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows):
+        raise CodecError("rebate facts are stored as a list of text")
+    out = RebateFacts.__new__(RebateFacts)
+    out._rows = tuple(rows)
+    out._facts = None
+    return out
+
+
+class RebateFacts(Sequence["Fact"]):
+    """Facts as an immutable sequence; read from the log, each is made only when the
+    sequence is first read (a reader of the entries alone never pays for them)."""
+
+    __slots__ = ("_facts", "_rows")
+
+    def __init__(self, facts: Iterable[Fact] = ()) -> None:
+        self._facts: tuple[Fact, ...] | None = tuple(facts)
+        self._rows: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[Fact, ...]:
+        if self._facts is None:
+            assert self._rows is not None
+            self._facts = tuple([fact_of(row) for row in self._rows])
+        return self._facts
+
+    def rows(self) -> list[str]:
+        return list(self._rows) if self._rows is not None else fact_rows(self._all())
+
+    def __len__(self) -> int:
+        return len(self._rows) if self._rows is not None else len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> Fact: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Fact, ...]: ...
+    def __getitem__(self, index: int | slice) -> Fact | tuple[Fact, ...]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Fact]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RebateFacts):
+            if self._rows is not None and self._rows == other._rows:
+                return True
+            return self._all() == other._all()
+        if isinstance(other, tuple):
+            return self._all() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
 
 
 def fact_of(row: Any) -> Fact:

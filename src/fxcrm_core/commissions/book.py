@@ -13,6 +13,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.commissions import _rows
+from fxcrm_core.commissions._rows import RebateFacts
 from fxcrm_core.commissions.engine import (
     EngineChanges,
     Fact,
@@ -42,15 +43,17 @@ __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded", "RebateFeedOp
 # Entries are stored as lines of text, not objects, a batch at a time (a broker's day holds
 # millions); facts as short lines of text. Both codecs also read every form books wrote before.
 ENTRY_ROWS = ValueCodec(RebateEntries, _rows.rows_of, _rows.entries_of_rows)
-FACT_ROWS = ValueCodec(tuple[Fact, ...], _rows.fact_rows, _rows.facts_of_rows)
+FACT_ROWS = ValueCodec(RebateFacts, _rows.fact_rows, _rows.facts_of_rows)
 
 
 def _entries(entries: Iterable[RebateEntry]) -> RebateEntries:
     return RebateEntries.of(entries)
 
 
-def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
-    return EngineChanges(tuple(facts)).facts
+def _facts(facts: Iterable[Fact | str]) -> RebateFacts:
+    if isinstance(facts, RebateFacts):
+        return facts
+    return RebateFacts(EngineChanges(tuple(facts)).facts)
 
 
 @attrs.frozen
@@ -61,7 +64,7 @@ class RebateEntriesRecorded(DomainEvent):
     cursors: tuple[tuple[int, int], ...]  # (deal ticket, feed cursor) handled in this batch
     # What later deals depend on (recorded only when a schedule pays a CPA or has a minimum
     # holding time): facts of this batch's deals and the closes left waiting.
-    facts: tuple[Fact, ...] = attrs.field(default=(), converter=_facts)
+    facts: RebateFacts = attrs.field(factory=RebateFacts, converter=_facts)
     parked: tuple[Deal, ...] = ()
     # With a settlement horizon (absent from books written before): the newest trading day
     # processed as of this batch, and the items refused as beyond the horizon, for review.

@@ -200,6 +200,8 @@ class LateCorrection:
 
 def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
     """Facts as given; one in its stored text form is read as the book reads it."""
+    if isinstance(facts, _rows.RebateFacts):
+        return tuple(facts)
     return tuple([_rows.fact_of(f) if isinstance(f, str) else f for f in facts])
 
 
