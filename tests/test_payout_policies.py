@@ -226,3 +226,14 @@ def test_an_incoherent_configured_policy_fails_its_ib_only() -> None:
     assert results["ib-bad"].error.startswith("ValidationError")
     assert [results[f"ib-{n}"].paid for n in range(3)] == [Money.of(20, "USD")] * 3
     assert env.owed("ib-bad") == Decimal(20)
+
+
+def test_run_all_pays_an_ib_whose_policy_another_process_set_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "payouts.sqlite"
+    configured = Env(SqliteEventStore(path), {"ib-1": BASIC})
+    other = Env(SqliteEventStore(path), {"ib-1": BASIC})  # a second process
+    other.payouts.set_policy(FINANCE, "ib-2", BASIC, reason="new IB, set in the back office")
+    other.accrue(entry("30", ib="ib-2"))
+    assert configured.payouts.ib_ids() == ["ib-1", "ib-2"]
+    results = configured.payouts.run_all(RUNNER, MON + timedelta(days=1))
+    assert [(r.ib_id, r.paid) for r in results] == [("ib-1", None), ("ib-2", Money.of(30, "USD"))]

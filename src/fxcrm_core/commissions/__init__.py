@@ -6,9 +6,17 @@ statements, with the engine's output kept in the event log (the broker-sized ben
 Depends on ``kernel``, ``access`` (approvals), ``ledger``, ``trading`` and ``privacy`` (masking).
 """
 
+from fxcrm_core.commissions.applications import (
+    IB_APPLICATION_EVENTS,
+    ApplicationClosedError,
+    ApplicationStatus,
+    IbApplication,
+    IbApplications,
+)
 from fxcrm_core.commissions.book import REBATE_EVENTS, RebateBook, RebateEntriesRecorded
 from fxcrm_core.commissions.distribution import (
     Differential,
+    DifferentialRate,
     Distribution,
     FixedShares,
     KeepAndPassUp,
@@ -23,6 +31,7 @@ from fxcrm_core.commissions.network import (
     ClientAttributed,
     IbNetwork,
     IbNetworkService,
+    IbRankChanged,
     IbRegistered,
     IbReparented,
     IbTreeAt,
@@ -36,9 +45,11 @@ from fxcrm_core.commissions.payouts import (
     HeldPayoutMade,
     IbPayoutAccount,
     PayoutApprovalRejected,
+    PayoutCurrencyChangeError,
     PayoutHeld,
     PayoutMade,
     PayoutPolicy,
+    PayoutPolicySet,
     PayoutRefused,
     PayoutResult,
     Payouts,
@@ -47,16 +58,37 @@ from fxcrm_core.commissions.payouts import (
     accrual_policy,
     payout_transfer_id,
 )
+from fxcrm_core.commissions.plans import (
+    CommissionShare,
+    Cpa,
+    PerLot,
+    Pips,
+    Plan,
+    ProfitShare,
+    SpreadShare,
+    plan_kinds,
+    register_plan,
+)
 from fxcrm_core.commissions.schedule import (
     CapPeriod,
+    Ceiling,
     PeriodCap,
     PlanKind,
     RebateLine,
+    Revenue,
     Rule,
     Schedule,
     ScheduleBook,
     Trigger,
+    UnfundedPlanError,
     base_symbol,
+)
+from fxcrm_core.commissions.schedules_log import (
+    SCHEDULE_EVENTS,
+    RecordedScheduleBook,
+    ScheduleConflictError,
+    ScheduleService,
+    ScheduleVersionRecorded,
 )
 from fxcrm_core.commissions.statements import Statement, StatementLine, build_statement
 from fxcrm_core.commissions.tree import IbTree, TreeError
@@ -64,6 +96,32 @@ from fxcrm_core.events import EventRegistry
 
 __all__ = [
     "register_events",
+    "IB_APPLICATION_EVENTS",
+    "ApplicationClosedError",
+    "ApplicationStatus",
+    "IbApplication",
+    "IbApplications",
+    "DifferentialRate",
+    "IbRankChanged",
+    "PayoutCurrencyChangeError",
+    "PayoutPolicySet",
+    "CommissionShare",
+    "Cpa",
+    "PerLot",
+    "Pips",
+    "Plan",
+    "ProfitShare",
+    "SpreadShare",
+    "plan_kinds",
+    "register_plan",
+    "Ceiling",
+    "Revenue",
+    "UnfundedPlanError",
+    "SCHEDULE_EVENTS",
+    "RecordedScheduleBook",
+    "ScheduleConflictError",
+    "ScheduleService",
+    "ScheduleVersionRecorded",
     "IB_NETWORK_EVENTS",
     "REBATE_EVENTS",
     "RebateBook",
@@ -123,4 +181,12 @@ __all__ = [
 
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
-    registry.register_all((*REBATE_EVENTS, *IB_NETWORK_EVENTS, *PAYOUT_EVENTS))
+    registry.register_all(
+        (
+            *REBATE_EVENTS,
+            *IB_NETWORK_EVENTS,
+            *IB_APPLICATION_EVENTS,
+            *PAYOUT_EVENTS,
+            *SCHEDULE_EVENTS,
+        )
+    )

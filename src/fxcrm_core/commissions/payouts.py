@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,7 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
+from fxcrm_core.events.store import read_types
 from fxcrm_core.kernel.errors import (
     ConcurrencyError,
     CurrencyMismatchError,
@@ -431,7 +433,7 @@ class Payouts:
 
     ``policies`` is the host's configuration: it seeds each IB's recorded policy (see the
     module's docstring); runs follow the recorded one. ``run_all`` without ``ib_ids`` runs
-    the configured IBs; an IB whose policy was only set by hand is run by naming it."""
+    every IB with a policy: configured, or recorded by any process (:meth:`ib_ids`)."""
 
     def __init__(
         self,
@@ -448,8 +450,28 @@ class Payouts:
         self.policies = dict(policies)
         self.access = access
         self.approvals = approvals
+        # IBs with a recorded policy, read from the log (a memory read model of the
+        # PayoutPolicySet events, caught up before every answer).
+        self._recorded: set[str] = set()
+        self._read_upto = 0
+        self._lock = threading.Lock()
 
     accrue = staticmethod(accrue)
+
+    def ib_ids(self) -> list[str]:
+        """Every IB with a payout policy, in id order: configured here, or recorded in the log
+        by anyone (set by hand, or configured in another process)."""
+        with self._lock:
+            store = self.repository.store
+            types = frozenset({PayoutPolicySet.__name__})
+            prefix = f"{IbPayoutAccount.category}-"
+            while True:
+                page, upto, done = read_types(store, self._read_upto, types, 1000)
+                self._recorded.update(s.stream_id.removeprefix(prefix) for s in page)
+                self._read_upto = upto
+                if done:
+                    break
+            return sorted(self._recorded | self.policies.keys())
 
     def approval_rule(self) -> ApprovalRule:
         """The rule to register once per broker: ``approvals.register(PAYOUT_ACTION, ...)``."""
@@ -614,7 +636,7 @@ class Payouts:
         if chunk < 1:
             raise ValidationError("a chunk holds at least one payout")
         self.access.require(actor, "payout.run")
-        ids = sorted(self.policies if ib_ids is None else set(ib_ids))
+        ids = self.ib_ids() if ib_ids is None else sorted(set(ib_ids))
         for ib_id in ids:
             if ib_id not in self.policies:
                 self._policy(ib_id)  # refuse an IB without one before anything is written
