@@ -15,8 +15,8 @@ from typing import Any
 
 from fxcrm_core import demo
 from fxcrm_core.broker import Broker
-from fxcrm_core.commissions import RebateBook, build_statement
-from fxcrm_core.kernel import RateTable
+from fxcrm_core.commissions import Cadence, PayoutPolicy, RebateBook, build_statement
+from fxcrm_core.kernel import Money, RateTable
 from fxcrm_core.kernel.errors import NotFoundError
 from fxcrm_core.testing.parity import Scenario, Step
 
@@ -43,13 +43,16 @@ def _at(day: date, hour: int) -> datetime:
 
 # -- steps ---------------------------------------------------------------------------------------
 def move_ana_to_east(broker: Broker) -> list[str]:
-    """ib-east joins under ib-apex; Ana comes through it from the switch day on."""
+    """ib-east joins under ib-apex, its payout policy set by hand; Ana comes through it from
+    the switch day on."""
     network = broker.ib_network
     at = _at(SWITCH, 0)
     network.register_ib(demo.ADMIN, "ib-east", "ib-apex", at, reason="new sub-IB agreement")
     ana = broker.clients.find_by_email(demo.ANA_EMAIL)
     assert ana is not None
     network.attribute(demo.ADMIN, ana, "ib-east", at, reason="client asked to move")
+    policy = PayoutPolicy(demo.USD, Money.of(10, demo.USD), Cadence.INSTANT)
+    broker.payouts.set_policy(demo.FINANCE, "ib-east", policy, reason="sub-IB agreement")
     return network.chain("ib-east", at)
 
 

@@ -47,13 +47,16 @@ from fxcrm_core.commissions import (
     ClientAttributed,
     Distribution,
     FixedShares,
+    IbApplications,
     IbNetworkService,
     PayoutPolicy,
     Payouts,
     RebateBook,
     RebateEngine,
     RebateEntriesRecorded,
+    Schedule,
     ScheduleBook,
+    ScheduleService,
 )
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.erasure_checks import BrokerErasureChecks
@@ -78,6 +81,7 @@ from fxcrm_core.events import (
 from fxcrm_core.kernel import (
     Clock,
     CodecError,
+    ConcurrencyError,
     IdGenerator,
     Money,
     RateSource,
@@ -176,13 +180,27 @@ class BrokerOptions(TypedDict, total=False):
     daily_withdrawal_limits: Mapping[str, Money]
     withdrawal_fees: FeePolicy
     dormant_after: timedelta
-    schedules: ScheduleBook  # IB rebate schedules (none: no rebates are due)
+    schedules: ScheduleBook  # IB rebate schedule versions: recorded in the log at first use
+    rebate_schedule: str  # the schedule the engine follows (default: the configured one's id)
     distribution: Distribution  # how a rebate pool is shared up the IB chain
     ib_max_depth: int
     payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
     rates: RateSource  # for payouts in another currency than the rebates
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
+
+
+#: Who records the broker's configuration in the log (schedules, payout policies).
+CONFIG_ACTOR = Actor.system("config", "admin")
+
+
+def _versions_of(book: ScheduleBook) -> list[Schedule]:
+    """The versions of a configured schedule book, oldest first."""
+    return [book.version(n) for n in range(1, len(book) + 1)]
+
+
+def _configured_count(versions: list[Schedule], schedule_id: str) -> int:
+    return sum(1 for v in versions if v.schedule_id == schedule_id)
 
 
 class _NoTradingServer:
@@ -473,12 +491,20 @@ class Broker:
             self.lifecycle.accounts_of,
             {server.name: server},
         )
+        self.ib_applications = IbApplications(self.ib_network, self.access)
+        self.schedules = ScheduleService(self.repository, self.access, clock=self.clock)
+        self._configured_schedules = _versions_of(options.get("schedules") or ScheduleBook())
+        schedule_id = options.get("rebate_schedule") or next(
+            (v.schedule_id for v in self._configured_schedules), "standard"
+        )
+        # The engine follows one schedule as the log holds it (caught up before every batch).
+        self.rebate_schedules = self.schedules.book(schedule_id)
         logins = self.lifecycle.activity
         self.rebates = RebateBook(
             self.repository,
             RebateEngine(
                 self.ib_network.view.tree,
-                options.get("schedules") or ScheduleBook(),
+                self.rebate_schedules,
                 options.get("distribution") or FixedShares((Decimal(1),)),
                 client_of=lambda server, login: logins.logins.get((server, login)),
                 account_group_of=lambda server, login: logins.groups.get((server, login), ""),
@@ -538,6 +564,12 @@ class Broker:
         server = options.get("trading_server")
         if server is not None and not isinstance(server, TradingServer):
             raise ConfigurationError("trading_server is a TradingServer adapter")
+        schedules = options.get("schedules")
+        if schedules is not None and not isinstance(schedules, ScheduleBook):
+            raise ConfigurationError("schedules is a ScheduleBook of one schedule's versions")
+        schedule_id = options.get("rebate_schedule")
+        if schedule_id is not None and (not isinstance(schedule_id, str) or not schedule_id):
+            raise ConfigurationError("rebate_schedule names a schedule (its id)")
         caps = options.get("caps")
         if caps is not None and not isinstance(caps, LeverageCaps):
             raise ConfigurationError("caps is a LeverageCaps")
@@ -694,14 +726,50 @@ class Broker:
             self.policy_failure = None
 
     def _rebates(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
-        # The engine reads the IB tree and the logins as of every event committed so far.
+        # The engine reads the IB tree, the logins and its schedule as of every event
+        # committed so far.
         self.ib_network.catch_up()
         self.projections.catch_up(self.lifecycle.activity)
+        self.rebate_schedules.catch_up()
+        if len(self.rebate_schedules) < _configured_count(
+            self._configured_schedules, self.rebate_schedules.schedule_id
+        ):
+            raise ConfigurationError(
+                "the configured rebate schedule is not recorded yet: call "
+                "broker.record_configuration() (pull_deals does) before deals are handled"
+            )
         self.rebates.on_deals(recorded, uow)
+
+    def record_configuration(self) -> list[str]:
+        """Record in the log, as ``system:config``, what the broker was configured with and the
+        log does not hold yet: its schedule versions and the IBs' payout policies. Idempotent
+        and safe from several processes at once; :meth:`pull_deals` and payout runs call it, so
+        a host only calls it to make a deployed change show in the audit trail at once.
+        Returns what was recorded (``schedule <id> v<n>``, ``payout policy <ib>``)."""
+        done: list[str] = []
+        if self._configured_schedules:
+            for attempt in range(2):
+                try:
+                    new = self.schedules.ensure(
+                        CONFIG_ACTOR, self._configured_schedules, reason="broker configuration"
+                    )
+                except ConcurrencyError:
+                    if attempt:
+                        raise
+                    continue  # another process recorded them first: look again
+                done += [f"schedule {v.schedule_id} v{v.version}" for v in new]
+                break
+        done += [f"payout policy {ib}" for ib in self.payouts.ensure_policies()]
+        return done
 
     def pull_deals(self, *, limit: int = 1000, batch: int = 100) -> int:
         """Record the trading server's new deals in the log (its scheduled pull; the policies
-        then react: first trades, rebates); returns how many feed items were recorded."""
+        then react: first trades, rebates); returns how many feed items were recorded. The
+        configured schedule is recorded first, if it is not yet."""
+        if len(self.rebate_schedules) < _configured_count(
+            self._configured_schedules, self.rebate_schedules.schedule_id
+        ):
+            self.record_configuration()
         return self.feeds.pull(self.trading_server, limit=limit, batch=batch)
 
     def close_trading_days(self) -> list[date]:
