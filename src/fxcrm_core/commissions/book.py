@@ -276,7 +276,7 @@ class RebateBook:
 
     def _rebuild(self) -> None:
         """Forget the engine's memory and restore it from the streams of the servers known."""
-        self.engine.reset()
+        _forget(self.engine)
         self._versions.clear()
         self._cursors.clear()
         self._staged.clear()
@@ -386,3 +386,9 @@ def _listed(store: EventStore, codec: EventCodec) -> list[str]:
         if isinstance(event, RebateFeedOpened):
             out.append(event.server)
     return out
+
+
+def _forget(engine: RebateEngine) -> None:
+    """Drop all the engine has learned, keeping its configuration and identity (a host holding
+    it sees the restored state)."""
+    engine.reset()
