@@ -67,7 +67,7 @@ def entry_of(line: str) -> RebateEntry:
         raise CodecError("a rebate entry row is malformed") from None
 
 
-_ENTRY: list[type[RebateEntry]] = []  # the entry class, bound on first use (engine imports this module)
+_ENTRY: list[type[RebateEntry]] = []  # bound on first use (the engine imports this module)
 _KINDS: dict[str, Any] = {}
 _DAYS: dict[str, date] = {}
 

@@ -5,6 +5,7 @@ the host (:meth:`RebateBook.process`) or by a policy on the recorded deal feed
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import date
@@ -30,11 +31,12 @@ from fxcrm_core.events import (
     EventStore,
     RecordedEvent,
     Repository,
+    Snapshot,
     StoredEvent,
     UnitOfWork,
     ValueCodec,
 )
-from fxcrm_core.kernel.errors import CodecError, ValidationError
+from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
 from fxcrm_core.trading import Deal, DealsReceived, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded", "RebateFeedOpened"]
@@ -100,6 +102,8 @@ class RebateServers(Aggregate):
 
 
 _INDEX = "servers"
+_SNAPSHOT = "rebate-book/1"
+_SNAPSHOT_STREAM = "rebatebook-engine"
 
 
 @attrs.frozen(kw_only=True)
@@ -149,6 +153,7 @@ class RebateBook:
         # its list of servers was kept), the ones listed, the ones seen
         self._servers: set[str] = set(servers)
         self._stale = False  # the engine processed a batch that was never recorded
+        self._fresh = True  # the engine holds nothing yet: a snapshot may stand for the log
         self._lock = threading.RLock()
 
     def process(self, server: str, items: Sequence[FeedItem]) -> RebateEntries:
@@ -208,6 +213,7 @@ class RebateBook:
         """Bring the engine level with every server's stream (a cap counts all of a period's
         entries, whatever server paid them); returns ``server``'s feed state to record on."""
         self._servers.add(server)
+        self._from_snapshot()
         self._follow_index()
         if self._stale:
             self._rebuild()
@@ -267,6 +273,7 @@ class RebateBook:
         return codec.decode_event(stored.stream_id, stored.event_type, stored.data) == staged.event
 
     def _held(self, server: str, version: int, event: RebateEntriesRecorded) -> None:
+        self._fresh = False
         self._versions[server] = version
         self._cursors[server] = event.upto_cursor
 
@@ -281,6 +288,8 @@ class RebateBook:
         self._cursors.clear()
         self._staged.clear()
         self._stale = False
+        self._fresh = True
+        self._from_snapshot()
         for server in sorted(self._servers):
             self._read(server, None)
 
@@ -326,6 +335,7 @@ class RebateBook:
         ):
             raise ValidationError("a rebate book restores from its own repository")
         with self._lock:
+            self._from_snapshot()
             self._follow_index()
             self._catch_up_all()
             entries: list[RebateEntry] = []
@@ -340,6 +350,71 @@ class RebateBook:
                         self._held(name, stored.version, event)
                     entries.extend(event.entries)
             return entries
+
+    # -- snapshots: a cache of the engine's state ----------------------------------------------
+    def catch_up(self) -> None:
+        """Bring the engine level with the book's streams, from the book's snapshot if the
+        repository keeps one (see :meth:`snapshot`), so a restart takes the time of the
+        batches recorded since, not of the whole history."""
+        with self._lock:
+            self._from_snapshot()
+            self._follow_index()
+            self._catch_up_all()
+
+    def snapshot(self) -> bool:
+        """Save the engine's state, level with the book's streams, in the repository's
+        snapshot store (False, and nothing saved, without one). A snapshot is only a cache:
+        deleting it changes nothing but the time a restart takes; one the engine cannot read
+        (another format or engine settings, damaged) is ignored."""
+        snapshots = self.repository.snapshots
+        if snapshots is None:
+            return False
+        with self._lock:
+            self._follow_index()
+            self._catch_up_all()
+            if self._stale or self._staged:
+                return False  # the engine holds batches the log may not (a policy's, in flight)
+            state = {
+                "format": _SNAPSHOT,
+                "versions": self._versions,
+                "cursors": self._cursors,
+                "index": self._index_version,
+                "servers": sorted(self._servers),
+                "engine": self.engine._dump(),
+            }
+            data = json.dumps(state, separators=(",", ":")).encode()
+            snapshots.save_snapshot(Snapshot(_SNAPSHOT_STREAM, sum(self._versions.values()), data))
+            return True
+
+    def _from_snapshot(self) -> None:
+        """While the engine holds nothing, take the book's snapshot if there is a readable one."""
+        snapshots = self.repository.snapshots
+        if not self._fresh or snapshots is None:
+            return
+        self._fresh = False
+        try:
+            found = snapshots.load_snapshot(_SNAPSHOT_STREAM)
+        except FxCrmError:
+            return  # (an unreadable snapshot store: the streams rebuild the state)
+        if found is None:
+            return
+        try:
+            state = json.loads(found.state)
+            if state["format"] != _SNAPSHOT:
+                return
+            versions = {str(k): int(v) for k, v in state["versions"].items()}
+            cursors = {str(k): int(v) for k, v in state["cursors"].items()}
+            index = int(state["index"])
+            servers = {str(s) for s in state["servers"]}
+            engine = state["engine"]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return
+        if not self.engine._load(engine):
+            return
+        self._versions.update(versions)
+        self._cursors.update(cursors)
+        self._index_version = index
+        self._servers |= servers
 
     def late_corrections(self) -> list[LateCorrection]:
         """Feed items refused as beyond the engine's settlement horizon, for manual review, in

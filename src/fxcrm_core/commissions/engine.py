@@ -26,6 +26,7 @@ import enum
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -53,7 +54,7 @@ from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lot
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
-from fxcrm_core.kernel.time import from_micros, to_utc
+from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
 
 __all__ = [
@@ -915,6 +916,85 @@ class RebateEngine:
                 self._opened[key] = when
                 self._facts.append(PositionOpened(position=position, at=when))
 
+    # -- snapshots (private, versioned; see RebateBook.snapshot) --------------------------------
+    def _dump(self) -> dict[str, Any]:
+        """The engine's state as JSON-ready data (format ``_SNAPSHOT``)."""
+        converter = _converter()
+        return {
+            "format": _SNAPSHOT,
+            "settings": self._settings(),
+            "paid": self._paid,
+            "keys_of": self._keys_of._d,
+            "cursor": self._cursor,
+            "opened": {k: to_micros(v) for k, v in self._opened._d.items()},
+            "parked": [converter.unstructure(d) for d in self.waiting()],
+            "lots_opened": _texts(self._lots_opened),
+            "lots_closed": _texts(self._lots_closed),
+            "opened_sum": _texts(self._opened_sum),
+            "closed_sum": _texts(self._closed_sum),
+            "deposits": self._deposits,
+            "cpa_keys": self._cpa_keys._d,
+            "cpa_state": self._cpa_state,
+            "cpa_blocked": sorted(self._cpa_blocked),
+            "cpa_version": self._cpa_version,
+            "period_totals": [[ib, p, str(v)] for (ib, p), v in self._period_totals.items()],
+            "cap_keys": self._cap_keys._d,
+            "newest": self._newest.isoformat() if self._newest else None,
+            "batches": [[n, d.isoformat(), t] for n, d, t in self._batches],
+            "batch_of": self._batch_of,
+            "batch_no": self._batch_no,
+            "settled": [[ib, code, str(v)] for (ib, code), v in self._settled_paid.items()],
+        }
+
+    def _settings(self) -> list[Any]:
+        days = None if self.horizon is None else self.horizon // _DAY
+        return [self.component, days]
+
+    def _load(self, data: dict[str, Any]) -> bool:
+        """Take the state of a dump; False (and the engine reset) if it is not one this engine
+        can take (another format, other settings, damaged)."""
+        self.reset()
+        try:
+            if data.get("format") != _SNAPSHOT or data.get("settings") != self._settings():
+                return False
+            converter = _converter()
+            self._paid = _strs(data["paid"])
+            self._keys_of._d = _strs(data["keys_of"])
+            self._cursor = {str(k): int(v) for k, v in data["cursor"].items()}
+            for k, v in data["opened"].items():
+                self._opened._d[str(k)] = from_micros(int(v))
+            for raw in data["parked"]:
+                deal = converter.structure(raw, Deal)
+                position = (deal.server, deal.position_id)
+                self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
+            self._lots_opened = _decimals(data["lots_opened"])
+            self._lots_closed = _decimals(data["lots_closed"])
+            self._opened_sum = _decimals(data["opened_sum"])
+            self._closed_sum = _decimals(data["closed_sum"])
+            self._deposits = _strs(data["deposits"])
+            self._cpa_keys._d = _strs(data["cpa_keys"])
+            self._cpa_state = _strs(data["cpa_state"])
+            self._cpa_blocked = dict.fromkeys(map(str, data["cpa_blocked"]), True)
+            self._cpa_version = {str(k): int(v) for k, v in data["cpa_version"].items()}
+            self._period_totals = {
+                (str(ib), str(p)): Decimal(v) for ib, p, v in data["period_totals"]
+            }
+            self._cap_keys._d = _strs(data["cap_keys"])
+            newest = data["newest"]
+            self._newest = date.fromisoformat(newest) if newest is not None else None
+            self._batches.extend(
+                (int(n), date.fromisoformat(d), str(t)) for n, d, t in data["batches"]
+            )
+            self._batch_of = {str(k): int(v) for k, v in data["batch_of"].items()}
+            self._batch_no = int(data["batch_no"])
+            self._settled_paid = {
+                (str(ib), str(code)): Decimal(v) for ib, code, v in data["settled"]
+            }
+        except Exception:  # a damaged snapshot is no snapshot: the streams rebuild the state
+            self.reset()
+            return False
+        return True
+
     def _relearn(self, server: str, fact: Fact) -> None:
         if type(fact) is DealFact:  # a deal as books before the short facts kept it
             deal = fact.deal(server)
@@ -944,6 +1024,32 @@ class RebateEngine:
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
 # Decimals go into f-strings as {d!s}: a plain {d} calls Decimal.__format__, four times slower.
 _WAIT: Due = {}  # a distinct object: "the opening deal is not known yet"
+
+
+_SNAPSHOT = "rebate-engine/1"
+
+
+def _converter() -> Any:
+    from fxcrm_core.events import make_converter
+
+    return make_converter()
+
+
+def _texts(values: dict[str, Decimal]) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items()}
+
+
+def _strs(values: dict[str, Any]) -> dict[str, str]:
+    if not all(type(k) is str and type(v) is str for k, v in values.items()):
+        raise TypeError
+    return dict(values)
+
+
+def _decimals(values: dict[str, Any]) -> dict[str, Decimal]:
+    out = {str(k): Decimal(v) for k, v in values.items()}
+    if not all(v.is_finite() for v in out.values()):
+        raise ValueError
+    return out
 
 
 def _order(deal: Deal) -> tuple[datetime, int]:
