@@ -63,3 +63,15 @@ def test_rebate_benchmark_runs_and_agrees_with_the_hand_written_loop(
     out = run_script("bench_rebates.py", monkeypatch=monkeypatch, capsys=capsys)
     assert "(agree)" in out  # the script exits non-zero when the two disagree
     assert "ratio SDK / hand-written loop" in out
+
+
+@pytest.mark.slow
+def test_rebate_memory_mode_runs_days_with_a_settlement_horizon(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_script(
+        "bench_rebates.py", "--days", "4", "--horizon", "1", "--cap", "day",
+        monkeypatch=monkeypatch, capsys=capsys,
+    )  # fmt: skip
+    assert "RSS MB" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith("4 ")]) == 1
