@@ -236,9 +236,9 @@ def fact_rows(facts: Any) -> list[str]:
     from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
 
     if isinstance(facts, RebateFacts):
-        if facts._rows is not None:
-            return list(facts._rows)
-        facts = facts._all()
+        if facts._rows is None:  # kept: a staged batch is encoded again to compare it
+            facts._rows = tuple(fact_rows(facts._all()))
+        return list(facts._rows)
     out = []
     for f in facts:
         if type(f) is TradeFact:
