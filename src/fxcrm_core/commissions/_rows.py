@@ -163,8 +163,8 @@ class RebateEntries(Sequence["RebateEntry"]):
             )
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self._lines)
+    def __hash__(self) -> int:  # (equal sequences may keep different text: 0.10 and 0.1)
+        return hash(len(self._lines))
 
     @overload
     def __add__(self, other: RebateEntries) -> RebateEntries: ...
