@@ -3,6 +3,7 @@ for parent IBs unless the sub-IB shares them; equal to what the engine accrued."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ from fxcrm_core.commissions import (
     IbTree,
     PlanKind,
     RebateEngine,
+    RebateEntry,
     Rule,
     Schedule,
     ScheduleBook,
@@ -39,7 +41,7 @@ TWO_LOTS = {"Volume": 20_000, "VolumeClosed": 20_000}
 THREE_LOTS = {"Volume": 30_000, "VolumeClosed": 30_000}
 
 
-def run() -> tuple[RebateEngine, list[Any]]:
+def run() -> tuple[RebateEngine, Sequence[RebateEntry]]:
     tree = IbTree()
     tree.add_ib("master", None, JAN)
     tree.add_ib("sub", "master", JAN)

@@ -182,6 +182,9 @@ class BrokerOptions(TypedDict, total=False):
     dormant_after: timedelta
     schedules: ScheduleBook  # IB rebate schedule versions: recorded in the log at first use
     rebate_schedule: str  # the schedule the engine follows (default: the configured one's id)
+    # Per-deal rebate state is forgotten this long after the deal's trading day (and its cap
+    # period); later corrections are refused and kept for review. None: kept for ever.
+    rebate_horizon: timedelta | None
     distribution: Distribution  # how a rebate pool is shared up the IB chain
     ib_max_depth: int
     payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
@@ -494,6 +497,9 @@ class Broker:
         self.ib_applications = IbApplications(self.ib_network, self.access)
         self.schedules = ScheduleService(self.repository, self.access, clock=self.clock)
         self._configured_schedules = _versions_of(options.get("schedules") or ScheduleBook())
+        horizon = options.get("rebate_horizon")
+        if horizon is not None and not isinstance(horizon, timedelta):
+            raise ConfigurationError("rebate_horizon is a timedelta of whole days")
         schedule_id = options.get("rebate_schedule") or next(
             (v.schedule_id for v in self._configured_schedules), "standard"
         )
@@ -509,7 +515,9 @@ class Broker:
                 client_of=lambda server, login: logins.logins.get((server, login)),
                 account_group_of=lambda server, login: logins.groups.get((server, login), ""),
                 trading_day_of=lambda deal: self.calendar.trading_day(deal.time),
+                horizon=options.get("rebate_horizon"),
             ),
+            servers=(server.name,),  # (books written before the book listed its servers)
         )
         self.payouts = Payouts(
             self.ledger,
@@ -567,6 +575,9 @@ class Broker:
         schedules = options.get("schedules")
         if schedules is not None and not isinstance(schedules, ScheduleBook):
             raise ConfigurationError("schedules is a ScheduleBook of one schedule's versions")
+        horizon = options.get("rebate_horizon")
+        if horizon is not None and not isinstance(horizon, timedelta):
+            raise ConfigurationError("rebate_horizon is a timedelta of whole days")
         schedule_id = options.get("rebate_schedule")
         if schedule_id is not None and (not isinstance(schedule_id, str) or not schedule_id):
             raise ConfigurationError("rebate_schedule names a schedule (its id)")
@@ -774,8 +785,13 @@ class Broker:
 
     def close_trading_days(self) -> list[date]:
         """Record the trading days that have ended by the broker's clock (its scheduled check:
-        call it from a scheduler, e.g. after 17:00 New York); returns the days closed."""
-        return self.lifecycle.close_trading_days(self.clock)
+        call it from a scheduler, e.g. after 17:00 New York); returns the days closed. A day
+        closed also snapshots the rebate engine (a cache: a restart then reads only the
+        batches recorded since)."""
+        closed = self.lifecycle.close_trading_days(self.clock)
+        if closed:
+            self.rebates.snapshot()
+        return closed
 
     def expire_holds(self) -> list[str]:
         """Expire every pending ledger hold past its timeout (any process's); returns their

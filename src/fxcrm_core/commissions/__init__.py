@@ -13,7 +13,12 @@ from fxcrm_core.commissions.applications import (
     IbApplication,
     IbApplications,
 )
-from fxcrm_core.commissions.book import REBATE_EVENTS, RebateBook, RebateEntriesRecorded
+from fxcrm_core.commissions.book import (
+    REBATE_EVENTS,
+    RebateBook,
+    RebateEntriesRecorded,
+    RebateFeedOpened,
+)
 from fxcrm_core.commissions.distribution import (
     Differential,
     DifferentialRate,
@@ -25,7 +30,20 @@ from fxcrm_core.commissions.distribution import (
     Share,
     rates_above_parent,
 )
-from fxcrm_core.commissions.engine import EngineChanges, EntryKind, RebateEngine, RebateEntry
+from fxcrm_core.commissions.engine import (
+    DealFact,
+    DepositFact,
+    EngineChanges,
+    EntryKind,
+    Fact,
+    LateCorrection,
+    PositionOpened,
+    RebateEngine,
+    RebateEntries,
+    RebateEntry,
+    SettlementClosedError,
+    TradeFact,
+)
 from fxcrm_core.commissions.network import (
     IB_NETWORK_EVENTS,
     ClientAttributed,
@@ -96,6 +114,15 @@ from fxcrm_core.events import EventRegistry
 
 __all__ = [
     "register_events",
+    "DealFact",
+    "DepositFact",
+    "Fact",
+    "LateCorrection",
+    "PositionOpened",
+    "RebateEntries",
+    "RebateFeedOpened",
+    "SettlementClosedError",
+    "TradeFact",
     "IB_APPLICATION_EVENTS",
     "ApplicationClosedError",
     "ApplicationStatus",

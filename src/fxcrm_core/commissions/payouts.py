@@ -393,13 +393,8 @@ def accrue(recorded: RecordedEvent[RebateEntriesRecorded], uow: UnitOfWork) -> N
     if not isinstance(event, RebateEntriesRecorded):
         raise ValidationError(f"payouts cannot accrue {type(event).__name__}")
     per_ib: dict[str, dict[tuple[date, str], Decimal]] = {}
-    for e in event.entries:
-        sums = per_ib.get(e.ib_id)
-        if sums is None:
-            sums = per_ib[e.ib_id] = {}
-        money = e.amount
-        key = (e.trading_day, money.currency.code)
-        sums[key] = sums.get(key, _ZERO) + money.amount
+    for (ib_id, day, code), amount in event.entries.sums().items():
+        per_ib.setdefault(ib_id, {})[(day, code)] = amount
     for ib_id in sorted(per_ib):
         account = uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
         events = account.accrue(
