@@ -4,7 +4,7 @@ themselves. Rounding happens once, at payout."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Protocol, cast
 
@@ -226,18 +226,39 @@ _ZERO = Decimal(0)
 @attrs.frozen
 class RankSlices:
     """Each rank's slice (a lot) goes once, to the nearest IB up the chain at or above that rank;
-    a missing rank's slice goes to the next higher-ranked IB; repeated ranks get nothing more."""
+    a missing rank's slice goes to the next higher-ranked IB; repeated ranks get nothing more.
+
+    ``ranks``: fixed ranks by IB; None (the default) follows the ranks recorded in the log as
+    they stood when the deal was made (``IbNetworkService.change_rank``): the engine passes
+    them as ``rank_of``."""
 
     uses_pool: ClassVar[bool] = False
 
     slices: Mapping[int, Money]
-    ranks: Mapping[str, int]
+    ranks: Mapping[str, int] | None = None
 
-    def distribute(self, chain: Sequence[str], lots: Decimal, pool: Pool) -> list[Share]:
+    @property
+    def needs_ranks(self) -> bool:
+        """Whether the engine must pass the IBs' recorded ranks (``rank_of``)."""
+        return self.ranks is None
+
+    def distribute(
+        self,
+        chain: Sequence[str],
+        lots: Decimal,
+        pool: Pool,
+        *,
+        rank_of: Callable[[str], int] | None = None,
+    ) -> list[Share]:
         _check_chain(chain)
+        fixed = self.ranks
+        if fixed is not None:
+            rank_of = lambda ib: fixed.get(ib, 0)  # noqa: E731
+        elif rank_of is None:
+            raise ValidationError("rank slices on recorded ranks need each IB's rank (rank_of)")
         earned: dict[str, list[tuple[int, Money]]] = {}
         for rank in sorted(self.slices):
-            payee = next((ib for ib in chain if self.ranks.get(ib, 0) >= rank), None)
+            payee = next((ib for ib in chain if rank_of(ib) >= rank), None)
             if payee is not None:  # nobody high enough: the slice stays with the broker
                 earned.setdefault(payee, []).append((rank, self.slices[rank]))
         shares = []

@@ -25,8 +25,8 @@ import collections
 import enum
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_DOWN, Context, Decimal
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -49,7 +49,7 @@ from fxcrm_core.commissions._state import (
     record_order,
     record_parts,
 )
-from fxcrm_core.commissions.distribution import Distribution, FixedShares
+from fxcrm_core.commissions.distribution import Distribution, FixedShares, Share
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
@@ -285,6 +285,9 @@ class RebateEngine:
         self.trading_day_of = trading_day_of
         self.component = component
         self.horizon = horizon
+        # A strategy paying its own rates (pass-through, rank slices, per-lot differential)
+        # is held within the schedule's revenue ceiling by the engine (see _within).
+        self._pays_from_pool = bool(getattr(distribution, "uses_pool", True))
         self.reset()
 
     def reset(self) -> None:
@@ -521,7 +524,9 @@ class RebateEngine:
         if line is None:
             return None
         chain = self.tree.chain(ib, deal.time)
-        shares = self.distribution.distribute(chain, line.lots, line.pool)
+        shares = self._shares(self.distribution, chain, line.lots, line.pool, deal.time)
+        if line.revenue is not None and not self._pays_from_pool:
+            shares = _within(shares, line.revenue)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
         server, ticket, symbol, lots, component = (
@@ -546,6 +551,22 @@ class RebateEngine:
                 text = line_of(entry)
             due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = (text, amount.amount)
         return due
+
+    def _shares(
+        self,
+        distribution: Distribution,
+        chain: list[str],
+        lots: Decimal,
+        pool: Money | UnroundedMoney,
+        at: datetime,
+    ) -> list[Share]:
+        """The strategy's shares; a strategy on the IBs' recorded ranks (``needs_ranks``) gets
+        each IB's rank as it stood at ``at``."""
+        if getattr(distribution, "needs_ranks", False):
+            ranked = cast(_Ranked, distribution)
+            tree = self.tree
+            return ranked.distribute(chain, lots, pool, rank_of=lambda ib: tree.rank(ib, at))
+        return distribution.distribute(chain, lots, pool)
 
     def _settle(self, keys: Sequence[str], due: Due) -> tuple[list[str], list[str]]:
         """Bring what was paid on ``keys`` (as text) to what is due; returns the differences
@@ -724,7 +745,7 @@ class RebateEngine:
         if ib is None:
             return {}
         chain = self.tree.chain(ib, when)
-        shares = self.cpa_distribution.distribute(chain, Decimal(1), rule.amount)  # one unit
+        shares = self._shares(self.cpa_distribution, chain, _ONE, rule.amount, when)  # one unit
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
             f"deposit {fields[F_AMOUNT]} {fields[F_CURRENCY]} (minimum {rule.min_deposit}), "
@@ -1065,3 +1086,35 @@ def _trade_fact(deal: Deal, deleted: bool) -> TradeFact:
         opened_at=deal.time if deal.entry is _IN else None, lots_opened=opened,
         lots_closed=closed,
     )  # fmt: skip
+
+
+class _Ranked(Protocol):
+    def distribute(
+        self,
+        chain: Sequence[str],
+        lots: Decimal,
+        pool: Money | UnroundedMoney,
+        *,
+        rank_of: Callable[[str], int],
+    ) -> list[Share]: ...
+
+
+def _within(shares: list[Share], revenue: Decimal) -> list[Share]:
+    """Shares a strategy paid at its own rates, scaled down (never up) so that together they
+    stay within the deal's revenue under the schedule's ceiling; the step says so."""
+    total = sum((s.amount.amount for s in shares), _ZERO)
+    if total <= revenue:
+        return shares
+    factor = _DOWN.divide(revenue, total)  # (rounded down: the scaled total never exceeds it)
+    return [
+        attrs.evolve(
+            s,
+            amount=UnroundedMoney(_DOWN.multiply(s.amount.amount, factor), s.amount.currency),
+            step=f"{s.step}; x {factor!s} to stay within the broker's revenue {revenue!s}",
+        )
+        for s in shares
+    ]
+
+
+_DOWN = Context(prec=28, rounding=ROUND_DOWN)
+_ONE = Decimal(1)

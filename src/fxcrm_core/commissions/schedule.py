@@ -316,12 +316,15 @@ def base_symbol(symbol: str, known: Sequence[str]) -> str | None:
 
 @attrs.frozen
 class RebateLine:
-    """One deal's pool under one rule, before it is shared up the chain."""
+    """One deal's pool under one rule, before it is shared up the chain. ``revenue``: what the
+    schedule's ceiling allowed on this deal (None: no ceiling applies), which also bounds a
+    strategy that pays its own rates rather than shares of the pool."""
 
     pool: UnroundedMoney
     lots: Decimal  # after the lot modifier
     rule_level: str  # symbol, alias, symbol group, account group or default
     explanation: str
+    revenue: Decimal | None = None
 
 
 def _utc(value: object) -> datetime:
@@ -627,13 +630,13 @@ class Schedule:
                     f"{note}, limited to the broker's revenue {total.amount!s} {currency.code} "
                     f"(commission {revenue!s} + markup {earned!s})"
                 )
-                return RebateLine(total, lots, level, note)
-            return RebateLine(pool, lots, level, note)
+                return RebateLine(total, lots, level, note, limit)
+            return RebateLine(pool, lots, level, note, limit)
         if pool.amount > revenue:
             limited = abs(commission)
             pool = limited.to_unrounded()
             note = f"{note}, limited to the broker's revenue {limited}"
-        return RebateLine(pool, lots, level, note)
+        return RebateLine(pool, lots, level, note, revenue)
 
 
 def _markup(deal: Deal, per_lot: Money | None, lots: Decimal, currency: Currency) -> Decimal:
