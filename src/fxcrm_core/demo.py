@@ -271,6 +271,39 @@ def sign_ibs(broker: Broker, email: str) -> list[str]:
     return network.chain("ib-north", START)
 
 
+def ib_records(broker: Broker, email: str) -> dict[str, Any]:
+    """Bo applies to become an IB under ib-apex and a second person approves; ib-north reaches
+    rank 2; gold pays more from tomorrow. Each is an event with who and why."""
+    bo = _client(broker, email)
+    applications = broker.ib_applications
+    applications.apply(
+        Actor.client(bo), "ib-app-1", bo, "ib-bo", "ib-apex", reason="refers friends"
+    )
+    applications.approve(ADMIN, "ib-app-1", reason="agreement signed")
+    network = broker.ib_network
+    network.change_rank(ADMIN, "ib-north", 2, START, reason="20 funded clients")
+    configured = broker.record_configuration()  # the deployed schedule and payout policies
+    current = broker.schedules.as_of("ib-standard", START)
+    gold = attrs.evolve(
+        current,
+        version=current.version + 1,
+        effective_from=START + timedelta(days=1),
+        by_symbol={"XAUUSD": Rule(PlanKind.PER_LOT, Money.of("4.00", USD))},
+    )
+    broker.schedules.record(ADMIN, gold, reason="gold promotion")
+    changes = broker.schedules.rate_history("ib-standard", "XAUUSD", "retail\\usd")
+    return {
+        "configuration recorded": configured,
+        "ib-bo chain": network.chain("ib-bo", START),
+        "ib-north rank": network.rank_of("ib-north", START),
+        "gold rate changes": [
+            f"v{r.event.schedule.version} by {r.metadata.actor} ({r.metadata.reason}): "
+            f"{rule.plan if rule else 'none'}"
+            for r, rule in changes
+        ],
+    }
+
+
 def trade(broker: Broker, deals: int) -> dict[str, Any]:
     """The server plays a trading session; the broker pulls its feed into the log."""
     simulated = broker.trading_server
@@ -374,6 +407,7 @@ DAY: tuple[DayStep, ...] = (
         (ANA_EMAIL,),
     ),
     DayStep("IBs signed: ib-north under ib-apex", sign_ibs, (ANA_EMAIL,)),
+    DayStep("an IB application approved, a rank, a new gold rate", ib_records, (BO[1],)),
     DayStep("a trading session", trade, (150,)),
     DayStep("the afternoon session", trade, (150,)),
     DayStep("IB payouts through the ledger", pay_ibs),
