@@ -1,5 +1,5 @@
-"""Must show (issue 13): re-parenting an IB, changing its rank and changing its payout policy
-show up with actor, reason and time, in the audit trail and in history queries; as-of answers
+"""Must show (issue 13): re-parenting an IB, changing its rank, a rebate rate and its payout
+policy show up with actor, reason and time, in the audit trail and in history queries; as-of answers
 before and after each change; a second process on the same SQLite file answers the same."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from fxcrm_core.access import DEFAULT_POLICY, Actor, Role, RowScope
+from fxcrm_core.access import DEFAULT_POLICY, Actor, Role
 from fxcrm_core.broker import Broker
+from fxcrm_core.commissions import PlanKind, Rule, Schedule
 from fxcrm_core.commissions.payouts import Cadence, PayoutPolicy
 from fxcrm_core.kernel import Currency, FixedClock, Money
 from tests.system_world import IDENTITY_KEY, T0, keyring
@@ -23,10 +24,15 @@ MOVE = T0 + timedelta(days=1)
 USD = Currency.of("USD")
 DAILY = PayoutPolicy(USD, Money.of(10, "USD"))
 WEEKLY = PayoutPolicy(USD, Money.of(50, "USD"), Cadence.WEEKLY)
-# Ranks by hand take ib.rank, which DEFAULT_POLICY does not grant yet (reported).
-POLICY = DEFAULT_POLICY.with_role(
-    Role.ADMIN, DEFAULT_POLICY.grants[Role.ADMIN] | {"ib.rank"}, RowScope.ALL
-)
+POLICY = DEFAULT_POLICY  # an admin changes ranks (ib.rank) and schedules (ib.schedule)
+
+
+def schedule(version: int, gold: str, start: datetime) -> Schedule:
+    return Schedule(
+        "std", version, start, USD,
+        by_symbol={"XAUUSD": Rule(PlanKind.PER_LOT, Money.of(gold, "USD"))},
+        default=Rule(PlanKind.PER_LOT, Money.of(2, "USD")),
+    )  # fmt: skip
 
 
 def open_broker(path: Path, *, at: datetime) -> Broker:
@@ -49,6 +55,9 @@ def answers(broker: Broker) -> list[object]:
         out += [ibs.as_of(at), ibs.chain("ib-s", at), ibs.ranks_at(at)]
     out += [ibs.history("ib-s"), ibs.rank_history("ib-s")]
     out += [payouts.policy("ib-s"), payouts.policy_history("ib-s")]
+    rates = broker.schedules
+    out += [rates.as_of("std", T0), rates.as_of("std", MOVE), rates.history("std")]
+    out.append(rates.rate_history("std", "XAUUSD.m", "retail"))
     for at in (T0, T0 + timedelta(hours=1)):
         out.append(payouts.policy_at("ib-s", at))
     return out
@@ -61,6 +70,7 @@ def test_tree_rank_and_policy_changes_are_audited_and_answered_alike(tmp_path: P
     first.ib_network.register_ib(ADMIN, "ib-m2", None, JAN, reason="second master signed")
     first.ib_network.register_ib(ADMIN, "ib-s", "ib-m", JAN, reason="sub signed")
     first.payouts.set_policy(FINANCE, "ib-s", DAILY, reason="contract of January")
+    first.schedules.record(ADMIN, schedule(1, "3", T0), reason="rates of the year")
     first.close()
 
     # An hour later, another process makes the changes.
@@ -68,6 +78,7 @@ def test_tree_rank_and_policy_changes_are_audited_and_answered_alike(tmp_path: P
     later.ib_network.reparent(ADMIN, "ib-s", "ib-m2", MOVE, reason="ib-s changed masters")
     later.ib_network.change_rank(ADMIN, "ib-s", 2, MOVE, reason="quarter review")
     later.payouts.set_policy(FINANCE, "ib-s", WEEKLY, reason="weekly from now on")
+    later.schedules.record(ADMIN, schedule(2, "5", MOVE), reason="gold promotion")
 
     later.audit.catch_up(later.store, later.codec)
     audited = {(r.action, r.target): r for r in later.audit.log.records()}
@@ -75,6 +86,7 @@ def test_tree_rank_and_policy_changes_are_audited_and_answered_alike(tmp_path: P
         ("IbReparented", "ibnetwork-main", ADMIN.id),
         ("IbRankChanged", "ibnetwork-main", ADMIN.id),
         ("PayoutPolicySet", "ibpayouts-ib-s", FINANCE.id),
+        ("ScheduleVersionRecorded", "ibschedule-std", ADMIN.id),
     ]:
         record = audited[(action, target)]
         assert record.actor == actor
@@ -95,7 +107,20 @@ def test_tree_rank_and_policy_changes_are_audited_and_answered_alike(tmp_path: P
         (FINANCE.id, "weekly from now on", T0 + timedelta(hours=1)),
     ]
 
+    gold = later.schedules.rate_history("std", "XAUUSD.m", "retail")
+    assert [(r.metadata.actor, r.metadata.reason, r.recorded_at, rule) for r, rule in gold] == [
+        (ADMIN.id, "rates of the year", T0, schedule(1, "3", T0).by_symbol["XAUUSD"]),
+        (
+            ADMIN.id,
+            "gold promotion",
+            T0 + timedelta(hours=1),
+            schedule(2, "5", MOVE).by_symbol["XAUUSD"],
+        ),
+    ]
+
     # As of before and after each change.
+    assert later.schedules.as_of("std", MOVE - timedelta(seconds=1)).version == 1
+    assert later.schedules.as_of("std", MOVE).version == 2
     ibs = later.ib_network
     assert ibs.chain("ib-s", MOVE - timedelta(seconds=1)) == ["ib-s", "ib-m"]
     assert ibs.chain("ib-s", MOVE) == ["ib-s", "ib-m2"]
