@@ -19,6 +19,7 @@ other writes nothing. A retry then finds the application decided and gets
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from typing import Self
 
@@ -243,19 +244,8 @@ class IbApplications:
             raise TreeError("that IB already exists")
         if requested_parent_id is not None and requested_parent_id not in ibs:
             raise NotFoundError("no such parent IB")
-        for _ in range(_TRIES):
-            application = self.get(application_id)
-            events = application.submit(event)
-            if not events:
-                return
-            try:
-                with self._uow(actor, reason, application) as uow:
-                    uow.record(application, *events)
-                    uow.commit()
-                return
-            except ConcurrencyError:
-                continue  # submitted meanwhile: the same request, or a conflict
-        raise ConcurrencyError("the application kept changing; try again")
+        # (submitted meanwhile: the same request again records nothing, other content fails)
+        self._decide(actor, reason, application_id, lambda a: a.submit(event))
 
     def approve(
         self,
@@ -301,9 +291,22 @@ class IbApplications:
         check_id(application_id, "an application id")
         _check_actor(actor, reason)
         self.access.require(actor, APPROVE)
+        self._decide(actor, reason, application_id, lambda a: a.reject(actor))
+
+    def _decide(
+        self,
+        actor: Actor,
+        reason: str,
+        application_id: str,
+        decide: Callable[[IbApplication], list[DomainEvent]],
+    ) -> None:
+        """Record what ``decide`` makes of the application as the log holds it, again on its
+        new state if it moved meanwhile (nothing to record: done)."""
         for _ in range(_TRIES):
             application = self.get(application_id)
-            events = application.reject(actor)
+            events = decide(application)
+            if not events:
+                return
             try:
                 with self._uow(actor, reason, application) as uow:
                     uow.record(application, *events)

@@ -243,15 +243,9 @@ class IbNetworkService:
         max_depth: int = 6,
         network_id: str = "main",
     ) -> None:
-        if not isinstance(repository, Repository):
-            raise ValidationError("the IB network needs a repository")
-        if not isinstance(access, AccessControl):
-            raise ValidationError("the IB network needs access control")
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValidationError("the IB network's clock must tell the time (a Clock)")
-        self.repository = repository
-        self.access = access
-        self.clock = clock or SystemClock()
+        self.repository, self.access, self.clock = service_parts(
+            repository, access, clock, "the IB network"
+        )
         self.view = IbTreeView(max_depth=max_depth, network_id=network_id)
         self._lock = threading.RLock()
 
@@ -506,6 +500,20 @@ class IbNetworkService:
         for event in changes:
             _replayed(tree, event)
         return tree
+
+
+def service_parts(
+    repository: object, access: object, clock: object, what: str
+) -> tuple[Repository, AccessControl, Clock]:
+    """A service's repository, access control and clock (the system clock by default), each
+    checked for its kind (ValidationError naming ``what``, never the value)."""
+    if not isinstance(repository, Repository):
+        raise ValidationError(f"{what} needs a repository")
+    if not isinstance(access, AccessControl):
+        raise ValidationError(f"{what} needs access control")
+    if clock is not None and not isinstance(clock, Clock):
+        raise ValidationError(f"{what}'s clock must tell the time (a Clock)")
+    return repository, access, clock or SystemClock()
 
 
 def _optional_id(value: object, what: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any, Self
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor
+from fxcrm_core.commissions.network import service_parts
 from fxcrm_core.commissions.plans import plan_from_data, plan_to_data
 from fxcrm_core.commissions.schedule import (
     CapPeriod,
@@ -45,7 +46,7 @@ from fxcrm_core.events import (
     UnitOfWork,
     ValueCodec,
 )
-from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.kernel.errors import (
     CodecError,
     FxCrmError,
@@ -273,15 +274,9 @@ class ScheduleService:
     def __init__(
         self, repository: Repository, access: AccessControl, *, clock: Clock | None = None
     ) -> None:
-        if not isinstance(repository, Repository):
-            raise ValidationError("the schedule service needs a repository")
-        if not isinstance(access, AccessControl):
-            raise ValidationError("the schedule service needs access control")
-        if clock is not None and not isinstance(clock, Clock):
-            raise ValidationError("the schedule service's clock must tell the time (a Clock)")
-        self.repository = repository
-        self.access = access
-        self.clock = clock or SystemClock()
+        self.repository, self.access, self.clock = service_parts(
+            repository, access, clock, "the schedule service"
+        )
         self._books: dict[str, RecordedScheduleBook] = {}
         self._lock = threading.RLock()
 
