@@ -363,3 +363,20 @@ def fact_of(row: Any) -> Fact:
         )  # fmt: skip
     except (TypeError, ValueError, KeyError, ArithmeticError, FxCrmError):
         raise CodecError("a rebate fact row is malformed") from None
+
+
+# -- cursors -------------------------------------------------------------------------------------
+# (deal ticket, feed cursor) pairs, stored as JSON arrays of two integers, as the generic codec
+# writes them; read back in one pass instead of one converter call per pair.
+def cursor_rows(cursors: Any) -> Any:
+    return cursors
+
+
+def cursors_of_rows(rows: Any) -> tuple[tuple[int, int], ...]:
+    if not isinstance(rows, list):
+        raise CodecError("feed cursors are stored as a list")
+    try:
+        pairs = [(int(ticket), int(cursor)) for ticket, cursor in rows]
+    except (TypeError, ValueError):
+        raise CodecError("a feed cursor row is malformed") from None
+    return tuple(pairs)

@@ -46,6 +46,8 @@ __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded", "RebateFeedOp
 # millions); facts as short lines of text. Both codecs also read every form books wrote before.
 ENTRY_ROWS = ValueCodec(RebateEntries, _rows.rows_of, _rows.entries_of_rows)
 FACT_ROWS = ValueCodec(RebateFacts, _rows.fact_rows, _rows.facts_of_rows)
+# A batch's (deal ticket, feed cursor) pairs: the JSON the generic codec writes, read in one pass.
+CURSOR_ROWS = ValueCodec(tuple[tuple[int, int], ...], _rows.cursor_rows, _rows.cursors_of_rows)
 
 
 def _entries(entries: Iterable[RebateEntry]) -> RebateEntries:
@@ -73,7 +75,7 @@ class RebateEntriesRecorded(DomainEvent):
     newest_day: date | None = None
     late: tuple[LateCorrection, ...] = ()
 
-    __value_codecs__ = (ENTRY_ROWS, FACT_ROWS)
+    __value_codecs__ = (ENTRY_ROWS, FACT_ROWS, CURSOR_ROWS)
 
 
 @attrs.frozen
