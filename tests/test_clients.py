@@ -352,16 +352,20 @@ def test_contact_changes_are_encrypted_and_deduplicated() -> None:
 def test_profile_updates_are_encrypted_and_checked() -> None:
     broker, clients = make()
     cid = clients.register(PORTAL, ANA)
-    client = clients.update_profile(
+    shown = clients.update_profile(
         REP, cid, birth_date=date(1988, 3, 17), address="  1 Harbour St,   Dubai "
     )
+    # A sales rep's answer is masked for the rep (birth date and address are not theirs to see).
+    assert (shown.birth_date, shown.address, shown.name) == ("****", "****", "Ana Lima")
+    client = broker.repository.get(Client, cid)  # the stored record, as the SDK reads it
     assert (client.birth_date, client.address, client.name) == (
         "1988-03-17",
         "1 Harbour St, Dubai",
         "Ana Lima",
     )
     assert b"Harbour" not in b"".join(e.data for e in broker.store.read_all())
-    renamed = clients.update_profile(REP, cid, name="Ana  Maria Lima")
+    assert clients.update_profile(REP, cid, name="Ana  Maria Lima").name == "Ana Maria Lima"
+    renamed = broker.repository.get(Client, cid)
     assert renamed.name == "Ana Maria Lima"
     assert renamed.address == "1 Harbour St, Dubai"
     before = broker.store.last_position()

@@ -314,10 +314,10 @@ def test_an_ib_reads_its_downline_clients_and_no_one_else(tmp_path: Path) -> Non
 
     broker, ana, bo = ib_world(tmp_path)
     for ib in ("ib-north", "ib-apex"):
-        seen = broker.clients.view(Actor.ib(ib), ana)
+        seen = broker.clients.get(Actor.ib(ib), ana)
         assert (seen.id, seen.stage) == (ana, Stage.REGISTERED)
         assert (seen.name, seen.email) == ("A. L.", "****")  # masked for the IB role
-    assert broker.clients.view(OFFICER, ana).name == "Ana Lima"  # compliance sees it whole
+    assert broker.clients.get(OFFICER, ana).name == "Ana Lima"  # compliance sees it whole
     with pytest.raises(AccessDeniedError):
         broker.clients.get(Actor.ib("ib-north"), bo)
     with pytest.raises(AccessDeniedError):

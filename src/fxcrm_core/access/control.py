@@ -158,6 +158,7 @@ DEFAULT_POLICY = AccessPolicy(
             "erasure.*",
             "audit.read",
             "pii.reveal",
+            "client.export",
         },
         Role.FINANCE: {
             "client.read",

@@ -26,6 +26,7 @@ from fxcrm_core.clients.model import (
     StageChanged,
 )
 from fxcrm_core.clients.service import (
+    CLIENT_PII,
     AppropriatenessTest,
     Clients,
     ClientView,
@@ -41,6 +42,7 @@ ALL_CLIENT_EVENTS = (*CLIENT_EVENTS, *IDENTITY_EVENTS)
 __all__ = [
     "register_events",
     "ALL_CLIENT_EVENTS",
+    "CLIENT_PII",
     "AppropriatenessTest",
     "Client",
     "ClientKind",

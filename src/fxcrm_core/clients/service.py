@@ -4,8 +4,8 @@ stage moves and the appropriateness test; every command checks the actor's permi
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
-from datetime import date
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
 
 import attrs
 
@@ -29,13 +29,16 @@ from fxcrm_core.clients.model import (
     Stage,
 )
 from fxcrm_core.events import DomainEvent, EventMetadata, Repository, UnitOfWork
+from fxcrm_core.events.event import Erased
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.kernel.ids import IdGenerator
-from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, PiiKind
-from fxcrm_core.privacy.pii import Email, PersonName
+from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, PiiKind, Reveal, mask
+from fxcrm_core.privacy.pii import Email, PersonName, PiiExported, PiiRevealed, PiiReveals
+from fxcrm_core.privacy.pii import require_reason as _require_reason
 
 __all__ = [
+    "CLIENT_PII",
     "AppropriatenessTest",
     "ClientView",
     "Clients",
@@ -88,9 +91,22 @@ class AppropriatenessTest:
         return score, RiskProfile.INEXPERIENCED
 
 
+#: A client's personal fields and the kind each is masked as; the fields :meth:`Clients.reveal`
+#: names. Every other field of a :class:`ClientView` is not personal data.
+CLIENT_PII: Mapping[str, PiiKind] = {
+    "name": PiiKind.NAME,
+    "email": PiiKind.EMAIL,
+    "phone": PiiKind.PHONE,
+    "birth_date": PiiKind.BIRTH_DATE,
+    "address": PiiKind.ADDRESS,
+}
+
+
 @attrs.frozen(kw_only=True)
 class ClientView:
-    """A client as one actor may see it: personal fields masked for the actor's roles."""
+    """A client as one actor may see it: personal fields masked for the actor's roles by the
+    broker's :class:`~fxcrm_core.privacy.MaskingPolicy` (``None`` where the client has no
+    value). What every read and command of :class:`Clients` returns to a host."""
 
     id: str
     kind: ClientKind
@@ -99,11 +115,17 @@ class ClientView:
     owner_id: str | None
     introducer_id: str | None
     risk_profile: RiskProfile | None
-    name: str | None = attrs.field(repr=False)
-    email: str | None = attrs.field(repr=False)
-    phone: str | None = attrs.field(repr=False)
-    birth_date: str | None = attrs.field(repr=False)
-    address: str | None = attrs.field(repr=False)
+    owner_history: tuple[tuple[str, datetime], ...] = ()
+    consents: tuple[tuple[Consent, datetime], ...] = ()  # in force, with when given
+    merge_review: tuple[str, ...] = ()  # client ids flagged as possible duplicates
+    name: str | None = attrs.field(default=None, repr=False)
+    email: str | None = attrs.field(default=None, repr=False)
+    phone: str | None = attrs.field(default=None, repr=False)
+    birth_date: str | None = attrs.field(default=None, repr=False)
+    address: str | None = attrs.field(default=None, repr=False)
+
+    def has_consent(self, consent: Consent) -> bool:
+        return any(c is consent for c, _ in self.consents)
 
 
 class Clients:
@@ -133,20 +155,20 @@ class Clients:
     def _uow(self, actor: Actor, reason: str) -> UnitOfWork:
         return UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason))
 
-    def get(self, actor: Actor, client_id: str) -> Client:
-        """The client's record in full (personal data in clear): for the SDK's own services and
-        staff screens that must act on it. A portal shows :meth:`view` instead."""
+    def get(self, actor: Actor, client_id: str) -> ClientView:
+        """The client as ``actor`` may see it: the row scope of ``client.read`` first, then each
+        personal field masked for the actor's roles (an IB sees its downline's clients as
+        ``A. L.``; a role the masking policy does not know sees ``****``). The clear value of a
+        field goes only through :meth:`reveal`, a list in clear only through :meth:`export`."""
         self.access.require(actor, "client.read", client_id=client_id)
-        return self.repository.get(Client, client_id)
+        return self._view(actor, self.repository.get(Client, client_id))
 
-    def view(self, actor: Actor, client_id: str) -> ClientView:
-        """The client as ``actor`` may see it: the same row scope as :meth:`get`, personal data
-        masked for the actor's roles (an IB sees its downline's clients as ``A. L.``)."""
-        client = self.get(actor, client_id)
-        roles = actor.roles
+    def _view(self, actor: Actor, client: Client) -> ClientView:
+        roles = frozenset(actor.roles)
+        levels = {kind: self.masking.reveal_for(roles, kind) for kind in CLIENT_PII.values()}
 
         def show(kind: PiiKind, value: str | None) -> str | None:
-            return None if value is None else self.masking.show(roles, kind, value)
+            return None if value is None else mask(kind, value, levels[kind])
 
         return ClientView(
             id=client.id,
@@ -156,12 +178,64 @@ class Clients:
             owner_id=client.owner_id,
             introducer_id=client.introducer_id,
             risk_profile=client.risk_profile,
+            owner_history=client.owner_history,
+            consents=client.consents,
+            merge_review=client.merge_review,
             name=show(PiiKind.NAME, client.name),
             email=show(PiiKind.EMAIL, client.email),
             phone=show(PiiKind.PHONE, client.phone),
             birth_date=show(PiiKind.BIRTH_DATE, client.birth_date),
             address=show(PiiKind.ADDRESS, client.address),
         )
+
+    # -- personal data in clear: audited ---------------------------------------------------
+    def reveal(self, actor: Actor, client_id: str, field: str, reason: str) -> str:
+        """One personal field of the client in clear, for an actor with ``pii.reveal`` on the
+        client's rows. A :class:`~fxcrm_core.privacy.PiiRevealed` event (who: the metadata's
+        actor; which field; why: the metadata's reason) is recorded before the value is
+        returned; a refusal (no permission, out of scope, no reason, unknown or empty field)
+        records nothing and reveals nothing."""
+        self.access.require(actor, "pii.reveal", client_id=client_id)
+        _require_reason(reason)
+        kind = CLIENT_PII.get(field) if isinstance(field, str) else None
+        if kind is None:
+            raise ValidationError(f"a client's personal fields are {', '.join(CLIENT_PII)}")
+        value = self._field(self.repository.get(Client, client_id), field)
+        self._reveals().record(
+            actor,
+            reason,
+            [PiiRevealed(client_id, kind.value, mask(kind, value, Reveal.PARTIAL), field)],
+        )
+        return value
+
+    def export(self, actor: Actor, client_ids: Sequence[str], reason: str) -> list[Client]:
+        """The clients' records with personal data in clear, for an actor with
+        ``client.export`` on every one of them. One :class:`~fxcrm_core.privacy.PiiExported`
+        event per client (actor and reason in its metadata) is recorded, all in one commit,
+        before the records are returned; any refusal records and returns nothing."""
+        ids = list(dict.fromkeys(client_ids))
+        if not ids:
+            raise ValidationError("name the clients to export")
+        for client_id in ids:
+            self.access.require(actor, "client.export", client_id=client_id)
+        _require_reason(reason)
+        records = [self.repository.get(Client, client_id) for client_id in ids]
+        audit = [
+            PiiExported(c.id, tuple(f for f in CLIENT_PII if getattr(c, f) is not None))
+            for c in records
+        ]
+        self._reveals().record(actor, reason, audit)
+        return records
+
+    def _reveals(self) -> PiiReveals:
+        return PiiReveals(self.repository, self.access)
+
+    @staticmethod
+    def _field(client: Client, field: str) -> str:
+        value: str | None = getattr(client, field)
+        if value is None or isinstance(value, Erased):
+            raise ValidationError(f"the client has no {field} to reveal")
+        return value
 
     # -- registration ----------------------------------------------------------------------
     def register(self, actor: Actor, reg: Registration) -> str:
@@ -239,17 +313,16 @@ class Clients:
     # -- changes ---------------------------------------------------------------------------
     def _change(
         self, actor: Actor, client: Client, reason: str, events: list[DomainEvent]
-    ) -> Client:
-        if not events:
-            return client
-        with self._uow(actor, reason) as uow:
-            client = uow.record(client, *events)
-            uow.commit()
-        return client
+    ) -> ClientView:
+        if events:
+            with self._uow(actor, reason) as uow:
+                client = uow.record(client, *events)
+                uow.commit()
+        return self._view(actor, client)
 
     def update_contact(
         self, actor: Actor, client_id: str, *, email: str | None = None, phone: str | None = None
-    ) -> Client:
+    ) -> ClientView:
         """Change e-mail and/or phone; a new identifier another client owns is refused, and the
         new identifiers are claimed for this client in the same atomic append."""
         self.access.require(actor, "client.update", client_id=client_id)
@@ -279,7 +352,7 @@ class Clients:
                 if events:
                     uow.record(claim, *events)
             uow.commit()
-        return client
+        return self._view(actor, client)
 
     def update_profile(
         self,
@@ -289,7 +362,7 @@ class Clients:
         name: str | None = None,
         birth_date: date | None = None,
         address: str | None = None,
-    ) -> Client:
+    ) -> ClientView:
         """Change the personal profile (stored encrypted); an adult birth date is required."""
         self.access.require(actor, "client.update", client_id=client_id)
         client = self.repository.get(Client, client_id)
@@ -310,30 +383,30 @@ class Clients:
         )
         return self._change(actor, client, "profile updated", [event])
 
-    def move(self, actor: Actor, client_id: str, stage: Stage) -> Client:
+    def move(self, actor: Actor, client_id: str, stage: Stage) -> ClientView:
         self.access.require(actor, "client.update", client_id=client_id)
         client = self.repository.get(Client, client_id)
         return self._change(actor, client, "stage", client.move_to(stage))
 
-    def give_consent(self, actor: Actor, client_id: str, consent: Consent) -> Client:
+    def give_consent(self, actor: Actor, client_id: str, consent: Consent) -> ClientView:
         self.access.require(actor, "client.update", client_id=client_id)
         client = self.repository.get(Client, client_id)
         events = client.give_consent(consent, self.clock.now())
         return self._change(actor, client, "consent given", events)
 
-    def withdraw_consent(self, actor: Actor, client_id: str, consent: Consent) -> Client:
+    def withdraw_consent(self, actor: Actor, client_id: str, consent: Consent) -> ClientView:
         self.access.require(actor, "client.update", client_id=client_id)
         client = self.repository.get(Client, client_id)
         events = client.withdraw_consent(consent, self.clock.now())
         return self._change(actor, client, "consent withdrawn", events)
 
-    def assign_owner(self, actor: Actor, client_id: str, owner_id: str) -> Client:
+    def assign_owner(self, actor: Actor, client_id: str, owner_id: str) -> ClientView:
         self.access.require(actor, "client.assign", client_id=client_id)
         client = self.repository.get(Client, client_id)
         events = client.assign_owner(owner_id, self.clock.now())
         return self._change(actor, client, "owner assigned", events)
 
-    def assess_risk(self, actor: Actor, client_id: str, answers: Mapping[str, int]) -> Client:
+    def assess_risk(self, actor: Actor, client_id: str, answers: Mapping[str, int]) -> ClientView:
         self.access.require(actor, "client.update", client_id=client_id)
         score, profile = self.test.assess(answers)
         client = self.repository.get(Client, client_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import attrs
@@ -31,6 +32,7 @@ __all__ = [
     "Pan",
     "PersonName",
     "Phone",
+    "PiiExported",
     "PiiReveals",
     "PiiRevealed",
     "PiiValue",
@@ -179,15 +181,27 @@ class DocumentNumber(PiiValue):
 @attrs.frozen
 class PiiRevealed(DomainEvent):
     """A person saw one of a client's values in full. ``masked`` names which value (a card's BIN
-    and last four); the actor and the reason are in the event's metadata."""
+    and last four), ``field`` which of the client's fields it was (empty for a value that is not
+    a client field, such as a card); the actor and the reason are in the event's metadata."""
 
     __subject__ = "subject_id"
     subject_id: str
     kind: str  # a PiiKind value
     masked: str = pii()
+    field: str = ""
 
 
-REVEAL_EVENTS = (PiiRevealed,)
+@attrs.frozen
+class PiiExported(DomainEvent):
+    """A client's record left in clear in an export; the actor and the reason are in the
+    event's metadata, the fields exported here (names, not values)."""
+
+    __subject__ = "subject_id"
+    subject_id: str
+    fields: tuple[str, ...]
+
+
+REVEAL_EVENTS = (PiiRevealed, PiiExported)
 
 
 @attrs.frozen(kw_only=True)
@@ -197,9 +211,16 @@ class RevealLog(Aggregate):
     category = "pii_reveal"
 
     def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, PiiRevealed):
+        if isinstance(event, PiiRevealed | PiiExported):
             return self
         raise ValidationError(f"RevealLog cannot apply {type(event).__name__}")
+
+
+def require_reason(reason: object) -> str:
+    """The reason of a reveal or an export: non-empty text, or ValidationError."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationError("a reveal needs a reason")
+    return reason
 
 
 class PiiReveals:
@@ -219,16 +240,28 @@ class PiiReveals:
         """``value`` in clear for ``actor``, once the reveal is recorded; nothing is recorded
         (and nothing revealed) when the actor may not, or gives no reason."""
         self.access.require(actor, "pii.reveal", client_id=subject_id)
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValidationError("a reveal needs a reason")
+        require_reason(reason)
         event = PiiRevealed(subject_id, value.kind.value, value.masked(Reveal.PARTIAL))
+        self.record(actor, reason, [event])
+        return value.reveal()
+
+    def record(
+        self, actor: Actor, reason: str, events: Sequence[PiiRevealed | PiiExported]
+    ) -> None:
+        """Append audit events, each to its subject's reveal log, in one atomic commit (all or
+        none); the caller has checked the actor's permission. A racing append is retried."""
+        require_reason(reason)
+        by_subject: dict[str, list[DomainEvent]] = {}
+        for event in events:
+            by_subject.setdefault(event.subject_id, []).append(event)
         for _ in range(self.attempts):
-            log = self.repository.load(RevealLog, subject_id) or RevealLog.blank(subject_id)
             try:
                 with UnitOfWork(self.repository, EventMetadata(actor.id, reason=reason)) as uow:
-                    uow.record(log, event)
+                    for subject_id, recorded in by_subject.items():
+                        log = self.repository.load(RevealLog, subject_id)
+                        uow.record(log or RevealLog.blank(subject_id), *recorded)
                     uow.commit()
             except ConcurrencyError:
                 continue
-            return value.reveal()
+            return
         raise ConcurrencyError("the client's reveal log kept changing; try again")
