@@ -1,0 +1,259 @@
+"""Issue 19, items 2 and 4: every read of a client's personal data answers it masked for the
+asking actor's roles; the clear value only through an audited reveal or export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from fxcrm_core.access import DEFAULT_POLICY, AccessPolicy, Actor, Role, RowScope
+from fxcrm_core.broker import Broker
+from fxcrm_core.clients import (
+    CLIENT_PII,
+    Client,
+    ClientKind,
+    ClientView,
+    Consent,
+    Registration,
+    Stage,
+)
+from fxcrm_core.kernel import AccessDeniedError, FixedClock, ValidationError
+from fxcrm_core.privacy import (
+    DEFAULT_MASKING,
+    HIDDEN,
+    MasterKeyring,
+    PiiExported,
+    PiiKind,
+    PiiRevealed,
+    Reveal,
+)
+from tests.system_world import OFFICER, PORTAL, REP, open_broker, register
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+UNKNOWN = "auditor"  # a role neither the access policy's defaults nor the masking policy know
+ROLES = sorted({*DEFAULT_POLICY.grants, *DEFAULT_MASKING.rules, UNKNOWN})
+CLEAR = {
+    "name": "Ana Maria Lima",
+    "email": "ana.lima@example.com",
+    "phone": "+447911123456",
+    "birth_date": "1988-03-17",
+    "address": "1 Harbour St, Dubai",
+}
+
+
+def widened() -> AccessPolicy:
+    """Every role may read and change every client: what each role then sees is the masking
+    policy's doing alone (the row scopes are tested apart, below)."""
+    policy = DEFAULT_POLICY
+    for role in ROLES:
+        extra = {"client.read", "client.update", "client.assign"}
+        policy = policy.with_role(role, policy.grants.get(role, set()) | extra, RowScope.ALL)
+    return policy
+
+
+def world() -> tuple[Broker, str]:
+    broker = Broker.in_memory(
+        clock=FixedClock(T0),
+        keyring=MasterKeyring.generate(),
+        identity_key=b"i" * 32,
+        policy=widened(),
+    )
+    cid = broker.clients.register(
+        PORTAL,
+        Registration(
+            ClientKind.INDIVIDUAL, "GB", CLEAR["name"], CLEAR["email"], phone=CLEAR["phone"]
+        ),
+    )
+    broker.clients.update_profile(
+        OFFICER, cid, birth_date=date.fromisoformat(CLEAR["birth_date"]), address=CLEAR["address"]
+    )
+    return broker, cid
+
+
+ReadPath = Callable[[Broker, Actor, str], ClientView]
+
+READ_PATHS: dict[str, ReadPath] = {
+    "get": lambda b, a, c: b.clients.get(a, c),
+    "update_contact": lambda b, a, c: b.clients.update_contact(a, c, phone=CLEAR["phone"]),
+    "update_profile": lambda b, a, c: b.clients.update_profile(a, c, address=CLEAR["address"]),
+    "give_consent": lambda b, a, c: b.clients.give_consent(a, c, Consent.MARKETING),
+    "withdraw_consent": lambda b, a, c: b.clients.withdraw_consent(a, c, Consent.MARKETING),
+    "assign_owner": lambda b, a, c: b.clients.assign_owner(a, c, "staff:rep-9"),
+    "assess_risk": lambda b, a, c: b.clients.assess_risk(a, c, {"experience": 5}),
+}
+
+
+@pytest.fixture(scope="module")
+def shared() -> tuple[Broker, str]:
+    return world()
+
+
+def test_the_table_covers_every_kind_of_a_clients_personal_data() -> None:
+    assert set(CLIENT_PII) == set(CLEAR)
+    assert {PiiKind.NAME, PiiKind.EMAIL, PiiKind.PHONE} <= set(CLIENT_PII.values())
+
+
+@pytest.mark.parametrize("path", sorted(READ_PATHS))
+@pytest.mark.parametrize("role", ROLES)
+def test_no_role_sees_more_than_the_policy_allows(
+    shared: tuple[Broker, str], role: str, path: str
+) -> None:
+    broker, cid = shared
+    view = READ_PATHS[path](broker, Actor.staff(f"who-{role}", role), cid)
+    assert view.id == cid
+    for field, kind in CLIENT_PII.items():
+        shown = getattr(view, field)
+        clear = CLEAR[field]
+        allowed = DEFAULT_MASKING.reveal_for({role}, kind)
+        if role == UNKNOWN:
+            assert allowed is Reveal.HIDDEN
+        if allowed is Reveal.HIDDEN:
+            assert shown == HIDDEN, (role, path, field)
+        elif allowed is Reveal.PARTIAL:
+            assert clear not in shown, (role, path, field)
+            assert shown != HIDDEN or kind is PiiKind.ADDRESS, (role, path, field)
+        else:
+            assert shown == clear, (role, path, field)
+        assert clear not in repr(view)
+
+
+def test_an_actor_with_several_roles_sees_the_most_one_of_them_allows(
+    shared: tuple[Broker, str],
+) -> None:
+    broker, cid = shared
+    view = broker.clients.get(Actor.staff("x", Role.IB, Role.SALES, UNKNOWN), cid)
+    assert (view.name, view.email, view.birth_date) == (CLEAR["name"], CLEAR["email"], HIDDEN)
+
+
+def test_a_host_masking_policy_with_an_unknown_kind_rule_fails_closed() -> None:
+    from fxcrm_core.privacy import MaskingPolicy
+
+    policy = MaskingPolicy({"desk": {PiiKind.TEXT: Reveal.FULL}})
+    assert all(policy.reveal_for({"desk"}, kind) is Reveal.HIDDEN for kind in CLIENT_PII.values())
+
+
+def test_row_scopes_apply_before_any_masking(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "b.sqlite")
+    ana = register(broker)
+    with pytest.raises(AccessDeniedError) as denied:
+        broker.clients.get(Actor.staff("rep-2", Role.SALES), ana)  # not the owner
+    assert "Ana" not in str(denied.value)
+    with pytest.raises(AccessDeniedError):
+        broker.clients.get(Actor.client("someone-else"), ana)
+    with pytest.raises(AccessDeniedError):
+        broker.clients.get(Actor.staff("p", Role.PORTAL), ana)
+    assert broker.clients.get(Actor.client(ana), ana).email == "ana.lima@example.com"  # own
+
+
+# -- reveal ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r != Role.COMPLIANCE])
+def test_a_reveal_is_refused_without_the_permission_and_writes_nothing(role: str) -> None:
+    broker, cid = world()
+    before = broker.store.last_position()
+    with pytest.raises(AccessDeniedError) as denied:
+        broker.clients.reveal(Actor.staff("s", role), cid, "email", "the client called")
+    assert CLEAR["email"] not in str(denied.value)
+    assert broker.store.last_position() == before
+
+
+def test_a_reveal_needs_the_clients_rows_a_reason_and_a_field(tmp_path: Path) -> None:
+    policy = DEFAULT_POLICY.with_role("desk", {"client.read", "pii.reveal"}, RowScope.OWNED)
+    broker = Broker.sqlite(
+        tmp_path / "b.sqlite",
+        clock=FixedClock(T0),
+        keyring=MasterKeyring({"m1": bytes(range(32))}, "m1"),
+        identity_key=b"i" * 32,
+        policy=policy,
+    )
+    ana = register(broker)
+    before = broker.store.last_position()
+    with pytest.raises(AccessDeniedError):  # the desk role reveals only clients it owns
+        broker.clients.reveal(Actor.staff("desk-1", "desk"), ana, "email", "called")
+    for field, reason in [("email", " "), ("email", ""), ("password", "x"), ("birth_date", "x")]:
+        with pytest.raises(ValidationError) as bad:
+            broker.clients.reveal(OFFICER, ana, field, reason)
+        assert "ana.lima" not in str(bad.value)
+    assert broker.store.last_position() == before
+    assert broker.store.read_stream(f"pii_reveal-{ana}") == []
+
+
+def test_an_allowed_reveal_is_recorded_before_the_value_and_in_the_audit_trail(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.sqlite"
+    broker = open_broker(db)
+    ana = register(broker)
+    assert broker.clients.reveal(OFFICER, ana, "email", "KYC call-back 12") == (
+        "ana.lima@example.com"
+    )
+    assert broker.clients.reveal(OFFICER, ana, "name", "sanctions screening") == "Ana Lima"
+    # A second process on the file sees the same record: the log is the truth.
+    again = open_broker(db)
+    recorded = [again.codec.decode(e) for e in again.store.read_stream(f"pii_reveal-{ana}")]
+    assert [
+        (r.event.field, r.event.kind) for r in recorded if isinstance(r.event, PiiRevealed)
+    ] == [
+        ("email", "email"),
+        ("name", "name"),
+    ]
+    assert [(r.metadata.actor, r.metadata.reason) for r in recorded] == [
+        (OFFICER.id, "KYC call-back 12"),
+        (OFFICER.id, "sanctions screening"),
+    ]
+    assert "ana.lima@example.com" not in b"".join(e.data for e in again.store.read_all()).decode(
+        "latin-1"
+    )
+    again.audit.catch_up(again.store, again.codec)
+    trail = [r for r in again.audit.log.records() if r.target == f"pii_reveal-{ana}"]
+    assert [(r.actor, r.action) for r in trail] == [(OFFICER.id, "PiiRevealed")] * 2
+    assert again.audit.verify(again.store) is None
+
+
+def test_an_export_needs_its_own_permission_and_is_audited_per_client(tmp_path: Path) -> None:
+    broker = open_broker(tmp_path / "b.sqlite")
+    ana = register(broker)
+    bo = register(broker, "bo@example.com")
+    before = broker.store.last_position()
+    for who in (REP, Actor.staff("s", Role.SUPPORT), Actor.staff("a", Role.ADMIN)):
+        with pytest.raises(AccessDeniedError):
+            broker.clients.export(who, [ana, bo], "quarterly report")
+    with pytest.raises(ValidationError):
+        broker.clients.export(OFFICER, [ana, bo], "  ")
+    with pytest.raises(ValidationError):
+        broker.clients.export(OFFICER, [], "nothing")
+    assert broker.store.last_position() == before
+    records = broker.clients.export(OFFICER, [ana, bo, ana], "regulator request 4")
+    assert [(c.id, c.email) for c in records] == [
+        (ana, "ana.lima@example.com"),
+        (bo, "bo@example.com"),
+    ]
+    assert all(isinstance(c, Client) for c in records)
+    for cid in (ana, bo):
+        (stored,) = broker.store.read_stream(f"pii_reveal-{cid}")
+        seen = broker.codec.decode(stored)
+        assert seen.event == PiiExported(cid, ("name", "email"))
+        assert (seen.metadata.actor, seen.metadata.reason) == (OFFICER.id, "regulator request 4")
+    broker.audit.catch_up(broker.store, broker.codec)
+    assert broker.audit.verify(broker.store) is None
+
+
+def test_a_reveal_of_an_erased_client_is_refused() -> None:
+    clock = FixedClock(T0)
+    broker = Broker.in_memory(
+        clock=clock, keyring=MasterKeyring.generate(), identity_key=b"i" * 32, policy=widened()
+    )
+    cid = register(broker)
+    broker.clients.move(OFFICER, cid, Stage.CLOSED)
+    clock.advance(days=5 * 366 + 1)
+    assert broker.erasure is not None
+    broker.erasure.erase(Actor.staff("dpo", Role.COMPLIANCE), cid, reason="the client asked")
+    assert broker.clients.get(OFFICER, cid).email != "ana.lima@example.com"
+    before = broker.store.last_position()
+    with pytest.raises(ValidationError):
+        broker.clients.reveal(OFFICER, cid, "email", "after erasure")
+    assert broker.store.last_position() == before
