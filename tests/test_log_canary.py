@@ -92,3 +92,63 @@ def test_no_pii_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> Non
     # ... and nothing anywhere shows a canary in clear.
     for label, value in CANARIES.items():
         assert value not in everything, label
+
+
+def test_no_pii_in_logs_reprs_or_errors_of_client_reads_reveals_and_exports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19: the masked reads, the audited reveal and the export, their refusals and the
+    audit records they leave show no canary (the revealed values go to the caller only)."""
+    from fxcrm_core.clients import ClientKind, Registration
+
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    broker = Broker.in_memory(
+        clock=FixedClock(datetime(2032, 1, 1, tzinfo=UTC)),
+        keyring=MasterKeyring.generate(),
+        identity_key=b"i" * 32,
+    )
+    portal, officer = Actor.system("portal", Role.PORTAL), Actor.staff("dpo", Role.COMPLIANCE)
+    reg = Registration(
+        ClientKind.INDIVIDUAL,
+        "GB",
+        CANARIES["name"],
+        CANARIES["email"],
+        phone=CANARIES["phone"],
+        document_number=CANARIES["passport"],
+    )
+    seen.append(repr(reg))
+    cid = broker.clients.register(portal, reg)
+    for role in (Role.SUPPORT, Role.IB, Role.FINANCE, "unknown-role"):
+        actor = Actor.staff("s", role)
+        try:
+            seen.append(repr(broker.clients.get(actor, cid)))
+        except FxCrmError as error:
+            seen.append(f"{error!r} {error}")
+        for attempt in (
+            lambda: broker.clients.reveal(actor, cid, "email", "curious"),
+            lambda: broker.clients.export(actor, [cid], "list"),
+        ):
+            with pytest.raises(FxCrmError) as refused:
+                attempt()
+            seen.append(f"{refused.value!r} {refused.value}")
+    for bad_field, reason in (("password", "x"), ("email", " ")):
+        with pytest.raises(FxCrmError) as invalid:
+            broker.clients.reveal(officer, cid, bad_field, reason)
+        seen.append(f"{invalid.value!r} {invalid.value}")
+    seen.append(repr(broker.clients.update_contact(Actor.client(cid), cid, phone="+447400111222")))
+    revealed = broker.clients.reveal(officer, cid, "email", "call-back")
+    exported = broker.clients.export(officer, [cid], "regulator")
+    assert revealed == CANARIES["email"]  # the caller got it; it must go nowhere else
+    seen.append(repr(exported))
+    for stored in broker.store.read_all():
+        seen.append(repr(stored))
+        seen.append(repr(broker.codec.decode(stored)))
+    broker.audit.catch_up(broker.store, broker.codec)
+    seen.append(repr(broker.audit.log.records()))
+
+    logged = caplog.text + " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert any(r.name.startswith("fxcrm_core") for r in caplog.records)
+    everything = logged + "\n".join(seen)
+    for label, value in CANARIES.items():
+        assert value not in everything, label
