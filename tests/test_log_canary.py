@@ -125,13 +125,12 @@ def test_no_pii_in_logs_reprs_or_errors_of_client_reads_reveals_and_exports(
             seen.append(repr(broker.clients.get(actor, cid)))
         except FxCrmError as error:
             seen.append(f"{error!r} {error}")
-        for attempt in (
-            lambda: broker.clients.reveal(actor, cid, "email", "curious"),
-            lambda: broker.clients.export(actor, [cid], "list"),
-        ):
-            with pytest.raises(FxCrmError) as refused:
-                attempt()
-            seen.append(f"{refused.value!r} {refused.value}")
+        with pytest.raises(FxCrmError) as refused:
+            broker.clients.reveal(actor, cid, "email", "curious")
+        seen.append(f"{refused.value!r} {refused.value}")
+        with pytest.raises(FxCrmError) as refused:
+            broker.clients.export(actor, [cid], "list")
+        seen.append(f"{refused.value!r} {refused.value}")
     for bad_field, reason in (("password", "x"), ("email", " ")):
         with pytest.raises(FxCrmError) as invalid:
             broker.clients.reveal(officer, cid, bad_field, reason)
