@@ -165,6 +165,10 @@ class MaskingPolicy:
 
     rules: Mapping[str, Mapping[PiiKind, Reveal]] = attrs.field(converter=_rules)
 
+    def with_role(self, role: str, kinds: Mapping[PiiKind, Reveal]) -> MaskingPolicy:
+        """A copy with a host-defined role (or a role redefined); kinds not named are hidden."""
+        return MaskingPolicy({**self.rules, role: kinds})
+
     def reveal_for(self, roles: Iterable[str], kind: PiiKind) -> Reveal:
         return max(
             (self.rules.get(role, {}).get(kind, Reveal.HIDDEN) for role in roles),
@@ -192,6 +196,29 @@ class MaskingPolicy:
             else (self.show(role_set, kinds[name], value) if name in kinds else HIDDEN)
             for name, value in record.items()
         }
+
+    def table(self) -> str:
+        """What each role sees of each kind, as a Markdown table (the one in
+        ``docs/personal-data.md``): ``full``, ``partial`` or ``-`` (hidden); the last row is
+        any role the policy does not name.
+
+        >>> print(MaskingPolicy({"desk": {PiiKind.EMAIL: Reveal.PARTIAL}}).table())
+        ... # doctest: +NORMALIZE_WHITESPACE
+        | role | pan | iban | email | phone | name | document | address | birth_date | text |
+        |---|---|---|---|---|---|---|---|---|---|
+        | desk | - | - | partial | - | - | - | - | - | - |
+        | any other | - | - | - | - | - | - | - | - | - |
+        """
+        word = {Reveal.FULL: "full", Reveal.PARTIAL: "partial", Reveal.HIDDEN: "-"}
+        lines = [
+            "| role | " + " | ".join(kind.value for kind in PiiKind) + " |",
+            "|---" * (len(PiiKind) + 1) + "|",
+        ]
+        for role in [*self.rules, None]:
+            roles = () if role is None else (role,)
+            cells = " | ".join(word[self.reveal_for(roles, kind)] for kind in PiiKind)
+            lines.append(f"| {role or 'any other'} | {cells} |")
+        return "\n".join(lines)
 
 
 _ALL = dict.fromkeys(PiiKind, Reveal.FULL)
