@@ -139,10 +139,17 @@ def _checked(policy: object) -> PayoutPolicy:
     above = policy.approval_above
     if above is not None and (not isinstance(above, Money) or above.currency != policy.currency):
         raise ValidationError("an approval threshold is Money in the policy's currency")
+    if above is not None and above.is_negative():
+        raise ValidationError("an approval threshold is not negative")
     hold = policy.hold
     if not isinstance(hold, timedelta) or hold < timedelta(0) or hold % timedelta(days=1):
         raise ValidationError("a payout hold is a whole number of days, not negative")
+    if hold > MAX_HOLD:
+        raise ValidationError("a payout hold is at most ten years")
     return policy
+
+
+MAX_HOLD = timedelta(days=3660)  # a payout held longer than ten years is a typing error
 
 
 @attrs.frozen
@@ -265,6 +272,12 @@ class PayoutPolicySet(DomainEvent):
     ib_id: str
     policy: PayoutPolicy
     from_config: bool = False
+    # False: the configuration recorded as the baseline only, while a policy set by hand
+    # before it stays in force ("a change by hand stands until the configuration changes").
+    in_force: bool = True
+    # A balance below one minor unit of the old currency, which no payout could ever pay,
+    # left behind when the currency changed (recorded, not silently dropped).
+    written_off: UnroundedMoney | None = None
 
 
 PAYOUT_EVENTS = (
@@ -313,10 +326,14 @@ class IbPayoutAccount(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case PayoutPolicySet(policy=policy, from_config=from_config):
+                configured = policy if from_config else self.configured
+                if not event.in_force:
+                    return self.evolve(configured=configured)
                 return self.evolve(
                     policy=policy,
                     policy_version=self.policy_version + 1,
-                    configured=policy if from_config else self.configured,
+                    configured=configured,
+                    carried=None if event.written_off is not None else self.carried,
                 )
             case RebatesAccrued(sums=sums):
                 return self.evolve(pending=_merged(self.pending, sums))
@@ -370,11 +387,21 @@ class IbPayoutAccount(Aggregate):
         if policy == (self.configured if from_config else self.policy):
             return []
         old = self.policy
+        if from_config and self.configured is None and old is not None:
+            # Set by hand before any configuration was recorded: the hand-set policy stands,
+            # the configuration is its baseline (a later change of it takes force).
+            return [PayoutPolicySet(self.id, policy, from_config, in_force=False)]
+        written_off = None
         if old is not None and policy.currency != old.currency:
             carried = self.carried
-            if (carried is not None and carried.amount != 0) or self.held:
+            if self.held:
                 raise PayoutCurrencyChangeError()
-        return [PayoutPolicySet(self.id, policy, from_config)]
+            if carried is not None and carried.amount != 0:
+                unit = Decimal(1).scaleb(-carried.currency.minor_units)
+                if abs(carried.amount) >= unit:
+                    raise PayoutCurrencyChangeError()
+                written_off = carried  # below a minor unit: no payout could ever pay it
+        return [PayoutPolicySet(self.id, policy, from_config, written_off=written_off)]
 
     def held_payout(self, sequence: int) -> HeldPayout | None:
         return next((h for h in self.held if h.sequence == sequence), None)
@@ -490,7 +517,8 @@ class Payouts:
         the IB has neither."""
         account = self.account(check_id(ib_id, "an IB id"))
         configured = self.policies.get(ib_id)
-        if configured is not None and configured != account.configured:
+        hand_set_first = account.configured is None and account.policy is not None
+        if configured is not None and configured != account.configured and not hand_set_first:
             return configured
         if account.policy is None:
             raise ValidationError("no payout policy for that IB")
@@ -507,7 +535,7 @@ class Payouts:
         for row in self.repository.store.read_stream(stream):
             if row.event_type == PayoutPolicySet.__name__:
                 r = decode(row)
-                if isinstance(r.event, PayoutPolicySet):
+                if isinstance(r.event, PayoutPolicySet) and r.event.in_force:
                     e = r.event
                     out.append(
                         RecordedEvent(
@@ -615,6 +643,8 @@ class Payouts:
     # -- running -------------------------------------------------------------------------------
     def run(self, actor: Actor, ib_id: str, today: date) -> PayoutResult:
         """Pay what is due to ``ib_id`` as of ``today`` under its policy (a refusal raises)."""
+        _check_run(actor, today)
+        check_id(ib_id, "an IB id")
         self.access.require(actor, "payout.run")
         self._policy(ib_id)  # refuse an IB without one before anything is written
         return self._run_one(actor, ib_id, today)
@@ -628,8 +658,13 @@ class Payouts:
         result with ``error`` and the others are paid: a refused chunk is posted again one
         payout at a time. (Each transfer of a command records the ids of the others, so a
         chunk's record grows as its square.)"""
-        if chunk < 1:
-            raise ValidationError("a chunk holds at least one payout")
+        _check_run(actor, today)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValidationError("a chunk holds a whole number of payouts, at least one")
+        if ib_ids is not None:
+            if isinstance(ib_ids, str | bytes) or not isinstance(ib_ids, Iterable):
+                raise ValidationError("ib_ids lists IB ids")
+            ib_ids = [check_id(i, "an IB id") for i in ib_ids]
         self.access.require(actor, "payout.run")
         ids = self.ib_ids() if ib_ids is None else sorted(set(ib_ids))
         for ib_id in ids:
@@ -868,19 +903,28 @@ class Payouts:
     def _settle_approvals(
         self, actor: Actor, account: IbPayoutAccount, policy: PayoutPolicy
     ) -> IbPayoutAccount:
-        """Payouts held for an approval since rejected or cancelled are owed again (the
+        """Payouts held for an approval since rejected or cancelled, or approved and then
+        refused by the ledger (the transfer id spent, nothing moved), are owed again (the
         approvals service has no hook for a rejection: each run looks)."""
         if self.approvals is None:
             return account
         for held in account.held:
-            status = self.approvals.get(held.approval_id).status
-            if status in (ApprovalStatus.REJECTED, ApprovalStatus.CANCELLED):
-                carried = account.balance(policy.currency) + held.amount
-                event = PayoutApprovalRejected(
-                    account.id, held.sequence, held.approval_id, status.value, carried
-                )
-                account = self._record(actor, account, event)
+            status = self.approvals.get(held.approval_id).status.value
+            if status not in (ApprovalStatus.REJECTED.value, ApprovalStatus.CANCELLED.value):
+                if not self._refused(account.id, held.sequence):
+                    continue
+                status = "refused"
+            carried = account.balance(policy.currency) + held.amount
+            event = PayoutApprovalRejected(
+                account.id, held.sequence, held.approval_id, status, carried
+            )
+            account = self._record(actor, account, event)
         return account
+
+    def _refused(self, ib_id: str, sequence: int) -> bool:
+        """Whether the ledger refused the IB's ``sequence``-th payout transfer."""
+        found = self.repository.load(Transfer, payout_transfer_id(ib_id, sequence))
+        return found is not None and found.status is TransferStatus.FAILED
 
     def _execute(self, params: Mapping[str, str], key: str) -> str:
         """The approved action: post the held payout (once, whatever the retries)."""
@@ -904,11 +948,26 @@ class Payouts:
                 )
             except ConcurrencyError:
                 continue
+            except FxCrmError:
+                # Refused: the id is spent and nothing moved; the amount is owed again now
+                # (a run would find it too), and the next run pays it under a new approval.
+                if self._refused(ib_id, sequence):
+                    with contextlib.suppress(FxCrmError):
+                        self._settle_approvals(system, self.account(ib_id), self._policy(ib_id))
+                raise
             account = self.account(ib_id)
             if results[0].replayed and account.held_payout(sequence) is not None:
                 self._record(system, account, event)  # posted, not recorded with it: record now
             return f"paid {held.amount}"
         raise ConcurrencyError("the IB's payout account kept changing; try again")
+
+
+def _check_run(actor: object, today: object) -> None:
+    """A payout run's actor and day, of the right kinds (ValidationError, echoing nothing)."""
+    if not isinstance(actor, Actor):
+        raise ValidationError("a payout run needs an actor")
+    if isinstance(today, datetime) or not isinstance(today, date):
+        raise ValidationError("a payout run is for a day (a date, not a time)")
 
 
 def _check_params(params: Mapping[str, str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -32,6 +33,8 @@ from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.trading import Deal, DealEntry
+
+log = logging.getLogger("fxcrm_core.commissions")
 
 __all__ = [
     "CapPeriod",
@@ -619,7 +622,15 @@ class Schedule:
             return RebateLine(pool, lots, level, note)
         commission = deal.commission
         if not (commission.currency is currency or commission.currency == currency):
-            return RebateLine(pool, lots, level, note)  # a revenue in another currency: no rate
+            # The ceiling cannot compare a revenue in another currency (the schedule holds no
+            # rates): nothing is paid rather than an amount no ceiling checked. Such accounts
+            # take a schedule in their own currency, or an uncapped revenue.
+            _warn_currency(self.schedule_id, currency, commission.currency)
+            note = (
+                f"{note}, limited to nothing: the broker's revenue is in "
+                f"{commission.currency.code}, not {currency.code}"
+            )
+            return RebateLine(UnroundedMoney.zero(currency), lots, level, note, _NONE)
         revenue = commission.amount.copy_abs()
         if ceiling is _AND_MARKUP:
             earned = _markup(deal, markup, raw_lots, currency)
@@ -637,6 +648,22 @@ class Schedule:
             pool = limited.to_unrounded()
             note = f"{note}, limited to the broker's revenue {limited}"
         return RebateLine(pool, lots, level, note, revenue)
+
+
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_currency(schedule_id: str, ours: Currency, theirs: Currency) -> None:
+    """Say once per schedule and currency pair that deals in ``theirs`` earn nothing."""
+    key = (schedule_id, ours.code, theirs.code)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(
+            "deals with a commission in another currency than their schedule's earn nothing "
+            "under its commission ceiling",
+            extra={"schedule": schedule_id, "schedule_currency": ours.code,
+                   "deal_currency": theirs.code},
+        )  # fmt: skip
 
 
 def _markup(deal: Deal, per_lot: Money | None, lots: Decimal, currency: Currency) -> Decimal:

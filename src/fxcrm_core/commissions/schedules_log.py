@@ -294,8 +294,10 @@ class ScheduleService:
             self._append(actor, reason, [schedule])
 
     def ensure(self, actor: Actor, versions: Iterable[Schedule], *, reason: str) -> list[Schedule]:
-        """Record the configured ``versions`` the log does not hold yet (any effective date: the
-        broker's configuration, the same in every process); returns those recorded now.
+        """Record the configured ``versions`` the log does not hold yet (any effective date for
+        a schedule not recorded yet: the broker's configuration, the same in every process; a
+        version added to a recorded schedule takes effect no earlier than now, as with
+        :meth:`record`); returns those recorded now.
 
         Idempotent. A configured version that differs from the recorded version of that number
         raises ScheduleConflictError, and nothing is recorded."""
@@ -316,6 +318,12 @@ class ScheduleService:
                             "the recorded one: record a new version instead"
                         )
                     continue
+                if book.recorded and version.effective_from < self.clock.now():
+                    # Seeding an empty schedule may date its versions freely; a version added
+                    # to rates already in force may not reach back before it is recorded.
+                    raise ValidationError(
+                        "a new schedule version takes effect no earlier than it is recorded"
+                    )
                 new.setdefault(version.schedule_id, []).append(version)
             recorded = []
             for schedule_versions in new.values():

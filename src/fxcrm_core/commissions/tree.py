@@ -24,13 +24,19 @@ class TreeError(FxCrmError, ValueError):
 
 
 def check_id(value: object, what: str = "an id") -> str:
-    """``value`` if it is a non-empty ``str`` of printable characters, else ValidationError
-    (the message names ``what``, never the value: ids may be e-mails)."""
+    """``value`` if it is a ``str`` of printable characters, not only blanks, at most
+    ``MAX_ID_LENGTH`` long, else ValidationError (the message names ``what``, never the value:
+    ids may be e-mails)."""
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be text")
-    if not value or not value.isprintable():
-        raise ValidationError(f"{what} must be made of printable characters")
+    if not value.strip() or not value.isprintable():
+        raise ValidationError(f"{what} must be made of printable characters, not only blanks")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(f"{what} is at most {MAX_ID_LENGTH} characters")
     return value
+
+
+MAX_ID_LENGTH = 200
 
 
 def check_time(value: object, what: str = "at") -> datetime:
