@@ -399,8 +399,8 @@ class RebateEngine:
                 if client is not None:
                     deposit = self._deposit_fact(deal, deleted)
                     facts.append(deposit)
-                    self._learn_deposit(deal.server, client, deposit)
-                    clients.add(client)
+                    if self._learn_deposit(deal.server, client, deposit):
+                        clients.add(client)
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
         out.extend(self._caps(out))
@@ -668,8 +668,11 @@ class RebateEngine:
             trading_day=self.trading_day_of(deal),
         )  # fmt: skip
 
-    def _learn_deposit(self, server: str, client: str, fact: DepositFact) -> None:
-        """Keep the client's live deposits as records, the first first."""
+    def _learn_deposit(self, server: str, client: str, fact: DepositFact) -> bool:
+        """Keep the client's live deposits as records, the first first. False when the client's
+        CPA cannot have changed: its first deposit is the same record as when the CPA was last
+        settled (what is due depends on that deposit and on lots, which a deposit leaves as
+        they are)."""
         found = self._deposits.get(client)
         this = record_of(server, fact.ticket)
         records = [r for r in found.split(LIST) if not r.startswith(this)] if found else []
@@ -681,8 +684,12 @@ class RebateEngine:
             )  # fmt: skip
             records.append(record)
             records.sort(key=record_order)
-        self._cpa_version.pop(client, None)
         self._deposits[client] = LIST.join(records)
+        first_before = found.split(LIST, 1)[0] if found else ""
+        if records and records[0] == first_before and client in self._cpa_state:
+            return False
+        self._cpa_version.pop(client, None)
+        return True
 
     def _settle_cpa(self, client: str) -> list[str]:
         """Bring the client's CPA to what is due now. What is due depends only on the first
