@@ -146,6 +146,8 @@ class Clients:
         self.national_ids = national_ids
         self.access = access
         self.masking = masking
+        self._maskers_policy = masking
+        self._maskers_cache: dict[frozenset[str], Mapping[PiiKind, Callable[[str], str]]] = {}
         self.identities = identities
         self.policy = policy
         self.clock = clock or SystemClock()
@@ -163,12 +165,24 @@ class Clients:
         self.access.require(actor, "client.read", client_id=client_id)
         return self._view(actor, self.repository.get(Client, client_id))
 
+    def _maskers(self, roles: frozenset[str]) -> Mapping[PiiKind, Callable[[str], str]]:
+        """How these roles see each kind, under the policy in force (kept per role set: a
+        read model of the policy, not of any client's data)."""
+        if self._maskers_policy is not self.masking:
+            self._maskers_cache.clear()
+            self._maskers_policy = self.masking
+        found = self._maskers_cache.get(roles)
+        if found is None:
+            found = {kind: self.masking.masker(roles, kind) for kind in CLIENT_PII.values()}
+            if len(self._maskers_cache) < 1024:
+                self._maskers_cache[roles] = found
+        return found
+
     def _view(self, actor: Actor, client: Client) -> ClientView:
-        roles = frozenset(actor.roles)
-        levels = {kind: self.masking.reveal_for(roles, kind) for kind in CLIENT_PII.values()}
+        maskers = self._maskers(frozenset(actor.roles))
 
         def show(kind: PiiKind, value: str | None) -> str | None:
-            return None if value is None else mask(kind, value, levels[kind])
+            return None if value is None else maskers[kind](value)
 
         return ClientView(
             id=client.id,
