@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessPolicy, Actor, Role, RowScope
 from fxcrm_core.broker import Broker
@@ -20,6 +22,7 @@ from fxcrm_core.clients import (
     Registration,
     Stage,
 )
+from fxcrm_core.events.event import ERASED
 from fxcrm_core.kernel import AccessDeniedError, FixedClock, ValidationError
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
@@ -257,3 +260,21 @@ def test_a_reveal_of_an_erased_client_is_refused() -> None:
     with pytest.raises(ValidationError):
         broker.clients.reveal(OFFICER, cid, "email", "after erasure")
     assert broker.store.last_position() == before
+
+
+@given(
+    st.sampled_from(ROLES),
+    st.sampled_from(list(PiiKind)),
+    st.one_of(st.text(max_size=30), st.just(ERASED), st.from_regex(r"\A\+[1-9][0-9]{6,14}\Z")),
+)
+def test_a_masker_masks_as_show_does(role: str, kind: PiiKind, value: str) -> None:
+    assert DEFAULT_MASKING.masker({role}, kind)(value) == DEFAULT_MASKING.show({role}, kind, value)
+
+
+def test_a_policy_changed_on_the_service_applies_to_the_next_read() -> None:
+    broker, cid = world()
+    support = Actor.staff("sam", Role.SUPPORT)
+    assert broker.clients.get(support, cid).address == HIDDEN
+    broker.clients.masking = DEFAULT_MASKING.with_role(Role.SUPPORT, {PiiKind.ADDRESS: Reveal.FULL})
+    seen = broker.clients.get(support, cid)
+    assert (seen.address, seen.name) == (CLEAR["address"], HIDDEN)
