@@ -75,3 +75,12 @@ def test_rebate_memory_mode_runs_days_with_a_settlement_horizon(
     )  # fmt: skip
     assert "RSS MB" in out
     assert len([line for line in out.splitlines() if line.strip().startswith("4 ")]) == 1
+
+
+@pytest.mark.slow
+def test_masking_benchmark_runs_and_reports_its_ratio(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_script("bench_masking.py", monkeypatch=monkeypatch, capsys=capsys)
+    assert "ratio masked / unmasked:" in out
+    assert "200 client views on SQLite, support role" in out
