@@ -423,12 +423,23 @@ def accrue(recorded: RecordedEvent[RebateEntriesRecorded], uow: UnitOfWork) -> N
     for (ib_id, day, code), amount in event.entries.sums().items():
         per_ib.setdefault(ib_id, {})[(day, code)] = amount
     for ib_id in sorted(per_ib):
-        account = uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+        account = _account_to_accrue(uow, ib_id)
         events = account.accrue(
             (day, code, amount) for (day, code), amount in per_ib[ib_id].items()
         )
         if events:
             uow.record(account, *events)
+
+
+def _account_to_accrue(uow: UnitOfWork, ib_id: str) -> IbPayoutAccount:
+    """The IB's account as last seen by this process, without a read when it is cached: an
+    accrual does not depend on the account's state, and the append names the version it
+    builds on, so an event another writer added makes the commit fail and the policy runner
+    retries on states read afresh (exactly once either way)."""
+    cached = uow.repository._cached(IbPayoutAccount, ib_id)
+    if cached is not None:
+        return cached
+    return uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
 
 
 def accrual_policy() -> Policy:

@@ -340,6 +340,9 @@ class PolicyRunner:
                 try:
                     uow.commit()
                 except ConcurrencyError:
+                    # A handler may have decided on a cached state (Repository._cached) that
+                    # another writer moved on: the retry reads every state afresh.
+                    self.repository.forget()
                     self._reload(p)
                     if p.tracker is not None and p.tracker.position >= recorded.position:
                         return 0  # another worker handled it

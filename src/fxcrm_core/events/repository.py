@@ -69,6 +69,14 @@ class Repository:
         self._remember(((stream_id, state),))
         return state
 
+    def _cached(self, cls: type[A], aggregate_id: str) -> A | None:
+        """The state this repository last loaded or committed, read from nothing: it may be
+        behind another writer's events. Only for a caller whose append names that state's
+        version (so a newer event makes the append fail) and who then forgets and reloads (the
+        policy runner does, on a conflict)."""
+        cached = self._cache.get(cls.stream_id_for(aggregate_id)) if self._cache_size else None
+        return cached if isinstance(cached, cls) else None
+
     def remember(self, states: Iterable[Aggregate]) -> None:
         """Keep states known to be current at their version (just loaded, or just committed)."""
         self._remember((state.stream_id, state) for state in states)
