@@ -278,3 +278,38 @@ def test_a_policy_changed_on_the_service_applies_to_the_next_read() -> None:
     broker.clients.masking = DEFAULT_MASKING.with_role(Role.SUPPORT, {PiiKind.ADDRESS: Reveal.FULL})
     seen = broker.clients.get(support, cid)
     assert (seen.address, seen.name) == (CLEAR["address"], HIDDEN)
+
+
+# -- payout instruments: the one payments read that carries personal data --------------------
+
+INSTRUMENTS = {
+    "card": ("4111 1111 1111 1111", PiiKind.PAN),
+    "iban": ("DE89 3704 0044 0532 0130 00", PiiKind.IBAN),
+    "ewallet": ("ana.wallet@example.com", PiiKind.EMAIL),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INSTRUMENTS))
+@pytest.mark.parametrize("role", ROLES)
+def test_a_verified_instrument_shows_no_more_than_the_policy_allows(role: str, kind: str) -> None:
+    from fxcrm_core.payments import InstrumentKind
+
+    policy = widened().with_role(
+        role, {*widened().grants[role], "instrument.verify", "instrument.manage"}, RowScope.ALL
+    )
+    broker = Broker.in_memory(
+        clock=FixedClock(T0), keyring=MasterKeyring.generate(), identity_key=b"i" * 32,
+        policy=policy,
+    )  # fmt: skip
+    cid = register(broker)
+    value, pii_kind = INSTRUMENTS[kind]
+    instrument_id = broker.withdrawals.add_instrument(
+        Actor.client(cid), cid, InstrumentKind(kind), value
+    )
+    shown = broker.withdrawals.verify_instrument(Actor.staff("v", role), instrument_id).masked
+    clear = "".join(value.split())
+    assert clear not in shown  # never in full: the clear value only through a reveal
+    if DEFAULT_MASKING.reveal_for({role}, pii_kind) is Reveal.HIDDEN:
+        assert shown == HIDDEN
+    else:
+        assert shown == DEFAULT_MASKING.show({"support"}, pii_kind, value)  # the partial mask

@@ -458,6 +458,7 @@ class Broker:
             calendar=self.calendar,
             clock=self.clock,
             ids=self.ids,
+            masking=self.masking,
         )
         server: TradingServer = options.get("trading_server") or _NoTradingServer()
         self.trading_server = server

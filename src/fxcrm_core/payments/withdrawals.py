@@ -34,7 +34,7 @@ from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits, retry_on_race
 from fxcrm_core.payments.transfers import MoneyAccounts
-from fxcrm_core.privacy.masking import Reveal
+from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, Reveal
 from fxcrm_core.privacy.pii import Email, Iban, Pan, PiiValue
 
 __all__ = [
@@ -293,8 +293,10 @@ class Withdrawals:
         calendar: TradingCalendar | None = None,
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
+        masking: MaskingPolicy | None = None,
     ) -> None:
         self.repository = repository
+        self.masking = masking or DEFAULT_MASKING  # what an actor sees of an instrument
         self.ledger = ledger
         self.access = access
         self.kyc = kyc
@@ -333,6 +335,17 @@ class Withdrawals:
         with self._uow(actor.id, "instrument verified") as uow:
             instrument = uow.record(instrument, InstrumentVerified(actor.id))
             uow.commit()
+        return self._shown(actor, instrument)
+
+    def _shown(self, actor: Actor, instrument: PayoutInstrument) -> PayoutInstrument:
+        """The instrument as ``actor`` may see it: its partial mask (never more: the value in
+        clear only through an audited reveal), or hidden for a role the masking policy does
+        not let see that kind."""
+        if instrument.kind is None or isinstance(instrument.masked, Erased):
+            return instrument
+        kind = _PARSERS[instrument.kind].kind
+        if self.masking.reveal_for(actor.roles, kind) is Reveal.HIDDEN:
+            return attrs.evolve(instrument, masked=HIDDEN)
         return instrument
 
     def remove_instrument(self, actor: Actor, instrument_id: str) -> None:
