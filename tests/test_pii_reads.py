@@ -23,7 +23,7 @@ from fxcrm_core.clients import (
     Stage,
 )
 from fxcrm_core.events.event import ERASED
-from fxcrm_core.kernel import AccessDeniedError, FixedClock, ValidationError
+from fxcrm_core.kernel import AccessDeniedError, FixedClock, FxCrmError, ValidationError
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     HIDDEN,
@@ -229,6 +229,10 @@ def test_an_export_needs_its_own_permission_and_is_audited_per_client(tmp_path: 
         broker.clients.export(OFFICER, [ana, bo], "  ")
     with pytest.raises(ValidationError):
         broker.clients.export(OFFICER, [], "nothing")
+    with pytest.raises(ValidationError):
+        broker.clients.export(OFFICER, ana, "one id, not a list")
+    with pytest.raises(FxCrmError):
+        broker.clients.export(OFFICER, [ana, "no-such-client"], "a typo")
     assert broker.store.last_position() == before
     records = broker.clients.export(OFFICER, [ana, bo, ana], "regulator request 4")
     assert [(c.id, c.email) for c in records] == [

@@ -227,6 +227,8 @@ class Clients:
         ``client.export`` on every one of them. One :class:`~fxcrm_core.privacy.PiiExported`
         event per client (actor and reason in its metadata) is recorded, all in one commit,
         before the records are returned; any refusal records and returns nothing."""
+        if isinstance(client_ids, str):
+            raise ValidationError("name the clients to export as a list of ids")
         ids = list(dict.fromkeys(client_ids))
         if not ids:
             raise ValidationError("name the clients to export")
