@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.broker import Broker
-from fxcrm_core.clients import Client, ClientKind, Registration, Stage
+from fxcrm_core.clients import Client, ClientKind, ClientView, Registration, Stage
 from fxcrm_core.events import iter_all
 from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.kyc import KycDocument
@@ -56,7 +56,7 @@ def approve(broker: Broker, document_id: str) -> KycDocument:
     return broker.kyc.approve(OFFICER, document_id)
 
 
-def verify(broker: Broker, client_id: str) -> Client:
+def verify(broker: Broker, client_id: str) -> ClientView:
     return broker.clients.move(REP, client_id, Stage.VERIFIED)
 
 

@@ -29,7 +29,7 @@ from fxcrm_core.commissions import (
 )
 from fxcrm_core.commissions.engine import SettlementClosedError
 from fxcrm_core.events import EventCodec, EventRegistry, Repository
-from fxcrm_core.kernel import Currency, ValidationError
+from fxcrm_core.kernel import Clock, Currency, ValidationError
 from fxcrm_core.stores import SqliteEventStore
 from fxcrm_core.trading import DealChange, FeedItem
 from tests.test_rebate_engine import CAL, T0, deal, usd
@@ -38,7 +38,9 @@ DAY = 86_400
 START = T0 - timedelta(days=60)
 
 
-def engine(horizon: int | None, cap: CapPeriod | None = None) -> RebateEngine:
+def engine(
+    horizon: int | None, cap: CapPeriod | None = None, clock: Clock | None = None
+) -> RebateEngine:
     tree = IbTree()
     tree.add_ib("master", None, START)
     tree.add_ib("sub", "master", START)
@@ -55,7 +57,7 @@ def engine(horizon: int | None, cap: CapPeriod | None = None) -> RebateEngine:
         client_of=lambda server, login: f"c-{login % 3}",
         account_group_of=lambda server, login: "std",
         trading_day_of=lambda d: CAL.trading_day(d.time),
-        horizon=timedelta(days=horizon) if horizon is not None else None,
+        horizon=timedelta(days=horizon) if horizon is not None else None, clock=clock,
     )  # fmt: skip
 
 

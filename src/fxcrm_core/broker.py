@@ -517,6 +517,7 @@ class Broker:
                 account_group_of=lambda server, login: logins.groups.get((server, login), ""),
                 trading_day_of=lambda deal: self.calendar.trading_day(deal.time),
                 horizon=options.get("rebate_horizon"),
+                clock=self.clock,
             ),
             servers=(server.name,),  # (books written before the book listed its servers)
         )

@@ -23,6 +23,7 @@ from fxcrm_core.commissions.engine import (
     RebateEntries,
     RebateEntry,
 )
+from fxcrm_core.commissions.tree import check_id
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -162,6 +163,11 @@ class RebateBook:
         """Process feed items past the stored cursor and record the entries, atomically with
         the new cursor (a concurrent worker on the same feed gets a ConcurrencyError, and this
         book restores what that worker recorded before its next batch)."""
+        check_id(server, "a server name")
+        if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+            raise ValidationError("feed items come as a sequence of FeedItem")
+        if not all(isinstance(i, FeedItem) for i in items):
+            raise ValidationError("feed items are FeedItems")
         with self._lock:
             feed = self._catch_up(server, None)
             fresh = [i for i in items if i.cursor > feed.cursor]

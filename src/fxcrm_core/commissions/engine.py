@@ -52,6 +52,7 @@ from fxcrm_core.commissions._state import (
 from fxcrm_core.commissions.distribution import Distribution, FixedShares, Share
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
+from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.kernel.errors import NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
@@ -271,6 +272,7 @@ class RebateEngine:
         component: str = "rebate",
         cpa_distribution: Distribution | None = None,
         horizon: timedelta | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if horizon is not None and (
             not isinstance(horizon, timedelta) or horizon < timedelta(days=1) or horizon % _DAY
@@ -285,6 +287,9 @@ class RebateEngine:
         self.trading_day_of = trading_day_of
         self.component = component
         self.horizon = horizon
+        # With a horizon: a deal dated more than a day past this clock's now (a typo, a
+        # hostile dealer) is paid but never moves the settled days on (see process).
+        self.clock = clock
         # A strategy paying its own rates (pass-through, rank slices, per-lot differential)
         # is held within the schedule's revenue ceiling by the engine (see _within).
         self._pays_from_pool = bool(getattr(distribution, "uses_pool", True))
@@ -328,6 +333,9 @@ class RebateEngine:
         self._batch_of: dict[str, int] = {}
         self._batch_no = 0
         self._settled_paid: dict[tuple[str, str], Decimal] = {}
+        # Per server, the highest ticket forgotten: tickets only grow, so an item for a deal
+        # not held at or below it is a correction of a settled deal, whatever its new time.
+        self._forgotten: dict[str, int] = {}
         self._late: list[LateCorrection] = []
 
     # -- processing -------------------------------------------------------------------------
@@ -356,27 +364,37 @@ class RebateEngine:
         newest = self._newest
         closed_before = self._closed_before()
         trading_day_of = self.trading_day_of
+        forgotten = self._forgotten
+        latest = None if self.clock is None else (self.clock.now() + _TWO_DAYS).date()
         for item in items:
             deal = item.deal
             dk = deal_text(deal.server, deal.ticket)
             if horizon:
                 touched.append(dk)  # (as a restore counts the batch's cursors)
-            if item.cursor <= cursors.get(dk, 0):
+            before = cursors.get(dk)
+            if item.cursor <= (before or 0):
                 continue
             cursors[dk] = item.cursor
             deleted = item.change is _DELETED
             if deal.action.is_trade:
                 if horizon:
                     day = trading_day_of(deal)
-                    if closed_before is not None and closed_before(day):
+                    settled = before is None and deal.ticket <= forgotten.get(deal.server, 0)
+                    if settled or (closed_before is not None and closed_before(day)):
                         assert self._newest is not None
                         late = LateCorrection(
                             cursor=item.cursor, change=item.change, deal=deal, trading_day=day,
                             horizon_day=self._newest,
                         )  # fmt: skip
                         self._late.append(late)
+                        # A refused item leaves no trace of its deal (a restore skips it too).
+                        if before is None:
+                            del cursors[dk]
+                        else:
+                            cursors[dk] = before
+                        touched.pop()
                         continue
-                    if newest is None or day > newest:
+                    if (newest is None or day > newest) and (latest is None or day <= latest):
                         newest = day
                 entry = deal.entry
                 learn = history and learns[entry]
@@ -451,6 +469,9 @@ class RebateEngine:
 
     def _forget(self, dk: str) -> None:
         del self._batch_of[dk]
+        server, ticket = dk.rsplit(SEP, 1)
+        if int(ticket) > self._forgotten.get(server, 0):
+            self._forgotten[server] = int(ticket)
         self._cursor.pop(dk, None)
         self._lots_opened.pop(dk, None)
         self._lots_closed.pop(dk, None)
@@ -881,6 +902,9 @@ class RebateEngine:
             else:
                 paid_lines.pop(text, None)
                 index[group_of] = [k for k in keys if k != text]
+        refused = set() if changes is None else {(x.deal.ticket, x.cursor) for x in changes.late}
+        if refused:  # items refused as late left no trace of their deals
+            cursors = [c for c in cursors if c not in refused]
         for ticket_no, cursor in cursors:
             dk = deal_text(server, ticket_no)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
@@ -972,6 +996,7 @@ class RebateEngine:
             "batch_of": self._batch_of,
             "batch_no": self._batch_no,
             "settled": [[ib, code, str(v)] for (ib, code), v in self._settled_paid.items()],
+            "forgotten": self._forgotten,
         }
 
     def _settings(self) -> list[Any]:
@@ -1018,6 +1043,7 @@ class RebateEngine:
             self._settled_paid = {
                 (str(ib), str(code)): Decimal(v) for ib, code, v in data["settled"]
             }
+            self._forgotten = {str(k): int(v) for k, v in data["forgotten"].items()}
         except Exception:  # a damaged snapshot is no snapshot: the streams rebuild the state
             self.reset()
             return False
@@ -1054,7 +1080,7 @@ _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
 _WAIT: Due = {}  # a distinct object: "the opening deal is not known yet"
 
 
-_SNAPSHOT = "rebate-engine/1"
+_SNAPSHOT = "rebate-engine/2"  # 2: the highest ticket forgotten per server
 
 
 def _converter() -> Any:
@@ -1125,3 +1151,4 @@ def _within(shares: list[Share], revenue: Decimal) -> list[Share]:
 
 _DOWN = Context(prec=28, rounding=ROUND_DOWN)
 _ONE = Decimal(1)
+_TWO_DAYS = timedelta(days=2)
