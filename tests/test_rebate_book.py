@@ -374,7 +374,10 @@ def test_a_restore_reads_the_books_own_streams_never_the_whole_log(tmp_path: Pat
     path = tmp_path / "r.sqlite"
     first, _ = make(logins=LOGINS)
     book = RebateBook(repository(path), first)
-    live = list(book.process(sim.name, feed[:30])) + list(book.process("other-mt5", feed[30:]))
+    other = [  # the rest of the feed as another server's deals
+        FeedItem(i.cursor, i.change, attrs.evolve(i.deal, server="other-mt5")) for i in feed[30:]
+    ]
+    live = list(book.process(sim.name, feed[:30])) + list(book.process("other-mt5", other))
     registry = EventRegistry()
     registry.register_all(REBATE_EVENTS)
     strict = Repository(NoGlobalReads(path), EventCodec(registry))

@@ -79,7 +79,7 @@ def test_a_pass_through_above_the_commission_is_scaled_to_it_and_explained() -> 
         ("sub", Decimal("3.00")),
     ]
     for e in paid:
-        assert "to stay within the broker's revenue 4.50" in e.explanation
+        assert "to stay within 4.50 USD for the deal" in e.explanation
 
 
 def test_without_a_ceiling_a_pass_through_pays_its_rates() -> None:

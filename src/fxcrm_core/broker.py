@@ -202,10 +202,6 @@ def _versions_of(book: ScheduleBook) -> list[Schedule]:
     return [book.version(n) for n in range(1, len(book) + 1)]
 
 
-def _configured_count(versions: list[Schedule], schedule_id: str) -> int:
-    return sum(1 for v in versions if v.schedule_id == schedule_id)
-
-
 class _NoTradingServer:
     """Stands in when the host connects no trading server: every call is refused, clearly."""
 
@@ -506,6 +502,7 @@ class Broker:
         )
         # The engine follows one schedule as the log holds it (caught up before every batch).
         self.rebate_schedules = self.schedules.book(schedule_id)
+        self._configured_checked = -1  # the recorded length last found as configured
         logins = self.lifecycle.activity
         self.rebates = RebateBook(
             self.repository,
@@ -744,14 +741,26 @@ class Broker:
         self.ib_network.catch_up()
         self.projections.catch_up(self.lifecycle.activity)
         self.rebate_schedules.catch_up()
-        if len(self.rebate_schedules) < _configured_count(
-            self._configured_schedules, self.rebate_schedules.schedule_id
-        ):
+        if not self._schedule_as_configured():
             raise ConfigurationError(
-                "the configured rebate schedule is not recorded yet: call "
-                "broker.record_configuration() (pull_deals does) before deals are handled"
+                "the configured rebate schedule is not the one recorded: call "
+                "broker.record_configuration() (pull_deals does) before deals are handled; a "
+                "version that differs from the recorded one is refused: add a new version"
             )
         self.rebates.on_deals(recorded, uow)
+
+    def _schedule_as_configured(self) -> bool:
+        """Whether the log holds the configured schedule versions, each as configured (a
+        redeploy that edits a recorded version instead of adding one does not match)."""
+        book = self.rebate_schedules
+        recorded = len(book)
+        if self._configured_checked == recorded:
+            return True
+        configured = [v for v in self._configured_schedules if v.schedule_id == book.schedule_id]
+        if recorded < len(configured) or any(book.version(v.version) != v for v in configured):
+            return False
+        self._configured_checked = recorded
+        return True
 
     def record_configuration(self) -> list[str]:
         """Record in the log, as ``system:config``, what the broker was configured with and the
@@ -779,10 +788,9 @@ class Broker:
         """Record the trading server's new deals in the log (its scheduled pull; the policies
         then react: first trades, rebates); returns how many feed items were recorded. The
         configured schedule is recorded first, if it is not yet."""
-        if len(self.rebate_schedules) < _configured_count(
-            self._configured_schedules, self.rebate_schedules.schedule_id
-        ):
-            self.record_configuration()
+        self.rebate_schedules.catch_up()
+        if not self._schedule_as_configured():
+            self.record_configuration()  # (a version edited since it was recorded: refused)
         return self.feeds.pull(self.trading_server, limit=limit, batch=batch)
 
     def close_trading_days(self) -> list[date]:

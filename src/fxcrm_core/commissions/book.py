@@ -166,8 +166,8 @@ class RebateBook:
         check_id(server, "a server name")
         if isinstance(items, str | bytes) or not isinstance(items, Sequence):
             raise ValidationError("feed items come as a sequence of FeedItem")
-        if not all(isinstance(i, FeedItem) for i in items):
-            raise ValidationError("feed items are FeedItems")
+        if not all(isinstance(i, FeedItem) and i.deal.server == server for i in items):
+            raise ValidationError("feed items are FeedItems of deals on the book's server")
         with self._lock:
             feed = self._catch_up(server, None)
             fresh = [i for i in items if i.cursor > feed.cursor]
@@ -225,8 +225,7 @@ class RebateBook:
         self._follow_index()
         if self._stale:
             self._rebuild()
-        for name in sorted(self._servers):
-            self._read(name, uow)
+        self._read_all(uow)
         if self._stale:  # a staged batch turned out never recorded
             self._rebuild()
         staged = self._staged.get(server)
@@ -236,30 +235,44 @@ class RebateBook:
         version = self._versions.get(server, 0)
         return RebateFeed(id=server, version=version, cursor=self._cursors.get(server, 0))
 
-    def _read(self, server: str, uow: UnitOfWork | None) -> None:
-        """Restore the batches recorded on ``server``'s stream that the engine has not seen."""
+    def _read_all(self, uow: UnitOfWork | None) -> None:
+        """Restore the batches of every server's stream that the engine has not seen, in the
+        order the log recorded them (what the engine forgets depends on that order, so a
+        restored engine holds exactly what the live one held)."""
+        new: list[tuple[int, str, StoredEvent]] = []
+        for name in sorted(self._servers):
+            found = self._unseen(name, uow)
+            if found is None:
+                return  # a staged batch never recorded: the caller rebuilds
+            new += [(s.position, name, s) for s in found]
+        codec = self.repository.codec
+        for _, name, s in sorted(new, key=lambda t: t[0]):
+            event = codec.decode_event(s.stream_id, s.event_type, s.data)
+            if not isinstance(event, RebateEntriesRecorded):
+                raise CodecError(f"{s.stream_id} holds a {type(event).__name__}")
+            self._restore(event)
+            self._held(name, s.version, event)
+
+    def _unseen(self, server: str, uow: UnitOfWork | None) -> list[StoredEvent] | None:
+        """The batches recorded on ``server``'s stream that the engine has not seen (none while
+        its own batches are in flight in ``uow``); None, and the engine marked stale, when a
+        batch it staged was not recorded."""
         staged = self._staged.get(server)
         if staged and staged[-1].uow is uow:
-            return
+            return []
         stream = RebateFeed.stream_id_for(server)
         stored = self.repository.store.read_stream(
             stream, after_version=self._versions.get(server, 0)
         )
-        codec = self.repository.codec
         if staged:
             del self._staged[server]
             for at, batch in enumerate(staged):
                 if at >= len(stored) or not self._is_staged(stored[at], batch):
                     self._stale = True  # its commit failed: the engine holds it, the log not
-                    return
+                    return None
                 self._held(server, batch.version, batch.event)
             stored = stored[len(staged) :]
-        for s in stored:
-            event = codec.decode_event(s.stream_id, s.event_type, s.data)
-            if not isinstance(event, RebateEntriesRecorded):
-                raise CodecError(f"{stream} holds a {type(event).__name__}")
-            self._restore(event)
-            self._held(server, s.version, event)
+        return list(stored)
 
     def _is_staged(self, stored: StoredEvent, staged: _Staged) -> bool:
         """Whether the event at the staged version is the staged batch, by content. Metadata
@@ -298,8 +311,7 @@ class RebateBook:
         self._stale = False
         self._fresh = True
         self._from_snapshot()
-        for server in sorted(self._servers):
-            self._read(server, None)
+        self._read_all(None)
 
     def _follow_index(self) -> None:
         """Learn the servers any process listed since the book last looked."""
@@ -347,16 +359,8 @@ class RebateBook:
             self._follow_index()
             self._catch_up_all()
             entries: list[RebateEntry] = []
-            for name in sorted(self._servers):
-                stream = RebateFeed.stream_id_for(name)
-                for stored in repository.store.read_stream(stream):
-                    event = repository.codec.decode(stored).event
-                    if not isinstance(event, RebateEntriesRecorded):
-                        raise CodecError(f"{stream} holds a {type(event).__name__}")
-                    if stored.version > self._versions.get(name, 0):
-                        self._restore(event)
-                        self._held(name, stored.version, event)
-                    entries.extend(event.entries)
+            for event in self._all():  # (caught up above: each batch is held already)
+                entries.extend(event.entries)
             return entries
 
     # -- snapshots: a cache of the engine's state ----------------------------------------------
@@ -426,29 +430,30 @@ class RebateBook:
 
     def late_corrections(self) -> list[LateCorrection]:
         """Feed items refused as beyond the engine's settlement horizon, for manual review, in
-        the order recorded (server by server): each says which deal, its trading day, and the
+        the order recorded: each says which deal, its trading day, and the
         newest trading day then; :meth:`LateCorrection.error` is the typed refusal."""
         with self._lock:
             self._follow_index()
             return [late for event in self._all() for late in event.late]
 
     def _all(self) -> list[RebateEntriesRecorded]:
-        out = []
+        """Every batch of the book's streams, in the order the log recorded them."""
+        rows: list[StoredEvent] = []
         repository = self.repository
         for name in sorted(self._servers):
-            stream = RebateFeed.stream_id_for(name)
-            for stored in repository.store.read_stream(stream):
-                event = repository.codec.decode(stored).event
-                if not isinstance(event, RebateEntriesRecorded):
-                    raise CodecError(f"{stream} holds a {type(event).__name__}")
-                out.append(event)
+            rows += repository.store.read_stream(RebateFeed.stream_id_for(name))
+        out = []
+        for stored in sorted(rows, key=lambda r: r.position):
+            event = repository.codec.decode(stored).event
+            if not isinstance(event, RebateEntriesRecorded):
+                raise CodecError(f"{stored.stream_id} holds a {type(event).__name__}")
+            out.append(event)
         return out
 
     def _catch_up_all(self) -> None:
         if self._stale:
             self._rebuild()
-        for name in sorted(self._servers):
-            self._read(name, None)
+        self._read_all(None)
         if self._stale:
             self._rebuild()
 

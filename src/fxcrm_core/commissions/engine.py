@@ -53,7 +53,7 @@ from fxcrm_core.commissions.distribution import Distribution, FixedShares, Share
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
 from fxcrm_core.kernel.clock import Clock
-from fxcrm_core.kernel.errors import NotFoundError, ValidationError
+from fxcrm_core.kernel.errors import CurrencyMismatchError, NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.time import from_micros, to_micros, to_utc
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, FeedItem
@@ -290,9 +290,6 @@ class RebateEngine:
         # With a horizon: a deal dated more than a day past this clock's now (a typo, a
         # hostile dealer) is paid but never moves the settled days on (see process).
         self.clock = clock
-        # A strategy paying its own rates (pass-through, rank slices, per-lot differential)
-        # is held within the schedule's revenue ceiling by the engine (see _within).
-        self._pays_from_pool = bool(getattr(distribution, "uses_pool", True))
         self.reset()
 
     def reset(self) -> None:
@@ -365,7 +362,7 @@ class RebateEngine:
         closed_before = self._closed_before()
         trading_day_of = self.trading_day_of
         forgotten = self._forgotten
-        latest = None if self.clock is None else (self.clock.now() + _TWO_DAYS).date()
+        latest = None if self.clock is None else (self.clock.now() + _ONE_DAY).date()
         for item in items:
             deal = item.deal
             dk = deal_text(deal.server, deal.ticket)
@@ -546,8 +543,8 @@ class RebateEngine:
             return None
         chain = self.tree.chain(ib, deal.time)
         shares = self._shares(self.distribution, chain, line.lots, line.pool, deal.time)
-        if line.revenue is not None and not self._pays_from_pool:
-            shares = _within(shares, line.revenue)
+        if line.revenue is not None:
+            shares = _within(shares, line.revenue, line.pool.currency)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
         server, ticket, symbol, lots, component = (
@@ -869,6 +866,9 @@ class RebateEngine:
         a close that waited before this batch waits no more if the batch handled it (processing
         took it off the waiting list; if it still waits, it is among ``changes.parked``)."""
         cursors = list(cursors)
+        refused = set() if changes is None else {(x.deal.ticket, x.cursor) for x in changes.late}
+        if refused:  # items refused as late left no trace of their deals (nor unparked one)
+            cursors = [c for c in cursors if c not in refused]
         if self._parked:
             self._unpark_handled(server, cursors)
         if changes is not None:
@@ -902,9 +902,6 @@ class RebateEngine:
             else:
                 paid_lines.pop(text, None)
                 index[group_of] = [k for k in keys if k != text]
-        refused = set() if changes is None else {(x.deal.ticket, x.cursor) for x in changes.late}
-        if refused:  # items refused as late left no trace of their deals
-            cursors = [c for c in cursors if c not in refused]
         for ticket_no, cursor in cursors:
             dk = deal_text(server, ticket_no)
             self._cursor[dk] = max(cursor, self._cursor.get(dk, 0))
@@ -1132,18 +1129,27 @@ class _Ranked(Protocol):
     ) -> list[Share]: ...
 
 
-def _within(shares: list[Share], revenue: Decimal) -> list[Share]:
-    """Shares a strategy paid at its own rates, scaled down (never up) so that together they
-    stay within the deal's revenue under the schedule's ceiling; the step says so."""
-    total = sum((s.amount.amount for s in shares), _ZERO)
-    if total <= revenue:
+def _within(shares: list[Share], limit: Decimal, currency: Currency) -> list[Share]:
+    """Shares scaled down (never up) so that together they stay within what the deal may pay
+    in all (the schedule's revenue ceiling, its cap per deal): a strategy paying its own rates
+    (pass-through, rank slices, a differential with rates a lot) is bounded like one sharing
+    the pool. The step says so. Shares in another currency than the schedule's cannot be
+    compared with it: refused."""
+    total = _ZERO
+    for s in shares:
+        if s.amount.currency != currency:
+            raise CurrencyMismatchError(
+                "the distribution pays in another currency than the schedule's"
+            )
+        total += s.amount.amount
+    if total <= limit:
         return shares
-    factor = _DOWN.divide(revenue, total)  # (rounded down: the scaled total never exceeds it)
+    factor = _DOWN.divide(limit, total)  # (rounded down: the scaled total never exceeds it)
     return [
         attrs.evolve(
             s,
             amount=UnroundedMoney(_DOWN.multiply(s.amount.amount, factor), s.amount.currency),
-            step=f"{s.step}; x {factor!s} to stay within the broker's revenue {revenue!s}",
+            step=f"{s.step}; x {factor!s} to stay within {limit!s} {currency.code} for the deal",
         )
         for s in shares
     ]
@@ -1151,4 +1157,4 @@ def _within(shares: list[Share], revenue: Decimal) -> list[Share]:
 
 _DOWN = Context(prec=28, rounding=ROUND_DOWN)
 _ONE = Decimal(1)
-_TWO_DAYS = timedelta(days=2)
+_ONE_DAY = timedelta(days=1)

@@ -754,7 +754,11 @@ class Payouts:
         it changed); returns the result and the payout to post now, if any. Records (and
         commits) what needs no ledger posting: rejected approvals back in the balance, a
         balance carried, a payout held for approval."""
-        account = self._seeded(self.account(ib_id))
+        account = self.account(ib_id)
+        if account.policy is not None:  # (rejected approvals back first, under the policy
+            # they were held under: a configured change may wait on them)
+            account = self._settle_approvals(actor, account, account.policy)
+        account = self._seeded(account)
         policy = account.policy
         if policy is None:
             raise ValidationError("no payout policy for that IB")
@@ -964,7 +968,9 @@ class Payouts:
                 # (a run would find it too), and the next run pays it under a new approval.
                 if self._refused(ib_id, sequence):
                     with contextlib.suppress(FxCrmError):
-                        self._settle_approvals(system, self.account(ib_id), self._policy(ib_id))
+                        now = self.account(ib_id)
+                        if now.policy is not None:  # (the recorded policy it was held under)
+                            self._settle_approvals(system, now, now.policy)
                 raise
             account = self.account(ib_id)
             if results[0].replayed and account.held_payout(sequence) is not None:
@@ -979,6 +985,11 @@ def _check_run(actor: object, today: object) -> None:
         raise ValidationError("a payout run needs an actor")
     if isinstance(today, datetime) or not isinstance(today, date):
         raise ValidationError("a payout run is for a day (a date, not a time)")
+    if not _FIRST_DAY <= today <= _LAST_DAY:
+        raise ValidationError("a payout run is for a day between the years 1900 and 9000")
+
+
+_FIRST_DAY, _LAST_DAY = date(1900, 1, 1), date(9000, 12, 31)
 
 
 def _check_params(params: Mapping[str, str]) -> None:

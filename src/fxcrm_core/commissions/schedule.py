@@ -321,7 +321,8 @@ def base_symbol(symbol: str, known: Sequence[str]) -> str | None:
 class RebateLine:
     """One deal's pool under one rule, before it is shared up the chain. ``revenue``: what the
     schedule's ceiling allowed on this deal (None: no ceiling applies), which also bounds a
-    strategy that pays its own rates rather than shares of the pool."""
+    strategy that pays its own rates rather than shares of the pool, together with the rule's
+    cap per deal (None: nothing bounds the deal)."""
 
     pool: UnroundedMoney
     lots: Decimal  # after the lot modifier
@@ -615,11 +616,14 @@ class Schedule:
         note = f"{head}{raw_lots!s} lots x {modifier!s} = {lots!s} lots{held_note}"
         if note_of is not None:
             note += note_of(deal)
-        if cap is not None and pool.amount > cap.amount:
-            pool, note = cap.to_unrounded(), f"{note}, capped at {cap}"
+        capped = None
+        if cap is not None:
+            capped = cap.amount
+            if pool.amount > capped:
+                pool, note = cap.to_unrounded(), f"{note}, capped at {cap}"
         ceiling = self._ceiling
         if ceiling is _NO_CEILING:
-            return RebateLine(pool, lots, level, note)
+            return RebateLine(pool, lots, level, note, capped)
         commission = deal.commission
         if not (commission.currency is currency or commission.currency == currency):
             # The ceiling cannot compare a revenue in another currency (the schedule holds no
@@ -631,7 +635,10 @@ class Schedule:
                 f"{commission.currency.code}, not {currency.code}"
             )
             return RebateLine(UnroundedMoney.zero(currency), lots, level, note, _NONE)
-        revenue = commission.amount.copy_abs()
+        # The broker's revenue is the commission it charged (negative on the deal); a
+        # commission credited to the client is no revenue.
+        charged = -commission.amount
+        revenue = charged if charged > 0 else _NONE
         if ceiling is _AND_MARKUP:
             earned = _markup(deal, markup, raw_lots, currency)
             limit = EXACT.add(revenue, earned)
@@ -641,13 +648,16 @@ class Schedule:
                     f"{note}, limited to the broker's revenue {total.amount!s} {currency.code} "
                     f"(commission {revenue!s} + markup {earned!s})"
                 )
-                return RebateLine(total, lots, level, note, limit)
-            return RebateLine(pool, lots, level, note, limit)
+                return RebateLine(total, lots, level, note, _least(limit, capped))
+            return RebateLine(pool, lots, level, note, _least(limit, capped))
         if pool.amount > revenue:
-            limited = abs(commission)
-            pool = limited.to_unrounded()
-            note = f"{note}, limited to the broker's revenue {limited}"
-        return RebateLine(pool, lots, level, note, revenue)
+            pool = UnroundedMoney(revenue, currency)
+            note = f"{note}, limited to the broker's revenue {pool.amount!s} {currency.code}"
+        return RebateLine(pool, lots, level, note, _least(revenue, capped))
+
+
+def _least(limit: Decimal, cap: Decimal | None) -> Decimal:
+    return limit if cap is None or limit <= cap else cap
 
 
 _WARNED: set[tuple[str, str, str]] = set()
