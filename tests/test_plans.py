@@ -5,7 +5,7 @@ item 7 (a spread share reduced on a wide spread, pip values finer than a cent)."
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -33,22 +33,7 @@ from fxcrm_core.kernel import CodecError, Currency, FxCrmError, Money, Validatio
 from fxcrm_core.kernel.money import UnroundedMoney
 from fxcrm_core.trading import Deal
 from fxcrm_core.trading.deal import UnknownServerResponseError
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-USD = Currency.of("USD")
-
-
-def usd(amount: str | int) -> Money:
-    return Money.of(amount, "USD")
-
-
-def deal(**fields: Any) -> Deal:
-    record: dict[str, Any] = {
-        "Deal": 1, "Login": 7, "Action": 0, "Entry": 1, "Symbol": "EURUSD", "Volume": 10_000,
-        "VolumeClosed": 10_000, "Commission": "-7.00", "Profit": "0", "Time": 1_773_050_400,
-    }  # fmt: skip
-    record.update(fields)
-    return Deal.from_mt5(record, server="mt5", currency="USD", utc_offset=timedelta(hours=2))
+from tests.test_schedules import T0, USD, deal, usd
 
 
 def schedule(default: Rule, **fields: Any) -> Schedule:
