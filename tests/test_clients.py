@@ -36,6 +36,7 @@ from fxcrm_core.kyc import (
     check_national_id,
 )
 from fxcrm_core.privacy import MasterKeyring
+from fxcrm_core.privacy.pii import Address, BirthDate, PersonName
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 PORTAL = Actor.system("portal", Role.PORTAL)
@@ -359,15 +360,15 @@ def test_profile_updates_are_encrypted_and_checked() -> None:
     assert (shown.birth_date, shown.address, shown.name) == ("****", "****", "Ana Lima")
     client = broker.repository.get(Client, cid)  # the stored record, as the SDK reads it
     assert (client.birth_date, client.address, client.name) == (
-        "1988-03-17",
-        "1 Harbour St, Dubai",
-        "Ana Lima",
+        BirthDate("1988-03-17"),
+        Address("1 Harbour St, Dubai"),
+        PersonName("Ana Lima"),
     )
     assert b"Harbour" not in b"".join(e.data for e in broker.store.read_all())
     assert clients.update_profile(REP, cid, name="Ana  Maria Lima").name == "Ana Maria Lima"
     renamed = broker.repository.get(Client, cid)
-    assert renamed.name == "Ana Maria Lima"
-    assert renamed.address == "1 Harbour St, Dubai"
+    assert renamed.name == PersonName("Ana Maria Lima")
+    assert renamed.address == Address("1 Harbour St, Dubai")
     before = broker.store.last_position()
     for bad in (
         {"birth_date": date(2015, 1, 1)},

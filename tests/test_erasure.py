@@ -334,7 +334,10 @@ def test_a_client_is_erased_only_once_closed_and_its_money_gone() -> None:
         if s.event_type == "SubjectErased"
     ]
     assert erased == [SubjectErased(bo, CLOSED_ON, datetime(2031, 3, 2, 10, tzinfo=UTC))]
-    assert broker.repository.get(Client, bo).name is ERASED
+    erased_name = broker.repository.get(Client, bo).name
+    assert erased_name is not None
+    assert erased_name.erased
+    assert erased_name.reveal() is ERASED
     # The person may register again; the refusal of a duplicate names no erased client.
     assert broker.clients.find_by_email(BO.email) is None
     again = broker.clients.register(PORTAL, BO)

@@ -33,6 +33,7 @@ from fxcrm_core.privacy import (
     PiiRevealed,
     Reveal,
 )
+from fxcrm_core.privacy.pii import Email
 from tests.system_world import OFFICER, PORTAL, REP, open_broker, register
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -236,8 +237,8 @@ def test_an_export_needs_its_own_permission_and_is_audited_per_client(tmp_path: 
     assert broker.store.last_position() == before
     records = broker.clients.export(OFFICER, [ana, bo, ana], "regulator request 4")
     assert [(c.id, c.email) for c in records] == [
-        (ana, "ana.lima@example.com"),
-        (bo, "bo@example.com"),
+        (ana, Email("ana.lima@example.com")),
+        (bo, Email("bo@example.com")),
     ]
     assert all(isinstance(c, Client) for c in records)
     for cid in (ana, bo):

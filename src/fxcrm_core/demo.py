@@ -204,8 +204,8 @@ def masked_views(broker: Broker, email: str) -> list[str]:
     assert client.name is not None
     assert client.email is not None
     return [
-        f"{role:<10} sees {broker.masking.show({role}, PiiKind.NAME, client.name)!r:<12} "
-        f"{broker.masking.show({role}, PiiKind.EMAIL, client.email)!r}"
+        f"{role:<10} sees {broker.masking.show({role}, PiiKind.NAME, client.name.reveal())!r:<12} "
+        f"{broker.masking.show({role}, PiiKind.EMAIL, client.email.reveal())!r}"
         for role in ("compliance", "support", "ib")
     ]
 

@@ -12,11 +12,10 @@ import hmac
 from typing import Self
 
 import attrs
-import phonenumbers
 
 from fxcrm_core.events import Aggregate, DomainEvent
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
-from fxcrm_core.privacy.pii import DocumentNumber, Email
+from fxcrm_core.privacy.pii import DocumentNumber, Email, Phone
 
 __all__ = [
     "DuplicateClientError",
@@ -63,18 +62,17 @@ def normalise_email(text: str) -> str:
 
 
 def normalise_phone(text: str, country: str) -> str:
-    """E.164, reading national formats in the client's country.
+    """E.164, reading national formats in the client's country: :meth:`Phone.parse`, the one
+    phone normaliser (registration, deduplication and display share it).
 
     >>> normalise_phone("07911 123456", "GB")
     '+447911123456'
     """
-    try:
-        number = phonenumbers.parse(text, country.upper())
-    except phonenumbers.NumberParseException:
-        raise ValidationError("not a valid phone number") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValidationError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return Phone.parse(text, region=country).reveal()
+
+
+def _text(value: str | Email) -> str:
+    return value.reveal() if isinstance(value, Email) else value
 
 
 class IdentityKeys:
@@ -89,11 +87,19 @@ class IdentityKeys:
         return hmac.new(self._key, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()
 
     def of(
-        self, *, email: str, phone: str | None, country: str, document: str | None
+        self,
+        *,
+        email: str | Email,
+        phone: str | Phone | None,
+        country: str,
+        document: str | None,
     ) -> dict[str, str]:
-        """Digest per kind (``email``, ``phone``, ``document``) of what is given."""
-        out = {"email": self.digest("email", normalise_email(email))}
-        if phone:
+        """Digest per kind (``email``, ``phone``, ``document``) of what is given (text as typed,
+        or the value types: both go through the same normalisers)."""
+        out = {"email": self.digest("email", normalise_email(_text(email)))}
+        if isinstance(phone, Phone):
+            out["phone"] = self.digest("phone", phone.reveal())
+        elif phone:
             out["phone"] = self.digest("phone", normalise_phone(phone, country))
         if document:
             number = DocumentNumber.parse(document).reveal()

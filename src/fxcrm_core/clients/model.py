@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import attrs
 
-from fxcrm_core.events import Aggregate, DomainEvent, pii
+from fxcrm_core.events import Aggregate, DomainEvent
 from fxcrm_core.kernel.errors import IllegalTransitionError, ValidationError
+from fxcrm_core.privacy.pii import Address, BirthDate, Email, PersonName, Phone, PiiValue
 
 __all__ = [
     "CLIENT_EVENTS",
@@ -31,6 +32,9 @@ __all__ = [
     "Stage",
     "StageChanged",
 ]
+
+
+V = TypeVar("V", bound=PiiValue)
 
 
 class ClientKind(enum.Enum):
@@ -72,36 +76,83 @@ class RiskProfile(enum.Enum):
     SOPHISTICATED = "sophisticated"
 
 
+def _value(cls: type[V], value: str | V) -> V:
+    """A value type from text as an event would read it back (:meth:`PiiValue.from_stored`):
+    events built by a host (or by older code) with text hold the same value as after a read."""
+    if isinstance(value, str):
+        return cls.from_stored(value)
+    if not isinstance(value, cls):
+        raise ValidationError(f"a {cls.__name__} is required here")
+    return value
+
+
+def _name(value: str | PersonName) -> PersonName:
+    return _value(PersonName, value)
+
+
+def _email(value: str | Email) -> Email:
+    return _value(Email, value)
+
+
+def _maybe_name(value: str | PersonName | None) -> PersonName | None:
+    return None if value is None else _value(PersonName, value)
+
+
+def _maybe_email(value: str | Email | None) -> Email | None:
+    return None if value is None else _value(Email, value)
+
+
+def _maybe_phone(value: str | Phone | None) -> Phone | None:
+    return None if value is None else _value(Phone, value)
+
+
+def _maybe_birth_date(value: str | BirthDate | None) -> BirthDate | None:
+    return None if value is None else _value(BirthDate, value)
+
+
+def _maybe_address(value: str | Address | None) -> Address | None:
+    return None if value is None else _value(Address, value)
+
+
+# What ``pii()`` makes, spelled as attrs.field so that type checkers see the converters (an
+# event may be built from text, as a host's code and the code before value types did).
+_PII: Any = {"metadata": {"pii": True}, "repr": False}
+
+
 @attrs.frozen
 class ClientRegistered(DomainEvent):
+    """A client's registration; the personal fields hold value types (each declares its kind),
+    sealed under the client's key and stored as their text."""
+
     __subject__ = "client_id"
     client_id: str
     kind: ClientKind
     country: str
     stage: Stage
     owner_id: str | None
-    name: str = pii()
-    email: str = pii()
-    phone: str | None = pii(default=None)
+    name: PersonName = attrs.field(converter=_name, **_PII)
+    email: Email = attrs.field(converter=_email, **_PII)
+    phone: Phone | None = attrs.field(default=None, converter=_maybe_phone, **_PII)
 
 
 @attrs.frozen
 class ContactDetailsChanged(DomainEvent):
     __subject__ = "client_id"
     client_id: str
-    email: str | None = pii(default=None)
-    phone: str | None = pii(default=None)
+    email: Email | None = attrs.field(default=None, converter=_maybe_email, **_PII)
+    phone: Phone | None = attrs.field(default=None, converter=_maybe_phone, **_PII)
 
 
 @attrs.frozen
 class ProfileUpdated(DomainEvent):
-    """Personal profile: PII fields as text (a birth date as ISO ``YYYY-MM-DD``)."""
+    """Personal profile: value types, stored as their text (a birth date as ISO
+    ``YYYY-MM-DD``, as events of every version stored it)."""
 
     __subject__ = "client_id"
     client_id: str
-    name: str | None = pii(default=None)
-    birth_date: str | None = pii(default=None)
-    address: str | None = pii(default=None)
+    name: PersonName | None = attrs.field(default=None, converter=_maybe_name, **_PII)
+    birth_date: BirthDate | None = attrs.field(default=None, converter=_maybe_birth_date, **_PII)
+    address: Address | None = attrs.field(default=None, converter=_maybe_address, **_PII)
 
 
 @attrs.frozen
@@ -172,11 +223,11 @@ class Client(Aggregate):
     kind: ClientKind = ClientKind.INDIVIDUAL
     country: str = ""
     stage: Stage | None = None
-    name: str | None = attrs.field(default=None, repr=False)
-    email: str | None = attrs.field(default=None, repr=False)
-    phone: str | None = attrs.field(default=None, repr=False)
-    birth_date: str | None = attrs.field(default=None, repr=False)
-    address: str | None = attrs.field(default=None, repr=False)
+    name: PersonName | None = attrs.field(default=None, repr=False)
+    email: Email | None = attrs.field(default=None, repr=False)
+    phone: Phone | None = attrs.field(default=None, repr=False)
+    birth_date: BirthDate | None = attrs.field(default=None, repr=False)
+    address: Address | None = attrs.field(default=None, repr=False)
     owner_id: str | None = None
     owner_history: tuple[tuple[str, datetime], ...] = ()
     introducer_id: str | None = None  # the IB the client came through, as last attributed

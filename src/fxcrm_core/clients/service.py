@@ -15,7 +15,6 @@ from fxcrm_core.clients.identity import (
     IdentityClaim,
     IdentityKeys,
     normalise_email,
-    normalise_phone,
 )
 from fxcrm_core.clients.model import (
     Client,
@@ -29,12 +28,21 @@ from fxcrm_core.clients.model import (
     Stage,
 )
 from fxcrm_core.events import DomainEvent, EventMetadata, Repository, UnitOfWork
-from fxcrm_core.events.event import Erased
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, PiiKind, Reveal, mask
-from fxcrm_core.privacy.pii import Email, PersonName, PiiExported, PiiRevealed, PiiReveals
+from fxcrm_core.privacy.pii import (
+    Address,
+    BirthDate,
+    Email,
+    PersonName,
+    Phone,
+    PiiExported,
+    PiiRevealed,
+    PiiReveals,
+    PiiValue,
+)
 from fxcrm_core.privacy.pii import require_reason as _require_reason
 
 __all__ = [
@@ -181,8 +189,8 @@ class Clients:
     def _view(self, actor: Actor, client: Client) -> ClientView:
         maskers = self._maskers(frozenset(actor.roles))
 
-        def show(kind: PiiKind, value: str | None) -> str | None:
-            return None if value is None else maskers[kind](value)
+        def show(kind: PiiKind, value: PiiValue | None) -> str | None:
+            return None if value is None else maskers[kind](value.reveal())
 
         return ClientView(
             id=client.id,
@@ -248,10 +256,10 @@ class Clients:
 
     @staticmethod
     def _field(client: Client, field: str) -> str:
-        value: str | None = getattr(client, field)
-        if value is None or isinstance(value, Erased):
+        value: PiiValue | None = getattr(client, field)
+        if value is None or value.erased:
             raise ValidationError(f"the client has no {field} to reveal")
-        return value
+        return value.reveal()
 
     # -- registration ----------------------------------------------------------------------
     def register(self, actor: Actor, reg: Registration) -> str:
@@ -259,9 +267,9 @@ class Clients:
         self.access.require(actor, "client.register")
         if len(reg.country) != 2 or not reg.country.isalpha():
             raise ValidationError("country must be an ISO 3166 alpha-2 code")
-        email = Email.parse(reg.email).reveal()
-        phone = normalise_phone(reg.phone, reg.country) if reg.phone else None
-        name = PersonName.parse(reg.name).reveal()
+        email = Email.parse(reg.email)
+        phone = Phone.parse(reg.phone, region=reg.country) if reg.phone else None
+        name = PersonName.parse(reg.name)
         document = reg.document_number
         if document is not None and self.national_ids is not None:
             checked = self.national_ids(reg.country.upper(), document)
@@ -345,13 +353,15 @@ class Clients:
         client = self.repository.get(Client, client_id)
         if email is None and phone is None:
             raise ValidationError("give an e-mail, a phone or both")
-        clean_email = Email.parse(email).reveal() if email is not None else None
-        clean_phone = normalise_phone(phone, client.country) if phone is not None else None
+        clean_email = Email.parse(email) if email is not None else None
+        clean_phone = Phone.parse(phone, region=client.country) if phone is not None else None
         digests: dict[str, str] = {}
         if clean_email is not None:
-            digests["email"] = self.identities.digest("email", normalise_email(clean_email))
+            digests["email"] = self.identities.digest(
+                "email", normalise_email(clean_email.reveal())
+            )
         if clean_phone is not None:
-            digests["phone"] = self.identities.digest("phone", clean_phone)
+            digests["phone"] = self.identities.digest("phone", clean_phone.reveal())
         claims = self._claims(digests)
         taken = {
             k: c.client_id
@@ -389,13 +399,13 @@ class Clients:
             adult = date(today.year - 18, today.month, min(today.day, 28))
             if not date(1900, 1, 1) <= birth_date <= adult:
                 raise ValidationError("the birth date must be of an adult, after 1900")
-        if address is not None and not address.strip():
+        if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValidationError("an address must not be empty")
         event = ProfileUpdated(
             client_id,
-            PersonName.parse(name).reveal() if name is not None else None,
-            birth_date.isoformat() if birth_date is not None else None,
-            " ".join(address.split()) if address is not None else None,
+            PersonName.parse(name) if name is not None else None,
+            BirthDate.of(birth_date) if birth_date is not None else None,
+            Address.parse(address) if address is not None else None,
         )
         return self._change(actor, client, "profile updated", [event])
 

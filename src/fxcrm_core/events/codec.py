@@ -4,9 +4,16 @@ Write: unstructure (cattrs) → seal the PII fields under the subject's key → 
 whole payload (optional). Read: the reverse, then upcast old versions step by step, then
 structure into the event class.
 
-An event's PII fields (text, by rule) are sealed together in one ciphertext, stored as
+An event's PII fields are sealed together in one ciphertext, stored as
 ``"$pii": "<field>,<field>|<token>"``; the other fields stay readable. The ciphertext is bound to
 the subject, the event type and the field names, so it opens nowhere else.
+
+A PII field holds text, or a personal-data value type (``email: Email = pii()``), which
+declares the field's kind: the privacy context's value types carry ``__pii_value__``, are
+stored as their canonical text (``reveal()``, the same bytes a text field holds, so both read
+alike) and read back through ``from_stored`` (an erased field as the type's erased value). A
+value type outside a ``pii()`` field would be stored in clear: registering such an event is
+refused.
 """
 
 from __future__ import annotations
@@ -98,7 +105,34 @@ def make_converter() -> cattrs.Converter:
     # Tuples of JSON scalars go to the JSON encoder as they are (it writes them as arrays):
     # the generic hook would call a function per item, and an event may hold 10,000 of them.
     c.register_unstructure_hook_func(_scalar_tuple, _as_is)
+    # Personal-data value types as their canonical text (sealed by the codec: pii() fields).
+    c.register_unstructure_hook_func(_is_pii_value, _pii_text)
+    c.register_structure_hook_func(_is_pii_value, _pii_from_stored)
     return c
+
+
+def _is_pii_value(form: Any) -> bool:
+    return isinstance(form, type) and getattr(form, "__pii_value__", False) is True
+
+
+def _pii_text(value: Any) -> str:
+    text = value.reveal()
+    if not isinstance(text, str):
+        raise CodecError("a personal-data value reveals no text")
+    return text
+
+
+def _pii_from_stored(data: Any, form: Any) -> Any:
+    if not isinstance(data, str):
+        raise CodecError("a stored personal-data value is text")
+    return form.from_stored(data)
+
+
+def _holds_pii_value(form: Any) -> bool:
+    """Whether a field's type is, or contains, a personal-data value type."""
+    if _is_pii_value(form):
+        return True
+    return any(_holds_pii_value(arg) for arg in typing.get_args(form))
 
 
 _SCALARS = (str, int, bool, float)
@@ -182,6 +216,19 @@ class EventRegistry:
             raise ValidationError(f"event name {event_name} is already registered")
         fields = attrs.fields(cast(Any, cls))
         pii_fields = tuple(f.name for f in fields if f.metadata.get("pii"))
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # a forward reference the module cannot resolve: nothing to check
+            hints = {}
+        clear = [
+            f.name
+            for f in fields
+            if not f.metadata.get("pii") and _holds_pii_value(hints.get(f.name))
+        ]
+        if clear:
+            raise ValidationError(
+                f"{event_name}: {', '.join(clear)} hold personal data; declare them with pii()"
+            )
         subject = cls.__subject__
         if pii_fields and (subject is None or subject not in {f.name for f in fields}):
             raise ValidationError(f"{event_name} has PII fields but no __subject__ field")
@@ -480,8 +527,10 @@ class EventCodec:
         except Exception:  # cattrs wraps errors in several types; values may be PII
             raise CodecError(f"{event_type}: payload does not match the event class") from None
         for name in erased:
-            # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds.
-            object.__setattr__(event, name, ERASED)
+            # Keep the marker's identity (cattrs may copy strings) so `is ERASED` holds; a value
+            # type already reads as its erased value.
+            if isinstance(getattr(event, name), str):
+                object.__setattr__(event, name, ERASED)
         return event
 
 

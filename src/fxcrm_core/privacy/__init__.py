@@ -18,7 +18,10 @@ from fxcrm_core.privacy.erasure import (
 from fxcrm_core.privacy.keys import KeyStore, MasterKeyring, MemoryKeyStore, WrappedKey
 from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, PiiKind, Reveal, mask
 from fxcrm_core.privacy.pii import (
+    PII_VALUE_TYPES,
     REVEAL_EVENTS,
+    Address,
+    BirthDate,
     DocumentNumber,
     Email,
     Iban,
@@ -36,7 +39,10 @@ __all__ = [
     "DEFAULT_MASKING",
     "ERASURE_EVENTS",
     "HIDDEN",
+    "PII_VALUE_TYPES",
     "REVEAL_EVENTS",
+    "Address",
+    "BirthDate",
     "DocumentNumber",
     "Email",
     "Erasure",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Any, ClassVar, Self
 
 import attrs
@@ -20,12 +21,24 @@ from stdnum import luhn
 from stdnum.exceptions import ValidationError as StdnumError
 
 from fxcrm_core.access.control import AccessControl, Actor
-from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository, UnitOfWork, pii
+from fxcrm_core.events import (
+    ERASED,
+    Aggregate,
+    DomainEvent,
+    Erased,
+    EventMetadata,
+    Repository,
+    UnitOfWork,
+    pii,
+)
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.privacy.masking import PiiKind, Reveal, mask
 
 __all__ = [
+    "PII_VALUE_TYPES",
     "REVEAL_EVENTS",
+    "Address",
+    "BirthDate",
     "DocumentNumber",
     "Email",
     "Iban",
@@ -54,10 +67,44 @@ def _canonical(instance: PiiValue, attribute: attrs.Attribute[str], value: Any) 
 @attrs.frozen(repr=False)
 class PiiValue:
     """A piece of personal data of one kind; ``PiiValue(text)`` takes canonical text, ``parse``
-    takes what a person typed. Either way an invalid value is a :class:`ValidationError`."""
+    takes what a person typed. Either way an invalid value is a :class:`ValidationError`.
+
+    The one representation of personal data from sign-up to screen: an event field typed with
+    a value type (``email: Email = pii()``) declares its kind; the codec seals its canonical
+    text and reads it back through :meth:`from_stored`; aggregates hold the value; a view
+    masks it (:meth:`masked`) and only an audited reveal shows it in clear.
+    """
 
     kind: ClassVar[PiiKind] = PiiKind.TEXT
+    #: Marks a value type the event codec stores as its text (the codec sits below privacy).
+    __pii_value__: ClassVar[bool] = True
     value: str = attrs.field(repr=False, validator=_canonical)
+
+    @classmethod
+    def from_stored(cls, text: str) -> Self:
+        """The value as read back from the log: ``ERASED`` stays the erased value of this kind
+        (:attr:`erased`); text not in canonical form (written by older code, or by a host
+        through the codec) is normalised where it can be, else kept as stored, unvalidated:
+        whatever was stored reads, and is masked as its kind."""
+        if isinstance(text, Erased):
+            return cls._unchecked(ERASED)
+        if not isinstance(text, str):
+            raise ValidationError(f"{cls.__name__}: a stored value is text")
+        try:
+            return cls.parse(text)
+        except ValidationError:
+            return cls._unchecked(text)
+
+    @classmethod
+    def _unchecked(cls, text: str) -> Self:
+        value = object.__new__(cls)
+        object.__setattr__(value, "value", text)
+        return value
+
+    @property
+    def erased(self) -> bool:
+        """Whether the subject was erased: the value reads as ``[erased]``, masked or not."""
+        return isinstance(self.value, Erased)
 
     @classmethod
     def parse(cls, text: str) -> Self:
@@ -137,14 +184,34 @@ class Email(PiiValue):
 
 
 class Phone(PiiValue):
-    """A phone number in E.164 form (``+447911123456``)."""
+    """A phone number in E.164 form (``+447911123456``): the one phone normaliser, used by
+    registration, deduplication and display alike. ``region`` (ISO 3166 alpha-2) reads a
+    national format of that country.
+
+    >>> Phone.parse("07911 123456", region="GB").reveal()
+    '+447911123456'
+    """
 
     kind = PiiKind.PHONE
 
     @classmethod
+    def parse(cls, text: str, region: str | None = None) -> Self:
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError(f"{cls.__name__}: a non-empty string is required")
+        if region is not None and not (
+            isinstance(region, str) and len(region) == 2 and region.isascii() and region.isalpha()
+        ):
+            raise ValidationError("a phone's region is an ISO 3166 alpha-2 code")
+        return cls(cls._e164(text.strip(), region.upper() if region else None))
+
+    @classmethod
     def _normalise(cls, text: str) -> str:
+        return cls._e164(text, None)
+
+    @staticmethod
+    def _e164(text: str, region: str | None) -> str:
         try:
-            number = phonenumbers.parse(text, None)
+            number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
             raise ValidationError("not a valid phone number (use +<country code>...)") from None
         if not phonenumbers.is_valid_number(number):
@@ -162,6 +229,35 @@ class PersonName(PiiValue):
         return " ".join(text.split())
 
 
+class BirthDate(PiiValue):
+    """A date of birth as ISO ``YYYY-MM-DD`` (the service checks it is an adult's)."""
+
+    kind = PiiKind.BIRTH_DATE
+
+    @classmethod
+    def _normalise(cls, text: str) -> str:
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise ValidationError("not a date (YYYY-MM-DD)") from None
+
+    @classmethod
+    def of(cls, day: date) -> BirthDate:
+        if not isinstance(day, date) or isinstance(day, datetime):
+            raise ValidationError("a birth date is a date")
+        return cls(day.isoformat())
+
+
+class Address(PiiValue):
+    """A postal address as one line, single-spaced."""
+
+    kind = PiiKind.ADDRESS
+
+    @classmethod
+    def _normalise(cls, text: str) -> str:
+        return " ".join(text.split())
+
+
 class DocumentNumber(PiiValue):
     """An identity document's number: Latin letters and digits, upper case, no spaces."""
 
@@ -173,6 +269,13 @@ class DocumentNumber(PiiValue):
         if not _ASCII_ALNUM.fullmatch(compact):
             raise ValidationError("a document number holds letters and digits only")
         return compact
+
+
+#: The value type of each kind (TEXT has none: free text is hidden whole).
+PII_VALUE_TYPES: dict[PiiKind, type[PiiValue]] = {
+    cls.kind: cls
+    for cls in (Pan, Iban, Email, Phone, PersonName, DocumentNumber, Address, BirthDate)
+}
 
 
 # -- the audited reveal ------------------------------------------------------------------------
