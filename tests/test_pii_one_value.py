@@ -25,7 +25,7 @@ from fxcrm_core.kyc.documents import DocumentSubmitted
 from fxcrm_core.payments.withdrawals import InstrumentAdded, register_instrument_events
 from fxcrm_core.privacy import FieldEncryption, MasterKeyring, MemoryKeyStore, WrappedKey
 from fxcrm_core.privacy.masking import PiiKind, Reveal, mask
-from fxcrm_core.privacy.pii import PII_VALUE_TYPES, Email, PersonName, Phone
+from fxcrm_core.privacy.pii import PII_VALUE_TYPES, DocumentNumber, Email, PersonName, Phone
 from tests.fixtures.pii_stop23 import (
     CARD,
     DOCUMENT_NUMBER,
@@ -98,7 +98,7 @@ def test_every_stored_form_of_the_code_before_reads_as_the_value_types() -> None
         assert repr(value).count(ERASED) == 1
     document, instrument = others
     assert isinstance(document, DocumentSubmitted)
-    assert document.number == DOCUMENT_NUMBER
+    assert document.number == DocumentNumber(DOCUMENT_NUMBER)
     assert isinstance(instrument, InstrumentAdded)
     assert instrument.value == CARD
 
@@ -188,3 +188,18 @@ def test_the_phone_normalisers_refuse_alike(text: str) -> None:
     except ValidationError:
         got = None
     assert got == expected
+
+
+def test_a_document_number_is_one_value_however_it_was_given() -> None:
+    from fxcrm_core.kyc.documents import DocumentType
+
+    def submitted(number: str) -> DocumentSubmitted:
+        return DocumentSubmitted("d-1", "c-1", DocumentType.PASSPORT, "f-1", "s-1", number=number)
+
+    assert submitted(" ab 1234 ").number == DocumentNumber("AB1234")
+    fullwidth = "".join(chr(0xFEE0 + ord(c)) for c in "AB1234")  # typed on a CJK keyboard
+    assert submitted(fullwidth).number == DocumentNumber("AB1234")
+    legacy = submitted("AB-12<")  # stored by older code, not a valid number now: read as stored
+    assert legacy.number is not None
+    assert legacy.number.reveal() == "AB-12<"
+    assert "AB-12" not in repr(legacy)

@@ -10,8 +10,9 @@ from typing import Self
 
 import attrs
 
-from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent, pii
+from fxcrm_core.events import Aggregate, DomainEvent, RecordedEvent
 from fxcrm_core.kernel.errors import IllegalTransitionError, ValidationError
+from fxcrm_core.privacy.pii import DocumentNumber
 
 __all__ = [
     "DOCUMENT_EVENTS",
@@ -88,6 +89,14 @@ _NEXT: dict[DocumentStatus, frozenset[DocumentStatus]] = {
 }
 
 
+def _document_number(value: str | DocumentNumber | None) -> DocumentNumber | None:
+    if value is None or isinstance(value, DocumentNumber):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError("a document number is text")
+    return DocumentNumber.from_stored(value)
+
+
 @attrs.frozen
 class DocumentSubmitted(DomainEvent):
     __subject__ = "client_id"
@@ -98,7 +107,11 @@ class DocumentSubmitted(DomainEvent):
     submitted_by: str
     expires_on: date | None = None
     issuing_country: str | None = None
-    number: str | None = pii(default=None)
+    # The document's number as the one DocumentNumber value (upper case, no spaces): given as
+    # text (as the service and older code built it), read back through DocumentNumber.from_stored.
+    number: DocumentNumber | None = attrs.field(
+        default=None, converter=_document_number, metadata={"pii": True}, repr=False
+    )
 
 
 @attrs.frozen
