@@ -279,6 +279,8 @@ def canonical(value: object) -> Json:
     """
     if value is None or isinstance(value, bool | int | float):
         return value
+    if getattr(type(value), "__pii_value__", False) is True:  # PII as it reads ("[erased]")
+        return canonical(cast(Any, value).reveal())
     if isinstance(value, enum.Enum):
         return f"{type(value).__name__}.{value.name}"
     if isinstance(value, str):
