@@ -194,3 +194,20 @@ def test_ensure_cannot_record_a_version_taking_effect_before_rates_already_in_fo
     with pytest.raises(ValidationError):
         later.ensure(ADMIN, [version(1, JAN), version(2, MAR, eurusd="9")], reason="backdated")
     assert later.as_of("std", MAR + timedelta(days=14)) == version(1, JAN)
+
+
+@pytest.mark.parametrize("bad", [5, ["a"], None, " ", "ib\x00"])
+def test_payout_reads_refuse_an_id_that_is_not_one(bad: object) -> None:
+    env = make(PayoutPolicy(USD, Money.of(1, "USD")))
+    for read in (env.payouts.account, env.payouts.pending, env.payouts.policy):
+        with pytest.raises(ValidationError):
+            read(bad)  # type: ignore[arg-type]
+
+
+def test_recording_the_configured_policies_needs_a_reason() -> None:
+    env = make(PayoutPolicy(USD, Money.of(1, "USD")))
+    before = env.store.last_position()
+    for reason in (None, "", "  "):
+        with pytest.raises(ValidationError):
+            env.payouts.ensure_policies(reason=reason)  # type: ignore[arg-type]
+    assert env.store.last_position() == before

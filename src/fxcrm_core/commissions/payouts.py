@@ -512,6 +512,7 @@ class Payouts:
 
     # -- reading -------------------------------------------------------------------------------
     def account(self, ib_id: str) -> IbPayoutAccount:
+        check_id(ib_id, "an IB id")
         return self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
 
     def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
@@ -583,6 +584,8 @@ class Payouts:
         a configuration change when it is deployed, not at the next run). A configured policy
         refused (incoherent, or a new currency while money is owed in the old one) is not
         recorded: its IB's runs report the error until it is mended."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("recording the configured payout policies needs a reason")
         return self._seed_all(sorted(self.policies), reason)
 
     def _seed_all(
