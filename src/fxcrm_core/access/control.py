@@ -218,6 +218,18 @@ class AccessControl:
             for role in actor.roles
         )
 
+    def roles_allowing(
+        self, actor: Actor, permission: str, *, client_id: str | None = None
+    ) -> frozenset[str]:
+        """The actor's roles that grant ``permission`` on that client's rows (what a read is
+        masked for: a role that may not read the client lends it no view of its data)."""
+        return frozenset(
+            role
+            for role in actor.roles
+            if self.policy.grants_permission(role, permission)
+            and (client_id is None or self._in_scope(actor, role, client_id))
+        )
+
     def require(self, actor: Actor, permission: str, *, client_id: str | None = None) -> None:
         """Raise AccessDeniedError unless :meth:`allows`."""
         if not self.allows(actor, permission, client_id=client_id):

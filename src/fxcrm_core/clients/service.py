@@ -187,7 +187,10 @@ class Clients:
         return found
 
     def _view(self, actor: Actor, client: Client) -> ClientView:
-        maskers = self._maskers(frozenset(actor.roles))
+        # Masked for the roles that let the actor read this client only: a second role that
+        # may see more, but not this client's rows, lends nothing.
+        roles = self.access.roles_allowing(actor, "client.read", client_id=client.id)
+        maskers = self._maskers(roles)
 
         def show(kind: PiiKind, value: PiiValue | None) -> str | None:
             return None if value is None else maskers[kind](value.reveal())
