@@ -568,21 +568,18 @@ class Broker:
         identity_key = options.get("identity_key")
         if identity_key is not None and not isinstance(identity_key, bytes):
             raise ConfigurationError("identity_key is bytes (32 or more, from your KMS)")
-        server = options.get("trading_server")
-        if server is not None and not isinstance(server, TradingServer):
-            raise ConfigurationError("trading_server is a TradingServer adapter")
-        schedules = options.get("schedules")
-        if schedules is not None and not isinstance(schedules, ScheduleBook):
-            raise ConfigurationError("schedules is a ScheduleBook of one schedule's versions")
-        horizon = options.get("rebate_horizon")
-        if horizon is not None and not isinstance(horizon, timedelta):
-            raise ConfigurationError("rebate_horizon is a timedelta of whole days")
+        for key, expected, what in (
+            ("trading_server", TradingServer, "a TradingServer adapter"),
+            ("schedules", ScheduleBook, "a ScheduleBook of one schedule's versions"),
+            ("rebate_horizon", timedelta, "a timedelta of whole days"),
+            ("caps", LeverageCaps, "a LeverageCaps"),
+        ):
+            value = options.get(key)
+            if value is not None and not isinstance(value, expected):
+                raise ConfigurationError(f"{key} is {what}")
         schedule_id = options.get("rebate_schedule")
         if schedule_id is not None and (not isinstance(schedule_id, str) or not schedule_id):
             raise ConfigurationError("rebate_schedule names a schedule (its id)")
-        caps = options.get("caps")
-        if caps is not None and not isinstance(caps, LeverageCaps):
-            raise ConfigurationError("caps is a LeverageCaps")
         for name, kind in (
             ("groups", GroupRule),
             ("payout_policies", PayoutPolicy),

@@ -290,6 +290,10 @@ class RebateEngine:
         # With a horizon: a deal dated more than a day past this clock's now (a typo, a
         # hostile dealer) is paid but never moves the settled days on (see process).
         self.clock = clock
+        # The strategies that pay on the IBs' recorded ranks (asked once, not per deal).
+        self._ranked = tuple(
+            d for d in (distribution, self.cpa_distribution) if getattr(d, "needs_ranks", False)
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -580,7 +584,7 @@ class RebateEngine:
     ) -> list[Share]:
         """The strategy's shares; a strategy on the IBs' recorded ranks (``needs_ranks``) gets
         each IB's rank as it stood at ``at``."""
-        if getattr(distribution, "needs_ranks", False):
+        if self._ranked and any(distribution is d for d in self._ranked):
             ranked = cast(_Ranked, distribution)
             tree = self.tree
             return ranked.distribute(chain, lots, pool, rank_of=lambda ib: tree.rank(ib, at))
