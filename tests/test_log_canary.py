@@ -151,3 +151,56 @@ def test_no_pii_in_logs_reprs_or_errors_of_client_reads_reveals_and_exports(
     everything = logged + "\n".join(seen)
     for label, value in CANARIES.items():
         assert value not in everything, label
+
+
+def test_no_pii_in_logs_reprs_or_errors_of_payout_instruments(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19, item 3: instruments hold the value type and mask it when shown; their views,
+    the aggregate, a refused or allowed reveal and the log show no card or IBAN in clear."""
+    from fxcrm_core.payments import InstrumentKind, PayoutInstrument
+
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    broker = Broker.in_memory(
+        clock=FixedClock(datetime(2032, 1, 1, tzinfo=UTC)),
+        keyring=MasterKeyring.generate(),
+        identity_key=b"i" * 32,
+    )
+    from fxcrm_core.clients import ClientKind, Registration
+
+    portal, officer = Actor.system("portal", Role.PORTAL), Actor.staff("dpo", Role.COMPLIANCE)
+    cid = broker.clients.register(
+        portal, Registration(ClientKind.INDIVIDUAL, "GB", CANARIES["name"], CANARIES["email"])
+    )
+    me = Actor.client(cid)
+    card = broker.withdrawals.add_instrument(me, cid, InstrumentKind.CARD, CANARIES["pan_spaced"])
+    iban = broker.withdrawals.add_instrument(me, cid, InstrumentKind.IBAN, CANARIES["iban"])
+    for bad in ("4111 1111 1111 1112", CANARIES["iban"][:-1] + "1"):
+        with pytest.raises(FxCrmError) as refused:
+            broker.withdrawals.add_instrument(me, cid, InstrumentKind.CARD, bad)
+        seen.append(f"{refused.value!r} {refused.value}")
+    for instrument_id in (card, iban):
+        seen.append(repr(broker.repository.get(PayoutInstrument, instrument_id)))
+        for actor in (me, officer, Actor.staff("f", Role.FINANCE), Actor.staff("s", Role.SUPPORT)):
+            try:
+                seen.append(repr(broker.withdrawals.instrument(actor, instrument_id)))
+            except FxCrmError as error:
+                seen.append(f"{error!r} {error}")
+        with pytest.raises(FxCrmError) as refused:
+            broker.withdrawals.reveal_instrument(Actor.staff("f", Role.FINANCE), card, "psp")
+        seen.append(f"{refused.value!r} {refused.value}")
+        assert broker.withdrawals.reveal_instrument(officer, instrument_id, "chargeback") in (
+            CANARIES["pan"],
+            CANARIES["iban"],
+        )
+    for stored in broker.store.read_all():
+        seen.append(repr(stored))
+        seen.append(repr(broker.codec.decode(stored)))
+    broker.audit.catch_up(broker.store, broker.codec)
+    seen.append(repr(broker.audit.log.records()))
+
+    logged = caplog.text + " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    everything = logged + "\n".join(seen)
+    for label, value in CANARIES.items():
+        assert value not in everything, label

@@ -22,10 +22,21 @@ from fxcrm_core.clients.service import CLIENT_PII
 from fxcrm_core.events import ERASED, DomainEvent, EventCodec, EventMetadata, EventRegistry, pii
 from fxcrm_core.kernel import CodecError, ValidationError
 from fxcrm_core.kyc.documents import DocumentSubmitted
-from fxcrm_core.payments.withdrawals import InstrumentAdded, register_instrument_events
+from fxcrm_core.payments.withdrawals import (
+    InstrumentAdded,
+    PayoutInstrument,
+    register_instrument_events,
+)
 from fxcrm_core.privacy import FieldEncryption, MasterKeyring, MemoryKeyStore, WrappedKey
 from fxcrm_core.privacy.masking import PiiKind, Reveal, mask
-from fxcrm_core.privacy.pii import PII_VALUE_TYPES, DocumentNumber, Email, PersonName, Phone
+from fxcrm_core.privacy.pii import (
+    PII_VALUE_TYPES,
+    DocumentNumber,
+    Email,
+    Pan,
+    PersonName,
+    Phone,
+)
 from tests.fixtures.pii_stop23 import (
     CARD,
     DOCUMENT_NUMBER,
@@ -101,6 +112,12 @@ def test_every_stored_form_of_the_code_before_reads_as_the_value_types() -> None
     assert document.number == DocumentNumber(DOCUMENT_NUMBER)
     assert isinstance(instrument, InstrumentAdded)
     assert instrument.value == CARD
+    # Stored at version 2 with its mask sealed beside the value: the mask is dropped on read
+    # and the state holds the card as its value type, masked when shown.
+    assert not hasattr(instrument, "masked")
+    state = PayoutInstrument.blank("i-1").apply(instrument)
+    assert state.value == Pan(CARD)
+    assert state.value.masked() == "411111******1111"
 
 
 def test_a_value_type_stores_as_the_text_code_before_it_stored() -> None:

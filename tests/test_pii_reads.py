@@ -3,6 +3,7 @@ asking actor's roles; the clear value only through an audited reveal or export."
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +24,13 @@ from fxcrm_core.clients import (
     Stage,
 )
 from fxcrm_core.events.event import ERASED
-from fxcrm_core.kernel import AccessDeniedError, FixedClock, FxCrmError, ValidationError
+from fxcrm_core.kernel import (
+    AccessDeniedError,
+    FixedClock,
+    FxCrmError,
+    IllegalTransitionError,
+    ValidationError,
+)
 from fxcrm_core.privacy import (
     DEFAULT_MASKING,
     HIDDEN,
@@ -32,6 +39,7 @@ from fxcrm_core.privacy import (
     PiiKind,
     PiiRevealed,
     Reveal,
+    mask,
 )
 from fxcrm_core.privacy.pii import Email
 from tests.system_world import OFFICER, PORTAL, REP, open_broker, register
@@ -294,27 +302,95 @@ INSTRUMENTS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(INSTRUMENTS))
-@pytest.mark.parametrize("role", ROLES)
-def test_a_verified_instrument_shows_no_more_than_the_policy_allows(role: str, kind: str) -> None:
-    from fxcrm_core.payments import InstrumentKind
+INSTRUMENT_PATHS: dict[str, Callable[[Broker, Actor, str, str], str]] = {
+    "Withdrawals.instrument": lambda b, actor, iid, wd: b.withdrawals.instrument(actor, iid).masked,
+    "Withdrawals.verify_instrument": (
+        lambda b, actor, iid, wd: b.withdrawals.verify_instrument(actor, iid).masked
+    ),
+    "Withdrawals.view": lambda b, actor, iid, wd: b.withdrawals.view(actor, wd).to.masked,
+}
 
-    policy = widened().with_role(
-        role, {*widened().grants[role], "instrument.verify", "instrument.manage"}, RowScope.ALL
-    )
+
+@functools.cache
+def payments_world(kind: str) -> tuple[Broker, str, str, str]:
+    """A verified instrument of ``kind`` and a withdrawal to it, on a broker where every role
+    may manage, verify, request and approve everything: what each role sees is the masking
+    policy's doing alone."""
+    from fxcrm_core.payments import InstrumentKind
+    from tests.test_withdrawals import SETTINGS, World, usd
+
+    extra = {"instrument.verify", "instrument.manage", "withdrawal.request", "withdrawal.approve"}
+    policy = widened()
+    for role in ROLES:
+        policy = policy.with_role(role, {*policy.grants[role], *extra}, RowScope.ALL)
     broker = Broker.in_memory(
         clock=FixedClock(T0), keyring=MasterKeyring.generate(), identity_key=b"i" * 32,
-        policy=policy,
+        policy=policy, **SETTINGS,
     )  # fmt: skip
-    cid = register(broker)
+    w = World(broker=broker)
+    value, _ = INSTRUMENTS[kind]
+    iid = broker.withdrawals.add_instrument(w.me, w.cid, InstrumentKind(kind), value)
+    broker.withdrawals.verify_instrument(Actor.staff("fin-2", Role.FINANCE), iid)
+    wd = broker.withdrawals.request(w.me, w.cid, iid, usd(10))
+    return broker, w.cid, iid, wd
+
+
+@pytest.mark.parametrize("path", sorted(INSTRUMENT_PATHS))
+@pytest.mark.parametrize("kind", sorted(INSTRUMENTS))
+@pytest.mark.parametrize("role", ROLES)
+def test_an_instrument_shows_no_more_than_the_policy_allows_on_every_path(
+    role: str, kind: str, path: str
+) -> None:
+    broker, _, iid, wd = payments_world(kind)
     value, pii_kind = INSTRUMENTS[kind]
-    instrument_id = broker.withdrawals.add_instrument(
-        Actor.client(cid), cid, InstrumentKind(kind), value
-    )
-    shown = broker.withdrawals.verify_instrument(Actor.staff("v", role), instrument_id).masked
-    clear = "".join(value.split())
-    assert clear not in shown  # never in full: the clear value only through a reveal
+    shown = INSTRUMENT_PATHS[path](broker, Actor.staff("v", role), iid, wd)
+    assert "".join(value.split()) not in shown  # never in full: in clear only through a reveal
     if DEFAULT_MASKING.reveal_for({role}, pii_kind) is Reveal.HIDDEN:
-        assert shown == HIDDEN
+        assert shown == HIDDEN  # an unknown role included: it fails closed
     else:
-        assert shown == DEFAULT_MASKING.show({"support"}, pii_kind, value)  # the partial mask
+        assert shown == mask(pii_kind, value, Reveal.PARTIAL)
+
+
+def test_an_instrument_read_without_the_permission_is_refused() -> None:
+    """Under the default grants: support may not act on instruments or withdrawals, another
+    client not on this one's rows; the grant and the row scope come before any mask."""
+    from tests.test_withdrawals import World, usd
+
+    w = World()
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(10))
+    for actor in (Actor.staff("sam", Role.SUPPORT), Actor.client("someone-else")):
+        for path in INSTRUMENT_PATHS.values():
+            with pytest.raises(AccessDeniedError):
+                path(w.broker, actor, w.iban, wd)
+
+
+def test_an_erased_clients_instrument_reads_as_erased_on_every_path() -> None:
+    broker, cid, iid, wd = payments_world("iban")
+    payments_world.cache_clear()  # this world is spent
+    assert broker.encryption is not None
+    broker.encryption.erase(cid)
+    broker.repository.forget()
+    for role in ROLES:
+        actor = Actor.staff("v", role)
+        for path in ("Withdrawals.instrument", "Withdrawals.view"):
+            assert INSTRUMENT_PATHS[path](broker, actor, iid, wd) is ERASED
+    with pytest.raises(IllegalTransitionError):
+        broker.withdrawals.verify_instrument(Actor.staff("v", Role.FINANCE), iid)
+    with pytest.raises(IllegalTransitionError):
+        broker.withdrawals.reveal_instrument(OFFICER, iid, reason="chargeback")
+
+
+def test_an_instrument_in_clear_only_through_an_audited_reveal() -> None:
+    broker, cid, iid, _ = payments_world("card")
+    with pytest.raises(AccessDeniedError):
+        broker.withdrawals.reveal_instrument(Actor.staff("f", Role.FINANCE), iid, reason="psp")
+    with pytest.raises(ValidationError):
+        broker.withdrawals.reveal_instrument(OFFICER, iid, reason=" ")
+    assert not broker.store.read_stream(f"pii_reveal-{cid}")
+    clear = broker.withdrawals.reveal_instrument(OFFICER, iid, reason="chargeback 12")
+    assert clear == "4111111111111111"
+    (seen,) = [broker.codec.decode(r) for r in broker.store.read_stream(f"pii_reveal-{cid}")]
+    assert (seen.metadata.actor, seen.metadata.reason) == (OFFICER.id, "chargeback 12")
+    assert isinstance(seen.event, PiiRevealed)
+    assert seen.event.masked == "411111******1111"
+    assert broker.audit.verify(broker.store) is None

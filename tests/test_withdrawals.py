@@ -34,7 +34,7 @@ from fxcrm_core.payments import (
     PayoutInstrument,
     WithdrawalStatus,
 )
-from fxcrm_core.privacy import MasterKeyring
+from fxcrm_core.privacy import Iban, MasterKeyring
 from tests.system_world import just_before_the_next_append
 
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
@@ -125,7 +125,11 @@ def test_request_hold_approve_pay() -> None:
 def test_instruments_are_encrypted_masked_and_the_clients_own() -> None:
     w = World()
     instrument = w.broker.repository.get(PayoutInstrument, w.iban)
-    assert instrument.masked == "DE****************3000"
+    assert isinstance(instrument.value, Iban)  # the value type, masked in its repr
+    assert instrument.value.reveal() == IBAN
+    assert IBAN not in repr(instrument)
+    assert w.broker.withdrawals.instrument(w.me, w.iban).masked == "DE****************3000"
+    assert w.broker.withdrawals.instrument(FINANCE, w.iban).masked == "DE****************3000"
     assert IBAN.encode() not in b"".join(e.data for e in w.broker.store.read_all())
     other = w.register("bo@example.com")
     theirs = w.broker.withdrawals.add_instrument(
@@ -272,23 +276,54 @@ def old_instrument_row(w: World, instrument_id: str) -> bytes:
     ).encode()
 
 
-def test_the_masked_instrument_goes_with_the_clients_key() -> None:
+def v2_instrument_row(w: World, instrument_id: str) -> bytes:
+    """An InstrumentAdded as version 2 stored it: the masked string sealed beside the value."""
+    assert w.broker.encryption is not None
+    sealed = w.broker.encryption.encrypt_for(
+        w.cid, "InstrumentAdded:masked,value", b"DE****************3000\0" + IBAN.encode()
+    )
+    return json.dumps(
+        {
+            "_v": 2,
+            "instrument_id": instrument_id,
+            "client_id": w.cid,
+            "kind": "iban",
+            "$pii": f"masked,value|{sealed}",
+        }
+    ).encode()
+
+
+def test_nothing_but_the_sealed_value_is_stored_and_old_masks_are_dropped() -> None:
     w = World()
     stored = b"".join(e.data for e in w.broker.store.read_all())
-    assert b"DE***" not in stored  # the masked string is sealed with the value
-    row = old_instrument_row(w, "old-1")
-    old = w.broker.codec.decode_event("instrument-old-1", "InstrumentAdded", row)
-    # Version 1's clear string is dropped on read; the state derives it from the sealed value.
-    assert old.masked is None  # type: ignore[attr-defined]
-    assert PayoutInstrument.blank("old-1").apply(old).masked == "DE****************3000"
-    assert w.broker.repository.get(PayoutInstrument, w.iban).masked == "DE****************3000"
+    assert b"DE***" not in stored
+    assert b"3000" not in stored
+    added = [
+        w.broker.codec.decode(r).event
+        for r in w.broker.store.read_stream(f"instrument-{w.iban}")
+        if r.event_type == "InstrumentAdded"
+    ]
+    assert [sorted(attrs.fields_dict(type(e))) for e in added] == [  # type: ignore[arg-type]
+        ["client_id", "instrument_id", "kind", "value"]
+    ]
+    rows = ((1, old_instrument_row(w, "old-1")), (2, v2_instrument_row(w, "old-2")))
+    for version, row in rows:
+        old = w.broker.codec.decode_event(f"instrument-old-{version}", "InstrumentAdded", row)
+        # Versions 1 and 2's masked strings are dropped on read; the state holds the value type.
+        assert not hasattr(old, "masked")
+        state = PayoutInstrument.blank(f"old-{version}").apply(old)
+        assert isinstance(state.value, Iban)
+        assert state.value.reveal() == IBAN
+        assert state.value.masked() == "DE****************3000"
 
     assert w.broker.encryption is not None
     w.broker.encryption.erase(w.cid)  # the key destroyed (what an erasure does) ...
     w.broker.repository.forget()  # ... and the states cached before it dropped
-    assert w.broker.repository.get(PayoutInstrument, w.iban).masked is ERASED
-    old = w.broker.codec.decode_event("instrument-old-1", "InstrumentAdded", row)
-    assert PayoutInstrument.blank("old-1").apply(old).masked is ERASED
+    assert w.broker.withdrawals.instrument(FINANCE, w.iban).masked is ERASED
+    assert w.broker.repository.get(PayoutInstrument, w.iban).erased
+    for version, row in rows:
+        old = w.broker.codec.decode_event(f"instrument-old-{version}", "InstrumentAdded", row)
+        assert PayoutInstrument.blank("old").apply(old).erased
     for recorded in w.broker.store.read_all():
         event = w.broker.codec.decode(recorded).event
         assert "DE***" not in repr(attrs.asdict(event))  # type: ignore[arg-type]
@@ -306,11 +341,12 @@ def test_an_erased_clients_instruments_read_as_erased() -> None:
     card = broker.withdrawals.add_instrument(
         Actor.client(cid), cid, InstrumentKind.CARD, "4111 1111 1111 1111"
     )
-    masked = broker.repository.get(PayoutInstrument, card).masked
+    masked = broker.withdrawals.instrument(Actor.client(cid), card).masked
     assert masked.endswith("1111")
     assert masked.encode() not in b"".join(e.data for e in broker.store.read_all())
     broker.clients.move(Actor.client(cid), cid, Stage.CLOSED)  # the client leaves
     clock.set(T0 + timedelta(days=5 * 366 + 1))
     officer = Actor.staff("dpo-1", Role.COMPLIANCE)
     assert broker.erasure.erase(officer, cid, reason="GDPR art. 17 request").key_destroyed
-    assert broker.repository.get(PayoutInstrument, card).masked is ERASED
+    assert broker.withdrawals.instrument(officer, card).masked is ERASED
+    assert broker.repository.get(PayoutInstrument, card).erased

@@ -509,9 +509,12 @@ class EventCodec:
             plain = self.field_cipher.decrypt_for(
                 str(data.get(spec.subject or "")), f"{spec.name}:{listed}", token
             )
+            # A field sealed by an older version that the class no longer has (an upcaster
+            # dropped it, but it could not see inside the seal) is opened and let go.
+            kept = spec.pii_fields
             if plain is None:
-                erased = names
-                data.update(dict.fromkeys(names, ERASED))
+                erased = [name for name in names if name in kept]
+                data.update(dict.fromkeys(erased, ERASED))
             else:
                 try:
                     values = plain.decode().split("\0")
@@ -519,7 +522,7 @@ class EventCodec:
                     raise CodecError(f"{event_type}: encrypted PII is not text") from None
                 if len(values) != len(names):
                     raise CodecError(f"{event_type}: encrypted PII does not match its fields")
-                data.update(zip(names, values, strict=True))
+                data.update((n, v) for n, v in zip(names, values, strict=True) if n in kept)
         if len(self._values) != len(self.registry.value_codecs):
             self._sync_value_codecs()
         try:

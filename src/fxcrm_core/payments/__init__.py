@@ -30,10 +30,12 @@ from fxcrm_core.payments.withdrawals import (
     FeePolicy,
     InstrumentAdded,
     InstrumentKind,
+    InstrumentView,
     PayoutInstrument,
     Withdrawal,
     Withdrawals,
     WithdrawalStatus,
+    WithdrawalView,
     register_instrument_events,
 )
 
@@ -46,9 +48,11 @@ __all__ = [
     "FeePolicy",
     "InstrumentAdded",
     "InstrumentKind",
+    "InstrumentView",
     "PayoutInstrument",
     "Withdrawal",
     "WithdrawalStatus",
+    "WithdrawalView",
     "Withdrawals",
     "CallbackOutcome",
     "Deposit",
@@ -71,4 +75,4 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
     registry.register_all((*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS))
-    register_instrument_events(registry)  # version 2, with its upcaster
+    register_instrument_events(registry)  # version 3, with its upcasters

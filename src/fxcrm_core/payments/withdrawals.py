@@ -16,9 +16,9 @@ import attrs
 
 from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Approvals
 from fxcrm_core.events import (
+    ERASED,
     Aggregate,
     DomainEvent,
-    Erased,
     EventMetadata,
     EventRegistry,
     Repository,
@@ -26,7 +26,12 @@ from fxcrm_core.events import (
     pii,
 )
 from fxcrm_core.kernel.clock import Clock, SystemClock
-from fxcrm_core.kernel.errors import AccessDeniedError, IllegalTransitionError, ValidationError
+from fxcrm_core.kernel.errors import (
+    AccessDeniedError,
+    IllegalTransitionError,
+    NotFoundError,
+    ValidationError,
+)
 from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.kernel.money import Money, Rounding
 from fxcrm_core.kernel.trading_day import TradingCalendar
@@ -34,8 +39,8 @@ from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits, retry_on_race
 from fxcrm_core.payments.transfers import MoneyAccounts
-from fxcrm_core.privacy.masking import DEFAULT_MASKING, HIDDEN, MaskingPolicy, Reveal
-from fxcrm_core.privacy.pii import Email, Iban, Pan, PiiValue
+from fxcrm_core.privacy.masking import DEFAULT_MASKING, MaskingPolicy, Reveal
+from fxcrm_core.privacy.pii import Email, Iban, Pan, PiiReveals, PiiValue
 
 __all__ = [
     "INSTRUMENT_ADDED_VERSION",
@@ -43,12 +48,15 @@ __all__ = [
     "InstrumentAdded",
     "FeePolicy",
     "InstrumentKind",
+    "InstrumentView",
     "PayoutInstrument",
     "Withdrawal",
     "WithdrawalStatus",
+    "WithdrawalView",
     "Withdrawals",
     "register_instrument_events",
     "upcast_v1",
+    "upcast_v2",
 ]
 
 
@@ -67,37 +75,43 @@ _PARSERS: dict[InstrumentKind, type[PiiValue]] = {
 
 @attrs.frozen
 class InstrumentAdded(DomainEvent):
-    """A payout instrument of a client: its value and its masked form, both sealed under the
-    client's key (version 2), so an erasure leaves neither readable.
+    """A payout instrument of a client: its value, sealed under the client's key, in the
+    canonical text of its kind (a card's digits, an IBAN without spaces, an e-mail). No masked
+    form is stored: :class:`PayoutInstrument` holds the value type and masks it when shown, so
+    an erasure leaves nothing of the instrument readable, masked or not.
 
-    Version 1 stored ``masked`` in clear beside the sealed value. An upcaster cannot encrypt
-    (it sees the payload before the field cipher does, and has no key), so :func:`upcast_v1`
-    drops the clear string and old rows read ``masked`` as None; :class:`PayoutInstrument`
-    then derives the masked form from the sealed value, which reads as ``ERASED`` once the
-    client's key is destroyed. The old rows' bytes still hold the clear string: crypto-shredding
-    stops it being read through the SDK, not being on disk.
+    Version 1 stored a masked string in clear beside the value, version 2 sealed it; an
+    upcaster cannot encrypt (it sees the payload before the field cipher does), so both drop it
+    on read (:func:`upcast_v1`, :func:`upcast_v2`). Version 1 rows' bytes still hold the clear
+    string: crypto-shredding stops it being read through the SDK, not being on disk.
     """
 
     __subject__ = "client_id"
     instrument_id: str
     client_id: str
     kind: InstrumentKind
-    masked: str | None = pii()  # what staff and statements show; None in version-1 rows
     value: str = pii()
 
 
-INSTRUMENT_ADDED_VERSION = 2
+INSTRUMENT_ADDED_VERSION = 3
 
 
 def upcast_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """InstrumentAdded v1 → v2: the clear masked string is dropped (:class:`InstrumentAdded`)."""
+    """InstrumentAdded v1 → v2: the clear masked string is dropped."""
     return {**data, "masked": None}
 
 
+def upcast_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """InstrumentAdded v2 → v3: the sealed masked string is dropped (shown from the value)."""
+    return {key: value for key, value in data.items() if key != "masked"}
+
+
 def register_instrument_events(registry: EventRegistry) -> None:
-    """Register InstrumentAdded at its current version with the upcaster from version 1."""
+    """Register InstrumentAdded at its current version with the upcasters from versions 1
+    and 2."""
     registry.register(InstrumentAdded, version=INSTRUMENT_ADDED_VERSION)
     registry.upcaster("InstrumentAdded", 1)(upcast_v1)
+    registry.upcaster("InstrumentAdded", 2)(upcast_v2)
 
 
 @attrs.frozen
@@ -112,19 +126,23 @@ class InstrumentRemoved(DomainEvent):
 
 @attrs.frozen(kw_only=True)
 class PayoutInstrument(Aggregate):
+    """A client's payout instrument. ``value`` is the value type of its kind (:class:`Pan`,
+    :class:`Iban` or :class:`Email`; its repr is masked), read as the kind's erased value once
+    the client's key is destroyed. Shown to a person only masked (:meth:`Withdrawals.instrument`)
+    or through an audited reveal (:meth:`Withdrawals.reveal_instrument`)."""
+
     category = "instrument"
     client_id: str = ""
     kind: InstrumentKind | None = None
-    masked: str = ""
+    value: PiiValue | None = None
     verified: bool = False
     removed: bool = False
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
             case InstrumentAdded():
-                return self.evolve(
-                    client_id=event.client_id, kind=event.kind, masked=_masked(event)
-                )
+                value = _PARSERS[event.kind].from_stored(event.value)
+                return self.evolve(client_id=event.client_id, kind=event.kind, value=value)
             case InstrumentVerified():
                 return self.evolve(verified=True)
             case InstrumentRemoved():
@@ -135,15 +153,30 @@ class PayoutInstrument(Aggregate):
     def usable(self) -> bool:
         return self.verified and not self.removed
 
+    @property
+    def erased(self) -> bool:
+        return self.value is not None and self.value.erased
 
-def _masked(event: InstrumentAdded) -> str:
-    """The masked form: as stored, or (a version-1 row) derived from the sealed value; ERASED
-    once the client's key is gone."""
-    if event.masked is not None:
-        return event.masked
-    if isinstance(event.value, Erased):
-        return event.value
-    return _PARSERS[event.kind].parse(event.value).masked(Reveal.PARTIAL)
+
+@attrs.frozen(kw_only=True)
+class InstrumentView:
+    """A payout instrument as one actor may see it: ``masked`` is the value's partial mask (a
+    card's BIN and last four, an IBAN's country and last four) for a role the masking policy
+    lets see the kind, ``****`` for any other, ``[erased]`` once the client was erased; never
+    the value in clear."""
+
+    instrument_id: str
+    client_id: str
+    kind: InstrumentKind
+    masked: str
+    verified: bool
+    removed: bool
+
+
+#: Who sees an instrument: who manages it (the client) or verifies it (compliance, finance).
+_INSTRUMENT_READERS = ("instrument.manage", "instrument.verify")
+#: Who sees a withdrawal: who requests it (the client) or approves it (compliance, finance).
+_WITHDRAWAL_READERS = ("withdrawal.request", "withdrawal.approve")
 
 
 class WithdrawalStatus(enum.Enum):
@@ -266,6 +299,19 @@ class PaymentDay(Aggregate):
         raise ValidationError(f"PaymentDay cannot apply {type(event).__name__}")
 
 
+@attrs.frozen(kw_only=True)
+class WithdrawalView:
+    """A withdrawal as one actor may see it (:meth:`Withdrawals.view`): ``to`` is the
+    destination masked for the actor's roles."""
+
+    withdrawal_id: str
+    client_id: str
+    amount: Money
+    fee: Money
+    status: WithdrawalStatus
+    to: InstrumentView
+
+
 @attrs.frozen
 class FeePolicy:
     """A flat fee plus a share of the amount, rounded up to the minor unit."""
@@ -316,40 +362,89 @@ class Withdrawals:
     # -- instruments -----------------------------------------------------------------------
     def add_instrument(self, actor: Actor, client_id: str, kind: InstrumentKind, value: str) -> str:
         self.access.require(actor, "instrument.manage", client_id=client_id)
+        if not isinstance(kind, InstrumentKind):
+            raise ValidationError("an instrument is a card, an IBAN or an e-wallet")
         parsed = _PARSERS[kind].parse(value)
         instrument_id = self.ids()
-        masked = parsed.masked(Reveal.PARTIAL)
         with self._uow(actor.id, "instrument added") as uow:
             uow.record(
                 PayoutInstrument.blank(instrument_id),
-                InstrumentAdded(instrument_id, client_id, kind, masked, parsed.reveal()),
+                InstrumentAdded(instrument_id, client_id, kind, parsed.reveal()),
             )
             uow.commit()
         return instrument_id
 
-    def verify_instrument(self, actor: Actor, instrument_id: str) -> PayoutInstrument:
-        instrument = self.repository.get(PayoutInstrument, instrument_id)
+    def verify_instrument(self, actor: Actor, instrument_id: str) -> InstrumentView:
+        instrument = self._instrument(instrument_id)
         self.access.require(actor, "instrument.verify", client_id=instrument.client_id)
         if instrument.removed:
             raise IllegalTransitionError("a removed instrument cannot be verified")
+        if instrument.erased:
+            raise IllegalTransitionError("an erased client's instrument cannot be verified")
         with self._uow(actor.id, "instrument verified") as uow:
             instrument = uow.record(instrument, InstrumentVerified(actor.id))
             uow.commit()
-        return self._shown(actor, instrument)
+        return self._shown(self._roles(actor, _INSTRUMENT_READERS, instrument), instrument)
 
-    def _shown(self, actor: Actor, instrument: PayoutInstrument) -> PayoutInstrument:
-        """The instrument as ``actor`` may see it: its partial mask (never more: the value in
-        clear only through an audited reveal), or hidden for a role the masking policy does
-        not let see that kind."""
-        if instrument.kind is None or isinstance(instrument.masked, Erased):
-            return instrument
-        kind = _PARSERS[instrument.kind].kind
-        if self.masking.reveal_for(actor.roles, kind) is Reveal.HIDDEN:
-            return attrs.evolve(instrument, masked=HIDDEN)
-        return instrument
+    def instrument(self, actor: Actor, instrument_id: str) -> InstrumentView:
+        """The instrument as ``actor`` may see it (who manages or verifies the client's
+        instruments), masked for the roles that let it (:class:`InstrumentView`)."""
+        instrument = self._instrument(instrument_id)
+        return self._shown(self._roles(actor, _INSTRUMENT_READERS, instrument), instrument)
+
+    def reveal_instrument(self, actor: Actor, instrument_id: str, reason: str) -> str:
+        """The instrument's value in clear, for an actor with ``pii.reveal`` on the client's
+        rows, recorded first as a :class:`~fxcrm_core.privacy.PiiRevealed` with the reason
+        (:class:`~fxcrm_core.privacy.PiiReveals`); an erased value is not revealed."""
+        instrument = self._instrument(instrument_id)
+        if instrument.value is None:
+            raise NotFoundError("no such instrument")
+        if instrument.value.erased:
+            self.access.require(actor, "pii.reveal", client_id=instrument.client_id)
+            raise IllegalTransitionError("the client was erased: nothing to reveal")
+        return PiiReveals(self.repository, self.access).reveal(
+            actor, instrument.value, subject_id=instrument.client_id, reason=reason
+        )
+
+    def _instrument(self, instrument_id: str) -> PayoutInstrument:
+        if not isinstance(instrument_id, str) or not instrument_id:
+            raise ValidationError("an instrument id is non-empty text")
+        return self.repository.get(PayoutInstrument, instrument_id)
+
+    def _roles(
+        self, actor: Actor, permissions: tuple[str, ...], instrument: PayoutInstrument
+    ) -> frozenset[str]:
+        """The actor's roles that grant one of ``permissions`` on the client's rows: what a
+        view is masked for. None of them: AccessDeniedError."""
+        roles = frozenset[str]().union(
+            *(
+                self.access.roles_allowing(actor, permission, client_id=instrument.client_id)
+                for permission in permissions
+            )
+        )
+        if not roles:
+            raise AccessDeniedError(f"{actor.id} may not see this client's payment details")
+        return roles
+
+    def _shown(self, roles: frozenset[str], instrument: PayoutInstrument) -> InstrumentView:
+        """The instrument masked for ``roles``: its partial mask (never more: the value in
+        clear only through :meth:`reveal_instrument`), ``****`` for a role the masking policy
+        does not let see that kind, ``[erased]`` once the client's key is gone."""
+        if instrument.kind is None or instrument.value is None:
+            raise NotFoundError("no such instrument")
+        value = instrument.value
+        reveal = min(self.masking.reveal_for(roles, value.kind), Reveal.PARTIAL)
+        return InstrumentView(
+            instrument_id=instrument.id,
+            client_id=instrument.client_id,
+            kind=instrument.kind,
+            masked=ERASED if value.erased else value.masked(reveal),
+            verified=instrument.verified,
+            removed=instrument.removed,
+        )
 
     def remove_instrument(self, actor: Actor, instrument_id: str) -> None:
-        instrument = self.repository.get(PayoutInstrument, instrument_id)
+        instrument = self._instrument(instrument_id)
         self.access.require(actor, "instrument.manage", client_id=instrument.client_id)
         with self._uow(actor.id, "instrument removed") as uow:
             uow.record(instrument, InstrumentRemoved(actor.id))
@@ -416,6 +511,27 @@ class Withdrawals:
 
     def get(self, withdrawal_id: str) -> Withdrawal:
         return self.repository.get(Withdrawal, withdrawal_id)
+
+    def view(self, actor: Actor, withdrawal_id: str) -> WithdrawalView:
+        """The withdrawal as ``actor`` may see it (who requests or approves the client's
+        withdrawals): amounts and status, and where the money goes as the instrument's mask
+        for the roles that let the actor act on it."""
+        if not isinstance(withdrawal_id, str) or not withdrawal_id:
+            raise ValidationError("a withdrawal id is non-empty text")
+        w = self.get(withdrawal_id)
+        instrument = self._instrument(w.instrument_id)
+        roles = self._roles(actor, _WITHDRAWAL_READERS, instrument)
+        assert w.amount is not None
+        assert w.fee is not None
+        assert w.status is not None
+        return WithdrawalView(
+            withdrawal_id=w.id,
+            client_id=w.client_id,
+            amount=w.amount,
+            fee=w.fee,
+            status=w.status,
+            to=self._shown(roles, instrument),
+        )
 
     def _check(self, params: Mapping[str, str]) -> None:
         w = self.get(params["withdrawal_id"])
