@@ -48,7 +48,7 @@ def move_ana_to_east(broker: Broker) -> list[str]:
     network = broker.ib_network
     at = _at(SWITCH, 0)
     network.register_ib(demo.ADMIN, "ib-east", "ib-apex", at, reason="new sub-IB agreement")
-    ana = broker.clients.find_by_email(demo.ANA_EMAIL)
+    ana = broker.clients.find_by_email(demo.OFFICER, demo.ANA_EMAIL)
     assert ana is not None
     network.attribute(demo.ADMIN, ana, "ib-east", at, reason="client asked to move")
     policy = PayoutPolicy(demo.USD, Money.of(10, demo.USD), Cadence.INSTANT)
@@ -96,7 +96,7 @@ def month(broker: Broker) -> dict[str, Any]:
     entries = [
         e for event in RebateBook.recorded(broker.store, broker.codec) for e in event.entries
     ]
-    ana = broker.clients.find_by_email(demo.ANA_EMAIL)
+    ana = broker.clients.find_by_email(demo.OFFICER, demo.ANA_EMAIL)
     assert ana is not None
     out: dict[str, Any] = {
         "entries": len(entries),

@@ -486,10 +486,10 @@ def test_a_released_identity_can_be_claimed_again() -> None:
             claim = uow.get(IdentityClaim, digest)
             uow.record(claim, *claim.release())
         uow.commit()
-    assert clients.find_by_email(ANA.email) is None
+    assert clients.find_by_email(ADMIN, ANA.email) is None
     second = clients.register(PORTAL, ANA)
     assert second != first
-    assert clients.find_by_email("analima@gmail.com") == second
+    assert clients.find_by_email(ADMIN, "analima@gmail.com") == second
     claim = broker.repository.get(IdentityClaim, digests["email"])
     assert claim.release()
     assert claim.evolve(client_id=None).release() == []  # nothing held, nothing to release

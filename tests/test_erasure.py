@@ -339,7 +339,7 @@ def test_a_client_is_erased_only_once_closed_and_its_money_gone() -> None:
     assert erased_name.erased
     assert erased_name.reveal() is ERASED
     # The person may register again; the refusal of a duplicate names no erased client.
-    assert broker.clients.find_by_email(BO.email) is None
+    assert broker.clients.find_by_email(OFFICER, BO.email) is None
     again = broker.clients.register(PORTAL, BO)
     assert again != bo
     with pytest.raises(DuplicateClientError) as duplicate:

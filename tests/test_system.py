@@ -547,7 +547,7 @@ def test_a_log_reopened_with_a_lost_or_other_key_file_is_refused(tmp_path: Path)
     with pytest.raises(ConfigurationError, match="right key file"):
         Broker.sqlite(db, keyring=keyring(), identity_key=IDENTITY_KEY, keys_path=f"{other}.keys")
     (tmp_path / "elsewhere.keys").rename(tmp_path / "broker.sqlite.keys")
-    assert open_broker(db).clients.find_by_email("ana.lima@example.com") is not None
+    assert open_broker(db).clients.find_by_email(OFFICER, "ana.lima@example.com") is not None
 
 
 def test_a_full_card_number_for_a_person_only_through_an_audited_reveal(tmp_path: Path) -> None:

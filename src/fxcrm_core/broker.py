@@ -57,6 +57,7 @@ from fxcrm_core.commissions import (
     Schedule,
     ScheduleBook,
     ScheduleService,
+    Statements,
 )
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.erasure_checks import BrokerErasureChecks
@@ -339,6 +340,7 @@ class Broker:
     lifecycle: Lifecycle
     ib_network: IbNetworkService
     rebates: RebateBook
+    statements: Statements  # IB statements, names masked for the asking actor
 
     def __init__(
         self,
@@ -518,12 +520,24 @@ class Broker:
             ),
             servers=(server.name,),  # (books written before the book listed its servers)
         )
+        rates = options.get("rates") or RateTable()
         self.payouts = Payouts(
             self.ledger,
-            options.get("rates") or RateTable(),
+            rates,
             options.get("payout_policies", {}),
             access=self.access,
             approvals=self.approvals,
+        )
+        servers = (server.name,)
+        self.statements = Statements(
+            self.access,
+            lambda: (
+                entry
+                for batch in RebateBook.recorded(self.store, self.codec, servers=servers)
+                for entry in batch.entries
+            ),
+            lambda actor, client_id: self.clients.get(actor, client_id).name,
+            rates,
         )
         self.approvals.register(PAYOUT_ACTION, self.payouts.approval_rule())
         self.policies = PolicyRunner(

@@ -33,7 +33,6 @@ from fxcrm_core.commissions import (
     Rule,
     Schedule,
     ScheduleBook,
-    build_statement,
 )
 from fxcrm_core.events import iter_all
 from fxcrm_core.kernel import (
@@ -136,7 +135,7 @@ def open_demo_broker(
 # -- the day's steps: fn(broker, *args) -> result ------------------------------------------------
 def _client(broker: Broker, email: str) -> str:
     """The id of the client registered with ``email`` (found through the dedup index)."""
-    found = broker.clients.find_by_email(email)
+    found = broker.clients.find_by_email(OFFICER, email)
     if found is None:
         raise LookupError("no client with that e-mail")
     return found
@@ -425,9 +424,9 @@ def figures(broker: Broker) -> dict[str, Any]:
     entries = [
         e for event in RebateBook.recorded(broker.store, broker.codec) for e in event.entries
     ]
-    statement = build_statement(
-        entries, "ib-apex", IB_START.date(), START.date() + timedelta(days=30), currency=USD,
-        rates=RateTable(), client_names={ana: "Ana Lima"},
+    statement = broker.statements.for_ib(  # names masked for the IB (Ana as "A. L.")
+        Actor.ib("ib-apex"), "ib-apex", IB_START.date(), START.date() + timedelta(days=30),
+        currency=USD,
     )  # fmt: skip
     client = broker.repository.get(Client, ana)
     return {

@@ -238,8 +238,10 @@ class Clients:
         ``client.export`` on every one of them. One :class:`~fxcrm_core.privacy.PiiExported`
         event per client (actor and reason in its metadata) is recorded, all in one commit,
         before the records are returned; any refusal records and returns nothing."""
-        if isinstance(client_ids, str):
+        if isinstance(client_ids, str) or not isinstance(client_ids, Sequence):
             raise ValidationError("name the clients to export as a list of ids")
+        if not all(isinstance(c, str) and c for c in client_ids):
+            raise ValidationError("a client id is non-empty text")
         ids = list(dict.fromkeys(client_ids))
         if not ids:
             raise ValidationError("name the clients to export")
@@ -247,8 +249,8 @@ class Clients:
             self.access.require(actor, "client.export", client_id=client_id)
         _require_reason(reason)
         records = [self.repository.get(Client, client_id) for client_id in ids]
-        audit = [
-            PiiExported(c.id, tuple(f for f in CLIENT_PII if getattr(c, f) is not None))
+        audit = [  # the fields that left in clear: none of an erased client's
+            PiiExported(c.id, tuple(f for f in CLIENT_PII if _readable(getattr(c, f))))
             for c in records
         ]
         self._reveals().record(actor, reason, audit)
@@ -268,8 +270,7 @@ class Clients:
     def register(self, actor: Actor, reg: Registration) -> str:
         """Create a client; a person already registered is refused (or flagged, by policy)."""
         self.access.require(actor, "client.register")
-        if len(reg.country) != 2 or not reg.country.isalpha():
-            raise ValidationError("country must be an ISO 3166 alpha-2 code")
+        _check_registration(reg)
         email = Email.parse(reg.email)
         phone = Phone.parse(reg.phone, region=reg.country) if reg.phone else None
         name = PersonName.parse(reg.name)
@@ -315,12 +316,21 @@ class Clients:
             return client_id
         raise ConcurrencyError("registration kept racing with another one; try again")
 
-    def find_by_email(self, email: str) -> str | None:
+    def find_by_email(self, actor: Actor, email: str) -> str | None:
         """The id of the client registered with ``email`` (written any way that normalises to
-        the same address), found through the deduplication index; None if there is none."""
+        the same address), found through the deduplication index, for an actor who may read
+        that client; None if there is none, or if the actor may not read it (an answer that
+        tells no more than a read would: an IB finds its downline's clients, not others)."""
+        self.access.require(actor, "client.read")
+        if not isinstance(email, str):
+            raise ValidationError("an e-mail address is text")
         digest = self.identities.digest("email", normalise_email(email))
         claim = self.repository.load(IdentityClaim, digest)
-        return claim.client_id if claim is not None else None
+        if claim is None or claim.client_id is None:
+            return None
+        if not self.access.allows(actor, "client.read", client_id=claim.client_id):
+            return None
+        return claim.client_id
 
     def _claims(self, digests: Mapping[str, str]) -> dict[str, IdentityClaim]:
         """The stored claims of these digests, by kind (released ones included)."""
@@ -398,6 +408,8 @@ class Clients:
         if name is None and birth_date is None and address is None:
             raise ValidationError("give a name, a birth date or an address")
         if birth_date is not None:
+            if not isinstance(birth_date, date) or isinstance(birth_date, datetime):
+                raise ValidationError("a birth date is a date (datetime.date)")
             today = self.clock.now().date()
             adult = date(today.year - 18, today.month, min(today.day, 28))
             if not date(1900, 1, 1) <= birth_date <= adult:
@@ -441,3 +453,26 @@ class Clients:
         client = self.repository.get(Client, client_id)
         events = client.assess_risk(score, profile)
         return self._change(actor, client, "appropriateness test", events)
+
+
+def _readable(value: PiiValue | None) -> bool:
+    return value is not None and not value.erased
+
+
+def _check_registration(reg: object) -> None:
+    """A registration's shape, before any value is parsed (each value's own parser then checks
+    its content): a typed error for a wrong type, never a builtin one."""
+    if not isinstance(reg, Registration):
+        raise ValidationError("a registration is a Registration")
+    if not isinstance(reg.kind, ClientKind):
+        raise ValidationError("a registration's kind is a ClientKind")
+    if not isinstance(reg.country, str) or len(reg.country) != 2 or not reg.country.isalpha():
+        raise ValidationError("country must be an ISO 3166 alpha-2 code")
+    if not reg.country.isascii():
+        raise ValidationError("country must be an ISO 3166 alpha-2 code")
+    for optional in (reg.phone, reg.document_number, reg.owner_id):
+        if optional is not None and not isinstance(optional, str):
+            raise ValidationError("a registration's optional fields are text or None")
+    if not isinstance(reg.lead, bool):
+        raise ValidationError("a registration's lead flag is True or False")
+

@@ -108,7 +108,12 @@ from fxcrm_core.commissions.schedules_log import (
     ScheduleService,
     ScheduleVersionRecorded,
 )
-from fxcrm_core.commissions.statements import Statement, StatementLine, build_statement
+from fxcrm_core.commissions.statements import (
+    Statement,
+    StatementLine,
+    Statements,
+    build_statement,
+)
 from fxcrm_core.commissions.tree import IbTree, TreeError
 from fxcrm_core.events import EventRegistry
 
@@ -198,6 +203,7 @@ __all__ = [
     "Share",
     "Statement",
     "StatementLine",
+    "Statements",
     "TreeError",
     "Trigger",
     "base_symbol",

@@ -10,12 +10,14 @@ from decimal import Decimal
 
 import attrs
 
+from fxcrm_core.access import AccessControl, Actor, RowScope
 from fxcrm_core.commissions.engine import EntryKind, RebateEntry
+from fxcrm_core.kernel.errors import AccessDeniedError, FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency, UnroundedMoney
 from fxcrm_core.kernel.rates import RateSource
 from fxcrm_core.privacy.masking import PiiKind, Reveal, mask
 
-__all__ = ["Statement", "StatementLine", "build_statement"]
+__all__ = ["Statement", "StatementLine", "Statements", "build_statement"]
 
 
 @attrs.frozen
@@ -112,3 +114,72 @@ def build_statement(
         for (day, client, symbol, level), (lots, amount) in sorted(grouped.items())
     )
     return Statement(ib_id, start, end, currency, lines, tuple(sorted(used.values())))
+
+
+#: A client's name as one actor may see it (masked for the actor's roles), or None where the
+#: actor may not read the client: what :class:`Statements` asks the clients context.
+ClientNames = Callable[[Actor, str], str | None]
+
+
+class Statements:
+    """IB statements for an asking actor: an IB reads its own, a role granted
+    ``statement.read`` on every row (a back office) any IB's. Client names come from the
+    clients context masked for the actor (an IB sees its downline as ``A. L.``), never from
+    the host; a client the actor may not read shows its id only.
+
+    ``entries`` gives the recorded rebate entries (the broker reads them from the rebate
+    book's streams)."""
+
+    def __init__(
+        self,
+        access: AccessControl,
+        entries: Callable[[], Iterable[RebateEntry]],
+        names: ClientNames,
+        rates: RateSource,
+    ) -> None:
+        self.access = access
+        self.entries = entries
+        self.names = names
+        self.rates = rates
+
+    def for_ib(
+        self,
+        actor: Actor,
+        ib_id: str,
+        start: date,
+        end: date,
+        *,
+        currency: Currency,
+        shares_names: Callable[[str], bool] = lambda sub_ib: False,
+    ) -> Statement:
+        """The IB's statement for trading days ``start`` to ``end`` (inclusive), as
+        :func:`build_statement` makes it, with names masked for ``actor``."""
+        if not isinstance(ib_id, str) or not ib_id:
+            raise ValidationError("an IB id is non-empty text")
+        if not isinstance(start, date) or not isinstance(end, date) or start > end:
+            raise ValidationError("a statement covers start to end, two dates in order")
+        if not isinstance(currency, Currency):
+            raise ValidationError("a statement's currency is a Currency")
+        if not self._may_read(actor, ib_id):
+            raise AccessDeniedError(f"{actor.id} may not read this IB's statements")
+        entries = [e for e in self.entries() if e.ib_id == ib_id and start <= e.trading_day <= end]
+        names: dict[str, str] = {}
+        for client_id in {e.client_id for e in entries}:
+            try:
+                name = self.names(actor, client_id)
+            except FxCrmError:  # out of the actor's rows, or gone: its id only
+                name = None
+            names[client_id] = name or ""
+        return build_statement(
+            entries, ib_id, start, end, currency=currency, rates=self.rates,
+            client_names=names, shares_names=shares_names,
+        )  # fmt: skip
+
+    def _may_read(self, actor: Actor, ib_id: str) -> bool:
+        for role in self.access.roles_allowing(actor, "statement.read"):
+            scope = self.access.policy.scopes.get(role, RowScope.NONE)
+            if scope is RowScope.ALL:
+                return True
+            if scope is RowScope.DOWNLINE and actor.ib_id == ib_id:
+                return True
+        return False

@@ -128,6 +128,27 @@ def _pii_from_stored(data: Any, form: Any) -> Any:
     return form.from_stored(data)
 
 
+def _is_loose(form: Any) -> bool:
+    """Whether a field's type lets any value in (``Any``, ``object``, or a container of them):
+    a personal-data value there is found only at encode time."""
+    if form is Any or form is object:
+        return True
+    return any(_is_loose(arg) for arg in typing.get_args(form))
+
+
+def _personal(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is, or holds, a personal-data value type (looked for in containers)."""
+    if getattr(type(value), "__pii_value__", False) is True:
+        return True
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return any(_personal(v, depth + 1) or _personal(k, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_personal(v, depth + 1) for v in value)
+    return False
+
+
 def _holds_pii_value(form: Any) -> bool:
     """Whether a field's type is, or contains, a personal-data value type."""
     if _is_pii_value(form):
@@ -168,6 +189,8 @@ class _Spec:
     version: int
     pii_fields: tuple[str, ...]
     subject: str | None
+    #: Fields typed loosely (``Any``, ``object``): checked at encode for personal data.
+    loose: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -218,8 +241,10 @@ class EventRegistry:
         pii_fields = tuple(f.name for f in fields if f.metadata.get("pii"))
         try:
             hints = typing.get_type_hints(cls)
-        except Exception:  # a forward reference the module cannot resolve: nothing to check
-            hints = {}
+        except Exception:  # a forward reference the module cannot resolve
+            raise ValidationError(
+                f"{event_name}: its field types cannot be resolved (a name the module lacks?)"
+            ) from None
         clear = [
             f.name
             for f in fields
@@ -238,7 +263,10 @@ class EventRegistry:
             known = self.value_codecs.get(value.cls)
             if known is not None and known != value:
                 raise ValidationError(f"{value.cls!r} already has another value codec")
-        spec = _Spec(cls, event_name, version, pii_fields, subject)
+        loose = tuple(
+            f.name for f in fields if not f.metadata.get("pii") and _is_loose(hints.get(f.name))
+        )
+        spec = _Spec(cls, event_name, version, pii_fields, subject, loose)
         self._by_name[event_name] = spec
         self._by_class[cls] = spec
         for value in cls.__value_codecs__:
@@ -363,6 +391,8 @@ class EventCodec:
             if plan is None:
                 plan = self._plan(type(event))
             spec, unstructure = plan
+            if spec.loose:
+                _refuse_loose_pii(spec, event)
             if spec.pii_fields:
                 pii = True
             elif plain and spec.version == 1:
@@ -535,6 +565,14 @@ class EventCodec:
             if isinstance(getattr(event, name), str):
                 object.__setattr__(event, name, ERASED)
         return event
+
+
+def _refuse_loose_pii(spec: _Spec, event: DomainEvent) -> None:
+    for name in spec.loose:
+        if _personal(getattr(event, name)):
+            raise CodecError(
+                f"{spec.name}.{name} holds personal data outside a pii() field: declare it"
+            )
 
 
 # NewEvent without its Python-level __new__ (called once per event written).

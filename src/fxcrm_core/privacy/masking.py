@@ -6,12 +6,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import attrs
 import phonenumbers
 from stdnum import luhn
 
 from fxcrm_core.events.event import Erased
+from fxcrm_core.kernel.errors import ValidationError
 
 __all__ = ["DEFAULT_MASKING", "HIDDEN", "MaskingPolicy", "PiiKind", "Reveal", "mask"]
 
@@ -93,6 +95,10 @@ def _pan(value: str) -> str:
     digits = text.replace(" ", "").replace("-", "")
     if not 12 <= len(digits) <= 19 or not luhn.is_valid(digits):
         return HIDDEN
+    if len(digits) < 15:
+        # A short number (12 to 14 digits) would leave only two to four digits hidden beside
+        # its BIN: its last four only (a 15-digit card, such as Amex, hides five).
+        return "*" * (len(digits) - 4) + digits[-4:]
     return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 
@@ -204,7 +210,24 @@ _PARTIAL = {
 def _rules(
     value: Mapping[str, Mapping[PiiKind, Reveal]],
 ) -> Mapping[str, Mapping[PiiKind, Reveal]]:
-    return {role: dict(kinds) for role, kinds in value.items()}
+    """The rules checked and frozen: a role is non-empty text, each kind a :class:`PiiKind`
+    and each level a :class:`Reveal` (``0`` or ``"full"`` are refused, not guessed); read-only
+    copies, so a policy shared by several services cannot be changed under them."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("masking rules map each role to what it sees of each kind")
+    frozen: dict[str, Mapping[PiiKind, Reveal]] = {}
+    for role, kinds in value.items():
+        if not isinstance(role, str) or not role.strip():
+            raise ValidationError("a masking rule's role is non-empty text")
+        if not isinstance(kinds, Mapping):
+            raise ValidationError("a masking rule maps kinds of personal data to Reveal levels")
+        for kind, reveal in kinds.items():
+            if not isinstance(kind, PiiKind) or not isinstance(reveal, Reveal):
+                raise ValidationError(
+                    "a masking rule maps a PiiKind to a Reveal (FULL, PARTIAL or HIDDEN)"
+                )
+        frozen[role] = MappingProxyType(dict(kinds))
+    return MappingProxyType(frozen)
 
 
 @attrs.frozen

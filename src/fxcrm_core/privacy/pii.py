@@ -344,6 +344,10 @@ class PiiReveals:
         (and nothing revealed) when the actor may not, or gives no reason."""
         self.access.require(actor, "pii.reveal", client_id=subject_id)
         require_reason(reason)
+        if not isinstance(value, PiiValue):
+            raise ValidationError("reveal a value type (Pan, Iban, Email, ...), not bare text")
+        if value.erased:
+            raise ValidationError("the subject was erased: nothing to reveal")
         event = PiiRevealed(subject_id, value.kind.value, value.masked(Reveal.PARTIAL))
         self.record(actor, reason, [event])
         return value.reveal()
