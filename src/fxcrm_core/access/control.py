@@ -139,6 +139,8 @@ DEFAULT_POLICY = AccessPolicy(
             "transfer.request",
             "instrument.manage",
             "ib.apply",
+            "wire.request",
+            "account.password",
         },
         Role.IB: {"client.read", "commission.read", "statement.read"},
         Role.SALES: {"client.read", "client.update", "client.note", "client.register"},
@@ -148,6 +150,7 @@ DEFAULT_POLICY = AccessPolicy(
             "kyc.read",
             "account.open",
             "leverage.request",
+            "account.password",
         },
         Role.COMPLIANCE: {
             "client.read",
@@ -159,6 +162,8 @@ DEFAULT_POLICY = AccessPolicy(
             "audit.read",
             "pii.reveal",
             "client.export",
+            "account.status",
+            "account_change.approve",
         },
         Role.FINANCE: {
             "client.read",
@@ -168,6 +173,10 @@ DEFAULT_POLICY = AccessPolicy(
             "payout.*",
             "adjustment.*",
             "instrument.verify",
+            "rate.*",
+            "wire.*",
+            "account.group",
+            "account_change.request",
         },
         Role.ADMIN: {
             "client.read",
