@@ -208,6 +208,12 @@ def entries_of_rows(rows: Any) -> RebateEntries:
     """The entries of stored rows (also rows of earlier books: lists holding numbers)."""
     if not isinstance(rows, list):
         raise CodecError("rebate entries are stored as a list")
+    if all(type(row) is str for row in rows):  # (the rows books write now: checked in bulk)
+        out = [row.replace("|", SEP) for row in rows]
+        for line in out:
+            if line.count(SEP) != FIELDS - 1 or not line.startswith(_KIND_LEAD):
+                raise CodecError("a rebate entry row is malformed")
+        return RebateEntries._from_lines(out)
     out = []
     for row in rows:
         if isinstance(row, str):
@@ -223,6 +229,7 @@ def entries_of_rows(rows: Any) -> RebateEntries:
 
 
 _KIND_TEXT = frozenset({"accrual", "adjustment", "reversal"})
+_KIND_LEAD = tuple(sorted(kind + SEP for kind in _KIND_TEXT))
 
 
 # -- facts ---------------------------------------------------------------------------------------

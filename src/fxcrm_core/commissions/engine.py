@@ -25,7 +25,7 @@ import collections
 import enum
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import ROUND_DOWN, Context, Decimal
+from decimal import ROUND_DOWN, Context, Decimal, DecimalException
 from typing import Any, Protocol, cast
 
 import attrs
@@ -49,9 +49,10 @@ from fxcrm_core.commissions._state import (
     record_order,
     record_parts,
 )
-from fxcrm_core.commissions.distribution import Distribution, FixedShares, Share
+from fxcrm_core.commissions.distribution import Distribution, FixedShares, Share, _check_chain
 from fxcrm_core.commissions.schedule import Schedule, ScheduleBook, Trigger, lots_opened_closed
 from fxcrm_core.commissions.tree import IbTree
+from fxcrm_core.kernel._decimal import EXACT
 from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.kernel.errors import CurrencyMismatchError, NotFoundError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
@@ -294,6 +295,12 @@ class RebateEngine:
         self._ranked = tuple(
             d for d in (distribution, self.cpa_distribution) if getattr(d, "needs_ranks", False)
         )
+        # FixedShares (immutable) paid per deal without its Share objects (see _fixed_due):
+        # its levels, and per currency and chain the text of each level's fields, which only
+        # those and the settings decide (so the cache never goes stale).
+        self._fixed = distribution._levels if type(distribution) is FixedShares else ()
+        self._fixed_levels: dict[tuple[str, ...], tuple[tuple[str, str, Decimal, str, str], ...]]
+        self._fixed_levels = {}
         self.reset()
 
     def reset(self) -> None:
@@ -546,9 +553,6 @@ class RebateEngine:
         if line is None:
             return None
         chain = self.tree.chain(ib, deal.time)
-        shares = self._shares(self.distribution, chain, line.lots, line.pool, deal.time)
-        if line.revenue is not None:
-            shares = _within(shares, line.revenue, line.pool.currency)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
         server, ticket, symbol, lots, component = (
@@ -557,6 +561,15 @@ class RebateEngine:
         middle = _middle(client_id, symbol, lots, day)
         lead = _lead(_ACCRUAL, server, ticket)
         direct = chain[0]
+        if self._fixed:
+            fast = self._fixed_due(
+                chain, line.pool, line.revenue, f"{server}\x1f{ticket}", lead, middle, head
+            )
+            if fast is not None:
+                return fast
+        shares = self._shares(self.distribution, chain, line.lots, line.pool, deal.time)
+        if line.revenue is not None:
+            shares = _within(shares, line.revenue, line.pool.currency)
         due: Due = {}
         for share in shares:
             ib, level, amount = share.ib_id, share.level, share.amount
@@ -572,6 +585,54 @@ class RebateEngine:
                 )  # fmt: skip
                 text = line_of(entry)
             due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = (text, amount.amount)
+        return due
+
+    def _fixed_due(
+        self,
+        chain: list[str],
+        pool: UnroundedMoney,
+        revenue: Decimal | None,
+        deal_key: str,
+        lead: str,
+        middle: str,
+        head: str,
+    ) -> Due | None:
+        """What :class:`FixedShares` pays up ``chain``, written as ``_due`` writes the
+        strategy's shares, without a Share or money object per level (each level's amount is
+        the same exact product of the pool and its share). None, for the general path, when
+        the shares would be scaled down to what the deal may pay, a product is out of range,
+        or a field holds a control character."""
+        code = pool.currency.code
+        key = (code, *chain)
+        levels = self._fixed_levels.get(key)
+        if levels is None:
+            _check_chain(chain)
+            if len(self._fixed_levels) >= 100_000:
+                self._fixed_levels.clear()
+            component = self.component
+            levels = self._fixed_levels[key] = tuple(
+                (f"\x1f{ib}\x1f{component}\x1f", f"\x1f{code}\x1f{level}\x1f", share,
+                 f"{level}: {label}", f"\x1f{ib}\x1f{component}")
+                for ib, (level, share, label) in zip(chain, self._fixed, strict=False)
+            )  # fmt: skip
+        amount = pool.amount
+        try:
+            figures = [_EXACT_MUL(amount, level[2]) for level in levels]
+        except DecimalException:
+            return None
+        if revenue is not None:
+            total = _ZERO
+            for figure in figures:
+                total += figure  # (as _within adds them)
+            if total > revenue:
+                return None
+        of = f"{amount!s}\x1f{chain[0]}"
+        due: Due = {}
+        for (ib_part, code_part, _, step, key_tail), figure in zip(levels, figures, strict=True):
+            text = f"{lead}{ib_part}{figure!s}{code_part}{middle}\x1f{head}{step}{of}"
+            if text.count(SEP) != _FIELDS - 1:
+                return None
+            due[deal_key + key_tail] = (text, figure)
         return due
 
     def _shares(
@@ -1160,5 +1221,6 @@ def _within(shares: list[Share], limit: Decimal, currency: Currency) -> list[Sha
 
 
 _DOWN = Context(prec=28, rounding=ROUND_DOWN)
+_EXACT_MUL = EXACT.multiply
 _ONE = Decimal(1)
 _ONE_DAY = timedelta(days=1)
