@@ -103,6 +103,7 @@ from fxcrm_core.kyc import (
 )
 from fxcrm_core.ledger import Ledger, PendingHolds
 from fxcrm_core.payments import (
+    ClientTransfers,
     DepositCredited,
     Deposits,
     FeePolicy,
@@ -180,6 +181,11 @@ class BrokerOptions(TypedDict, total=False):
     payment_limits: PaymentLimits
     daily_withdrawal_limits: Mapping[str, Money]
     withdrawal_fees: FeePolicy
+    # Client-to-client transfers: a daily cap per sender, a second person above a threshold
+    # (per currency), and whether the receiver must accept each transfer.
+    daily_client_transfer_limits: Mapping[str, Money]
+    client_transfer_approval_above: Mapping[str, Money]
+    client_transfer_consent: bool
     dormant_after: timedelta
     schedules: ScheduleBook  # IB rebate schedule versions: recorded in the log at first use
     rebate_schedule: str  # the schedule the engine follows (default: the configured one's id)
@@ -458,6 +464,19 @@ class Broker:
             ids=self.ids,
             masking=self.masking,
         )
+        self.client_transfers = ClientTransfers(
+            self.repository,
+            self.ledger,
+            self.access,
+            self.kyc,
+            self.approvals,
+            limits,
+            daily=options.get("daily_client_transfer_limits"),
+            approval_above=options.get("client_transfer_approval_above"),
+            consent=options.get("client_transfer_consent", False),
+            calendar=self.calendar,
+            clock=self.clock,
+        )
         server: TradingServer = options.get("trading_server") or _NoTradingServer()
         self.trading_server = server
         self.feeds = DealFeeds(self.repository)
@@ -587,6 +606,7 @@ class Broker:
             ("schedules", ScheduleBook, "a ScheduleBook of one schedule's versions"),
             ("rebate_horizon", timedelta, "a timedelta of whole days"),
             ("caps", LeverageCaps, "a LeverageCaps"),
+            ("client_transfer_consent", bool, "True or False"),
         ):
             value = options.get(key)
             if value is not None and not isinstance(value, expected):
@@ -598,6 +618,8 @@ class Broker:
             ("groups", GroupRule),
             ("payout_policies", PayoutPolicy),
             ("daily_withdrawal_limits", Money),
+            ("daily_client_transfer_limits", Money),
+            ("client_transfer_approval_above", Money),
         ):
             table = options.get(name, {})
             if not isinstance(table, Mapping) or not all(

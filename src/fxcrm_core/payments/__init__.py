@@ -6,6 +6,13 @@ Depends on ``kernel``, ``events``, ``access``, ``kyc``, ``ledger``, ``trading`` 
 """
 
 from fxcrm_core.events import EventRegistry
+from fxcrm_core.payments.client_transfers import (
+    CLIENT_TRANSFER_ACTION,
+    CLIENT_TRANSFER_EVENTS,
+    ClientTransfer,
+    ClientTransfers,
+    ClientTransferStatus,
+)
 from fxcrm_core.payments.deposits import (
     DEPOSIT_EVENTS,
     CallbackOutcome,
@@ -40,6 +47,11 @@ from fxcrm_core.payments.withdrawals import (
 )
 
 __all__ = [
+    "CLIENT_TRANSFER_ACTION",
+    "CLIENT_TRANSFER_EVENTS",
+    "ClientTransfer",
+    "ClientTransferStatus",
+    "ClientTransfers",
     "register_events",
     "register_instrument_events",
     "DEPOSIT_EVENTS",
@@ -74,5 +86,7 @@ __all__ = [
 
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
-    registry.register_all((*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS))
+    registry.register_all(
+        (*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS, *CLIENT_TRANSFER_EVENTS)
+    )
     register_instrument_events(registry)  # version 3, with its upcasters
