@@ -1,6 +1,7 @@
 """The contract of the TradingServer port: subclass and implement :meth:`make_server`.
 
-The server it makes must start empty (no accounts) and allow leverage up to at least 1:500.
+The server it makes must start empty (no accounts) and allow leverage up to at least 1:500, and
+accept a password that keeps MT5's rules (8 to 16 characters: lower, upper, digit, special).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fxcrm_core.kernel.money import Money
 from fxcrm_core.trading.deal import DealAction
 from fxcrm_core.trading.server import (
     AccountNotFoundError,
+    AccountStatus,
     BalanceOperation,
     DealChange,
     NewTradingAccount,
@@ -24,6 +26,8 @@ from fxcrm_core.trading.server import (
 )
 
 __all__ = ["TradingServerContract"]
+
+_SECRET = "Canary-pw-7731!"  # a password no message, repr or state may show
 
 
 class TradingServerContract:
@@ -55,15 +59,98 @@ class TradingServerContract:
         server.change_group(login, "pro\\usd")
         server.change_leverage(login, 500)
         server.set_enabled(login, False)
-        server.change_password(login, "a-long-secret-1")
+        server.change_password(login, "A-long-secret-1")
         state = server.account_state(login)
         assert (state.group, state.leverage, state.enabled) == ("pro\\usd", 500, False)
+        assert state.status is AccountStatus.DISABLED
+
+    def test_status_enabled_read_only_disabled(self, server: TradingServer) -> None:
+        login = self._open(server)
+        assert server.account_state(login).status is AccountStatus.ENABLED
+        seen: list[tuple[AccountStatus, bool, bool]] = []
+        for status in (
+            AccountStatus.READ_ONLY,
+            AccountStatus.DISABLED,
+            AccountStatus.ENABLED,
+            AccountStatus.DISABLED,
+            AccountStatus.READ_ONLY,
+        ):
+            assert server.set_status(login, status, idempotency_key=f"s-{len(seen)}") is True
+            state = server.account_state(login)
+            seen.append((state.status, state.enabled, state.trading_enabled))
+        assert [s[0] for s in seen] == [
+            AccountStatus.READ_ONLY,
+            AccountStatus.DISABLED,
+            AccountStatus.ENABLED,
+            AccountStatus.DISABLED,
+            AccountStatus.READ_ONLY,
+        ]
+        assert seen[0][1:] == (True, False)  # read-only: may log in, may not trade
+        assert seen[2][1:] == (True, True)
+        assert not seen[1][1]
+
+    def test_account_changes_are_idempotent_by_key(self, server: TradingServer) -> None:
+        login = self._open(server)
+        assert server.change_group(login, "pro\\usd", idempotency_key="g-1") is True
+        assert server.set_status(login, AccountStatus.DISABLED, idempotency_key="st-1") is True
+        assert server.change_password(login, _SECRET, idempotency_key="pw-1") is True
+        # Later changes without those keys, then the retries: they change nothing back.
+        server.change_group(login, "retail\\usd", idempotency_key="g-2")
+        server.set_status(login, AccountStatus.ENABLED, idempotency_key="st-2")
+        assert server.change_group(login, "pro\\usd", idempotency_key="g-1") is False
+        assert server.set_status(login, AccountStatus.DISABLED, idempotency_key="st-1") is False
+        assert server.change_password(login, _SECRET, idempotency_key="pw-1") is False
+        state = server.account_state(login)
+        assert (state.group, state.status) == ("retail\\usd", AccountStatus.ENABLED)
+
+    def test_a_change_key_reused_for_another_change_is_refused(self, server: TradingServer) -> None:
+        login, other = self._open(server), self._open(server)
+        server.change_group(login, "pro\\usd", idempotency_key="g-1")
+        server.change_password(login, _SECRET, idempotency_key="pw-1")
+        server.set_status(login, AccountStatus.READ_ONLY, idempotency_key="st-1")
+        with pytest.raises(IdempotencyConflictError):
+            server.change_group(login, "vip\\usd", idempotency_key="g-1")
+        with pytest.raises(IdempotencyConflictError):
+            server.change_group(other, "pro\\usd", idempotency_key="g-1")
+        with pytest.raises(IdempotencyConflictError) as conflict:
+            server.change_password(login, "Other-pw-8842?", idempotency_key="pw-1")
+        assert "Other-pw" not in str(conflict.value)
+        with pytest.raises(IdempotencyConflictError):
+            server.set_status(login, AccountStatus.DISABLED, idempotency_key="st-1")
+        with pytest.raises(IdempotencyConflictError):
+            server.set_status(login, AccountStatus.READ_ONLY, idempotency_key="g-1")
+        state = server.account_state(login)
+        assert (state.group, state.status) == ("pro\\usd", AccountStatus.READ_ONLY)
+        assert server.account_state(other).group == "retail\\std-usd"
+
+    def test_weak_passwords_are_refused_without_echo(self, server: TradingServer) -> None:
+        login = self._open(server)
+        for weak in (
+            "Sh0rt!",
+            "nouppercase-12",
+            "NOLOWERCASE-12",
+            "No-digits-here",
+            "NoSpecial123",
+        ):
+            with pytest.raises((TradingServerError, ValidationError)) as refused:
+                server.change_password(login, weak, idempotency_key=f"w-{weak}")
+            assert weak not in str(refused.value)
+            assert weak not in repr(refused.value)
+        # The keys of refused calls are not spent: a good password under one of them works.
+        assert server.change_password(login, _SECRET, idempotency_key="w-Sh0rt!") is True
+        assert _SECRET not in repr(server.account_state(login))
 
     def test_unknown_accounts(self, server: TradingServer) -> None:
         with pytest.raises(AccountNotFoundError):
             server.account_state(1)
         with pytest.raises(AccountNotFoundError):
             server.change_leverage(1, 100)
+        with pytest.raises(AccountNotFoundError):
+            server.change_group(1, "pro\\usd", idempotency_key="u-1")
+        with pytest.raises(AccountNotFoundError):
+            server.change_password(1, _SECRET, idempotency_key="u-2")
+        with pytest.raises(AccountNotFoundError):
+            server.set_status(1, AccountStatus.DISABLED, idempotency_key="u-3")
 
     def test_balance_operations_return_the_deal_and_feed_it(self, server: TradingServer) -> None:
         login = self._open(server)

@@ -3,6 +3,11 @@
 Hosts implement it over their platform's manager API; ``fxcrm_core.testing.TradingServerContract``
 checks an implementation. The deal feed is read by cursor (a sequence the adapter assigns to
 every add, update and delete), never by timestamp: deals with equal times would be skipped.
+
+Account changes (group, password, status) take an ``idempotency_key``: the adapter remembers
+what each key did (login, operation, value) so a retry after a crash applies nothing twice, and
+answers whether the call changed the account now (True) or found the key already applied
+(False). The same key for something else is an ``IdempotencyConflictError``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from fxcrm_core.trading.deal import Deal
 __all__ = [
     "AccountNotFoundError",
     "AccountState",
+    "AccountStatus",
     "BalanceOperation",
     "DealChange",
     "FeedItem",
@@ -47,6 +53,15 @@ class BalanceOperation(enum.Enum):
     CORRECTION = "correction"  # may be negative
 
 
+class AccountStatus(enum.Enum):
+    """What the account holder may do: trade, only log in and see (MT5's trade-disabled
+    right), or nothing (the account disabled)."""
+
+    ENABLED = "enabled"
+    READ_ONLY = "read_only"
+    DISABLED = "disabled"
+
+
 @attrs.frozen
 class NewTradingAccount:
     group: str
@@ -64,6 +79,13 @@ class AccountState:
     balance: Money
     credit: Money
     equity: Money
+    trading_enabled: bool = True  # False: read-only (the holder may log in but not trade)
+
+    @property
+    def status(self) -> AccountStatus:
+        if not self.enabled:
+            return AccountStatus.DISABLED
+        return AccountStatus.ENABLED if self.trading_enabled else AccountStatus.READ_ONLY
 
 
 class DealChange(enum.Enum):
@@ -89,13 +111,28 @@ class TradingServer(Protocol):
         """Create an account; returns its login."""
         ...
 
-    def change_group(self, login: int, group: str) -> None: ...
+    def change_group(self, login: int, group: str, *, idempotency_key: str | None = None) -> bool:
+        """Move the account to ``group``; True if changed now, False if the key was applied
+        before (see the module docstring)."""
+        ...
 
     def change_leverage(self, login: int, leverage: int) -> None: ...
 
-    def change_password(self, login: int, secret: str) -> None: ...
+    def change_password(
+        self, login: int, secret: str, *, idempotency_key: str | None = None
+    ) -> bool:
+        """Set the account's (master) password. A retry with the same key and secret changes
+        nothing; with another secret it is an ``IdempotencyConflictError``. Errors never echo
+        the secret."""
+        ...
 
     def set_enabled(self, login: int, enabled: bool) -> None: ...
+
+    def set_status(
+        self, login: int, status: AccountStatus, *, idempotency_key: str | None = None
+    ) -> bool:
+        """Enable, make read-only (trading disabled) or disable the account, in one call."""
+        ...
 
     def balance_operation(
         self,

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import random
+import secrets
+import string
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -31,6 +35,7 @@ from fxcrm_core.trading.deal import Deal, DealAction, DealEntry
 from fxcrm_core.trading.server import (
     AccountNotFoundError,
     AccountState,
+    AccountStatus,
     BalanceOperation,
     DealChange,
     FeedItem,
@@ -72,6 +77,8 @@ class _Account:
     balance: Money = attrs.field(default=None)
     credit: Money = attrs.field(default=None)
     secret_set: bool = False
+    trading_enabled: bool = True
+    secret_digest: str = ""  # salted: the secret itself is never kept
 
     def __attrs_post_init__(self) -> None:
         self.balance = self.balance or Money.zero(self.currency)
@@ -113,6 +120,9 @@ class SimulatedTradingServer:
         self._positions: dict[int, _Position] = {}
         self._feed: list[FeedItem] = []
         self._keys: dict[str, tuple[tuple[int, str, str], int]] = {}
+        # Account changes by idempotency key: (login, operation, value or secret digest).
+        self._change_keys: dict[str, tuple[int, str, str]] = {}
+        self._salt = secrets.token_hex(16)
         self._next_login = first_login
         self._next_ticket = 1
         self._lock = threading.Lock()
@@ -178,6 +188,8 @@ class SimulatedTradingServer:
             # The deals are the fold of the feed: it alone is kept.
             "feed": _CONVERTER.unstructure(self._feed, list[FeedItem]),
             "keys": [[key, *content, ticket] for key, (content, ticket) in self._keys.items()],
+            "change_keys": [[key, *content] for key, content in self._change_keys.items()],
+            "salt": self._salt,
         }
 
     def _set_state(self, doc: dict[str, Any]) -> None:
@@ -204,6 +216,11 @@ class SimulatedTradingServer:
             key: ((int(login), str(operation), str(amount)), int(ticket))
             for key, login, operation, amount, ticket in doc["keys"]
         }
+        self._change_keys = {
+            key: (int(login), str(operation), str(value))
+            for key, login, operation, value in doc.get("change_keys", [])
+        }
+        self._salt = str(doc.get("salt", self._salt))
 
     # -- accounts ------------------------------------------------------------------------
     def create_account(self, request: NewTradingAccount) -> int:
@@ -229,32 +246,94 @@ class SimulatedTradingServer:
             raise AccountNotFoundError(f"no account {login} on {self.name}")
         return account
 
-    def change_group(self, login: int, group: str) -> None:
+    def _replayed(self, key: str | None, content: tuple[int, str, str]) -> bool:
+        """True if ``key`` already did this change; a key that did another is a conflict."""
+        if key is None:
+            return False
+        previous = self._change_keys.get(key)
+        if previous is None:
+            return False
+        if previous != content:
+            raise IdempotencyConflictError("account change key reused for a different change")
+        return True
+
+    def change_group(self, login: int, group: str, *, idempotency_key: str | None = None) -> bool:
         if not group:
             raise ValidationError("a trading account needs a group")
+        content = (login, "group", group)
         with self._session():
+            if self._replayed(idempotency_key, content):
+                return False
             self._account(login).group = group
+            if idempotency_key is not None:
+                self._change_keys[idempotency_key] = content
+        return True
 
     def change_leverage(self, login: int, leverage: int) -> None:
         self._check_leverage(leverage)
         with self._session():
             self._account(login).leverage = leverage
 
-    def change_password(self, login: int, secret: str) -> None:
-        if len(secret) < 8:
-            raise ValidationError("a trading password needs at least 8 characters")
+    def change_password(
+        self, login: int, secret: str, *, idempotency_key: str | None = None
+    ) -> bool:
+        """MT5's rules for a master password: 8 to 16 characters with a lower-case and an
+        upper-case letter, a digit and a special character."""
+        _check_secret(secret)
         with self._session():
-            self._account(login).secret_set = True
+            digest = self._digest(login, secret)
+            content = (login, "password", digest)
+            if self._replayed(idempotency_key, content):
+                return False
+            account = self._account(login)
+            account.secret_set, account.secret_digest = True, digest
+            if idempotency_key is not None:
+                self._change_keys[idempotency_key] = content
+        return True
+
+    def _digest(self, login: int, secret: str) -> str:
+        message = f"{login}\0{secret}".encode()
+        return hmac.new(self._salt.encode(), message, hashlib.sha256).hexdigest()
+
+    def check_password(self, login: int, secret: str) -> bool:
+        """True if ``secret`` is the account's password (as a terminal's login would check)."""
+        with self._session(write=False):
+            account = self._account(login)
+            digest = self._digest(login, secret)
+            return account.secret_set and hmac.compare_digest(account.secret_digest, digest)
 
     def set_enabled(self, login: int, enabled: bool) -> None:
         with self._session():
             self._account(login).enabled = enabled
 
+    def set_status(
+        self, login: int, status: AccountStatus, *, idempotency_key: str | None = None
+    ) -> bool:
+        if not isinstance(status, AccountStatus):
+            raise ValidationError("an account status is an AccountStatus")
+        content = (login, "status", status.value)
+        with self._session():
+            if self._replayed(idempotency_key, content):
+                return False
+            account = self._account(login)
+            account.enabled = status is not AccountStatus.DISABLED
+            account.trading_enabled = status is AccountStatus.ENABLED
+            if idempotency_key is not None:
+                self._change_keys[idempotency_key] = content
+        return True
+
     def account_state(self, login: int) -> AccountState:
         with self._session(write=False):
             a = self._account(login)
             return AccountState(
-                a.login, a.group, a.leverage, a.enabled, a.balance, a.credit, a.balance + a.credit
+                a.login,
+                a.group,
+                a.leverage,
+                a.enabled,
+                a.balance,
+                a.credit,
+                a.balance + a.credit,
+                trading_enabled=a.trading_enabled,
             )
 
     # -- money ---------------------------------------------------------------------------
@@ -560,3 +639,22 @@ class SimulatedTradingServer:
         del self._deals[deal.ticket]
         self._book(deal.login, -(deal.profit + deal.commission + deal.swap))
         self._emit(DealChange.DELETED, deal)
+
+
+_SPECIAL = frozenset(string.punctuation)
+
+
+def _check_secret(secret: str) -> None:
+    # The messages name the rule broken, never the secret.
+    if not isinstance(secret, str):
+        raise ValidationError("a trading password is text")
+    if not 8 <= len(secret) <= 16:
+        raise ValidationError("a trading password has 8 to 16 characters")
+    if not all(c.isascii() and c.isprintable() and not c.isspace() for c in secret):
+        raise ValidationError("a trading password is printable ASCII without spaces")
+    classes = (str.islower, str.isupper, str.isdigit, _SPECIAL.__contains__)
+    if not all(any(test(c) for c in secret) for test in classes):
+        raise ValidationError(
+            "a trading password needs a lower-case and an upper-case letter, a digit and a "
+            "special character"
+        )
