@@ -14,15 +14,21 @@ import attrs
 from fxcrm_core.access import AccessControl, Actor
 from fxcrm_core.accounts import TradingAccount
 from fxcrm_core.events import Aggregate, DomainEvent, Repository
-from fxcrm_core.kernel.errors import FxCrmError, ValidationError
+from fxcrm_core.kernel.errors import (
+    AccessDeniedError,
+    FxCrmError,
+    IllegalTransitionError,
+    ValidationError,
+)
 from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.ledger import Ledger, Limit, TransferRequest, TransferStatus
-from fxcrm_core.trading import BalanceOperation, TradingServer
+from fxcrm_core.trading import BalanceOperation, TradingServer, TradingServerError
 
 __all__ = [
     "INTERNAL_EVENTS",
     "InternalTransfer",
     "InternalTransferCompleted",
+    "InternalTransferUnwound",
     "MoneyAccounts",
     "TradingTransfers",
 ]
@@ -68,17 +74,29 @@ class InternalTransferCompleted(DomainEvent):
     deal_ticket: int
 
 
-INTERNAL_EVENTS = (InternalTransferCompleted,)
+@attrs.frozen
+class InternalTransferUnwound(DomainEvent):
+    """An account-to-account transfer in flight given back to its first account (why: the
+    operator's reason, ids and amounts only)."""
+
+    request_id: str
+    reason: str
+
+
+INTERNAL_EVENTS = (InternalTransferCompleted, InternalTransferUnwound)
 
 
 @attrs.frozen(kw_only=True)
 class InternalTransfer(Aggregate):
     category = "internal"
     completed: InternalTransferCompleted | None = None
+    unwound: str | None = None  # the reason an account-to-account transfer was unwound
 
     def apply(self, event: DomainEvent) -> Self:
         if isinstance(event, InternalTransferCompleted):
             return self.evolve(completed=event)
+        if isinstance(event, InternalTransferUnwound):
+            return self.evolve(unwound=event.reason)
         raise ValidationError(f"InternalTransfer cannot apply {type(event).__name__}")
 
 
@@ -100,6 +118,8 @@ class TradingTransfers:
         self, actor: Actor, request_id: str, account_id: str, amount: Money, *, to_trading: bool
     ) -> InternalTransferCompleted:
         """Wallet → trading account (``to_trading``) or back; returns the completed record."""
+        if isinstance(request_id, str) and request_id.startswith(_A2A):
+            raise ValidationError("request ids starting with 'a2a:' name account-to-account legs")
         account = self.repository.get(TradingAccount, account_id)
         self.access.require(actor, "transfer.request", client_id=account.client_id)
         done = self.repository.load(InternalTransfer, request_id)
@@ -135,3 +155,149 @@ class TradingTransfers:
             hold_id, actor=actor.id, also=[(InternalTransfer.blank(request_id), record)]
         )
         return record
+
+    # -- from one trading account to another of the same client ------------------------------
+    def between(
+        self,
+        actor: Actor,
+        request_id: str,
+        from_account_id: str,
+        to_account_id: str,
+        amount: Money,
+    ) -> tuple[InternalTransferCompleted, InternalTransferCompleted]:
+        """Move ``amount`` from one of a client's trading accounts to another (same currency,
+        on the same server or two): the ledger holds it between the accounts' mirrors, the
+        first server withdraws it and the second deposits it, each call keyed by the request
+        (a retry repeats neither), and the hold is posted with both legs recorded as
+        :class:`InternalTransferCompleted` (what reconciliation compares with the servers).
+
+        A refused withdrawal releases the hold. A deposit that fails after the withdrawal
+        leaves the transfer in flight (the hold pending): retrying the same request finishes
+        it; :meth:`unwind` returns the money to the first account instead."""
+        source, target = self._pair(actor, request_id, from_account_id, to_account_id, amount)
+        done = self._legs(request_id)
+        if done is not None:
+            return done
+        hold_id = f"{_A2A}{request_id}"
+        held = self.ledger.transfer(
+            TransferRequest(
+                hold_id, self.accounts.mirror(source), self.accounts.mirror(target), amount,
+                pending=True,
+            ),
+            actor=actor.id,
+        )  # fmt: skip
+        if held.status is not TransferStatus.PENDING:
+            raise IllegalTransitionError("this transfer was unwound; send a new request")
+        try:
+            out = self._leg(source, amount, request_id, "out", BalanceOperation.WITHDRAWAL)
+        except FxCrmError:
+            self.ledger.void_pending(hold_id, actor=actor.id)
+            raise
+        try:
+            into = self._leg(target, amount, request_id, "in", BalanceOperation.DEPOSIT)
+        except FxCrmError:
+            raise TradingServerError(
+                "the money left the first account but the second did not take it: retry the "
+                "same request to finish, or unwind it"
+            ) from None
+        legs = (
+            self._record(source, amount, request_id, "out", out, to_trading=False),
+            self._record(target, amount, request_id, "in", into, to_trading=True),
+        )
+        self.ledger.post_pending(
+            hold_id,
+            actor=actor.id,
+            also=[(InternalTransfer.blank(leg.request_id), leg) for leg in legs],
+        )
+        return legs
+
+    def unwind(
+        self, actor: Actor, request_id: str, from_account_id: str, to_account_id: str,
+        amount: Money, *, reason: str,
+    ) -> tuple[InternalTransferCompleted, InternalTransferCompleted]:  # fmt: skip
+        """Give a transfer in flight back to the first account: for finance (``transfer.approve``
+        on the client's rows), once it has checked that the second server did not take the
+        deposit (reconciliation shows the first leg alone). The withdrawal is made sure of
+        (the same keyed call: done once either way), the money deposited back under a key of
+        its own, and the hold released with both legs recorded."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("unwinding a transfer needs a reason")
+        source, _ = self._pair(actor, request_id, from_account_id, to_account_id, amount)
+        self.access.require(actor, "transfer.approve", client_id=source.client_id)
+        hold_id = f"{_A2A}{request_id}"
+        if self._legs(request_id) is not None:
+            raise IllegalTransitionError("the transfer completed: it cannot be unwound")
+        status = self.ledger.transfer_status(hold_id).status
+        if status is not TransferStatus.PENDING:
+            raise IllegalTransitionError("the transfer is not in flight")
+        out = self._leg(source, amount, request_id, "out", BalanceOperation.WITHDRAWAL)
+        back = self._leg(source, amount, request_id, "undo", BalanceOperation.DEPOSIT)
+        legs = (
+            self._record(source, amount, request_id, "out", out, to_trading=False),
+            self._record(source, amount, request_id, "undo", back, to_trading=True),
+        )
+        self.ledger.void_pending(
+            hold_id,
+            actor=actor.id,
+            also=[
+                *((InternalTransfer.blank(leg.request_id), leg) for leg in legs),
+                (InternalTransfer.blank(hold_id), InternalTransferUnwound(request_id, reason)),
+            ],
+        )
+        return legs
+
+    def _pair(
+        self, actor: Actor, request_id: str, from_id: str, to_id: str, amount: Money
+    ) -> tuple[TradingAccount, TradingAccount]:
+        for value, what in ((request_id, "a request id"), (from_id, "an account id"),
+                            (to_id, "an account id")):  # fmt: skip
+            if not isinstance(value, str) or not value.strip() or len(value) > 200:
+                raise ValidationError(f"{what} is non-empty text of at most 200 characters")
+        if not isinstance(amount, Money):
+            raise ValidationError("a transfer amount is Money")
+        amount.require_positive("transfer amount")
+        if from_id == to_id:
+            raise ValidationError("the two accounts must differ")
+        source = self.repository.get(TradingAccount, from_id)
+        target = self.repository.get(TradingAccount, to_id)
+        if source.client_id != target.client_id:
+            raise AccessDeniedError("account-to-account transfers stay within one client")
+        self.access.require(actor, "transfer.request", client_id=source.client_id)
+        if not amount.currency.code == source.currency == target.currency:
+            raise ValidationError("both accounts and the amount must be in one currency")
+        for account in (source, target):
+            if account.server not in self.servers:
+                raise TradingServerError("no such trading server is connected")
+        return source, target
+
+    def _legs(
+        self, request_id: str
+    ) -> tuple[InternalTransferCompleted, InternalTransferCompleted] | None:
+        out = self.repository.load(InternalTransfer, f"{_A2A}{request_id}:out")
+        other = self.repository.load(InternalTransfer, f"{_A2A}{request_id}:in")
+        if out is None or out.completed is None or other is None or other.completed is None:
+            return None
+        return out.completed, other.completed
+
+    def _leg(
+        self, account: TradingAccount, amount: Money, request_id: str, leg: str,
+        operation: BalanceOperation,
+    ) -> int:  # fmt: skip
+        return self.servers[account.server].balance_operation(
+            account.login, operation, amount,
+            comment=f"crm {request_id} {leg}", idempotency_key=f"{_A2A}{request_id}:{leg}",
+        )  # fmt: skip
+
+    @staticmethod
+    def _record(
+        account: TradingAccount, amount: Money, request_id: str, leg: str, ticket: int, *,
+        to_trading: bool,
+    ) -> InternalTransferCompleted:  # fmt: skip
+        return InternalTransferCompleted(
+            f"{_A2A}{request_id}:{leg}", account.id, to_trading, amount, account.server,
+            account.login, ticket,
+        )  # fmt: skip
+
+
+#: The prefix of an account-to-account transfer's hold and of its legs' request ids.
+_A2A = "a2a:"
