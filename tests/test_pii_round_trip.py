@@ -349,3 +349,55 @@ def test_a_registration_round_trips_to_masked_views_and_reveals(
                 with pytest.raises(ValidationError, match=r"no \w+ to reveal"):
                     b.clients.reveal(OFFICER, cid, field, "after erasure")
         _assert_never_in_clear(_raw(broker), clear)
+
+
+# -- payout instruments, through the withdrawals service ----------------------------------------
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pan=pans(), iban=ibans(), wallet=emails)
+def test_an_instrument_round_trips_to_masked_views_and_reveals(
+    backend: Backend, pan: str, iban: str, wallet: str
+) -> None:
+    from fxcrm_core.payments import InstrumentKind, PayoutInstrument
+
+    values = {
+        InstrumentKind.CARD: Pan.parse(pan),
+        InstrumentKind.IBAN: Iban.parse(iban),
+        InstrumentKind.EWALLET: Email.parse(wallet),
+    }
+    finance = Actor.staff("fin", Role.FINANCE)
+    with brokers(backend) as (broker, reopen):
+        cid = broker.clients.register(
+            PORTAL, Registration(ClientKind.INDIVIDUAL, "GB", "Ana Lima", "ana@example.com")
+        )
+        me = Actor.client(cid)
+        typed = {
+            kind: broker.withdrawals.add_instrument(me, cid, kind, " " + value.reveal() + " ")
+            for kind, value in values.items()
+        }
+        clear = [v.reveal() for v in values.values()]
+        _assert_never_in_clear(_raw(broker), clear)
+        other = reopen()
+        for kind, instrument_id in typed.items():
+            value = values[kind]
+            held = _cold(other).get(PayoutInstrument, instrument_id).value
+            assert held == value
+            assert type(held) is type(value)
+            for actor in (me, finance, OFFICER):
+                level = min(other.masking.reveal_for(actor.roles, value.kind), Reveal.PARTIAL)
+                assert other.withdrawals.instrument(actor, instrument_id).masked == value.masked(
+                    level
+                )
+            assert other.withdrawals.reveal_instrument(OFFICER, instrument_id, "check") == (
+                value.reveal()
+            )
+        assert broker.encryption is not None
+        assert other.encryption is not None
+        broker.encryption.erase(cid)
+        other.encryption.forget(cid)
+        for b in (broker, other):
+            b.repository.forget()
+            for instrument_id in typed.values():
+                assert b.withdrawals.instrument(finance, instrument_id).masked == ERASED
+                assert _cold(b).get(PayoutInstrument, instrument_id).erased
+        _assert_never_in_clear(_raw(broker), clear)

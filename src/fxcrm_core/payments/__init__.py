@@ -29,6 +29,7 @@ from fxcrm_core.payments.transfers import (
     INTERNAL_EVENTS,
     InternalTransfer,
     InternalTransferCompleted,
+    InternalTransferUnwound,
     MoneyAccounts,
     TradingTransfers,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "FindingKind",
     "InternalTransfer",
     "InternalTransferCompleted",
+    "InternalTransferUnwound",
     "MoneyAccounts",
     "TradingTransfers",
     "reconcile",
