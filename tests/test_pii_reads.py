@@ -394,3 +394,45 @@ def test_an_instrument_in_clear_only_through_an_audited_reveal() -> None:
     assert isinstance(seen.event, PiiRevealed)
     assert seen.event.masked == "411111******1111"
     assert broker.audit.verify(broker.store) is None
+
+
+# -- IB statements: client names through the same masked read ------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_statement_names_clients_no_clearer_than_the_policy_allows(role: str) -> None:
+    """Every role granted statement.read on every row (widened) reads the IB's statement; each
+    client's name is what the masking policy shows that role, an unknown role sees ``****``."""
+    import attrs
+
+    from fxcrm_core.commissions import RebateEntry
+    from tests.test_statements import run
+
+    policy = widened()
+    policy = policy.with_role(role, {*policy.grants[role], "statement.read"}, RowScope.ALL)
+    broker = Broker.in_memory(
+        clock=FixedClock(T0), keyring=MasterKeyring.generate(), identity_key=b"i" * 32,
+        policy=policy,
+    )  # fmt: skip
+    names = {"c-1": "Ana Maria Lima", "c-2": "欧阳小明"}
+    ids = {
+        old: broker.clients.register(
+            PORTAL, Registration(ClientKind.INDIVIDUAL, "GB", name, f"{old}@example.com")
+        )
+        for old, name in names.items()
+    }
+    _, entries = run()
+    moved: list[RebateEntry] = [attrs.evolve(e, client_id=ids[e.client_id]) for e in entries]
+    broker.statements.entries = lambda: moved
+    statement = broker.statements.for_ib(
+        Actor.staff("s", role), "master", date(2026, 3, 9), date(2026, 3, 10),
+        currency=moved[0].amount.currency, shares_names=lambda sub: True,
+    )  # fmt: skip
+    shown = {line.client for line in statement.lines}
+    expected = {
+        f"{ids[old]} {DEFAULT_MASKING.show({role}, PiiKind.NAME, name)}"
+        for old, name in names.items()
+    }
+    assert shown == expected
+    if DEFAULT_MASKING.reveal_for({role}, PiiKind.NAME) is not Reveal.FULL:
+        assert not any(name in line for line in shown for name in names.values())
