@@ -52,14 +52,18 @@ def test_a_cny_deposit_into_usd_books_the_markup_as_revenue() -> None:
     assert settled.bought == Money.of("979.02", "USD")
     assert settled.market_value == Money.of("985.91", "USD")
     assert settled.revenue == Money.of("6.89", "USD")
-    record = desk.book.book("dep-1", settled, source=clearing.id, target=wallet.id)
+    booked = desk.book.book("dep-1", settled, source=clearing.id, target=wallet.id)
+    record = booked.record
+    assert not booked.replayed
     assert record.rate_id == quote.rate_id
     assert desk.ledger.balance("w:USD").net_credit == Money.of("979.02", "USD")
     assert desk.ledger.balance("fx_revenue:USD").net_credit == Money.of("6.89", "USD")
     assert desk.ledger.balance("fx_position:CNY").net_credit == Money.of("7000.00", "CNY")
     accounts = {"psp:CNY", "w:USD", "fx_revenue:USD", "fx_position:CNY", "fx_position:USD"}
     assert all(t.is_zero() for t in trial_balance(desk, accounts).values())
-    assert desk.book.book("dep-1", settled, source=clearing.id, target=wallet.id) == record
+    again = desk.book.book("dep-1", settled, source=clearing.id, target=wallet.id)
+    assert again.record == record
+    assert again.replayed
     assert desk.ledger.balance("w:USD").net_credit == Money.of("979.02", "USD")  # once
     other = desk.book.settle(Money.of("7000.01", "CNY"), "USD", quote)
     with pytest.raises(IdempotencyConflictError):

@@ -6,7 +6,14 @@ Depends on ``kernel``, ``events``, ``access`` (maker-checker) and ``ledger``.
 """
 
 from fxcrm_core.events import EventRegistry
-from fxcrm_core.fx.book import FX_BOOK_EVENTS, FxBook, FxConversion, FxConverted, FxSettlement
+from fxcrm_core.fx.book import (
+    FX_BOOK_EVENTS,
+    FxBook,
+    FxBooking,
+    FxConversion,
+    FxConverted,
+    FxSettlement,
+)
 from fxcrm_core.fx.pricing import (
     PRICING_EVENTS,
     Direction,
@@ -35,6 +42,7 @@ __all__ = [
     "BrokerRates",
     "Direction",
     "FxBook",
+    "FxBooking",
     "FxConversion",
     "FxConverted",
     "FxSettlement",

@@ -36,7 +36,14 @@ from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.rates import ConversionPolicy, ExchangeRate
 from fxcrm_core.ledger import Ledger, Limit, TransferRequest
 
-__all__ = ["FX_BOOK_EVENTS", "FxBook", "FxConversion", "FxConverted", "FxSettlement"]
+__all__ = [
+    "FX_BOOK_EVENTS",
+    "FxBook",
+    "FxBooking",
+    "FxConversion",
+    "FxConverted",
+    "FxSettlement",
+]
 
 
 @attrs.frozen
@@ -52,6 +59,15 @@ class FxSettlement:
     client_rate: ExchangeRate  # one unit sold buys this much (source: the rate id)
     market_rate: ExchangeRate
     rate_id: str
+
+
+@attrs.frozen
+class FxBooking:
+    """What :meth:`FxBook.book` did: the conversion's record; ``replayed`` if it was booked
+    before (by this call's id) and nothing was written now."""
+
+    record: FxConverted
+    replayed: bool = False
 
 
 @attrs.frozen
@@ -174,21 +190,22 @@ class FxBook:
         target: str,
         actor: str = "system:fx",
         also: Sequence[tuple[Aggregate, DomainEvent]] = (),
-    ) -> FxConverted:
+    ) -> FxBooking:
         """Book ``settlement`` (transfers and record, with ``also``, in one append). Booked
-        before under this id: the record, if it is the same conversion; else a conflict."""
+        before under this id: the record again (``replayed``, nothing written), if it is the
+        same conversion; else an IdempotencyConflictError."""
         found = self.find(conversion_id)
         _, event = self.record(conversion_id, settlement)
         if found is not None:
             if found != event:
                 raise IdempotencyConflictError("conversion id already used differently")
-            return found
-        self.ledger.transfer_linked(
+            return FxBooking(found, replayed=True)
+        results = self.ledger.transfer_linked(
             self.transfers(conversion_id, settlement, source=source, target=target),
             actor=actor,
             also=[self.record(conversion_id, settlement), *also],
         )
-        return event
+        return FxBooking(event, replayed=results[0].replayed)
 
     def find(self, conversion_id: str) -> FxConverted | None:
         """The record of a booked conversion (both amounts, the revenue, the rate id), if any."""

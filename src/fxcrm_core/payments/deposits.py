@@ -3,18 +3,25 @@ the wallet through the ledger. Callbacks are idempotent: a repeat changes nothin
 contradiction (failed after credited, another amount, a reused PSP reference) moves no money
 and is recorded for review. Copies of a callback racing in several processes answer as if they
 had come one after the other: a copy that loses an append decides again on what the winner
-wrote (a repeat, or a contradiction), never with a ConcurrencyError."""
+wrote (a repeat, or a contradiction), never with a ConcurrencyError.
+
+A deposit may settle in another currency than the wallet it credits (CNY into a USD wallet): it
+is converted when the PSP confirms it, at the broker's deposit rate then (``fx.BrokerRates``),
+and booked through the FX book (``fx.FxBook``): the markup is the broker's FX revenue."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Self, TypeVar
 
 import attrs
 
 from fxcrm_core.access import AccessControl, Actor
 from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository, UnitOfWork
+from fxcrm_core.fx import BrokerRates, Direction, FxBook, FxSettlement
+from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import (
     ConcurrencyError,
     FxCrmError,
@@ -22,7 +29,7 @@ from fxcrm_core.kernel.errors import (
     ValidationError,
 )
 from fxcrm_core.kernel.ids import IdGenerator
-from fxcrm_core.kernel.money import Money
+from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.transfers import MoneyAccounts
@@ -31,6 +38,8 @@ __all__ = [
     "DEPOSIT_EVENTS",
     "CallbackOutcome",
     "Deposit",
+    "DepositConverted",
+    "DepositIntoWallet",
     "DepositStatus",
     "Deposits",
     "LimitExceededError",
@@ -116,6 +125,29 @@ class DepositFailed(DomainEvent):
 
 
 @attrs.frozen
+class DepositIntoWallet(DomainEvent):
+    """Recorded with :class:`DepositInitiated` when the deposit settles in another currency than
+    the wallet it credits: it is converted when the PSP confirms it."""
+
+    currency: Currency
+
+
+@attrs.frozen
+class DepositConverted(DomainEvent):
+    """Recorded with :class:`DepositCredited` for a deposit in another currency: what the PSP
+    settled, what the wallet got, the markup earned, the broker's rate id and both rates (one
+    unit settled buys ``client_rate`` units of the wallet's currency; ``market_rate`` at the
+    market)."""
+
+    settled: Money
+    credited: Money
+    revenue: Money
+    rate_id: str
+    client_rate: Decimal
+    market_rate: Decimal
+
+
+@attrs.frozen
 class CallbackConflict(DomainEvent):
     psp_reference: str
     reported: str
@@ -133,6 +165,8 @@ DEPOSIT_EVENTS = (
     DepositFailed,
     CallbackConflict,
     PspReferenceUsed,
+    DepositIntoWallet,
+    DepositConverted,
 )
 
 
@@ -145,9 +179,22 @@ class Deposit(Aggregate):
     status: DepositStatus | None = None
     psp_reference: str | None = None
     conflicts: int = 0
+    wallet_currency: Currency | None = None  # None: the settlement currency
+    conversion: DepositConverted | None = None  # once credited in another currency
+
+    @property
+    def credited(self) -> Money | None:
+        """What the wallet got: the amount, or the converted amount; None until credited."""
+        if self.status is not DepositStatus.CREDITED:
+            return None
+        return self.amount if self.conversion is None else self.conversion.credited
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
+            case DepositIntoWallet(currency=currency):
+                return self.evolve(wallet_currency=currency)
+            case DepositConverted():
+                return self.evolve(conversion=event)
             case DepositInitiated():
                 return self.evolve(
                     client_id=event.client_id, amount=event.amount, psp=event.psp,
@@ -183,6 +230,9 @@ class Deposits:
         limits: PaymentLimits,
         *,
         ids: IdGenerator | None = None,
+        rates: BrokerRates | None = None,
+        fx: FxBook | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.repository = repository
         self.ledger = ledger
@@ -191,24 +241,51 @@ class Deposits:
         self.limits = limits
         self.ids = ids or IdGenerator()
         self.money = MoneyAccounts(ledger)
+        self.rates = rates  # the broker's rates: needed for deposits in another currency
+        self.fx = fx or FxBook(ledger)
+        self.clock = clock or SystemClock()
 
     def _uow(self, actor: str, reason: str) -> UnitOfWork:
         return UnitOfWork(self.repository, EventMetadata(actor, reason=reason))
 
     def initiate(
-        self, actor: Actor, client_id: str, amount: Money, *, psp: str, method: str
+        self,
+        actor: Actor,
+        client_id: str,
+        amount: Money,
+        *,
+        psp: str,
+        method: str,
+        into: str | Currency | None = None,
     ) -> str:
+        """Start a deposit of ``amount`` (in the currency the PSP settles) into the client's
+        wallet in ``into`` (default: the same currency). Another currency is converted when the
+        PSP confirms, at the broker's deposit rate then; a pair the broker does not price now,
+        or an amount too small to convert, is refused here already."""
         self.access.require(actor, "deposit.request", client_id=client_id)
         self.kyc.require(client_id, Right.DEPOSIT)
         self.limits.check(amount)
+        wallet = amount.currency if into is None else Currency.of(into)
+        if wallet != amount.currency:
+            self._settle(amount, wallet)  # priced now too: fails early, writes nothing
         deposit_id = self.ids()
         with self._uow(actor.id, "deposit initiated") as uow:
-            uow.record(
+            dep = uow.record(
                 Deposit.blank(deposit_id),
                 DepositInitiated(deposit_id, client_id, amount, psp, method),
             )
+            if wallet != amount.currency:
+                uow.record(dep, DepositIntoWallet(wallet))
             uow.commit()
         return deposit_id
+
+    def _settle(self, amount: Money, wallet: Currency) -> FxSettlement:
+        if self.rates is None:
+            raise ValidationError("deposits in another currency need the broker's rates")
+        quote = self.rates.quote_between(
+            amount.currency, wallet, Direction.DEPOSIT, self.clock.now()
+        )
+        return self.fx.settle(amount, wallet, quote)
 
     def get(self, deposit_id: str) -> Deposit:
         return self.repository.get(Deposit, deposit_id)
@@ -243,8 +320,11 @@ class Deposits:
         used = self.repository.load(PspReference, ref_key)
         if used is not None and used.deposit_id != deposit_id:
             return self._conflict(dep, psp_reference, "reference reused", amount)
-        wallet = self.money.wallet(dep.client_id, amount.currency)
+        wallet_currency = dep.wallet_currency or amount.currency
+        wallet = self.money.wallet(dep.client_id, wallet_currency)
         clearing = self.money.broker("psp_clearing", amount.currency)
+        if wallet_currency != amount.currency:
+            return self._converted(dep, psp_reference, ref_key, amount, clearing, wallet)
         try:
             result = self.ledger.transfer(
                 TransferRequest(f"deposit:{deposit_id}", clearing, wallet, amount),
@@ -258,6 +338,47 @@ class Deposits:
             return self._conflict(self.get(deposit_id), psp_reference, "confirmed", amount)
         # A racing copy of this callback finds the transfer made: it changed nothing.
         return CallbackOutcome.DUPLICATE if result.replayed else CallbackOutcome.APPLIED
+
+    def _converted(
+        self,
+        dep: Deposit,
+        psp_reference: str,
+        ref_key: str,
+        amount: Money,
+        clearing: str,
+        wallet: str,
+    ) -> CallbackOutcome:
+        """Credit a deposit in another currency: converted at the broker's deposit rate now, the
+        conversion, the credit and the PSP reference in one append. No rate now (missing, stale):
+        a typed RateNotFoundError and nothing written, so the PSP's retry credits it later."""
+        assert dep.wallet_currency is not None
+        settled = self._settle(amount, dep.wallet_currency)
+        converted = DepositConverted(
+            settled.sold, settled.bought, settled.revenue, settled.rate_id,
+            settled.client_rate.rate, settled.market_rate.rate,
+        )  # fmt: skip
+        conversion_id = f"deposit:{dep.id}"
+        try:
+            booked = self.fx.book(
+                conversion_id,
+                settled,
+                source=clearing,
+                target=wallet,
+                actor=f"psp:{dep.psp}",
+                also=[
+                    (dep, converted),
+                    (dep.fold([converted]), DepositCredited(psp_reference)),
+                    (PspReference.blank(ref_key), PspReferenceUsed(dep.id)),
+                ],
+            )
+        except IdempotencyConflictError:
+            # A racing copy converted first (at another rate, a moment earlier): a repeat if it
+            # was this callback, else a contradiction.
+            now = self.get(dep.id)
+            if now.status is DepositStatus.CREDITED and now.psp_reference == psp_reference:
+                return CallbackOutcome.DUPLICATE
+            return self._conflict(now, psp_reference, "confirmed", amount)
+        return CallbackOutcome.DUPLICATE if booked.replayed else CallbackOutcome.APPLIED
 
     def psp_failed(self, deposit_id: str, psp_reference: str, reason: str) -> CallbackOutcome:
         """The PSP says the payment failed: nothing is credited; after a credit, a conflict."""
