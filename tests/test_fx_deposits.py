@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from fxcrm_core.broker import Broker
 from fxcrm_core.fx import BrokerRates, Direction, FxBook, Pricing, StaleRateError
 from fxcrm_core.fx import register_events as register_fx_events
 from fxcrm_core.kernel import ExchangeRate, Money, RateTable, ValidationError
