@@ -140,7 +140,7 @@ def test_a_refused_transfer_writes_nothing(why: str, call: Any, error: Any) -> N
     with pytest.raises(error):
         call(w)
     after = [r.event_type for r in w.b.store.read_all(after_position=before)]
-    assert not [t for t in after if t.startswith("ClientTransfer") or t == "TransferCounted"], why
+    assert not [t for t in after if t.startswith("ClientTransfer") or t == "PaymentCounted"], why
     assert w.wallet(w.ana) == usd(1000)
 
 

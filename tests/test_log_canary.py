@@ -103,12 +103,8 @@ def test_no_pii_in_logs_reprs_or_errors_of_client_reads_reveals_and_exports(
 
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    broker = Broker.in_memory(
-        clock=FixedClock(datetime(2032, 1, 1, tzinfo=UTC)),
-        keyring=MasterKeyring.generate(),
-        identity_key=b"i" * 32,
-    )
-    portal, officer = Actor.system("portal", Role.PORTAL), Actor.staff("dpo", Role.COMPLIANCE)
+    broker = _canary_broker()
+    portal, officer = PORTAL, OFFICER
     reg = Registration(
         ClientKind.INDIVIDUAL,
         "GB",
@@ -140,15 +136,8 @@ def test_no_pii_in_logs_reprs_or_errors_of_client_reads_reveals_and_exports(
     exported = broker.clients.export(officer, [cid], "regulator")
     assert revealed == CANARIES["email"]  # the caller got it; it must go nowhere else
     seen.append(repr(exported))
-    for stored in broker.store.read_all():
-        seen.append(repr(stored))
-        seen.append(repr(broker.codec.decode(stored)))
-    broker.audit.catch_up(broker.store, broker.codec)
-    seen.append(repr(broker.audit.log.records()))
-
-    logged = caplog.text + " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    everything = _stored_and_logged(broker, caplog, seen)
     assert any(r.name.startswith("fxcrm_core") for r in caplog.records)
-    everything = logged + "\n".join(seen)
     for label, value in CANARIES.items():
         assert value not in everything, label
 
@@ -158,18 +147,13 @@ def test_no_pii_in_logs_reprs_or_errors_of_payout_instruments(
 ) -> None:
     """Issue 19, item 3: instruments hold the value type and mask it when shown; their views,
     the aggregate, a refused or allowed reveal and the log show no card or IBAN in clear."""
+    from fxcrm_core.clients import ClientKind, Registration
     from fxcrm_core.payments import InstrumentKind, PayoutInstrument
 
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    broker = Broker.in_memory(
-        clock=FixedClock(datetime(2032, 1, 1, tzinfo=UTC)),
-        keyring=MasterKeyring.generate(),
-        identity_key=b"i" * 32,
-    )
-    from fxcrm_core.clients import ClientKind, Registration
-
-    portal, officer = Actor.system("portal", Role.PORTAL), Actor.staff("dpo", Role.COMPLIANCE)
+    broker = _canary_broker()
+    portal, officer = PORTAL, OFFICER
     cid = broker.clients.register(
         portal, Registration(ClientKind.INDIVIDUAL, "GB", CANARIES["name"], CANARIES["email"])
     )
@@ -194,13 +178,28 @@ def test_no_pii_in_logs_reprs_or_errors_of_payout_instruments(
             CANARIES["pan"],
             CANARIES["iban"],
         )
+    everything = _stored_and_logged(broker, caplog, seen)
+    for label, value in CANARIES.items():
+        assert value not in everything, label
+
+
+PORTAL, OFFICER = Actor.system("portal", Role.PORTAL), Actor.staff("dpo", Role.COMPLIANCE)
+
+
+def _canary_broker() -> Broker:
+    return Broker.in_memory(
+        clock=FixedClock(datetime(2032, 1, 1, tzinfo=UTC)),
+        keyring=MasterKeyring.generate(),
+        identity_key=b"i" * 32,
+    )
+
+
+def _stored_and_logged(broker: Broker, caplog: pytest.LogCaptureFixture, seen: list[str]) -> str:
+    """Every stored event (raw and decoded), the audit trail, the logs and ``seen``, as text."""
     for stored in broker.store.read_all():
         seen.append(repr(stored))
         seen.append(repr(broker.codec.decode(stored)))
     broker.audit.catch_up(broker.store, broker.codec)
     seen.append(repr(broker.audit.log.records()))
-
     logged = caplog.text + " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    everything = logged + "\n".join(seen)
-    for label, value in CANARIES.items():
-        assert value not in everything, label
+    return logged + "\n".join(seen)

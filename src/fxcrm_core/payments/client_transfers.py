@@ -30,6 +30,7 @@ from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits, retry_on_race
 from fxcrm_core.payments.transfers import MoneyAccounts
+from fxcrm_core.payments.withdrawals import PaymentCounted, PaymentDay
 
 __all__ = [
     "CLIENT_TRANSFER_ACTION",
@@ -88,11 +89,6 @@ class ClientTransferClosed(DomainEvent):
     reason: str
 
 
-@attrs.frozen
-class TransferCounted(DomainEvent):
-    amount: Money
-
-
 CLIENT_TRANSFER_EVENTS = (
     ClientTransferRequested,
     ClientTransferSubmitted,
@@ -100,7 +96,6 @@ CLIENT_TRANSFER_EVENTS = (
     ClientTransferAccepted,
     ClientTransferCompleted,
     ClientTransferClosed,
-    TransferCounted,
 )
 
 
@@ -148,20 +143,6 @@ class ClientTransfer(Aggregate):
             and (self.approved or not self.needs_approval)
             and (self.accepted or not self.needs_consent)
         )
-
-
-@attrs.frozen(kw_only=True)
-class TransferDay(Aggregate):
-    """What a client sent to other clients on one trading day: the daily limit's counter."""
-
-    category = "c2cday"
-    total: Money | None = None
-
-    def apply(self, event: DomainEvent) -> Self:
-        if isinstance(event, TransferCounted):
-            total = event.amount if self.total is None else self.total + event.amount
-            return self.evolve(total=total)
-        raise ValidationError(f"TransferDay cannot apply {type(event).__name__}")
 
 
 class ClientTransfers:
@@ -279,8 +260,10 @@ class ClientTransfers:
             self._same(known, requested.sender_id, requested.receiver_id, requested.amount)
             return
         amount = requested.amount
-        day_id = f"{requested.sender_id}:{self.calendar.trading_day(self.clock.now()).isoformat()}"
-        day = self.repository.load(TransferDay, day_id) or TransferDay.blank(day_id)
+        # The withdrawals' day counter, in a series of its own: "c2c:<client>:<trading day>".
+        today = self.calendar.trading_day(self.clock.now()).isoformat()
+        day_id = f"c2c:{requested.sender_id}:{today}"
+        day = self.repository.load(PaymentDay, day_id) or PaymentDay.blank(day_id)
         cap = self.daily.get(amount.currency.code)
         if cap is not None and (day.total or Money.zero(amount.currency)) + amount > cap:
             raise LimitExceededError(f"transfers to other clients are limited to {cap} a day")
@@ -295,7 +278,7 @@ class ClientTransfers:
             actor=actor.id,
             also=[
                 (ClientTransfer.blank(requested.transfer_id), requested),
-                (day, TransferCounted(amount)),
+                (day, PaymentCounted(amount)),
             ],
         )
 
