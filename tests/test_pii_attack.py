@@ -496,3 +496,30 @@ def test_a_client_reads_nothing_of_another_client() -> None:
             attempt()
     assert b.clients.find_by_email(intruder, EMAIL) is None
     assert reveal_log(b, ana) == []
+
+
+def test_an_export_refused_for_one_client_records_and_returns_nothing() -> None:
+    """A host role may export the clients a rep owns; the rep slips a client it does not own
+    into the list, after one it does. The export is refused as a whole: no PiiExported for
+    the first client either (no half-recorded export), and a retry of the allowed part records
+    one export each time, the same fields."""
+    policy = DEFAULT_POLICY.with_role(
+        "rep_export", {"client.read", "client.export"}, RowScope.OWNED
+    )
+    b = memory_broker(policy=policy)
+    ana = sign_up(b)
+    bo = b.clients.register(
+        PORTAL,
+        Registration(ClientKind.INDIVIDUAL, "GB", "Bo Chen", "bo@example.com", owner_id="x:y"),
+    )
+    rep = Actor.staff("rep-1", "rep_export")  # the same person as REP, who owns Ana only
+    before = b.store.last_position()
+    with pytest.raises(FxCrmError):
+        b.clients.export(rep, [ana, bo], "campaign")
+    assert b.store.last_position() == before
+    assert reveal_log(b, ana) == []
+    for _ in range(2):
+        [record] = b.clients.export(rep, [ana], "regulator request")
+        assert record.id == ana
+    fields = [r.event.fields for r in reveal_log(b, ana)]
+    assert fields == [("name", "email", "phone")] * 2
