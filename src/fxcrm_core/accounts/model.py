@@ -1,5 +1,6 @@
 """Trading accounts as the CRM knows them: which client, which server and login, which group,
-currency and leverage, live or demo. The trading server holds the account; this is its record."""
+currency and leverage, live or demo, enabled, read-only or disabled. The trading server holds
+the account; this is its record (and, per request id, what each account service did)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import attrs
 from fxcrm_core.clients.model import RiskProfile
 from fxcrm_core.events import Aggregate, DomainEvent
 from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.trading.server import AccountStatus
 
 __all__ = [
     "ACCOUNT_EVENTS",
+    "AccountGroupChanged",
+    "AccountStatusChanged",
     "EEA_RETAIL_CAPS",
     "GroupRule",
     "LeverageAboveCapError",
@@ -21,6 +25,7 @@ __all__ = [
     "LeverageChanged",
     "TradingAccount",
     "TradingAccountOpened",
+    "TradingPasswordReset",
 ]
 
 
@@ -120,7 +125,46 @@ class LeverageChanged(DomainEvent):
     leverage: int
 
 
-ACCOUNT_EVENTS = (TradingAccountOpened, LeverageChanged)
+@attrs.frozen
+class TradingPasswordReset(DomainEvent):
+    """A password reset happened (the secret itself is never recorded). ``applied``: the
+    server changed it on this call; False when it had done this request before (a retry)."""
+
+    request_id: str
+    generated: bool  # made by the SDK (True) or given by the caller
+    applied: bool
+
+
+@attrs.frozen
+class AccountGroupChanged(DomainEvent):
+    """``group`` is the server's group after the call: the one ``requested``, unless the server
+    had done this request before and the account has moved on since (a late retry)."""
+
+    request_id: str
+    requested: str
+    previous: str
+    group: str
+    applied: bool
+
+
+@attrs.frozen
+class AccountStatusChanged(DomainEvent):
+    """``status`` is the server's status after the call (see AccountGroupChanged)."""
+
+    request_id: str
+    requested: AccountStatus
+    previous: AccountStatus
+    status: AccountStatus
+    applied: bool
+
+
+ACCOUNT_EVENTS = (
+    TradingAccountOpened,
+    LeverageChanged,
+    TradingPasswordReset,
+    AccountGroupChanged,
+    AccountStatusChanged,
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -133,6 +177,13 @@ class TradingAccount(Aggregate):
     currency: str = ""
     leverage: int = 0
     live: bool = False
+    status: AccountStatus = AccountStatus.ENABLED
+    # What each account-service request id asked ("password", "group:<name>", "status:<value>"):
+    # a retry of a recorded request is answered from here, not sent to the server again.
+    requests: Mapping[str, str] = attrs.field(factory=dict)
+
+    def _done(self, request_id: str, asked: str) -> dict[str, str]:
+        return {**self.requests, request_id: asked}
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
@@ -148,4 +199,14 @@ class TradingAccount(Aggregate):
                 )
             case LeverageChanged(leverage=leverage):
                 return self.evolve(leverage=leverage)
+            case TradingPasswordReset(request_id=request_id):
+                return self.evolve(requests=self._done(request_id, "password"))
+            case AccountGroupChanged():
+                asked = f"group:{event.requested}"
+                return self.evolve(group=event.group, requests=self._done(event.request_id, asked))
+            case AccountStatusChanged():
+                asked = f"status:{event.requested.value}"
+                return self.evolve(
+                    status=event.status, requests=self._done(event.request_id, asked)
+                )
         raise ValidationError(f"TradingAccount cannot apply {type(event).__name__}")
