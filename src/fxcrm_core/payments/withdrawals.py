@@ -3,12 +3,18 @@ held at once, counted against the daily limit in the same append, approved by a 
 with the checks re-run (a changed instrument refuses the approval and restarts it), then paid
 (the hold is posted) or rejected/cancelled (the hold is released). Requests racing in several
 processes read the day's counter again and are decided one after the other: each passes or is
-refused on the total before it, none fails with a ConcurrencyError."""
+refused on the total before it, none fails with a ConcurrencyError.
+
+A withdrawal may be paid out in another currency than the wallet's (``payout_currency``): the
+broker's withdrawal rate is locked when a second person approves it (the PSP is told the payout
+amount then) and the conversion is booked through the FX book when the PSP pays, the markup as
+the broker's FX revenue."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Self
 
@@ -25,6 +31,7 @@ from fxcrm_core.events import (
     UnitOfWork,
     pii,
 )
+from fxcrm_core.fx import BrokerRates, Direction, FxBook, FxSettlement
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
@@ -33,7 +40,8 @@ from fxcrm_core.kernel.errors import (
     ValidationError,
 )
 from fxcrm_core.kernel.ids import IdGenerator
-from fxcrm_core.kernel.money import Money, Rounding
+from fxcrm_core.kernel.money import Currency, Money, Rounding, UnroundedMoney
+from fxcrm_core.kernel.rates import ExchangeRate
 from fxcrm_core.kernel.trading_day import TradingCalendar
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
@@ -52,6 +60,8 @@ __all__ = [
     "PayoutInstrument",
     "Withdrawal",
     "WithdrawalStatus",
+    "WithdrawalPayoutIn",
+    "WithdrawalPayoutQuoted",
     "WithdrawalView",
     "Withdrawals",
     "register_instrument_events",
@@ -229,6 +239,31 @@ class PaymentCounted(DomainEvent):
     amount: Money
 
 
+@attrs.frozen
+class WithdrawalPayoutIn(DomainEvent):
+    """Recorded with :class:`WithdrawalRequested`: paid out in ``currency``, not the wallet's."""
+
+    currency: Currency
+
+
+@attrs.frozen
+class WithdrawalPayoutQuoted(DomainEvent):
+    """The broker's withdrawal rate, locked at approval (recorded with
+    :class:`WithdrawalApproved`): the amount is sold for ``payout`` (what the PSP pays out); at
+    the market it was worth ``market_value``; the difference is the FX revenue."""
+
+    payout: Money
+    payout_exact: UnroundedMoney
+    market_value: Money
+    revenue: Money
+    rate_id: str
+    client_rate: Decimal  # one unit of the wallet's currency buys this much of the payout's
+    market_rate: Decimal
+    market_source: str
+    market_as_of: datetime
+    quoted_at: datetime
+
+
 # InstrumentAdded is registered apart, at version 2 with its upcaster: register_instrument_events.
 WITHDRAWAL_EVENTS = (
     InstrumentVerified,
@@ -240,6 +275,8 @@ WITHDRAWAL_EVENTS = (
     WithdrawalPaid,
     WithdrawalClosed,
     PaymentCounted,
+    WithdrawalPayoutIn,
+    WithdrawalPayoutQuoted,
 )
 
 
@@ -253,9 +290,15 @@ class Withdrawal(Aggregate):
     instrument_version: int = 0
     approval_id: str | None = None
     status: WithdrawalStatus | None = None
+    payout_currency: Currency | None = None  # None: paid out in the wallet's currency
+    payout_quote: WithdrawalPayoutQuoted | None = None  # the rate locked at approval
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
+            case WithdrawalPayoutIn(currency=currency):
+                return self.evolve(payout_currency=currency)
+            case WithdrawalPayoutQuoted():
+                return self.evolve(payout_quote=event)
             case WithdrawalRequested():
                 return self.evolve(
                     client_id=event.client_id, amount=event.amount, fee=event.fee,
@@ -340,6 +383,8 @@ class Withdrawals:
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
         masking: MaskingPolicy | None = None,
+        rates: BrokerRates | None = None,
+        fx: FxBook | None = None,
     ) -> None:
         self.repository = repository
         self.masking = masking or DEFAULT_MASKING  # what an actor sees of an instrument
@@ -354,6 +399,8 @@ class Withdrawals:
         self.clock = clock or SystemClock()
         self.ids = ids or IdGenerator(self.clock)
         self.money = MoneyAccounts(ledger)
+        self.rates = rates  # the broker's rates: needed for payouts in another currency
+        self.fx = fx or FxBook(ledger)
         approvals.register("withdrawal", ApprovalRule(execute=self._approve, check=self._check))
 
     def _uow(self, actor: str, reason: str) -> UnitOfWork:
@@ -459,21 +506,47 @@ class Withdrawals:
         return instrument
 
     # -- withdrawals -----------------------------------------------------------------------
-    def request(self, actor: Actor, client_id: str, instrument_id: str, amount: Money) -> str:
+    def request(
+        self,
+        actor: Actor,
+        client_id: str,
+        instrument_id: str,
+        amount: Money,
+        *,
+        payout_currency: str | Currency | None = None,
+    ) -> str:
+        """Withdraw ``amount`` (and the fee) from the wallet in its currency, paid out in
+        ``payout_currency`` (default: the same); another currency is priced now (an unpriced
+        pair is refused) and converted at the broker's withdrawal rate locked at approval."""
         self.access.require(actor, "withdrawal.request", client_id=client_id)
         self.kyc.require(client_id, Right.WITHDRAW)
         self.limits.check(amount)
+        payout = None if payout_currency is None else Currency.of(payout_currency)
+        if payout == amount.currency:
+            payout = None
+        if payout is not None:
+            self._settle(amount, payout)  # fails early, writes nothing
         instrument = self._usable(client_id, instrument_id)
         fee = self.fees.fee(amount)
         withdrawal_id = self.ids()
         requested = WithdrawalRequested(
             withdrawal_id, client_id, amount, fee, instrument_id, instrument.version
         )
-        retry_on_race(lambda: self._hold(actor, requested), "the withdrawal request")
+        retry_on_race(lambda: self._hold(actor, requested, payout), "the withdrawal request")
         self._submit(actor, withdrawal_id)
         return withdrawal_id
 
-    def _hold(self, actor: Actor, requested: WithdrawalRequested) -> None:
+    def _settle(self, amount: Money, payout: Currency) -> FxSettlement:
+        if self.rates is None:
+            raise ValidationError("payouts in another currency need the broker's rates")
+        quote = self.rates.quote_between(
+            amount.currency, payout, Direction.WITHDRAWAL, self.clock.now()
+        )
+        return self.fx.settle(amount, payout, quote)
+
+    def _hold(
+        self, actor: Actor, requested: WithdrawalRequested, payout: Currency | None = None
+    ) -> None:
         """Hold the amount and fee, and count them on today's counter, in one append.
 
         The counter is read here, on each attempt: a request in another process that counted
@@ -493,11 +566,15 @@ class Withdrawals:
             holds.append(
                 TransferRequest(f"wd-fee:{withdrawal_id}", wallet, fees, fee, pending=True)
             )
-        self.ledger.transfer_linked(
-            holds,
-            actor=actor.id,
-            also=[(Withdrawal.blank(withdrawal_id), requested), (day, PaymentCounted(amount))],
-        )
+        also: list[tuple[Aggregate, DomainEvent]] = [
+            (Withdrawal.blank(withdrawal_id), requested),
+            (day, PaymentCounted(amount)),
+        ]
+        if payout is not None:
+            also.append(
+                (Withdrawal.blank(withdrawal_id).fold([requested]), WithdrawalPayoutIn(payout))
+            )
+        self.ledger.transfer_linked(holds, actor=actor.id, also=also)
 
     def _submit(self, actor: Actor, withdrawal_id: str) -> None:
         w = self.repository.get(Withdrawal, withdrawal_id)
@@ -543,12 +620,19 @@ class Withdrawals:
         instrument = self._usable(w.client_id, w.instrument_id)
         if instrument.version != w.instrument_version:
             raise IllegalTransitionError("the payout instrument changed: approval restarts")
+        if w.payout_currency is not None:
+            assert w.amount is not None
+            self._settle(w.amount, w.payout_currency)  # no rate now: no approval now
 
     def _approve(self, params: Mapping[str, str], key: str) -> str:
         w = self.get(params["withdrawal_id"])
         assert w.approval_id is not None
+        events: list[DomainEvent] = [WithdrawalApproved(w.approval_id)]
+        if w.payout_currency is not None:
+            assert w.amount is not None
+            events.append(_quoted(self._settle(w.amount, w.payout_currency), self.clock.now()))
         with self._uow("system:approvals", "withdrawal approved") as uow:
-            uow.record(w, WithdrawalApproved(w.approval_id))
+            uow.record(w, *events)
             uow.commit(idempotency_key=key)
         return f"withdrawal {w.id} approved"
 
@@ -576,10 +660,37 @@ class Withdrawals:
         assert w.fee is not None
         if w.fee.is_positive():
             self.ledger.post_pending(f"wd-fee:{withdrawal_id}", actor="psp:payout")
+        if w.payout_quote is not None:
+            self._convert_payout(w)
         self.ledger.post_pending(
             f"wd:{withdrawal_id}", actor="psp:payout", also=[(w, WithdrawalPaid(psp_reference))]
         )
         return self.get(withdrawal_id)
+
+    def _convert_payout(self, w: Withdrawal) -> None:
+        """Book the payout's conversion at the rate locked at approval, before the hold is
+        posted (a retry finds it booked): what the hold moves to the wallet currency's PSP
+        clearing is sold to the FX position, the payout bought into the payout currency's."""
+        quoted, amount = w.payout_quote, w.amount
+        assert quoted is not None
+        assert amount is not None
+        payout = quoted.payout.currency
+        settlement = FxSettlement(
+            Direction.WITHDRAWAL, amount, quoted.payout, quoted.payout_exact,
+            quoted.market_value, quoted.revenue,
+            ExchangeRate(amount.currency, payout, quoted.client_rate, quoted.rate_id,
+                         quoted.quoted_at),
+            ExchangeRate(amount.currency, payout, quoted.market_rate, quoted.market_source,
+                         quoted.market_as_of),
+            quoted.rate_id,
+        )  # fmt: skip
+        self.fx.book(
+            f"withdrawal:{w.id}",
+            settlement,
+            source=self.money.broker("psp_clearing", amount.currency),
+            target=self.money.broker("psp_clearing", payout),
+            actor="psp:payout",
+        )
 
     def close(
         self, actor: Actor, withdrawal_id: str, status: WithdrawalStatus, reason: str
@@ -607,3 +718,11 @@ class Withdrawals:
             f"wd:{withdrawal_id}", actor=actor.id, also=[(w, WithdrawalClosed(status, reason))]
         )
         return self.get(withdrawal_id)
+
+
+def _quoted(settled: FxSettlement, at: datetime) -> WithdrawalPayoutQuoted:
+    market = settled.market_rate
+    return WithdrawalPayoutQuoted(
+        settled.bought, settled.bought_exact, settled.market_value, settled.revenue,
+        settled.rate_id, settled.client_rate.rate, market.rate, market.source, market.as_of, at,
+    )  # fmt: skip
