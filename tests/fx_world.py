@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fxcrm_core.access import APPROVAL_EVENTS, AccessControl, Actor, Approvals, Role
-from fxcrm_core.events import EventCodec, EventRegistry, Repository
+from fxcrm_core.events import EventCodec, EventRegistry, EventStore, Repository
 from fxcrm_core.fx import FX_EVENTS, BrokerRates, FxBook
 from fxcrm_core.kernel import ExchangeRate, FixedClock, RateTable
 from fxcrm_core.ledger import LEDGER_EVENTS, Ledger
@@ -24,7 +24,7 @@ def registry() -> EventRegistry:
 
 
 class Desk:
-    def __init__(self, store: MemoryEventStore | None = None, *, clock: FixedClock | None = None):
+    def __init__(self, store: EventStore | None = None, *, clock: FixedClock | None = None):
         self.clock = clock or FixedClock(T0)
         self.store = store or MemoryEventStore(self.clock)
         self.market = RateTable()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from fxcrm_core.kernel import (
     RateNotFoundError,
     ValidationError,
 )
+from fxcrm_core.stores import SqliteEventStore
 from tests.fx_world import CHECKER, MAKER, T0, Desk
 
 DEP = Direction.DEPOSIT
@@ -106,6 +108,23 @@ def test_pricing_is_recorded_with_actor_and_reason_and_survives_a_restart() -> N
     assert recorded.metadata == EventMetadata(MAKER.id, reason="launch")
     again = Desk(desk.store, clock=desk.clock)  # another process on the same log
     again.rates.market = desk.market
+    assert again.rates.quote("USD", "CNY", DEP) == desk.rates.quote("USD", "CNY", DEP)
+
+
+def test_every_pricing_kind_reads_back_from_a_sqlite_log(tmp_path: Path) -> None:
+    desk = Desk(SqliteEventStore(tmp_path / "fx.sqlite"))
+    desk.market_rate("USD/CNY", "7.1000")
+    for pricing in (Pricing.pips(10, pip_size="0.001"), Pricing.percent("0.1")):
+        desk.rates.set_pricing(MAKER, "USD", "CNY", DEP, pricing, reason="r")
+    change = desk.rates.set_pricing(MAKER, "USD", "CNY", DEP, Pricing.fixed("7", "7.2"), reason="r")
+    assert change.approval_id is not None
+    desk.approvals.approve(CHECKER, change.approval_id)
+    again = Desk(SqliteEventStore(tmp_path / "fx.sqlite"), clock=desk.clock)
+    again.rates.market = desk.market
+    assert again.rates.versions("USD", "CNY", DEP) == desk.rates.versions("USD", "CNY", DEP)
+    assert [v.pricing for v in again.rates.versions("USD", "CNY", DEP)] == [
+        Pricing.pips(10, pip_size="0.001"), Pricing.percent("0.1"), Pricing.fixed("7", "7.2"),
+    ]  # fmt: skip
     assert again.rates.quote("USD", "CNY", DEP) == desk.rates.quote("USD", "CNY", DEP)
 
 
