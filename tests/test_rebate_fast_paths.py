@@ -1,14 +1,14 @@
-"""The engine's private fast paths decide exactly as the general ones: FixedShares paid without
-its Share objects writes the same entries (amounts, explanations, keys) as the strategy's own
-shares, on any chain, rule, ceiling and lot size, and falls back to them where they differ."""
+"""Private fast paths decide exactly as the general ones: FixedShares paid without its Share
+objects writes the same entries (amounts, explanations, keys) as the strategy's own shares, on
+any chain, rule, ceiling and lot size; an IB account's one-day accrual merges as the rule does."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fxcrm_core.commissions import (
@@ -22,6 +22,7 @@ from fxcrm_core.commissions import (
     ScheduleBook,
 )
 from fxcrm_core.commissions._rows import lines
+from fxcrm_core.commissions.payouts import Sum, _merged
 from fxcrm_core.kernel import Currency, Money, TradingCalendar
 from fxcrm_core.trading import Deal, DealChange, FeedItem
 
@@ -131,3 +132,29 @@ def test_a_chain_shorter_than_the_shares_and_one_longer_pay_as_the_strategy_does
     # six IBs above c-deep, five shares: the sixth earns nothing and has no entry
     assert sorted(e.ib_id for e in out if e.ticket == 1) == ["ib1", "ib2", "ib3", "ib4", "ib5"]
     assert [e.amount.amount for e in out if e.ticket == 3] == [Decimal("4.50")]  # 50% of 9.00
+
+
+def merged_by_the_rule(pending: tuple[Sum, ...], sums: tuple[Sum, ...]) -> tuple[Sum, ...]:
+    out = {(day, code): amount for day, code, amount in pending}
+    for day, code, amount in sums:
+        out[(day, code)] = out.get((day, code), Decimal(0)) + amount
+    return tuple(sorted((d, c, a) for (d, c), a in out.items() if a))
+
+
+amounts = st.sampled_from(["0", "0.00", "-1.25", "1.25", "5E+1", "0.0001", "-0.0001", "3.10"])
+one_sum = st.tuples(
+    st.sampled_from([date(2026, 3, 9), date(2026, 3, 10)]),
+    st.sampled_from(["USD", "EUR"]),
+    amounts.map(Decimal),
+)
+
+
+@given(st.lists(one_sum, max_size=1).map(tuple), one_sum)
+@example((), (date(2026, 3, 10), "USD", Decimal("5E+1")))  # (kept as 50, as the rule adds it)
+def test_one_days_accrual_onto_one_day_owed_merges_by_the_rule(
+    pending: tuple[Sum, ...], accrued: Sum
+) -> None:
+    # (the same digits, not only the same value: the sums are stored when paid)
+    got = _merged(pending, (accrued,))
+    want = merged_by_the_rule(pending, (accrued,))
+    assert [tuple(map(str, s)) for s in got] == [tuple(map(str, s)) for s in want]

@@ -301,6 +301,16 @@ class HeldPayout:
 
 
 def _merged(pending: tuple[Sum, ...], sums: Iterable[Sum], sign: int = 1) -> tuple[Sum, ...]:
+    if sign > 0 and type(sums) is tuple and len(sums) == 1 and len(pending) <= 1:
+        # (the accrual of one batch of one trading day onto what one day owes: the rule below)
+        ((day, code, amount),) = sums
+        if not pending:
+            total = _ZERO + amount
+            return ((day, code, total),) if total else ()
+        ((held_day, held_code, held),) = pending
+        if held_day == day and held_code == code:
+            total = held + amount
+            return ((day, code, total),) if total else ()
     out = {(day, code): amount for day, code, amount in pending}
     for day, code, amount in sums:
         key = (day, code)
