@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -102,15 +103,34 @@ class Relationships(Protocol):
 
 
 def _grants(value: Mapping[str, Iterable[str]]) -> Mapping[str, frozenset[str]]:
-    return {role: frozenset(perms) for role, perms in value.items()}
+    """The grants checked and frozen (a read-only copy: a host's dict changed later, or a
+    write to a policy shared by several brokers, cannot widen what a role may do)."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("grants map each role to its permissions")
+    frozen: dict[str, frozenset[str]] = {}
+    for role, perms in value.items():
+        if not isinstance(role, str) or not role.strip():
+            raise ValidationError("a role is non-empty text")
+        if isinstance(perms, str) or not all(isinstance(p, str) and p for p in perms):
+            raise ValidationError("a role's permissions are a set of non-empty texts")
+        frozen[role] = frozenset(perms)
+    return MappingProxyType(frozen)
+
+
+def _scopes(value: Mapping[str, RowScope]) -> Mapping[str, RowScope]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(role, str) and isinstance(scope, RowScope) for role, scope in value.items()
+    ):
+        raise ValidationError("scopes map each role to a RowScope")
+    return MappingProxyType(dict(value))
 
 
 @attrs.frozen
 class AccessPolicy:
-    """Permissions and row scopes per role."""
+    """Permissions and row scopes per role (read-only copies of what the host gave)."""
 
     grants: Mapping[str, frozenset[str]] = attrs.field(converter=_grants)
-    scopes: Mapping[str, RowScope] = attrs.field(factory=dict)
+    scopes: Mapping[str, RowScope] = attrs.field(factory=dict, converter=_scopes)
 
     def with_role(self, role: str, permissions: Iterable[str], scope: RowScope) -> AccessPolicy:
         """A copy with a host-defined role (or a role redefined)."""

@@ -225,7 +225,9 @@ class Clients:
         kind = CLIENT_PII.get(field) if isinstance(field, str) else None
         if kind is None:
             raise ValidationError(f"a client's personal fields are {', '.join(CLIENT_PII)}")
-        value = self._field(self.repository.get(Client, client_id), field)
+        client = self.repository.get(Client, client_id)
+        value = self._field(client, field)
+        _require_reason(reason, _values(client))
         self._reveals().record(
             actor,
             reason,
@@ -249,6 +251,7 @@ class Clients:
             self.access.require(actor, "client.export", client_id=client_id)
         _require_reason(reason)
         records = [self.repository.get(Client, client_id) for client_id in ids]
+        _require_reason(reason, [v for c in records for v in _values(c)])
         audit = [  # the fields that left in clear: none of an erased client's
             PiiExported(c.id, tuple(f for f in CLIENT_PII if _readable(getattr(c, f))))
             for c in records
@@ -475,4 +478,9 @@ def _check_registration(reg: object) -> None:
             raise ValidationError("a registration's optional fields are text or None")
     if not isinstance(reg.lead, bool):
         raise ValidationError("a registration's lead flag is True or False")
+
+
+def _values(client: Client) -> list[PiiValue]:
+    """The client's personal values (what a reveal's or an export's reason must not quote)."""
+    return [v for f in CLIENT_PII if (v := getattr(client, f)) is not None]
 

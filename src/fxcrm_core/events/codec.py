@@ -106,7 +106,7 @@ def make_converter() -> cattrs.Converter:
     # the generic hook would call a function per item, and an event may hold 10,000 of them.
     c.register_unstructure_hook_func(_scalar_tuple, _as_is)
     # Personal-data value types as their canonical text (sealed by the codec: pii() fields).
-    c.register_unstructure_hook_func(_is_pii_value, _pii_text)
+    c.register_unstructure_hook_factory(_is_pii_value, _pii_text_of)
     c.register_structure_hook_func(_is_pii_value, _pii_from_stored)
     return c
 
@@ -115,10 +115,19 @@ def _is_pii_value(form: Any) -> bool:
     return isinstance(form, type) and getattr(form, "__pii_value__", False) is True
 
 
-def _pii_text(value: Any) -> str:
-    text = value.reveal()
-    if not isinstance(text, str):
-        raise CodecError("a personal-data value reveals no text")
+def _pii_text_of(form: Any) -> Callable[[Any], str]:
+    """How a field declared as value type ``form`` is stored: the value's canonical text, for
+    a value of that very type only (an Email in a PersonName field would be read back, and
+    shown, as a name; bare text or None has no kind)."""
+
+    def text(value: Any) -> str:
+        if type(value) is not form:
+            raise CodecError(f"a {form.__name__} field holds only a {form.__name__} value")
+        revealed = value.reveal()
+        if not isinstance(revealed, str):
+            raise CodecError("a personal-data value reveals no text")
+        return revealed
+
     return text
 
 

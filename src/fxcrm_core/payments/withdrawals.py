@@ -450,7 +450,11 @@ class Withdrawals:
             self.access.require(actor, "pii.reveal", client_id=instrument.client_id)
             raise IllegalTransitionError("the client was erased: nothing to reveal")
         return PiiReveals(self.repository, self.access).reveal(
-            actor, instrument.value, subject_id=instrument.client_id, reason=reason
+            actor,
+            instrument.value,
+            subject_id=instrument.client_id,
+            reason=reason,
+            field=f"instrument:{instrument.id}",
         )
 
     def _instrument(self, instrument_id: str) -> PayoutInstrument:

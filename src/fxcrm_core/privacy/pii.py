@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, ClassVar, Self
 
@@ -51,8 +51,27 @@ __all__ = [
     "PiiValue",
 ]
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ASCII_ALNUM = re.compile(r"[0-9A-Z]+")
+
+
+#: Invisible joiners some scripts need inside a name (Persian, Indic): not hostile.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _check_text(cls: type[PiiValue], text: str) -> None:
+    """What no personal value may be, whatever its kind: longer than its kind allows (a
+    megabyte from a form, or a pattern made slow by length), holding control or format
+    characters (terminal escapes, a right-to-left override, zero-width text) or the erased
+    marker itself. Checked before any normaliser runs."""
+    if len(text) > cls.max_length:
+        raise ValidationError(f"{cls.__name__}: at most {cls.max_length} characters")
+    for ch in text:
+        if ch.isspace() or ch in _JOINERS:
+            continue
+        if unicodedata.category(ch)[0] == "C":
+            raise ValidationError(f"{cls.__name__}: control or invisible characters are refused")
+    if text == ERASED:
+        raise ValidationError(f"{cls.__name__}: not a value")
 
 
 def _canonical(instance: PiiValue, attribute: attrs.Attribute[str], value: Any) -> None:
@@ -60,6 +79,7 @@ def _canonical(instance: PiiValue, attribute: attrs.Attribute[str], value: Any) 
     cls = type(instance)
     if not isinstance(value, str) or not value or value != value.strip():
         raise ValidationError(f"{cls.__name__}: a non-empty string without padding is required")
+    _check_text(cls, value)
     if cls._normalise(value) != value:
         raise ValidationError(f"{cls.__name__}: not in canonical form (use {cls.__name__}.parse)")
 
@@ -76,6 +96,8 @@ class PiiValue:
     """
 
     kind: ClassVar[PiiKind] = PiiKind.TEXT
+    #: The longest text a value of this kind may be (as typed, before normalising).
+    max_length: ClassVar[int] = 256
     #: Marks a value type the event codec stores as its text (the codec sits below privacy).
     __pii_value__: ClassVar[bool] = True
     value: str = attrs.field(repr=False, validator=_canonical)
@@ -111,6 +133,7 @@ class PiiValue:
         """The value from user input: trimmed and normalised, then validated."""
         if not isinstance(text, str) or not text.strip():
             raise ValidationError(f"{cls.__name__}: a non-empty string is required")
+        _check_text(cls, text.strip())
         return cls(cls._normalise(text.strip()))
 
     @classmethod
@@ -174,12 +197,23 @@ class Email(PiiValue):
     """An e-mail address; the domain is stored in lower case, the local part as given."""
 
     kind = PiiKind.EMAIL
+    max_length = 254  # RFC 5321's limit on a path
 
     @classmethod
     def _normalise(cls, text: str) -> str:
-        if not _EMAIL.match(text):
-            raise ValidationError("not a valid e-mail address")
+        # local@domain.tld: one "@", no whitespace, a dot inside the domain (checked in one
+        # pass each: a pattern that backtracks would take seconds on a hostile address).
         local, _, domain = text.rpartition("@")
+        head, dot, tail = domain.rpartition(".")
+        if (
+            not local
+            or "@" in local
+            or not head
+            or not dot
+            or not tail
+            or any(ch.isspace() for ch in text)
+        ):
+            raise ValidationError("not a valid e-mail address")
         return f"{local}@{domain.lower()}"
 
 
@@ -202,6 +236,7 @@ class Phone(PiiValue):
             isinstance(region, str) and len(region) == 2 and region.isascii() and region.isalpha()
         ):
             raise ValidationError("a phone's region is an ISO 3166 alpha-2 code")
+        _check_text(cls, text.strip())
         return cls(cls._e164(text.strip(), region.upper() if region else None))
 
     @classmethod
@@ -223,6 +258,7 @@ class PersonName(PiiValue):
     """A person's name as they write it, single-spaced (masked in its own convention)."""
 
     kind = PiiKind.NAME
+    max_length = 200
 
     @classmethod
     def _normalise(cls, text: str) -> str:
@@ -252,6 +288,7 @@ class Address(PiiValue):
     """A postal address as one line, single-spaced."""
 
     kind = PiiKind.ADDRESS
+    max_length = 500
 
     @classmethod
     def _normalise(cls, text: str) -> str:
@@ -262,6 +299,7 @@ class DocumentNumber(PiiValue):
     """An identity document's number: Latin letters and digits, upper case, no spaces."""
 
     kind = PiiKind.DOCUMENT
+    max_length = 64
 
     @classmethod
     def _normalise(cls, text: str) -> str:
@@ -319,11 +357,24 @@ class RevealLog(Aggregate):
         raise ValidationError(f"RevealLog cannot apply {type(event).__name__}")
 
 
-def require_reason(reason: object) -> str:
-    """The reason of a reveal or an export: non-empty text, or ValidationError."""
+def require_reason(reason: object, quoting: Iterable[PiiValue] = ()) -> str:
+    """The reason of a reveal or an export: non-empty text that quotes none of ``quoting``
+    (the values it reveals), or ValidationError. A reason is kept in clear in the event's
+    metadata, for the audit, after an erasure too: it must carry no personal data, and the
+    value revealed is the likeliest to slip in ("caller confirmed ana@example.com")."""
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("a reveal needs a reason")
+    said = _squeezed(reason)
+    for value in quoting:
+        text = value.reveal()
+        if not isinstance(text, Erased) and len(_squeezed(text)) >= 4 and _squeezed(text) in said:
+            raise ValidationError("a reason must not quote the personal data it reveals")
     return reason
+
+
+def _squeezed(text: str) -> str:
+    """Lower case without spaces, dashes or dots: the same value written another way."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum() or ch == "@")
 
 
 class PiiReveals:
@@ -339,16 +390,21 @@ class PiiReveals:
         self.repository = repository
         self.access = access
 
-    def reveal(self, actor: Actor, value: PiiValue, *, subject_id: str, reason: str) -> str:
+    def reveal(
+        self, actor: Actor, value: PiiValue, *, subject_id: str, reason: str, field: str = ""
+    ) -> str:
         """``value`` in clear for ``actor``, once the reveal is recorded; nothing is recorded
-        (and nothing revealed) when the actor may not, or gives no reason."""
+        (and nothing revealed) when the actor may not, or gives no reason. ``field`` names
+        what was revealed (a payout instrument's id, say), for the audit."""
         self.access.require(actor, "pii.reveal", client_id=subject_id)
-        require_reason(reason)
         if not isinstance(value, PiiValue):
             raise ValidationError("reveal a value type (Pan, Iban, Email, ...), not bare text")
+        require_reason(reason, (value,))
         if value.erased:
             raise ValidationError("the subject was erased: nothing to reveal")
-        event = PiiRevealed(subject_id, value.kind.value, value.masked(Reveal.PARTIAL))
+        if not isinstance(field, str) or len(field) > 200:
+            raise ValidationError("a revealed field is named by text of at most 200 characters")
+        event = PiiRevealed(subject_id, value.kind.value, value.masked(Reveal.PARTIAL), field)
         self.record(actor, reason, [event])
         return value.reveal()
 
