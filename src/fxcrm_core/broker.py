@@ -23,6 +23,7 @@ from fxcrm_core import accounts as accounts_context
 from fxcrm_core import clients as clients_context
 from fxcrm_core import commissions as commissions_context
 from fxcrm_core import events as events_core
+from fxcrm_core import fx as fx_context
 from fxcrm_core import kyc as kyc_context
 from fxcrm_core import ledger as ledger_context
 from fxcrm_core import payments as payments_context
@@ -79,6 +80,7 @@ from fxcrm_core.events import (
     SnapshotStore,
     UnitOfWork,
 )
+from fxcrm_core.fx import BrokerRates, FxBook
 from fxcrm_core.kernel import (
     Clock,
     CodecError,
@@ -195,7 +197,11 @@ class BrokerOptions(TypedDict, total=False):
     distribution: Distribution  # how a rebate pool is shared up the IB chain
     ib_max_depth: int
     payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
-    rates: RateSource  # for payouts in another currency than the rebates
+    rates: RateSource  # market rates: the broker's own rates and IB payouts start from them
+    rate_max_age: timedelta  # an older market rate is stale: refused (default 5 minutes)
+    # A change of the broker's own rate moving it by more than this share needs a second
+    # person (default 0.005: half a percent).
+    rate_approval_threshold: Decimal
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
 
@@ -376,6 +382,7 @@ class Broker:
             ledger_context,
             payments_context,
             commissions_context,
+            fx_context,
             reactions,
         ):
             context.register_events(self.registry)
@@ -447,9 +454,21 @@ class Broker:
         self.ledger = Ledger(self.repository, clock=self.clock)
         self.holds = PendingHolds()  # a memory read model: rebuilt from the log per process
         limits = options.get("payment_limits", PaymentLimits(()))
-        self.deposits = Deposits(
-            self.repository, self.ledger, self.access, self.kyc, limits, ids=self.ids
+        rates = options.get("rates") or RateTable()  # market rates
+        self.fx = FxBook(self.ledger)
+        self.fx_rates = BrokerRates(
+            self.repository,
+            rates,
+            self.access,
+            self.approvals,
+            clock=self.clock,
+            max_age=options.get("rate_max_age", timedelta(minutes=5)),
+            approval_threshold=options.get("rate_approval_threshold", Decimal("0.005")),
         )
+        self.deposits = Deposits(
+            self.repository, self.ledger, self.access, self.kyc, limits, ids=self.ids,
+            rates=self.fx_rates, fx=self.fx, clock=self.clock,
+        )  # fmt: skip
         self.withdrawals = Withdrawals(
             self.repository,
             self.ledger,
@@ -463,6 +482,8 @@ class Broker:
             clock=self.clock,
             ids=self.ids,
             masking=self.masking,
+            rates=self.fx_rates,
+            fx=self.fx,
         )
         self.client_transfers = ClientTransfers(
             self.repository,
@@ -539,7 +560,6 @@ class Broker:
             ),
             servers=(server.name,),  # (books written before the book listed its servers)
         )
-        rates = options.get("rates") or RateTable()
         self.payouts = Payouts(
             self.ledger,
             rates,
@@ -607,6 +627,8 @@ class Broker:
             ("rebate_horizon", timedelta, "a timedelta of whole days"),
             ("caps", LeverageCaps, "a LeverageCaps"),
             ("client_transfer_consent", bool, "True or False"),
+            ("rate_max_age", timedelta, "a timedelta"),
+            ("rate_approval_threshold", Decimal, "a Decimal share (0.005: half a percent)"),
         ):
             value = options.get(key)
             if value is not None and not isinstance(value, expected):

@@ -24,9 +24,11 @@ from fxcrm_core.testing.parity import (
     canonical,
     run_parity,
 )
+from fxcrm_core.testing.rates_contract import RateSourceContract
 from fxcrm_core.testing.trading_contract import TradingServerContract
 
 __all__ = [
+    "RateSourceContract",
     "CheckpointStoreContract",
     "EventStoreContract",
     "KeyStoreContract",
