@@ -8,12 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from fxcrm_core.fx import BrokerRates, Direction, FxBook, Pricing, StaleRateError
-from fxcrm_core.fx import register_events as register_fx_events
-from fxcrm_core.kernel import ExchangeRate, Money, RateTable, ValidationError
+from fxcrm_core.broker import Broker
+from fxcrm_core.fx import Direction, Pricing, StaleRateError
+from fxcrm_core.kernel import ExchangeRate, FixedClock, Money, RateTable, ValidationError
 from fxcrm_core.payments import CallbackOutcome, Deposits, DepositStatus, PaymentLimits
+from fxcrm_core.privacy import MasterKeyring
 from tests.fx_world import CHECKER, MAKER
-from tests.test_deposits import world
+from tests.test_deposits import T0, world
 
 LIMITS = PaymentLimits([Money.of(10_000, "USD"), Money.of(70_000, "CNY")])
 
@@ -22,17 +23,17 @@ class FxWorld:
     """A broker whose deposits know the broker's rates (wired here as the broker would)."""
 
     def __init__(self) -> None:
-        self.broker, self.cid, self.me = world()
-        register_fx_events(self.broker.registry)
         self.market = RateTable()
-        self.rates = BrokerRates(
-            self.broker.repository, self.market, self.broker.access, self.broker.approvals,
-            clock=self.broker.clock,
-        )  # fmt: skip
-        self.deposits = Deposits(
-            self.broker.repository, self.broker.ledger, self.broker.access, self.broker.kyc,
-            LIMITS, rates=self.rates, fx=FxBook(self.broker.ledger), clock=self.broker.clock,
-        )  # fmt: skip
+        self.broker, self.cid, self.me = world(
+            broker=Broker.in_memory(
+                clock=FixedClock(T0),
+                keyring=MasterKeyring.generate(),
+                payment_limits=LIMITS,
+                rates=self.market,
+            )
+        )
+        self.rates = self.broker.fx_rates
+        self.deposits = self.broker.deposits
         self.usdcny("7.1000")
         change = self.rates.set_pricing(
             MAKER, "USD", "CNY", Direction.DEPOSIT, Pricing.pips(500), reason="launch"
