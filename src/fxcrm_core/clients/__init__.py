@@ -13,6 +13,7 @@ from fxcrm_core.clients.identity import (
     IdentityReleased,
     normalise_email,
     normalise_phone,
+    register_identity_events,
 )
 from fxcrm_core.clients.model import (
     CLIENT_EVENTS,
@@ -70,4 +71,5 @@ __all__ = [
 
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
-    registry.register_all(ALL_CLIENT_EVENTS)
+    registry.register_all(CLIENT_EVENTS)
+    register_identity_events(registry)  # version 2, with their upcasters

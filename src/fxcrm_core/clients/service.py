@@ -4,6 +4,7 @@ stage moves and the appropriateness test; every command checks the actor's permi
 from __future__ import annotations
 
 import enum
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 
@@ -14,6 +15,7 @@ from fxcrm_core.clients.identity import (
     DuplicateClientError,
     IdentityClaim,
     IdentityKeys,
+    new_claim_id,
     normalise_email,
 )
 from fxcrm_core.clients.model import (
@@ -309,7 +311,7 @@ class Clients:
                 for kind, digest in digests.items():
                     if kind not in taken:
                         claim = claims.get(kind) or IdentityClaim.blank(digest)
-                        uow.record(claim, *claim.claim(client_id, kind))
+                        uow.record(claim, *claim.claim(client_id, kind, self._claim_id()))
                 if taken:
                     uow.record(client, DuplicateSuspected(next(iter(taken.values())), tuple(taken)))
                 try:
@@ -343,6 +345,12 @@ class Clients:
             if claim is not None:
                 claims[kind] = claim
         return claims
+
+    def _claim_id(self) -> str:
+        """A fresh random claim id, drawn from the id generator's random source: seeded in
+        demos and the parity harness, so they replay alike; the OS's otherwise."""
+        bits = getattr(self.ids, "_bits", None)  # kernel.ids has no public accessor yet
+        return new_claim_id(bits if callable(bits) else secrets.randbits)
 
     def _duplicate(self, actor: Actor, taken: Mapping[str, str]) -> DuplicateClientError:
         """The refusal, naming the existing client only to an actor allowed to read it."""
@@ -390,7 +398,7 @@ class Clients:
             client = uow.record(client, ContactDetailsChanged(client_id, clean_email, clean_phone))
             for kind, digest in digests.items():
                 claim = claims.get(kind) or IdentityClaim.blank(digest)
-                events = claim.claim(client_id, kind)
+                events = claim.claim(client_id, kind, self._claim_id())
                 if events:
                     uow.record(claim, *events)
             uow.commit()
