@@ -4,6 +4,7 @@ moves nothing and releases both."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -386,5 +387,61 @@ def test_a_rejection_racing_the_credit_leaves_one_outcome(
     with pytest.raises(IllegalTransitionError):
         broker.approvals.retry(CHECKER, approval_id)
     assert wallet(other, cid) == usd(0)
+    other.close()
+    broker.close()
+
+
+def before_the_append_of(
+    monkeypatch: pytest.MonkeyPatch, broker: Broker, event_type: str, rival: Callable[[], object]
+) -> list[str]:
+    """Run ``rival`` (another process's command) right before ``broker``'s first append holding
+    an event of ``event_type``; answers a list that says whether it ran."""
+    real = broker.store.append
+    ran: list[str] = []
+
+    def append(*appends: StreamAppend, **kwargs: Any) -> Any:
+        if not ran and any(e.event_type == event_type for a in appends for e in a.events):
+            ran.append(event_type)
+            rival()
+        return real(*appends, **kwargs)
+
+    monkeypatch.setattr(broker.store, "append", append)
+    return ran
+
+
+@pytest.mark.parametrize("step", ["WireMatched", "ApprovalRequested", "WireSubmitted"])
+def test_two_clerks_matching_one_wire_at_once_open_one_approval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    broker = on_file(tmp_path / "b.sqlite")
+    cid = client(broker)
+    other = on_file(tmp_path / "b.sqlite")
+    mine, theirs = wires_of(broker), wires_of(other)
+    wire_id = mine.declare(
+        Actor.client(cid), cid, usd(80), bank_reference=REFERENCE, receipt_id="f"
+    )
+    clerk = Actor.staff("fin-3", Role.FINANCE)
+
+    def line(w: BankWires, who: Actor) -> Any:
+        return w.match(who, wire_id, bank_transaction_id="T1", received=usd(80), booked_on=BOOKED)
+
+    ran = before_the_append_of(monkeypatch, broker, step, lambda: line(theirs, clerk))
+    line(mine, MAKER)
+    assert ran == [step]
+    approval_id = mine.get(MAKER, wire_id).approval_id
+    assert approval_id is not None
+    assert approval_id == theirs.get(clerk, wire_id).approval_id
+    requests = [
+        broker.approvals.get(s.stream_id.removeprefix("approval-"))
+        for s in broker.store.read_all(limit=10_000)
+        if s.event_type == "ApprovalRequested"
+    ]
+    # One request stands; one opened by the loser of the race is cancelled by it.
+    assert [r.id for r in requests if r.status is ApprovalStatus.PENDING] == [approval_id]
+    assert all(r.status is ApprovalStatus.CANCELLED for r in requests if r.id != approval_id)
+    maker = broker.approvals.get(approval_id).maker_id
+    checker = CHECKER if maker != CHECKER.id else MAKER
+    broker.approvals.approve(checker, approval_id)
+    assert wallet(broker, cid) == usd(80)
     other.close()
     broker.close()
