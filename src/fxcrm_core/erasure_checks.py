@@ -1,7 +1,8 @@
 """What an erasure must know from the rest of the system (the ``ErasureChecks`` port of
 ``fxcrm_core.privacy``): when a client's relationship ended, from its own record; what still
 ties it to the broker (money in the ledger, trading accounts); and which deduplication claims
-go with its personal data. It sits beside the reactions, above the contexts it reads."""
+go with its personal data (released, and their keys shredded with the client's). It sits beside
+the reactions, above the contexts it reads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fxcrm_core.clients import Client, IdentityClaim, IdentityClaimed, Stage, St
 from fxcrm_core.commissions import IbRegistered
 from fxcrm_core.commissions.payouts import IbPayoutAccount
 from fxcrm_core.events import DomainEvent, ProjectionRunner, RecordedEvent, Repository, UnitOfWork
+from fxcrm_core.events.event import Erased
 from fxcrm_core.ledger import Ledger
 from fxcrm_core.ledger.model import AccountOpened
 from fxcrm_core.trading import AccountState
@@ -32,7 +34,8 @@ class AccountStates(Protocol):
 
 class _Holdings:
     """A memory read model (rebuilt from the log in each process): the ledger accounts each
-    owner holds and the identity claims each client made."""
+    owner holds and the identity claims each client made (digest and claim id; a claim read
+    after its key was shredded names nobody and is left out)."""
 
     name = "erasure-holdings"
     event_types: frozenset[str] | None = frozenset(
@@ -41,7 +44,7 @@ class _Holdings:
 
     def __init__(self) -> None:
         self.ledger_accounts: dict[str, list[str]] = {}
-        self.claims: dict[str, list[str]] = {}
+        self.claims: dict[str, list[tuple[str, str]]] = {}  # client -> (digest, claim id)
         self.ibs: dict[str, list[str]] = {}  # client -> the IBs that are that same person
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
@@ -50,11 +53,11 @@ class _Holdings:
             self.ledger_accounts.setdefault(event.owner, []).append(event.account_id)
         elif isinstance(event, IbRegistered) and event.own_client_id is not None:
             self.ibs.setdefault(event.own_client_id, []).append(event.ib_id)
-        elif isinstance(event, IdentityClaimed):
+        elif isinstance(event, IdentityClaimed) and not isinstance(event.client_id, Erased):
             digest = recorded.stream_id.removeprefix(f"{IdentityClaim.category}-")
             mine = self.claims.setdefault(event.client_id, [])
-            if digest not in mine:
-                mine.append(digest)
+            if (digest, event.claim_id) not in mine:
+                mine.append((digest, event.claim_id))
 
     def reset(self) -> None:
         self.ledger_accounts.clear()
@@ -66,7 +69,8 @@ class BrokerErasureChecks:
     """The broker's answers to an erasure, all from the log (and the trading server, which
     holds the accounts' money): a client's relationship ended when it was CLOSED; a balance or
     a hold on any ledger account it owns, or a trading account the server still has enabled or
-    funded (or cannot tell about), blocks the erasure; its identity claims are released."""
+    funded (or cannot tell about), blocks the erasure; its identity claims are released, and
+    their keys are destroyed with the client's."""
 
     def __init__(
         self,
@@ -152,7 +156,14 @@ class BrokerErasureChecks:
         return state.enabled or not all(m.is_zero() for m in money)
 
     def release(self, subject_id: str, uow: UnitOfWork) -> None:
-        for digest in self._caught_up().claims.get(subject_id, ()):
+        for digest, _ in self._caught_up().claims.get(subject_id, ()):
             claim = uow.load(IdentityClaim, digest)
             if claim is not None and claim.client_id == subject_id:
                 uow.record(claim, *claim.release())
+
+    def shred_with(self, subject_id: str) -> list[str]:
+        """The claim ids of every identity claim the client made (its data keys go with the
+        client's): after that, each claim reads as ``ERASED``. Version-1 claims have no claim
+        id and no key of their own (their client id is in clear: released, not shredded)."""
+        claims = self._caught_up().claims.get(subject_id, ())
+        return list(dict.fromkeys(claim_id for _, claim_id in claims if claim_id))

@@ -15,6 +15,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,7 +44,8 @@ class FieldEncryption:
     """The codec's FieldCipher: one AES-GCM data key per subject, wrapped by the master keyring.
 
     Unwrapped keys are cached per process (``cache_size`` subjects). :meth:`erase` destroys a key
-    and evicts it here; other processes should call :meth:`forget` (or restart) after an erasure.
+    and empties the cache here; other processes should call :meth:`forget` (or restart) after an
+    erasure.
     """
 
     def __init__(
@@ -105,17 +107,32 @@ class FieldEncryption:
         log.info("data key destroyed", extra={"subject_id": subject_id})
         return destroyed
 
+    def shred(self, subject_ids: Iterable[str]) -> int:
+        """Destroy the data keys of subjects that go with an erased one (its identity claims);
+        the number this call destroyed. Logged as a count only: a line per id would link
+        them, in the logs, to the subject erased beside them."""
+        ids = list(subject_ids)
+        if any(is_reserved_subject(s) for s in ids):
+            raise ValidationError("this id names one of the SDK's secrets, not a data subject")
+        now = self._clock.now()
+        destroyed = 0
+        for subject_id in ids:
+            destroyed += self.keystore.destroy(subject_id, now)
+        self.forget()
+        log.info("data keys destroyed", extra={"count": destroyed})
+        return destroyed
+
     def is_erased(self, subject_id: str) -> bool:
         key = self.keystore.get(subject_id)
         return key is not None and key.destroyed
 
     def forget(self, subject_id: str | None = None) -> None:
-        """Drop cached keys (one subject, or all), e.g. after another process erased one."""
+        """Drop cached keys, e.g. after another process erased ``subject_id``: all of them,
+        even when one subject is named. The keys shredded with it (its identity claims, each
+        sealed under a key of its own) cannot be told apart here, and an erasure names only
+        its subject; erasures are rare, and the cache refills on demand."""
         with self._lock:
-            if subject_id is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(subject_id, None)
+            self._cache.clear()
 
     def rotate_master(self) -> int:
         """Re-wrap every live data key under the keyring's current master key.

@@ -80,6 +80,12 @@ class ErasureChecks(Protocol):
         (its deduplication claims, so the person may register again)."""
         ...
 
+    def shred_with(self, subject_id: str) -> list[str]:
+        """The other data subjects whose keys are destroyed with this one's (its deduplication
+        claims, each sealed under a key of its own so that it names nobody once erased). Asked
+        after the erasure is recorded, on every call: from the log, so a retry finds them."""
+        ...
+
 
 @attrs.frozen
 class SubjectErased(DomainEvent):
@@ -193,7 +199,11 @@ class Erasure:
                     self.checks.release(subject_id, uow)
                 uow.commit(idempotency_key=f"erasure:{subject_id}")
         # Recorded first, destroyed second: after a crash in between, erase() again finishes.
+        # The claims' keys go first: a retry finds them from the log while they still open
+        # (the subject's own key opens none of them).
         try:
+            others = self.checks.shred_with(subject_id) if self.checks else []
+            self.encryption.shred(o for o in others if o != subject_id)
             destroyed = self.encryption.erase(subject_id)
         finally:
             # Cached states were decrypted before the erasure: drop them all (a cache cannot
