@@ -524,7 +524,7 @@ class RebateEngine:
                     out.append(line)
                     kept.append(key)
             if kept:
-                self._keys_of[dk] = kept
+                self._keys_of._d[dk] = LIST.join(kept)  # (dk is the deal's text already)
             return out
         out, self._keys_of[dk] = self._settle(keys, due or {})
         return out
@@ -542,7 +542,7 @@ class RebateEngine:
             return None
         group = self.account_group_of(deal.server, deal.login)
         held = None
-        if deal.entry.closes:
+        if deal.entry.closes and self.schedules.needs_openings:  # (else no rule has a minimum)
             found = schedule.resolve(deal.symbol, group)
             if found is not None and found[0].min_hold is not None:
                 opened = self._opened.find((deal.server, deal.position_id))
