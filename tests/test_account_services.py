@@ -388,6 +388,18 @@ def test_a_retried_group_change_changes_the_group_once(
         w.changes.change_group(FINANCE, account_id, "demo\\cent", request_id="g", reason="x")
 
 
+def test_one_request_id_on_two_accounts_is_two_requests(world: World) -> None:
+    w = world
+    me = w.client()
+    first, second = w.account(me), w.account(me)
+    for account_id in (first, second):
+        w.changes.set_status(
+            COMPLIANCE, account_id, AccountStatus.DISABLED, request_id="same", reason="review"
+        )
+        assert w.server.account_state(w.login(account_id)).status is AccountStatus.DISABLED
+    assert w.server.calls == [("status", True), ("status", True)]
+
+
 # -- group change and leverage ----------------------------------------------------------------
 
 

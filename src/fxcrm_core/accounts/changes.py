@@ -110,8 +110,9 @@ def _check_text(value: object, what: str) -> str:
     return value
 
 
-def _server_key(request_id: str) -> str:
-    return f"account-change:{request_id}"
+def _server_key(account: TradingAccount, request_id: str) -> str:
+    # Request ids are unique per account (its stream holds them): the key names both.
+    return f"account-change:{account.id}:{request_id}"
 
 
 class AccountChanges:
@@ -175,7 +176,7 @@ class AccountChanges:
         lost = False
         try:
             applied = self.server.change_password(
-                account.login, secret.reveal(), idempotency_key=_server_key(request_id)
+                account.login, secret.reveal(), idempotency_key=_server_key(account, request_id)
             )
         except IdempotencyConflictError:
             if password is not None:
@@ -235,7 +236,7 @@ class AccountChanges:
         self, actor_id: str, reason: str, account: TradingAccount, group: str, request_id: str
     ) -> None:
         applied = self.server.change_group(
-            account.login, group, idempotency_key=_server_key(request_id)
+            account.login, group, idempotency_key=_server_key(account, request_id)
         )
         now = group if applied else self.server.account_state(account.login).group
         self._record(
@@ -280,7 +281,7 @@ class AccountChanges:
         request_id: str,
     ) -> None:
         applied = self.server.set_status(
-            account.login, status, idempotency_key=_server_key(request_id)
+            account.login, status, idempotency_key=_server_key(account, request_id)
         )
         now = status if applied else self.server.account_state(account.login).status
         self._record(
