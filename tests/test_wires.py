@@ -19,7 +19,7 @@ from fxcrm_core.access import (
     SelfApprovalError,
 )
 from fxcrm_core.broker import Broker
-from fxcrm_core.clients import ClientKind, IdentityKeys, Registration
+from fxcrm_core.clients import ClientKind, Registration
 from fxcrm_core.events import StreamAppend
 from fxcrm_core.kernel import Currency, FixedClock, Money
 from fxcrm_core.kernel.errors import (
@@ -33,7 +33,6 @@ from fxcrm_core.kernel.errors import (
 from fxcrm_core.kyc import KycLevelTooLowError
 from fxcrm_core.payments import MoneyAccounts
 from fxcrm_core.payments.wires import (
-    WIRE_EVENTS,
     BankWires,
     DuplicateBankLineError,
     DuplicateWireReferenceError,
@@ -57,19 +56,8 @@ def usd(amount: str | int) -> Money:
 
 
 def wires_of(broker: Broker) -> BankWires:
-    """The wire service on a broker's parts (what broker.py is to wire; see the report)."""
-    if not broker.registry.knows(WIRE_EVENTS[0]):
-        broker.registry.register_all(WIRE_EVENTS)
-    return BankWires(
-        broker.repository,
-        broker.ledger,
-        broker.access,
-        broker.kyc,
-        broker.approvals,
-        broker.projections,
-        IdentityKeys(IDENTITY_KEY),
-        ids=broker.ids,
-    )
+    """The broker's wire service (one per broker: it registers the approval action)."""
+    return broker.wires
 
 
 class Memory:

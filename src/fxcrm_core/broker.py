@@ -105,6 +105,7 @@ from fxcrm_core.kyc import (
 )
 from fxcrm_core.ledger import Ledger, PendingHolds
 from fxcrm_core.payments import (
+    BankWires,
     ClientTransfers,
     DepositCredited,
     Deposits,
@@ -353,6 +354,7 @@ class Broker:
     ib_network: IbNetworkService
     rebates: RebateBook
     statements: Statements  # IB statements, names masked for the asking actor
+    wires: BankWires  # manual bank deposits: declared, matched, approved, credited once
 
     def __init__(
         self,
@@ -498,6 +500,11 @@ class Broker:
             calendar=self.calendar,
             clock=self.clock,
         )
+        # Bank wires: references and statement lines hashed with the deduplication key.
+        self.wires = BankWires(
+            self.repository, self.ledger, self.access, self.kyc, self.approvals,
+            self.projections, self.clients.identities, ids=self.ids,
+        )  # fmt: skip
         server: TradingServer = options.get("trading_server") or _NoTradingServer()
         self.trading_server = server
         self.feeds = DealFeeds(self.repository)

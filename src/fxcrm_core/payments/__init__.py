@@ -35,6 +35,17 @@ from fxcrm_core.payments.transfers import (
     MoneyAccounts,
     TradingTransfers,
 )
+from fxcrm_core.payments.wires import (
+    WIRE_EVENTS,
+    BankWires,
+    DuplicateBankLineError,
+    DuplicateWireReferenceError,
+    OpenWire,
+    ReferenceKeys,
+    Wire,
+    WireStatus,
+    normalise_bank_reference,
+)
 from fxcrm_core.payments.withdrawals import (
     WITHDRAWAL_EVENTS,
     FeePolicy,
@@ -52,6 +63,15 @@ from fxcrm_core.payments.withdrawals import (
 )
 
 __all__ = [
+    "WIRE_EVENTS",
+    "BankWires",
+    "DuplicateBankLineError",
+    "DuplicateWireReferenceError",
+    "OpenWire",
+    "ReferenceKeys",
+    "Wire",
+    "WireStatus",
+    "normalise_bank_reference",
     "CLIENT_TRANSFER_ACTION",
     "CLIENT_TRANSFER_EVENTS",
     "ClientTransfer",
@@ -97,6 +117,12 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register this context's event types (the broker calls this for each context it wires)."""
     registry.register_all(
-        (*INTERNAL_EVENTS, *DEPOSIT_EVENTS, *WITHDRAWAL_EVENTS, *CLIENT_TRANSFER_EVENTS)
+        (
+            *INTERNAL_EVENTS,
+            *DEPOSIT_EVENTS,
+            *WITHDRAWAL_EVENTS,
+            *CLIENT_TRANSFER_EVENTS,
+            *WIRE_EVENTS,
+        )
     )
     register_instrument_events(registry)  # version 3, with its upcasters
