@@ -343,6 +343,23 @@ def test_a_generated_password_lost_in_a_crash_is_recorded_not_changed_again(
     assert w.server.check_password(w.login(account_id), fresh.password.reveal())
 
 
+def test_a_generated_reset_under_the_id_of_a_crashed_status_change_is_not_a_lost_password(
+    world: World, crash_next_append: Callable[[], None]
+) -> None:
+    w = world
+    me = w.client()
+    account_id = w.account(me)
+    crash_next_append()
+    with pytest.raises(StoreError):
+        w.changes.set_status(
+            COMPLIANCE, account_id, AccountStatus.DISABLED, request_id="x", reason="review"
+        )
+    done = w.changes.reset_password(me, account_id, request_id="x")
+    assert done.password is not None
+    assert w.server.check_password(w.login(account_id), done.password.reveal())
+    assert w.recorded(account_id)[-1].event == TradingPasswordReset("x", True, applied=True)
+
+
 def test_a_late_retry_of_a_status_change_does_not_flip_the_status(
     world: World, crash_next_append: Callable[[], None]
 ) -> None:

@@ -110,9 +110,11 @@ def _check_text(value: object, what: str) -> str:
     return value
 
 
-def _server_key(account: TradingAccount, request_id: str) -> str:
-    # Request ids are unique per account (its stream holds them): the key names both.
-    return f"account-change:{account.id}:{request_id}"
+def _server_key(account: TradingAccount, request_id: str, kind: str = "change") -> str:
+    # Request ids are unique per account (its stream holds them): the key names both. A
+    # password has keys of its own, so that a conflict on one can only mean another secret
+    # under that reset (a generated one lost in a failure), never a group or status change.
+    return f"account-{kind}:{account.id}:{request_id}"
 
 
 class AccountChanges:
@@ -176,7 +178,9 @@ class AccountChanges:
         lost = False
         try:
             applied = self.server.change_password(
-                account.login, secret.reveal(), idempotency_key=_server_key(account, request_id)
+                account.login,
+                secret.reveal(),
+                idempotency_key=_server_key(account, request_id, "password"),
             )
         except IdempotencyConflictError:
             if password is not None:
