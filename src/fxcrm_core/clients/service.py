@@ -4,7 +4,6 @@ stage moves and the appropriateness test; every command checks the actor's permi
 from __future__ import annotations
 
 import enum
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 
@@ -349,8 +348,7 @@ class Clients:
     def _claim_id(self) -> str:
         """A fresh random claim id, drawn from the id generator's random source: seeded in
         demos and the parity harness, so they replay alike; the OS's otherwise."""
-        bits = getattr(self.ids, "_bits", None)  # kernel.ids has no public accessor yet
-        return new_claim_id(bits if callable(bits) else secrets.randbits)
+        return new_claim_id(self.ids.random_bits)
 
     def _duplicate(self, actor: Actor, taken: Mapping[str, str]) -> DuplicateClientError:
         """The refusal, naming the existing client only to an actor allowed to read it."""

@@ -63,6 +63,12 @@ class IdGenerator:
         """The last id made (None before the first)."""
         return str(uuid.UUID(int=self._last)) if self._last else None
 
+    def random_bits(self, k: int) -> int:
+        """``k`` random bits from this generator's source (seeded or the OS's): for ids that
+        must not follow the time order (an unlinkable id), replayed alike where seeded."""
+        with self._lock:
+            return self._bits(k)
+
     def __call__(self) -> str:
         ms = int(self._clock.now().timestamp() * 1000) & ((1 << 48) - 1)
         with self._lock:
