@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +40,15 @@ from fxcrm_core.access import (
     AuditTrail,
     MemoryAuditLog,
 )
-from fxcrm_core.accounts import Accounts, GroupRule, LeverageCaps
+from fxcrm_core.accounts import (
+    MT5_PASSWORD_RULES,
+    AccountChange,
+    AccountChanges,
+    Accounts,
+    GroupRule,
+    LeverageCaps,
+    PasswordRules,
+)
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys, StageChanged
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
@@ -137,6 +145,7 @@ from fxcrm_core.stores.sqlite_audit import SqliteAuditLog
 from fxcrm_core.stores.sqlite_keys import SqliteKeyStore
 from fxcrm_core.trading import (
     AccountState,
+    AccountStatus,
     BalanceOperation,
     DealFeeds,
     DealsReceived,
@@ -189,6 +198,10 @@ class BrokerOptions(TypedDict, total=False):
     daily_client_transfer_limits: Mapping[str, Money]
     client_transfer_approval_above: Mapping[str, Money]
     client_transfer_consent: bool
+    # Trading-account services: which changes need a second person (group, status), and the
+    # password rules of the trading server (MT5's by default).
+    account_changes_approved: Collection[AccountChange]
+    password_rules: PasswordRules
     dormant_after: timedelta
     schedules: ScheduleBook  # IB rebate schedule versions: recorded in the log at first use
     rebate_schedule: str  # the schedule the engine follows (default: the configured one's id)
@@ -227,13 +240,20 @@ class _NoTradingServer:
     def create_account(self, request: NewTradingAccount) -> int:
         raise self._refuse()
 
-    def change_group(self, login: int, group: str) -> None:
+    def change_group(self, login: int, group: str, *, idempotency_key: str | None = None) -> bool:
         raise self._refuse()
 
     def change_leverage(self, login: int, leverage: int) -> None:
         raise self._refuse()
 
-    def change_password(self, login: int, secret: str) -> None:
+    def change_password(
+        self, login: int, secret: str, *, idempotency_key: str | None = None
+    ) -> bool:
+        raise self._refuse()
+
+    def set_status(
+        self, login: int, status: AccountStatus, *, idempotency_key: str | None = None
+    ) -> bool:
         raise self._refuse()
 
     def set_enabled(self, login: int, enabled: bool) -> None:
@@ -354,6 +374,7 @@ class Broker:
     ib_network: IbNetworkService
     rebates: RebateBook
     statements: Statements  # IB statements, names masked for the asking actor
+    account_changes: AccountChanges  # password reset, group change, status: audited, keyed
     wires: BankWires  # manual bank deposits: declared, matched, approved, credited once
 
     def __init__(
@@ -521,6 +542,11 @@ class Broker:
             approvals=self.approvals,
             ids=self.ids,
         )
+        self.account_changes = AccountChanges(
+            self.accounts,
+            approve=options.get("account_changes_approved", ()),
+            password_rules=options.get("password_rules", MT5_PASSWORD_RULES),
+        )
         self.ib_network = IbNetworkService(
             self.repository,
             self.access,
@@ -546,6 +572,9 @@ class Broker:
         horizon = options.get("rebate_horizon")
         if horizon is not None and not isinstance(horizon, timedelta):
             raise ConfigurationError("rebate_horizon is a timedelta of whole days")
+        approved = options.get("account_changes_approved", ())
+        if isinstance(approved, str) or not all(isinstance(a, AccountChange) for a in approved):
+            raise ConfigurationError("account_changes_approved lists AccountChange values")
         schedule_id = options.get("rebate_schedule") or next(
             (v.schedule_id for v in self._configured_schedules), "standard"
         )
@@ -636,10 +665,14 @@ class Broker:
             ("client_transfer_consent", bool, "True or False"),
             ("rate_max_age", timedelta, "a timedelta"),
             ("rate_approval_threshold", Decimal, "a Decimal share (0.005: half a percent)"),
+            ("password_rules", PasswordRules, "a PasswordRules"),
         ):
             value = options.get(key)
             if value is not None and not isinstance(value, expected):
                 raise ConfigurationError(f"{key} is {what}")
+        approved = options.get("account_changes_approved", ())
+        if isinstance(approved, str) or not all(isinstance(a, AccountChange) for a in approved):
+            raise ConfigurationError("account_changes_approved lists AccountChange values")
         schedule_id = options.get("rebate_schedule")
         if schedule_id is not None and (not isinstance(schedule_id, str) or not schedule_id):
             raise ConfigurationError("rebate_schedule names a schedule (its id)")

@@ -19,6 +19,7 @@ from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, read_mt5_dea
 from fxcrm_core.trading.server import (
     AccountNotFoundError,
     AccountState,
+    AccountStatus,
     BalanceOperation,
     DealChange,
     FeedItem,
@@ -29,6 +30,7 @@ from fxcrm_core.trading.server import (
 from fxcrm_core.trading.simulated import SimulatedTradingServer
 
 __all__ = [
+    "AccountStatus",
     "register_events",
     "FEED_EVENTS",
     "AccountNotFoundError",
