@@ -19,7 +19,9 @@ def test_the_demo_day_runs_and_a_new_process_agrees(tmp_path: Path) -> None:
     assert figures["stage"] == "dormant"  # funded, active, then 95 quiet days
     assert figures["introducer"] == "ib-north"
     assert figures["kyc_level"] == figures["recorded_level"] == 3
-    assert figures["wallet"] == "993.00 USD"  # 5000 - 3000 to trading - 1000 - 7.00 fee
+    # 5000 - 3000 to trading - 1000 - 7.00 fee + 979.02 (7000 CNY at the broker's deposit
+    # rate) + 2500 by wire - 300 to Chen
+    assert figures["wallet"] == "4172.02 USD"
     assert figures["rebate_entries"] > 0
     assert all(lag == 0 for lag in figures["policy_lag"].values())
 

@@ -8,6 +8,7 @@ everything lives in the log (the trading server is simulated in a file beside it
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from fxcrm_core.commissions import (
     ScheduleBook,
 )
 from fxcrm_core.events import iter_all
+from fxcrm_core.fx import Direction, Pricing
 from fxcrm_core.kernel import (
     Currency,
     ExchangeRate,
@@ -46,8 +48,13 @@ from fxcrm_core.kernel import (
     Rounding,
 )
 from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconcile
-from fxcrm_core.privacy import MasterKeyring, PiiKind, RetentionPolicy
-from fxcrm_core.trading import BalanceOperation, SimulatedTradingServer, read_mt5_deals
+from fxcrm_core.privacy import MasterKeyring, RetentionPolicy
+from fxcrm_core.trading import (
+    AccountStatus,
+    BalanceOperation,
+    SimulatedTradingServer,
+    read_mt5_deals,
+)
 
 __all__ = ["DAY", "DEFAULT_DB", "DayStep", "DemoFileError", "open_demo_broker", "run_demo"]
 
@@ -59,6 +66,7 @@ DEMO_IDENTITY_KEY = b"demo-only deduplication key, 32+ bytes"  # ... and this se
 DEMO_GROUPS = {
     "demo\\usd": GroupRule("demo\\usd", "USD", 1000, live=False),
     "retail\\usd": GroupRule("retail\\usd", "USD", 500, live=True),
+    "vip\\usd": GroupRule("vip\\usd", "USD", 500, live=True),
 }
 DEMO_MRZ = (
     "P<ARELIMA<<ANA<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<\nA123456784ARE8803171F3107302<<<<<<<<<<<<<<<6"
@@ -103,7 +111,8 @@ def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
         "trading_server": server,
         "groups": DEMO_GROUPS,
         "caps": LeverageCaps(approval_above=200),
-        "payment_limits": PaymentLimits([Money.of("50000", "USD")]),
+        "payment_limits": PaymentLimits([Money.of("50000", "USD"), Money.of("350000", "CNY")]),
+        "rates": RateTable(),  # the market feed: the back-office step adds what it reads
         "daily_withdrawal_limits": {"USD": Money.of("20000", "USD")},
         "withdrawal_fees": FeePolicy({"USD": Money.of("2", "USD")}, Decimal("0.005")),
         "schedules": _schedules(),
@@ -199,13 +208,15 @@ def raise_leverage(broker: Broker, email: str, leverage: int) -> int:
 
 
 def masked_views(broker: Broker, email: str) -> list[str]:
-    client = broker.repository.get(Client, _client(broker, email))
-    assert client.name is not None
-    assert client.email is not None
+    """Ana as three people see her through the one read path, masked for their roles."""
+    ana = _client(broker, email)
+    views = [
+        (who, broker.clients.get(who, ana))
+        for who in (OFFICER, Actor.staff("desk-1", Role.SUPPORT), REP)
+    ]
     return [
-        f"{role:<10} sees {broker.masking.show({role}, PiiKind.NAME, client.name.reveal())!r:<12} "
-        f"{broker.masking.show({role}, PiiKind.EMAIL, client.email.reveal())!r}"
-        for role in ("compliance", "support", "ib")
+        f"{next(iter(who.roles)):<10} sees {view.name!r:<12} {view.email!r} {view.phone!r}"
+        for who, view in views
     ]
 
 
@@ -244,6 +255,76 @@ def withdraw(broker: Broker, email: str, amount: str) -> dict[str, str]:
     broker.approvals.approve(FINANCE, approval)
     done = broker.withdrawals.paid(withdrawal, "payout-5521")
     return {"to": masked, "fee": str(done.fee), "status": str(done.status and done.status.value)}
+
+
+CHECKER = Actor.staff("fin-2", Role.FINANCE)  # the second person of finance's maker-checker
+CHEN = ("Chen Wei", "chen.wei@example.cn", "+86 139 1099 8888", "CN")
+
+
+def back_office(broker: Broker, email: str) -> dict[str, Any]:
+    """The back office's morning: the broker's own USD/CNY deposit rate (a second person
+    approves it), a CNY card deposit into Ana's USD wallet, a bank wire matched and approved,
+    money to another client, a second trading account funded from the first, and account
+    services (a password reset, a group change, read-only and back)."""
+    ana = _client(broker, email)
+    me = Actor.client(ana)
+    now = broker.clock.now()
+    # The market feed gives a fresh USD/CNY rate (a rate table here; a host plugs its source).
+    market = broker.fx_rates.market
+    assert isinstance(market, RateTable)
+    market.add(ExchangeRate.of("USD", "CNY", "7.1000", "lp", now))
+    change = broker.fx_rates.set_pricing(
+        FINANCE, "USD", "CNY", Direction.DEPOSIT, Pricing.pips(500), reason="CNY deposits open"
+    )
+    if change.approval_id is not None:
+        broker.approvals.approve(CHECKER, change.approval_id)
+    quote = broker.fx_rates.quote("USD", "CNY", Direction.DEPOSIT)
+    cny = broker.deposits.initiate(
+        me, ana, Money.of("7000", "CNY"), psp="unionpay", method="card", into="USD"
+    )
+    broker.deposits.psp_confirmed(cny, "up-20260309-1", Money.of("7000", "CNY"))
+    converted = broker.deposits.get(cny).conversion
+    assert converted is not None
+    wire = broker.wires.declare(
+        me, ana, Money.of("2500", "USD"), bank_reference="FX-ANA-0042", receipt_id="upload-1"
+    )
+    broker.wires.match(
+        FINANCE, wire, bank_transaction_id="EB-778120", received=Money.of("2500", "USD"),
+        booked_on=now.date(),
+    )  # fmt: skip
+    approval = broker.wires.get(FINANCE, wire).approval_id
+    assert approval is not None
+    broker.approvals.approve(CHECKER, approval)
+    chen = sign_up(broker, *CHEN)
+    pass_kyc(broker, CHEN[1], "passport", "proof_of_address")
+    sent = broker.client_transfers.request(me, "gift-1", ana, chen, Money.of("300", "USD"))
+    first = _account(broker, ana)
+    second = broker.accounts.open(me, ana, "retail\\usd", 100)
+    broker.transfers.between(me, "a2a-1", first.id, second, Money.of("200", "USD"))
+    reset = broker.account_changes.reset_password(me, first.id, request_id="pw-1")
+    broker.account_changes.change_group(
+        FINANCE, second, "vip\\usd", request_id="grp-1", reason="VIP desk"
+    )
+    for status in (AccountStatus.READ_ONLY, AccountStatus.ENABLED):
+        broker.account_changes.set_status(
+            OFFICER, first.id, status, request_id=f"st-{status.value}", reason="margin review"
+        )
+    return {
+        "rate": f"{quote.rate_id}: {quote.bid} / {quote.ask} around {quote.market.rate}",
+        "cny_deposit": f"{converted.settled} -> {converted.credited} (revenue {converted.revenue})",
+        "wire": _value(broker.wires.get(FINANCE, wire).status),
+        "to_chen": _value(sent.status),
+        "accounts": [
+            str(broker.trading_server.account_state(a.login).balance)
+            for a in (first, broker.repository.get(TradingAccount, second))
+        ],
+        "password_reset": "generated, shown once" if reset.password else "not shown again",
+        "fx_revenue": str(broker.ledger.balance(broker.fx.revenue(USD)).net_credit),
+    }
+
+
+def _value(status: enum.Enum | None) -> str | None:
+    return None if status is None else str(status.value)
 
 
 def reconcile_after_manual_deposit(broker: Broker, email: str) -> dict[str, list[str]]:
@@ -400,6 +481,11 @@ DAY: tuple[DayStep, ...] = (
         (ANA_EMAIL, "selfie", "source_of_funds"),
     ),
     DayStep("withdraw 1000.00 USD", withdraw, (ANA_EMAIL, "1000")),
+    DayStep(
+        "back office: a CNY rate and deposit, a wire, a transfer, account services",
+        back_office,
+        (ANA_EMAIL,),
+    ),
     DayStep(
         "reconciliation, then a dealer's manual deposit",
         reconcile_after_manual_deposit,
