@@ -8,8 +8,10 @@ Several of these tests fail on purpose: each failure is a problem for the code's
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +24,11 @@ from fxcrm_core.fx import Direction, Pricing
 from fxcrm_core.kernel import (
     AccessDeniedError,
     Currency,
+    ExchangeRate,
     FixedClock,
     IdempotencyConflictError,
     Money,
+    RateTable,
     ValidationError,
 )
 from fxcrm_core.kernel.errors import FxCrmError
@@ -32,7 +36,7 @@ from fxcrm_core.ledger import TransferRequest
 from fxcrm_core.payments import ClientTransferStatus, MoneyAccounts
 from fxcrm_core.payments.wires import WireClaim, WireStatus
 from fxcrm_core.privacy import MasterKeyring
-from fxcrm_core.trading import AccountStatus
+from fxcrm_core.trading import AccountStatus, BalanceOperation, TradingServerError
 from tests.fx_world import Desk
 from tests.test_account_transfers import World as A2AWorld
 from tests.test_client_transfers import World as C2CWorld
@@ -45,6 +49,7 @@ DESK = Actor.staff("desk-1", Role.SUPPORT)
 PORTAL = Actor.system("portal", Role.PORTAL)
 REFERENCE = "FX-ANA LIMA 0042"
 USD = Currency.of("USD")
+KEYRING = MasterKeyring({"m1": bytes(range(32))}, "m1")
 
 
 def usd(amount: str | int) -> Money:
@@ -446,3 +451,107 @@ def test_the_audit_chain_verifies_and_names_who_after_a_back_office_day() -> Non
     )
     assert w.b.audit.verify(w.b.store) is None
     assert new_events(w.b, before)
+
+
+def test_unwinding_a_transfer_whose_deposit_the_server_took_creates_no_money(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ana moves 100 between her accounts; the second server takes the deposit but the
+    connection drops before it answers (the CRM sees a TradingServerError: in flight). Finance
+    unwinds it: the first account gets its 100 back while the second keeps the 100 it took, so
+    400 sits on the server against 300 in the ledger, and the request can never be finished.
+    payments/transfers.py ``unwind`` trusts the operator to have checked reconciliation; it
+    could make sure of the ``in`` leg itself (the same keyed call) before giving money back."""
+    w = A2AWorld()
+    real = w.server.balance_operation
+
+    def answer_lost(login: int, op: BalanceOperation, amount: Money, **kw: Any) -> int:
+        ticket = real(login, op, amount, **kw)
+        if op is BalanceOperation.DEPOSIT and kw.get("idempotency_key") == "a2a:a-1:in":
+            raise TradingServerError("connection reset")
+        return ticket
+
+    monkeypatch.setattr(w.server, "balance_operation", answer_lost)
+    with pytest.raises(TradingServerError):
+        w.send("a-1", 100)
+    monkeypatch.setattr(w.server, "balance_operation", real)
+    with contextlib.suppress(FxCrmError):
+        w.b.transfers.unwind(MAKER, "a-1", w.first, w.second, usd(100), reason="stuck")
+    on_server = w.on_server(w.first) + w.on_server(w.second)
+    assert on_server == usd(300)
+
+
+def test_a_rate_set_in_one_process_quotes_the_same_in_another(tmp_path: Path) -> None:
+    """Closed: a pricing set through one broker on a SQLite file, and a quote from a second
+    broker opened on the same file (and after a restart), give the same rate id and rates."""
+    market = RateTable()
+    market.add(ExchangeRate.of("USD", "CNY", "7.1000", "lp", T0))
+
+    def open_broker() -> Broker:
+        return Broker.sqlite(
+            tmp_path / "fx.db", clock=FixedClock(T0), keyring=KEYRING, rates=market,
+            identity_key=b"i" * 32,
+            synchronous="NORMAL",
+        )  # fmt: skip
+
+    first, second = open_broker(), open_broker()
+    try:
+        first.fx_rates.set_pricing(
+            MAKER, "USD", "CNY", Direction.DEPOSIT, Pricing.pips(20), reason="launch"
+        )
+        mine = first.fx_rates.quote("USD", "CNY", Direction.DEPOSIT)
+        theirs = second.fx_rates.quote("USD", "CNY", Direction.DEPOSIT)
+        assert (theirs.rate_id, theirs.bid, theirs.ask) == (mine.rate_id, mine.bid, mine.ask)
+    finally:
+        first.close()
+        second.close()
+    again = open_broker()
+    try:
+        assert again.fx_rates.quote("USD", "CNY", Direction.DEPOSIT).rate_id == mine.rate_id
+    finally:
+        again.close()
+
+
+def test_a_client_transfer_retried_after_a_crash_before_posting_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ana sends Bo 250 (no approval, no consent); the process dies after the hold is appended
+    and before it is posted. Her app retries the same request id: it is answered the transfer
+    as it stands, WAITING, and nothing ever posts it (Bo never gets the money; Ana's 250 stays
+    held). payments/client_transfers.py ``request``: a known request returns ``_same(known)``
+    before ``_complete_if_ready`` (and before opening a missing approval request)."""
+    w = C2CWorld()
+    real = w.b.ledger.post_pending
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("process killed")
+
+    monkeypatch.setattr(w.b.ledger, "post_pending", crash)
+    with pytest.raises(OSError, match="process killed"):
+        w.send("t-1", 250)
+    monkeypatch.setattr(w.b.ledger, "post_pending", real)
+    again = w.send("t-1", 250)
+    assert again.status is ClientTransferStatus.COMPLETED
+    assert (w.wallet(w.ana), w.wallet(w.bo)) == (usd(750), usd(250))
+
+
+def test_a_client_transfer_retried_after_a_crash_before_its_approval_request_is_submitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above the approval threshold, the process dies after the hold and before the approval
+    request is opened. The retry answers the transfer WAITING with no approval id: no checker
+    can ever approve it, the 300 stay held. payments/client_transfers.py ``request`` (as
+    above)."""
+    w = C2CWorld(client_transfer_approval_above={"USD": usd(100)})
+    real = w.b.approvals.request
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("process killed")
+
+    monkeypatch.setattr(w.b.approvals, "request", crash)
+    with pytest.raises(OSError, match="process killed"):
+        w.send("t-1", 300)
+    monkeypatch.setattr(w.b.approvals, "request", real)
+    again = w.send("t-1", 300)
+    assert again.approval_id is not None
+    assert w.b.approvals.get(again.approval_id).status is ApprovalStatus.PENDING
