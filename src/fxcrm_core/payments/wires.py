@@ -2,15 +2,21 @@
 finance against a bank statement line, approved by a second person (maker-checker), credited to
 the wallet once. The reference and the statement line are idempotency keys, each held by one wire
 at a time through a keyed stream; a rejected wire moves no money and lets both go.
+
+Anyone holding the deduplication key can hash a guessed reference and find its claim, so a claim
+names its wire sealed under the claim's own key (a random claim id); the reference's and the
+line's hashes in the wire's own stream are sealed under the client's. An erasure destroys both
+(``shred_with``): the claims stay held, naming nobody, so the bank's money is never credited twice.
 """
 
 from __future__ import annotations
 
 import enum
 import unicodedata
+import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import attrs
 
@@ -19,12 +25,14 @@ from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
     EventMetadata,
+    EventRegistry,
     ProjectionRunner,
     RecordedEvent,
     Repository,
     UnitOfWork,
     pii,
 )
+from fxcrm_core.events.event import Erased
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
     ArgumentTypeError,
@@ -43,6 +51,7 @@ from fxcrm_core.payments.transfers import MoneyAccounts
 
 __all__ = [
     "WIRE_EVENTS",
+    "WIRE_EVENTS_VERSION",
     "BankWires",
     "DuplicateBankLineError",
     "DuplicateWireReferenceError",
@@ -51,6 +60,7 @@ __all__ = [
     "Wire",
     "WireStatus",
     "normalise_bank_reference",
+    "register_wire_events",
 ]
 
 #: The ledger account wires are credited from: what the broker's bank accounts received.
@@ -128,26 +138,34 @@ class WireStatus(enum.Enum):
 
 @attrs.frozen
 class WireDeclared(DomainEvent):
-    """The payer's reference is sealed under the client's key (it may name the person);
-    ``reference_key`` is its keyed hash, the id of the claim on it."""
+    """The payer's reference is sealed under the client's key (it may name the person), and so
+    is ``reference_key``, its keyed hash (the id of the claim on it): once the client is
+    erased, a guessed reference's hash finds no wire here. Rows written before the hash was
+    sealed hold it in clear (they read the same)."""
 
     __subject__ = "client_id"
     wire_id: str
     client_id: str
     amount: Money
     receipt_id: str
-    reference_key: str
+    reference_key: str = pii()
     bank_reference: str = pii()
 
 
 @attrs.frozen
 class WireMatched(DomainEvent):
-    """The bank statement line the wire arrived on; ``received`` is what will be credited."""
+    """The bank statement line the wire arrived on, its transaction id and that id's keyed hash
+    sealed under the client's key; ``received`` is what will be credited.
 
-    bank_transaction_id: str
-    line_key: str
+    Version 1 had no ``client_id`` and held the line in clear: :func:`upcast_matched_v1` reads
+    it with ``client_id`` empty, and its bytes keep the line (an erasure cannot seal it)."""
+
+    __subject__ = "client_id"
+    client_id: str
     received: Money
     booked_on: date
+    bank_transaction_id: str = pii()
+    line_key: str = pii()
 
 
 @attrs.frozen
@@ -169,12 +187,25 @@ class WireRejected(DomainEvent):
 
 @attrs.frozen
 class WireClaimed(DomainEvent):
-    wire_id: str
+    """A reference or a statement line (the hash that keys the stream) held by ``wire_id``,
+    sealed under the claim's own data key (``claim_id``, random): the client's erasure
+    destroys that key, and the claim then reads as ``ERASED``, still held but naming no wire.
+
+    Version 1 held ``wire_id`` in clear and had no claim id: :func:`upcast_claimed_v1` reads it
+    with ``claim_id`` empty, so there is no key to shred and its bytes keep the wire's id (and
+    the wire's stream its client): an erasure cannot unlink claims written before version 2."""
+
+    __subject__ = "claim_id"
+    claim_id: str
+    wire_id: str = pii()
 
 
 @attrs.frozen
 class WireClaimReleased(DomainEvent):
-    wire_id: str
+    """The claim ``claim_id`` let go (its wire was rejected). Version 1 named the wire in
+    clear; :func:`upcast_released_v1` drops it on read."""
+
+    claim_id: str
 
 
 WIRE_EVENTS = (
@@ -186,6 +217,32 @@ WIRE_EVENTS = (
     WireClaimed,
     WireClaimReleased,
 )
+WIRE_EVENTS_VERSION = 2  # of WireMatched, WireClaimed and WireClaimReleased
+
+
+def upcast_matched_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """WireMatched v1 → v2: no client id (the line and its hash stay as stored, in clear)."""
+    return {"client_id": "", **data}
+
+
+def upcast_claimed_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """WireClaimed v1 → v2: no claim id (the wire id stays as stored, in clear)."""
+    return {"claim_id": "", **data}
+
+
+def upcast_released_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """WireClaimReleased v1 → v2: the clear wire id is dropped, no claim id."""
+    return {"claim_id": ""}
+
+
+def register_wire_events(registry: EventRegistry) -> None:
+    """Register the wire events, three of them at version 2 with their upcasters from 1."""
+    registry.register_all(WIRE_EVENTS)
+    for cls in (WireMatched, WireClaimed, WireClaimReleased):
+        registry.register(cls, version=WIRE_EVENTS_VERSION)
+    registry.upcaster("WireMatched", 1)(upcast_matched_v1)
+    registry.upcaster("WireClaimed", 1)(upcast_claimed_v1)
+    registry.upcaster("WireClaimReleased", 1)(upcast_released_v1)
 
 
 @attrs.frozen(kw_only=True)
@@ -239,16 +296,21 @@ class Wire(Aggregate):
 @attrs.frozen(kw_only=True)
 class WireClaim(Aggregate):
     """One stream per keyed reference (``reference:<hash>``) or statement line
-    (``line:<hash>``): the wire holding it now, None once released by a rejection."""
+    (``line:<hash>``): whether a wire holds it (until a rejection releases it), which one
+    (None once that wire's client was erased: the claim stays held, naming nobody, so the
+    same bank money is never declared or matched twice) and the claim that says so."""
 
     category = "wireclaim"
+    held: bool = False
     wire_id: str | None = None
+    claim_id: str = ""
 
     def apply(self, event: DomainEvent) -> Self:
         if isinstance(event, WireClaimed):
-            return self.evolve(wire_id=event.wire_id)
+            holder = None if isinstance(event.wire_id, Erased) else event.wire_id
+            return self.evolve(held=True, wire_id=holder, claim_id=event.claim_id)
         if isinstance(event, WireClaimReleased):
-            return self.evolve(wire_id=None)
+            return self.evolve(held=False, wire_id=None, claim_id="")
         raise ValidationError(f"WireClaim cannot apply {type(event).__name__}")
 
 
@@ -333,6 +395,14 @@ class BankWires:
             "wire_reference", normalise_bank_reference(bank_reference)
         )
 
+    def _claimed(self, wire_id: str) -> WireClaimed:
+        """A claim by ``wire_id`` under a fresh random claim id (a UUID version 4 form) from the
+        id generator's random source: never the time-ordered id, whose next value is the wire's
+        id plus one within a millisecond; the claim id is the one clear link to its key."""
+        value = self.ids.random_bits(128)
+        value = (value & ~(0xF << 76) & ~(0b11 << 62)) | (0x4 << 76) | (0b10 << 62)
+        return WireClaimed(str(uuid.UUID(int=value)), wire_id)
+
     # -- declare -----------------------------------------------------------------------------
     def declare(
         self,
@@ -353,18 +423,20 @@ class BankWires:
         self.access.require(actor, "wire.request", client_id=client_id)
         _money(amount, "wire amount").require_positive("wire amount")
         receipt = _text(receipt_id, "receipt id", _MAX_ID)
-        claim_id = self._reference_claim(bank_reference)
+        claim_key = self._reference_claim(bank_reference)
         self.kyc.require(client_id, Right.DEPOSIT)
         wire_id = self.ids()
         declared = WireDeclared(
-            wire_id, client_id, amount, receipt, claim_id, bank_reference.strip()
+            wire_id, client_id, amount, receipt, claim_key, bank_reference.strip()
         )
         return retry_on_race(lambda: self._declare(actor, declared), "the wire declaration")
 
     def _declare(self, actor: Actor, declared: WireDeclared) -> str:
-        claim_id = declared.reference_key
-        claim = self.repository.load(WireClaim, claim_id) or WireClaim.blank(claim_id)
-        if claim.wire_id is not None:
+        claim_key = declared.reference_key
+        claim = self.repository.load(WireClaim, claim_key) or WireClaim.blank(claim_key)
+        if claim.held:
+            if claim.wire_id is None:  # its wire's client was erased: not this declaration
+                raise DuplicateWireReferenceError()
             held = self.repository.get(Wire, claim.wire_id)
             same = (held.client_id, held.amount, held.receipt_id) == (
                 declared.client_id, declared.amount, declared.receipt_id,
@@ -374,7 +446,7 @@ class BankWires:
             raise DuplicateWireReferenceError()
         with self._uow(actor.id, "wire declared") as uow:
             uow.record(Wire.blank(declared.wire_id), declared)
-            uow.record(claim, WireClaimed(declared.wire_id))
+            uow.record(claim, self._claimed(declared.wire_id))
             uow.commit()  # a rival claiming the reference first: ConcurrencyError, decide again
         return declared.wire_id
 
@@ -403,7 +475,10 @@ class BankWires:
             raise ArgumentTypeError("booked_on is the statement's booking date (a date)")
         txid = _transaction_id(bank_transaction_id)
         line_id = "line:" + self.keys.digest("wire_bank_line", txid)
-        matched = WireMatched(txid, line_id, received, booked_on)
+        matched = WireMatched(
+            client_id=wire.client_id, received=received, booked_on=booked_on,
+            bank_transaction_id=txid, line_key=line_id,
+        )  # fmt: skip
         retry_on_race(lambda: self._match(actor, wire_id, matched), "the wire match")
         self._submit(actor, wire_id)
         return self._wire(wire_id)
@@ -418,11 +493,11 @@ class BankWires:
             raise IllegalTransitionError("the wire is already matched to another statement line")
         claim = self.repository.load(WireClaim, matched.line_key)
         claim = claim or WireClaim.blank(matched.line_key)
-        if claim.wire_id is not None:
+        if claim.held:
             raise DuplicateBankLineError()
         with self._uow(actor.id, "wire matched") as uow:
             uow.record(wire, matched)
-            uow.record(claim, WireClaimed(wire_id))
+            uow.record(claim, self._claimed(wire_id))
             uow.commit()
 
     def _submit(self, actor: Actor, wire_id: str) -> None:
@@ -510,10 +585,10 @@ class BankWires:
                     self.approvals.reject(actor, request.id, reason)
         with self._uow(actor.id, "wire rejected") as uow:
             uow.record(wire, WireRejected(reason))
-            for claim_id in (wire.reference_key, wire.line_key):
-                claim = self.repository.load(WireClaim, claim_id) if claim_id else None
-                if claim is not None and claim.wire_id == wire_id:
-                    uow.record(claim, WireClaimReleased(wire_id))
+            for claim_key in (wire.reference_key, wire.line_key):
+                claim = self.repository.load(WireClaim, claim_key) if claim_key else None
+                if claim is not None and claim.held and claim.wire_id == wire_id:
+                    uow.record(claim, WireClaimReleased(claim.claim_id))
             uow.commit()  # the credit racing this: one of the two appends wins the wire
 
     # -- reads -----------------------------------------------------------------------------------
