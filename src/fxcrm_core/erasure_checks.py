@@ -1,8 +1,9 @@
 """What an erasure must know from the rest of the system (the ``ErasureChecks`` port of
 ``fxcrm_core.privacy``): when a client's relationship ended, from its own record; what still
-ties it to the broker (money in the ledger, trading accounts); and which deduplication claims
-go with its personal data (released, and their keys shredded with the client's). It sits beside
-the reactions, above the contexts it reads."""
+ties it to the broker (money in the ledger, trading accounts, a wire not yet credited or
+rejected); and which claims go with its personal data (its deduplication claims, released, and
+its wires' reference and statement-line claims, kept; the keys of both shredded with the
+client's). It sits beside the reactions, above the contexts it reads."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ from fxcrm_core.events import DomainEvent, ProjectionRunner, RecordedEvent, Repo
 from fxcrm_core.events.event import Erased
 from fxcrm_core.ledger import Ledger
 from fxcrm_core.ledger.model import AccountOpened
+from fxcrm_core.payments.wires import (
+    Wire,
+    WireClaimed,
+    WireCredited,
+    WireDeclared,
+    WireRejected,
+)
 from fxcrm_core.trading import AccountState
 
 __all__ = ["AccountStates", "BrokerErasureChecks"]
@@ -34,18 +42,30 @@ class AccountStates(Protocol):
 
 class _Holdings:
     """A memory read model (rebuilt from the log in each process): the ledger accounts each
-    owner holds and the identity claims each client made (digest and claim id; a claim read
-    after its key was shredded names nobody and is left out)."""
+    owner holds, the identity claims each client made (digest and claim id; a claim read
+    after its key was shredded names nobody and is left out), the client's wires still open
+    (declared or matched) and the claim ids of its wires' reference and line claims."""
 
     name = "erasure-holdings"
     event_types: frozenset[str] | None = frozenset(
-        {"AccountOpened", "IdentityClaimed", "IbRegistered"}
+        {
+            "AccountOpened",
+            "IdentityClaimed",
+            "IbRegistered",
+            "WireDeclared",
+            "WireClaimed",
+            "WireCredited",
+            "WireRejected",
+        }
     )
 
     def __init__(self) -> None:
         self.ledger_accounts: dict[str, list[str]] = {}
         self.claims: dict[str, list[tuple[str, str]]] = {}  # client -> (digest, claim id)
         self.ibs: dict[str, list[str]] = {}  # client -> the IBs that are that same person
+        self.wire_clients: dict[str, str] = {}  # wire -> its client
+        self.open_wires: dict[str, set[str]] = {}  # client -> wires declared or matched
+        self.wire_claims: dict[str, list[str]] = {}  # client -> its wires' claim ids
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
@@ -58,19 +78,38 @@ class _Holdings:
             mine = self.claims.setdefault(event.client_id, [])
             if (digest, event.claim_id) not in mine:
                 mine.append((digest, event.claim_id))
+        elif isinstance(event, WireDeclared):
+            wire_id = recorded.stream_id.removeprefix(f"{Wire.category}-")
+            self.wire_clients[wire_id] = event.client_id
+            self.open_wires.setdefault(event.client_id, set()).add(wire_id)
+        elif isinstance(event, WireCredited | WireRejected):
+            wire_id = recorded.stream_id.removeprefix(f"{Wire.category}-")
+            client_id = self.wire_clients.get(wire_id)
+            if client_id is not None:
+                self.open_wires.get(client_id, set()).discard(wire_id)
+        elif isinstance(event, WireClaimed) and not isinstance(event.wire_id, Erased):
+            # A claim is committed with (after) its wire's declaration or match, so its wire is
+            # known here; a version-1 claim has no claim id, and no key of its own to shred.
+            client_id = self.wire_clients.get(event.wire_id)
+            if client_id is not None and event.claim_id:
+                self.wire_claims.setdefault(client_id, []).append(event.claim_id)
 
     def reset(self) -> None:
         self.ledger_accounts.clear()
         self.claims.clear()
         self.ibs.clear()
+        self.wire_clients.clear()
+        self.open_wires.clear()
+        self.wire_claims.clear()
 
 
 class BrokerErasureChecks:
     """The broker's answers to an erasure, all from the log (and the trading server, which
     holds the accounts' money): a client's relationship ended when it was CLOSED; a balance or
-    a hold on any ledger account it owns, or a trading account the server still has enabled or
-    funded (or cannot tell about), blocks the erasure; its identity claims are released, and
-    their keys are destroyed with the client's."""
+    a hold on any ledger account it owns, a trading account the server still has enabled or
+    funded (or cannot tell about), or a wire declared or matched and not yet credited or
+    rejected, blocks the erasure; its identity claims are released, and their keys are
+    destroyed with the client's, as are the keys of its wires' claims (kept held)."""
 
     def __init__(
         self,
@@ -127,6 +166,8 @@ class BrokerErasureChecks:
             remaining.append("open account")
         if any(self._rebates_owed(ib_id) for ib_id in ibs):
             remaining.append("rebates owed")
+        if holdings.open_wires.get(subject_id):
+            remaining.append("open wire")
         return remaining
 
     def _rebates_owed(self, ib_id: str) -> bool:
@@ -162,8 +203,12 @@ class BrokerErasureChecks:
                 uow.record(claim, *claim.release())
 
     def shred_with(self, subject_id: str) -> list[str]:
-        """The claim ids of every identity claim the client made (its data keys go with the
-        client's): after that, each claim reads as ``ERASED``. Version-1 claims have no claim
-        id and no key of their own (their client id is in clear: released, not shredded)."""
-        claims = self._caught_up().claims.get(subject_id, ())
-        return list(dict.fromkeys(claim_id for _, claim_id in claims if claim_id))
+        """The claim ids of every identity claim the client made and of its wires' reference
+        and statement-line claims (their data keys go with the client's): after that, each
+        claim reads as ``ERASED``. Version-1 claims have no claim id and no key of their own
+        (identity claims name the client in clear and are released, not shredded; wire claims
+        name the wire in clear and stay held)."""
+        holdings = self._caught_up()
+        claims = holdings.claims.get(subject_id, ())
+        wires = holdings.wire_claims.get(subject_id, ())
+        return list(dict.fromkeys([*(c for _, c in claims if c), *wires]))
