@@ -120,6 +120,7 @@ from fxcrm_core.payments import (
     FeePolicy,
     PaymentLimits,
     TradingTransfers,
+    WalletConversions,
     Withdrawals,
 )
 from fxcrm_core.privacy import (
@@ -376,6 +377,7 @@ class Broker:
     statements: Statements  # IB statements, names masked for the asking actor
     account_changes: AccountChanges  # password reset, group change, status: audited, keyed
     wires: BankWires  # manual bank deposits: declared, matched, approved, credited once
+    conversions: WalletConversions  # between a client's own wallets, at the broker's rate
 
     def __init__(
         self,
@@ -507,6 +509,9 @@ class Broker:
             masking=self.masking,
             rates=self.fx_rates,
             fx=self.fx,
+        )
+        self.conversions = WalletConversions(
+            self.ledger, self.access, self.kyc, self.fx_rates, self.fx, limits
         )
         self.client_transfers = ClientTransfers(
             self.repository,

@@ -16,6 +16,7 @@ zero or more (rounding only), and revenue accounts only ever receive.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +36,10 @@ from fxcrm_core.kernel.errors import (
 from fxcrm_core.kernel.money import Currency, Money, UnroundedMoney
 from fxcrm_core.kernel.rates import ConversionPolicy, ExchangeRate
 from fxcrm_core.ledger import Ledger, Limit, TransferRequest
+
+#: Quotients of an amount by a rate: floored (the house's side) at 60 digits, far below any
+#: minor unit, so an exact quotient stays exact and an inexact one rounds down as it must.
+_QUOTIENT = decimal.Context(prec=60, rounding=decimal.ROUND_FLOOR, Emax=999_999, Emin=-999_999)
 
 __all__ = [
     "FX_BOOK_EVENTS",
@@ -134,9 +139,19 @@ class FxBook:
             raise ArgumentTypeError("a conversion sells Money")
         if not isinstance(quote, Quote):
             raise ArgumentTypeError("a conversion needs a Quote")
-        client_rate, market_rate = quote.rates(sold.currency, Currency.of(buy))
-        settled = self.policy.settle(sold, client_rate)
-        market_value = market_rate.convert(sold).round(self.policy.rounding)
+        bought_currency = Currency.of(buy)
+        client_rate, market_rate = quote.rates(sold.currency, bought_currency)
+        if sold.currency == quote.quote:
+            # Selling the quote currency divides by the rates: divided here, not multiplied by
+            # a rounded inverse (108.20 USD at 1.0820 buys exactly 100.00 EUR, not 99.99).
+            exact = UnroundedMoney(_QUOTIENT.divide(sold.amount, quote.ask), bought_currency)
+            market = UnroundedMoney(
+                _QUOTIENT.divide(sold.amount, quote.market.rate), bought_currency
+            )
+        else:
+            exact, market = client_rate.convert(sold).result, market_rate.convert(sold).result
+        settled = self.policy.settle_exact(sold, exact, client_rate)
+        market_value = market.round(self.policy.rounding)
         revenue = market_value - settled.result
         if revenue.is_negative():
             # Only a policy rounding in the client's favour can do this: refuse, book nothing.

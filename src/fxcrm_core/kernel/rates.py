@@ -265,11 +265,22 @@ class ConversionPolicy:
             raise ArgumentTypeError("a conversion sells Money")
         if not isinstance(rate, ExchangeRate):
             raise ArgumentTypeError("a conversion needs an ExchangeRate")
+        return self.settle_exact(amount, rate.convert(amount).result, rate)
+
+    def settle_exact(
+        self, amount: Money, exact: UnroundedMoney, rate: ExchangeRate
+    ) -> SettledConversion:
+        """:meth:`settle` for a result the caller computed exactly itself (``amount`` divided
+        by a rate, say, rather than multiplied by a rounded inverse): the minimums checked, the
+        result rounded by the policy."""
+        if not isinstance(amount, Money) or not isinstance(exact, UnroundedMoney):
+            raise ArgumentTypeError("a conversion sells Money for an UnroundedMoney result")
+        if not isinstance(rate, ExchangeRate):
+            raise ArgumentTypeError("a conversion needs an ExchangeRate")
         amount.require_positive("a converted amount")
         least = self.minimum(amount.currency)
         if least is not None and amount < least:
             raise AmountBelowMinimumError(f"converting less than {least} is refused")
-        exact = rate.convert(amount).result
         result, remainder = exact.round_with_remainder(self.rounding)
         if result.minor < self.minimum_units:
             raise AmountBelowMinimumError(

@@ -13,6 +13,7 @@ from fxcrm_core.payments.client_transfers import (
     ClientTransfers,
     ClientTransferStatus,
 )
+from fxcrm_core.payments.conversions import WalletConversions
 from fxcrm_core.payments.deposits import (
     DEPOSIT_EVENTS,
     CallbackOutcome,
@@ -63,6 +64,7 @@ from fxcrm_core.payments.withdrawals import (
 )
 
 __all__ = [
+    "WalletConversions",
     "WIRE_EVENTS",
     "BankWires",
     "DuplicateBankLineError",
