@@ -41,10 +41,12 @@ from fxcrm_core.kernel.rates import (
     RateTable,
     SettledConversion,
 )
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.time import ensure_aware, to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
 
 __all__ = [
+    "checked_text",
     "MAX_AMOUNT",
     "MAX_AMOUNT_DIGITS",
     "MAX_RATE",

@@ -44,6 +44,7 @@ from fxcrm_core.kernel.errors import (
 )
 from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.kernel.money import Money
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.deposits import retry_on_race
@@ -94,16 +95,7 @@ class ReferenceKeys(Protocol):
 
 
 def _text(value: object, what: str, limit: int) -> str:
-    if not isinstance(value, str):
-        raise ArgumentTypeError(f"the {what} is text")
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
-        raise ValidationError(f"the {what} holds a control character")
-    value = value.strip()
-    if not value:
-        raise ValidationError(f"the {what} is empty")
-    if len(value) > limit:
-        raise ValidationError(f"the {what} is longer than {limit} characters")
-    return value
+    return checked_text(value, what, limit)
 
 
 def normalise_bank_reference(text: str) -> str:
