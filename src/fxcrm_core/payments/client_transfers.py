@@ -25,6 +25,7 @@ from fxcrm_core.kernel.errors import (
     ValidationError,
 )
 from fxcrm_core.kernel.money import Money
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.trading_day import TradingCalendar
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
@@ -217,7 +218,10 @@ class ClientTransfers:
         self.access.require(actor, "transfer.request", client_id=sender_id)
         known = self.repository.load(ClientTransfer, request_id)
         if known is not None and known.status is not None:
-            return self._same(known, sender_id, receiver_id, amount)
+            # A retry: the same transfer, taken on from where an earlier attempt stopped (a
+            # crash after the hold, before its approval was asked for or the money moved).
+            self._same(known, sender_id, receiver_id, amount)
+            return self._go_on(actor, known)
         if sender_id == receiver_id:
             raise ValidationError("a client cannot send money to themselves")
         self.limits.check(amount)
@@ -229,21 +233,32 @@ class ClientTransfers:
             sender_id,
             receiver_id,
             amount,
-            needs_approval=threshold is not None and amount > threshold,
+            # Staff moving a client's money to another client never do it alone, whatever the
+            # amount: only the sender's own request may pass without a second person.
+            needs_approval=(threshold is not None and amount > threshold)
+            or actor.client_id != sender_id,
             needs_consent=self.consent,
         )
         try:
             retry_on_race(lambda: self._hold(actor, requested), "the transfer request")
         except IdempotencyConflictError:
             raise IdempotencyConflictError("this request id names another transfer") from None
-        transfer = self._load(request_id)
-        if transfer.needs_approval and transfer.approval_id is None:
+        return self._go_on(actor, self._load(request_id))
+
+    def _go_on(self, actor: Actor, transfer: ClientTransfer) -> ClientTransfer:
+        """Ask for the approval the transfer needs (once), then move the money if nothing else
+        is waiting: the one way on from a hold, for a first attempt and a retry alike."""
+        if (
+            transfer.status is ClientTransferStatus.WAITING
+            and transfer.needs_approval
+            and transfer.approval_id is None
+        ):
             approval_id = self.approvals.request(
-                actor, CLIENT_TRANSFER_ACTION, request_id, {"transfer_id": request_id},
-                client_id=sender_id,
+                actor, CLIENT_TRANSFER_ACTION, transfer.id, {"transfer_id": transfer.id},
+                client_id=transfer.sender_id,
             )  # fmt: skip
             self._record(actor.id, transfer, ClientTransferSubmitted(approval_id), "submitted")
-        return self._complete_if_ready(actor.id, request_id)
+        return self._complete_if_ready(actor.id, transfer.id)
 
     def _same(
         self, known: ClientTransfer, sender_id: str, receiver_id: str, amount: Money
@@ -369,8 +384,7 @@ class ClientTransfers:
     def _close(
         self, actor: Actor, transfer: ClientTransfer, status: ClientTransferStatus, reason: str
     ) -> ClientTransfer:
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValidationError("closing a transfer needs a reason")
+        reason = checked_text(reason, "reason", 500)
         if transfer.status is status:
             return transfer
         if transfer.status is not ClientTransferStatus.WAITING:
@@ -406,10 +420,8 @@ def _hold_id(transfer_id: str) -> str:
 
 
 def _require_id(value: object, what: str) -> None:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ValidationError(f"{what} is non-empty text of at most 200 characters")
-    if any(ord(ch) < 32 for ch in value):
-        raise ValidationError(f"{what} holds no control characters")
+    if checked_text(value, what) != value:
+        raise ValidationError(f"the {what} has no surrounding spaces")
 
 
 def _by_code(value: Mapping[str, Money] | None, what: str) -> dict[str, Money]:
