@@ -172,7 +172,8 @@ def test_a_failure_after_the_withdrawal_is_finished_by_a_retry_without_a_second_
     assert [f.kind.value for f in w.reconciled()] == ["unknown_deal", "balance_mismatch"]
     w.send("a-1", 100)  # the retry
     assert (w.on_server(w.first), w.on_server(w.second)) == (usd(200), usd(100))
-    assert calls.count("withdrawal:a2a:a-1:out") == 2  # called twice, done once (keyed)
+    # Called twice, done once (keyed: "a2a:<client>:<request id>:out").
+    assert calls.count(f"withdrawal:a2a:{w.ana}:a-1:out") == 2
     assert w.reconciled() == []
 
 
@@ -196,7 +197,7 @@ def test_a_transfer_in_flight_can_be_unwound_by_finance_once(
         w.send("a-1", 100)  # an unwound request is not sent again under the same id
     unwound = [
         r
-        for r in map(w.b.codec.decode, w.b.store.read_stream("internal-a2a:a-1"))
+        for r in map(w.b.codec.decode, w.b.store.read_stream(f"internal-a2a:{w.ana}:a-1"))
         if type(r.event).__name__ == "InternalTransferUnwound"
     ]
     assert [(r.metadata.actor, getattr(r.event, "reason", "")) for r in unwound] == [

@@ -260,6 +260,9 @@ class _NoTradingServer:
     def set_enabled(self, login: int, enabled: bool) -> None:
         raise self._refuse()
 
+    def balance_operation_made(self, login: int, idempotency_key: str) -> int | None:
+        raise self._refuse()
+
     def balance_operation(
         self,
         login: int,

@@ -17,10 +17,12 @@ from fxcrm_core.events import Aggregate, DomainEvent, Repository
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
     FxCrmError,
+    IdempotencyConflictError,
     IllegalTransitionError,
     ValidationError,
 )
 from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.ledger import Ledger, Limit, TransferRequest, TransferStatus
 from fxcrm_core.trading import BalanceOperation, TradingServer, TradingServerError
 
@@ -170,18 +172,20 @@ class TradingTransfers:
         first server withdraws it and the second deposits it, each call keyed by the request
         (a retry repeats neither), and the hold is posted with both legs recorded as
         :class:`InternalTransferCompleted` (what reconciliation compares with the servers).
+        Request ids are the client's own: another client's id names nothing here, and the same
+        id for another transfer is refused.
 
         A refused withdrawal releases the hold. A deposit that fails after the withdrawal
         leaves the transfer in flight (the hold pending): retrying the same request finishes
         it; :meth:`unwind` returns the money to the first account instead."""
         source, target = self._pair(actor, request_id, from_account_id, to_account_id, amount)
-        done = self._legs(request_id)
+        key = _a2a_key(source, request_id)
+        done = self._legs(key, source, target, amount)
         if done is not None:
             return done
-        hold_id = f"{_A2A}{request_id}"
         held = self.ledger.transfer(
             TransferRequest(
-                hold_id, self.accounts.mirror(source), self.accounts.mirror(target), amount,
+                key, self.accounts.mirror(source), self.accounts.mirror(target), amount,
                 pending=True,
             ),
             actor=actor.id,
@@ -189,23 +193,23 @@ class TradingTransfers:
         if held.status is not TransferStatus.PENDING:
             raise IllegalTransitionError("this transfer was unwound; send a new request")
         try:
-            out = self._leg(source, amount, request_id, "out", BalanceOperation.WITHDRAWAL)
+            out = self._leg(source, amount, key, "out", BalanceOperation.WITHDRAWAL)
         except FxCrmError:
-            self.ledger.void_pending(hold_id, actor=actor.id)
+            self.ledger.void_pending(key, actor=actor.id)
             raise
         try:
-            into = self._leg(target, amount, request_id, "in", BalanceOperation.DEPOSIT)
+            into = self._leg(target, amount, key, "in", BalanceOperation.DEPOSIT)
         except FxCrmError:
             raise TradingServerError(
                 "the money left the first account but the second did not take it: retry the "
                 "same request to finish, or unwind it"
             ) from None
         legs = (
-            self._record(source, amount, request_id, "out", out, to_trading=False),
-            self._record(target, amount, request_id, "in", into, to_trading=True),
+            _leg_record(source, amount, key, "out", out, to_trading=False),
+            _leg_record(target, amount, key, "in", into, to_trading=True),
         )
         self.ledger.post_pending(
-            hold_id,
+            key,
             actor=actor.id,
             also=[(InternalTransfer.blank(leg.request_id), leg) for leg in legs],
         )
@@ -215,33 +219,37 @@ class TradingTransfers:
         self, actor: Actor, request_id: str, from_account_id: str, to_account_id: str,
         amount: Money, *, reason: str,
     ) -> tuple[InternalTransferCompleted, InternalTransferCompleted]:  # fmt: skip
-        """Give a transfer in flight back to the first account: for finance (``transfer.approve``
-        on the client's rows), once it has checked that the second server did not take the
-        deposit (reconciliation shows the first leg alone). The withdrawal is made sure of
-        (the same keyed call: done once either way), the money deposited back under a key of
-        its own, and the hold released with both legs recorded."""
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValidationError("unwinding a transfer needs a reason")
-        source, _ = self._pair(actor, request_id, from_account_id, to_account_id, amount)
+        """Give a transfer in flight back to the first account, for finance
+        (``transfer.approve`` on the client's rows). The second server is asked first whether
+        it took the deposit (a lost answer): if it did, nothing is unwound (send the same
+        request again to finish the transfer). Else the withdrawal is made sure of (the same
+        keyed call: done once either way), the money deposited back under a key of its own,
+        and the hold released with both legs and the reason recorded."""
+        why = checked_text(reason, "reason", 500)
+        source, target = self._pair(actor, request_id, from_account_id, to_account_id, amount)
         self.access.require(actor, "transfer.approve", client_id=source.client_id)
-        hold_id = f"{_A2A}{request_id}"
-        if self._legs(request_id) is not None:
+        key = _a2a_key(source, request_id)
+        if self._legs(key, source, target, amount) is not None:
             raise IllegalTransitionError("the transfer completed: it cannot be unwound")
-        status = self.ledger.transfer_status(hold_id).status
-        if status is not TransferStatus.PENDING:
+        if self.ledger.transfer_status(key).status is not TransferStatus.PENDING:
             raise IllegalTransitionError("the transfer is not in flight")
-        out = self._leg(source, amount, request_id, "out", BalanceOperation.WITHDRAWAL)
-        back = self._leg(source, amount, request_id, "undo", BalanceOperation.DEPOSIT)
+        landed = self.servers[target.server].balance_operation_made(target.login, f"{key}:in")
+        if landed is not None:
+            raise IllegalTransitionError(
+                "the second account took the deposit: send the same request again to finish"
+            )
+        out = self._leg(source, amount, key, "out", BalanceOperation.WITHDRAWAL)
+        back = self._leg(source, amount, key, "undo", BalanceOperation.DEPOSIT)
         legs = (
-            self._record(source, amount, request_id, "out", out, to_trading=False),
-            self._record(source, amount, request_id, "undo", back, to_trading=True),
+            _leg_record(source, amount, key, "out", out, to_trading=False),
+            _leg_record(source, amount, key, "undo", back, to_trading=True),
         )
         self.ledger.void_pending(
-            hold_id,
+            key,
             actor=actor.id,
             also=[
                 *((InternalTransfer.blank(leg.request_id), leg) for leg in legs),
-                (InternalTransfer.blank(hold_id), InternalTransferUnwound(request_id, reason)),
+                (InternalTransfer.blank(key), InternalTransferUnwound(request_id, why)),
             ],
         )
         return legs
@@ -249,10 +257,9 @@ class TradingTransfers:
     def _pair(
         self, actor: Actor, request_id: str, from_id: str, to_id: str, amount: Money
     ) -> tuple[TradingAccount, TradingAccount]:
-        for value, what in ((request_id, "a request id"), (from_id, "an account id"),
-                            (to_id, "an account id")):  # fmt: skip
-            if not isinstance(value, str) or not value.strip() or len(value) > 200:
-                raise ValidationError(f"{what} is non-empty text of at most 200 characters")
+        checked_text(request_id, "request id")
+        checked_text(from_id, "account id")
+        checked_text(to_id, "account id")
         if not isinstance(amount, Money):
             raise ValidationError("a transfer amount is Money")
         amount.require_positive("transfer amount")
@@ -271,32 +278,44 @@ class TradingTransfers:
         return source, target
 
     def _legs(
-        self, request_id: str
+        self, key: str, source: TradingAccount, target: TradingAccount, amount: Money
     ) -> tuple[InternalTransferCompleted, InternalTransferCompleted] | None:
-        out = self.repository.load(InternalTransfer, f"{_A2A}{request_id}:out")
-        other = self.repository.load(InternalTransfer, f"{_A2A}{request_id}:in")
+        """The two legs of a completed transfer under ``key``, if it is this transfer; the
+        same request id for another one is an IdempotencyConflictError."""
+        out = self.repository.load(InternalTransfer, f"{key}:out")
+        other = self.repository.load(InternalTransfer, f"{key}:in")
         if out is None or out.completed is None or other is None or other.completed is None:
             return None
-        return out.completed, other.completed
+        legs = (out.completed, other.completed)
+        if (legs[0].account_id, legs[1].account_id, legs[0].amount) != (
+            source.id,
+            target.id,
+            amount,
+        ):
+            raise IdempotencyConflictError("this request id names another transfer")
+        return legs
 
     def _leg(
-        self, account: TradingAccount, amount: Money, request_id: str, leg: str,
+        self, account: TradingAccount, amount: Money, key: str, leg: str,
         operation: BalanceOperation,
     ) -> int:  # fmt: skip
         return self.servers[account.server].balance_operation(
             account.login, operation, amount,
-            comment=f"crm {request_id} {leg}", idempotency_key=f"{_A2A}{request_id}:{leg}",
+            comment=f"crm {key} {leg}", idempotency_key=f"{key}:{leg}",
         )  # fmt: skip
 
-    @staticmethod
-    def _record(
-        account: TradingAccount, amount: Money, request_id: str, leg: str, ticket: int, *,
-        to_trading: bool,
-    ) -> InternalTransferCompleted:  # fmt: skip
-        return InternalTransferCompleted(
-            f"{_A2A}{request_id}:{leg}", account.id, to_trading, amount, account.server,
-            account.login, ticket,
-        )  # fmt: skip
+
+def _a2a_key(source: TradingAccount, request_id: str) -> str:
+    """An account-to-account transfer's hold, legs and server keys: the client's own."""
+    return f"{_A2A}{source.client_id}:{request_id}"
+
+
+def _leg_record(
+    account: TradingAccount, amount: Money, key: str, leg: str, ticket: int, *, to_trading: bool
+) -> InternalTransferCompleted:
+    return InternalTransferCompleted(
+        f"{key}:{leg}", account.id, to_trading, amount, account.server, account.login, ticket
+    )
 
 
 #: The prefix of an account-to-account transfer's hold and of its legs' request ids.

@@ -204,6 +204,9 @@ class TradingServerContract:
         )
         assert first == again
         assert server.account_state(login).balance == amount
+        assert server.balance_operation_made(login, "psp-1") == first
+        assert server.balance_operation_made(login, "psp-2") is None
+        assert server.balance_operation_made(self._open(server), "psp-1") is None
         with pytest.raises(IdempotencyConflictError):
             server.balance_operation(
                 login,

@@ -147,6 +147,13 @@ class TradingServer(Protocol):
         key returns the same ticket and posts nothing."""
         ...
 
+    def balance_operation_made(self, login: int, idempotency_key: str) -> int | None:
+        """The deal ticket of the balance operation made on ``login`` under ``idempotency_key``,
+        or None if none was: how the CRM learns whether a call whose answer it lost took
+        effect, before it undoes anything (an adapter over a server without keys looks for the
+        key in its deals' comments)."""
+        ...
+
     def account_state(self, login: int) -> AccountState: ...
 
     def deal_feed(self, *, after_cursor: int = 0, limit: int = 1000) -> list[FeedItem]:

@@ -337,6 +337,13 @@ class SimulatedTradingServer:
             )
 
     # -- money ---------------------------------------------------------------------------
+    def balance_operation_made(self, login: int, idempotency_key: str) -> int | None:
+        with self._session(write=False):
+            previous = self._keys.get(idempotency_key)
+            if previous is None or previous[0][0] != login:
+                return None
+            return previous[1]
+
     def balance_operation(
         self,
         login: int,
