@@ -467,7 +467,8 @@ def test_unwinding_a_transfer_whose_deposit_the_server_took_creates_no_money(
 
     def answer_lost(login: int, op: BalanceOperation, amount: Money, **kw: Any) -> int:
         ticket = real(login, op, amount, **kw)
-        if op is BalanceOperation.DEPOSIT and str(kw.get("idempotency_key", "")).endswith(":a-1:in"):
+        key = str(kw.get("idempotency_key", ""))
+        if op is BalanceOperation.DEPOSIT and key.endswith(":a-1:in"):
             raise TradingServerError("connection reset")
         return ticket
 
