@@ -242,6 +242,10 @@ class RatePricing(Aggregate):
         """The version in force at ``at``: the latest effective one, the later recorded on a tie."""
         return _latest(v for v in self.versions if v.effective_at <= at)
 
+    def last_approved(self) -> PricingVersion | None:
+        """The latest version a second person approved (None: none was)."""
+        return next((v for v in reversed(self.versions) if v.approval_id is not None), None)
+
 
 def _latest(versions: Iterable[PricingVersion]) -> PricingVersion | None:
     return max(versions, key=lambda v: (v.effective_at, v.version), default=None)

@@ -29,6 +29,7 @@ from fxcrm_core.kernel.errors import (
 )
 from fxcrm_core.kernel.money import Currency
 from fxcrm_core.kernel.rates import ExchangeRate, RateSource
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.time import to_utc
 
 __all__ = [
@@ -122,9 +123,7 @@ def _direction(value: object) -> Direction:
 
 
 def _reason(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 500:
-        raise ValidationError("a pricing change needs a reason (text up to 500 characters)")
-    return value
+    return checked_text(value, "reason of a pricing change", 500)
 
 
 class BrokerRates:
@@ -286,10 +285,20 @@ class BrokerRates:
         now: datetime,
     ) -> Decimal:
         market = self.market.rate(base, quote, now).rate
-        current = self._stream(base, quote, direction).in_force(when)
-        old = (market, market) if current is None else current.pricing.prices(base, quote, market)
+        stream = self._stream(base, quote, direction)
         new = pricing.prices(base, quote, market)
-        return max(abs(new[0] - old[0]), abs(new[1] - old[1])) / market
+        # Measured against the version in force and against the last one a second person
+        # approved (the market itself before any): small steps that each pass alone cannot
+        # walk a rate past the threshold.
+        references = [stream.in_force(when), stream.last_approved()]
+        moves = [Decimal(0)]
+        for reference in references:
+            if reference is None:
+                old = (market, market)
+            else:
+                old = reference.pricing.prices(base, quote, market)
+            moves.append(max(abs(new[0] - old[0]), abs(new[1] - old[1])) / market)
+        return max(moves)
 
     def _record(
         self,
