@@ -33,6 +33,7 @@ from fxcrm_core.accounts.service import Accounts
 from fxcrm_core.clients.model import Client
 from fxcrm_core.events import DomainEvent, EventMetadata, UnitOfWork
 from fxcrm_core.kernel.errors import (
+    AccessDeniedError,
     FxCrmError,
     IdempotencyConflictError,
     IllegalTransitionError,
@@ -166,6 +167,10 @@ class AccountChanges:
         """
         account = self.repository.get(TradingAccount, account_id)
         self.access.require(actor, "account.password", client_id=account.client_id)
+        if password is not None and actor.client_id != account.client_id:
+            # Staff trigger a generated password only: one who could choose it could log in
+            # to the client's account.
+            raise AccessDeniedError("only the client chooses its own trading password")
         _check_text(request_id, "a request id")
         _check_text(reason, "a reason")
         if self._recorded(account, request_id, "password"):
