@@ -75,6 +75,10 @@ def test_a_usd_withdrawal_paid_in_cny_converts_at_the_withdrawal_rate() -> None:
     )  # fmt: skip
     assert quoted.rate_id.startswith("USD-CNY-withdrawal@1/lp@")
     assert quoted.client_rate == Decimal("7.0950")
+    shown = w.withdrawals.view(FINANCE, wd)  # both amounts and the rate, as finance sees it
+    assert (shown.amount, shown.payout, shown.rate, shown.rate_id) == (
+        usd("200.00"), cny("1419.00"), Decimal("7.0950"), quoted.rate_id,
+    )  # fmt: skip
     for _ in range(2):  # the PSP's callback again: nothing more
         assert w.withdrawals.paid(wd, "payout-1").status is WithdrawalStatus.PAID
     assert w.balance(w.wallet) == usd("797.00")  # 200 and the 3.00 fee

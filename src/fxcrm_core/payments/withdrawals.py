@@ -264,7 +264,7 @@ class WithdrawalPayoutQuoted(DomainEvent):
     quoted_at: datetime
 
 
-# InstrumentAdded is registered apart, at version 2 with its upcaster: register_instrument_events.
+# InstrumentAdded is registered apart, at version 3 with its upcasters: register_instrument_events.
 WITHDRAWAL_EVENTS = (
     InstrumentVerified,
     InstrumentRemoved,
@@ -353,6 +353,10 @@ class WithdrawalView:
     fee: Money
     status: WithdrawalStatus
     to: InstrumentView
+    # Paid out in another currency: the payout, the client's rate and its id, once approved.
+    payout: Money | None = None
+    rate: Decimal | None = None
+    rate_id: str | None = None
 
 
 @attrs.frozen
@@ -612,6 +616,9 @@ class Withdrawals:
             fee=w.fee,
             status=w.status,
             to=self._shown(roles, instrument),
+            payout=w.payout_quote.payout if w.payout_quote else None,
+            rate=w.payout_quote.client_rate if w.payout_quote else None,
+            rate_id=w.payout_quote.rate_id if w.payout_quote else None,
         )
 
     def _check(self, params: Mapping[str, str]) -> None:
