@@ -1,0 +1,1 @@
+"""Client activity (issue 15): what each client did, read from the log. Being built."""

@@ -1,0 +1,1 @@
+"""Loyalty (issue 15): tier programmes as data, evaluated on client activity. Being built."""
