@@ -46,6 +46,7 @@ from fxcrm_core.payments.wires import (
     Wire,
     WireStatus,
     normalise_bank_reference,
+    register_wire_events,
 )
 from fxcrm_core.payments.withdrawals import (
     WITHDRAWAL_EVENTS,
@@ -67,6 +68,7 @@ __all__ = [
     "WalletConversions",
     "WIRE_EVENTS",
     "BankWires",
+    "register_wire_events",
     "DuplicateBankLineError",
     "DuplicateWireReferenceError",
     "OpenWire",
@@ -124,7 +126,7 @@ def register_events(registry: EventRegistry) -> None:
             *DEPOSIT_EVENTS,
             *WITHDRAWAL_EVENTS,
             *CLIENT_TRANSFER_EVENTS,
-            *WIRE_EVENTS,
         )
     )
+    register_wire_events(registry)  # three at version 2, with their upcasters
     register_instrument_events(registry)  # version 3, with its upcasters

@@ -48,7 +48,8 @@ log = logging.getLogger("fxcrm_core.privacy")
 
 class ErasureBlockedError(RetentionHoldError):
     """Erasure refused: the subject still has money or an account with the broker
-    (``remaining`` names what: ``balance``, ``hold``, ``open account``, ``rebates owed``)."""
+    (``remaining`` names what: ``balance``, ``hold``, ``open account``, ``open wire``,
+    ``rebates owed``)."""
 
     default_message = "erasure refused: the client still has a balance, a hold or an account"
 
@@ -71,8 +72,8 @@ class ErasureChecks(Protocol):
         ...
 
     def open_positions(self, subject_id: str) -> list[str]:
-        """What still ties the subject to the broker: ``balance``, ``hold``, ``open account``
-        (empty: nothing)."""
+        """What still ties the subject to the broker: ``balance``, ``hold``, ``open account``,
+        ``open wire`` (empty: nothing)."""
         ...
 
     def release(self, subject_id: str, uow: UnitOfWork) -> None:
@@ -166,8 +167,8 @@ class Erasure:
 
         For a client the system knows (see :class:`ErasureChecks`), the relationship ended when
         the client was closed: ``relationship_ended_at`` may be left out (a different date is
-        refused), and the erasure is refused while a balance, a hold or an open account
-        remains. For a subject of the host's own, the caller says when the relationship ended.
+        refused), and the erasure is refused while a balance, a hold, an open account or an
+        open wire remains. For a subject of the host's own, the caller says when the relationship ended.
         ``snapshot_streams`` names the streams whose snapshots may hold the subject's PII in
         clear (snapshots are caches: they are deleted, and rebuilt from events when needed).
         """
