@@ -168,7 +168,8 @@ class Erasure:
         For a client the system knows (see :class:`ErasureChecks`), the relationship ended when
         the client was closed: ``relationship_ended_at`` may be left out (a different date is
         refused), and the erasure is refused while a balance, a hold, an open account or an
-        open wire remains. For a subject of the host's own, the caller says when the relationship ended.
+        open wire remains. For a subject of the host's own, the caller says when the
+        relationship ended.
         ``snapshot_streams`` names the streams whose snapshots may hold the subject's PII in
         clear (snapshots are caches: they are deleted, and rebuilt from events when needed).
         """
