@@ -92,8 +92,9 @@ class ClientActivity:
     rebuild prices as the live model did. Without one, only USD amounts are priced.
 
     The measures are kept per client and trading day (memory grows with active days, not
-    deals); applying updates and deletes needs what each trade deal added (one small mark per
-    deal, about 200 bytes). :meth:`trades` reads a client's deals from the log on demand.
+    deals), but applying updates and deletes needs what each trade deal added: one mark per deal
+    (about 0.7 KB measured: 15 MB for 20,808 simulated deals). :meth:`trades` reads a
+    client's deals from the log on demand.
     """
 
     name = "activity"
