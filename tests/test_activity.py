@@ -10,17 +10,19 @@ from decimal import Decimal
 import attrs
 import pytest
 
-from fxcrm_core.activity import ClientActivity, Instrument, Measure, Period
+from fxcrm_core.activity import ClientActivity, FlowKind, Instrument, Measure, Period
+from fxcrm_core.fx import Direction, Pricing
 from fxcrm_core.kernel import (
     ArgumentTypeError,
     Currency,
     ExchangeRate,
+    Money,
     UnroundedMoney,
     ValidationError,
 )
 from fxcrm_core.payments import WithdrawalStatus
 from fxcrm_core.trading import DealChange
-from tests.activity_world import EUR, T0, USD, World, usd
+from tests.activity_world import CHECKER, EUR, FINANCE, T0, USD, World, usd
 
 D = Decimal
 
@@ -212,3 +214,40 @@ def test_window_arguments_are_checked() -> None:
     with pytest.raises(ValidationError):
         w.activity.window(w.cid, Measure.LOTS, days=1, at=datetime(2026, 3, 9))  # noqa: DTZ001 (naive)
     assert w.activity.window(w.cid, Measure.LOTS, days=1).value == 0  # the clock's day
+
+
+def test_conversions_at_deposit_and_withdrawal_count_their_markup() -> None:
+    w = World()
+    for direction in (Direction.DEPOSIT, Direction.WITHDRAWAL):
+        change = w.broker.fx_rates.set_pricing(
+            FINANCE, "EUR", "USD", direction, Pricing.pips(50), reason="launch"
+        )
+        if change.approval_id is not None:
+            w.broker.approvals.approve(CHECKER, change.approval_id)
+    deposits = w.broker.deposits
+    dep = deposits.initiate(
+        w.me, w.cid, Money.of(500, "EUR"), psp="sepa", method="bank", into="USD"
+    )
+    deposits.psp_confirmed(dep, "ref-eur", Money.of(500, "EUR"))
+    credited = deposits.get(dep).conversion
+    assert credited is not None
+    assert figure(w, Measure.DEPOSITS) == credited.credited.amount  # what the wallet got
+    assert figure(w, Measure.REVENUE) == credited.revenue.amount
+    wd = w.broker.withdrawals.request(w.me, w.cid, w.iban, usd(100), payout_currency="EUR")
+    approval = w.broker.withdrawals.get(wd).approval_id
+    assert approval is not None
+    w.broker.approvals.approve(FINANCE, approval)
+    w.broker.withdrawals.paid(wd, "payout-eur")
+    quote = w.broker.withdrawals.get(wd).payout_quote
+    assert quote is not None
+    revenue = w.activity.window(w.cid, Measure.REVENUE, days=1, at=T0)
+    # The deposit's markup (USD), the withdrawal's fee (USD) and its markup (EUR).
+    assert set(revenue.by_currency) == {
+        UnroundedMoney(credited.revenue.amount + D(2), USD),
+        UnroundedMoney(quote.revenue.amount, EUR),
+    }
+    assert figure(w, Measure.WITHDRAWALS) == D("100.00")
+    line = w.flows.statement(w.me, w.cid, T0 - timedelta(hours=1), T0 + timedelta(hours=1)).lines[0]
+    assert (line.kind, line.amount, line.counterparty) == (
+        FlowKind.DEPOSIT, credited.credited, "psp:sepa"
+    )  # fmt: skip

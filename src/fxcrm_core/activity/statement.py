@@ -162,16 +162,18 @@ class FundFlows:
         )
 
     def _counterparty(self, account: str, transfer_id: str, transfer: Transfer) -> str:
+        if transfer_id.startswith("deposit:") and transfer.reverses is None:
+            # The PSP that paid it in (a converted deposit reaches the wallet from the FX desk).
+            deposit_id = transfer_id.removeprefix("deposit:").removesuffix(":bought")
+            found = self.ledger.repository.load(Deposit, deposit_id)
+            if found is not None and found.psp:
+                return "psp:" + found.psp
         head, _, rest = account.partition(":")
         if head == "wallet":
             return "client:" + rest.rpartition(":")[0]
         if head == "mirror":
             return "trading:" + rest
         if head == "psp_clearing":
-            if transfer_id.startswith("deposit:") and transfer.reverses is None:
-                found = self.ledger.repository.load(Deposit, transfer_id.removeprefix("deposit:"))
-                if found is not None and found.psp:
-                    return "psp:" + found.psp
             return "psp"
         if head == "fx_position":
             return "broker:fx"
