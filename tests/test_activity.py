@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fxcrm_core.activity import ClientActivity, FlowKind, Instrument, Measure, Period
 from fxcrm_core.fx import Direction, Pricing
@@ -21,7 +23,7 @@ from fxcrm_core.kernel import (
     ValidationError,
 )
 from fxcrm_core.payments import WithdrawalStatus
-from fxcrm_core.trading import DealChange
+from fxcrm_core.trading import Deal, DealChange
 from tests.activity_world import CHECKER, EUR, FINANCE, T0, USD, World, usd
 
 D = Decimal
@@ -251,3 +253,49 @@ def test_conversions_at_deposit_and_withdrawal_count_their_markup() -> None:
     assert (line.kind, line.amount, line.counterparty) == (
         FlowKind.DEPOSIT, credited.credited, "psp:sepa"
     )  # fmt: skip
+
+
+CHANGES = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "update", "delete"]),
+        st.integers(0, 30),  # which earlier deal (modulo), or hours after T0 for an add
+        st.integers(1, 500),  # hundredths of a lot
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(CHANGES)
+def test_measures_equal_a_trivial_model_of_the_feed(changes: list[tuple[str, int, int]]) -> None:
+    """Adds, updates and deletes in any order: the measures equal a dict of the deals as they
+    stand, and so does the trade history read from the log."""
+    w = World()
+    standing: dict[int, Deal] = {}
+    made: list[Deal] = []
+    for change, n, hundredths in changes:
+        lots = str(D(hundredths) / 100)
+        if change == "add" or not made:
+            deal = w.trade(T0 + timedelta(hours=n), lots)
+            made.append(deal)
+            standing[deal.ticket] = deal
+        elif change == "update":
+            deal = attrs.evolve(made[n % len(made)], volume=D(lots))
+            w.change(deal, DealChange.UPDATED)
+            standing[deal.ticket] = deal
+        else:
+            deal = made[n % len(made)]
+            w.change(deal, DealChange.DELETED)
+            standing.pop(deal.ticket, None)
+        if n % 3 == 0:
+            w.pull()  # in batches of any size
+    w.pull()
+    assert w.activity.lifetime(w.cid, Measure.TRADES).value == len(standing)
+    assert w.activity.lifetime(w.cid, Measure.LOTS).value == sum(
+        (d.volume for d in standing.values()), D(0)
+    )
+    notional = sum((d.volume * 100_000 * d.price for d in standing.values()), D(0))
+    assert w.activity.lifetime(w.cid, Measure.VOLUME_USD).value == notional.quantize(D("0.01"))
+    assert {d.ticket for d in w.activity.trades(w.cid)} == set(standing)
+    days = {w.broker.calendar.trading_day(d.time) for d in standing.values()}
+    assert w.activity.lifetime(w.cid, Measure.ACTIVE_DAYS).value == len(days)
