@@ -339,3 +339,17 @@ def test_a_programme_refuses_bad_shapes() -> None:
         Benefits(commission_discount=Decimal("1.5"))
     with pytest.raises(ValidationError):
         RollingTradingDays(0)
+
+
+def test_a_period_closed_late_starts_no_grace_after_the_client_moved_up_since() -> None:
+    w = world(programme(JUL, grace=2))
+    w.activity.trade("c1", ny(2026, 7, 6, 10), "12")
+    w.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])  # silver for July; August is quiet
+    w.activity.trade("c1", ny(2026, 9, 1, 10), "60")
+    w.activity.deposit("c1", ny(2026, 9, 1, 9), "6000")
+    w.tiers.evaluate("c1", ny(2026, 9, 1, 10))  # gold, before August was closed
+    w.tiers.close_period(ny(2026, 9, 1, 11), ["c1"])  # August closed late: bronze
+    events = [r.event for r in w.tiers.history("c1")]
+    assert not [e for e in events if isinstance(e, TierGraceStarted)]
+    assert [w.tiers.tier("c1", ny(2026, 9, d)) for d in (1, 4, 15)] == ["gold"] * 3

@@ -349,6 +349,7 @@ class Tiers:
             return 0  # the programme was not in force during that period
         if isinstance(client_ids, str) or not isinstance(client_ids, Iterable):
             raise ValidationError("close_period takes a collection of client ids")
+        following = programme.window.period(self.calendar, period.end).label
         count = 0
         for client_id in dict.fromkeys(client_ids):
             state = self._state(client_id)
@@ -363,6 +364,9 @@ class Tiers:
                                  reading.qualified[-1][1], verdict, reading.figures)
             )  # fmt: skip
             held = now.tier_at(period.end - _TICK)
+            # Closed late, after an upgrade in the next period: the client has qualified again,
+            # so no grace may start (it would pull the tier down after that upgrade).
+            requalified = now.moved == (following, 1)
             current = programme.rank(held) if held is not None else -1
             grace_days = programme.downgrade.grace_trading_days
             if reading.verdict > current or (reading.verdict < current and not grace_days):
@@ -373,7 +377,11 @@ class Tiers:
                         reading.qualified, reading.figures,
                     )
                 )  # fmt: skip
-            elif reading.verdict < current and (now.grace is None or now.grace.tier != verdict):
+            elif (
+                reading.verdict < current
+                and not requalified
+                and (now.grace is None or now.grace.tier != verdict)
+            ):
                 until = now.grace.until if now.grace else (
                     programme.downgrade.grace_until(self.calendar, period.end))  # fmt: skip
                 events.append(
