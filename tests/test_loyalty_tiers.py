@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from fxcrm_core.access import SelfApprovalError
-from fxcrm_core.events import DomainEvent, RecordedEvent
+from fxcrm_core.events import DomainEvent, EventMetadata, RecordedEvent, UnitOfWork
+from fxcrm_core.kernel import FixedClock
 from fxcrm_core.kernel.errors import AccessDeniedError, CodecError, NotFoundError, ValidationError
 from fxcrm_core.loyalty import (
     Benefits,
@@ -33,6 +35,7 @@ from fxcrm_core.loyalty import (
     programme_from_data,
     programme_to_data,
 )
+from fxcrm_core.stores import SqliteEventStore
 from tests.loyalty_world import (
     ADMIN,
     CAL,
@@ -40,7 +43,9 @@ from tests.loyalty_world import (
     OTHER_ADMIN,
     SILVER,
     SUPPORT,
+    MemoryActivity,
     World,
+    build,
     ny,
     programme,
     world,
@@ -353,3 +358,36 @@ def test_a_period_closed_late_starts_no_grace_after_the_client_moved_up_since() 
     events = [r.event for r in w.tiers.history("c1")]
     assert not [e for e in events if isinstance(e, TierGraceStarted)]
     assert [w.tiers.tier("c1", ny(2026, 9, d)) for d in (1, 4, 15)] == ["gold"] * 3
+
+
+def test_a_policy_records_decisions_in_its_own_unit_of_work() -> None:
+    w = world(programme(JUL))
+    w.activity.trade("c1", ny(2026, 7, 6, 10), "12")
+    repository = w.tiers.repository
+    with UnitOfWork(repository, EventMetadata("system:policy")) as uow:
+        staged = w.tiers.evaluate("c1", ny(2026, 7, 6, 10), uow=uow)
+        assert [type(e).__name__ for e in staged] == ["TierChanged"]
+        assert w.tiers.history("c1") == []  # staged, not committed
+        assert w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"], uow=uow) == 1
+        uow.commit()
+    assert [type(r.event).__name__ for r in w.tiers.history("c1")] == [
+        "TierChanged", "TierPeriodClosed"
+    ]  # fmt: skip
+    assert w.tiers.tier("c1", ny(2026, 8, 3)) == "silver"
+
+
+def test_a_second_process_on_one_sqlite_file_answers_the_same(tmp_path: Path) -> None:
+    clock = FixedClock(datetime(2026, 6, 30, tzinfo=UTC))
+    activity = MemoryActivity()
+    first = build(SqliteEventStore(tmp_path / "events.db"), activity, clock)
+    first.tiers.record_programme(ADMIN, programme(JUL, grace=2), reason="vip")
+    activity.trade("c1", ny(2026, 7, 6, 10), "60")
+    activity.deposit("c1", ny(2026, 7, 6, 9), "6000")
+    first.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    second = build(SqliteEventStore(tmp_path / "events.db"), activity, clock)
+    second.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])  # the other process closes July
+    second.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])  # and August: a grace
+    assert first.tiers.close_period(ny(2026, 8, 31, 17, 2), ["c1"]) == 0  # already closed
+    for at in (ny(2026, 7, 6, 11), ny(2026, 9, 2, 16, 59), ny(2026, 9, 2, 17)):
+        assert first.tiers.standing("c1", at) == second.tiers.standing("c1", at)
+    assert first.tiers.tier("c1", ny(2026, 9, 2, 17)) == "bronze"

@@ -219,9 +219,10 @@ class Tiers:
     def _key(self, client_id: str) -> str:
         return f"{self.programme_id}/{checked_text(client_id, 'client id', 100)}"
 
-    def _state(self, client_id: str) -> ClientTier:
+    def _state(self, client_id: str, uow: UnitOfWork | None = None) -> ClientTier:
         key = self._key(client_id)
-        return self.repository.load(ClientTier, key) or ClientTier.blank(key)
+        found = (uow or self.repository).load(ClientTier, key)
+        return found or ClientTier.blank(key)
 
     def standing(self, client_id: str, at: datetime) -> Standing:
         """The client's tier at ``at`` (an override while it runs) and its benefits under the
@@ -294,21 +295,35 @@ class Tiers:
             )  # fmt: skip
         return events
 
-    def _commit(self, state: ClientTier, events: list[DomainEvent], key: str | None) -> None:
+    def _commit(
+        self,
+        state: ClientTier,
+        events: list[DomainEvent],
+        key: str | None,
+        uow: UnitOfWork | None = None,
+    ) -> None:
         if not events:
+            return
+        if uow is not None:  # a policy's unit: committed with the policy's position
+            uow.record(state, *events)
             return
         with UnitOfWork(self.repository, EventMetadata(_SYSTEM, reason="tier rules")) as uow:
             uow.record(state, *events)
             uow.commit(idempotency_key=key)
 
-    def evaluate(self, client_id: str, at: datetime) -> list[DomainEvent]:
+    def evaluate(
+        self, client_id: str, at: datetime, *, uow: UnitOfWork | None = None
+    ) -> list[DomainEvent]:
         """Decide the client's tier after activity at ``at`` (an upgrade, a grace kept or
         cleared, what expired) and record it; returns the events recorded. Decisions go
         forward in time: an evaluation before the client's last decision records nothing (the
-        next one, or the period's end, sees its activity)."""
+        next one, or the period's end, sees its activity).
+
+        With ``uow`` (a policy's unit of work) the events are recorded into it, not committed.
+        """
         when = to_utc(at, "at")
         programme = self.programme_at(when)
-        state = self._state(client_id)
+        state = self._state(client_id, uow)
         if state.last_decided is not None and when < state.last_decided:
             return []
         events = self._settle(state, when)
@@ -332,14 +347,17 @@ class Tiers:
             )  # fmt: skip
         elif now.grace is not None and reading.verdict >= current:
             events.append(TierGraceCleared(client_id, when, period.label, reading.figures))
-        self._commit(state, events, None)
+        self._commit(state, events, None, uow)
         return events
 
-    def close_period(self, at: datetime, client_ids: Iterable[str]) -> int:
+    def close_period(
+        self, at: datetime, client_ids: Iterable[str], *, uow: UnitOfWork | None = None
+    ) -> int:
         """Close, for each client, the period that ended last at or before ``at`` under the
         programme in force at ``at``: record the tier its figures reached and decide at its end
         (a downgrade, a grace, an upgrade). Idempotent per client and period; returns how many
-        clients it recorded anything for."""
+        clients it recorded anything for. With ``uow`` (a policy's unit of work) the events are
+        recorded into it, not committed."""
         when = to_utc(at, "at")
         programme = self.programme_at(when)
         period = previous_period(
@@ -352,7 +370,7 @@ class Tiers:
         following = programme.window.period(self.calendar, period.end).label
         count = 0
         for client_id in dict.fromkeys(client_ids):
-            state = self._state(client_id)
+            state = self._state(client_id, uow)
             if state.closed_until is not None and period.end <= state.closed_until:
                 continue
             events = self._settle(state, period.end)
@@ -391,7 +409,7 @@ class Tiers:
                 events.append(
                     TierGraceCleared(client_id, period.end, period.label, reading.figures)
                 )
-            self._commit(state, events, f"tierclose:{state.id}:{period.label}")
+            self._commit(state, events, f"tierclose:{state.id}:{period.label}", uow)
             count += 1
         return count
 
