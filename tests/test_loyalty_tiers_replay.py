@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from fxcrm_core.loyalty import (
     CalendarMonth,
@@ -149,3 +149,54 @@ def test_the_laws_hold_after_a_grace_downgrade_and_new_trading_in_the_same_month
     machine.deposit("c1", 6000)
     assert machine.w.tiers.tier("c1", machine.now) == "bronze"
     machine.teardown()
+
+
+class TierModelMachine(RuleBasedStateMachine):
+    """The service against a trivial model of the plainest programme (monthly lots, upgrades at
+    once, downgrades at the close): the tier is the highest reached so far this month, and at a
+    close, the one the whole month reached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prog = programme(START)
+        self.w = world(self.prog)
+        self.now = START
+        self.lots: dict[str, Decimal] = {}
+        self.expected = "bronze"
+
+    def reached(self, label: str) -> str:
+        lots = self.lots.get(label, Decimal(0))
+        return "gold" if lots >= 50 else "silver" if lots >= 10 else "bronze"
+
+    @rule(hours=st.sampled_from([1, 7, 30, 100, 400]))
+    def time_passes(self, hours: int) -> None:
+        self.now += timedelta(hours=hours)
+
+    @rule(lots=st.sampled_from([0, 4, 9, 30, 45]))
+    def trade(self, lots: int) -> None:
+        self.w.activity.trade("c1", self.now, Decimal(lots))
+        self.w.activity.deposit("c1", self.now, Decimal(6000))  # gold's any-of is always met
+        label = self.prog.window.period(CAL, self.now).label
+        self.lots[label] = self.lots.get(label, Decimal(0)) + lots
+        self.w.tiers.evaluate("c1", self.now)
+        reached = self.reached(label)
+        if self.prog.rank(reached) > self.prog.rank(self.expected):
+            self.expected = reached
+
+    @rule()
+    def period_ends(self) -> None:
+        period = self.prog.window.period(CAL, self.now)
+        self.now = period.end + timedelta(minutes=1)
+        self.w.tiers.close_period(self.now, ["c1"])
+        self.expected = self.reached(period.label)
+
+    @invariant()
+    def the_service_agrees_with_the_model(self) -> None:
+        assert self.w.tiers.tier("c1", self.now) == self.expected
+
+
+TierModelMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+test_tiers_agree_with_a_trivial_model = TierModelMachine.TestCase
