@@ -49,6 +49,7 @@ from fxcrm_core.accounts import (
     LeverageCaps,
     PasswordRules,
 )
+from fxcrm_core.activity import ClientActivity, FundFlows, InstrumentSpec, fx_instrument
 from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys, StageChanged
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
@@ -212,6 +213,7 @@ class BrokerOptions(TypedDict, total=False):
     distribution: Distribution  # how a rebate pool is shared up the IB chain
     ib_max_depth: int
     payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
+    instruments: InstrumentSpec  # contract size and quote currency per symbol (activity's notional)
     rates: RateSource  # market rates: the broker's own rates and IB payouts start from them
     rate_max_age: timedelta  # an older market rate is stale: refused (default 5 minutes)
     # A change of the broker's own rate moving it by more than this share needs a second
@@ -378,6 +380,8 @@ class Broker:
     ib_network: IbNetworkService
     rebates: RebateBook
     statements: Statements  # IB statements, names masked for the asking actor
+    activity: ClientActivity  # what each client did: deals, money, revenue, rebates
+    fund_flows: FundFlows  # a client's money movements, line by line
     account_changes: AccountChanges  # password reset, group change, status: audited, keyed
     wires: BankWires  # manual bank deposits: declared, matched, approved, credited once
     conversions: WalletConversions  # between a client's own wallets, at the broker's rate
@@ -612,6 +616,16 @@ class Broker:
             approvals=self.approvals,
         )
         servers = (server.name,)
+        # What each client did (deals, money, revenue, rebates), from the log; statements of
+        # the client's money movements on top of it.
+        self.activity = ClientActivity(
+            self.projections,
+            self.calendar,
+            rates=rates,
+            instruments=options.get("instruments") or fx_instrument,
+            clock=self.clock,
+        )
+        self.fund_flows = FundFlows(self.ledger, self.access, self.activity)
         self.statements = Statements(
             self.access,
             lambda: (

@@ -35,7 +35,7 @@ from fxcrm_core.trading import DealChange, DealsReceived
 
 __all__ = [
     "REACTION_EVENTS",
-    "ClientActivity",
+    "LoginActivity",
     "Lifecycle",
     "TradingDayClosed",
     "TradingDays",
@@ -89,7 +89,7 @@ class TradingDays(Aggregate):
         return events
 
 
-class ClientActivity:
+class LoginActivity:
     """A memory read model: each client's last trading day with a credited deposit or a trade,
     and who holds which trading login (rebuilt from the log in each process)."""
 
@@ -186,10 +186,10 @@ class Lifecycle:
         self.projections = projections
         self.calendar = calendar
         self.dormant_after = dormant_after
-        self.activity = ClientActivity(calendar)
+        self.activity = LoginActivity(calendar)
         self._lock = threading.Lock()
 
-    def _activity(self) -> ClientActivity:
+    def _activity(self) -> LoginActivity:
         self.projections.catch_up(self.activity)
         return self.activity
 
