@@ -15,7 +15,13 @@ import pytest
 from fxcrm_core.access import SelfApprovalError
 from fxcrm_core.events import DomainEvent, EventMetadata, RecordedEvent, UnitOfWork
 from fxcrm_core.kernel import FixedClock
-from fxcrm_core.kernel.errors import AccessDeniedError, CodecError, NotFoundError, ValidationError
+from fxcrm_core.kernel.errors import (
+    AccessDeniedError,
+    CodecError,
+    FxCrmError,
+    NotFoundError,
+    ValidationError,
+)
 from fxcrm_core.loyalty import (
     Benefits,
     CalendarMonth,
@@ -391,3 +397,29 @@ def test_a_second_process_on_one_sqlite_file_answers_the_same(tmp_path: Path) ->
     for at in (ny(2026, 7, 6, 11), ny(2026, 9, 2, 16, 59), ny(2026, 9, 2, 17)):
         assert first.tiers.standing("c1", at) == second.tiers.standing("c1", at)
     assert first.tiers.tier("c1", ny(2026, 9, 2, 17)) == "bronze"
+
+
+class FloatActivity(MemoryActivity):
+    def measure(self, client_id: str, measure: Measure, start: datetime, end: datetime) -> Decimal:
+        return 1.5  # type: ignore[return-value]
+
+
+def test_hostile_input_is_refused_with_typed_errors_that_echo_nothing() -> None:
+    w = world(programme(JUL))
+    with pytest.raises(ValidationError) as error:
+        w.tiers.evaluate("ana\x00lima@example.com", ny(2026, 7, 6))
+    assert "ana" not in str(error.value)
+    with pytest.raises(FxCrmError):
+        w.tiers.evaluate("c1", datetime(2026, 7, 6, 12))  # noqa: DTZ001 (naive on purpose)
+    with pytest.raises(ValidationError):
+        w.tiers.close_period(ny(2026, 8, 3), "c1")  # a string is not a collection of ids
+    with pytest.raises(NotFoundError):
+        w.tiers.evaluate("c1", ny(2026, 6, 15))  # before the programme
+    data = programme_to_data(programme(JUL))
+    data["effective_from"] = "2026-07-01T00:00:00"  # naive in storage
+    with pytest.raises(CodecError):
+        programme_from_data(data)
+    floats = build(w.store, FloatActivity(), w.clock)
+    with pytest.raises(ValidationError):
+        floats.tiers.evaluate("c1", ny(2026, 7, 6))
+    assert w.tiers.history("c1") == []  # nothing half-written

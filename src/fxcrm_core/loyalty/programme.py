@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -428,7 +428,7 @@ def programme_from_data(data: object) -> TierProgramme:
         return TierProgramme(
             data["programme_id"],
             data["version"],
-            datetime.fromisoformat(data["effective_from"]).astimezone(UTC),
+            datetime.fromisoformat(data["effective_from"]),  # naive: refused by to_utc
             tuple(
                 Tier(
                     t["name"],
