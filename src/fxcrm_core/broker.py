@@ -50,7 +50,14 @@ from fxcrm_core.accounts import (
     PasswordRules,
 )
 from fxcrm_core.activity import ClientActivity, FundFlows, InstrumentSpec, fx_instrument
-from fxcrm_core.clients import Client, Clients, DedupPolicy, IdentityKeys, StageChanged
+from fxcrm_core.clients import (
+    Client,
+    Clients,
+    DedupPolicy,
+    IdentityKeys,
+    Stage,
+    StageChanged,
+)
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
     PAYOUT_POLICY,
@@ -482,6 +489,7 @@ class Broker:
             levels=options.get("levels", DEFAULT_LEVELS),
             clock=self.clock,
             ids=self.ids,
+            closed=self._closed,
         )
         self.ledger = Ledger(self.repository, clock=self.clock)
         self.holds = PendingHolds()  # a memory read model: rebuilt from the log per process
@@ -713,6 +721,12 @@ class Broker:
         keyring = options.get("keyring")
         if keyring is not None and not isinstance(keyring, MasterKeyring):
             raise ConfigurationError("keyring is a MasterKeyring")
+
+    def _closed(self, client_id: str) -> bool:
+        """Whether the client's relationship is closed (from its own stream, read afresh: a
+        second process's close counts at once). An unknown id is no closed client."""
+        client = self.repository.load(Client, client_id)
+        return client is not None and client.stage is Stage.CLOSED
 
     def _check_key_store(self, *, look_at: int = 10_000) -> None:
         """Refuse a key store that cannot read the log's personal data (a redeploy that lost or

@@ -3,6 +3,7 @@ rights they unlock. Every command checks the actor's permission on the client's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -55,11 +56,13 @@ class KycService:
         levels: LevelPolicy = DEFAULT_LEVELS,
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
+        closed: Callable[[str], bool] | None = None,
     ) -> None:
         self.repository = repository
         self.projections = projections
         self.access = access
         self.levels = levels
+        self.closed = closed  # whether a client's relationship is closed (the broker asks clients)
         self.clock = clock or SystemClock()
         self.ids = ids or IdGenerator(self.clock)
         self.register = DocumentRegister()
@@ -205,7 +208,11 @@ class KycService:
             uow.record(status, *events)
 
     def require(self, client_id: str, right: Right) -> None:
-        """Refuse unless the client's level (see :meth:`level`) allows ``right``."""
+        """Refuse unless the client's level (see :meth:`level`) allows ``right``. A client
+        whose relationship is closed (``closed``, asked of the clients context) keeps only the
+        right to withdraw what is left: no deposit, wire or transfer in, no new account."""
+        if right is not Right.WITHDRAW and self.closed is not None and self.closed(client_id):
+            raise KycLevelTooLowError("the client's relationship is closed")
         level = self.level(client_id)
         if not self.levels.allows(level, right):
             raise KycLevelTooLowError(

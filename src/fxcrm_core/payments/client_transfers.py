@@ -27,7 +27,7 @@ from fxcrm_core.kernel.errors import (
 from fxcrm_core.kernel.money import Money
 from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.trading_day import TradingCalendar
-from fxcrm_core.kyc import KycService, Right
+from fxcrm_core.kyc import KycLevelTooLowError, KycService, Right
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.payments.deposits import LimitExceededError, PaymentLimits, retry_on_race
 from fxcrm_core.payments.transfers import MoneyAccounts
@@ -226,6 +226,9 @@ class ClientTransfers:
             raise ValidationError("a client cannot send money to themselves")
         self.limits.check(amount)
         self.kyc.require(sender_id, Right.WITHDRAW)
+        if self.kyc.closed is not None and self.kyc.closed(sender_id):
+            # A closed relationship takes out what is left to its own instruments only.
+            raise KycLevelTooLowError("the client's relationship is closed")
         self.kyc.require(receiver_id, Right.DEPOSIT)
         threshold = self.approval_above.get(amount.currency.code)
         requested = ClientTransferRequested(
