@@ -156,7 +156,7 @@ class Clients:
         self.access = access
         self.masking = masking
         self._maskers_policy = masking
-        self._maskers_cache: dict[frozenset[str], Mapping[PiiKind, Callable[[str], str]]] = {}
+        self._maskers_cache: dict[frozenset[str], tuple[Callable[[str], str], ...]] = {}
         self.identities = identities
         self.policy = policy
         self.clock = clock or SystemClock()
@@ -174,7 +174,7 @@ class Clients:
         self.access.require(actor, "client.read", client_id=client_id)
         return self._view(actor, self.repository.get(Client, client_id))
 
-    def _maskers(self, roles: frozenset[str]) -> Mapping[PiiKind, Callable[[str], str]]:
+    def _maskers(self, roles: frozenset[str]) -> tuple[Callable[[str], str], ...]:
         """How these roles see each kind, under the policy in force (kept per role set: a
         read model of the policy, not of any client's data)."""
         if self._maskers_policy is not self.masking:
@@ -182,7 +182,7 @@ class Clients:
             self._maskers_policy = self.masking
         found = self._maskers_cache.get(roles)
         if found is None:
-            found = {kind: self.masking.masker(roles, kind) for kind in CLIENT_PII.values()}
+            found = tuple(self.masking.masker(roles, kind) for kind in CLIENT_PII.values())
             if len(self._maskers_cache) < 1024:
                 self._maskers_cache[roles] = found
         return found
@@ -191,11 +191,15 @@ class Clients:
         # Masked for the roles that let the actor read this client only: a second role that
         # may see more, but not this client's rows, lends nothing.
         roles = self.access.roles_allowing(actor, "client.read", client_id=client.id)
-        maskers = self._maskers(roles)
-
-        def show(kind: PiiKind, value: PiiValue | None) -> str | None:
-            return None if value is None else maskers[kind](value.reveal())
-
+        # One masker per personal field, in CLIENT_PII's order (resolved once per role set).
+        name, email, phone, birth_date, address = (
+            None if value is None else masker(value.value)
+            for masker, value in zip(
+                self._maskers(roles),
+                (client.name, client.email, client.phone, client.birth_date, client.address),
+                strict=True,
+            )
+        )
         return ClientView(
             id=client.id,
             kind=client.kind,
@@ -207,11 +211,11 @@ class Clients:
             owner_history=client.owner_history,
             consents=client.consents,
             merge_review=client.merge_review,
-            name=show(PiiKind.NAME, client.name),
-            email=show(PiiKind.EMAIL, client.email),
-            phone=show(PiiKind.PHONE, client.phone),
-            birth_date=show(PiiKind.BIRTH_DATE, client.birth_date),
-            address=show(PiiKind.ADDRESS, client.address),
+            name=name,
+            email=email,
+            phone=phone,
+            birth_date=birth_date,
+            address=address,
         )
 
     # -- personal data in clear: audited ---------------------------------------------------
@@ -489,4 +493,3 @@ def _check_registration(reg: object) -> None:
 def _values(client: Client) -> list[PiiValue]:
     """The client's personal values (what a reveal's or an export's reason must not quote)."""
     return [v for f in CLIENT_PII if (v := getattr(client, f)) is not None]
-
