@@ -184,6 +184,7 @@ DEFAULT_POLICY = AccessPolicy(
             "client.export",
             "account.status",
             "account_change.approve",
+            "tier_override.approve",
         },
         Role.FINANCE: {
             "client.read",
@@ -207,6 +208,8 @@ DEFAULT_POLICY = AccessPolicy(
             "ib.approve",
             "ib.rank",
             "ib.schedule",
+            "tier.programme",
+            "tier_override.request",
         },
         Role.PORTAL: {"client.register"},
     },
