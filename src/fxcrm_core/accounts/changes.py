@@ -40,6 +40,7 @@ from fxcrm_core.kernel.errors import (
     NotFoundError,
     ValidationError,
 )
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.trading.server import AccountNotFoundError, AccountStatus, TradingServerError
 
 __all__ = [
@@ -101,13 +102,10 @@ class AccountChangeOutcome:
 
 
 def _check_text(value: object, what: str) -> str:
-    if (
-        not isinstance(value, str)
-        or not value.strip()
-        or len(value) > 200
-        or not value.isprintable()
-    ):
-        raise ValidationError(f"{what} is printable text of 1 to 200 characters")
+    """The text as given (it names server keys and records): no padding, no control character."""
+    if checked_text(value, what.removeprefix("a ")) != value:
+        raise ValidationError(f"{what} has no surrounding spaces")
+    assert isinstance(value, str)
     return value
 
 
