@@ -550,7 +550,7 @@ class Broker:
         self.trading_server = server
         self.feeds = DealFeeds(self.repository)
         self.transfers = TradingTransfers(
-            self.repository, self.ledger, self.access, {server.name: server}
+            self.repository, self.ledger, self.access, {server.name: server}, closed=self._closed
         )
         self.accounts = Accounts(
             self.repository,

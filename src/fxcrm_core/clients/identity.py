@@ -11,9 +11,11 @@ of the client's claims with the client's own, and the stream no longer names the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Callable
 from typing import Any, Self
@@ -63,8 +65,13 @@ def normalise_email(text: str) -> str:
     >>> normalise_email(" Ana.Lima+fx@GoogleMail.com ")
     'analima@gmail.com'
     """
-    local, _, domain = Email.parse(text).reveal().lower().rpartition("@")
+    address = unicodedata.normalize("NFKC", Email.parse(text).reveal()).lower()
+    local, _, domain = address.rpartition("@")
     local = local.split("+", 1)[0]
+    # An internationalised domain and its xn-- form are one domain (a name IDNA cannot map is
+    # hashed as written).
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
     if domain in _DOTLESS:
         local, domain = local.replace(".", ""), "gmail.com"
     if not local:

@@ -207,11 +207,14 @@ class KycService:
         if events:
             uow.record(status, *events)
 
-    def require(self, client_id: str, right: Right) -> None:
+    def require(self, client_id: str, right: Right, *, received: bool = False) -> None:
         """Refuse unless the client's level (see :meth:`level`) allows ``right``. A client
         whose relationship is closed (``closed``, asked of the clients context) keeps only the
-        right to withdraw what is left: no deposit, wire or transfer in, no new account."""
-        if right is not Right.WITHDRAW and self.closed is not None and self.closed(client_id):
+        right to withdraw what is left: no deposit, wire or transfer in, no new account;
+        ``received`` marks money the broker already holds for the client (a bank wire that
+        arrived before the close), which is credited still, to be withdrawn."""
+        closing = right is not Right.WITHDRAW and not received
+        if closing and self.closed is not None and self.closed(client_id):
             raise KycLevelTooLowError("the client's relationship is closed")
         level = self.level(client_id)
         if not self.levels.allows(level, right):

@@ -19,6 +19,7 @@ from fxcrm_core.events import Aggregate, DomainEvent, EventMetadata, Repository,
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
+    ConcurrencyError,
     IdempotencyConflictError,
     IllegalTransitionError,
     NotFoundError,
@@ -260,7 +261,12 @@ class ClientTransfers:
                 actor, CLIENT_TRANSFER_ACTION, transfer.id, {"transfer_id": transfer.id},
                 client_id=transfer.sender_id,
             )  # fmt: skip
-            self._record(actor.id, transfer, ClientTransferSubmitted(approval_id), "submitted")
+            try:
+                self._record(actor.id, transfer, ClientTransferSubmitted(approval_id), "submitted")
+            except ConcurrencyError:
+                # Another attempt submitted the transfer first: its request is the one; this
+                # one is withdrawn, so no checker can act on a second.
+                self.approvals.cancel(actor, approval_id)
         return self._complete_if_ready(actor.id, transfer.id)
 
     def _same(

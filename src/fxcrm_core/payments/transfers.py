@@ -7,6 +7,7 @@ the server refused. A retry after any failure replays safely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 import attrs
@@ -109,11 +110,14 @@ class TradingTransfers:
         ledger: Ledger,
         access: AccessControl,
         servers: dict[str, TradingServer],
+        *,
+        closed: Callable[[str], bool] | None = None,
     ) -> None:
         self.repository = repository
         self.ledger = ledger
         self.access = access
         self.servers = servers
+        self.closed = closed  # whether a client's relationship is closed (the broker asks)
         self.accounts = MoneyAccounts(ledger)
 
     def move(
@@ -126,7 +130,18 @@ class TradingTransfers:
         self.access.require(actor, "transfer.request", client_id=account.client_id)
         done = self.repository.load(InternalTransfer, request_id)
         if done is not None and done.completed is not None:
-            return done.completed
+            record = done.completed
+            if (record.account_id, record.to_trading, record.amount) != (
+                account_id,
+                to_trading,
+                amount,
+            ):  # another account's, another client's, or another amount: not a retry
+                raise IdempotencyConflictError("this request id names another transfer")
+            return record
+        if to_trading and self.closed is not None and self.closed(account.client_id):
+            raise IllegalTransitionError(
+                "the client's relationship is closed: no money into trading"
+            )
         if amount.currency.code != account.currency:
             raise ValidationError("transfer in the trading account's currency")
         server = self.servers[account.server]

@@ -522,8 +522,9 @@ class BankWires:
         wire = self._wire(params["wire_id"])
         if wire.status is not WireStatus.MATCHED:
             raise IllegalTransitionError("the wire is no longer waiting for approval")
-        # The client's level as of now: a document revoked since the declaration stops it here.
-        self.kyc.require(wire.client_id, Right.DEPOSIT)
+        # The client's level as of now: a document revoked since the declaration stops it here
+        # (a close does not: the bank holds the money, so it is credited, to be withdrawn).
+        self.kyc.require(wire.client_id, Right.DEPOSIT, received=True)
 
     def _credit(self, params: Mapping[str, str], key: str) -> str:
         return retry_on_race(lambda: self._credit_once(params["wire_id"], key), "the wire credit")

@@ -65,11 +65,15 @@ def _check_text(cls: type[PiiValue], text: str) -> None:
     marker itself. Checked before any normaliser runs."""
     if len(text) > cls.max_length:
         raise ValidationError(f"{cls.__name__}: at most {cls.max_length} characters")
+    visible = False
     for ch in text:
-        if ch.isspace() or ch in _JOINERS:
+        if ch.isspace() or (ch in _JOINERS and cls.joiners):
             continue
         if unicodedata.category(ch)[0] == "C":
             raise ValidationError(f"{cls.__name__}: control or invisible characters are refused")
+        visible = True
+    if not visible:
+        raise ValidationError(f"{cls.__name__}: a value with nothing visible is refused")
     if text == ERASED:
         raise ValidationError(f"{cls.__name__}: not a value")
 
@@ -98,6 +102,8 @@ class PiiValue:
     kind: ClassVar[PiiKind] = PiiKind.TEXT
     #: The longest text a value of this kind may be (as typed, before normalising).
     max_length: ClassVar[int] = 256
+    #: Whether the invisible joiners some scripts need inside words (ZWJ, ZWNJ) are allowed.
+    joiners: ClassVar[bool] = False
     #: Marks a value type the event codec stores as its text (the codec sits below privacy).
     __pii_value__: ClassVar[bool] = True
     value: str = attrs.field(repr=False, validator=_canonical)
@@ -203,18 +209,20 @@ class Email(PiiValue):
     def _normalise(cls, text: str) -> str:
         # local@domain.tld: one "@", no whitespace, a dot inside the domain (checked in one
         # pass each: a pattern that backtracks would take seconds on a hostile address).
+        # The domain in its compatibility form (a fullwidth or decomposed spelling is the same
+        # domain), lower case, every label non-empty.
         local, _, domain = text.rpartition("@")
-        head, dot, tail = domain.rpartition(".")
+        domain = unicodedata.normalize("NFKC", domain).lower()
+        labels = domain.split(".")
         if (
             not local
             or "@" in local
-            or not head
-            or not dot
-            or not tail
+            or len(labels) < 2
+            or not all(labels)
             or any(ch.isspace() for ch in text)
         ):
             raise ValidationError("not a valid e-mail address")
-        return f"{local}@{domain.lower()}"
+        return f"{local}@{domain}"
 
 
 class Phone(PiiValue):
@@ -258,6 +266,7 @@ class PersonName(PiiValue):
     """A person's name as they write it, single-spaced (masked in its own convention)."""
 
     kind = PiiKind.NAME
+    joiners = True  # Persian, Indic scripts
     max_length = 200
 
     @classmethod
@@ -288,6 +297,7 @@ class Address(PiiValue):
     """A postal address as one line, single-spaced."""
 
     kind = PiiKind.ADDRESS
+    joiners = True  # Persian, Indic scripts
     max_length = 500
 
     @classmethod
@@ -364,17 +374,37 @@ def require_reason(reason: object, quoting: Iterable[PiiValue] = ()) -> str:
     value revealed is the likeliest to slip in ("caller confirmed ana@example.com")."""
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("a reveal needs a reason")
-    said = _squeezed(reason)
     for value in quoting:
-        text = value.reveal()
-        if not isinstance(text, Erased) and len(_squeezed(text)) >= 4 and _squeezed(text) in said:
+        if not value.erased and _quotes(reason, value):
             raise ValidationError("a reason must not quote the personal data it reveals")
     return reason
 
 
+def _quotes(reason: str, value: PiiValue) -> bool:
+    """Whether ``reason`` holds ``value`` written another way: a name's or an address's words
+    in a row (whole words: "Li An" is not in "compliance check"), an e-mail's local part or the
+    whole address squeezed ("ana.lima at example dot com"), a number's digits and letters."""
+    text = value.reveal()
+    if value.kind in (PiiKind.NAME, PiiKind.ADDRESS):
+        words, said = _words(text), _words(reason)
+        return bool(words) and any(
+            said[i : i + len(words)] == words for i in range(len(said) - len(words) + 1)
+        )
+    squeezed_reason = _squeezed(reason)
+    if value.kind is PiiKind.EMAIL:
+        local = _squeezed(text.rpartition("@")[0])
+        return (len(local) >= 4 and local in squeezed_reason) or _squeezed(text) in squeezed_reason
+    squeezed = _squeezed(text)
+    return len(squeezed) >= 5 and squeezed in squeezed_reason
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
 def _squeezed(text: str) -> str:
-    """Lower case without spaces, dashes or dots: the same value written another way."""
-    return "".join(ch for ch in text.casefold() if ch.isalnum() or ch == "@")
+    """Lower case letters and digits only: the same value written another way."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
 
 
 class PiiReveals:
