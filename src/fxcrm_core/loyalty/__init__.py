@@ -3,10 +3,23 @@ through maker-checker and benefits the other contexts read.
 
 Imports ``kernel``, ``events`` and ``access``. Client activity comes through the
 :class:`ActivitySource` port (the activity read model answers it), not by importing
-``fxcrm_core.activity``.
+``fxcrm_core.activity``. Segmentation (RFM) and churn warnings read the activity read model's
+windows (``fxcrm_core.activity``, below loyalty in the layers).
 """
 
 from fxcrm_core.events import EventRegistry
+from fxcrm_core.loyalty.churn import (
+    CHURN_EVENTS,
+    BaselineChurnModel,
+    ChurnAssessment,
+    ChurnModel,
+    ChurnReason,
+    ChurnSignal,
+    ChurnState,
+    ChurnWarningCleared,
+    ChurnWarningRaised,
+    ChurnWatch,
+)
 from fxcrm_core.loyalty.events import (
     LOYALTY_EVENTS,
     ClientTier,
@@ -17,6 +30,28 @@ from fxcrm_core.loyalty.events import (
     TierOverrideSet,
     TierPeriodClosed,
     TierProgrammeRecorded,
+)
+from fxcrm_core.loyalty.points import (
+    ADJUST_ACTION,
+    POINTS_EVENTS,
+    POINTS_POLICY,
+    POINTS_UPSTREAM,
+    REDEEM_PERMISSION,
+    CashbackRate,
+    DepositRate,
+    InsufficientPointsError,
+    NetDepositCounted,
+    Points,
+    PointsAccount,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsLot,
+    PointsRedeemed,
+    PointsRepriced,
+    PointsReversed,
+    PointsRules,
+    Redemption,
 )
 from fxcrm_core.loyalty.programme import (
     Benefits,
@@ -35,6 +70,18 @@ from fxcrm_core.loyalty.programme import (
     programme_from_data,
     programme_to_data,
 )
+from fxcrm_core.loyalty.segments import (
+    DEFAULT_SEGMENTS,
+    DEFAULT_VALUE_TIERS,
+    ActivityFigures,
+    CutPoints,
+    Recency,
+    RfmModel,
+    RfmScore,
+    ScoreRule,
+    Segment,
+    Segmentation,
+)
 from fxcrm_core.loyalty.tiers import (
     OVERRIDE_ACTION,
     PROGRAMME_PERMISSION,
@@ -44,6 +91,46 @@ from fxcrm_core.loyalty.tiers import (
 )
 
 __all__ = [
+    "ADJUST_ACTION",
+    "POINTS_EVENTS",
+    "POINTS_POLICY",
+    "POINTS_UPSTREAM",
+    "REDEEM_PERMISSION",
+    "CashbackRate",
+    "DepositRate",
+    "InsufficientPointsError",
+    "NetDepositCounted",
+    "Points",
+    "PointsAccount",
+    "PointsAdjusted",
+    "PointsEarned",
+    "PointsExpired",
+    "PointsLot",
+    "PointsRedeemed",
+    "PointsRepriced",
+    "PointsReversed",
+    "PointsRules",
+    "Redemption",
+    "CHURN_EVENTS",
+    "DEFAULT_SEGMENTS",
+    "DEFAULT_VALUE_TIERS",
+    "ActivityFigures",
+    "BaselineChurnModel",
+    "ChurnAssessment",
+    "ChurnModel",
+    "ChurnReason",
+    "ChurnSignal",
+    "ChurnState",
+    "ChurnWarningCleared",
+    "ChurnWarningRaised",
+    "ChurnWatch",
+    "CutPoints",
+    "Recency",
+    "RfmModel",
+    "RfmScore",
+    "ScoreRule",
+    "Segment",
+    "Segmentation",
     "LOYALTY_EVENTS",
     "OVERRIDE_ACTION",
     "PROGRAMME_PERMISSION",
@@ -80,3 +167,5 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register the loyalty context's events."""
     registry.register_all(LOYALTY_EVENTS)
+    registry.register_all(POINTS_EVENTS)
+    registry.register_all(CHURN_EVENTS)
