@@ -31,6 +31,28 @@ from fxcrm_core.loyalty.events import (
     TierPeriodClosed,
     TierProgrammeRecorded,
 )
+from fxcrm_core.loyalty.points import (
+    ADJUST_ACTION,
+    POINTS_EVENTS,
+    POINTS_POLICY,
+    POINTS_UPSTREAM,
+    REDEEM_PERMISSION,
+    CashbackRate,
+    DepositRate,
+    InsufficientPointsError,
+    NetDepositCounted,
+    Points,
+    PointsAccount,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsLot,
+    PointsRedeemed,
+    PointsRepriced,
+    PointsReversed,
+    PointsRules,
+    Redemption,
+)
 from fxcrm_core.loyalty.programme import (
     Benefits,
     CalendarMonth,
@@ -69,6 +91,26 @@ from fxcrm_core.loyalty.tiers import (
 )
 
 __all__ = [
+    "ADJUST_ACTION",
+    "POINTS_EVENTS",
+    "POINTS_POLICY",
+    "POINTS_UPSTREAM",
+    "REDEEM_PERMISSION",
+    "CashbackRate",
+    "DepositRate",
+    "InsufficientPointsError",
+    "NetDepositCounted",
+    "Points",
+    "PointsAccount",
+    "PointsAdjusted",
+    "PointsEarned",
+    "PointsExpired",
+    "PointsLot",
+    "PointsRedeemed",
+    "PointsRepriced",
+    "PointsReversed",
+    "PointsRules",
+    "Redemption",
     "CHURN_EVENTS",
     "DEFAULT_SEGMENTS",
     "DEFAULT_VALUE_TIERS",
@@ -125,4 +167,5 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register the loyalty context's events."""
     registry.register_all(LOYALTY_EVENTS)
+    registry.register_all(POINTS_EVENTS)
     registry.register_all(CHURN_EVENTS)

@@ -1,0 +1,986 @@
+"""Loyalty points (issue 15, item 3): accrual rules as data, a points account per client holding
+lots that expire oldest first, redemption as cashback through the ledger or as host-defined
+rewards, and reversal when the deal or deposit that earned points goes away.
+
+The rules, in one place:
+
+- a closed trade deal earns ``per_lot`` points of its symbol's group for each lot it closes; a
+  deposit earns on the client's *net* deposits: only money above the highest net the client
+  reached before earns (a withdrawal and a new deposit of the same money earn nothing); a
+  referred client's first deposit earns its referrer a flat award. A tier's multiplier scales
+  each award when it is earned, and the figures are kept with the lot;
+- each award is a lot keyed by its source (``deal:<server>:<ticket>``, ``deposit:<id>``,
+  ``referral:<client>``): the same source never earns twice; an updated deal re-prices its lot;
+  a deleted deal or a charged-back deposit reverses it;
+- points are spent and expire oldest first; every taking names the lots it took from, so the
+  balance is the sum of the lots' remainders and can never go below zero: a reversal larger
+  than what is left takes what is left and records the shortfall;
+- a redemption as cashback posts a ledger transfer (``points:<client>:<request>``) from the
+  broker's ``loyalty`` account to the client's wallet in the same append as the points it
+  spends; a reward redemption records the reward id for the host to fulfil. Both are
+  idempotent per request id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from types import MappingProxyType
+from typing import Any, Self
+
+import attrs
+
+from fxcrm_core.access import AccessControl, Actor, ApprovalRule, Approvals
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventMetadata,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.events.store import read_types
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import (
+    ConcurrencyError,
+    FxCrmError,
+    IdempotencyConflictError,
+    ValidationError,
+)
+from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.text import checked_text
+from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.ledger import Ledger, LedgerAccount, Transfer, TransferRequest, TransferStatus
+from fxcrm_core.ledger.model import TransferRecorded, TransferResolved
+from fxcrm_core.payments import MoneyAccounts
+from fxcrm_core.trading import Deal, DealChange, DealsReceived
+
+__all__ = [
+    "ADJUST_ACTION",
+    "POINTS_EVENTS",
+    "POINTS_POLICY",
+    "POINTS_UPSTREAM",
+    "REDEEM_PERMISSION",
+    "CashbackRate",
+    "DepositRate",
+    "InsufficientPointsError",
+    "NetDepositCounted",
+    "Points",
+    "PointsAccount",
+    "PointsAdjusted",
+    "PointsEarned",
+    "PointsExpired",
+    "PointsLot",
+    "PointsRedeemed",
+    "PointsRepriced",
+    "PointsReversed",
+    "PointsRules",
+    "Redemption",
+]
+
+#: The permission to redeem points (a client on its own rows; staff on a client's behalf).
+REDEEM_PERMISSION = "points.redeem"
+#: The maker-checker action of a manual adjustment (``points_adjust.request`` / ``.approve``).
+ADJUST_ACTION = "points_adjust"
+#: The policy's name in the log (its position stream is ``policy-loyalty-points``).
+POINTS_POLICY = "loyalty-points"
+#: The upstream events the points policy handles.
+POINTS_UPSTREAM: tuple[type[DomainEvent], ...] = (DealsReceived, TransferRecorded, TransferResolved)
+
+_ZERO = Decimal(0)
+_POINT = Decimal("0.01")  # points are kept to two decimals, rounded down when earned
+_SYSTEM = "system:loyalty-points"
+_DEPOSITS = ("deposit:", "wire:")
+_WITHDRAWAL = "wd:"
+
+#: (lot source, points) for each lot a taking took from, oldest first.
+Taken = tuple[tuple[str, Decimal], ...]
+#: (name, value) for each figure an award was worked out from.
+Figures = tuple[tuple[str, str], ...]
+
+
+class InsufficientPointsError(FxCrmError, ValueError):
+    """The client holds fewer live points than asked for; nothing was written."""
+
+    default_message = "not enough points"
+
+
+def _points(value: object, what: str, *, positive: bool = False) -> Decimal:
+    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        raise ValidationError(f"{what} is a finite Decimal of zero or more")
+    if positive and value == 0:
+        raise ValidationError(f"{what} is more than zero")
+    return value
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or not value.isprintable() or len(value) > 64:
+        raise ValidationError(f"{what} is a short printable name")
+    return value
+
+
+def _rates(value: Iterable[DepositRate]) -> tuple[DepositRate, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValidationError("deposit rates are a collection of DepositRate values")
+    return tuple(value)
+
+
+def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("expected a mapping")
+    return MappingProxyType(dict(value))
+
+
+# -- rules as data ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class DepositRate:
+    """``points`` for each ``per`` of net deposits in ``per``'s currency (1 point per 10 USD)."""
+
+    per: Money
+    points: Decimal
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.per, Money) or not self.per.is_positive():
+            raise ValidationError("a deposit rate is per a positive amount of money")
+        _points(self.points, "points per deposit unit")
+
+
+@attrs.frozen
+class CashbackRate:
+    """``points`` buy ``money`` of cashback (100 points = 1.00 USD)."""
+
+    points: Decimal
+    money: Money
+
+    def __attrs_post_init__(self) -> None:
+        _points(self.points, "the points of a cashback rate", positive=True)
+        if not isinstance(self.money, Money) or not self.money.is_positive():
+            raise ValidationError("a cashback rate buys a positive amount of money")
+
+    def cashback(self, points: Decimal) -> Money:
+        """What ``points`` buy; they must buy whole minor units (no fraction of a cent lost)."""
+        cur = self.money.currency
+        exact = points * self.money.amount / self.points
+        unit = Decimal(1).scaleb(-cur.minor_units)
+        if exact != exact.quantize(unit, rounding=ROUND_DOWN):
+            raise ValidationError("those points do not buy a whole number of minor units")
+        return Money.of(exact.quantize(unit), cur)
+
+
+@attrs.frozen
+class PointsRules:
+    """How points are earned and what they buy.
+
+    ``per_lot`` maps a symbol group to the points each lot closed earns; ``symbol_groups`` maps
+    a symbol to its group, and a symbol not listed belongs to ``default_group`` (None: it earns
+    nothing). ``per_deposit`` holds one rate per currency (a deposit in another currency earns
+    nothing); ``per_referral`` is the flat award of a referrer when the referred client first
+    deposits. A lot lives ``validity`` from the instant it was earned. ``cashback`` is the
+    redemption rate (None: points buy only host-defined rewards).
+    """
+
+    per_lot: Mapping[str, Decimal] = attrs.field(factory=dict, converter=_frozen_map)
+    symbol_groups: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    default_group: str | None = None
+    per_deposit: tuple[DepositRate, ...] = attrs.field(default=(), converter=_rates)
+    per_referral: Decimal = _ZERO
+    validity: timedelta = timedelta(days=365)
+    cashback: CashbackRate | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for group, points in self.per_lot.items():
+            _name(group, "a symbol group")
+            _points(points, "points per lot")
+        for symbol, group in self.symbol_groups.items():
+            _name(symbol, "a symbol")
+            if group not in self.per_lot:
+                raise ValidationError("every symbol group has its points per lot")
+        if self.default_group is not None and self.default_group not in self.per_lot:
+            raise ValidationError("the default group has its points per lot")
+        if not all(isinstance(r, DepositRate) for r in self.per_deposit):
+            raise ValidationError("deposit rates are DepositRate values")
+        currencies = [r.per.currency for r in self.per_deposit]
+        if len(set(currencies)) != len(currencies):
+            raise ValidationError("one deposit rate per currency")
+        _points(self.per_referral, "points per referral")
+        if not isinstance(self.validity, timedelta) or self.validity <= timedelta(0):
+            raise ValidationError("points live a positive timedelta")
+        if self.cashback is not None and not isinstance(self.cashback, CashbackRate):
+            raise ValidationError("the cashback rate is a CashbackRate")
+
+    def group_of(self, symbol: str) -> str | None:
+        return self.symbol_groups.get(symbol, self.default_group)
+
+    def deal_points(self, deal: Deal) -> tuple[Decimal, Figures]:
+        """Points a deal earns before any multiplier: a closing trade deal, by lots closed."""
+        if not deal.action.is_trade or not deal.entry.closes:
+            return _ZERO, ()
+        group = self.group_of(deal.symbol)
+        if group is None:
+            return _ZERO, ()
+        lots = deal.volume_closed or deal.volume
+        rate = self.per_lot[group]
+        return lots * rate, (("lots", str(lots)), ("group", group), ("per_lot", str(rate)))
+
+    def deposit_rate(self, currency: Currency) -> DepositRate | None:
+        for rate in self.per_deposit:
+            if rate.per.currency == currency:
+                return rate
+        return None
+
+
+def _earned(base: Decimal, multiplier: Decimal) -> Decimal:
+    return (base * multiplier).quantize(_POINT, rounding=ROUND_DOWN)
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PointsEarned(DomainEvent):
+    """A new lot: ``points`` from ``source``, earned at ``earned_at``, live until ``expires_at``
+    (excluded); ``figures`` say how they were worked out (multiplier included)."""
+
+    client_id: str
+    source: str
+    points: Decimal
+    earned_at: datetime
+    expires_at: datetime
+    figures: Figures
+
+
+@attrs.frozen
+class PointsRepriced(DomainEvent):
+    """The source's deal was updated: its lot now counts ``points``; ``added`` went to its
+    remainder (nothing if it expired), ``taken`` came out of the lots named (its own first),
+    and ``shortfall`` could not be taken."""
+
+    client_id: str
+    source: str
+    points: Decimal
+    added: Decimal
+    taken: Taken
+    shortfall: Decimal
+    figures: Figures
+
+
+@attrs.frozen
+class PointsReversed(DomainEvent):
+    """The source's award is taken back (``reason``: ``deal_deleted``, ``chargeback``):
+    from its own lot first, then the oldest others; ``shortfall`` could not be taken."""
+
+    client_id: str
+    source: str
+    reason: str
+    taken: Taken
+    shortfall: Decimal
+
+
+@attrs.frozen
+class PointsRedeemed(DomainEvent):
+    """Points spent oldest first: as ``cashback`` posted by ``transfer_id``, or for the host's
+    ``reward_id``."""
+
+    client_id: str
+    request_id: str
+    points: Decimal
+    taken: Taken
+    cashback: Money | None
+    transfer_id: str | None
+    reward_id: str | None
+
+
+@attrs.frozen
+class PointsExpired(DomainEvent):
+    """The remainders of lots whose time ran out by ``at``."""
+
+    client_id: str
+    at: datetime
+    taken: Taken
+
+
+@attrs.frozen
+class PointsAdjusted(DomainEvent):
+    """Two people changed the balance by hand: ``points`` added as a lot (``adjust:<request>``)
+    until ``expires_at``, or taken (``taken``, ``shortfall``) when negative."""
+
+    client_id: str
+    request_id: str
+    points: Decimal
+    expires_at: datetime | None
+    taken: Taken
+    shortfall: Decimal
+    at: datetime
+
+
+@attrs.frozen
+class NetDepositCounted(DomainEvent):
+    """Money in (positive) or out (negative) of the client's wallets by ``transfer_id``, the
+    client's net deposits and highest net after it, and the part of the deposit (``basis``)
+    that was above the highest net before it and earned points."""
+
+    client_id: str
+    transfer_id: str
+    amount: Money
+    net: Decimal
+    high: Decimal
+    basis: Decimal
+
+
+POINTS_EVENTS: tuple[type[DomainEvent], ...] = (
+    PointsEarned,
+    PointsRepriced,
+    PointsReversed,
+    PointsRedeemed,
+    PointsExpired,
+    PointsAdjusted,
+    NetDepositCounted,
+)
+
+
+# -- the account --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PointsLot:
+    """One award: ``amount`` earned (as re-priced), ``remaining`` of it, ``expired`` of it."""
+
+    source: str
+    amount: Decimal
+    remaining: Decimal
+    earned_at: datetime
+    expires_at: datetime
+    expired: Decimal = _ZERO
+    reversed: bool = False
+
+    def live(self, at: datetime) -> bool:
+        return self.remaining > 0 and at < self.expires_at
+
+
+def _order(lot: PointsLot) -> tuple[datetime, str]:
+    return lot.earned_at, lot.source
+
+
+@attrs.frozen(kw_only=True)
+class PointsAccount(Aggregate):
+    """One client's points (id: the client id): its lots oldest first, the requests it answered
+    (request id -> what was asked), its net deposits per currency and what it could not take
+    back (``shortfall``)."""
+
+    category = "points"
+    lots: tuple[PointsLot, ...] = ()
+    requests: Mapping[str, str] = attrs.field(factory=dict)
+    net: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # code -> (net, high)
+    deposits: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # (amount, basis)
+    first_deposit: str | None = None
+    shortfall: Decimal = _ZERO
+
+    @property
+    def balance(self) -> Decimal:
+        """The points recorded as held (lots past their time count until their expiry is
+        recorded; see :meth:`live_balance`)."""
+        return sum((lot.remaining for lot in self.lots), _ZERO)
+
+    def live_balance(self, at: datetime) -> Decimal:
+        return sum((lot.remaining for lot in self.lots if lot.live(at)), _ZERO)
+
+    def lot(self, source: str) -> PointsLot | None:
+        for lot in self.lots:
+            if lot.source == source:
+                return lot
+        return None
+
+    # -- deciding (pure: the events to record) ----------------------------------------------
+    def expiries(self, at: datetime) -> list[DomainEvent]:
+        due = tuple(
+            (lot.source, lot.remaining)
+            for lot in self.lots
+            if lot.remaining > 0 and lot.expires_at <= at
+        )
+        return [PointsExpired(self.id, at, due)] if due else []
+
+    def take(
+        self, points: Decimal, at: datetime, first: str | None = None
+    ) -> tuple[Taken, Decimal]:
+        """Take ``points`` from the live lots (``first``'s own lot first, then oldest first):
+        what was taken from which lot, and what could not be taken."""
+        need = points
+        taken: list[tuple[str, Decimal]] = []
+        lots = sorted(self.lots, key=lambda lot: (lot.source != first, *_order(lot)))
+        for lot in lots:
+            if need <= 0:
+                break
+            if lot.live(at):
+                part = min(lot.remaining, need)
+                taken.append((lot.source, part))
+                need -= part
+        return tuple(taken), max(need, _ZERO)
+
+    # -- folding --------------------------------------------------------------------------------
+    def _taking(self, taken: Taken, *, expire: bool = False) -> tuple[PointsLot, ...]:
+        parts = dict(taken)
+        if not parts:
+            return self.lots
+        out = []
+        for lot in self.lots:
+            part = parts.get(lot.source)
+            if part is not None:
+                if part > lot.remaining:
+                    raise ValidationError("a taking exceeds a lot's remainder")
+                lot = attrs.evolve(
+                    lot, remaining=lot.remaining - part,
+                    expired=lot.expired + part if expire else lot.expired,
+                )  # fmt: skip
+            out.append(lot)
+        return tuple(out)
+
+    @staticmethod
+    def _replace(lots: tuple[PointsLot, ...], source: str, **changes: Any) -> tuple[PointsLot, ...]:
+        return tuple(attrs.evolve(lot, **changes) if lot.source == source else lot for lot in lots)
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case PointsEarned():
+                if self.lot(event.source) is not None:
+                    raise ValidationError("a source earns once")
+                lot = PointsLot(event.source, event.points, event.points, event.earned_at,
+                                event.expires_at)  # fmt: skip
+                return self.evolve(lots=tuple(sorted((*self.lots, lot), key=_order)))
+            case PointsRepriced():
+                lots = self._taking(event.taken)
+                mine = next(lot for lot in lots if lot.source == event.source)
+                lots = self._replace(lots, event.source, amount=event.points,
+                                     remaining=mine.remaining + event.added)  # fmt: skip
+                return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
+            case PointsReversed():
+                lots = self._replace(self._taking(event.taken), event.source, reversed=True)
+                return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
+            case PointsRedeemed():
+                return self.evolve(
+                    lots=self._taking(event.taken),
+                    requests={**self.requests, event.request_id: _digest(event)},
+                )
+            case PointsExpired():
+                return self.evolve(lots=self._taking(event.taken, expire=True))
+            case PointsAdjusted():
+                lots = self._taking(event.taken)
+                if event.points > 0:
+                    assert event.expires_at is not None
+                    lot = PointsLot(f"adjust:{event.request_id}", event.points, event.points,
+                                    event.at, event.expires_at)  # fmt: skip
+                    lots = tuple(sorted((*lots, lot), key=_order))
+                return self.evolve(
+                    lots=lots,
+                    requests={**self.requests, event.request_id: f"adjust {event.points}"},
+                    shortfall=self.shortfall + event.shortfall,
+                )
+            case NetDepositCounted():
+                code = event.amount.currency.code
+                deposits = self.deposits
+                first = self.first_deposit
+                if event.amount.amount > 0:
+                    deposits = {**deposits, event.transfer_id: (event.amount.amount, event.basis)}
+                    first = first or event.transfer_id
+                return self.evolve(
+                    net={**self.net, code: (event.net, event.high)},
+                    deposits=deposits,
+                    first_deposit=first,
+                )
+        raise ValidationError(f"PointsAccount cannot apply {type(event).__name__}")
+
+
+def _digest(event: PointsRedeemed) -> str:
+    what = f"cashback {event.cashback}" if event.cashback else f"reward {event.reward_id}"
+    return f"{event.points} {what}"
+
+
+@attrs.frozen
+class Redemption:
+    """What a redemption did (``replayed``: a retry answered from the log)."""
+
+    client_id: str
+    request_id: str
+    points: Decimal
+    cashback: Money | None
+    transfer_id: str | None
+    reward_id: str | None
+    replayed: bool = False
+
+
+# -- the service --------------------------------------------------------------------------------
+
+
+ClientOf = Callable[[str, int], "str | None"]
+Multiplier = Callable[[str, datetime], Decimal]
+
+
+def _one(client_id: str, at: datetime) -> Decimal:
+    return Decimal(1)
+
+
+class Points:
+    """The points service: earns from the log (:meth:`handle`, a policy handler), redeems,
+    expires and adjusts; answers balances and lots.
+
+    ``client_of(server, login)`` names the client behind a trading login (None: not a
+    client's); ``referrer_of(client_id)`` the client who referred it; ``multiplier(client_id,
+    at)`` the tier's points multiplier then (``Tiers.benefits(...).points_multiplier``).
+    Registers the ``points_adjust`` maker-checker rule with ``approvals``.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        access: AccessControl,
+        approvals: Approvals,
+        ledger: Ledger,
+        rules: PointsRules,
+        *,
+        client_of: ClientOf,
+        referrer_of: Callable[[str], str | None] | None = None,
+        multiplier: Multiplier | None = None,
+        clock: Clock | None = None,
+        max_adjustment: Decimal = Decimal(1_000_000),
+    ) -> None:
+        if not isinstance(repository, Repository) or not isinstance(ledger, Ledger):
+            raise ValidationError("the points service needs a repository and a ledger")
+        if not isinstance(access, AccessControl) or not isinstance(approvals, Approvals):
+            raise ValidationError("the points service needs access control and approvals")
+        if not isinstance(rules, PointsRules):
+            raise ValidationError("the points rules are a PointsRules value")
+        if not callable(client_of):
+            raise ValidationError("client_of maps (server, login) to a client id")
+        self.repository = repository
+        self.access = access
+        self.approvals = approvals
+        self.ledger = ledger
+        self.money = MoneyAccounts(ledger)
+        self.rules = rules
+        self.client_of = client_of
+        self.referrer_of = referrer_of
+        self.multiplier = multiplier or _one
+        self.clock = clock or SystemClock()
+        self.max_adjustment = max_adjustment
+        self._lock = threading.RLock()
+        self._holders: dict[str, None] = {}
+        self._holders_at = 0
+        approvals.register(
+            ADJUST_ACTION, ApprovalRule(execute=self._adjust, check=self._check_adjust)
+        )
+
+    # -- reading --------------------------------------------------------------------------------
+    def account(self, client_id: str) -> PointsAccount:
+        key = checked_text(client_id, "client id", 100)
+        return self.repository.load(PointsAccount, key) or PointsAccount.blank(key)
+
+    def balance(self, client_id: str, at: datetime | None = None) -> Decimal:
+        """The points the client may spend at ``at`` (default: now): lots past their time do
+        not count, whether or not their expiry is recorded yet."""
+        when = self.clock.now() if at is None else to_utc(at, "at")
+        return self.account(client_id).live_balance(when)
+
+    def history(self, client_id: str) -> list[RecordedEvent[DomainEvent]]:
+        """Everything recorded on the client's points, oldest first, with who, when and why."""
+        stream_id = PointsAccount.stream_id_for(checked_text(client_id, "client id", 100))
+        decode = self.repository.codec.decode
+        return [decode(row) for row in self.repository.store.read_stream(stream_id)]
+
+    def holders(self) -> list[str]:
+        """Every client that ever held points (a memory read of the log, caught up here)."""
+        store, codec = self.repository.store, self.repository.codec
+        names = frozenset(codec.registry.name_of(t) for t in (PointsEarned, PointsAdjusted))
+        with self._lock:
+            while True:
+                rows, upto, done = read_types(store, self._holders_at, names, 1000)
+                for row in rows:
+                    self._holders[row.stream_id.removeprefix("points-")] = None
+                self._holders_at = max(self._holders_at, upto)
+                if done:
+                    break
+            return sorted(self._holders)
+
+    # -- earning: the policy handler ----------------------------------------------------------
+    def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """The ``loyalty-points`` policy: deals received earn, re-price or reverse; deposits
+        into a wallet earn on net deposits (and a first one its referrer's award); a
+        withdrawal paid lowers net deposits; a chargeback reverses what its deposit earned.
+        Records into ``uow`` (committed by the runner with the policy's position)."""
+        event = recorded.event
+        at = recorded.recorded_at
+        if isinstance(event, DealsReceived):
+            for item in event.items:
+                self._deal(uow, item.change, item.deal)
+        elif isinstance(event, TransferRecorded):
+            if event.pending:
+                return
+            if event.reverses is not None:
+                if event.reverses.startswith(_DEPOSITS):
+                    self._chargeback(uow, event, at)
+                elif event.reverses.startswith(_WITHDRAWAL):
+                    self._money(uow, event.credit_account, event.transfer_id, event.amount, at)
+            elif event.transfer_id.startswith(_DEPOSITS):
+                self._deposit(uow, event, at)
+        elif isinstance(event, TransferResolved):
+            transfer_id = recorded.stream_id.removeprefix("transfer-")
+            if (
+                transfer_id.startswith(_WITHDRAWAL)
+                and event.status is TransferStatus.POSTED_FROM_PENDING
+                and event.posted.is_positive()
+            ):
+                transfer = uow.get(Transfer, transfer_id)
+                self._money(uow, transfer.debit_account, transfer_id, -event.posted, at)
+
+    def _state(self, uow: UnitOfWork, client_id: str) -> PointsAccount:
+        return uow.load(PointsAccount, client_id) or PointsAccount.blank(client_id)
+
+    def _deal(self, uow: UnitOfWork, change: DealChange, deal: Deal) -> None:
+        client_id = self.client_of(deal.server, deal.login)
+        if client_id is None:
+            return
+        source = f"deal:{deal.server}:{deal.ticket}"
+        state = self._state(uow, client_id)
+        lot = state.lot(source)
+        at = deal.time
+        if lot is not None and lot.reversed:
+            return  # a deleted deal never earns again
+        if change is DealChange.DELETED:
+            if lot is not None:
+                self._reverse(uow, state, source, "deal_deleted", at)
+            return
+        base, figures = self.rules.deal_points(deal)
+        if lot is None:
+            if base > 0:
+                multiplier = self._multiplier(client_id, at)
+                self._earn(uow, state, source, _earned(base, multiplier), at,
+                           (*figures, ("multiplier", str(multiplier))))  # fmt: skip
+            return
+        multiplier = Decimal(dict(self._figures(state, source)).get("multiplier", "1"))
+        points = _earned(base, multiplier)
+        if points == lot.amount:
+            return  # the same deal again: it earned already
+        events = state.expiries(at)
+        now = state.fold(events)
+        lot = now.lot(source)
+        assert lot is not None
+        added, shortfall = _ZERO, _ZERO
+        taken: Taken = ()
+        if points > lot.amount:
+            added = points - lot.amount if at < lot.expires_at else _ZERO
+        else:
+            # What expired of the lot benefited no one: only the rest is taken back.
+            due = min(lot.amount - points, lot.amount - lot.expired)
+            taken, shortfall = now.take(due, at, first=source)
+        events.append(
+            PointsRepriced(client_id, source, points, added, taken, shortfall,
+                           (*figures, ("multiplier", str(multiplier))))
+        )  # fmt: skip
+        uow.record(state, *events)
+
+    def _figures(self, state: PointsAccount, source: str) -> Figures:
+        # The multiplier a lot was earned with is kept in its PointsEarned event's figures; the
+        # account keeps only amounts, so read it back from the stream (rare: updates only).
+        stream = state.stream_id
+        for row in self.repository.store.read_stream(stream):
+            event = self.repository.codec.decode_event(stream, row.event_type, row.data)
+            if isinstance(event, PointsEarned) and event.source == source:
+                return event.figures
+        return ()
+
+    def _multiplier(self, client_id: str, at: datetime) -> Decimal:
+        value = self.multiplier(client_id, at)
+        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+            raise ValidationError("a points multiplier is a finite Decimal of zero or more")
+        return value
+
+    def _earn(
+        self,
+        uow: UnitOfWork,
+        state: PointsAccount,
+        source: str,
+        points: Decimal,
+        at: datetime,
+        figures: Figures,
+    ) -> None:
+        if points <= 0 or state.lot(source) is not None:
+            return
+        earned = PointsEarned(state.id, source, points, at, at + self.rules.validity, figures)
+        uow.record(state, *state.expiries(at), earned)
+
+    def _reverse(
+        self, uow: UnitOfWork, state: PointsAccount, source: str, reason: str, at: datetime,
+        share: Decimal = Decimal(1),
+    ) -> None:  # fmt: skip
+        events = state.expiries(at)
+        now = state.fold(events)
+        lot = now.lot(source)
+        if lot is None or lot.reversed:
+            return
+        due = ((lot.amount - lot.expired) * share).quantize(_POINT, rounding=ROUND_UP)
+        taken, shortfall = now.take(due, at, first=source)
+        events.append(PointsReversed(state.id, source, reason, taken, shortfall))
+        uow.record(state, *events)
+
+    def _wallet_owner(self, uow: UnitOfWork, account_id: str) -> str | None:
+        account = uow.load(LedgerAccount, account_id)
+        if account is None or account.purpose != "wallet":
+            return None
+        return account.owner
+
+    def _money(
+        self, uow: UnitOfWork, wallet: str, transfer_id: str, amount: Money, at: datetime
+    ) -> None:
+        """Money out of (or back into) a wallet: net deposits move, the highest net stays."""
+        client_id = self._wallet_owner(uow, wallet)
+        if client_id is None:
+            return
+        state = self._state(uow, client_id)
+        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        net += amount.amount
+        uow.record(state, NetDepositCounted(client_id, transfer_id, amount, net, high, _ZERO))
+
+    def _deposit(self, uow: UnitOfWork, event: TransferRecorded, at: datetime) -> None:
+        client_id = self._wallet_owner(uow, event.credit_account)
+        if client_id is None:
+            return
+        source = _deposit_source(event.transfer_id)
+        state = self._state(uow, client_id)
+        if source in state.deposits:
+            return
+        amount = event.amount
+        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        net += amount.amount
+        basis = max(net - high, _ZERO)
+        counted = NetDepositCounted(client_id, source, amount, net, max(net, high), basis)
+        first = state.first_deposit is None
+        state = uow.record(state, counted)
+        rate = self.rules.deposit_rate(amount.currency)
+        if rate is not None and basis > 0 and rate.points > 0:
+            multiplier = self._multiplier(client_id, at)
+            base = basis / rate.per.amount * rate.points
+            figures: Figures = (("basis", str(Money.of(basis, amount.currency))),
+                       ("per", str(rate.per)), ("points", str(rate.points)),
+                       ("multiplier", str(multiplier)))  # fmt: skip
+            self._earn(uow, state, source, _earned(base, multiplier), at, figures)
+        referrer = self.referrer_of(client_id) if self.referrer_of and first else None
+        if referrer is not None and referrer != client_id and self.rules.per_referral > 0:
+            checked_text(referrer, "referrer id", 100)
+            multiplier = self._multiplier(referrer, at)
+            referral: Figures = (
+                ("referred", client_id), ("per_referral", str(self.rules.per_referral)),
+                ("multiplier", str(multiplier)),
+            )  # fmt: skip
+            self._earn(uow, self._state(uow, referrer), f"referral:{client_id}",
+                       _earned(self.rules.per_referral, multiplier), at, referral)  # fmt: skip
+
+    def _chargeback(self, uow: UnitOfWork, event: TransferRecorded, at: datetime) -> None:
+        assert event.reverses is not None
+        client_id = self._wallet_owner(uow, event.debit_account)
+        if client_id is None:
+            return
+        source = _deposit_source(event.reverses)
+        state = self._state(uow, client_id)
+        amount = event.amount
+        deposited, basis = state.deposits.get(source, (amount.amount, _ZERO))
+        share = min(amount.amount / deposited, Decimal(1)) if deposited > 0 else Decimal(1)
+        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        # The part of the deposit that earned is taken off the highest net too, so a later
+        # deposit of real money earns again.
+        counted = NetDepositCounted(client_id, event.transfer_id, -amount, net - amount.amount,
+                                    high - basis * share, _ZERO)  # fmt: skip
+        state = uow.record(state, counted)
+        self._reverse(uow, state, source, "chargeback", at, share)
+        if state.first_deposit == source and self.referrer_of is not None:
+            referrer = self.referrer_of(client_id)
+            if referrer is not None and referrer != client_id:
+                self._reverse(uow, self._state(uow, referrer), f"referral:{client_id}",
+                              "chargeback", at)  # fmt: skip
+
+    # -- redeeming ------------------------------------------------------------------------------
+    def redeem(
+        self, actor: Actor, client_id: str, points: Decimal, *, request_id: str
+    ) -> Redemption:
+        """Spend ``points`` (oldest first) as cashback at the rules' rate: a ledger transfer
+        ``points:<client>:<request>`` from the broker's ``loyalty`` account to the client's
+        wallet, in the same append as the points spent. Idempotent per request id (the same id
+        for another amount is an IdempotencyConflictError)."""
+        client_id, points, request = self._redemption(actor, client_id, points, request_id)
+        rate = self.rules.cashback
+        if rate is None:
+            raise ValidationError("these rules give no cashback for points")
+        cashback = rate.cashback(points)
+        transfer_id = f"points:{client_id}:{request}"
+        for _ in range(5):
+            state = self.account(client_id)
+            done = self._answered(state, request, points, f"cashback {cashback}")
+            if done is not None:
+                return done
+            now = self.clock.now()
+            events = self._spend(state, points, now, PointsRedeemed(
+                client_id, request, points, (), cashback, transfer_id, None))  # fmt: skip
+            wallet = self.money.wallet(client_id, cashback.currency)
+            funding = self.money.broker("loyalty", cashback.currency)
+            also: list[tuple[Aggregate, DomainEvent]] = []
+            for e in events:
+                also.append((state, e))
+                state = state.fold([e])
+            try:
+                self.ledger.transfer(
+                    TransferRequest(transfer_id, funding, wallet, cashback),
+                    actor=actor.id, also=also,
+                )  # fmt: skip
+            except ConcurrencyError:
+                self.repository.forget()
+                continue  # the points moved meanwhile (an accrual, another redemption)
+            return Redemption(client_id, request, points, cashback, transfer_id, None)
+        raise ConcurrencyError("the points kept changing; try again")
+
+    def redeem_reward(
+        self, actor: Actor, client_id: str, points: Decimal, reward_id: str, *, request_id: str
+    ) -> Redemption:
+        """Spend ``points`` (oldest first) on the host's reward ``reward_id``; the host fulfils
+        it (read the ``PointsRedeemed`` event). Idempotent per request id."""
+        client_id, points, request = self._redemption(actor, client_id, points, request_id)
+        reward = checked_text(reward_id, "reward id", 100)
+        for _ in range(5):
+            state = self.account(client_id)
+            done = self._answered(state, request, points, f"reward {reward}")
+            if done is not None:
+                return done
+            events = self._spend(state, points, self.clock.now(), PointsRedeemed(
+                client_id, request, points, (), None, None, reward))  # fmt: skip
+            with UnitOfWork(self.repository, EventMetadata(actor.id, reason="points reward")) as u:
+                u.record(state, *events)
+                try:
+                    u.commit()
+                except ConcurrencyError:
+                    self.repository.forget()
+                    continue
+            return Redemption(client_id, request, points, None, None, reward)
+        raise ConcurrencyError("the points kept changing; try again")
+
+    def _redemption(
+        self, actor: Actor, client_id: str, points: Decimal, request_id: str
+    ) -> tuple[str, Decimal, str]:
+        if not isinstance(actor, Actor):
+            raise ValidationError("a redemption needs an actor")
+        client = checked_text(client_id, "client id", 100)
+        self.access.require(actor, REDEEM_PERMISSION, client_id=client)
+        amount = _points(points, "points redeemed", positive=True)
+        if amount != amount.quantize(_POINT):
+            raise ValidationError("points are counted to two decimals")
+        return client, amount, checked_text(request_id, "request id", 100)
+
+    def _answered(
+        self, state: PointsAccount, request: str, points: Decimal, what: str
+    ) -> Redemption | None:
+        asked = state.requests.get(request)
+        if asked is None:
+            return None
+        if asked != f"{points} {what}":
+            raise IdempotencyConflictError("request id already used for another redemption")
+        for row in reversed(self.history(state.id)):
+            e = row.event
+            if isinstance(e, PointsRedeemed) and e.request_id == request:
+                return Redemption(state.id, request, e.points, e.cashback, e.transfer_id,
+                                  e.reward_id, replayed=True)  # fmt: skip
+        raise IdempotencyConflictError("request id already used for an adjustment")
+
+    def _spend(
+        self, state: PointsAccount, points: Decimal, at: datetime, redeemed: PointsRedeemed
+    ) -> list[DomainEvent]:
+        events = state.expiries(at)
+        taken, shortfall = state.fold(events).take(points, at)
+        if shortfall > 0:
+            raise InsufficientPointsError()
+        return [*events, attrs.evolve(redeemed, taken=taken)]
+
+    # -- expiry ---------------------------------------------------------------------------------
+    def expire(self, at: datetime, client_ids: Iterable[str] | None = None) -> int:
+        """Record the expiry of every lot past its time by ``at`` (oldest first), for the
+        clients given (default: every holder); idempotent. Returns how many clients it recorded
+        anything for."""
+        when = to_utc(at, "at")
+        if client_ids is not None and (
+            isinstance(client_ids, str) or not isinstance(client_ids, Iterable)
+        ):
+            raise ValidationError("expire takes a collection of client ids")
+        ids = self.holders() if client_ids is None else list(dict.fromkeys(client_ids))
+        count = 0
+        for client_id in ids:
+            for _ in range(5):
+                state = self.account(client_id)
+                events = state.expiries(when)
+                if not events:
+                    break
+                meta = EventMetadata(_SYSTEM, reason="points expired")
+                with UnitOfWork(self.repository, meta) as uow:
+                    uow.record(state, *events)
+                    try:
+                        uow.commit()
+                    except ConcurrencyError:
+                        self.repository.forget()
+                        continue
+                count += 1
+                break
+        return count
+
+    # -- manual adjustments ----------------------------------------------------------------------
+    def request_adjustment(
+        self, maker: Actor, client_id: str, points: Decimal, *, reason: str
+    ) -> str:
+        """Ask to add (positive) or take (negative) ``points`` by hand
+        (``points_adjust.request``); it is recorded once a second person approves
+        (``points_adjust.approve``). A taking never makes the balance negative: what is not
+        there is recorded as a shortfall. Returns the approval request id."""
+        if not isinstance(points, Decimal) or not points.is_finite() or points == 0:
+            raise ValidationError("an adjustment is a non-zero Decimal of points")
+        params = {
+            "client_id": checked_text(client_id, "client id", 100),
+            "points": str(points),
+            "reason": checked_text(reason, "reason", 500),
+        }
+        return self.approvals.request(maker, ADJUST_ACTION, params["client_id"], params,
+                                      client_id=params["client_id"])  # fmt: skip
+
+    def _check_adjust(self, params: Mapping[str, str]) -> None:
+        points = Decimal(params["points"])
+        if points != points.quantize(_POINT) or abs(points) > self.max_adjustment:
+            raise ValidationError("an adjustment is counted to two decimals, within the limit")
+
+    def _adjust(self, params: Mapping[str, str], key: str) -> str:
+        client_id, points = params["client_id"], Decimal(params["points"])
+        request = key.removeprefix("approval:")
+        for _ in range(5):
+            state = self.account(client_id)
+            if request in state.requests:
+                return f"points_adjust:{client_id}"
+            now = self.clock.now()
+            events = state.expiries(now)
+            taken: Taken = ()
+            shortfall = _ZERO
+            if points < 0:
+                taken, shortfall = state.fold(events).take(-points, now)
+            expires = now + self.rules.validity if points > 0 else None
+            events.append(
+                PointsAdjusted(client_id, request, points, expires, taken, shortfall, now)
+            )
+            meta = EventMetadata(_SYSTEM, reason=params["reason"])
+            with UnitOfWork(self.repository, meta) as uow:
+                uow.record(state, *events)
+                try:
+                    uow.commit(idempotency_key=key)
+                except ConcurrencyError:
+                    self.repository.forget()
+                    continue
+            return f"points_adjust:{client_id}"
+        raise ConcurrencyError("the points kept changing; try again")
+
+
+def _deposit_source(transfer_id: str) -> str:
+    """A deposit's source key: its transfer id, without a converted deposit's leg."""
+    head, _, leg = transfer_id.rpartition(":")
+    return head if leg in ("bought", "buy") else transfer_id
