@@ -255,7 +255,8 @@ class _Days:
         day, seen = self.last, 0
         first = self.last
         # Walk back far enough for the window and one past the last recency cut.
-        while seen <= max(window, reach):
+        self.reach = max(window - 1, reach)
+        while seen <= self.reach:
             if calendar.is_trading_day(day):
                 back[day] = seen
                 if seen < window:
@@ -266,14 +267,14 @@ class _Days:
         self.back = back
 
     def since(self, when: datetime | None, calendar: TradingCalendar) -> int | None:
-        """Trading days from ``when`` to the asked day, counted up to one past the reach (a
-        longer silence reads as that: it scores 1 either way)."""
+        """Trading days from ``when`` to the asked day, counted up to the reach (one past the
+        last recency cut, or the window; a longer silence reads as the reach and scores 1)."""
         if when is None:
             return None
         day = calendar.trading_day(when)  # always a day with a session
         if day >= self.last:
             return 0
-        return self.back.get(day, len(self.back))
+        return self.back.get(day, self.reach)
 
 
 class Segmentation:
