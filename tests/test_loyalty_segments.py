@@ -166,10 +166,7 @@ def test_from_the_broker_activity_read_model() -> None:
         w.trade(monday - timedelta(days=7 * k))  # one deal each of the five Mondays before
     w.pull()
     w.deposit("6000", "ref-1")  # recorded at the clock's now (Monday 9 March)
-    activity = ClientActivity(
-        w.broker.projections, w.broker.calendar, rates=w.market, clock=w.clock
-    )
-    seg = Segmentation(activity, calendar=w.broker.calendar, clock=w.clock)
+    seg = Segmentation(w.activity, calendar=w.broker.calendar, clock=w.clock)
     score = seg.score(w.cid)
     assert (score.days_since, score.recency) == (0, 5)  # the deposit today
     assert (score.frequency_value, score.frequency) == (D(5), 3)
