@@ -507,11 +507,14 @@ def test_a_manual_adjustment_needs_a_second_person_and_a_taking_never_goes_negat
 
 def test_a_second_process_on_one_sqlite_file_answers_the_same(tmp_path: Path) -> None:
     feed = Feed()
-    first = World(SqliteEventStore(tmp_path / "events.db"), feed=feed)
-    deal = first.deal("3", at=T0)
-    first.deal("2", at=T0 + timedelta(hours=1))
+    # The SQLite store stamps events with the wall clock: the deals are from the last hour.
+    now = datetime.now(UTC)
+    clock = FixedClock(now)
+    first = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
+    deal = first.deal("3", at=now - timedelta(hours=1))
+    first.deal("2", at=now - timedelta(minutes=30))
     first.pull()
-    second = World(SqliteEventStore(tmp_path / "events.db"), feed=feed)
+    second = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
     second.ticket = first.ticket
     assert second.lots("c1") == first.lots("c1")
     second.points.redeem(ADMIN, "c1", Decimal(10), request_id="r1")
@@ -520,8 +523,40 @@ def test_a_second_process_on_one_sqlite_file_answers_the_same(tmp_path: Path) ->
     first.change(deal, DealChange.DELETED)
     first.pull()
     second.runner.run()  # the policy already handled it: nothing twice
-    third = World(SqliteEventStore(tmp_path / "events.db"), feed=feed)
+    third = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
     assert third.lots("c1") == first.lots("c1") == second.lots("c1")
     assert third.lots("c1") == [("deal:mt5:1", Decimal(0)), ("deal:mt5:2", Decimal(10))]
     assert third.ledger.balance(third.wallet("c1")).available_credit == usd("0.10")
     assert third.points.holders() == ["c1"]
+
+
+def test_an_update_re_prices_with_the_multiplier_the_deal_earned_with() -> None:
+    tier = {"multiplier": Decimal(2)}
+    w = World(multiplier=lambda client, at: tier["multiplier"])
+    deal = w.deal("1")
+    w.change(deal, DealChange.UPDATED, lots="2")  # in the same batch as the add
+    w.pull()
+    assert w.lots("c1") == [("deal:mt5:1", Decimal(40))]
+    tier["multiplier"] = Decimal(1)  # the client's tier fell since
+    w.change(deal, DealChange.UPDATED, lots="3")
+    w.pull()
+    assert w.lots("c1") == [("deal:mt5:1", Decimal(60))]
+
+
+def test_a_deal_re_priced_down_after_its_lot_expired_takes_back_only_what_was_spent() -> None:
+    w = World()
+    deal = w.deal("3", at=T0)  # 30
+    w.deal("5", at=T0 + timedelta(days=20))  # 50
+    w.pull()
+    w.points.redeem(ADMIN, "c1", Decimal(10), request_id="r1")  # 10 of the first lot
+    w.points.expire(T0 + timedelta(days=31))  # its other 20 expire
+    w.clock.set(T0 + timedelta(days=32))
+    w.change(deal, DealChange.UPDATED, lots="1")  # earns 10 now: the 10 spent stand
+    w.pull()
+    assert w.balance("c1") == Decimal(50)
+    w.change(deal, DealChange.UPDATED, lots="0.5")  # earns 5: 5 of the spent 10 come back
+    w.pull()
+    assert w.balance("c1") == Decimal(45)
+    w.change(deal, DealChange.DELETED)  # the other 5
+    w.pull()
+    assert w.balance("c1") == Decimal(40)

@@ -356,6 +356,7 @@ class PointsLot:
     expires_at: datetime
     expired: Decimal = _ZERO
     reversed: bool = False
+    multiplier: Decimal = Decimal(1)  # the tier's, when earned: an update re-prices with it
 
     def live(self, at: datetime) -> bool:
         return self.remaining > 0 and at < self.expires_at
@@ -447,13 +448,21 @@ class PointsAccount(Aggregate):
             case PointsEarned():
                 if self.lot(event.source) is not None:
                     raise ValidationError("a source earns once")
+                multiplier = Decimal(dict(event.figures).get("multiplier", "1"))
                 lot = PointsLot(event.source, event.points, event.points, event.earned_at,
-                                event.expires_at)  # fmt: skip
+                                event.expires_at, multiplier=multiplier)  # fmt: skip
                 return self.evolve(lots=tuple(sorted((*self.lots, lot), key=_order)))
             case PointsRepriced():
                 lots = self._taking(event.taken)
                 mine = next(lot for lot in lots if lot.source == event.source)
-                lots = self._replace(lots, event.source, amount=event.points,
+                # amount - expired is what was granted and did not expire (spent or held): up,
+                # what could not be added (the lot had expired) counts as expired at once;
+                # down, it is kept at no more than the new figure.
+                if event.points >= mine.amount:
+                    expired = mine.expired + event.points - mine.amount - event.added
+                else:
+                    expired = event.points - min(mine.amount - mine.expired, event.points)
+                lots = self._replace(lots, event.source, amount=event.points, expired=expired,
                                      remaining=mine.remaining + event.added)  # fmt: skip
                 return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
             case PointsReversed():
@@ -613,7 +622,7 @@ class Points:
         at = recorded.recorded_at
         if isinstance(event, DealsReceived):
             for item in event.items:
-                self._deal(uow, item.change, item.deal)
+                self._deal(uow, item.change, item.deal, at)
         elif isinstance(event, TransferRecorded):
             if event.pending:
                 return
@@ -637,58 +646,49 @@ class Points:
     def _state(self, uow: UnitOfWork, client_id: str) -> PointsAccount:
         return uow.load(PointsAccount, client_id) or PointsAccount.blank(client_id)
 
-    def _deal(self, uow: UnitOfWork, change: DealChange, deal: Deal) -> None:
+    def _deal(self, uow: UnitOfWork, change: DealChange, deal: Deal, now: datetime) -> None:
+        """One feed item: earn when new, re-price when changed, reverse when deleted; ``now``
+        is when the log learnt of it (the deal's own time dates the lot)."""
         client_id = self.client_of(deal.server, deal.login)
         if client_id is None:
             return
         source = f"deal:{deal.server}:{deal.ticket}"
         state = self._state(uow, client_id)
         lot = state.lot(source)
-        at = deal.time
         if lot is not None and lot.reversed:
             return  # a deleted deal never earns again
         if change is DealChange.DELETED:
             if lot is not None:
-                self._reverse(uow, state, source, "deal_deleted", at)
+                self._reverse(uow, state, source, "deal_deleted", now)
             return
         base, figures = self.rules.deal_points(deal)
         if lot is None:
             if base > 0:
-                multiplier = self._multiplier(client_id, at)
-                self._earn(uow, state, source, _earned(base, multiplier), at,
+                multiplier = self._multiplier(client_id, deal.time)
+                self._earn(uow, state, source, _earned(base, multiplier), deal.time, now,
                            (*figures, ("multiplier", str(multiplier))))  # fmt: skip
             return
-        multiplier = Decimal(dict(self._figures(state, source)).get("multiplier", "1"))
-        points = _earned(base, multiplier)
+        points = _earned(base, lot.multiplier)  # the multiplier it was earned with
         if points == lot.amount:
             return  # the same deal again: it earned already
-        events = state.expiries(at)
-        now = state.fold(events)
-        lot = now.lot(source)
+        events = state.expiries(now)
+        settled = state.fold(events)
+        lot = settled.lot(source)
         assert lot is not None
         added, shortfall = _ZERO, _ZERO
         taken: Taken = ()
         if points > lot.amount:
-            added = points - lot.amount if at < lot.expires_at else _ZERO
+            added = points - lot.amount if now < lot.expires_at else _ZERO
         else:
-            # What expired of the lot benefited no one: only the rest is taken back.
-            due = min(lot.amount - points, lot.amount - lot.expired)
-            taken, shortfall = now.take(due, at, first=source)
+            # Only what was granted and did not expire (spent or held) above the new figure is
+            # taken back: expired points benefited no one.
+            due = max(lot.amount - lot.expired - points, _ZERO)
+            taken, shortfall = settled.take(due, now, first=source)
         events.append(
             PointsRepriced(client_id, source, points, added, taken, shortfall,
-                           (*figures, ("multiplier", str(multiplier))))
+                           (*figures, ("multiplier", str(lot.multiplier))))
         )  # fmt: skip
         uow.record(state, *events)
-
-    def _figures(self, state: PointsAccount, source: str) -> Figures:
-        # The multiplier a lot was earned with is kept in its PointsEarned event's figures; the
-        # account keeps only amounts, so read it back from the stream (rare: updates only).
-        stream = state.stream_id
-        for row in self.repository.store.read_stream(stream):
-            event = self.repository.codec.decode_event(stream, row.event_type, row.data)
-            if isinstance(event, PointsEarned) and event.source == source:
-                return event.figures
-        return ()
 
     def _multiplier(self, client_id: str, at: datetime) -> Decimal:
         value = self.multiplier(client_id, at)
@@ -702,13 +702,15 @@ class Points:
         state: PointsAccount,
         source: str,
         points: Decimal,
-        at: datetime,
+        earned_at: datetime,
+        now: datetime,
         figures: Figures,
     ) -> None:
         if points <= 0 or state.lot(source) is not None:
             return
-        earned = PointsEarned(state.id, source, points, at, at + self.rules.validity, figures)
-        uow.record(state, *state.expiries(at), earned)
+        expires = earned_at + self.rules.validity
+        earned = PointsEarned(state.id, source, points, earned_at, expires, figures)
+        uow.record(state, *state.expiries(now), earned)
 
     def _reverse(
         self, uow: UnitOfWork, state: PointsAccount, source: str, reason: str, at: datetime,
@@ -764,7 +766,7 @@ class Points:
             figures: Figures = (("basis", str(Money.of(basis, amount.currency))),
                        ("per", str(rate.per)), ("points", str(rate.points)),
                        ("multiplier", str(multiplier)))  # fmt: skip
-            self._earn(uow, state, source, _earned(base, multiplier), at, figures)
+            self._earn(uow, state, source, _earned(base, multiplier), at, at, figures)
         referrer = self.referrer_of(client_id) if self.referrer_of and first else None
         if referrer is not None and referrer != client_id and self.rules.per_referral > 0:
             checked_text(referrer, "referrer id", 100)
@@ -774,7 +776,7 @@ class Points:
                 ("multiplier", str(multiplier)),
             )  # fmt: skip
             self._earn(uow, self._state(uow, referrer), f"referral:{client_id}",
-                       _earned(self.rules.per_referral, multiplier), at, referral)  # fmt: skip
+                       _earned(self.rules.per_referral, multiplier), at, at, referral)  # fmt: skip
 
     def _chargeback(self, uow: UnitOfWork, event: TransferRecorded, at: datetime) -> None:
         assert event.reverses is not None
