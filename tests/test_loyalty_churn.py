@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fxcrm_core.activity import ClientActivity, Measure
 from fxcrm_core.broker import Broker
-from fxcrm_core.events import EventCodec, EventRegistry, Repository
+from fxcrm_core.events import EventCodec, EventRegistry, ProjectionRunner, Repository
 from fxcrm_core.kernel import FixedClock, ValidationError
 from fxcrm_core.loyalty import (
     CHURN_EVENTS,
@@ -38,12 +38,17 @@ START = date(2026, 1, 5)  # a Monday
 DAYS = trading_days(START, 140)
 
 
-def watch(activity: DailyActivity, **kwargs: object) -> ChurnWatch:
+def watch(activity: DailyActivity, *, read_model: bool = False, **kwargs: object) -> ChurnWatch:
     registry = EventRegistry()
     register_events(registry)
     clock = FixedClock(datetime(2026, 6, 1, tzinfo=UTC))
-    repository = Repository(MemoryEventStore(clock), EventCodec(registry))
-    return ChurnWatch(repository, activity, calendar=CAL, clock=clock, **kwargs)  # type: ignore[arg-type]
+    store = MemoryEventStore(clock)
+    codec = EventCodec(registry)
+    projections = ProjectionRunner(store, codec) if read_model else None
+    return ChurnWatch(
+        Repository(store, codec), activity, calendar=CAL, clock=clock, projections=projections,
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def raised(w: ChurnWatch, client_id: str) -> list[ChurnWarningRaised]:
@@ -182,6 +187,34 @@ def test_a_client_without_a_habit_is_not_judged() -> None:
     assert watch(activity).evaluate("c1", noon(DAYS[79])) == []
 
 
+def test_the_read_model_skips_streams_and_decides_the_same() -> None:
+    activity = DailyActivity()
+    for i in range(30):
+        client = f"c{i:02d}"
+        for k, day in enumerate(DAYS[:120]):
+            fades = i % 3 == 0 and 60 <= k < 75  # a quiet spell, then back
+            if not fades and (k + i) % (1 + i % 4) == 0:
+                activity.trade(client, day)
+    plain, fast = watch(activity), watch(activity, read_model=True)
+    loads = 0
+    load = fast.repository.load
+
+    def counted(*args: object) -> object:
+        nonlocal loads
+        loads += 1
+        return load(*args)  # type: ignore[arg-type]
+
+    fast.repository.load = counted  # type: ignore[method-assign,assignment]
+    for day in DAYS[60:120]:
+        assert plain.evaluate_all(noon(day)) == fast.evaluate_all(noon(day))
+    for i in range(30):
+        history = [r.event for r in plain.history(f"c{i:02d}")]
+        assert history == [r.event for r in fast.history(f"c{i:02d}")]
+        assert bool(history) == (i % 3 == 0)
+    # Only the clients with something to record had their stream loaded.
+    assert loads == sum(len(plain.history(f"c{i:02d}")) for i in range(30))
+
+
 @attrs.frozen
 class NoLoginModel:
     """A host's model: warns any client with no trade in the last five trading days."""
@@ -278,7 +311,8 @@ def test_through_a_broker_a_restart_gives_the_same_warnings(tmp_path: Path) -> N
     # A new process on the same file: the same warning, and evaluating again records nothing.
     again = w.open()
     fresh = ClientActivity(again.projections, again.calendar, rates=w.market, clock=w.clock)
-    watch2 = ChurnWatch(again.repository, fresh, calendar=again.calendar, clock=w.clock)
+    watch2 = ChurnWatch(again.repository, fresh, calendar=again.calendar, clock=w.clock,
+                        projections=again.projections)  # fmt: skip
     assert [(r.version, r.event) for r in watch2.history(w.cid)] == before
     assert watch2.evaluate_all(at) == 0
     assert watch2.evaluate(w.cid, at + timedelta(days=1)) == []
@@ -288,7 +322,8 @@ def test_a_policy_on_the_closed_trading_day_raises_the_warning() -> None:
     w = ChurnWorld()
     _fading(w)
     b = w.broker
-    watch_ = ChurnWatch(b.repository, w.activity, calendar=b.calendar, clock=w.clock)
+    watch_ = ChurnWatch(b.repository, w.activity, calendar=b.calendar, clock=w.clock,
+                        projections=b.projections)  # fmt: skip
     b.add_policy("churn", [TradingDayClosed], watch_.on_trading_day_closed)
     assert b.close_trading_days() == [date(2026, 3, 6)]  # the clock is Monday 9 March
     b.run_policies()

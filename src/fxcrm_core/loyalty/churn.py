@@ -24,6 +24,7 @@ from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
     EventMetadata,
+    ProjectionRunner,
     RecordedEvent,
     Repository,
     UnitOfWork,
@@ -45,6 +46,7 @@ __all__ = [
     "ChurnState",
     "ChurnWarningCleared",
     "ChurnWarningRaised",
+    "ChurnWarnings",
     "ChurnWatch",
 ]
 
@@ -295,6 +297,28 @@ class ChurnState(Aggregate):
         raise ValidationError(f"ChurnState cannot apply {type(event).__name__}")
 
 
+class ChurnWarnings:
+    """A memory read model of every client's warnings (open or not, the period of the last
+    raise, the last instant decided), rebuilt from the log in each process: it lets
+    :meth:`ChurnWatch.evaluate_all` skip loading the streams of clients with nothing to decide.
+    A decision to record still loads the client's stream (the append checks its version)."""
+
+    name = "churn-warnings"
+    event_types: frozenset[str] | None = frozenset({"ChurnWarningRaised", "ChurnWarningCleared"})
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.states: dict[str, ChurnState] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, ChurnWarningRaised | ChurnWarningCleared):
+            key = event.client_id
+            self.states[key] = self.states.get(key, ChurnState.blank(key)).apply(event)
+
+
 def _period_label(period: Period, day: date) -> str:
     if period is Period.MONTH:
         return f"{day.year:04d}-{day.month:02d}"
@@ -317,6 +341,7 @@ class ChurnWatch:
         clock: Clock | None = None,
         period: Period = Period.MONTH,
         batch: int = 500,
+        projections: ProjectionRunner | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ArgumentTypeError("the churn watch needs a repository")
@@ -337,6 +362,10 @@ class ChurnWatch:
         self.clock = clock or SystemClock()
         self.period = period
         self.batch = batch
+        if projections is not None and not isinstance(projections, ProjectionRunner):
+            raise ArgumentTypeError("projections is the broker's ProjectionRunner")
+        self.projections = projections
+        self._warnings = ChurnWarnings()
         self._lock = threading.RLock()
 
     # -- reading --------------------------------------------------------------------------------
@@ -361,14 +390,19 @@ class ChurnWatch:
         return [decode(row) for row in self.repository.store.read_stream(stream_id)]
 
     # -- deciding -------------------------------------------------------------------------------
-    def _decide(self, state: ChurnState, client_id: str, at: datetime) -> list[DomainEvent]:
-        if state.last_at is not None and at < state.last_at:
-            return []
+    def _assess(self, client_id: str, at: datetime) -> ChurnAssessment | None:
         found = self.model.assess(client_id, at, self.activity)
+        if found is not None and (
+            not isinstance(found, ChurnAssessment) or found.client_id != client_id
+        ):
+            raise ValidationError("a churn model answers a ChurnAssessment of that client")
+        return found
+
+    def _decide(
+        self, state: ChurnState, client_id: str, at: datetime, found: ChurnAssessment | None
+    ) -> list[DomainEvent]:
         label = _period_label(self.period, self.calendar.trading_day(at))
         if found is not None:
-            if not isinstance(found, ChurnAssessment) or found.client_id != client_id:
-                raise ValidationError("a churn model answers a ChurnAssessment of that client")
             if state.open or state.warned_in == label:
                 return []
             figures = tuple((r.code, n, v) for r in found.reasons for n, v in r.figures)
@@ -383,11 +417,25 @@ class ChurnWatch:
     ) -> list[DomainEvent]:
         """Assess the client at ``at`` and record a warning or its clearance; returns what was
         recorded. With ``uow`` (a policy's unit of work) the events go into it, uncommitted."""
-        when = to_utc(at, "at")
-        key = checked_text(client_id, "client id", 100)
+        return self._evaluate(checked_text(client_id, "client id", 100), to_utc(at, "at"), uow)
+
+    def _evaluate(
+        self, key: str, when: datetime, uow: UnitOfWork | None, known: ChurnState | None = None
+    ) -> list[DomainEvent]:
         with self._lock:
+            found: ChurnAssessment | None = None
+            if known is not None:
+                if known.last_at is not None and when < known.last_at:
+                    return []
+                found = self._assess(key, when)
+                if not self._decide(known, key, when, found):
+                    return []  # nothing to decide by the read model: the stream is not loaded
             state = (uow or self.repository).load(ChurnState, key) or ChurnState.blank(key)
-            events = self._decide(state, key, when)
+            if state.last_at is not None and when < state.last_at:
+                return []  # decisions go forward in time
+            if known is None:
+                found = self._assess(key, when)
+            events = self._decide(state, key, when, found)
             if events:
                 if uow is not None:
                     uow.record(state, *events)
@@ -403,14 +451,24 @@ class ChurnWatch:
         first is redone client by client, skipping those it already decided."""
         when = to_utc(at, "at")
         clients = self.activity.clients()
+        states: dict[str, ChurnState] | None = None
+        if self.projections is not None:
+            self.projections.catch_up(self._warnings)
+            states = self._warnings.states
+
+        def known(client_id: str) -> ChurnState | None:
+            if states is None:
+                return None
+            return states.get(client_id) or ChurnState.blank(client_id)
+
         if uow is not None:
-            return sum(1 for c in clients if self.evaluate(c, when, uow=uow))
+            return sum(1 for c in clients if self._evaluate(c, when, uow, known(c)))
         count = 0
         for i in range(0, len(clients), self.batch):
             chunk = clients[i : i + self.batch]
             try:
                 with UnitOfWork(self.repository, _metadata()) as own:
-                    decided = sum(1 for c in chunk if self.evaluate(c, when, uow=own))
+                    decided = sum(1 for c in chunk if self._evaluate(c, when, own, known(c)))
                     if decided:
                         own.commit()
                 count += decided
