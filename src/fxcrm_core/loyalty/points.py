@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from types import MappingProxyType
-from typing import Any, Self
+from datetime import datetime
+from decimal import ROUND_UP, Decimal
+from typing import Any
 
 import attrs
 
@@ -49,11 +48,34 @@ from fxcrm_core.kernel.errors import (
     IdempotencyConflictError,
     ValidationError,
 )
-from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.money import Money
 from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.ledger import Ledger, LedgerAccount, Transfer, TransferRequest, TransferStatus
 from fxcrm_core.ledger.model import TransferRecorded, TransferResolved
+from fxcrm_core.loyalty.points_account import (
+    POINTS_EVENTS,
+    Figures,
+    NetDepositCounted,
+    PointsAccount,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsLot,
+    PointsRedeemed,
+    PointsRepriced,
+    PointsReversed,
+    Taken,
+)
+from fxcrm_core.loyalty.points_rules import (
+    POINT,
+    ZERO,
+    CashbackRate,
+    DepositRate,
+    PointsRules,
+    check_points,
+    earned,
+)
 from fxcrm_core.payments import MoneyAccounts
 from fxcrm_core.trading import Deal, DealChange, DealsReceived
 
@@ -89,422 +111,20 @@ POINTS_POLICY = "loyalty-points"
 #: The upstream events the points policy handles.
 POINTS_UPSTREAM: tuple[type[DomainEvent], ...] = (DealsReceived, TransferRecorded, TransferResolved)
 
-_ZERO = Decimal(0)
-_POINT = Decimal("0.01")  # points are kept to two decimals, rounded down when earned
 _SYSTEM = "system:loyalty-points"
 _DEPOSITS = ("deposit:", "wire:")
 _WITHDRAWAL = "wd:"
 
-#: (lot source, points) for each lot a taking took from, oldest first.
-Taken = tuple[tuple[str, Decimal], ...]
-#: (name, value) for each figure an award was worked out from.
-Figures = tuple[tuple[str, str], ...]
+
+_SYSTEM = "system:loyalty-points"
+_DEPOSITS = ("deposit:", "wire:")
+_WITHDRAWAL = "wd:"
 
 
 class InsufficientPointsError(FxCrmError, ValueError):
     """The client holds fewer live points than asked for; nothing was written."""
 
     default_message = "not enough points"
-
-
-def _points(value: object, what: str, *, positive: bool = False) -> Decimal:
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValidationError(f"{what} is a finite Decimal of zero or more")
-    if positive and value == 0:
-        raise ValidationError(f"{what} is more than zero")
-    return value
-
-
-def _name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or not value.isprintable() or len(value) > 64:
-        raise ValidationError(f"{what} is a short printable name")
-    return value
-
-
-def _rates(value: Iterable[DepositRate]) -> tuple[DepositRate, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise ValidationError("deposit rates are a collection of DepositRate values")
-    return tuple(value)
-
-
-def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValidationError("expected a mapping")
-    return MappingProxyType(dict(value))
-
-
-# -- rules as data ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class DepositRate:
-    """``points`` for each ``per`` of net deposits in ``per``'s currency (1 point per 10 USD)."""
-
-    per: Money
-    points: Decimal
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.per, Money) or not self.per.is_positive():
-            raise ValidationError("a deposit rate is per a positive amount of money")
-        _points(self.points, "points per deposit unit")
-
-
-@attrs.frozen
-class CashbackRate:
-    """``points`` buy ``money`` of cashback (100 points = 1.00 USD)."""
-
-    points: Decimal
-    money: Money
-
-    def __attrs_post_init__(self) -> None:
-        _points(self.points, "the points of a cashback rate", positive=True)
-        if not isinstance(self.money, Money) or not self.money.is_positive():
-            raise ValidationError("a cashback rate buys a positive amount of money")
-
-    def cashback(self, points: Decimal) -> Money:
-        """What ``points`` buy; they must buy whole minor units (no fraction of a cent lost)."""
-        cur = self.money.currency
-        exact = points * self.money.amount / self.points
-        unit = Decimal(1).scaleb(-cur.minor_units)
-        if exact != exact.quantize(unit, rounding=ROUND_DOWN):
-            raise ValidationError("those points do not buy a whole number of minor units")
-        return Money.of(exact.quantize(unit), cur)
-
-
-@attrs.frozen
-class PointsRules:
-    """How points are earned and what they buy.
-
-    ``per_lot`` maps a symbol group to the points each lot closed earns; ``symbol_groups`` maps
-    a symbol to its group, and a symbol not listed belongs to ``default_group`` (None: it earns
-    nothing). ``per_deposit`` holds one rate per currency (a deposit in another currency earns
-    nothing); ``per_referral`` is the flat award of a referrer when the referred client first
-    deposits. A lot lives ``validity`` from the instant it was earned. ``cashback`` is the
-    redemption rate (None: points buy only host-defined rewards).
-    """
-
-    per_lot: Mapping[str, Decimal] = attrs.field(factory=dict, converter=_frozen_map)
-    symbol_groups: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
-    default_group: str | None = None
-    per_deposit: tuple[DepositRate, ...] = attrs.field(default=(), converter=_rates)
-    per_referral: Decimal = _ZERO
-    validity: timedelta = timedelta(days=365)
-    cashback: CashbackRate | None = None
-
-    def __attrs_post_init__(self) -> None:
-        for group, points in self.per_lot.items():
-            _name(group, "a symbol group")
-            _points(points, "points per lot")
-        for symbol, group in self.symbol_groups.items():
-            _name(symbol, "a symbol")
-            if group not in self.per_lot:
-                raise ValidationError("every symbol group has its points per lot")
-        if self.default_group is not None and self.default_group not in self.per_lot:
-            raise ValidationError("the default group has its points per lot")
-        if not all(isinstance(r, DepositRate) for r in self.per_deposit):
-            raise ValidationError("deposit rates are DepositRate values")
-        currencies = [r.per.currency for r in self.per_deposit]
-        if len(set(currencies)) != len(currencies):
-            raise ValidationError("one deposit rate per currency")
-        _points(self.per_referral, "points per referral")
-        if not isinstance(self.validity, timedelta) or self.validity <= timedelta(0):
-            raise ValidationError("points live a positive timedelta")
-        if self.cashback is not None and not isinstance(self.cashback, CashbackRate):
-            raise ValidationError("the cashback rate is a CashbackRate")
-
-    def group_of(self, symbol: str) -> str | None:
-        return self.symbol_groups.get(symbol, self.default_group)
-
-    def deal_points(self, deal: Deal) -> tuple[Decimal, Figures]:
-        """Points a deal earns before any multiplier: a closing trade deal, by lots closed."""
-        if not deal.action.is_trade or not deal.entry.closes:
-            return _ZERO, ()
-        group = self.group_of(deal.symbol)
-        if group is None:
-            return _ZERO, ()
-        lots = deal.volume_closed or deal.volume
-        rate = self.per_lot[group]
-        return lots * rate, (("lots", str(lots)), ("group", group), ("per_lot", str(rate)))
-
-    def deposit_rate(self, currency: Currency) -> DepositRate | None:
-        for rate in self.per_deposit:
-            if rate.per.currency == currency:
-                return rate
-        return None
-
-
-def _earned(base: Decimal, multiplier: Decimal) -> Decimal:
-    return (base * multiplier).quantize(_POINT, rounding=ROUND_DOWN)
-
-
-# -- events -------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class PointsEarned(DomainEvent):
-    """A new lot: ``points`` from ``source``, earned at ``earned_at``, live until ``expires_at``
-    (excluded); ``figures`` say how they were worked out (multiplier included)."""
-
-    client_id: str
-    source: str
-    points: Decimal
-    earned_at: datetime
-    expires_at: datetime
-    figures: Figures
-
-
-@attrs.frozen
-class PointsRepriced(DomainEvent):
-    """The source's deal was updated: its lot now counts ``points``; ``added`` went to its
-    remainder (nothing if it expired), ``taken`` came out of the lots named (its own first),
-    and ``shortfall`` could not be taken."""
-
-    client_id: str
-    source: str
-    points: Decimal
-    added: Decimal
-    taken: Taken
-    shortfall: Decimal
-    figures: Figures
-
-
-@attrs.frozen
-class PointsReversed(DomainEvent):
-    """The source's award is taken back (``reason``: ``deal_deleted``, ``chargeback``):
-    from its own lot first, then the oldest others; ``shortfall`` could not be taken."""
-
-    client_id: str
-    source: str
-    reason: str
-    taken: Taken
-    shortfall: Decimal
-
-
-@attrs.frozen
-class PointsRedeemed(DomainEvent):
-    """Points spent oldest first: as ``cashback`` posted by ``transfer_id``, or for the host's
-    ``reward_id``."""
-
-    client_id: str
-    request_id: str
-    points: Decimal
-    taken: Taken
-    cashback: Money | None
-    transfer_id: str | None
-    reward_id: str | None
-
-
-@attrs.frozen
-class PointsExpired(DomainEvent):
-    """The remainders of lots whose time ran out by ``at``."""
-
-    client_id: str
-    at: datetime
-    taken: Taken
-
-
-@attrs.frozen
-class PointsAdjusted(DomainEvent):
-    """Two people changed the balance by hand: ``points`` added as a lot (``adjust:<request>``)
-    until ``expires_at``, or taken (``taken``, ``shortfall``) when negative."""
-
-    client_id: str
-    request_id: str
-    points: Decimal
-    expires_at: datetime | None
-    taken: Taken
-    shortfall: Decimal
-    at: datetime
-
-
-@attrs.frozen
-class NetDepositCounted(DomainEvent):
-    """Money in (positive) or out (negative) of the client's wallets by ``transfer_id``, the
-    client's net deposits and highest net after it, and the part of the deposit (``basis``)
-    that was above the highest net before it and earned points."""
-
-    client_id: str
-    transfer_id: str
-    amount: Money
-    net: Decimal
-    high: Decimal
-    basis: Decimal
-
-
-POINTS_EVENTS: tuple[type[DomainEvent], ...] = (
-    PointsEarned,
-    PointsRepriced,
-    PointsReversed,
-    PointsRedeemed,
-    PointsExpired,
-    PointsAdjusted,
-    NetDepositCounted,
-)
-
-
-# -- the account --------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class PointsLot:
-    """One award: ``amount`` earned (as re-priced), ``remaining`` of it, ``expired`` of it."""
-
-    source: str
-    amount: Decimal
-    remaining: Decimal
-    earned_at: datetime
-    expires_at: datetime
-    expired: Decimal = _ZERO
-    reversed: bool = False
-    multiplier: Decimal = Decimal(1)  # the tier's, when earned: an update re-prices with it
-
-    def live(self, at: datetime) -> bool:
-        return self.remaining > 0 and at < self.expires_at
-
-
-def _order(lot: PointsLot) -> tuple[datetime, str]:
-    return lot.earned_at, lot.source
-
-
-@attrs.frozen(kw_only=True)
-class PointsAccount(Aggregate):
-    """One client's points (id: the client id): its lots oldest first, the requests it answered
-    (request id -> what was asked), its net deposits per currency and what it could not take
-    back (``shortfall``)."""
-
-    category = "points"
-    lots: tuple[PointsLot, ...] = ()
-    requests: Mapping[str, str] = attrs.field(factory=dict)
-    net: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # code -> (net, high)
-    deposits: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # (amount, basis)
-    first_deposit: str | None = None
-    shortfall: Decimal = _ZERO
-
-    @property
-    def balance(self) -> Decimal:
-        """The points recorded as held (lots past their time count until their expiry is
-        recorded; see :meth:`live_balance`)."""
-        return sum((lot.remaining for lot in self.lots), _ZERO)
-
-    def live_balance(self, at: datetime) -> Decimal:
-        return sum((lot.remaining for lot in self.lots if lot.live(at)), _ZERO)
-
-    def lot(self, source: str) -> PointsLot | None:
-        for lot in self.lots:
-            if lot.source == source:
-                return lot
-        return None
-
-    # -- deciding (pure: the events to record) ----------------------------------------------
-    def expiries(self, at: datetime) -> list[DomainEvent]:
-        due = tuple(
-            (lot.source, lot.remaining)
-            for lot in self.lots
-            if lot.remaining > 0 and lot.expires_at <= at
-        )
-        return [PointsExpired(self.id, at, due)] if due else []
-
-    def take(
-        self, points: Decimal, at: datetime, first: str | None = None
-    ) -> tuple[Taken, Decimal]:
-        """Take ``points`` from the live lots (``first``'s own lot first, then oldest first):
-        what was taken from which lot, and what could not be taken."""
-        need = points
-        taken: list[tuple[str, Decimal]] = []
-        lots = sorted(self.lots, key=lambda lot: (lot.source != first, *_order(lot)))
-        for lot in lots:
-            if need <= 0:
-                break
-            if lot.live(at):
-                part = min(lot.remaining, need)
-                taken.append((lot.source, part))
-                need -= part
-        return tuple(taken), max(need, _ZERO)
-
-    # -- folding --------------------------------------------------------------------------------
-    def _taking(self, taken: Taken, *, expire: bool = False) -> tuple[PointsLot, ...]:
-        parts = dict(taken)
-        if not parts:
-            return self.lots
-        out = []
-        for lot in self.lots:
-            part = parts.get(lot.source)
-            if part is not None:
-                if part > lot.remaining:
-                    raise ValidationError("a taking exceeds a lot's remainder")
-                lot = attrs.evolve(
-                    lot, remaining=lot.remaining - part,
-                    expired=lot.expired + part if expire else lot.expired,
-                )  # fmt: skip
-            out.append(lot)
-        return tuple(out)
-
-    @staticmethod
-    def _replace(lots: tuple[PointsLot, ...], source: str, **changes: Any) -> tuple[PointsLot, ...]:
-        return tuple(attrs.evolve(lot, **changes) if lot.source == source else lot for lot in lots)
-
-    def apply(self, event: DomainEvent) -> Self:
-        match event:
-            case PointsEarned():
-                if self.lot(event.source) is not None:
-                    raise ValidationError("a source earns once")
-                multiplier = Decimal(dict(event.figures).get("multiplier", "1"))
-                lot = PointsLot(event.source, event.points, event.points, event.earned_at,
-                                event.expires_at, multiplier=multiplier)  # fmt: skip
-                return self.evolve(lots=tuple(sorted((*self.lots, lot), key=_order)))
-            case PointsRepriced():
-                lots = self._taking(event.taken)
-                mine = next(lot for lot in lots if lot.source == event.source)
-                # amount - expired is what was granted and did not expire (spent or held): up,
-                # what could not be added (the lot had expired) counts as expired at once;
-                # down, it is kept at no more than the new figure.
-                if event.points >= mine.amount:
-                    expired = mine.expired + event.points - mine.amount - event.added
-                else:
-                    expired = event.points - min(mine.amount - mine.expired, event.points)
-                lots = self._replace(lots, event.source, amount=event.points, expired=expired,
-                                     remaining=mine.remaining + event.added)  # fmt: skip
-                return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
-            case PointsReversed():
-                lots = self._replace(self._taking(event.taken), event.source, reversed=True)
-                return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
-            case PointsRedeemed():
-                return self.evolve(
-                    lots=self._taking(event.taken),
-                    requests={**self.requests, event.request_id: _digest(event)},
-                )
-            case PointsExpired():
-                return self.evolve(lots=self._taking(event.taken, expire=True))
-            case PointsAdjusted():
-                lots = self._taking(event.taken)
-                if event.points > 0:
-                    assert event.expires_at is not None
-                    lot = PointsLot(f"adjust:{event.request_id}", event.points, event.points,
-                                    event.at, event.expires_at)  # fmt: skip
-                    lots = tuple(sorted((*lots, lot), key=_order))
-                return self.evolve(
-                    lots=lots,
-                    requests={**self.requests, event.request_id: f"adjust {event.points}"},
-                    shortfall=self.shortfall + event.shortfall,
-                )
-            case NetDepositCounted():
-                code = event.amount.currency.code
-                deposits = self.deposits
-                first = self.first_deposit
-                if event.amount.amount > 0:
-                    deposits = {**deposits, event.transfer_id: (event.amount.amount, event.basis)}
-                    first = first or event.transfer_id
-                return self.evolve(
-                    net={**self.net, code: (event.net, event.high)},
-                    deposits=deposits,
-                    first_deposit=first,
-                )
-        raise ValidationError(f"PointsAccount cannot apply {type(event).__name__}")
-
-
-def _digest(event: PointsRedeemed) -> str:
-    what = f"cashback {event.cashback}" if event.cashback else f"reward {event.reward_id}"
-    return f"{event.points} {what}"
 
 
 @attrs.frozen
@@ -665,24 +285,24 @@ class Points:
         if lot is None:
             if base > 0:
                 multiplier = self._multiplier(client_id, deal.time)
-                self._earn(uow, state, source, _earned(base, multiplier), deal.time, now,
+                self._earn(uow, state, source, earned(base, multiplier), deal.time, now,
                            (*figures, ("multiplier", str(multiplier))))  # fmt: skip
             return
-        points = _earned(base, lot.multiplier)  # the multiplier it was earned with
+        points = earned(base, lot.multiplier)  # the multiplier it was earned with
         if points == lot.amount:
             return  # the same deal again: it earned already
         events = state.expiries(now)
         settled = state.fold(events)
         lot = settled.lot(source)
         assert lot is not None
-        added, shortfall = _ZERO, _ZERO
+        added, shortfall = ZERO, ZERO
         taken: Taken = ()
         if points > lot.amount:
-            added = points - lot.amount if now < lot.expires_at else _ZERO
+            added = points - lot.amount if now < lot.expires_at else ZERO
         else:
             # Only what was granted and did not expire (spent or held) above the new figure is
             # taken back: expired points benefited no one.
-            due = max(lot.amount - lot.expired - points, _ZERO)
+            due = max(lot.amount - lot.expired - points, ZERO)
             taken, shortfall = settled.take(due, now, first=source)
         events.append(
             PointsRepriced(client_id, source, points, added, taken, shortfall,
@@ -721,7 +341,7 @@ class Points:
         lot = now.lot(source)
         if lot is None or lot.reversed:
             return
-        due = ((lot.amount - lot.expired) * share).quantize(_POINT, rounding=ROUND_UP)
+        due = ((lot.amount - lot.expired) * share).quantize(POINT, rounding=ROUND_UP)
         taken, shortfall = now.take(due, at, first=source)
         events.append(PointsReversed(state.id, source, reason, taken, shortfall))
         uow.record(state, *events)
@@ -740,9 +360,9 @@ class Points:
         if client_id is None:
             return
         state = self._state(uow, client_id)
-        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        net, high = state.net.get(amount.currency.code, (ZERO, ZERO))
         net += amount.amount
-        uow.record(state, NetDepositCounted(client_id, transfer_id, amount, net, high, _ZERO))
+        uow.record(state, NetDepositCounted(client_id, transfer_id, amount, net, high, ZERO))
 
     def _deposit(self, uow: UnitOfWork, event: TransferRecorded, at: datetime) -> None:
         client_id = self._wallet_owner(uow, event.credit_account)
@@ -753,9 +373,9 @@ class Points:
         if source in state.deposits:
             return
         amount = event.amount
-        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        net, high = state.net.get(amount.currency.code, (ZERO, ZERO))
         net += amount.amount
-        basis = max(net - high, _ZERO)
+        basis = max(net - high, ZERO)
         counted = NetDepositCounted(client_id, source, amount, net, max(net, high), basis)
         first = state.first_deposit is None
         state = uow.record(state, counted)
@@ -766,7 +386,7 @@ class Points:
             figures: Figures = (("basis", str(Money.of(basis, amount.currency))),
                        ("per", str(rate.per)), ("points", str(rate.points)),
                        ("multiplier", str(multiplier)))  # fmt: skip
-            self._earn(uow, state, source, _earned(base, multiplier), at, at, figures)
+            self._earn(uow, state, source, earned(base, multiplier), at, at, figures)
         referrer = self.referrer_of(client_id) if self.referrer_of and first else None
         if referrer is not None and referrer != client_id and self.rules.per_referral > 0:
             checked_text(referrer, "referrer id", 100)
@@ -776,7 +396,7 @@ class Points:
                 ("multiplier", str(multiplier)),
             )  # fmt: skip
             self._earn(uow, self._state(uow, referrer), f"referral:{client_id}",
-                       _earned(self.rules.per_referral, multiplier), at, at, referral)  # fmt: skip
+                       earned(self.rules.per_referral, multiplier), at, at, referral)  # fmt: skip
 
     def _chargeback(self, uow: UnitOfWork, event: TransferRecorded, at: datetime) -> None:
         assert event.reverses is not None
@@ -786,13 +406,13 @@ class Points:
         source = _deposit_source(event.reverses)
         state = self._state(uow, client_id)
         amount = event.amount
-        deposited, basis = state.deposits.get(source, (amount.amount, _ZERO))
+        deposited, basis = state.deposits.get(source, (amount.amount, ZERO))
         share = min(amount.amount / deposited, Decimal(1)) if deposited > 0 else Decimal(1)
-        net, high = state.net.get(amount.currency.code, (_ZERO, _ZERO))
+        net, high = state.net.get(amount.currency.code, (ZERO, ZERO))
         # The part of the deposit that earned is taken off the highest net too, so a later
         # deposit of real money earns again.
         counted = NetDepositCounted(client_id, event.transfer_id, -amount, net - amount.amount,
-                                    high - basis * share, _ZERO)  # fmt: skip
+                                    high - basis * share, ZERO)  # fmt: skip
         state = uow.record(state, counted)
         self._reverse(uow, state, source, "chargeback", at, share)
         if state.first_deposit == source and self.referrer_of is not None:
@@ -871,8 +491,8 @@ class Points:
             raise ValidationError("a redemption needs an actor")
         client = checked_text(client_id, "client id", 100)
         self.access.require(actor, REDEEM_PERMISSION, client_id=client)
-        amount = _points(points, "points redeemed", positive=True)
-        if amount != amount.quantize(_POINT):
+        amount = check_points(points, "points redeemed", positive=True)
+        if amount != amount.quantize(POINT):
             raise ValidationError("points are counted to two decimals")
         return client, amount, checked_text(request_id, "request id", 100)
 
@@ -950,7 +570,7 @@ class Points:
 
     def _check_adjust(self, params: Mapping[str, str]) -> None:
         points = Decimal(params["points"])
-        if points != points.quantize(_POINT) or abs(points) > self.max_adjustment:
+        if points != points.quantize(POINT) or abs(points) > self.max_adjustment:
             raise ValidationError("an adjustment is counted to two decimals, within the limit")
 
     def _adjust(self, params: Mapping[str, str], key: str) -> str:
@@ -963,7 +583,7 @@ class Points:
             now = self.clock.now()
             events = state.expiries(now)
             taken: Taken = ()
-            shortfall = _ZERO
+            shortfall = ZERO
             if points < 0:
                 taken, shortfall = state.fold(events).take(-points, now)
             expires = now + self.rules.validity if points > 0 else None
