@@ -5,6 +5,7 @@ reversal on a deleted deal or a charged-back deposit; idempotency; a second proc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +21,7 @@ from fxcrm_core.events import (
     EventRegistry,
     EventStore,
     Policy,
+    PolicyError,
     PolicyRunner,
     Repository,
 )
@@ -560,3 +562,80 @@ def test_a_deal_re_priced_down_after_its_lot_expired_takes_back_only_what_was_sp
     w.change(deal, DealChange.DELETED)  # the other 5
     w.pull()
     assert w.balance("c1") == Decimal(40)
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("points", [5.0, Decimal(-5), Decimal("0.001"), Decimal("NaN"), "5"])
+def test_a_redemption_of_anything_but_points_to_two_decimals_is_refused(points: object) -> None:
+    w = World()
+    w.deal("1")
+    w.pull()
+    before = w.repository.store.last_position()
+    with pytest.raises(ValidationError):
+        w.points.redeem(ADMIN, "c1", points, request_id="r1")  # type: ignore[arg-type]
+    assert w.repository.store.last_position() == before
+
+
+def test_ids_with_control_characters_are_refused_without_echoing_them() -> None:
+    w = World()
+    with pytest.raises(ValidationError) as caught:
+        w.points.redeem(ADMIN, "ana\x00lima", Decimal(1), request_id="r1")
+    assert "ana" not in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        w.points.redeem(ADMIN, "c1", Decimal(1), request_id="secret\x07")
+    assert "secret" not in str(caught.value)
+
+
+def test_a_multiplier_answering_a_float_fails_the_policy_and_records_nothing() -> None:
+    w = World(multiplier=lambda client, at: 1.5)  # type: ignore[arg-type, return-value]
+    w.deal("1")
+    with pytest.raises(PolicyError):
+        w.pull()
+    assert w.points.history("c1") == []
+    assert w.runner.lag()[POINTS_POLICY] == 1  # it stays before the deals, to be retried
+
+
+def test_rules_without_cashback_refuse_a_cashback_redemption() -> None:
+    w = World(rules=PointsRules(per_lot={"majors": Decimal(10)}, default_group="majors"))
+    w.deal("1", symbol="GBPJPY")  # the default group
+    w.pull()
+    assert w.balance("c1") == Decimal(10)
+    with pytest.raises(ValidationError):
+        w.points.redeem(ADMIN, "c1", Decimal(5), request_id="r1")
+
+
+def test_two_processes_redeeming_at_once_never_spend_more_than_the_balance(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    clock = FixedClock(now)
+    feed = Feed()
+    first = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
+    first.deal("5", at=now - timedelta(hours=1))  # 50 points
+    first.pull()
+    second = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def redeem(world: World, request_id: str) -> None:
+        barrier.wait()
+        try:
+            world.points.redeem(ADMIN, "c1", Decimal(30), request_id=request_id)
+            outcomes.append("paid")
+        except InsufficientPointsError:
+            outcomes.append("refused")
+
+    threads = [
+        threading.Thread(target=redeem, args=(first, "r1")),
+        threading.Thread(target=redeem, args=(second, "r2")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["paid", "refused"]
+    third = World(SqliteEventStore(tmp_path / "events.db"), feed=feed, clock=clock)
+    assert third.balance("c1") == Decimal(20)
+    assert third.ledger.balance(third.wallet("c1")).net_credit == usd("0.30")

@@ -443,13 +443,14 @@ class Points:
             now = self.clock.now()
             events = self._spend(state, points, now, PointsRedeemed(
                 client_id, request, points, (), cashback, transfer_id, None))  # fmt: skip
-            wallet = self.money.wallet(client_id, cashback.currency)
-            funding = self.money.broker("loyalty", cashback.currency)
             also: list[tuple[Aggregate, DomainEvent]] = []
             for e in events:
                 also.append((state, e))
                 state = state.fold([e])
             try:
+                # Opening an account two processes open at once conflicts too: try again.
+                wallet = self.money.wallet(client_id, cashback.currency)
+                funding = self.money.broker("loyalty", cashback.currency)
                 self.ledger.transfer(
                     TransferRequest(transfer_id, funding, wallet, cashback),
                     actor=actor.id, also=also,
