@@ -131,6 +131,8 @@ class ClientActivity:
         self.instruments = instruments
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
+        # (last day, days) -> the window's first trading day: the calendar's, not a client's
+        self._first_days: dict[tuple[date, int], date] = {}
         self.reset()
 
     # -- the projection -------------------------------------------------------------------------
@@ -394,12 +396,21 @@ class ClientActivity:
         )  # fmt: skip
 
     def _first_day(self, last: date, days: int) -> date:
-        day, seen = last, 1
-        while seen < days:
-            day -= timedelta(days=1)
-            if self.calendar.is_trading_day(day):
-                seen += 1
-        return day
+        """The first of the ``days`` trading days ending on ``last`` (the calendar's answer
+        kept: a scan of every client's window asks the same few questions again and again)."""
+        key = (last, days)
+        found = self._first_days.get(key)
+        if found is None:
+            day, seen = last, 1
+            while seen < days:
+                day -= timedelta(days=1)
+                if self.calendar.is_trading_day(day):
+                    seen += 1
+            found = day
+            if len(self._first_days) >= 4096:
+                self._first_days.clear()
+            self._first_days[key] = found
+        return found
 
 
 def _client(client_id: object) -> str:
