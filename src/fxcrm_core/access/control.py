@@ -161,6 +161,7 @@ DEFAULT_POLICY = AccessPolicy(
             "ib.apply",
             "wire.request",
             "account.password",
+            "points.redeem",
         },
         Role.IB: {"client.read", "commission.read", "statement.read"},
         Role.SALES: {"client.read", "client.update", "client.note", "client.register"},
@@ -185,6 +186,7 @@ DEFAULT_POLICY = AccessPolicy(
             "account.status",
             "account_change.approve",
             "tier_override.approve",
+            "points_adjust.approve",
         },
         Role.FINANCE: {
             "client.read",
@@ -210,6 +212,7 @@ DEFAULT_POLICY = AccessPolicy(
             "ib.schedule",
             "tier.programme",
             "tier_override.request",
+            "points_adjust.request",
         },
         Role.PORTAL: {"client.register"},
     },
