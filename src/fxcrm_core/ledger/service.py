@@ -183,24 +183,30 @@ class Ledger:
         limit: Limit = Limit.NONE,
         actor: str = "system:ledger",
     ) -> LedgerAccount:
-        """Open an account; opening it again with the same details returns it unchanged."""
+        """Open an account; opening it again with the same details returns it unchanged, also
+        when another process opens it at the same moment (the loser finds the winner's)."""
         cur = Currency.of(currency)
-        existing = self.repository.load(LedgerAccount, account_id)
-        if existing is not None:
-            b = existing.open_balance
-            if (existing.owner, b.currency, existing.purpose, existing.limit) != (
-                owner, cur, purpose, limit,
-            ):  # fmt: skip
-                raise IdempotencyConflictError("account id already used with other details")
-            return existing
-        with self._uow(actor, "account opened") as uow:
-            account = uow.record(
-                LedgerAccount.blank(account_id),
-                AccountOpened(account_id, owner, cur, purpose, limit),
-            )
-            uow.commit()
-        self._seen.keep((account,))
-        return account
+        for _ in range(2):
+            existing = self.repository.load(LedgerAccount, account_id)
+            if existing is not None:
+                b = existing.open_balance
+                if (existing.owner, b.currency, existing.purpose, existing.limit) != (
+                    owner, cur, purpose, limit,
+                ):  # fmt: skip
+                    raise IdempotencyConflictError("account id already used with other details")
+                return existing
+            try:
+                with self._uow(actor, "account opened") as uow:
+                    account = uow.record(
+                        LedgerAccount.blank(account_id),
+                        AccountOpened(account_id, owner, cur, purpose, limit),
+                    )
+                    uow.commit()
+            except ConcurrencyError:
+                continue  # opened meanwhile by another writer: read it and compare
+            self._seen.keep((account,))
+            return account
+        raise ConcurrencyError("the account kept changing while it was opened; try again")
 
     def account(self, account_id: str) -> LedgerAccount:
         found = self.repository.load(LedgerAccount, account_id)
