@@ -299,3 +299,33 @@ def test_measures_equal_a_trivial_model_of_the_feed(changes: list[tuple[str, int
     assert {d.ticket for d in w.activity.trades(w.cid)} == set(standing)
     days = {w.broker.calendar.trading_day(d.time) for d in standing.values()}
     assert w.activity.lifetime(w.cid, Measure.ACTIVE_DAYS).value == len(days)
+
+
+def test_a_horizon_forgets_old_deals_marks_and_counts_late_corrections() -> None:
+    """With a correction horizon the read model keeps what each deal added only that long after
+    the feed's latest trade day (memory stays bounded); a later correction leaves the first
+    count standing and is counted, alike in every process (the days are the feed's)."""
+    w = World()
+    first = w.trade(T0 + timedelta(hours=1), "1.0")
+    w.pull()
+    bounded = ClientActivity(
+        w.broker.projections, w.broker.calendar, rates=w.market, horizon=timedelta(days=3)
+    )
+    assert bounded.window(w.cid, Measure.LOTS, days=1, at=T0).value == D("1.0")
+    w.trade(T0 + timedelta(days=5, hours=1), "0.5")  # five days later: the first is past it
+    w.pull()
+    w.change(attrs.evolve(first, volume=D("0.2")), DealChange.UPDATED)
+    w.pull()
+    at = T0 + timedelta(days=5, hours=2)
+    assert bounded.lifetime(w.cid, Measure.LOTS).value == D("1.5")  # the first count stands
+    assert bounded.late_corrections == 1
+    assert len(bounded._marks) == 1  # only the recent deal's mark is kept
+    unbounded = ClientActivity(w.broker.projections, w.broker.calendar, rates=w.market)
+    assert unbounded.lifetime(w.cid, Measure.LOTS).value == D("0.7")  # no horizon: applied
+    again = ClientActivity(
+        w.broker.projections, w.broker.calendar, rates=w.market, horizon=timedelta(days=3)
+    )
+    assert again.lifetime(w.cid, Measure.LOTS).value == D("1.5")
+    assert again.window(w.cid, Measure.LOTS, days=1, at=at).value == D("0.5")
+    with pytest.raises(ValidationError):
+        ClientActivity(w.broker.projections, w.broker.calendar, horizon=timedelta(hours=5))

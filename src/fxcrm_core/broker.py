@@ -221,6 +221,9 @@ class BrokerOptions(TypedDict, total=False):
     ib_max_depth: int
     payout_policies: Mapping[str, PayoutPolicy]  # per IB: currency, minimum, cadence, ...
     instruments: InstrumentSpec  # contract size and quote currency per symbol (activity's notional)
+    # How long after its trading day a deal may still correct the activity figures (what each
+    # deal added is kept that long, then forgotten: bounded memory). None: for ever.
+    activity_horizon: timedelta | None
     rates: RateSource  # market rates: the broker's own rates and IB payouts start from them
     rate_max_age: timedelta  # an older market rate is stale: refused (default 5 minutes)
     # A change of the broker's own rate moving it by more than this share needs a second
@@ -632,6 +635,7 @@ class Broker:
             rates=rates,
             instruments=options.get("instruments") or fx_instrument,
             clock=self.clock,
+            horizon=options.get("activity_horizon"),
         )
         self.fund_flows = FundFlows(self.ledger, self.access, self.activity)
         self.statements = Statements(
@@ -691,6 +695,7 @@ class Broker:
             ("trading_server", TradingServer, "a TradingServer adapter"),
             ("schedules", ScheduleBook, "a ScheduleBook of one schedule's versions"),
             ("rebate_horizon", timedelta, "a timedelta of whole days"),
+            ("activity_horizon", timedelta, "a timedelta of one day or more"),
             ("caps", LeverageCaps, "a LeverageCaps"),
             ("client_transfer_consent", bool, "True or False"),
             ("rate_max_age", timedelta, "a timedelta"),

@@ -118,7 +118,10 @@ class ClientActivity:
         rates: RateSource | None = None,
         instruments: InstrumentSpec = fx_instrument,
         clock: Clock | None = None,
+        horizon: timedelta | None = None,
     ) -> None:
+        if horizon is not None and (not isinstance(horizon, timedelta) or horizon.days < 1):
+            raise ValidationError("the correction horizon is a timedelta of one day or more")
         if not isinstance(projections, ProjectionRunner):
             raise ArgumentTypeError("ClientActivity reads through a ProjectionRunner")
         if not isinstance(calendar, TradingCalendar):
@@ -130,6 +133,11 @@ class ClientActivity:
         self.rates = rates
         self.instruments = instruments
         self.clock = clock or SystemClock()
+        # How long after its trading day a deal may still be corrected (updated or deleted):
+        # what each deal added is kept that long, then forgotten (None: for ever). A later
+        # correction is not applied and is counted in ``late_corrections``. The days are the
+        # feed's own (the latest trade day seen), so every process forgets alike.
+        self.horizon = horizon
         self._lock = threading.RLock()
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
@@ -139,6 +147,9 @@ class ClientActivity:
     def reset(self) -> None:
         self._days: dict[str, dict[date, Day]] = {}
         self._marks: dict[tuple[str, int], Mark] = {}
+        self._latest: date | None = None  # the latest trade day the feed brought
+        self._forgotten: date | None = None  # marks of days before this one are gone
+        self.late_corrections = 0
         self._logins: dict[tuple[str, int], str] = {}
         self._wallets: dict[str, str] = {}  # wallet account id -> client
         self._wallets_of: dict[str, list[str]] = {}
@@ -153,6 +164,7 @@ class ClientActivity:
         if isinstance(event, DealsReceived):
             for item in event.items:
                 self._deal(item.change, item.deal)
+            self._forget()
         elif isinstance(event, TransferRecorded):
             self._transfer(event, at)
         elif isinstance(event, TransferResolved):
@@ -178,6 +190,13 @@ class ClientActivity:
         old = self._marks.pop(key, None)
         if old is not None:
             old.apply(self._days[old.client][old.day], -1)
+        elif (
+            change is not DealChange.ADDED
+            and self._forgotten is not None
+            and self.calendar.trading_day(deal.time) < self._forgotten
+        ):
+            self.late_corrections += 1  # past the horizon: its first count stands
+            return
         if change is DealChange.DELETED or not deal.action.is_trade:
             return
         client = self._logins.get((deal.server, deal.login))
@@ -190,6 +209,18 @@ class ClientActivity:
             day = days[mark.day] = Day()
         mark.apply(day, 1)
         self._marks[key] = mark
+        if self._latest is None or mark.day > self._latest:
+            self._latest = mark.day
+
+    def _forget(self) -> None:
+        """Drop what deals of days past the horizon added (their counts stay in the days)."""
+        if self.horizon is None or self._latest is None:
+            return
+        cutoff = self._latest - self.horizon
+        if self._forgotten is not None and cutoff <= self._forgotten:
+            return
+        self._forgotten = cutoff
+        self._marks = {k: m for k, m in self._marks.items() if m.day >= cutoff}
 
     def _mark(self, client: str, deal: Deal) -> Mark:
         symbol = deal.symbol
