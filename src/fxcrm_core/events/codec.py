@@ -137,12 +137,16 @@ def _pii_from_stored(data: Any, form: Any) -> Any:
     return form.from_stored(data)
 
 
+def _mentions(form: Any, leaf: Callable[[Any], bool]) -> bool:
+    """Whether a field's type is, or has among its arguments (``X | None``, ``tuple[X, ...]``),
+    a type ``leaf`` names."""
+    return leaf(form) or any(_mentions(arg, leaf) for arg in typing.get_args(form))
+
+
 def _is_loose(form: Any) -> bool:
     """Whether a field's type lets any value in (``Any``, ``object``, or a container of them):
     a personal-data value there is found only at encode time."""
-    if form is Any or form is object:
-        return True
-    return any(_is_loose(arg) for arg in typing.get_args(form))
+    return _mentions(form, lambda f: f is Any or f is object)
 
 
 def _personal(value: Any, depth: int = 0) -> bool:
@@ -160,9 +164,7 @@ def _personal(value: Any, depth: int = 0) -> bool:
 
 def _holds_pii_value(form: Any) -> bool:
     """Whether a field's type is, or contains, a personal-data value type."""
-    if _is_pii_value(form):
-        return True
-    return any(_holds_pii_value(arg) for arg in typing.get_args(form))
+    return _mentions(form, _is_pii_value)
 
 
 _SCALARS = (str, int, bool, float)

@@ -13,6 +13,7 @@ import attrs
 
 from fxcrm_core.kernel.errors import ValidationError
 from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.loyalty.programme import short_name as _name
 from fxcrm_core.trading import Deal
 
 __all__ = ["CashbackRate", "DepositRate", "PointsRules"]
@@ -26,12 +27,6 @@ def check_points(value: object, what: str, *, positive: bool = False) -> Decimal
         raise ValidationError(f"{what} is a finite Decimal of zero or more")
     if positive and value == 0:
         raise ValidationError(f"{what} is more than zero")
-    return value
-
-
-def _name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or not value.isprintable() or len(value) > 64:
-        raise ValidationError(f"{what} is a short printable name")
     return value
 
 

@@ -109,10 +109,14 @@ class Benefits:
             raise ValidationError("a commission discount is a share from 0 to 1")
 
 
-def _name(value: object, what: str) -> str:
+def short_name(value: object, what: str) -> str:
+    """A name in a loyalty rule (a tier, a symbol group): printable text of 1 to 64 characters."""
     if not isinstance(value, str) or not value or not value.isprintable() or len(value) > 64:
         raise ValidationError(f"{what} is a short printable name")
     return value
+
+
+_name = short_name
 
 
 def _tier_name(value: object) -> str:

@@ -10,6 +10,7 @@ from fxcrm_core.access import AccessControl, Actor
 from fxcrm_core.fx import BrokerRates, Direction, FxBook, FxConverted
 from fxcrm_core.kernel.errors import IdempotencyConflictError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kyc import KycService, Right
 from fxcrm_core.ledger import Ledger
 from fxcrm_core.payments.deposits import PaymentLimits
@@ -41,9 +42,8 @@ class WalletConversions:
         """Sell ``amount`` from the client's wallet in its currency for the wallet in ``into``
         (``transfer.request`` on the client's rows; a verified client). The record holds both
         amounts, the revenue and the rate id; a retry of the request answers it unchanged."""
-        for value, what in ((request_id, "a request id"), (client_id, "a client id")):
-            if not isinstance(value, str) or not value.strip() or len(value) > 200:
-                raise ValidationError(f"{what} is non-empty text of at most 200 characters")
+        checked_text(request_id, "request id")
+        checked_text(client_id, "client id")
         if not isinstance(amount, Money):
             raise ValidationError("a conversion sells Money")
         bought = Currency.of(into)

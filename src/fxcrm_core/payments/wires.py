@@ -94,10 +94,6 @@ class ReferenceKeys(Protocol):
     def digest(self, kind: str, normalised: str) -> str: ...
 
 
-def _text(value: object, what: str, limit: int) -> str:
-    return checked_text(value, what, limit)
-
-
 def normalise_bank_reference(text: str) -> str:
     """The reference as banks pass it on: compatibility forms folded (fullwidth as ASCII), upper
     case, letters and digits only; banks drop or swap spaces and punctuation on the way, so
@@ -108,7 +104,9 @@ def normalise_bank_reference(text: str) -> str:
     >>> normalise_bank_reference("\\uff29\\uff2e\\uff36 2026 0042")  # fullwidth INV
     'INV20260042'
     """
-    folded = unicodedata.normalize("NFKC", _text(text, "bank reference", _MAX_REFERENCE)).upper()
+    folded = unicodedata.normalize(
+        "NFKC", checked_text(text, "bank reference", _MAX_REFERENCE)
+    ).upper()
     compact = "".join(c for c in folded if c.isalnum())
     if not compact:
         raise ValidationError("a bank reference needs letters or digits")
@@ -117,7 +115,9 @@ def normalise_bank_reference(text: str) -> str:
 
 def _transaction_id(text: str) -> str:
     """A bank's transaction id: folded and upper case, spaces dropped."""
-    folded = unicodedata.normalize("NFKC", _text(text, "bank transaction id", _MAX_ID)).upper()
+    folded = unicodedata.normalize(
+        "NFKC", checked_text(text, "bank transaction id", _MAX_ID)
+    ).upper()
     return "".join(folded.split())
 
 
@@ -411,10 +411,10 @@ class BankWires:
         the same) answers the wire already declared, so a form sent twice makes one wire; any
         other declaration with that reference is a :class:`DuplicateWireReferenceError`.
         """
-        client_id = _text(client_id, "client id", _MAX_ID)
+        client_id = checked_text(client_id, "client id", _MAX_ID)
         self.access.require(actor, "wire.request", client_id=client_id)
         _money(amount, "wire amount").require_positive("wire amount")
-        receipt = _text(receipt_id, "receipt id", _MAX_ID)
+        receipt = checked_text(receipt_id, "receipt id", _MAX_ID)
         claim_key = self._reference_claim(bank_reference)
         self.kyc.require(client_id, Right.DEPOSIT)
         wire_id = self.ids()
@@ -559,7 +559,7 @@ class BankWires:
         corrected by a ledger reversal, not rejected."""
         wire = self._wire(wire_id)
         self.access.require(actor, "wire.approve", client_id=wire.client_id)
-        why = _text(reason, "reason", _MAX_REASON)
+        why = checked_text(reason, "reason", _MAX_REASON)
         retry_on_race(lambda: self._reject(actor, wire_id, why), "the wire rejection")
         return self._wire(wire_id)
 
@@ -586,7 +586,7 @@ class BankWires:
 
     # -- reads -----------------------------------------------------------------------------------
     def _wire(self, wire_id: str) -> Wire:
-        wire_id = _text(wire_id, "wire id", _MAX_ID)
+        wire_id = checked_text(wire_id, "wire id", _MAX_ID)
         wire = self.repository.load(Wire, wire_id)
         if wire is None or wire.status is None:
             raise NotFoundError("no such wire")
