@@ -1,0 +1,423 @@
+"""Bonus credit (issue 15, item 4): a credit granted to a trading account through the trading
+server's credit operations, burnt pro rata when money leaves the account and removed when the
+account's equity falls below it.
+
+The rules, in one place:
+
+- a grant posts ``CREDIT_IN`` under the key ``bonus:<account>:grant:<grant id>`` and records
+  ``BonusGranted`` (the server's ticket, who and why) on the account's ``bonus-<account>``
+  stream. The server is asked first whether the key was already applied
+  (``balance_operation_made``), so a retry after a crash between the call and the append credits
+  nothing twice; the same grant id for another amount is an ``IdempotencyConflictError``;
+- money out of the account (``InternalTransferCompleted`` to the wallet, or the out leg of an
+  account-to-account transfer) is noted by the ``loyalty-bonus`` policy from the log alone
+  (``BonusWithdrawalNoted``). :meth:`Bonus.settle` then decides the burn: ``credit x withdrawn /
+  balance before`` (the balance the server shows now plus the withdrawals noted and not yet
+  decided, oldest first), rounded half up to the minor unit and never more than the credit left
+  (a withdrawal of the whole balance burns all of it); the decision and its figures are recorded
+  (``BonusBurnDecided``) *before* the server is asked, so a retry burns the recorded amount under
+  the same key ``bonus:<account>:<burn id>`` and nothing twice (``BonusBurnt`` with the ticket);
+- :meth:`Bonus.check_equity` removes the whole credit left when the server shows equity below
+  the credit (``reason`` ``equity_below_credit``), by the same decide-then-burn steps;
+- the credit recorded is what was granted less what was burnt or decided: it never goes below
+  zero, and what is burnt never exceeds what was granted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Self
+
+import attrs
+
+from fxcrm_core.access import AccessControl, Actor
+from fxcrm_core.accounts import TradingAccount
+from fxcrm_core.events import (
+    Aggregate,
+    DomainEvent,
+    EventMetadata,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.events.store import read_types
+from fxcrm_core.kernel.errors import ConcurrencyError, IdempotencyConflictError, ValidationError
+from fxcrm_core.kernel.money import Currency, Money
+from fxcrm_core.kernel.text import checked_text
+from fxcrm_core.payments import InternalTransferCompleted
+from fxcrm_core.trading import BalanceOperation, TradingServer, TradingServerError
+
+__all__ = [
+    "BONUS_EVENTS",
+    "BONUS_POLICY",
+    "BONUS_UPSTREAM",
+    "GRANT_PERMISSION",
+    "Bonus",
+    "BonusAccount",
+    "BonusBurnDecided",
+    "BonusBurnt",
+    "BonusGranted",
+    "BonusWithdrawalNoted",
+]
+
+#: The permission to grant a bonus credit (staff, on the client's rows).
+GRANT_PERMISSION = "bonus.grant"
+#: The policy's name in the log (position stream ``policy-loyalty-bonus``).
+BONUS_POLICY = "loyalty-bonus"
+#: The upstream events the bonus policy handles.
+BONUS_UPSTREAM: tuple[type[DomainEvent], ...] = (InternalTransferCompleted,)
+
+_ZERO = Decimal(0)
+_SYSTEM = "system:loyalty-bonus"
+_RETRIES = 5
+
+Figures = tuple[tuple[str, str], ...]
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BonusGranted(DomainEvent):
+    """``amount`` of credit posted to the account (server deal ``ticket``) for ``reason``."""
+
+    account_id: str
+    grant_id: str
+    amount: Money
+    ticket: int
+    reason: str
+
+
+@attrs.frozen
+class BonusWithdrawalNoted(DomainEvent):
+    """``withdrawn`` left the account (request ``withdrawal_id``): a burn is to be decided."""
+
+    account_id: str
+    withdrawal_id: str
+    withdrawn: Money
+
+
+@attrs.frozen
+class BonusBurnDecided(DomainEvent):
+    """``amount`` of credit to take out (``reason``: ``withdrawal`` or
+    ``equity_below_credit``), with the ``figures`` it was worked out from."""
+
+    account_id: str
+    burn_id: str
+    amount: Money
+    reason: str
+    figures: Figures
+
+
+@attrs.frozen
+class BonusBurnt(DomainEvent):
+    """The decided burn taken out on the server (``CREDIT_OUT``, deal ``ticket``)."""
+
+    account_id: str
+    burn_id: str
+    amount: Money
+    ticket: int
+
+
+BONUS_EVENTS: tuple[type[DomainEvent], ...] = (
+    BonusGranted,
+    BonusWithdrawalNoted,
+    BonusBurnDecided,
+    BonusBurnt,
+)
+
+
+# -- state --------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class BonusAccount(Aggregate):
+    """One trading account's bonus (id: the trading account id): grants, withdrawals waiting
+    for a decision, burns decided and not yet made, and the totals."""
+
+    category = "bonus"
+    currency: str = ""
+    grants: Mapping[str, BonusGranted] = attrs.field(factory=dict)
+    waiting: tuple[BonusWithdrawalNoted, ...] = ()
+    noted: frozenset[str] = frozenset()
+    decided: Mapping[str, BonusBurnDecided] = attrs.field(factory=dict)  # not burnt yet
+    burns: Mapping[str, BonusBurnt] = attrs.field(factory=dict)
+    granted: Decimal = _ZERO
+    burnt: Decimal = _ZERO
+    decisions: int = 0
+
+    @property
+    def credit(self) -> Decimal:
+        """The credit granted and not burnt (decided burns still count)."""
+        return self.granted - self.burnt
+
+    @property
+    def available(self) -> Decimal:
+        """The credit a new burn may take: granted less burnt and decided."""
+        return self.credit - sum((d.amount.amount for d in self.decided.values()), _ZERO)
+
+    def apply(self, event: DomainEvent) -> Self:
+        match event:
+            case BonusGranted():
+                return self.evolve(
+                    currency=event.amount.currency.code,
+                    grants={**self.grants, event.grant_id: event},
+                    granted=self.granted + event.amount.amount,
+                )
+            case BonusWithdrawalNoted():
+                return self.evolve(
+                    waiting=(*self.waiting, event), noted=self.noted | {event.withdrawal_id}
+                )
+            case BonusBurnDecided():
+                if event.amount.amount > self.available:
+                    raise ValidationError("a burn exceeds the credit left")
+                waiting = tuple(w for w in self.waiting if f"wd:{w.withdrawal_id}" != event.burn_id)
+                decided = dict(self.decided)
+                if event.amount.is_positive():
+                    decided[event.burn_id] = event
+                return self.evolve(waiting=waiting, decided=decided, decisions=self.decisions + 1)
+            case BonusBurnt():
+                decided = {k: v for k, v in self.decided.items() if k != event.burn_id}
+                return self.evolve(
+                    decided=decided,
+                    burns={**self.burns, event.burn_id: event},
+                    burnt=self.burnt + event.amount.amount,
+                )
+        raise ValidationError(f"BonusAccount cannot apply {type(event).__name__}")
+
+
+# -- the service --------------------------------------------------------------------------------
+
+
+class Bonus:
+    """Grants bonus credit, notes withdrawals (:meth:`handle`, the ``loyalty-bonus`` policy),
+    burns credit pro rata (:meth:`settle`) and removes it when equity falls below it
+    (:meth:`check_equity`); both from the scheduler, after the policies ran."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        access: AccessControl,
+        servers: Mapping[str, TradingServer],
+    ) -> None:
+        if not isinstance(repository, Repository) or not isinstance(access, AccessControl):
+            raise ValidationError("the bonus service needs a repository and access control")
+        if not isinstance(servers, Mapping):
+            raise ValidationError("servers maps a server name to its TradingServer")
+        self.repository = repository
+        self.access = access
+        self.servers = servers
+        self._lock = threading.Lock()
+        self._holders: dict[str, None] = {}
+        self._holders_at = 0
+
+    # -- reading --------------------------------------------------------------------------------
+    def account(self, account_id: str) -> BonusAccount:
+        key = checked_text(account_id, "account id", 100)
+        return self.repository.load(BonusAccount, key) or BonusAccount.blank(key)
+
+    def holders(self) -> list[str]:
+        """Every trading account ever granted a bonus (a memory read of the log)."""
+        store, codec = self.repository.store, self.repository.codec
+        names = frozenset((codec.registry.name_of(BonusGranted),))
+        with self._lock:
+            while True:
+                rows, upto, done = read_types(store, self._holders_at, names, 1000)
+                for row in rows:
+                    self._holders[row.stream_id.removeprefix("bonus-")] = None
+                self._holders_at = max(self._holders_at, upto)
+                if done:
+                    break
+            return sorted(self._holders)
+
+    def _trading(self, account_id: str) -> tuple[TradingAccount, TradingServer]:
+        account = self.repository.get(TradingAccount, checked_text(account_id, "account id", 100))
+        server = self.servers.get(account.server)
+        if server is None:
+            raise TradingServerError("no such trading server is connected")
+        return account, server
+
+    # -- granting -------------------------------------------------------------------------------
+    def grant(
+        self, actor: Actor, account_id: str, amount: Money, *, grant_id: str, reason: str
+    ) -> BonusGranted:
+        """Post ``amount`` of bonus credit to the trading account (``bonus.grant`` on its
+        client's rows); idempotent per grant id (see the module docstring)."""
+        if not isinstance(actor, Actor):
+            raise ValidationError("a grant needs an actor")
+        if not isinstance(amount, Money):
+            raise ValidationError("a bonus is Money")
+        amount.require_positive("bonus amount")
+        grant = checked_text(grant_id, "grant id", 100)
+        why = checked_text(reason, "reason", 500)
+        account, server = self._trading(account_id)
+        self.access.require(actor, GRANT_PERMISSION, client_id=account.client_id)
+        if amount.currency != Currency.of(account.currency):
+            raise ValidationError("a bonus is in the trading account's currency")
+        key = f"bonus:{account.id}:grant:{grant}"
+        ticket: int | None = None
+        for _ in range(_RETRIES):
+            state = self.account(account.id)
+            done = state.grants.get(grant)
+            if done is not None:
+                if done.amount != amount:
+                    raise IdempotencyConflictError("grant id already used for another amount")
+                return done
+            if ticket is None:
+                ticket = server.balance_operation_made(account.login, key)
+            if ticket is None:
+                ticket = server.balance_operation(
+                    account.login, BalanceOperation.CREDIT_IN, amount,
+                    comment=f"bonus {grant}", idempotency_key=key,
+                )  # fmt: skip
+            granted = BonusGranted(account.id, grant, amount, ticket, why)
+            if self._record(state, granted, actor.id, why):
+                return granted
+        raise ConcurrencyError("the bonus kept changing; try again")
+
+    def _record(self, state: BonusAccount, event: DomainEvent, actor: str, reason: str) -> bool:
+        with UnitOfWork(self.repository, EventMetadata(actor, reason=reason)) as uow:
+            uow.record(state, event)
+            try:
+                uow.commit()
+            except ConcurrencyError:
+                self.repository.forget(state.stream_id)
+                return False
+        return True
+
+    # -- the policy handler ---------------------------------------------------------------------
+    def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """The ``loyalty-bonus`` policy: money out of a trading account holding bonus credit is
+        noted, from the log alone; :meth:`settle` decides and burns."""
+        event = recorded.event
+        if not isinstance(event, InternalTransferCompleted) or event.to_trading:
+            return
+        state = uow.load(BonusAccount, event.account_id)
+        if state is None or state.available <= 0 or event.request_id in state.noted:
+            return
+        uow.record(state, BonusWithdrawalNoted(event.account_id, event.request_id, event.amount))
+
+    # -- burning --------------------------------------------------------------------------------
+    def _accounts(self, account_ids: Iterable[str] | None) -> list[str]:
+        if account_ids is None:
+            return self.holders()
+        if isinstance(account_ids, str) or not isinstance(account_ids, Iterable):
+            raise ValidationError("account ids are a collection")
+        return [checked_text(a, "account id", 100) for a in dict.fromkeys(account_ids)]
+
+    def settle(self, account_ids: Iterable[str] | None = None) -> list[BonusBurnt]:
+        """Decide the pro-rata burn of every withdrawal noted, then make every burn decided and
+        not made (a crash's leftovers too); for the accounts given (default: every holder).
+        Returns the burns made by this call."""
+        out = []
+        for account_id in self._accounts(account_ids):
+            state = self.account(account_id)
+            if not state.waiting and not state.decided:
+                continue
+            account, server = self._trading(account_id)
+            if state.waiting:
+                self._decide(account, server, self._pro_rata)
+            out.extend(self._burn(account, server))
+        return out
+
+    def check_equity(self, account_ids: Iterable[str] | None = None) -> list[BonusBurnt]:
+        """Remove the credit left of every account (given, default every holder) whose equity
+        the server shows below its credit. Returns the burns made."""
+        out = []
+        for account_id in self._accounts(account_ids):
+            if self.account(account_id).available <= 0:
+                continue
+            account, server = self._trading(account_id)
+            self._decide(account, server, self._equity)
+            out.extend(self._burn(account, server))
+        return out
+
+    def _decide(
+        self, account: TradingAccount, server: TradingServer,
+        decide: Callable[[BonusAccount, TradingServer, TradingAccount], list[DomainEvent]],
+    ) -> None:  # fmt: skip
+        for _ in range(_RETRIES):
+            state = self.account(account.id)
+            events = decide(state, server, account)
+            if not events:
+                return
+            with UnitOfWork(self.repository, EventMetadata(_SYSTEM, reason="bonus burn")) as u:
+                u.record(state, *events)
+                try:
+                    u.commit()
+                except ConcurrencyError:
+                    self.repository.forget(state.stream_id)
+                    continue
+            return
+        raise ConcurrencyError("the bonus kept changing; try again")
+
+    def _pro_rata(
+        self, state: BonusAccount, server: TradingServer, account: TradingAccount
+    ) -> list[DomainEvent]:
+        if not state.waiting:
+            return []
+        live = server.account_state(account.login)
+        cur = Currency.of(state.currency)
+        credit = min(state.available, live.credit.amount)
+        # The server's balance is after every withdrawal noted: add back those not decided.
+        balance = live.balance.amount + sum((w.withdrawn.amount for w in state.waiting), _ZERO)
+        events: list[DomainEvent] = []
+        for w in state.waiting:
+            withdrawn = w.withdrawn.amount
+            if credit <= 0:
+                burn = _ZERO
+            elif balance <= 0 or withdrawn >= balance:
+                burn = credit
+            else:
+                exact = credit * withdrawn / balance
+                burn = min(exact.quantize(cur.quantum, rounding=ROUND_HALF_UP), credit)
+            figures = (
+                ("withdrawn", str(w.withdrawn)), ("balance_before", str(Money.of(balance, cur))),
+                ("credit_before", str(Money.of(credit, cur))),
+            )  # fmt: skip
+            events.append(BonusBurnDecided(state.id, f"wd:{w.withdrawal_id}",
+                                           Money.of(burn, cur), "withdrawal", figures))  # fmt: skip
+            credit -= burn
+            balance -= withdrawn
+        return events
+
+    def _equity(
+        self, state: BonusAccount, server: TradingServer, account: TradingAccount
+    ) -> list[DomainEvent]:
+        if state.available <= 0:
+            return []
+        live = server.account_state(account.login)
+        if not live.equity < live.credit:
+            return []
+        cur = Currency.of(state.currency)
+        burn = min(state.available, live.credit.amount)
+        figures = (
+            ("equity", str(live.equity)), ("server_credit", str(live.credit)),
+            ("balance", str(live.balance)), ("credit_before", str(Money.of(state.available, cur))),
+        )  # fmt: skip
+        burn_id = f"equity:{state.decisions + 1}"
+        return [BonusBurnDecided(state.id, burn_id, Money.of(burn, cur), "equity_below_credit",
+                                 figures)]  # fmt: skip
+
+    def _burn(self, account: TradingAccount, server: TradingServer) -> list[BonusBurnt]:
+        out = []
+        for burn_id in sorted(self.account(account.id).decided):
+            for _ in range(_RETRIES):
+                state = self.account(account.id)
+                decided = state.decided.get(burn_id)
+                if decided is None:
+                    break  # another process made it
+                key = f"bonus:{account.id}:{burn_id}"
+                ticket = server.balance_operation_made(account.login, key)
+                if ticket is None:
+                    ticket = server.balance_operation(
+                        account.login, BalanceOperation.CREDIT_OUT, decided.amount,
+                        comment=f"bonus {burn_id}", idempotency_key=key,
+                    )  # fmt: skip
+                burnt = BonusBurnt(account.id, burn_id, decided.amount, ticket)
+                if self._record(state, burnt, _SYSTEM, decided.reason):
+                    out.append(burnt)
+                    break
+        return out
