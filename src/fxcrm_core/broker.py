@@ -9,6 +9,7 @@ once); they run inline after every command (the default) or in a worker the host
 
 from __future__ import annotations
 
+import bisect
 import logging
 import secrets
 import threading
@@ -26,6 +27,7 @@ from fxcrm_core import events as events_core
 from fxcrm_core import fx as fx_context
 from fxcrm_core import kyc as kyc_context
 from fxcrm_core import ledger as ledger_context
+from fxcrm_core import loyalty as loyalty_context
 from fxcrm_core import payments as payments_context
 from fxcrm_core import privacy as privacy_context
 from fxcrm_core import reactions
@@ -49,7 +51,14 @@ from fxcrm_core.accounts import (
     LeverageCaps,
     PasswordRules,
 )
-from fxcrm_core.activity import ClientActivity, FundFlows, InstrumentSpec, fx_instrument
+from fxcrm_core.activity import (
+    SOURCE_MEASURES,
+    ClientActivity,
+    FundFlows,
+    InstrumentSpec,
+    PinnedActivity,
+    fx_instrument,
+)
 from fxcrm_core.clients import (
     Client,
     Clients,
@@ -88,14 +97,17 @@ from fxcrm_core.events import (
     Handler,
     PayloadCipher,
     Policy,
+    PolicyAdvanced,
     PolicyError,
     PolicyRunner,
+    PolicyTracker,
     ProjectionRunner,
     RecordedEvent,
     Repository,
     SnapshotStore,
     UnitOfWork,
 )
+from fxcrm_core.events.store import read_types
 from fxcrm_core.fx import BrokerRates, FxBook
 from fxcrm_core.kernel import (
     Clock,
@@ -103,6 +115,7 @@ from fxcrm_core.kernel import (
     ConcurrencyError,
     IdGenerator,
     Money,
+    NotFoundError,
     RateSource,
     RateTable,
     SystemClock,
@@ -120,9 +133,22 @@ from fxcrm_core.kyc import (
     check_national_id,
 )
 from fxcrm_core.ledger import Ledger, PendingHolds
+from fxcrm_core.loyalty import (
+    POINTS_POLICY,
+    POINTS_UPSTREAM,
+    ChurnModel,
+    ChurnWatch,
+    Points,
+    PointsRules,
+    RfmModel,
+    Segmentation,
+    Tiers,
+)
+from fxcrm_core.loyalty import Measure as TierMeasure
 from fxcrm_core.payments import (
     BankWires,
     ClientTransfers,
+    Deposit,
     DepositCredited,
     Deposits,
     FeePolicy,
@@ -143,7 +169,7 @@ from fxcrm_core.privacy import (
     RetentionPolicy,
     SubjectErased,
 )
-from fxcrm_core.reactions import Lifecycle, TradingDayClosed
+from fxcrm_core.reactions import Lifecycle, TradingDayClosed, TradingLogins
 from fxcrm_core.stores import (
     MemoryEventStore,
     MemorySnapshotStore,
@@ -231,6 +257,13 @@ class BrokerOptions(TypedDict, total=False):
     rate_approval_threshold: Decimal
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
+    # Loyalty (docs/loyalty.md). The tier programme the broker follows (its id; default
+    # "main"): the tier policy records nothing until an admin records a version of it with
+    # broker.tiers.record_programme. Points rules (None: the points policies record nothing).
+    tier_programme: str
+    points_rules: PointsRules
+    churn_model: ChurnModel  # default: BaselineChurnModel on the broker's calendar
+    rfm_model: RfmModel  # default: RfmModel()
 
 
 #: Who records the broker's configuration in the log (schedules, payout policies).
@@ -348,6 +381,58 @@ class _WatchedRepository(Repository):
 
 BrokerHandler = Callable[["Broker", RecordedEvent[Any], UnitOfWork], None]
 
+#: The tier policy: evaluates a client's tier on its deals and deposits, closes periods.
+TIER_POLICY = "loyalty-tiers"
+TIER_UPSTREAM: tuple[type[DomainEvent], ...] = (DealsReceived, DepositCredited, TradingDayClosed)
+
+
+class _TierAdvances:
+    """How far the tier policy had decided when an upstream event was handled: from its
+    ``PolicyAdvanced`` events (each committed with the outputs for that upstream event), the
+    log position up to which its decisions answer for upstream events at or before a given
+    position. Read from the log (no decode but of the tier policy's own advances)."""
+
+    def __init__(self, store: EventStore, codec: EventCodec) -> None:
+        self.store, self.codec = store, codec
+        names = codec.registry.name_of
+        self.advanced = names(PolicyAdvanced)
+        self.types = frozenset({self.advanced, *(names(t) for t in TIER_UPSTREAM)})
+        self.stream = PolicyTracker.stream_id_for(TIER_POLICY)
+        self.read_to = 0
+        self.logged: list[int] = []  # log position of each of the tier policy's advances...
+        self.upstream: list[int] = []  # ...and the upstream position it advanced to
+        self.handled_to = 0  # the furthest upstream position the tier policy has handled
+        self.pending: list[int] = []  # positions of the tier policy's upstream events
+        self._lock = threading.Lock()
+
+    def decided_upto(self, position: int) -> int:
+        """The log position of the tier policy's last advance for upstream events at or before
+        ``position``; a PolicyError when the tier policy has not handled them all yet."""
+        with self._lock:
+            while True:
+                rows, upto, done = read_types(self.store, self.read_to, self.types, 1000)
+                for row in rows:
+                    if row.event_type != self.advanced:
+                        self.pending.append(row.position)
+                    elif row.stream_id == self.stream:
+                        event = self.codec.decode(row).event
+                        assert isinstance(event, PolicyAdvanced)
+                        self.logged.append(row.position)
+                        self.upstream.append(event.position)
+                        self.handled_to = max(self.handled_to, event.position)
+                self.read_to = max(self.read_to, upto)
+                if done:
+                    break
+            i = bisect.bisect_right(self.pending, position)
+            if i and self.pending[i - 1] > self.handled_to:
+                raise PolicyError("the points policy waits for the tier policy to decide first")
+            del self.pending[: max(0, i - 1)]  # asked in log order: the older ones are done
+            j = bisect.bisect_right(self.upstream, position)
+            found = self.logged[j - 1] if j else 0
+            del self.logged[: max(0, j - 1)], self.upstream[: max(0, j - 1)]
+            return found
+
+
 # The policy table: (policy name, upstream event types, handler). A policy's name is its identity
 # in the log (its position stream, policy-<name>): keep names stable. Rows run in this order
 # within each read of the log, so a level recorded from a KYC decision is there before the
@@ -364,6 +449,13 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),
     ("rebates", (DealsReceived,), lambda b, r, u: b._rebates(r, u)),
     (PAYOUT_POLICY, (RebateEntriesRecorded,), lambda b, r, u: accrue_payouts(r, u)),
+    # Loyalty: the tier is decided (on the client's deals and deposits, and at period ends)
+    # before the points policy reads its multiplier; every loyalty policy reads the activity as
+    # the log stood at the event it handles, so an inline broker and a late worker agree.
+    (TIER_POLICY, TIER_UPSTREAM, lambda b, r, u: b._tiers_policy(r, u)),
+    (POINTS_POLICY, POINTS_UPSTREAM, lambda b, r, u: b._points_policy(r, u)),
+    ("loyalty-points-expiry", (TradingDayClosed,), lambda b, r, u: b._points_expiry(r, u)),
+    ("churn-watch", (TradingDayClosed,), lambda b, r, u: b._churn_policy(r, u)),
 )
 
 
@@ -395,6 +487,10 @@ class Broker:
     account_changes: AccountChanges  # password reset, group change, status: audited, keyed
     wires: BankWires  # manual bank deposits: declared, matched, approved, credited once
     conversions: WalletConversions  # between a client's own wallets, at the broker's rate
+    tiers: Tiers  # the tier programme the broker follows (option tier_programme)
+    points: Points  # loyalty points (option points_rules)
+    segments: Segmentation  # RFM scores and segments, read from broker.activity
+    churn: ChurnWatch  # churn warnings, recorded when a trading day closes
 
     def __init__(
         self,
@@ -425,6 +521,7 @@ class Broker:
             payments_context,
             commissions_context,
             fx_context,
+            loyalty_context,
             reactions,
         ):
             context.register_events(self.registry)
@@ -638,6 +735,7 @@ class Broker:
             horizon=options.get("activity_horizon"),
         )
         self.fund_flows = FundFlows(self.ledger, self.access, self.activity)
+        self._build_loyalty(store, rates, options)
         self.statements = Statements(
             self.access,
             lambda: (
@@ -701,6 +799,8 @@ class Broker:
             ("rate_max_age", timedelta, "a timedelta"),
             ("rate_approval_threshold", Decimal, "a Decimal share (0.005: half a percent)"),
             ("password_rules", PasswordRules, "a PasswordRules"),
+            ("points_rules", PointsRules, "a PointsRules"),
+            ("rfm_model", RfmModel, "an RfmModel"),
         ):
             value = options.get(key)
             if value is not None and not isinstance(value, expected):
@@ -723,6 +823,12 @@ class Broker:
                 isinstance(k, str) and isinstance(v, kind) for k, v in table.items()
             ):
                 raise ConfigurationError(f"{name} maps names to {kind.__name__} values")
+        programme = options.get("tier_programme", "main")
+        if not isinstance(programme, str) or not programme:
+            raise ConfigurationError("tier_programme names a tier programme (its id)")
+        churn_model = options.get("churn_model")
+        if churn_model is not None and not callable(getattr(churn_model, "assess", None)):
+            raise ConfigurationError("churn_model is a ChurnModel (name and assess)")
         keyring = options.get("keyring")
         if keyring is not None and not isinstance(keyring, MasterKeyring):
             raise ConfigurationError("keyring is a MasterKeyring")
@@ -884,6 +990,134 @@ class Broker:
                 "version that differs from the recorded one is refused: add a new version"
             )
         self.rebates.on_deals(recorded, uow)
+
+    # -- loyalty ----------------------------------------------------------------------------------
+    def _build_loyalty(self, store: EventStore, rates: RateSource, options: BrokerOptions) -> None:
+        """Tiers, points, segments and churn warnings, and what their policies read: each
+        policy its own activity read model and logins, caught up to the event it handles."""
+
+        def pinned() -> PinnedActivity:
+            return PinnedActivity(
+                store, self.codec, self.calendar, rates=rates,
+                instruments=options.get("instruments") or fx_instrument,
+                horizon=options.get("activity_horizon"),
+            )  # fmt: skip
+
+        self._tier_activity, self._churn_activity = pinned(), pinned()
+        self._tier_logins, self._points_logins = TradingLogins(), TradingLogins()
+        self.tiers = Tiers(
+            self.repository,
+            self.access,
+            self.approvals,
+            self._tier_activity.source,
+            programme=options.get("tier_programme", "main"),
+            calendar=self.calendar,
+            clock=self.clock,
+            measures=[m for m in TierMeasure if m.value in SOURCE_MEASURES],
+        )
+        rules = options.get("points_rules")
+        self._points_rules = rules
+        self._points_upstream: RecordedEvent[Any] | None = None
+        self._tier_advances = _TierAdvances(store, self.codec)
+        self.points = Points(
+            self.repository,
+            self.access,
+            self.approvals,
+            self.ledger,
+            rules or PointsRules(),
+            client_of=self._points_logins.client_of,
+            multiplier=self._points_multiplier,
+            clock=self.clock,
+        )
+        self.segments = Segmentation(
+            self.activity, options.get("rfm_model"), calendar=self.calendar, clock=self.clock
+        )
+        self.churn = ChurnWatch(
+            self.repository,
+            self._churn_activity.activity,
+            options.get("churn_model"),
+            calendar=self.calendar,
+            clock=self.clock,
+            projections=self.projections,
+        )
+
+    def _tiers_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        # Deals and deposits: evaluate each client touched at the event's recording time;
+        # a closed trading day that ends a period: close it for every client with activity.
+        # The activity and the logins are read as the log stood at this event.
+        if not self.tiers.programmes():
+            return  # no programme recorded yet: nothing to decide
+        event = recorded.event
+        activity = self._tier_activity.at(recorded.position)
+        if isinstance(event, TradingDayClosed):
+            end = self.calendar.session(event.trading_day)[1]
+            try:
+                programme = self.tiers.programme_at(end)
+            except NotFoundError:
+                return
+            if programme.window.period(self.calendar, end).start == end:
+                self.tiers.close_period(end, activity.clients(), uow=uow)
+            return
+        if isinstance(event, DealsReceived):
+            self.projections.catch_up(self._tier_logins, upto=recorded.position)
+            found = {
+                self._tier_logins.client_of(event.server, item.deal.login)
+                for item in event.items
+                if item.deal.action.is_trade
+            }
+            clients = sorted(c for c in found if c is not None)
+        else:  # DepositCredited
+            deposit = uow.get(Deposit, recorded.stream_id.removeprefix("deposit-"))
+            clients = [deposit.client_id]
+        for client_id in clients:
+            try:
+                self.tiers.evaluate(client_id, recorded.recorded_at, uow=uow)
+            except NotFoundError:
+                return  # the programme takes effect later
+
+    def _points_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        if self._points_rules is None:
+            return
+        self.projections.catch_up(self._points_logins, upto=recorded.position)
+        self._points_upstream = recorded
+        try:
+            self.points.handle(recorded, uow)
+        finally:
+            self._points_upstream = None
+
+    def _points_multiplier(self, client_id: str, at: Any) -> Decimal:
+        """The points multiplier of the client's tier at ``at``, from the tier decisions as
+        they stood when the points policy's upstream event was handled: the tier policy's
+        decisions for events up to it (it runs first) and other decisions (overrides)
+        recorded before it. No programme in force: 1."""
+        upstream = self._points_upstream
+        if upstream is None or not self.tiers.programmes():
+            return Decimal(1)
+        decided = self._tier_advances.decided_upto(upstream.position)
+        tier_actor = f"policy:{TIER_POLICY}"
+
+        def keep(row: RecordedEvent[DomainEvent]) -> bool:
+            if row.metadata.actor == tier_actor:
+                return row.position <= decided
+            return row.position < upstream.position
+
+        try:
+            state = self.tiers.state_as_of(client_id, keep)
+            return self.tiers.standing_of(state, at).benefits.points_multiplier
+        except NotFoundError:
+            return Decimal(1)
+
+    def _points_expiry(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        # Lots past their time by the close of the day are recorded expired (idempotent).
+        if self._points_rules is None:
+            return
+        event = recorded.event
+        assert isinstance(event, TradingDayClosed)
+        self.points.expire(self.calendar.session(event.trading_day)[1], uow=uow)
+
+    def _churn_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        self._churn_activity.at(recorded.position)
+        self.churn.on_trading_day_closed(recorded, uow)
 
     def _schedule_as_configured(self) -> bool:
         """Whether the log holds the configured schedule versions, each as configured (a

@@ -39,6 +39,7 @@ __all__ = [
     "Lifecycle",
     "TradingDayClosed",
     "TradingDays",
+    "TradingLogins",
     "register_events",
 ]
 
@@ -166,6 +167,29 @@ class LoginActivity:
         self.activity.clear()
 
 
+class TradingLogins:
+    """A memory read model of who holds which trading login (``TradingAccountOpened`` only):
+    small enough for a policy to keep one of its own caught up to the event it handles."""
+
+    name = "trading-logins"
+    event_types: frozenset[str] | None = frozenset({"TradingAccountOpened"})
+
+    def __init__(self) -> None:
+        self.logins: dict[tuple[str, int], str] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        event = recorded.event
+        if isinstance(event, TradingAccountOpened):
+            self.logins[(event.server, event.login)] = event.client_id
+
+    def reset(self) -> None:
+        self.logins.clear()
+
+    def client_of(self, server: str, login: int) -> str | None:
+        """The client holding the login (None: no client's, as far as read)."""
+        return self.logins.get((server, login))
+
+
 class Lifecycle:
     """Moves clients along their lifecycle from what they do: a credited deposit makes a
     verified client FUNDED, a first trade makes a funded (or dormant) client ACTIVE, and no
@@ -192,6 +216,11 @@ class Lifecycle:
     def _activity(self) -> LoginActivity:
         self.projections.catch_up(self.activity)
         return self.activity
+
+    def client_of(self, server: str, login: int) -> str | None:
+        """The client holding a trading login (None: no client's), from every process's
+        events."""
+        return self._activity().logins.get((server, login))
 
     def accounts_of(self, client_id: str) -> list[str]:
         """The client's trading account ids, in opening order (from every process's events)."""

@@ -15,6 +15,12 @@ from fxcrm_core.activity.measures import (
     fx_instrument,
 )
 from fxcrm_core.activity.model import ClientActivity
+from fxcrm_core.activity.source import (
+    SOURCE_MEASURES,
+    ClientActivitySource,
+    PinnedActivity,
+    UnsupportedMeasureError,
+)
 from fxcrm_core.activity.statement import (
     FlowKind,
     FundFlows,
@@ -24,7 +30,11 @@ from fxcrm_core.activity.statement import (
 )
 
 __all__ = [
+    "SOURCE_MEASURES",
     "ClientActivity",
+    "ClientActivitySource",
+    "PinnedActivity",
+    "UnsupportedMeasureError",
     "Figure",
     "FlowKind",
     "FundFlowStatement",

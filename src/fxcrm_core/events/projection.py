@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from fxcrm_core.events.codec import EventCodec
 from fxcrm_core.events.event import DomainEvent, RecordedEvent
 from fxcrm_core.events.store import EventStore, read_types
+from fxcrm_core.kernel.errors import ValidationError
 
 __all__ = ["Projection", "ProjectionRunner"]
 
@@ -50,21 +51,32 @@ class ProjectionRunner:
         known = self._positions.get(id(projection))
         return known[1] if known is not None and known[0] is projection else 0
 
-    def catch_up(self, projection: Projection) -> int:
-        """Handle every event after the read model's position; returns how many it handled."""
+    def catch_up(self, projection: Projection, *, upto: int | None = None) -> int:
+        """Handle every event after the read model's position (with ``upto``: only those at or
+        before that global position, so the read model answers as the log stood there);
+        returns how many it handled. A read model already past ``upto`` is left as it is."""
+        if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int) or upto < 0):
+            raise ValidationError("upto is a log position (a whole number from 0)")
         with self._lock:  # one reader at a time, so no event is handled twice
             position = self.position(projection)
             wanted = projection.event_types
             handled = 0
+            if upto is not None and position >= upto:
+                return 0
             # A store that can read only some types (optional, see store.py) spares a read
             # model of a few types the rows of all the others; the result is the same.
             while True:
-                events, upto, done = read_types(self.store, position, wanted, self.batch_size)
+                events, read_to, done = read_types(self.store, position, wanted, self.batch_size)
                 for stored in events:
+                    if upto is not None and stored.position > upto:
+                        done = True
+                        break
                     projection.handle(self.codec.decode(stored))
                     handled += 1
-                if upto > position:
-                    position = upto
+                if upto is not None and read_to >= upto:
+                    read_to, done = upto, True
+                if read_to > position:
+                    position = read_to
                     self._positions[id(projection)] = (projection, position)
                 if done:
                     return handled

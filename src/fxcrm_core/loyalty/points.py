@@ -522,10 +522,17 @@ class Points:
         return [*events, attrs.evolve(redeemed, taken=taken)]
 
     # -- expiry ---------------------------------------------------------------------------------
-    def expire(self, at: datetime, client_ids: Iterable[str] | None = None) -> int:
+    def expire(
+        self,
+        at: datetime,
+        client_ids: Iterable[str] | None = None,
+        *,
+        uow: UnitOfWork | None = None,
+    ) -> int:
         """Record the expiry of every lot past its time by ``at`` (oldest first), for the
         clients given (default: every holder); idempotent. Returns how many clients it recorded
-        anything for."""
+        anything for. With ``uow`` (a policy's unit of work) the events are recorded into it,
+        not committed."""
         when = to_utc(at, "at")
         if client_ids is not None and (
             isinstance(client_ids, str) or not isinstance(client_ids, Iterable)
@@ -533,6 +540,14 @@ class Points:
             raise ValidationError("expire takes a collection of client ids")
         ids = self.holders() if client_ids is None else list(dict.fromkeys(client_ids))
         count = 0
+        if uow is not None:
+            for client_id in ids:
+                state = self._state(uow, client_id)
+                events = state.expiries(when)
+                if events:
+                    uow.record(state, *events)
+                    count += 1
+            return count
         for client_id in ids:
             for _ in range(5):
                 state = self.account(client_id)

@@ -23,7 +23,7 @@ the standing is a fold of those events, so a replay answers exactly what the liv
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -131,6 +131,7 @@ class Tiers:
         calendar: TradingCalendar | None = None,
         clock: Clock | None = None,
         max_override: timedelta = timedelta(days=366),
+        measures: Iterable[Measure] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ValidationError("the tier service needs a repository")
@@ -146,6 +147,9 @@ class Tiers:
         self.calendar = calendar or TradingCalendar()
         self.clock = clock or SystemClock()
         self.max_override = max_override
+        # The measures the activity source answers (None: all): a programme needing another
+        # is refused when recorded, not on every evaluation.
+        self.measures = None if measures is None else frozenset(measures)
         self._versions: list[RecordedEvent[TierProgrammeRecorded]] = []
         self._lock = threading.RLock()
         approvals.register(
@@ -164,6 +168,8 @@ class Tiers:
             raise ValidationError("a programme version is a TierProgramme")
         if programme.programme_id != self.programme_id:
             raise ValidationError("that version belongs to another programme")
+        if self.measures is not None and not set(programme.measures) <= self.measures:
+            raise ValidationError("the activity source cannot answer a measure of that programme")
         with self._lock:
             versions = self.programmes()
             if programme.version != len(versions) + 1:
@@ -227,15 +233,30 @@ class Tiers:
     def standing(self, client_id: str, at: datetime) -> Standing:
         """The client's tier at ``at`` (an override while it runs) and its benefits under the
         programme version in force then; a client never evaluated holds the base tier."""
+        return self.standing_of(self._state(client_id), to_utc(at, "at"))
+
+    def standing_of(self, state: ClientTier, at: datetime) -> Standing:
+        """The standing a given state of a client's decisions gives at ``at`` (a state folded
+        from part of the client's stream: the decisions as they stood at a log position)."""
         when = to_utc(at, "at")
         programme = self.programme_at(when)
-        state = self._state(client_id)
         override = state.override_at(when)
         name = override.tier if override else state.tier_at(when)
         tier = name if name is not None and programme.rank(name) >= 0 else programme.tiers[0].name
+        client_id = state.id.split("/", 1)[-1]
         return Standing(
             client_id, tier, programme.benefits_of(tier), override is not None, programme.version
         )
+
+    def state_as_of(
+        self, client_id: str, keep: Callable[[RecordedEvent[DomainEvent]], bool]
+    ) -> ClientTier:
+        """The client's decisions folded from the events of its stream that ``keep`` accepts
+        (in stream order): e.g. those recorded up to a log position, or by one writer."""
+        key = self._key(client_id)
+        decode = self.repository.codec.decode
+        rows = self.repository.store.read_stream(ClientTier.stream_id_for(key))
+        return ClientTier.blank(key).fold(r.event for r in (decode(row) for row in rows) if keep(r))
 
     def tier(self, client_id: str, at: datetime) -> str:
         return self.standing(client_id, at).tier
