@@ -49,6 +49,8 @@ class Measure(enum.Enum):
     ACTIVE_DAYS = "active_days"
     EQUITY = "equity"  # a level, not a sum: the source answers the equity at the window's end
     TRADES = "trades"
+    # An IB's measure (see ``loyalty.ib_ranks``): its downline clients with a trade in the span.
+    ACTIVE_CLIENTS = "active_clients"
 
 
 class UpgradeTiming(enum.Enum):

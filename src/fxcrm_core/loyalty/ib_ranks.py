@@ -1,0 +1,391 @@
+"""IB ranks decided by the tier engine: a :class:`~fxcrm_core.loyalty.Tiers` programme over
+each IB's downline activity (:class:`IbActivity`), whose decisions become the IB network's rank
+changes (``IbRankChanged``, with the effective date the rules gave), at once or through
+maker-checker. A rank-based distribution (``RankSlices`` on recorded ranks) pays each deal by
+the rank in force at the deal's time.
+
+The rules are the tier programme's, unchanged (tiers, thresholds, windows, combination,
+upgrade timing, downgrades and grace); the subject of each decision is an IB. Each decision
+is a ``TierChanged`` on ``clienttier-<programme>/<ib>`` naming its rule, period and figures;
+the :meth:`IbRanks.handle` policy turns it into the network's ``IbRankChanged`` (its metadata's
+causation id points at that decision), or into an approval request (``ib_rank``) when the
+ranks need a second person.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from fxcrm_core.access import AccessControl, Actor, ApprovalRequest, ApprovalRule, Approvals
+from fxcrm_core.access.approvals import ApprovalRequested, ApprovalStatus
+from fxcrm_core.activity import Figure
+from fxcrm_core.activity import Measure as ClientMeasure
+from fxcrm_core.commissions.network import IbNetworkService, IbRankChanged
+from fxcrm_core.commissions.tree import IbTree, check_id, check_rank
+from fxcrm_core.events import (
+    DomainEvent,
+    EventMetadata,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.events.store import read_types
+from fxcrm_core.kernel.clock import Clock, SystemClock
+from fxcrm_core.kernel.errors import NotFoundError, ValidationError
+from fxcrm_core.kernel.text import checked_text
+from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.trading_day import TradingCalendar
+from fxcrm_core.loyalty.events import ClientTier, TierChanged
+from fxcrm_core.loyalty.programme import Measure, TierProgramme
+from fxcrm_core.loyalty.tiers import Standing, Tiers
+
+__all__ = [
+    "IB_MEASURES",
+    "IB_RANKS_POLICY",
+    "IB_RANKS_UPSTREAM",
+    "RANK_ACTION",
+    "RANK_PROGRAMME_PERMISSION",
+    "DownlineFigures",
+    "IbActivity",
+    "IbRanks",
+]
+
+#: The policy that turns the IB programme's tier decisions into rank changes.
+IB_RANKS_POLICY = "loyalty-ib-ranks"
+#: What it reacts to (the IB programme's decisions; other programmes' are ignored).
+IB_RANKS_UPSTREAM: tuple[type[DomainEvent], ...] = (TierChanged,)
+#: The maker-checker action of a rank change (``ib_rank.request`` / ``ib_rank.approve``).
+RANK_ACTION = "ib_rank"
+#: The permission to record a version of the IB rank programme (with ``tier.programme``).
+RANK_PROGRAMME_PERMISSION = "ib_rank.programme"
+
+_TICK = timedelta(microseconds=1)
+_OPEN = frozenset({ApprovalStatus.PENDING, ApprovalStatus.APPROVED})
+_SYSTEM = "system:ib-ranks"
+_SUMMED = {
+    Measure.LOTS: ClientMeasure.LOTS,
+    Measure.VOLUME_USD: ClientMeasure.VOLUME_USD,
+    Measure.TRADES: ClientMeasure.TRADES,
+    Measure.NET_DEPOSITS: ClientMeasure.NET_DEPOSITS,
+}
+#: The measures an IB is judged on: its downline's lots, USD volume, trades and net deposits,
+#: and its active clients (downline clients with at least one trade in the span).
+IB_MEASURES: frozenset[Measure] = frozenset({*_SUMMED, Measure.ACTIVE_CLIENTS})
+
+
+class DownlineFigures(Protocol):
+    """What IB activity reads of the client activity read model
+    (:class:`~fxcrm_core.activity.ClientActivity` answers it): one client's figure over the
+    ``days`` trading days ending with the trading day of ``at``."""
+
+    def window(
+        self, client_id: str, measure: ClientMeasure, *, days: int, at: datetime
+    ) -> Figure: ...  # fmt: skip
+
+
+class IbActivity:
+    """The tier engine's activity source for IBs (subject ids are IB ids).
+
+    An IB's figure over a span sums, per trading day of the span, the figures of the clients
+    in its downline that day (attributed to it or to an IB below it, as the network tree stood
+    at the day's last instant within the span). Figures are whole trading days (the read
+    model's buckets): a span ending inside a day counts that whole day, so decide at a day's
+    close (:meth:`IbRanks.on_trading_day_closed`) for figures a later reading repeats.
+    """
+
+    def __init__(
+        self,
+        network: IbNetworkService,
+        figures: DownlineFigures,
+        *,
+        calendar: TradingCalendar | None = None,
+    ) -> None:
+        if not isinstance(network, IbNetworkService):
+            raise ValidationError("IB activity needs the IB network")
+        if not callable(getattr(figures, "window", None)):
+            raise ValidationError("IB activity needs the client activity read model")
+        self.network = network
+        self.figures = figures
+        self.calendar = calendar or TradingCalendar()
+        self._lock = threading.Lock()
+        self._last: tuple[tuple[str, datetime, datetime, int], list[tuple[datetime, list[str]]]]
+        self._last = (("", _EPOCH, _EPOCH, -1), [])
+
+    def downline_days(
+        self, ib_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, list[str]]]:
+        """Per trading day of ``[start, end)``: an instant in it and the IB's downline then."""
+        check_id(ib_id, "an IB id")
+        begin, stop = to_utc(start, "start"), to_utc(end, "end")
+        version = self.network.version  # (reads the network's new changes first)
+        key = (ib_id, begin, stop, version)
+        with self._lock:
+            if self._last[0] == key:
+                return self._last[1]
+        days: list[tuple[datetime, list[str]]] = []
+        if begin < stop:
+            tree = self.network.tree()
+            cal = self.calendar
+            day, last = cal.trading_day(begin), cal.trading_day(stop - _TICK)
+            clients = tree.clients()
+            while day <= last:
+                if cal.is_trading_day(day):
+                    probe = min(cal.session(day)[1], stop) - _TICK
+                    days.append(
+                        (probe, [c for c in clients if _in_downline(tree, ib_id, c, probe)])
+                    )
+                day += timedelta(days=1)
+        with self._lock:
+            self._last = (key, days)
+        return days
+
+    def measure(self, ib_id: str, measure: Measure, start: datetime, end: datetime) -> Decimal:
+        """The IB's ``measure`` over ``[start, end)`` (whole trading days, see the class)."""
+        if not isinstance(measure, Measure) or measure not in IB_MEASURES:
+            raise ValidationError("an IB is measured on lots, volume, trades, net deposits "
+                                  "or active clients")  # fmt: skip
+        days = self.downline_days(ib_id, start, end)
+        window = self.figures.window
+        if measure is Measure.ACTIVE_CLIENTS:
+            active = {
+                c for probe, clients in days for c in clients
+                if _value(window(c, ClientMeasure.TRADES, days=1, at=probe)) > 0
+            }  # fmt: skip
+            return Decimal(len(active))
+        wanted = _SUMMED[measure]
+        total = Decimal(0)
+        for probe, clients in days:
+            for client in clients:
+                total += _value(window(client, wanted, days=1, at=probe))
+        return total
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _value(figure: object) -> Decimal:
+    value = getattr(figure, "value", None)
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ValidationError("the client activity answers figures of finite Decimals")
+    return value
+
+
+def _in_downline(tree: IbTree, ib_id: str, client_id: str, at: datetime) -> bool:
+    try:
+        return tree.in_downline(ib_id, client_id, at)
+    except NotFoundError:  # the client's IB not registered by then
+        return False
+
+
+class IbRanks:
+    """IB ranks from a tier programme over the IBs' downline activity.
+
+    ``ranks`` maps each tier name of the programme to the rank an IB of that tier holds in the
+    network (the ranks ``RankSlices`` pays on). Decisions (:meth:`evaluate`,
+    :meth:`close_period`, :meth:`on_trading_day_closed`) are the tier engine's, recorded on
+    ``clienttier-<programme>/<ib>``; the :meth:`handle` policy records each as the network's
+    ``IbRankChanged`` effective when the rules said, or, with ``approval=True``, files an
+    ``ib_rank`` approval request that takes effect once a second person approves it (no
+    earlier than the approval: deals already paid are never paid on a rank nobody knew of).
+
+    Registers the ``ib_rank`` maker-checker rule with ``approvals``; staff ask for a rank by
+    hand through it too (:meth:`request_rank`). Tier overrides of the inner tier service are
+    not offered (a rank by hand is the ``ib_rank`` request).
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        access: AccessControl,
+        approvals: Approvals,
+        network: IbNetworkService,
+        figures: DownlineFigures,
+        *,
+        ranks: Mapping[str, int],
+        programme: str = "ib-ranks",
+        approval: bool = False,
+        calendar: TradingCalendar | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(repository, Repository):
+            raise ValidationError("IB ranks need a repository")
+        if not isinstance(access, AccessControl) or not isinstance(approvals, Approvals):
+            raise ValidationError("IB ranks need access control and approvals")
+        if not isinstance(ranks, Mapping) or not ranks:
+            raise ValidationError("IB ranks need the rank of each tier (a mapping)")
+        self.ranks = {checked_text(t, "tier name", 64): check_rank(r) for t, r in ranks.items()}
+        if type(approval) is not bool:
+            raise ValidationError("approval is True or False")
+        self.repository = repository
+        self.access = access
+        self.approvals = approvals
+        self.network = network
+        self.approval = approval
+        self.calendar = calendar or TradingCalendar()
+        self.clock = clock or SystemClock()
+        self.activity = IbActivity(network, figures, calendar=self.calendar)
+        # The tier engine, as is. Its override rule goes to an Approvals of its own, so that
+        # this service and a client tier programme can share the broker's.
+        self.tiers = Tiers(
+            repository, access, Approvals(repository, access), self.activity,
+            programme=programme, calendar=self.calendar, clock=self.clock,
+        )  # fmt: skip
+        self.programme_id = self.tiers.programme_id
+        self._rule = ApprovalRule(execute=self._execute, check=self._check)
+        approvals.register(RANK_ACTION, self._rule)
+
+    # -- the programme --------------------------------------------------------------------------
+    def record_programme(self, actor: Actor, programme: TierProgramme, *, reason: str) -> None:
+        """Record the next version of the IB rank programme (``tier.programme`` and
+        ``ib_rank.programme``); every tier must have a rank, every threshold an IB measure."""
+        if not isinstance(actor, Actor):
+            raise ValidationError("a programme version needs an actor")
+        self.access.require(actor, RANK_PROGRAMME_PERMISSION)
+        if not isinstance(programme, TierProgramme):
+            raise ValidationError("a programme version is a TierProgramme")
+        if any(t.name not in self.ranks for t in programme.tiers):
+            raise ValidationError("every tier of the IB programme needs a rank")
+        if not set(programme.measures) <= IB_MEASURES:
+            raise ValidationError("an IB is measured on lots, volume, trades, net deposits "
+                                  "or active clients")  # fmt: skip
+        self.tiers.record_programme(actor, programme, reason=reason)
+
+    # -- deciding -------------------------------------------------------------------------------
+    def evaluate(
+        self, ib_id: str, at: datetime, *, uow: UnitOfWork | None = None
+    ) -> list[DomainEvent]:
+        """Decide the IB's tier after activity at ``at`` (the tier engine's rules); returns
+        the decisions recorded. The rank follows through :meth:`handle`."""
+        return self.tiers.evaluate(check_id(ib_id, "an IB id"), at, uow=uow)
+
+    def close_period(
+        self, at: datetime, ib_ids: Iterable[str] | None = None, *, uow: UnitOfWork | None = None
+    ) -> int:
+        """Close the period that ended last by ``at`` for ``ib_ids`` (default: every IB
+        registered by then); idempotent per IB and period."""
+        ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else ib_ids
+        return self.tiers.close_period(at, ibs, uow=uow)
+
+    def on_trading_day_closed(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """A policy handler for ``TradingDayClosed``: evaluate every IB at the last instant of
+        the closed trading day, then close the period if the day ended one (decided by the
+        day, not by when the policy runs)."""
+        day = getattr(recorded.event, "trading_day", None)
+        if not isinstance(day, date) or isinstance(day, datetime):
+            raise ValidationError("IB ranks react to a closed trading day")
+        close = self.calendar.session(day)[1]
+        ibs = self._ibs(close - _TICK)
+        for ib_id in ibs:
+            self.tiers.evaluate(ib_id, close - _TICK, uow=uow)
+        self.tiers.close_period(close, ibs, uow=uow)
+
+    def _ibs(self, at: datetime) -> list[str]:
+        return sorted(self.network.ranks_at(at))
+
+    # -- from decisions to ranks ----------------------------------------------------------------
+    def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        """The policy handler (``IB_RANKS_POLICY`` on ``IB_RANKS_UPSTREAM``): a decision of
+        this programme becomes the IB's rank change, staged in the policy's unit of work, or
+        an ``ib_rank`` approval request. A decision that changes nothing (the IB holds that
+        rank then), or that a rank set later by hand has overtaken, records nothing."""
+        event = recorded.event
+        if not isinstance(event, TierChanged):
+            return
+        key = f"{self.programme_id}/{event.client_id}"
+        if recorded.stream_id != ClientTier.stream_id_for(key):
+            return  # another programme's decision
+        rank = self.ranks.get(event.to_tier)
+        if rank is None:
+            raise ValidationError("the IB programme decided a tier without a rank")
+        if not self._due(event.client_id, rank, event.effective_at):
+            return
+        if not self.approval:
+            self.network.stage(uow, IbRankChanged(event.client_id, rank, event.effective_at))
+            return
+        params = {
+            "ib_id": event.client_id,
+            "rank": str(rank),
+            "effective_at": event.effective_at.isoformat(),
+            "reason": f"{self.programme_id} {event.rule} {event.period}: {event.to_tier}",
+            "decision": f"{recorded.stream_id}/{recorded.version}",
+        }
+        request_id = self.approvals.ids()
+        # Recorded in the policy's unit: the request and the policy's position commit together.
+        uow.record(
+            ApprovalRequest.blank(request_id),
+            ApprovalRequested(
+                request_id, RANK_ACTION, event.client_id, None, _SYSTEM, self._rule.required,
+                self._rule.steps, tuple(sorted(params.items())),
+            ),
+        )  # fmt: skip
+
+    def _due(self, ib_id: str, rank: int, at: datetime) -> bool:
+        tree = self.network.tree()
+        try:
+            tree.check_rank(ib_id, rank, at)
+        except (NotFoundError, ValidationError):
+            return False  # not registered then, or a later rank set by hand stands
+        return tree.rank(ib_id, at) != rank
+
+    # -- ranks by hand, and approvals -----------------------------------------------------------
+    def request_rank(
+        self, maker: Actor, ib_id: str, rank: int, at: datetime, *, reason: str
+    ) -> str:
+        """Ask for ``rank`` for the IB from ``at`` (``ib_rank.request``); it is recorded once a
+        second person approves (``ib_rank.approve``), from ``at`` or the approval, whichever is
+        later. Returns the approval request id."""
+        params = {
+            "ib_id": check_id(ib_id, "an IB id"),
+            "rank": str(check_rank(rank)),
+            "effective_at": to_utc(at, "at").isoformat(),
+            "reason": checked_text(reason, "reason", 500),
+        }
+        return self.approvals.request(maker, RANK_ACTION, params["ib_id"], params)
+
+    def _when(self, params: Mapping[str, str]) -> datetime:
+        return max(datetime.fromisoformat(params["effective_at"]), self.clock.now())
+
+    def _check(self, params: Mapping[str, str]) -> None:
+        self.network.tree().check_rank(params["ib_id"], int(params["rank"]), self._when(params))
+
+    def _execute(self, params: Mapping[str, str], key: str) -> str:
+        change = IbRankChanged(params["ib_id"], int(params["rank"]), self._when(params))
+        reason = f"{params['reason']} (approved, {key})"
+        with UnitOfWork(self.repository, EventMetadata(_SYSTEM, reason=reason)) as uow:
+            self.network.stage(uow, change)
+            uow.commit(idempotency_key=key)
+        return f"ib_rank:{params['ib_id']}:{params['rank']}"
+
+    def requests(self, *, open_only: bool = True) -> list[ApprovalRequest]:
+        """The ``ib_rank`` approval requests, oldest first (by default those still waiting for
+        a decision or an execution); read from the log."""
+        name = self.repository.codec.registry.name_of(ApprovalRequested)
+        found: list[ApprovalRequest] = []
+        position, done = 0, False
+        while not done:
+            rows, position, done = read_types(self.repository.store, position, frozenset({name}),
+                                              500)  # fmt: skip
+            for row in rows:
+                event = self.repository.codec.decode(row).event
+                if isinstance(event, ApprovalRequested) and event.action == RANK_ACTION:
+                    request = self.approvals.get(event.request_id)
+                    if not open_only or request.status in _OPEN:
+                        found.append(request)
+        return found
+
+    # -- answers --------------------------------------------------------------------------------
+    def rank_of(self, ib_id: str, at: datetime) -> int:
+        """The IB's rank at ``at`` as the network records it (what rank slices pay on)."""
+        return self.network.rank_of(ib_id, at)
+
+    def standing(self, ib_id: str, at: datetime) -> Standing:
+        """The IB's tier at ``at`` under the programme (its rank: ``ranks[standing.tier]``)."""
+        return self.tiers.standing(check_id(ib_id, "an IB id"), at)
+
+    def history(self, ib_id: str) -> list[RecordedEvent[DomainEvent]]:
+        """Every decision on the IB (rule, period, figures), oldest first."""
+        return self.tiers.history(check_id(ib_id, "an IB id"))
