@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -429,3 +430,42 @@ def test_ranks_from_a_replay_equal_the_live_ones(trades: list[tuple[int, str, in
         assert live.network.rank_of("s", at) == RANKS[fresh.ranks.standing("s", at).tier]
     # m's rank 2 was set by hand in June; the rules record m only from a rank they change.
     assert all(live.network.rank_of("m", at) >= 0 for at in probes)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w: w.ranks.evaluate(7, UP),
+        lambda w: w.ranks.evaluate("a@b.com\n", UP),
+        lambda w: w.ranks.evaluate("s", datetime(2026, 7, 7)),  # noqa: DTZ001
+        lambda w: w.ranks.request_rank(ADMIN, "s", True, UP, reason="x"),
+        lambda w: w.ranks.request_rank(ADMIN, "s", 1, UP, reason=" "),
+        lambda w: w.ranks.request_rank(ADMIN, ["a@b.com"], 1, UP, reason="x"),
+        lambda w: w.ranks.close_period(UP, "s"),
+        lambda w: w.ranks.activity.measure("s", "lots", UP, UP),
+        lambda w: IbRanks(
+            w.network.repository,
+            w.network.access,
+            Approvals(w.network.repository, w.network.access),
+            w.network,
+            w.book,
+            ranks={"agent": -1},
+        ),  # fmt: skip
+        lambda w: IbRanks(
+            w.network.repository,
+            w.network.access,
+            Approvals(w.network.repository, w.network.access),
+            "network",
+            w.book,
+            ranks=RANKS,
+        ),  # fmt: skip
+    ],
+)
+def test_hostile_arguments_get_typed_errors_that_echo_nothing(call: Any) -> None:
+    w = world()
+    before = w.network.version
+    with pytest.raises(ValidationError) as info:
+        call(w)
+    assert "a@b.com" not in str(info.value)
+    assert w.network.version == before
+    assert w.ranks.requests() == []

@@ -267,6 +267,8 @@ class IbRanks:
     ) -> int:
         """Close the period that ended last by ``at`` for ``ib_ids`` (default: every IB
         registered by then); idempotent per IB and period."""
+        if isinstance(ib_ids, str) or not isinstance(ib_ids, Iterable | None):
+            raise ValidationError("close_period takes a collection of IB ids")
         ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else ib_ids
         return self.tiers.close_period(at, ibs, uow=uow)
 
