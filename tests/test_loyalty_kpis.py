@@ -48,6 +48,7 @@ from fxcrm_core.loyalty import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    PointsRepriced,
     PointsReversed,
     Tier,
     TierChanged,
@@ -352,6 +353,24 @@ def test_lifetime_value_and_cohorts(world: World) -> None:
     empty = kpis.month(2026, 5).lifetime_value
     assert (empty.clients, empty.average, empty.median) == (0, None, None)
     assert len(empty.cohorts) == 2  # cohorts still hold their clients
+
+
+def test_repricing_counts_up_as_earned_and_down_as_reversed() -> None:
+    w = World()
+    w.client("ana")
+    w.at(utc(2026, 1, 12, 12)).trade("ana", utc(2026, 1, 12, 12), "1")
+    w.earn("ana", "deal:1", 30, utc(2026, 1, 12, 12))
+    w.at(utc(2026, 1, 13, 12)).record(
+        PointsAccount, "ana", PointsRepriced("ana", "deal:1", D(40), D(10), (), D(0), ())
+    )
+    w.at(utc(2026, 2, 3, 12)).record(
+        PointsAccount, "ana",
+        PointsRepriced("ana", "deal:1", D(25), D(0), (("deal:1", D(15)),), D(0), ()),
+    )  # fmt: skip
+    kpis = w.kpis()
+    assert kpis.month(2026, 1).points.earned == D(40)
+    assert kpis.month(2026, 2).points.reversed == D(15)
+    assert kpis.month(2026, 2).tiers == ()  # no programme recorded
 
 
 def test_answers_are_the_same_in_a_fresh_process_on_sqlite(tmp_path: Path) -> None:

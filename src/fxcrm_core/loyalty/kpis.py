@@ -253,8 +253,8 @@ class LoyaltyKpis:
                 counts = self._warnings.setdefault(day, [0, 0])
                 counts[0 if isinstance(event, ChurnWarningRaised) else 1] += 1
             case TierProgrammeRecorded():
-                programme = recorded.stream_id.partition("-")[2]
-                self._programmes.setdefault(programme, []).append(event.programme)
+                programme = event.programme
+                self._programmes.setdefault(programme.programme_id, []).append(programme)
             case TierChanged():
                 key = (_programme_of(recorded.stream_id), event.client_id)
                 changes = self._changes.setdefault(key, [])
