@@ -450,15 +450,15 @@ def test_ranks_from_a_replay_equal_the_live_ones(trades: list[tuple[int, str, in
             w.network,
             w.book,
             ranks={"agent": -1},
-        ),  # fmt: skip
+        ),
         lambda w: IbRanks(
             w.network.repository,
             w.network.access,
             Approvals(w.network.repository, w.network.access),
-            "network",
+            "network",  # type: ignore[arg-type]
             w.book,
             ranks=RANKS,
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_hostile_arguments_get_typed_errors_that_echo_nothing(call: Any) -> None:
