@@ -84,3 +84,16 @@ def test_masking_benchmark_runs_and_reports_its_ratio(
     out = run_script("bench_masking.py", monkeypatch=monkeypatch, capsys=capsys)
     assert "ratio masked / unmasked:" in out
     assert "200 client views on SQLite, support role" in out
+
+
+@pytest.mark.slow
+def test_loyalty_benchmark_runs_and_agrees_with_the_hand_written_loop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_script(
+        "bench_loyalty.py", "--clients", "60", "--deals", "3000", "--no-cache",
+        monkeypatch=monkeypatch, capsys=capsys,
+    )  # fmt: skip
+    assert "decisions SDK vs loop: agree" in out  # the script exits non-zero when they differ
+    assert "ratio SDK / hand-written loop, re-evaluation" in out
+    assert "peak RSS" in out

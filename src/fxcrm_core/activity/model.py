@@ -7,8 +7,9 @@ before every answer, so a second process or a restart answers the same.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -141,6 +142,8 @@ class ClientActivity:
         self._lock = threading.RLock()
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
+        # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
+        self._batched = 0
         self.reset()
 
     # -- the projection -------------------------------------------------------------------------
@@ -316,7 +319,33 @@ class ClientActivity:
 
     # -- answers --------------------------------------------------------------------------------
     def _caught_up(self) -> None:
-        self.projections.catch_up(self)
+        if not self._batched:
+            self.projections.catch_up(self)
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Private: a scan of many clients (segmentation, churn) reads from one catch-up. The
+        lock is held throughout, so no other thread's catch-up changes the model meanwhile, and
+        every answer inside is the one it would have given right after that catch-up."""
+        with self._lock:
+            self._caught_up()
+            self._batched += 1
+            try:
+                yield
+            finally:
+                self._batched -= 1
+
+    def _value(self, client_id: str, measure: Measure, days: int, at: datetime) -> Decimal:
+        """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
+        sums in the same order, without building the Figure's per-currency amounts). The
+        caller has checked its arguments: an aware ``at``, a Measure, a positive ``days``."""
+        last = self.calendar.trading_day(at)
+        first = self._first_day(last, days)
+        with self._lock:
+            self._caught_up()
+            found = self._days.get(client_id)
+            buckets = [d for day, d in found.items() if first <= day <= last] if found else []
+        return _value(measure, buckets)
 
     def clients(self) -> list[str]:
         """Every client with any activity, in id order."""
@@ -483,6 +512,24 @@ def _figure(measure: Measure, buckets: Iterable[Day]) -> Figure:
         _moneys(amounts),
         _moneys(unpriced),
     )
+
+
+def _value(measure: Measure, buckets: list[Day]) -> Decimal:
+    """``_figure(measure, buckets).value``, computed alone."""
+    if measure is Measure.TRADES:
+        return Decimal(sum(d.trades for d in buckets))
+    if measure is Measure.LOTS:
+        return sum((d.lots for d in buckets), _ZERO)
+    if measure is Measure.ACTIVE_DAYS:
+        return Decimal(sum(1 for d in buckets if d.trades > 0))
+    kinds = _FLOW_OF[measure]
+    negative = kinds[-1] if len(kinds) == 2 else None
+    usd = _ZERO
+    for bucket in buckets:
+        for (kind, _), flow in bucket.flows.items():
+            if kind in kinds:
+                usd += (-1 if kind == negative else 1) * flow.usd
+    return usd.quantize(_CENT, rounding="ROUND_HALF_EVEN")
 
 
 def _moneys(amounts: dict[str, Decimal]) -> tuple[UnroundedMoney, ...]:

@@ -34,7 +34,7 @@ from fxcrm_core.kernel.errors import ArgumentTypeError, ConcurrencyError, Valida
 from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
-from fxcrm_core.loyalty.segments import ActivityFigures
+from fxcrm_core.loyalty.segments import ActivityFigures, _held, _reader
 
 __all__ = [
     "CHURN_EVENTS",
@@ -134,6 +134,7 @@ def _back(calendar: TradingCalendar, day: date, n: int) -> date:
     return day
 
 
+@functools.lru_cache(maxsize=1024)
 def _in(calendar: TradingCalendar, day: date) -> datetime:
     """An instant inside the trading day ``day`` (its last microsecond)."""
     return calendar.session(day)[1] - _TICK
@@ -199,8 +200,10 @@ class BaselineChurnModel:
         recent_first = _back(cal, today, self.recent_days - 1)
         before = _in(cal, _back(cal, recent_first, 1))  # the baseline ends the day before
 
+        value = _reader(activity)
+
         def fig(measure: Measure, days: int, when: datetime) -> Decimal:
-            return activity.window(client_id, measure, days=days, at=when).value
+            return value(client_id, measure, days, when)
 
         reasons: list[ChurnReason] = []
         # Only a habit has a baseline: enough active days before the recent window.
@@ -462,13 +465,17 @@ class ChurnWatch:
             return states.get(client_id) or ChurnState.blank(client_id)
 
         if uow is not None:
-            return sum(1 for c in clients if self._evaluate(c, when, uow, known(c)))
+            with _held(self.activity):
+                return sum(1 for c in clients if self._evaluate(c, when, uow, known(c)))
         count = 0
         for i in range(0, len(clients), self.batch):
             chunk = clients[i : i + self.batch]
             try:
                 with UnitOfWork(self.repository, _metadata()) as own:
-                    decided = sum(1 for c in chunk if self._evaluate(c, when, own, known(c)))
+                    # The read model caught up once per batch; the commit (and whatever its
+                    # listeners run inline) comes after it.
+                    with _held(self.activity):
+                        decided = sum(1 for c in chunk if self._evaluate(c, when, own, known(c)))
                     if decided:
                         own.commit()
                 count += decided

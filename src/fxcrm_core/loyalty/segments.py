@@ -7,16 +7,17 @@ client. Each :class:`RfmScore` carries the figures it was scored on.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 import attrs
 
-from fxcrm_core.activity import Figure, Measure
+from fxcrm_core.activity import ClientActivity, Figure, Measure
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ArgumentTypeError, ValidationError
 from fxcrm_core.kernel.text import checked_text
@@ -47,6 +48,30 @@ class ActivityFigures(Protocol):
     ) -> Figure: ...  # fmt: skip
     def last_trade(self, client_id: str) -> datetime | None: ...
     def last_deposit(self, client_id: str) -> datetime | None: ...
+
+
+#: (client_id, measure, days, at) -> the window's value
+ValueReader = Callable[[str, Measure, int, datetime], Decimal]
+
+
+def _reader(activity: ActivityFigures) -> ValueReader:
+    """How a scan reads a window's value: the read model's own fast path (no Figure built),
+    or ``window(...).value`` of any other source."""
+    if isinstance(activity, ClientActivity):
+        return activity._value
+
+    def value(client_id: str, measure: Measure, days: int, at: datetime) -> Decimal:
+        return activity.window(client_id, measure, days=days, at=at).value
+
+    return value
+
+
+def _held(activity: ActivityFigures) -> contextlib.AbstractContextManager[None]:
+    """A scan of many clients: the read model caught up once for all of them (any other
+    source: as it is)."""
+    if isinstance(activity, ClientActivity):
+        return activity._batch()
+    return contextlib.nullcontext()
 
 
 class Segment(enum.Enum):
@@ -310,7 +335,8 @@ class Segmentation:
         """Every client with any activity, in id order, scored at ``at`` (default: now)."""
         when = self.clock.now() if at is None else to_utc(at, "at")
         days = self._days(when)
-        return [self._score(c, when, days) for c in self.activity.clients()]
+        with _held(self.activity):
+            return [self._score(c, when, days) for c in self.activity.clients()]
 
     def segments(self, at: datetime | None = None) -> dict[Segment, list[str]]:
         """The clients of each segment at ``at``, in id order."""
@@ -334,14 +360,15 @@ class Segmentation:
         model = self.model
         last = self._last(client_id, at)
         since = days.since(last, self.calendar)
-        freq = self.activity.window(client_id, model.frequency, days=model.window_days, at=at)
-        money = self.activity.window(client_id, model.monetary, days=model.window_days, at=at)
+        value = _reader(self.activity)
+        freq = value(client_id, model.frequency, model.window_days, at)
+        money = value(client_id, model.monetary, model.window_days, at)
         r = model.recency_cuts.score_down(None if since is None else Decimal(since))
-        f = model.frequency_cuts.score_up(freq.value)
-        m = model.monetary_cuts.score_up(money.value)
+        f = model.frequency_cuts.score_up(freq)
+        m = model.monetary_cuts.score_up(money)
         return RfmScore(
             client_id, at, r, f, m,
             Segment(model.outcome(model.segments, r, f, m)),
             model.outcome(model.value_tiers, r, f, m),
-            last, since, freq.value, money.value, days.first, days.last,
+            last, since, freq, money, days.first, days.last,
         )  # fmt: skip
