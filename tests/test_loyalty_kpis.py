@@ -373,6 +373,23 @@ def test_repricing_counts_up_as_earned_and_down_as_reversed() -> None:
     assert kpis.month(2026, 2).tiers == ()  # no programme recorded
 
 
+def test_only_the_programmes_named_are_reported() -> None:
+    ib = TierProgramme("ib-ranks", 1, utc(2026, 1, 1), [Tier("partner"), Tier("master")])
+    w = a_world()
+    w.record(TierProgrammeStream, "ib-ranks", TierProgrammeRecorded(ib))
+    w.record(ClientTier, "ib-ranks/ib-1", TierChanged(
+        "ib-1", 1, None, "master", utc(2026, 1, 5), utc(2026, 1, 5), "upgrade_at_once",
+        "current_period", "2026-01", (), (),
+    ))  # fmt: skip
+    every = w.kpis().month(2026, 1).tiers
+    assert [(t.programme, t.clients) for t in every] == [("ib-ranks", 3), ("vip", 2)]
+    kpis = w.kpis()
+    named = LoyaltyKpis(kpis.projections, kpis.activity, since=SINCE, programmes=("vip",))
+    assert named.month(2026, 1).tiers == every[1:]
+    with pytest.raises(ArgumentTypeError):
+        LoyaltyKpis(kpis.projections, kpis.activity, since=SINCE, programmes="vip")
+
+
 def test_answers_are_the_same_in_a_fresh_process_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "kpis.db"
     clock = FixedClock(utc(2026, 1, 2, 12))

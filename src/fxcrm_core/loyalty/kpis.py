@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import decimal
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -179,7 +179,9 @@ class LoyaltyKpis:
       active trading day from ``since`` on, and a cohort's figures cover all its clients.
 
     ``since`` is the first month counted for lifetime value and cohorts (activity before it is
-    outside them); ``calendar`` must be the activity model's.
+    outside them); ``calendar`` must be the activity model's. ``programmes`` names the client
+    tier programmes to report (None: every programme in the log; an IB rank programme, whose
+    decisions are the same events about IBs, should be left out).
     """
 
     name = "loyalty-kpis"
@@ -207,6 +209,7 @@ class LoyaltyKpis:
         *,
         since: date,
         calendar: TradingCalendar | None = None,
+        programmes: Collection[str] | None = None,
     ) -> None:
         if not isinstance(projections, ProjectionRunner):
             raise ArgumentTypeError("LoyaltyKpis reads through a ProjectionRunner")
@@ -218,6 +221,11 @@ class LoyaltyKpis:
         self.activity = activity
         self.calendar = calendar or TradingCalendar()
         self.since = since.replace(day=1)
+        if programmes is not None and (
+            isinstance(programmes, str) or not all(isinstance(p, str) for p in programmes)
+        ):
+            raise ArgumentTypeError("programmes is a collection of programme ids")
+        self.programmes = None if programmes is None else frozenset(programmes)
         self._lock = threading.RLock()
         self.reset()
 
@@ -254,14 +262,19 @@ class LoyaltyKpis:
                 counts[0 if isinstance(event, ChurnWarningRaised) else 1] += 1
             case TierProgrammeRecorded():
                 programme = event.programme
-                self._programmes.setdefault(programme.programme_id, []).append(programme)
+                if self._reported(programme.programme_id):
+                    self._programmes.setdefault(programme.programme_id, []).append(programme)
             case TierChanged():
                 key = (_programme_of(recorded.stream_id), event.client_id)
+                if not self._reported(key[0]):
+                    return
                 changes = self._changes.setdefault(key, [])
                 changes.append((event.effective_at, event.to_tier))
                 changes.sort(key=lambda c: c[0])  # stable: the later decision wins a tie
             case TierOverrideSet():
                 key = (_programme_of(recorded.stream_id), event.client_id)
+                if not self._reported(key[0]):
+                    return
                 self._overrides.setdefault(key, {})[event.request_id] = (
                     event.tier, event.starts_at, event.expires_at
                 )  # fmt: skip
@@ -271,6 +284,9 @@ class LoyaltyKpis:
                 if found is not None:
                     tier, starts, expires = found
                     self._overrides[key][event.request_id] = (tier, starts, min(expires, event.at))
+
+    def _reported(self, programme: str) -> bool:
+        return self.programmes is None or programme in self.programmes
 
     def _flow(self, client: str, at: datetime, kind: int, points: Decimal) -> None:
         if not points:
