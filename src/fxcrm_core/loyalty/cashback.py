@@ -423,6 +423,9 @@ class Cashback:
             before = batch.get(deal.key) or (state.deals.get(deal.key) if state else None)
             counted = self._counted(client_id, item.change, deal, before, book)
             if counted is not None:
+                staged = batch.get(deal.key)
+                if staged is not None:  # two changes in one batch: one entry, both changes
+                    counted = attrs.evolve(counted, change=staged.change + counted.change)
                 batch[deal.key] = counted
         opened = []
         for client_id, batch in batches.items():
