@@ -469,3 +469,30 @@ def test_hostile_arguments_get_typed_errors_that_echo_nothing(call: Any) -> None
     assert "a@b.com" not in str(info.value)
     assert w.network.version == before
     assert w.ranks.requests() == []
+
+
+def test_a_worker_catching_up_late_reads_the_tree_as_the_closed_day_recorded_it() -> None:
+    """c3 moves to s, backdated into 7 July, after that day's close was recorded: the policy
+    that handles the close late decides as the one that handled it inline (on the tree as
+    recorded by then), so s stays an agent in both."""
+    inline, late = world(), world()
+    first_week = [d for d in DAYS if d <= date(2026, 7, 7)]
+    for w in (inline, late):
+        w.book.trade("c1", datetime(2026, 7, 6, 14, tzinfo=UTC), 6)
+        w.book.trade("c3", datetime(2026, 7, 7, 14, tzinfo=UTC), 5)
+        for day in first_week:
+            w.clock.set(CAL.session(day)[1] + timedelta(minutes=1))
+            close_day(w, day)
+            if w is inline:
+                w.runner.run()
+        w.clock.set(datetime(2026, 7, 8, 12, tzinfo=UTC))
+        w.network.attribute(ADMIN, "c3", "s", datetime(2026, 7, 7, tzinfo=UTC), reason="moved")
+    late.runner.run()
+    assert [r.event for r in late.ranks.history("s")] == [
+        r.event for r in inline.ranks.history("s")
+    ]
+    assert late.ranks.standing("s", datetime(2026, 7, 8, tzinfo=UTC)).tier == "agent"
+    # Asked now, on the tree as it stands, c3's 7 July counts for s.
+    start, end = CAL.session(date(2026, 7, 7))
+    assert late.ranks.activity.measure("s", Measure.ACTIVE_CLIENTS, start, end) == 1
+    assert late.ranks.activity.measure("s", Measure.LOTS, start, end) == 5

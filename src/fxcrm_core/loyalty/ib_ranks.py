@@ -112,8 +112,30 @@ class IbActivity:
         self.figures = figures
         self.calendar = calendar or TradingCalendar()
         self._lock = threading.Lock()
-        self._last: tuple[tuple[str, datetime, datetime, int], list[tuple[datetime, list[str]]]]
-        self._last = (("", _EPOCH, _EPOCH, -1), [])
+        self._last: tuple[
+            tuple[str, datetime, datetime, int, datetime | None], list[tuple[datetime, list[str]]]
+        ]
+        self._last = (("", _EPOCH, _EPOCH, -1, None), [])
+        self._recorded: tuple[tuple[datetime, int], IbTree] | None = None
+        #: When set (by a policy handling an event recorded then), the tree is read as the log
+        #: held it at that instant (``IbNetworkService.as_recorded``): a worker catching up
+        #: late reads the downline a broker running its policies inline read.
+        self.recorded_by: datetime | None = None
+
+    def tree(self) -> IbTree:
+        """The network tree figures are read on: as recorded by :attr:`recorded_by` if set,
+        else every change the log holds (a copy either way)."""
+        version = self.network.version  # (reads the network's new changes first)
+        when = self.recorded_by
+        if when is None:
+            return self.network.tree()
+        with self._lock:
+            if self._recorded is not None and self._recorded[0] == (when, version):
+                return self._recorded[1]
+        tree = self.network.as_recorded(when)
+        with self._lock:
+            self._recorded = ((when, version), tree)
+        return tree
 
     def downline_days(
         self, ib_id: str, start: datetime, end: datetime
@@ -122,13 +144,13 @@ class IbActivity:
         check_id(ib_id, "an IB id")
         begin, stop = to_utc(start, "start"), to_utc(end, "end")
         version = self.network.version  # (reads the network's new changes first)
-        key = (ib_id, begin, stop, version)
+        key = (ib_id, begin, stop, version, self.recorded_by)
         with self._lock:
             if self._last[0] == key:
                 return self._last[1]
         days: list[tuple[datetime, list[str]]] = []
         if begin < stop:
-            tree = self.network.tree()
+            tree = self.tree()
             cal = self.calendar
             day, last = cal.trading_day(begin), cal.trading_day(stop - _TICK)
             clients = tree.clients()
@@ -275,18 +297,23 @@ class IbRanks:
     def on_trading_day_closed(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         """A policy handler for ``TradingDayClosed``: evaluate every IB at the last instant of
         the closed trading day, then close the period if the day ended one (decided by the
-        day, not by when the policy runs)."""
+        day and the tree as recorded by the event, not by when the policy runs). In a broker,
+        pin the activity read model to the event's position first (``PinnedActivity.at``)."""
         day = getattr(recorded.event, "trading_day", None)
         if not isinstance(day, date) or isinstance(day, datetime):
             raise ValidationError("IB ranks react to a closed trading day")
         close = self.calendar.session(day)[1]
-        ibs = self._ibs(close - _TICK)
-        for ib_id in ibs:
-            self.tiers.evaluate(ib_id, close - _TICK, uow=uow)
-        self.tiers.close_period(close, ibs, uow=uow)
+        self.activity.recorded_by = to_utc(recorded.recorded_at, "recorded_at")
+        try:
+            ibs = self._ibs(close - _TICK)
+            for ib_id in ibs:
+                self.tiers.evaluate(ib_id, close - _TICK, uow=uow)
+            self.tiers.close_period(close, ibs, uow=uow)
+        finally:
+            self.activity.recorded_by = None
 
     def _ibs(self, at: datetime) -> list[str]:
-        return sorted(self.network.ranks_at(at))
+        return sorted(self.activity.tree().ranks(at))
 
     # -- from decisions to ranks ----------------------------------------------------------------
     def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
