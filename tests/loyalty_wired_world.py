@@ -14,7 +14,7 @@ from fxcrm_core.access import Actor, Role
 from fxcrm_core.accounts import GroupRule
 from fxcrm_core.broker import Broker, BrokerOptions
 from fxcrm_core.events import EventStore
-from fxcrm_core.kernel import FixedClock, Money, TradingCalendar
+from fxcrm_core.kernel import FixedClock, IdGenerator, Money, TradingCalendar
 from fxcrm_core.loyalty import (
     Benefits,
     CalendarMonth,
@@ -30,7 +30,7 @@ from fxcrm_core.loyalty import (
     UpgradeTiming,
 )
 from fxcrm_core.payments import PaymentLimits
-from fxcrm_core.privacy import MasterKeyring, MemoryKeyStore
+from fxcrm_core.privacy import KeyStore
 from fxcrm_core.trading import (
     Deal,
     DealAction,
@@ -111,40 +111,26 @@ def closing(login: int, ticket: int, lots: Decimal, at: datetime) -> Deal:
 
 def options(clock: FixedClock, policies: Literal["inline", "worker"]) -> BrokerOptions:
     return BrokerOptions(
+        keyring=keyring(),
+        identity_key=IDENTITY_KEY,
         trading_server=SimulatedTradingServer(SERVER, seed=1, clock=clock),
         groups={GROUP: GroupRule(GROUP, "USD", 30, live=False)},
         payment_limits=PaymentLimits([usd("50000")]),
         points_rules=RULES,
         policies=policies,
+        ids=IdGenerator(clock, seed=7),  # the same ids in every broker the test builds
     )
 
 
 def open_sqlite(path: Path, clock: FixedClock, policies: Literal["inline", "worker"]) -> Broker:
-    return Broker.sqlite(
-        path,
-        clock=clock,
-        keyring=keyring(),
-        identity_key=IDENTITY_KEY,
-        synchronous="NORMAL",
-        **options(clock, policies),
-    )
+    return Broker.sqlite(path, clock=clock, synchronous="NORMAL", **options(clock, policies))
 
 
 def open_memory(
-    store: EventStore,
-    keys: MemoryKeyStore,
-    clock: FixedClock,
-    policies: Literal["inline", "worker"],
+    store: EventStore, keys: KeyStore, clock: FixedClock, policies: Literal["inline", "worker"]
 ) -> Broker:
     """A broker over a given memory store (a second one over the same store is a restart)."""
-    return Broker(
-        store,
-        keystore=keys,
-        clock=clock,
-        keyring=MasterKeyring({"m1": bytes(range(32))}, "m1"),
-        identity_key=IDENTITY_KEY,
-        **options(clock, policies),
-    )
+    return Broker(store, keystore=keys, clock=clock, **options(clock, policies))
 
 
 def onboard(broker: Broker, email: str) -> tuple[str, int]:
