@@ -214,7 +214,7 @@ def test_a_day_is_fixed_at_its_close_with_its_figures_and_paid_the_next_trading_
     fixed = world.cashback.day("c1", DAY1)
     assert fixed is not None
     assert (fixed.deals, fixed.lots, fixed.amount) == (3, Decimal("3.5"), Decimal("20.0"))
-    assert fixed.rates == (("10.00 USD", "0.5"), ("5.00 USD", "3"))
+    assert fixed.rates == (("5.00 USD", "3"), ("10.00 USD", "0.5"))
     assert fixed.payable == usd("20.00")
     assert fixed.pay_on == next_weekday(DAY1)
     assert world.cashback.day("c3", DAY1) is None

@@ -268,21 +268,25 @@ class CashbackAccount(Aggregate):
             counted = [self.deals[k] for k in sorted(self.open.get(day, ()))]
             counted = [c for c in counted if c.rate is not None and not c.deleted]
             amount = sum((c.amount for c in counted), _ZERO)
-            rates: dict[str, Decimal] = {}
+            rates: dict[Money, Decimal] = {}
             for c in counted:
                 assert c.rate is not None
-                rates[str(c.rate)] = rates.get(str(c.rate), _ZERO) + c.lots
+                rates[c.rate] = rates.get(c.rate, _ZERO) + c.lots
             total = amount + adjustment + carry
             payable = max(total, _ZERO).quantize(quantum, rounding=ROUND_DOWN)
             out.append(
                 CashbackDayFixed(
                     self.id, day, pay_on, len(counted), sum((c.lots for c in counted), _ZERO),
-                    tuple((r, str(lots)) for r, lots in sorted(rates.items())),
+                    tuple((str(r), str(n)) for r, n in sorted(rates.items(), key=_by_amount)),
                     amount, adjustment, carry, Money.of(payable, currency), total - payable,
                 )
             )  # fmt: skip
             carry, adjustment = total - payable, _ZERO
         return out
+
+
+def _by_amount(item: tuple[Money, Decimal]) -> Decimal:
+    return item[0].amount
 
 
 @attrs.frozen(kw_only=True)
@@ -524,8 +528,9 @@ class Cashback:
 
     def pay_due(self, at: datetime | None = None, *, actor: str = _SYSTEM) -> list[CashbackPaid]:
         """Pay every fixed day whose ``pay_on`` has come by ``at`` (default: now) and is not
-        paid yet; returns what this call paid. Safe to call from any process, any number of
-        times: each client and day is paid once (``cashback:<client>:<day>``)."""
+        paid yet; returns what this call paid (not what a concurrent call paid). Safe to call
+        from any process, any number of times: each client and day is paid once
+        (``cashback:<client>:<day>``)."""
         when = self.clock.now() if at is None else at
         today = self.calendar.trading_day(when)
         out = []
@@ -553,11 +558,10 @@ class Cashback:
             paid = CashbackPaid(client_id, fixed.trading_day, fixed.payable, transfer_id)
             wallet = self.money.wallet(client_id, self.plan.currency)
             funding = self.money.broker("cashback", self.plan.currency)
-            self.ledger.transfer(
+            result = self.ledger.transfer(
                 TransferRequest(transfer_id, funding, wallet, fixed.payable),
                 actor=actor, also=[(state, paid)],
             )  # fmt: skip
-            self.repository.forget()
-            if fixed.trading_day in self.account(client_id).paid:
+            if not result.replayed:  # else another process paid it (with its CashbackPaid)
                 out.append(paid)
         return out
