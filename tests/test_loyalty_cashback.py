@@ -401,3 +401,21 @@ def test_cashback_is_paid_once_per_client_and_day_and_sums_to_the_live_deals(
         if state.adjustment or state.carry < 0:
             event("adjusted")
         assert live == total_paid.amount + due + state.carry + state.adjustment + waiting
+
+
+def test_a_scheduler_may_close_a_day_itself_once_and_the_policy_then_records_nothing_more() -> None:
+    world = World()
+    world.deal("2")
+    world.pull()
+    assert world.cashback.close_day(DAY1) is True
+    assert world.cashback.close_day(DAY1) is False
+    before = world.repository.store.last_position()
+    world.close(DAY1)  # the broker's TradingDayClosed for the same day
+    stream = world.repository.store.read_stream("cashback-c1")
+    assert len(stream) == 2  # counted, fixed: the policy fixed nothing again
+    assert world.repository.store.last_position() > before  # the close and the policy's advance
+    fixed = world.cashback.day("c1", DAY1)
+    assert fixed is not None
+    assert fixed.payable == usd(10)
+    with pytest.raises(ValidationError):
+        world.cashback.close_day(T0)
