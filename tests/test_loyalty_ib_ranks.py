@@ -113,9 +113,13 @@ class Book:
         self.rows[client_id].append((at, Decimal(0), Decimal(amount)))
 
     def window(self, client_id: str, measure: ClientMeasure, *, days: int, at: datetime) -> Figure:
-        assert days == 1
-        day = CAL.trading_day(at)
-        rows = [r for r in self.rows[client_id] if CAL.trading_day(r[0]) == day]
+        span = [CAL.trading_day(at)]  # the `days` trading days ending with the one of `at`
+        while len(span) < days:
+            back = span[-1] - timedelta(days=1)
+            while not CAL.is_trading_day(back):
+                back -= timedelta(days=1)
+            span.append(back)
+        rows = [r for r in self.rows[client_id] if CAL.trading_day(r[0]) in span]
         trades = [r for r in rows if r[1] > 0]
         value = {
             ClientMeasure.LOTS: sum((r[1] for r in trades), Decimal(0)),

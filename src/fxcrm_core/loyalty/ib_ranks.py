@@ -15,8 +15,9 @@ ranks need a second person.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -111,12 +112,14 @@ class IbActivity:
         self.network = network
         self.figures = figures
         self.calendar = calendar or TradingCalendar()
-        self._lock = threading.Lock()
-        self._last: tuple[
-            tuple[str, datetime, datetime, int, datetime | None], list[tuple[datetime, list[str]]]
-        ]
-        self._last = (("", _EPOCH, _EPOCH, -1, None), [])
-        self._recorded: tuple[tuple[datetime, int], IbTree] | None = None
+        self._lock = threading.RLock()
+        # Each probe's downline of every IB, for one state of the tree (its version and pin):
+        # computed once for all IBs, as a day's close evaluates every IB on the same days.
+        self._tree_key: tuple[int, datetime | None] = (-1, None)
+        self._members: dict[datetime, dict[str, list[str]]] = {}
+        self._span: tuple[tuple[datetime, datetime] | None, list[datetime]] = (None, [])
+        # Inside batch(): each client's figure per measure and run of days, asked once.
+        self._values: dict[tuple[str, ClientMeasure, int, datetime], Decimal] | None = None
         #: When set (by a policy handling an event recorded then), the tree is read as the log
         #: held it at that instant (``IbNetworkService.as_recorded``): a worker catching up
         #: late reads the downline a broker running its policies inline read.
@@ -125,17 +128,20 @@ class IbActivity:
     def tree(self) -> IbTree:
         """The network tree figures are read on: as recorded by :attr:`recorded_by` if set,
         else every change the log holds (a copy either way)."""
-        version = self.network.version  # (reads the network's new changes first)
         when = self.recorded_by
-        if when is None:
-            return self.network.tree()
+        return self.network.tree() if when is None else self.network.as_recorded(when)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within it, each client's figure for a day is asked of the read model once, however
+        many IBs' downlines hold the client (the read model must not change meanwhile: a
+        policy's handler, on a read model pinned to the event's position)."""
         with self._lock:
-            if self._recorded is not None and self._recorded[0] == (when, version):
-                return self._recorded[1]
-        tree = self.network.as_recorded(when)
-        with self._lock:
-            self._recorded = ((when, version), tree)
-        return tree
+            self._values = {}
+            try:
+                yield
+            finally:
+                self._values = None
 
     def downline_days(
         self, ib_id: str, start: datetime, end: datetime
@@ -143,27 +149,48 @@ class IbActivity:
         """Per trading day of ``[start, end)``: an instant in it and the IB's downline then."""
         check_id(ib_id, "an IB id")
         begin, stop = to_utc(start, "start"), to_utc(end, "end")
-        version = self.network.version  # (reads the network's new changes first)
-        key = (ib_id, begin, stop, version, self.recorded_by)
+        if not begin < stop:
+            return []
         with self._lock:
-            if self._last[0] == key:
-                return self._last[1]
-        days: list[tuple[datetime, list[str]]] = []
-        if begin < stop:
-            tree = self.tree()
-            cal = self.calendar
-            day, last = cal.trading_day(begin), cal.trading_day(stop - _TICK)
-            clients = tree.clients()
-            while day <= last:
-                if cal.is_trading_day(day):
-                    probe = min(cal.session(day)[1], stop) - _TICK
-                    days.append(
-                        (probe, [c for c in clients if _in_downline(tree, ib_id, c, probe)])
-                    )
-                day += timedelta(days=1)
-        with self._lock:
-            self._last = (key, days)
-        return days
+            probes = self._probes(begin, stop)
+            key = (self.network.version, self.recorded_by)  # (reads new changes first)
+            if key != self._tree_key or len(self._members) > _PROBES_KEPT:
+                self._tree_key, self._members = key, {}
+            tree: IbTree | None = None
+            out = []
+            for probe in probes:
+                members = self._members.get(probe)
+                if members is None:
+                    tree = tree or self.tree()
+                    members = self._members[probe] = _downlines(tree, probe)
+                out.append((probe, members.get(ib_id, [])))
+            return out
+
+    def _probes(self, begin: datetime, stop: datetime) -> list[datetime]:
+        """An instant in each trading day of ``[begin, stop)``: its last one in the span."""
+        if self._span[0] == (begin, stop):
+            return self._span[1]
+        cal = self.calendar
+        probes = []
+        day, last = cal.trading_day(begin), cal.trading_day(stop - _TICK)
+        while day <= last:
+            if cal.is_trading_day(day):
+                probes.append(min(cal.session(day)[1], stop) - _TICK)
+            day += timedelta(days=1)
+        self._span = ((begin, stop), probes)
+        return probes
+
+    def _value(self, client_id: str, measure: ClientMeasure, days: int, at: datetime) -> Decimal:
+        values = self._values
+        key = (client_id, measure, days, at)
+        if values is not None:
+            found = values.get(key)
+            if found is not None:
+                return found
+        value = _value(self.figures.window(client_id, measure, days=days, at=at))
+        if values is not None:
+            values[key] = value
+        return value
 
     def measure(self, ib_id: str, measure: Measure, start: datetime, end: datetime) -> Decimal:
         """The IB's ``measure`` over ``[start, end)`` (whole trading days, see the class)."""
@@ -171,22 +198,48 @@ class IbActivity:
             raise ValidationError("an IB is measured on lots, volume, trades, net deposits "
                                   "or active clients")  # fmt: skip
         days = self.downline_days(ib_id, start, end)
-        window = self.figures.window
-        if measure is Measure.ACTIVE_CLIENTS:
-            active = {
-                c for probe, clients in days for c in clients
-                if _value(window(c, ClientMeasure.TRADES, days=1, at=probe)) > 0
-            }  # fmt: skip
-            return Decimal(len(active))
-        wanted = _SUMMED[measure]
-        total = Decimal(0)
-        for probe, clients in days:
+        # Each client's runs of consecutive trading days in the downline: one window each
+        # (a client under the IB all month is one question, not one per day).
+        runs: dict[str, list[list[int]]] = {}
+        for i, (_, clients) in enumerate(days):
             for client in clients:
-                total += _value(window(client, wanted, days=1, at=probe))
+                spans = runs.setdefault(client, [])
+                if spans and spans[-1][1] == i - 1:
+                    spans[-1][1] = i
+                else:
+                    spans.append([i, i])
+        wanted = ClientMeasure.TRADES if measure is Measure.ACTIVE_CLIENTS else _SUMMED[measure]
+        total = Decimal(0)
+        for client, spans in runs.items():
+            value = sum(
+                (self._value(client, wanted, last - first + 1, days[last][0])
+                 for first, last in spans),
+                Decimal(0),
+            )  # fmt: skip
+            if measure is Measure.ACTIVE_CLIENTS:
+                total += 1 if value > 0 else 0
+            else:
+                total += value
         return total
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PROBES_KEPT = 400
+
+
+def _downlines(tree: IbTree, at: datetime) -> dict[str, list[str]]:
+    """Every IB's downline at ``at``: each client under its own IB and that IB's ancestors."""
+    out: dict[str, list[str]] = {}
+    for client in tree.clients():
+        direct = tree.ib_of(client, at)
+        if direct is None:
+            continue
+        try:
+            chain = tree.chain(direct, at)
+        except NotFoundError:  # (the client's IB not registered by then)
+            continue
+        for ib in chain:
+            out.setdefault(ib, []).append(client)
+    return out
 
 
 def _value(figure: object) -> Decimal:
@@ -194,13 +247,6 @@ def _value(figure: object) -> Decimal:
     if not isinstance(value, Decimal) or not value.is_finite():
         raise ValidationError("the client activity answers figures of finite Decimals")
     return value
-
-
-def _in_downline(tree: IbTree, ib_id: str, client_id: str, at: datetime) -> bool:
-    try:
-        return tree.in_downline(ib_id, client_id, at)
-    except NotFoundError:  # the client's IB not registered by then
-        return False
 
 
 class IbRanks:
@@ -303,14 +349,16 @@ class IbRanks:
         if not isinstance(day, date) or isinstance(day, datetime):
             raise ValidationError("IB ranks react to a closed trading day")
         close = self.calendar.session(day)[1]
-        self.activity.recorded_by = to_utc(recorded.recorded_at, "recorded_at")
-        try:
-            ibs = self._ibs(close - _TICK)
-            for ib_id in ibs:
-                self.tiers.evaluate(ib_id, close - _TICK, uow=uow)
-            self.tiers.close_period(close, ibs, uow=uow)
-        finally:
-            self.activity.recorded_by = None
+        activity = self.activity
+        with activity.batch():
+            activity.recorded_by = to_utc(recorded.recorded_at, "recorded_at")
+            try:
+                ibs = self._ibs(close - _TICK)
+                for ib_id in ibs:
+                    self.tiers.evaluate(ib_id, close - _TICK, uow=uow)
+                self.tiers.close_period(close, ibs, uow=uow)
+            finally:
+                activity.recorded_by = None
 
     def _ibs(self, at: datetime) -> list[str]:
         return sorted(self.activity.tree().ranks(at))
