@@ -500,3 +500,49 @@ def test_a_worker_catching_up_late_reads_the_tree_as_the_closed_day_recorded_it(
     start, end = CAL.session(date(2026, 7, 7))
     assert late.ranks.activity.measure("s", Measure.ACTIVE_CLIENTS, start, end) == 1
     assert late.ranks.activity.measure("s", Measure.LOTS, start, end) == 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    moves=st.lists(
+        st.tuples(st.integers(0, 9), st.sampled_from(["c1", "c2", "c3"]),
+                  st.sampled_from(["m", "s", None])),
+        max_size=6,
+    ),
+    trades=st.lists(
+        st.tuples(st.integers(0, 9), st.sampled_from(["c1", "c2", "c3"]), st.integers(1, 5)),
+        max_size=15,
+    ),
+    span=st.tuples(st.integers(0, 9), st.integers(1, 10)),
+)  # fmt: skip
+def test_ib_figures_equal_a_trivial_model_of_the_downline_day_by_day(
+    moves: list[tuple[int, str, str | None]],
+    trades: list[tuple[int, str, int]],
+    span: tuple[int, int],
+) -> None:
+    """Law: an IB's lots are the lots of each deal whose client was in its downline at the end
+    of the deal's trading day; its active clients those with such a deal."""
+    w = world()
+    days = closes(7)[:10]
+    for index, client, ib in sorted(moves, key=lambda move: move[0]):
+        w.network.attribute(ADMIN, client, ib, CAL.session(days[index])[0], reason="moved")
+    for index, client, lots in trades:
+        w.book.trade(client, CAL.session(days[index])[1] - timedelta(hours=2), lots)
+    first, count = span
+    chosen = days[first : first + count]
+    start, end = CAL.session(chosen[0])[0], CAL.session(chosen[-1])[1]
+    tree = w.network.tree()
+    last_instant = [CAL.session(day)[1] - timedelta(microseconds=1) for day in days]
+    for ib in ("m", "s"):
+        counted = [
+            (client, Decimal(lots)) for index, client, lots in trades
+            if days[index] in chosen and tree.in_downline(ib, client, last_instant[index])
+        ]  # fmt: skip
+        activity = w.ranks.activity
+        assert activity.measure(ib, Measure.LOTS, start, end) == sum(
+            (lots for _, lots in counted), Decimal(0)
+        )
+        assert activity.measure(ib, Measure.TRADES, start, end) == len(counted)
+        assert activity.measure(ib, Measure.ACTIVE_CLIENTS, start, end) == len(
+            {c for c, _ in counted}
+        )
