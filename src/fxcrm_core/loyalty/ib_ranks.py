@@ -300,7 +300,7 @@ class IbRanks:
         # this service and a client tier programme can share the broker's.
         self.tiers = Tiers(
             repository, access, Approvals(repository, access), self.activity,
-            programme=programme, calendar=self.calendar, clock=self.clock,
+            programme=programme, calendar=self.calendar, clock=self.clock, measures=IB_MEASURES,
         )  # fmt: skip
         self.programme_id = self.tiers.programme_id
         self._rule = ApprovalRule(execute=self._execute, check=self._check)
