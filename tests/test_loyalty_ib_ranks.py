@@ -377,7 +377,7 @@ def test_day_closes_decide_ranks_from_the_next_trading_day_and_downgrade_at_the_
     w = world(upgrade=UpgradeTiming.NEXT_TRADING_DAY)
     w.book.trade("c1", datetime(2026, 7, 6, 14, tzinfo=UTC), 6)
     w.book.trade("c2", datetime(2026, 7, 7, 14, tzinfo=UTC), 5)
-    for day in DAYS:
+    for day in [date(2026, 6, 30), *DAYS]:  # (no programme in force on 30 June: no decision)
         w.clock.set(CAL.session(day)[1] + timedelta(minutes=1))
         close_day(w, day)
         w.runner.run()

@@ -349,6 +349,10 @@ class IbRanks:
         if not isinstance(day, date) or isinstance(day, datetime):
             raise ValidationError("IB ranks react to a closed trading day")
         close = self.calendar.session(day)[1]
+        try:
+            self.tiers.programme_at(close - _TICK)
+        except NotFoundError:
+            return  # no programme in force yet: nothing to decide
         activity = self.activity
         with activity.batch():
             activity.recorded_by = to_utc(recorded.recorded_at, "recorded_at")
