@@ -10,11 +10,12 @@ once); they run inline after every command (the default) or in a worker the host
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import date, timedelta
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
@@ -134,10 +135,23 @@ from fxcrm_core.kyc import (
 )
 from fxcrm_core.ledger import Ledger, PendingHolds
 from fxcrm_core.loyalty import (
+    BONUS_POLICY,
+    BONUS_UPSTREAM,
+    CASHBACK_POLICY,
+    IB_RANKS_POLICY,
+    IB_RANKS_UPSTREAM,
     POINTS_POLICY,
     POINTS_UPSTREAM,
+    Benefits,
+    Bonus,
+    BonusBurnt,
+    Cashback,
+    CashbackPaid,
+    CashbackPlan,
     ChurnModel,
     ChurnWatch,
+    IbRanks,
+    LoyaltyKpis,
     Points,
     PointsRules,
     RfmModel,
@@ -155,6 +169,8 @@ from fxcrm_core.payments import (
     PaymentLimits,
     TradingTransfers,
     WalletConversions,
+    Wire,
+    WireCredited,
     Withdrawals,
 )
 from fxcrm_core.privacy import (
@@ -264,6 +280,16 @@ class BrokerOptions(TypedDict, total=False):
     points_rules: PointsRules
     churn_model: ChurnModel  # default: BaselineChurnModel on the broker's calendar
     rfm_model: RfmModel  # default: RfmModel()
+    # Cashback per lot closed, fixed at each trading day's close and paid the next (None: the
+    # cashback policy records nothing). A tier's cashback_per_lot applies where the plan names
+    # no rate for the symbol.
+    cashback_plan: CashbackPlan
+    # IB ranks from an IB tier programme (docs/ib_ranks.md): the rank each of its tiers gives
+    # (None: no IB ranks), the programme's id (default "ib-ranks"), and whether each rank
+    # change the rules decide waits for a second person.
+    ib_ranks: Mapping[str, int]
+    ib_rank_programme: str
+    ib_ranks_approval: bool
 
 
 #: Who records the broker's configuration in the log (schedules, payout policies).
@@ -383,7 +409,12 @@ BrokerHandler = Callable[["Broker", RecordedEvent[Any], UnitOfWork], None]
 
 #: The tier policy: evaluates a client's tier on its deals and deposits, closes periods.
 TIER_POLICY = "loyalty-tiers"
-TIER_UPSTREAM: tuple[type[DomainEvent], ...] = (DealsReceived, DepositCredited, TradingDayClosed)
+TIER_UPSTREAM: tuple[type[DomainEvent], ...] = (
+    DealsReceived,
+    DepositCredited,
+    WireCredited,
+    TradingDayClosed,
+)
 
 
 class _TierAdvances:
@@ -456,6 +487,13 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     (POINTS_POLICY, POINTS_UPSTREAM, lambda b, r, u: b._points_policy(r, u)),
     ("loyalty-points-expiry", (TradingDayClosed,), lambda b, r, u: b._points_expiry(r, u)),
     ("churn-watch", (TradingDayClosed,), lambda b, r, u: b._churn_policy(r, u)),
+    # Cashback: deals counted and each day fixed at its close, in one row (log order matters).
+    (CASHBACK_POLICY, (DealsReceived, TradingDayClosed), lambda b, r, u: b._cashback_policy(r, u)),
+    (BONUS_POLICY, BONUS_UPSTREAM, lambda b, r, u: b.bonus.handle(r, u)),
+    # IB ranks: each IB evaluated when a trading day closes (its downline's activity as the log
+    # stood then), and each decision turned into the network's rank change (or a request).
+    ("loyalty-ib-ranks-days", (TradingDayClosed,), lambda b, r, u: b._ib_ranks_day(r, u)),
+    (IB_RANKS_POLICY, IB_RANKS_UPSTREAM, lambda b, r, u: b._ib_ranks_policy(r, u)),
 )
 
 
@@ -491,6 +529,9 @@ class Broker:
     points: Points  # loyalty points (option points_rules)
     segments: Segmentation  # RFM scores and segments, read from broker.activity
     churn: ChurnWatch  # churn warnings, recorded when a trading day closes
+    cashback: Cashback  # cashback per lot (option cashback_plan), paid the next trading day
+    bonus: Bonus  # bonus credit on trading accounts: granted, burnt pro rata, removed
+    ib_ranks: IbRanks | None  # IB ranks from an IB tier programme (option ib_ranks)
 
     def __init__(
         self,
@@ -801,6 +842,8 @@ class Broker:
             ("password_rules", PasswordRules, "a PasswordRules"),
             ("points_rules", PointsRules, "a PointsRules"),
             ("rfm_model", RfmModel, "an RfmModel"),
+            ("cashback_plan", CashbackPlan, "a CashbackPlan"),
+            ("ib_ranks_approval", bool, "True or False"),
         ):
             value = options.get(key)
             if value is not None and not isinstance(value, expected):
@@ -826,6 +869,16 @@ class Broker:
         programme = options.get("tier_programme", "main")
         if not isinstance(programme, str) or not programme:
             raise ConfigurationError("tier_programme names a tier programme (its id)")
+        ranks = options.get("ib_ranks")
+        if ranks is not None and (
+            not isinstance(ranks, Mapping)
+            or not ranks
+            or not all(isinstance(k, str) and type(v) is int for k, v in ranks.items())
+        ):
+            raise ConfigurationError("ib_ranks maps each IB tier's name to its rank (an int)")
+        rank_programme = options.get("ib_rank_programme", "ib-ranks")
+        if not isinstance(rank_programme, str) or not rank_programme:
+            raise ConfigurationError("ib_rank_programme names the IB rank programme (its id)")
         churn_model = options.get("churn_model")
         if churn_model is not None and not callable(getattr(churn_model, "assess", None)):
             raise ConfigurationError("churn_model is a ChurnModel (name and assess)")
@@ -1017,7 +1070,7 @@ class Broker:
         )
         rules = options.get("points_rules")
         self._points_rules = rules
-        self._points_upstream: RecordedEvent[Any] | None = None
+        self._benefits_upstream: RecordedEvent[Any] | None = None
         self._tier_advances = _TierAdvances(store, self.codec)
         self.points = Points(
             self.repository,
@@ -1040,6 +1093,39 @@ class Broker:
             clock=self.clock,
             projections=self.projections,
         )
+        # Cashback per lot: counted and fixed by its policy, paid by end_of_day().
+        self._cashback_plan = options.get("cashback_plan")
+        self._cashback_logins = TradingLogins()
+        self.cashback = Cashback(
+            self.repository,
+            self.ledger,
+            self._cashback_plan or CashbackPlan("USD"),
+            client_of=self._cashback_logins.client_of,
+            group_of=self._cashback_logins.group_of,
+            rate_of=self._cashback_rate,
+            calendar=self.calendar,
+            clock=self.clock,
+        )
+        self.bonus = Bonus(
+            self.repository, self.access, {self.trading_server.name: self.trading_server}
+        )
+        ranks = options.get("ib_ranks")
+        self._ib_rank_activity = pinned()
+        self.ib_ranks = None
+        if ranks is not None:
+            self.ib_ranks = IbRanks(
+                self.repository,
+                self.access,
+                self.approvals,
+                self.ib_network,
+                self._ib_rank_activity.activity,
+                ranks=ranks,
+                programme=options.get("ib_rank_programme", "ib-ranks"),
+                approval=options.get("ib_ranks_approval", False),
+                calendar=self.calendar,
+                clock=self.clock,
+            )
+        self._kpis: dict[date, LoyaltyKpis] = {}
 
     def _tiers_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # Deals and deposits: evaluate each client touched at the event's recording time;
@@ -1066,6 +1152,8 @@ class Broker:
                 if item.deal.action.is_trade
             }
             clients = sorted(c for c in found if c is not None)
+        elif isinstance(event, WireCredited):
+            clients = [uow.get(Wire, recorded.stream_id.removeprefix("wire-")).client_id]
         else:  # DepositCredited
             deposit = uow.get(Deposit, recorded.stream_id.removeprefix("deposit-"))
             clients = [deposit.client_id]
@@ -1079,20 +1167,26 @@ class Broker:
         if self._points_rules is None:
             return
         self.projections.catch_up(self._points_logins, upto=recorded.position)
-        self._points_upstream = recorded
-        try:
+        with self._benefits_for(recorded):
             self.points.handle(recorded, uow)
-        finally:
-            self._points_upstream = None
 
-    def _points_multiplier(self, client_id: str, at: Any) -> Decimal:
-        """The points multiplier of the client's tier at ``at``, from the tier decisions as
-        they stood when the points policy's upstream event was handled: the tier policy's
-        decisions for events up to it (it runs first) and other decisions (overrides)
-        recorded before it. No programme in force: 1."""
-        upstream = self._points_upstream
+    @contextlib.contextmanager
+    def _benefits_for(self, recorded: RecordedEvent[Any]) -> Iterator[None]:
+        """While a policy handles ``recorded``, tier benefits are read as they stood then."""
+        self._benefits_upstream = recorded
+        try:
+            yield
+        finally:
+            self._benefits_upstream = None
+
+    def _tier_benefits(self, client_id: str, at: datetime) -> Benefits | None:
+        """The benefits of the client's tier at ``at``, from the tier decisions as they stood
+        when the policy's upstream event was handled: the tier policy's decisions for events up
+        to it (it runs first) and other decisions (overrides) recorded before it. None: no
+        programme in force (or no policy event being handled)."""
+        upstream = self._benefits_upstream
         if upstream is None or not self.tiers.programmes():
-            return Decimal(1)
+            return None
         decided = self._tier_advances.decided_upto(upstream.position)
         tier_actor = f"policy:{TIER_POLICY}"
 
@@ -1103,9 +1197,38 @@ class Broker:
 
         try:
             state = self.tiers.state_as_of(client_id, keep)
-            return self.tiers.standing_of(state, at).benefits.points_multiplier
+            return self.tiers.standing_of(state, at).benefits
         except NotFoundError:
-            return Decimal(1)
+            return None
+
+    def _points_multiplier(self, client_id: str, at: datetime) -> Decimal:
+        benefits = self._tier_benefits(client_id, at)
+        return Decimal(1) if benefits is None else benefits.points_multiplier
+
+    def _cashback_rate(self, client_id: str, at: datetime) -> Money | None:
+        benefits = self._tier_benefits(client_id, at)
+        rate = None if benefits is None else benefits.cashback_per_lot
+        plan = self._cashback_plan
+        if rate is None or plan is None or rate.currency != plan.currency:
+            return None  # a tier rate in another currency than the plan pays is not used
+        return rate
+
+    def _cashback_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        if self._cashback_plan is None:
+            return
+        self.projections.catch_up(self._cashback_logins, upto=recorded.position)
+        with self._benefits_for(recorded):
+            self.cashback.handle(recorded, uow)
+
+    def _ib_ranks_day(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        if self.ib_ranks is None:
+            return
+        self._ib_rank_activity.at(recorded.position)
+        self.ib_ranks.on_trading_day_closed(recorded, uow)
+
+    def _ib_ranks_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        if self.ib_ranks is not None:
+            self.ib_ranks.handle(recorded, uow)
 
     def _points_expiry(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # Lots past their time by the close of the day are recorded expired (idempotent).
@@ -1172,6 +1295,44 @@ class Broker:
         if closed:
             self.rebates.snapshot()
         return closed
+
+    def end_of_day(self) -> dict[str, list[Any]]:
+        """The host scheduler's daily job (e.g. a few minutes after 17:00 New York, and safe to
+        run more often, from any process): close the trading days that have ended (their
+        policies fix each client's cashback, close tier periods, expire points, raise churn
+        warnings and evaluate IB ranks), expire pending holds, pay the cashback due, burn bonus
+        credit for withdrawals and take it back where equity fell below it. Each step is
+        idempotent; returns what each did."""
+        # Inline, the day closes' policies have run when this returns; in worker mode, what
+        # the worker has not fixed yet is paid by a later run.
+        done: dict[str, list[Any]] = {"closed": self.close_trading_days()}
+        done["holds_expired"] = self.expire_holds()
+        paid: list[CashbackPaid] = (
+            [] if self._cashback_plan is None else self.cashback.pay_due(self.clock.now())
+        )
+        done["cashback_paid"] = paid
+        burnt: list[BonusBurnt] = self.bonus.settle() + self.bonus.check_equity()
+        done["bonus_burnt"] = burnt
+        return done
+
+    def kpis(self, since: date | None = None) -> LoyaltyKpis:
+        """The loyalty KPIs per month or quarter (docs/loyalty_kpis.md), counting lifetime value
+        and cohorts from ``since`` (default: the month of the log's first event, so every
+        process counts alike). A memory read model over the log, kept per ``since``."""
+        if since is None:
+            first = self.store.read_all(after_position=0, limit=1)
+            when = first[0].recorded_at if first else self.clock.now()
+            since = self.calendar.trading_day(when)
+        if not isinstance(since, date) or isinstance(since, datetime):
+            raise ValidationError("since is a date (the first month counted)")
+        since = since.replace(day=1)
+        kpis = self._kpis.get(since)
+        if kpis is None:
+            kpis = self._kpis[since] = LoyaltyKpis(
+                self.projections, self.activity, since=since, calendar=self.calendar,
+                programmes=(self.tiers.programme_id,),
+            )  # fmt: skip
+        return kpis
 
     def expire_holds(self) -> list[str]:
         """Expire every pending ledger hold past its timeout (any process's); returns their

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import attrs
 
-from fxcrm_core.accounts import TradingAccountOpened
+from fxcrm_core.accounts import AccountGroupChanged, TradingAccountOpened
 from fxcrm_core.clients import Client, Stage, StageChanged
 from fxcrm_core.commissions import ClientAttributed
 from fxcrm_core.events import (
@@ -168,26 +168,42 @@ class LoginActivity:
 
 
 class TradingLogins:
-    """A memory read model of who holds which trading login (``TradingAccountOpened`` only):
-    small enough for a policy to keep one of its own caught up to the event it handles."""
+    """A memory read model of who holds which trading login and in which group
+    (``TradingAccountOpened``, ``AccountGroupChanged``): small enough for a policy to keep one
+    of its own caught up to the event it handles."""
 
     name = "trading-logins"
-    event_types: frozenset[str] | None = frozenset({"TradingAccountOpened"})
+    event_types: frozenset[str] | None = frozenset({"TradingAccountOpened", "AccountGroupChanged"})
 
     def __init__(self) -> None:
         self.logins: dict[tuple[str, int], str] = {}
+        self.groups: dict[tuple[str, int], str] = {}
+        self._accounts: dict[str, tuple[str, int]] = {}  # account id -> (server, login)
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
         if isinstance(event, TradingAccountOpened):
-            self.logins[(event.server, event.login)] = event.client_id
+            key = (event.server, event.login)
+            self.logins[key] = event.client_id
+            self.groups[key] = event.group
+            self._accounts[event.account_id] = key
+        elif isinstance(event, AccountGroupChanged):
+            found = self._accounts.get(recorded.stream_id.removeprefix("tradingaccount-"))
+            if found is not None:
+                self.groups[found] = event.group
 
     def reset(self) -> None:
         self.logins.clear()
+        self.groups.clear()
+        self._accounts.clear()
 
     def client_of(self, server: str, login: int) -> str | None:
         """The client holding the login (None: no client's, as far as read)."""
         return self.logins.get((server, login))
+
+    def group_of(self, server: str, login: int) -> str | None:
+        """The login's trading group as last recorded (None: not a client's login)."""
+        return self.groups.get((server, login))
 
 
 class Lifecycle:

@@ -200,6 +200,8 @@ DEFAULT_POLICY = AccessPolicy(
             "wire.*",
             "account.group",
             "account_change.request",
+            "bonus.grant",
+            "ib_rank.approve",
         },
         Role.ADMIN: {
             "client.read",
@@ -213,6 +215,8 @@ DEFAULT_POLICY = AccessPolicy(
             "tier.programme",
             "tier_override.request",
             "points_adjust.request",
+            "ib_rank.programme",
+            "ib_rank.request",
         },
         Role.PORTAL: {"client.register"},
     },

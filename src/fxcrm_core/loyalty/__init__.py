@@ -1,13 +1,36 @@
 """Loyalty (issue 15): tier programmes as data, evaluated on client activity, with overrides
-through maker-checker and benefits the other contexts read.
+through maker-checker and benefits the other contexts read; points, cashback per lot, bonus
+credit, IB ranks from the same tier engine, segmentation (RFM), churn warnings and KPIs.
 
-Imports ``kernel``, ``events`` and ``access``. Client activity comes through the
-:class:`ActivitySource` port (the activity read model answers it), not by importing
-``fxcrm_core.activity``. Segmentation (RFM) and churn warnings read the activity read model's
-windows (``fxcrm_core.activity``, below loyalty in the layers).
+Tiers ask client activity through the :class:`ActivitySource` port (the activity read model's
+adapter answers it). Segmentation, churn warnings, IB ranks and KPIs read the activity read
+model's windows (``fxcrm_core.activity``, below loyalty in the layers); points and cashback pay
+through the ledger, bonus credit through the trading-server port, IB ranks through the IB
+network. The broker builds these services and runs their policies (docs/loyalty.md).
 """
 
 from fxcrm_core.events import EventRegistry
+from fxcrm_core.loyalty.bonus import (
+    BONUS_EVENTS,
+    BONUS_POLICY,
+    BONUS_UPSTREAM,
+    GRANT_PERMISSION,
+    Bonus,
+    BonusAccount,
+    BonusBurnDecided,
+    BonusBurnt,
+    BonusGranted,
+    BonusWithdrawalNoted,
+)
+from fxcrm_core.loyalty.cashback import (
+    CASHBACK_EVENTS,
+    CASHBACK_POLICY,
+    Cashback,
+    CashbackAccount,
+    CashbackDayFixed,
+    CashbackPaid,
+    CashbackPlan,
+)
 from fxcrm_core.loyalty.churn import (
     CHURN_EVENTS,
     BaselineChurnModel,
@@ -30,6 +53,22 @@ from fxcrm_core.loyalty.events import (
     TierOverrideSet,
     TierPeriodClosed,
     TierProgrammeRecorded,
+)
+from fxcrm_core.loyalty.ib_ranks import (
+    IB_RANKS_POLICY,
+    IB_RANKS_UPSTREAM,
+    RANK_ACTION,
+    RANK_PROGRAMME_PERMISSION,
+    IbActivity,
+    IbRanks,
+)
+from fxcrm_core.loyalty.kpis import (
+    CohortValue,
+    KpiReport,
+    LifetimeValue,
+    LoyaltyKpis,
+    PointsFlows,
+    TierDistribution,
 )
 from fxcrm_core.loyalty.points import (
     ADJUST_ACTION,
@@ -91,6 +130,35 @@ from fxcrm_core.loyalty.tiers import (
 )
 
 __all__ = [
+    "BONUS_EVENTS",
+    "BONUS_POLICY",
+    "BONUS_UPSTREAM",
+    "CASHBACK_EVENTS",
+    "CASHBACK_POLICY",
+    "GRANT_PERMISSION",
+    "IB_RANKS_POLICY",
+    "IB_RANKS_UPSTREAM",
+    "RANK_ACTION",
+    "RANK_PROGRAMME_PERMISSION",
+    "Bonus",
+    "BonusAccount",
+    "BonusBurnDecided",
+    "BonusBurnt",
+    "BonusGranted",
+    "BonusWithdrawalNoted",
+    "Cashback",
+    "CashbackAccount",
+    "CashbackDayFixed",
+    "CashbackPaid",
+    "CashbackPlan",
+    "CohortValue",
+    "IbActivity",
+    "IbRanks",
+    "KpiReport",
+    "LifetimeValue",
+    "LoyaltyKpis",
+    "PointsFlows",
+    "TierDistribution",
     "ADJUST_ACTION",
     "POINTS_EVENTS",
     "POINTS_POLICY",
@@ -169,3 +237,5 @@ def register_events(registry: EventRegistry) -> None:
     registry.register_all(LOYALTY_EVENTS)
     registry.register_all(POINTS_EVENTS)
     registry.register_all(CHURN_EVENTS)
+    registry.register_all(CASHBACK_EVENTS)
+    registry.register_all(BONUS_EVENTS)
