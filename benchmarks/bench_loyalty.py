@@ -25,8 +25,8 @@ file (untimed) and writes its decisions there.
      USD net deposits or 40 trades; calendar month) recorded before the run (untimed);
      ``Tiers.close_period`` closes March for every client, in units of work of ``--batch``
      clients committed to the SQLite log (a ``TierPeriodClosed`` and the first ``TierChanged``
-     per client); the tier engine reads the activity read model through ``TierFigures``, the
-     small ``ActivitySource`` adapter below (the broker has no adapter yet);
+     per client); the tier engine reads the activity read model through the library's
+     ``ClientActivitySource`` (the broker's adapter);
    - RFM: ``Segmentation(...).score_all`` with the default ``RfmModel`` (a read: nothing
      recorded);
    - churn: ``ChurnWatch(..., projections=...).evaluate_all`` with the default
@@ -66,8 +66,7 @@ from typing import Any
 from fxcrm_core.access import AccessControl, Actor, Approvals, Role
 from fxcrm_core.access import register_events as register_access_events
 from fxcrm_core.accounts import TradingAccountOpened
-from fxcrm_core.activity import ClientActivity
-from fxcrm_core.activity import Measure as ActivityMeasure
+from fxcrm_core.activity import ClientActivity, ClientActivitySource
 from fxcrm_core.events import (
     EventCodec,
     EventMetadata,
@@ -439,31 +438,6 @@ VIP = TierProgramme(
 )
 
 
-class TierFigures:
-    """The tier engine's ``ActivitySource`` over the activity read model: the trading days from
-    the one ``start`` opens to the one ``end`` closes, as a window of that many trading days."""
-
-    def __init__(self, activity: ClientActivity) -> None:
-        self.activity = activity
-        self.calendar = activity.calendar
-        self._spans: dict[tuple[datetime, datetime], tuple[int, datetime]] = {}
-
-    def measure(self, client_id: str, measure: Measure, start: datetime, end: datetime) -> Decimal:
-        span = self._spans.get((start, end))
-        if span is None:
-            first = self.calendar.trading_day(start)
-            last = self.calendar.trading_day(end - TICK)
-            n, day = 0, first
-            while day <= last:
-                n += self.calendar.is_trading_day(day)
-                day += timedelta(days=1)
-            span = self._spans[(start, end)] = (n, end - TICK)
-        n, at = span
-        if n == 0:
-            return ZERO
-        return self.activity.window(client_id, ActivityMeasure(measure.value), days=n, at=at).value
-
-
 class Sdk:
     """The library's services over one SQLite log, built as a process builds them."""
 
@@ -483,7 +457,7 @@ class Sdk:
             self.repository,
             access,
             Approvals(self.repository, access),
-            TierFigures(self.activity),
+            ClientActivitySource(self.activity),
             programme="vip",
             calendar=self.calendar,
             clock=FixedClock(datetime(2025, 12, 31, tzinfo=UTC)),
@@ -793,7 +767,9 @@ def main() -> None:
         # the loop first (its memory is freed before the SDK's is built)
         t_loop_build, (days, lc) = timed(loop_rebuild, work, args.horizon)
         deal_count = sum(b[0] for d in days.values() for b in d.values())
+        gc.freeze()  # its per-day dicts are long-lived too: the same treatment as the SDK's
         t_loop_eval, loop_out = timed(loop_reevaluate, work, days, lc, at)
+        gc.unfreeze()
         del days, lc
         gc.collect()
         sdk = Sdk(work, args.horizon)

@@ -344,8 +344,20 @@ class ClientActivity:
         with self._lock:
             self._caught_up()
             found = self._days.get(client_id)
-            buckets = [d for day, d in found.items() if first <= day <= last] if found else []
-        return _value(measure, buckets)
+            if not found:
+                return _value(measure, ())
+            if measure in _FLOW_OF:  # one pass: the window's days and their flows
+                kinds = _FLOW_OF[measure]
+                negative = kinds[-1] if len(kinds) == 2 else None
+                usd = _ZERO
+                for day, bucket in found.items():
+                    if first <= day <= last:
+                        for (kind, _), flow in bucket.flows.items():
+                            if kind in kinds:
+                                # (x - y is x + (-1 * y), digit for digit)
+                                usd = usd - flow.usd if kind == negative else usd + flow.usd
+                return usd.quantize(_CENT, rounding="ROUND_HALF_EVEN")
+            return _value(measure, (d for day, d in found.items() if first <= day <= last))
 
     def clients(self) -> list[str]:
         """Every client with any activity, in id order."""
@@ -514,7 +526,7 @@ def _figure(measure: Measure, buckets: Iterable[Day]) -> Figure:
     )
 
 
-def _value(measure: Measure, buckets: list[Day]) -> Decimal:
+def _value(measure: Measure, buckets: Iterable[Day]) -> Decimal:
     """``_figure(measure, buckets).value``, computed alone."""
     if measure is Measure.TRADES:
         return Decimal(sum(d.trades for d in buckets))
@@ -522,7 +534,7 @@ def _value(measure: Measure, buckets: list[Day]) -> Decimal:
         return sum((d.lots for d in buckets), _ZERO)
     if measure is Measure.ACTIVE_DAYS:
         return Decimal(sum(1 for d in buckets if d.trades > 0))
-    kinds = _FLOW_OF[measure]
+    kinds = _FLOW_OF[measure]  # (the read model's one-pass loop does the same for one client)
     negative = kinds[-1] if len(kinds) == 2 else None
     usd = _ZERO
     for bucket in buckets:
