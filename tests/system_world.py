@@ -104,9 +104,22 @@ def _upstream() -> list[tuple[object, tuple[object, ...]]]:
         (demo.deposit, (ana, "5000", "acq-1")),
         (demo.to_trading, (ana, "3000")),
         (demo.sign_ibs, (ana,)),
+        (demo.loyalty_setup, (ana,)),
         (demo.trade, (200,)),
+        (money_back, (ana, "500")),
         (demo.stage_after, (ana, 95)),
     ]
+
+
+def money_back(broker: Broker, email: str, amount: str) -> None:
+    """Money from the trading account back to the wallet (the bonus policy's upstream)."""
+    from fxcrm_core import demo
+
+    client_id = demo._client(broker, email)
+    account = demo._account(broker, client_id)
+    broker.transfers.move(
+        Actor.client(client_id), "back-1", account.id, Money.of(amount, "USD"), to_trading=False
+    )
 
 
 UPSTREAM: list[tuple[Any, tuple[Any, ...]]] = []

@@ -3,6 +3,7 @@ a fresh process after every command, and across two live processes (the parity h
 
 from __future__ import annotations
 
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,23 @@ def test_the_demo_day_runs_and_a_new_process_agrees(tmp_path: Path) -> None:
     assert figures["introducer"] == "ib-north"
     assert figures["kyc_level"] == figures["recorded_level"] == 3
     # 5000 - 3000 to trading - 1000 - 7.00 fee + 979.02 (7000 CNY at the broker's deposit
-    # rate) + 2500 by wire - 300 to Chen
-    assert figures["wallet"] == "4172.02 USD"
+    # rate) + 2500 by wire - 300 to Chen + 500 back from trading + 1.00 for 100 points + the
+    # day's cashback, paid the next trading day
+    (day, payable, rates), *more = figures["cashback_fixed"]
+    assert (day, more) == ("2026-03-06", [])
+    assert figures["cashback_paid"] == payable
+    cashback = Decimal(payable.removesuffix(" USD"))
+    lots = {Decimal(rate.removesuffix(" USD")): Decimal(n) for rate, n in rates}
+    exact = sum((r * n for r, n in lots.items()), Decimal(0))
+    assert cashback == exact.quantize(Decimal("0.01"), ROUND_DOWN)
+    assert set(lots) == {Decimal("0.10"), Decimal("1.00")}  # bronze: the plan's; gold: the tier's
+    assert figures["wallet"] == f"{Decimal('4673.02') + cashback} USD"
+    # Gold at once on the day's lots, a week's grace after March, bronze; the IB rank set by
+    # hand (2), senior partner (3) from the next trading day's start, partner after a quiet April
+    assert figures["tier_history"] == ["gold (upgrade_at_once)", "bronze (grace_expired)"]
+    assert [rank for _, rank in figures["ib_rank_history"]] == [2, 3, 1]
+    assert figures["points"] == "0"  # every lot expired after 60 days
+    assert Decimal(figures["bonus_credit"]) < 100  # burnt pro rata on the 500 taken back
     assert figures["rebate_entries"] > 0
     assert all(lag == 0 for lag in figures["policy_lag"].values())
 

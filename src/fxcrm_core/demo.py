@@ -47,6 +47,21 @@ from fxcrm_core.kernel import (
     RateTable,
     Rounding,
 )
+from fxcrm_core.loyalty import (
+    BaselineChurnModel,
+    Benefits,
+    CalendarMonth,
+    CashbackPlan,
+    Combination,
+    DowngradeRule,
+    Measure,
+    Threshold,
+    Tier,
+    TierChanged,
+    TierProgramme,
+    UpgradeTiming,
+)
+from fxcrm_core.loyalty.points_rules import CashbackRate, DepositRate, PointsRules
 from fxcrm_core.payments import FeePolicy, InstrumentKind, PaymentLimits, reconcile
 from fxcrm_core.privacy import MasterKeyring, RetentionPolicy
 from fxcrm_core.trading import (
@@ -82,6 +97,41 @@ FINANCE = Actor.staff("fin-1", Role.FINANCE)
 ADMIN = Actor.staff("admin-1", Role.ADMIN)
 DPO = Actor.staff("dpo", Role.COMPLIANCE)
 PAYOUTS = Actor.system("payouts", Role.FINANCE)
+
+POINTS_RULES = PointsRules(
+    per_lot={"fx": Decimal(10), "metals": Decimal(20)},
+    symbol_groups={"XAUUSD": "metals", "XAGUSD": "metals"},
+    default_group="fx",
+    per_deposit=(DepositRate(Money.of(100, USD), Decimal(1)),),
+    validity=timedelta(days=60),
+    cashback=CashbackRate(Decimal(100), Money.of(1, USD)),
+)
+
+
+def _tiers() -> TierProgramme:
+    """The client tier programme: calendar months, upgrades at once, a week's grace."""
+    return TierProgramme(
+        "main", 1, START,
+        [
+            Tier("bronze"),
+            Tier("silver", all_of=[Threshold(Measure.LOTS, Decimal(5))],
+                 benefits=Benefits(Money.of("0.50", USD), Decimal("1.5"), 500)),
+            Tier("gold", all_of=[Threshold(Measure.LOTS, Decimal(200))],
+                 benefits=Benefits(Money.of("1.00", USD), Decimal(2), 200)),
+        ],
+        CalendarMonth(), UpgradeTiming.AT_ONCE, DowngradeRule(grace_trading_days=5),
+        Combination.CURRENT_PERIOD,
+    )  # fmt: skip
+
+
+def _ib_tiers() -> TierProgramme:
+    """The IB rank programme: a senior partner's downline trades 10 lots in the month."""
+    return TierProgramme(
+        "ib-ranks", 1, START,
+        [Tier("partner"), Tier("senior-partner", all_of=[Threshold(Measure.LOTS, Decimal(10))])],
+        CalendarMonth(), UpgradeTiming.NEXT_TRADING_DAY, DowngradeRule(grace_trading_days=0),
+        Combination.CURRENT_PERIOD,
+    )  # fmt: skip
 
 
 def _schedules() -> ScheduleBook:
@@ -119,6 +169,15 @@ def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
         "distribution": FixedShares((Decimal("0.7"), Decimal("0.3"))),
         "payout_policies": {"ib-apex": payout, "ib-north": payout},
         "dormant_after": timedelta(days=90),
+        # Loyalty: points per lot and per deposit, cashback per lot (more for higher tiers),
+        # IB ranks from an IB tier programme.
+        "points_rules": POINTS_RULES,
+        "cashback_plan": CashbackPlan(
+            USD, default_rate=Money.of("0.10", USD), excluded_groups=["demo\\usd"]
+        ),
+        "ib_ranks": {"partner": 1, "senior-partner": 3},
+        # The demo's client trades on one day only: a single active day makes a habit here.
+        "churn_model": BaselineChurnModel(min_active_days=1),
         # A broker keeps records five years after a relationship ends (the default); the demo
         # keeps none, so its one day can show an erasure.
         "retention": RetentionPolicy(years=0),
@@ -384,6 +443,72 @@ def ib_records(broker: Broker, email: str) -> dict[str, Any]:
     }
 
 
+def loyalty_setup(broker: Broker, email: str) -> dict[str, Any]:
+    """An admin records the tier programme and the IB rank programme (data, with who and why);
+    finance grants a welcome bonus as credit on the trading account, through the server."""
+    broker.tiers.record_programme(ADMIN, _tiers(), reason="spring loyalty programme")
+    assert broker.ib_ranks is not None
+    broker.ib_ranks.record_programme(ADMIN, _ib_tiers(), reason="IB ranks from volume")
+    ana = _client(broker, email)
+    account = _account(broker, ana)
+    granted = broker.bonus.grant(
+        FINANCE, account.id, Money.of(100, USD), grant_id="welcome", reason="welcome bonus"
+    )
+    return {
+        "tiers": [t.name for t in broker.tiers.programme_at(START).tiers],
+        "tier now": broker.tiers.tier(ana, START),
+        "bonus credit": str(granted.amount),
+        "server credit": str(broker.trading_server.account_state(account.login).credit),
+    }
+
+
+def loyalty_after_trading(broker: Broker, email: str) -> dict[str, Any]:
+    """After the sessions: the tier the deals gave, points earned (more in a higher tier), 100
+    points redeemed as cashback to the wallet, 500 USD back to the wallet (the bonus burns pro
+    rata once the day's job runs), and the RFM segment."""
+    ana = _client(broker, email)
+    now = broker.clock.now()
+    me = Actor.client(ana)
+    points = broker.points.balance(ana)
+    redeemed = broker.points.redeem(me, ana, Decimal(100), request_id="spring-1")
+    account = _account(broker, ana)
+    broker.transfers.move(me, "move-back-1", account.id, Money.of(500, USD), to_trading=False)
+    broker.end_of_day()  # the day has not ended yet: only the bonus burn is settled
+    score = broker.segments.score(ana, now)
+    return {
+        "tier": broker.tiers.tier(ana, now),
+        "points earned": str(points),
+        "redeemed": f"100 points -> {redeemed.cashback}",
+        "points left": str(broker.points.balance(ana)),
+        "bonus credit": str(broker.bonus.account(account.id).credit),
+        "server credit": str(broker.trading_server.account_state(account.login).credit),
+        "rfm": f"{score.code} {score.segment.value}",
+    }
+
+
+def loyalty_later(broker: Broker, email: str) -> dict[str, Any]:
+    """After the quiet months: the day's cashback was fixed at its close and paid the next
+    trading day, points expired, a churn warning with its reasons, IB ranks, and March's KPIs."""
+    ana = _client(broker, email)
+    warning = broker.churn.warning(ana)
+    assert broker.ib_ranks is not None
+    march = broker.kpis().month(2026, 3)
+    return {
+        "cashback paid": str(broker.cashback.paid_total(ana)),
+        "points left": str(broker.points.balance(ana)),
+        "churn warning": None if warning is None else list(warning.reasons),
+        "ib ranks": {
+            ib: broker.ib_ranks.rank_of(ib, broker.clock.now()) for ib in ("ib-apex", "ib-north")
+        },
+        "march": {
+            "active clients": march.active_clients,
+            "tiers": dict(march.tiers[0].counts) if march.tiers else {},
+            "points redemption rate": str(march.redemption_rate),
+            "lifetime value": str(march.lifetime_value.average),
+        },
+    }
+
+
 def trade(broker: Broker, deals: int) -> dict[str, Any]:
     """The server plays a trading session; the broker pulls its feed into the log."""
     simulated = broker.trading_server
@@ -418,7 +543,7 @@ def stage_after(broker: Broker, email: str, days: int) -> str:
     check closes the trading days that ended."""
     assert isinstance(broker.clock, FixedClock)
     broker.clock.advance(days=days)
-    broker.close_trading_days()
+    broker.end_of_day()
     stage = broker.repository.get(Client, _client(broker, email)).stage
     assert stage is not None
     return stage.value
@@ -493,13 +618,20 @@ DAY: tuple[DayStep, ...] = (
     ),
     DayStep("IBs signed: ib-north under ib-apex", sign_ibs, (ANA_EMAIL,)),
     DayStep("an IB application approved, a rank, a new gold rate", ib_records, (BO[1],)),
+    DayStep("loyalty: a tier programme, IB ranks and a welcome bonus", loyalty_setup, (ANA_EMAIL,)),
     DayStep("a trading session", trade, (150,)),
     DayStep("the afternoon session", trade, (150,)),
     DayStep("IB payouts through the ledger", pay_ibs),
+    DayStep(
+        "loyalty: tier, points redeemed, money back from trading",
+        loyalty_after_trading,
+        (ANA_EMAIL,),
+    ),
     DayStep("Bo closes his relationship", close, (BO[1],)),
     DayStep("Bo's erasure request (the demo keeps no AML retention)", erase, (BO[1],)),
     DayStep("Ana's erasure request while still a client", erase, (ANA_EMAIL,)),
     DayStep("95 days without a trade or a deposit", stage_after, (ANA_EMAIL, 95)),
+    DayStep("loyalty: cashback paid, a churn warning, IB ranks, KPIs", loyalty_later, (ANA_EMAIL,)),
 )
 
 
@@ -531,6 +663,28 @@ def figures(broker: Broker) -> dict[str, Any]:
         },
         "policy_lag": broker.policies.lag(),
         "events": broker.store.last_position(),
+        **_loyalty_figures(broker, ana),
+    }
+
+
+def _loyalty_figures(broker: Broker, ana: str) -> dict[str, Any]:
+    account = _account(broker, ana)
+    fixed = list(broker.cashback.account(ana).fixed.values())
+    assert broker.ib_ranks is not None
+    return {
+        "tier_history": [
+            f"{r.event.to_tier} ({r.event.rule})"
+            for r in broker.tiers.history(ana)
+            if isinstance(r.event, TierChanged)
+        ],
+        "points": str(broker.points.balance(ana)),
+        "cashback_fixed": [(str(f.trading_day), str(f.payable), f.rates) for f in fixed],
+        "cashback_paid": str(broker.cashback.paid_total(ana)),
+        "bonus_credit": str(broker.bonus.account(account.id).credit),
+        "ib_rank_history": [
+            (str(r.event.effective_at), r.event.rank)
+            for r in broker.ib_network.rank_history("ib-north")
+        ],
     }
 
 
