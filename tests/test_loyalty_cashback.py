@@ -419,3 +419,55 @@ def test_a_scheduler_may_close_a_day_itself_once_and_the_policy_then_records_not
     assert fixed.payable == usd(10)
     with pytest.raises(ValidationError):
         world.cashback.close_day(T0)
+
+
+# -- the correction horizon ---------------------------------------------------------------------
+
+
+def test_what_each_deal_counted_is_forgotten_after_the_correction_horizon() -> None:
+    """Sixty trading days of deals: the client's state keeps only the deals of the last
+    ``correction_days`` days; a correction of an older deal, and an older deal arriving late,
+    count nothing; a correction inside the horizon still does; the total paid stays whole."""
+    world = World(plan=attrs.evolve(PLAN, correction_days=10))
+    day, days, first = DAY1, [], None
+    for _ in range(60):
+        deal = world.deal("1", day=day)
+        first = first or deal
+        world.pull()
+        world.close(day)
+        days.append(day)
+        day = next_weekday(day)
+    state = world.cashback.account("c1")
+    assert state.forgotten_before == days[-1] - timedelta(days=10)
+    assert all(d.trading_day >= state.forgotten_before for d in state.deals.values())
+    assert len(state.deals) <= 9  # at most the weekdays of ten calendar days
+    assert first is not None
+    world.change(first, DealChange.DELETED)  # too old: not taken back
+    world.deal("3", day=days[0], ticket=10_000)  # an old deal arriving late: not counted
+    recent = world.deal("1", day=days[-2], ticket=10_001)  # inside the horizon: counted late
+    world.pull()
+    world.close(day)
+    last = world.cashback.day("c1", day)
+    assert last is not None
+    assert last.adjustment == Decimal(5)  # only the recent late deal
+    world.change(recent, DealChange.DELETED)  # and taken back while inside the horizon
+    world.pull()
+    world.close(next_weekday(day))
+    taken = world.cashback.day("c1", next_weekday(day))
+    assert taken is not None
+    assert taken.adjustment == Decimal(-5)
+    world.cashback.pay_due(datetime(2027, 1, 1, tzinfo=UTC))
+    # the late deal was paid before its deletion: the -5 waits for later cashback (never
+    # taken back from the wallet)
+    assert world.cashback.paid_total("c1") == world.wallet("c1") == usd(60 * 5 + 5)
+    assert world.cashback.account("c1").carry == Decimal(-5)
+    fresh = World(
+        world.repository.store, feed=world.feed, plan=attrs.evolve(PLAN, correction_days=10)
+    )
+    assert fresh.cashback.account("c1") == world.cashback.account("c1")
+
+
+def test_a_plan_refuses_a_correction_horizon_that_is_not_whole_days() -> None:
+    for bad in (0, -1, 3651, 1.5, True, "30"):
+        with pytest.raises(ValidationError):
+            CashbackPlan("USD", correction_days=bad)  # type: ignore[arg-type]

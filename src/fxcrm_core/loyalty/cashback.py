@@ -22,7 +22,12 @@ The rules, in one place:
   the ledger transfer ``cashback:<client>:<day>`` from the broker's ``cashback:<ccy>`` account to
   the client's wallet, with ``CashbackPaid`` in the same append: once per client and day whatever
   the retries and processes. Cashback is paid in the plan's currency, to the wallet of that
-  currency (no conversion).
+  currency (no conversion);
+- a deal may be counted, corrected or deleted up to ``CashbackPlan.correction_days`` calendar
+  days after its trading day (30 by default): what each deal counted is kept that long after
+  the client's last fixed day, then forgotten (a client's state stays bounded), and a later
+  change to an older deal, or an older deal arriving late, counts nothing (the rebate engine's
+  horizon works the same way).
 """
 
 from __future__ import annotations
@@ -103,8 +108,12 @@ class CashbackPlan:
     default_rate: Money | None = None
     excluded_symbols: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     excluded_groups: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    correction_days: int = 30
 
     def __attrs_post_init__(self) -> None:
+        days = self.correction_days
+        if type(days) is not int or not 1 <= days <= 3650:
+            raise ValidationError("correction_days is a whole number of days from 1 to 3650")
         for symbol, rate in self.per_symbol.items():
             short_name(symbol, "a symbol")
             self.check_rate(rate)
@@ -153,7 +162,8 @@ class CashbackDayFixed(DomainEvent):
     """The client's ``trading_day`` fixed at its close: ``deals`` counted for ``lots`` at
     ``rates`` ((rate, lots) pairs) make ``amount`` (exact); with ``adjustment`` (late changes)
     and ``carried_in``, ``payable`` is due from ``pay_on`` and ``carried_out`` waits for the
-    next fixed day."""
+    next fixed day. What deals older than ``forget_before`` counted is forgotten from here on
+    (None: kept)."""
 
     client_id: str
     trading_day: date
@@ -166,6 +176,7 @@ class CashbackDayFixed(DomainEvent):
     carried_in: Decimal
     payable: Money
     carried_out: Decimal
+    forget_before: date | None = None
 
 
 @attrs.frozen
@@ -210,7 +221,8 @@ CASHBACK_EVENTS: tuple[type[DomainEvent], ...] = (
 class CashbackAccount(Aggregate):
     """One client's cashback (id: the client id): every deal as last counted, the deal keys of
     each day not fixed yet, the adjustment and carry waiting for the next fixed day, and each
-    fixed day's payable and whether it was paid."""
+    fixed day's payable and whether it was paid (days before ``forgotten_before`` only while
+    unpaid), and the total ever paid."""
 
     category = "cashback"
     deals: Mapping[str, CountedDeal] = attrs.field(factory=dict)
@@ -219,6 +231,8 @@ class CashbackAccount(Aggregate):
     carry: Decimal = _ZERO
     fixed: Mapping[date, CashbackDayFixed] = attrs.field(factory=dict)
     paid: Mapping[date, CashbackPaid] = attrs.field(factory=dict)
+    forgotten_before: date | None = None
+    paid_total: Decimal = _ZERO
 
     @property
     def unpaid(self) -> list[CashbackDayFixed]:
@@ -244,21 +258,39 @@ class CashbackAccount(Aggregate):
                 return self.evolve(deals=deals, open=open_, adjustment=adjustment)
             case CashbackDayFixed():
                 open_ = {k: v for k, v in self.open.items() if k != event.trading_day}
+                fixed = {**self.fixed, event.trading_day: event}
+                kept: Mapping[str, CountedDeal] = self.deals
+                paid: Mapping[date, CashbackPaid] = self.paid
+                edge = event.forget_before
+                if edge is not None:  # forget what is too old to change any more
+                    kept = {k: d for k, d in kept.items() if d.trading_day >= edge}
+                    paid = {d: p for d, p in paid.items() if d >= edge}
+                    fixed = {
+                        d: f for d, f in fixed.items()
+                        if d >= edge or (f.payable.is_positive() and d not in self.paid)
+                    }  # fmt: skip
                 return self.evolve(
                     open=open_,
                     adjustment=self.adjustment - event.adjustment,
                     carry=event.carried_out,
-                    fixed={**self.fixed, event.trading_day: event},
+                    fixed=fixed,
+                    deals=kept,
+                    paid=paid,
+                    forgotten_before=edge if edge is not None else self.forgotten_before,
                 )
             case CashbackPaid():
-                return self.evolve(paid={**self.paid, event.trading_day: event})
+                return self.evolve(
+                    paid={**self.paid, event.trading_day: event},
+                    paid_total=self.paid_total + event.amount.amount,
+                )
         raise ValidationError(f"CashbackAccount cannot apply {type(event).__name__}")
 
-    def fix(self, until: date, pay_on: date, quantum: Decimal, currency: Currency) -> list[
-        CashbackDayFixed
-    ]:  # fmt: skip
+    def fix(
+        self, until: date, pay_on: date, quantum: Decimal, currency: Currency, forget_days: int
+    ) -> list[CashbackDayFixed]:
         """The fixes of every open day up to ``until`` (or of ``until`` alone when only an
-        adjustment waits), the adjustment and carry going into the first."""
+        adjustment waits), the adjustment and carry going into the first; the last forgets
+        deals older than ``forget_days`` before ``until``."""
         days = sorted(d for d in self.open if d <= until and d not in self.fixed)
         if not days and self.adjustment != 0 and until not in self.fixed:
             days = [until]
@@ -282,6 +314,8 @@ class CashbackAccount(Aggregate):
                 )
             )  # fmt: skip
             carry, adjustment = total - payable, _ZERO
+        if out:
+            out[-1] = attrs.evolve(out[-1], forget_before=until - timedelta(days=forget_days))
         return out
 
 
@@ -373,8 +407,7 @@ class Cashback:
 
     def paid_total(self, client_id: str) -> Money:
         """Everything paid to the client as cashback."""
-        paid = self.account(client_id).paid.values()
-        return sum((p.amount for p in paid), Money.zero(self.plan.currency))
+        return Money.of(self.account(client_id).paid_total, self.plan.currency)
 
     # -- the policy handler ---------------------------------------------------------------------
     def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
@@ -425,6 +458,9 @@ class Cashback:
             batch = batches.setdefault(client_id, {})
             state = uow.load(CashbackAccount, client_id)
             before = batch.get(deal.key) or (state.deals.get(deal.key) if state else None)
+            edge = state.forgotten_before if state is not None else None
+            if before is None and edge is not None and self.calendar.trading_day(deal.time) < edge:
+                continue  # past the correction horizon: counts nothing
             counted = self._counted(client_id, item.change, deal, before, book)
             if counted is not None:
                 staged = batch.get(deal.key)
@@ -497,7 +533,7 @@ class Cashback:
         fixed, still_open = [], []
         for client_id in sorted(book.open_clients):
             state = uow.load(CashbackAccount, client_id) or CashbackAccount.blank(client_id)
-            events = state.fix(day, pay_on, quantum, self.plan.currency)
+            events = state.fix(day, pay_on, quantum, self.plan.currency, self.plan.correction_days)
             if events:
                 state = uow.record(state, *events)
                 fixed.append(client_id)
