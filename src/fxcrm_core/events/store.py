@@ -30,6 +30,7 @@ __all__ = [
     "check_appends",
     "iter_all",
     "read_types",
+    "TypeCursor",
 ]
 
 
@@ -180,6 +181,25 @@ def read_types(
     if types is not None:
         return [s for s in batch if s.event_type in types], batch[-1].position, False
     return batch, batch[-1].position, False
+
+
+class TypeCursor:
+    """Reads the events of some types after the position it last read up to: what a memory
+    index of the log (the holders of something, what is still unpaid) needs to catch up.
+    Not thread-safe by itself: its owner reads under its own lock."""
+
+    def __init__(self, store: EventStore, types: frozenset[str], *, batch: int = 1000) -> None:
+        self.store, self.types, self.batch = store, types, batch
+        self.position = 0  # read up to here
+
+    def new_rows(self) -> Iterator[StoredEvent]:
+        """The events of the types recorded since the last read, in log order."""
+        while True:
+            rows, upto, done = read_types(self.store, self.position, self.types, self.batch)
+            yield from rows
+            self.position = max(self.position, upto)
+            if done:
+                return
 
 
 def iter_all(

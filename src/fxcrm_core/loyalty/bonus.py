@@ -42,7 +42,7 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
-from fxcrm_core.events.store import read_types
+from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.kernel.errors import ConcurrencyError, IdempotencyConflictError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.kernel.text import checked_text
@@ -211,7 +211,8 @@ class Bonus:
         self.servers = servers
         self._lock = threading.Lock()
         self._holders: dict[str, None] = {}
-        self._holders_at = 0
+        granted = repository.codec.registry.name_of(BonusGranted)
+        self._holder_rows = TypeCursor(repository.store, frozenset({granted}))
 
     # -- reading --------------------------------------------------------------------------------
     def account(self, account_id: str) -> BonusAccount:
@@ -220,16 +221,9 @@ class Bonus:
 
     def holders(self) -> list[str]:
         """Every trading account ever granted a bonus (a memory read of the log)."""
-        store, codec = self.repository.store, self.repository.codec
-        names = frozenset((codec.registry.name_of(BonusGranted),))
         with self._lock:
-            while True:
-                rows, upto, done = read_types(store, self._holders_at, names, 1000)
-                for row in rows:
-                    self._holders[row.stream_id.removeprefix("bonus-")] = None
-                self._holders_at = max(self._holders_at, upto)
-                if done:
-                    break
+            for row in self._holder_rows.new_rows():
+                self._holders[row.stream_id.removeprefix("bonus-")] = None
             return sorted(self._holders)
 
     def _trading(self, account_id: str) -> tuple[TradingAccount, TradingServer]:

@@ -43,7 +43,7 @@ import attrs
 
 from fxcrm_core.events import DomainEvent, EventMetadata, RecordedEvent, Repository, UnitOfWork
 from fxcrm_core.events.aggregate import Aggregate
-from fxcrm_core.events.store import read_types
+from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
@@ -392,7 +392,10 @@ class Cashback:
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._unpaid: dict[str, set[date]] = {}
-        self._unpaid_at = 0
+        names = repository.codec.registry.name_of
+        self._unpaid_rows = TypeCursor(
+            repository.store, frozenset({names(CashbackDayFixed), names(CashbackPaid)})
+        )
 
     # -- reading --------------------------------------------------------------------------------
     def account(self, client_id: str) -> CashbackAccount:
@@ -543,23 +546,17 @@ class Cashback:
 
     # -- paying ---------------------------------------------------------------------------------
     def _unpaid_clients(self) -> list[str]:
-        store, codec = self.repository.store, self.repository.codec
-        names = frozenset(codec.registry.name_of(t) for t in (CashbackDayFixed, CashbackPaid))
+        decode = self.repository.codec.decode
         with self._lock:
-            while True:
-                rows, upto, done = read_types(store, self._unpaid_at, names, 1000)
-                for row in rows:
-                    event = codec.decode(row).event
-                    if isinstance(event, CashbackDayFixed) and event.payable.is_positive():
-                        self._unpaid.setdefault(event.client_id, set()).add(event.trading_day)
-                    elif isinstance(event, CashbackPaid):
-                        days = self._unpaid.get(event.client_id, set())
-                        days.discard(event.trading_day)
-                        if not days:
-                            self._unpaid.pop(event.client_id, None)
-                self._unpaid_at = max(self._unpaid_at, upto)
-                if done:
-                    break
+            for row in self._unpaid_rows.new_rows():
+                event = decode(row).event
+                if isinstance(event, CashbackDayFixed) and event.payable.is_positive():
+                    self._unpaid.setdefault(event.client_id, set()).add(event.trading_day)
+                elif isinstance(event, CashbackPaid):
+                    days = self._unpaid.get(event.client_id, set())
+                    days.discard(event.trading_day)
+                    if not days:
+                        self._unpaid.pop(event.client_id, None)
             return sorted(self._unpaid)
 
     def pay_due(self, at: datetime | None = None, *, actor: str = _SYSTEM) -> list[CashbackPaid]:

@@ -40,7 +40,7 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
-from fxcrm_core.events.store import read_types
+from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import (
     ConcurrencyError,
@@ -196,7 +196,10 @@ class Points:
         self.max_adjustment = max_adjustment
         self._lock = threading.RLock()
         self._holders: dict[str, None] = {}
-        self._holders_at = 0
+        names = repository.codec.registry.name_of
+        self._holder_rows = TypeCursor(
+            repository.store, frozenset({names(PointsEarned), names(PointsAdjusted)})
+        )
         approvals.register(
             ADJUST_ACTION, ApprovalRule(execute=self._adjust, check=self._check_adjust)
         )
@@ -220,16 +223,9 @@ class Points:
 
     def holders(self) -> list[str]:
         """Every client that ever held points (a memory read of the log, caught up here)."""
-        store, codec = self.repository.store, self.repository.codec
-        names = frozenset(codec.registry.name_of(t) for t in (PointsEarned, PointsAdjusted))
         with self._lock:
-            while True:
-                rows, upto, done = read_types(store, self._holders_at, names, 1000)
-                for row in rows:
-                    self._holders[row.stream_id.removeprefix("points-")] = None
-                self._holders_at = max(self._holders_at, upto)
-                if done:
-                    break
+            for row in self._holder_rows.new_rows():
+                self._holders[row.stream_id.removeprefix("points-")] = None
             return sorted(self._holders)
 
     # -- earning: the policy handler ----------------------------------------------------------
