@@ -25,7 +25,12 @@ from fxcrm_core.loyalty import (
     TierProgramme,
     UpgradeTiming,
 )
-from fxcrm_core.loyalty.cashback import CashbackPlan
+from fxcrm_core.loyalty.cashback import (
+    CashbackAccount,
+    CashbackDayFixed,
+    CashbackPaid,
+    CashbackPlan,
+)
 from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, TradingServer
 from tests import loyalty_wired_world as w
 from tests.system_world import LEVEL_2, approve, deposit, register
@@ -201,13 +206,25 @@ INSTANTS = [
 ]
 
 
+def cashback_events(broker: Broker, client_id: str) -> list[Any]:
+    """Every event of the client's cashback stream, oldest first (the aggregate forgets days
+    past the plan's correction horizon; the log keeps them)."""
+    stream_id = CashbackAccount.stream_id_for(client_id)
+    decode = broker.repository.codec.decode
+    return [decode(row).event for row in broker.store.read_stream(stream_id)]
+
+
 def answers(broker: Broker, members: Mapping[str, Member]) -> dict[str, Any]:
     """What a host would ask of cashback, bonus, IB ranks and KPIs."""
     out: dict[str, Any] = {}
     for name, m in members.items():
-        account = broker.cashback.account(m.client_id)
-        out[f"{name} fixed"] = {d: w.as_data(f) for d, f in account.fixed.items()}
-        out[f"{name} paid"] = {d: w.as_data(p) for d, p in account.paid.items()}
+        events = cashback_events(broker, m.client_id)
+        out[f"{name} fixed"] = {
+            e.trading_day: w.as_data(e) for e in events if isinstance(e, CashbackDayFixed)
+        }
+        out[f"{name} paid"] = {
+            e.trading_day: w.as_data(e) for e in events if isinstance(e, CashbackPaid)
+        }
         out[f"{name} paid total"] = broker.cashback.paid_total(m.client_id)
         out[f"{name} wallet"] = broker.ledger.balance(f"wallet:{m.client_id}:USD").net_credit
         bonus = broker.bonus.account(m.account_id)
