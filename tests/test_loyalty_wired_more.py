@@ -20,7 +20,12 @@ from fxcrm_core.access import Actor, Role, SelfApprovalError
 from fxcrm_core.broker import EVENT_HANDLERS, Broker
 from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.kernel.errors import AccessDeniedError, FxCrmError
-from fxcrm_core.loyalty.cashback import CASHBACK_POLICY, CashbackDayFixed, CashbackPaid
+from fxcrm_core.loyalty.cashback import (
+    CASHBACK_POLICY,
+    CashbackAccount,
+    CashbackDayFixed,
+    CashbackPaid,
+)
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import MemoryEventStore
 from fxcrm_core.trading import DealChange
@@ -78,6 +83,24 @@ def test_each_day_is_paid_the_next_trading_day_once_into_the_wallet(month: World
     assert seen["ana wallet"] == w.usd(250) + seen["ana paid total"]
     for name in ("ben", "cy"):
         assert seen[f"{name} wallet"] == w.usd(1000) + seen[f"{name} paid total"]
+
+
+def test_a_day_is_fixed_when_the_scheduler_closes_it(month: World) -> None:
+    path, run, _ = month
+    broker = m.open_sqlite(path, FixedClock(m.END), "inline", server=run.server)
+    try:
+        for member in run.members.values():
+            stream = CashbackAccount.stream_id_for(member.client_id)
+            rows = [broker.repository.codec.decode(r) for r in broker.store.read_stream(stream)]
+            fixed = [r for r in rows if isinstance(r.event, CashbackDayFixed)]
+            assert fixed
+            for r in fixed:  # by the policy, when the next day's noon run closed the day
+                assert isinstance(r.event, CashbackDayFixed)
+                assert r.metadata.actor == f"policy:{CASHBACK_POLICY}"
+                closed_at = min(w.noon(next_trading_day(r.event.trading_day)), m.END)
+                assert r.recorded_at == closed_at
+    finally:
+        broker.close()
 
 
 def test_each_day_counts_its_deals_at_the_plan_the_tier_or_the_default_rate(
