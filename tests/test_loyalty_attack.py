@@ -1,0 +1,365 @@
+"""Adversarial review of issue 15 (activity, tiers, points, cashback, bonus, IB ranks, KPIs): each
+test names the behaviour it demands and says, in a comment, the attack it makes. The tests that
+fail show a defect in ``src/`` (see the review's report); the others pin a behaviour worth
+keeping."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Approvals, Role, RowScope
+from fxcrm_core.access import register_events as access_events
+from fxcrm_core.broker import Broker
+from fxcrm_core.events import EventCodec, EventRegistry, Policy, PolicyRunner, Repository
+from fxcrm_core.events import register_events as core_events
+from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.kernel.errors import FxCrmError
+from fxcrm_core.ledger import Ledger, TransferRequest
+from fxcrm_core.ledger import register_events as ledger_events
+from fxcrm_core.loyalty import (
+    POINTS_POLICY,
+    POINTS_UPSTREAM,
+    Benefits,
+    CashbackRate,
+    DepositRate,
+    Points,
+    PointsRules,
+    Tier,
+    TierProgramme,
+    programme_from_data,
+    programme_to_data,
+)
+from fxcrm_core.loyalty import register_events as loyalty_events
+from fxcrm_core.privacy import MemoryKeyStore
+from fxcrm_core.stores import MemoryEventStore
+from fxcrm_core.trading import DealChange
+from fxcrm_core.trading import register_events as trading_events
+from tests import loyalty_more_world as m
+from tests import loyalty_wired_world as w
+from tests.system_world import deposit
+
+ADMIN_1 = Actor.staff("adm-1", Role.ADMIN)
+ADMIN_2 = Actor.staff("adm-2", Role.ADMIN)
+
+
+def usd(amount: str | int) -> Money:
+    return Money.of(amount, "USD")
+
+
+# -- a points service on its own (the docs' recipe) ---------------------------------------------
+
+
+@attrs.define
+class PointsWorld:
+    repository: Repository
+    ledger: Ledger
+    points: Points
+    approvals: Approvals
+    runner: PolicyRunner
+    clearing: str
+    wallet: str
+
+    def deposit(self, transfer_id: str, amount: str) -> None:
+        self.ledger.transfer(TransferRequest(transfer_id, self.clearing, self.wallet, usd(amount)))
+        self.runner.run()
+
+    def log_size(self) -> int:
+        return self.repository.store.last_position()
+
+
+def points_world() -> PointsWorld:
+    rules = PointsRules(
+        per_lot={"majors": Decimal(10)},
+        symbol_groups={"EURUSD": "majors"},
+        per_deposit=[DepositRate(usd(10), Decimal(1))],
+        validity=timedelta(days=30),
+        cashback=CashbackRate(Decimal(100), usd(1)),
+    )
+    registry = EventRegistry()
+    for register in (core_events, access_events, ledger_events, trading_events, loyalty_events):
+        register(registry)
+    clock = FixedClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
+    repository = Repository(MemoryEventStore(clock), EventCodec(registry))
+    grants = DEFAULT_POLICY.with_role(
+        Role.CLIENT, DEFAULT_POLICY.grants[Role.CLIENT] | {"points.redeem"}, RowScope.OWN
+    )
+    grants = grants.with_role(
+        Role.ADMIN,
+        grants.grants[Role.ADMIN] | {"points_adjust.request", "points_adjust.approve"},
+        RowScope.ALL,
+    )
+    access = AccessControl(grants)
+    ledger = Ledger(repository, clock=clock)
+    approvals = Approvals(repository, access)
+    points = Points(
+        repository, access, approvals, ledger, rules, client_of=lambda s, n: None, clock=clock
+    )
+    runner = PolicyRunner(repository, [Policy(POINTS_POLICY, POINTS_UPSTREAM, points.handle)])
+    wallet = points.money.wallet("c1", Currency.of("USD"))
+    clearing = points.money.broker("psp_clearing", Currency.of("USD"))
+    return PointsWorld(repository, ledger, points, approvals, runner, clearing, wallet)
+
+
+def test_a_deposit_charged_back_in_two_parts_takes_back_all_its_points() -> None:
+    # Attack: deposit 1,000 USD (100 points), then have the PSP charge it back in two halves
+    # (the ledger allows partial reversals). The first half marks the lot "reversed", so the
+    # second half takes nothing back: the client keeps 50 points for money it never left.
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    assert world.points.balance("c1") == Decimal(100)
+    world.ledger.reverse("deposit:d1", "cb-1", amount=usd(500))
+    world.runner.run()
+    world.ledger.reverse("deposit:d1", "cb-2", amount=usd(500))
+    world.runner.run()
+    assert world.ledger.balance(world.wallet).net_credit == usd(0)
+    assert world.points.balance("c1") == Decimal(0)
+
+
+def test_a_redemption_retried_with_the_same_amount_written_differently_is_replayed() -> None:
+    # Attack (a client's app retrying): the first call sent Decimal("10"), the retry after a
+    # timeout sends Decimal("10.00") - the same 10 points. The retry is refused as a conflict
+    # because the request digest compares the Decimal's text, not its value.
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    me = Actor.client("c1")
+    first = world.points.redeem(me, "c1", Decimal("10"), request_id="r-1")
+    again = world.points.redeem(me, "c1", Decimal("10.00"), request_id="r-1")
+    assert again.replayed and again.cashback == first.cashback
+    assert world.points.balance("c1") == Decimal(90)
+
+
+@pytest.mark.parametrize("points", ["1E+26", "1E+30", "1E+5000"])
+def test_redeeming_an_absurd_number_of_points_is_a_typed_refusal_that_writes_nothing(
+    points: str,
+) -> None:
+    # Attack: a client posts a huge (finite) number of points to redeem. The two-decimal check
+    # (quantize) overflows the decimal context: decimal.InvalidOperation escapes instead of
+    # a typed refusal (InsufficientPointsError or ValidationError).
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    before = world.log_size()
+    me = Actor.client("c1")
+    with pytest.raises(FxCrmError):
+        world.points.redeem(me, "c1", Decimal(points), request_id="big")
+    with pytest.raises(FxCrmError):
+        world.points.redeem_reward(me, "c1", Decimal(points), "tv", request_id="big-2")
+    assert world.log_size() == before
+
+
+@pytest.mark.parametrize("points", ["1E+5000", "-1E+5000", "1E+40"])
+def test_an_absurd_points_adjustment_is_a_typed_refusal_that_writes_nothing(points: str) -> None:
+    # Attack: a staff member (or a compromised back-office form) asks for an adjustment of a
+    # huge number of points; the rule's check quantizes it and decimal.InvalidOperation
+    # escapes from request_adjustment instead of the "within the limit" ValidationError.
+    world = points_world()
+    before = world.log_size()
+    with pytest.raises(FxCrmError):
+        world.points.request_adjustment(ADMIN_1, "c1", Decimal(points), reason="typo")
+    assert world.log_size() == before
+
+
+def test_a_client_cannot_redeem_another_clients_points() -> None:
+    # Attack: client c2 redeems c1's points into c1's wallet (or any side effect). Pinned.
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    before = world.log_size()
+    with pytest.raises(FxCrmError):
+        world.points.redeem(Actor.client("c2"), "c1", Decimal(10), request_id="steal")
+    assert world.log_size() == before and world.points.balance("c1") == Decimal(100)
+
+
+# -- KPIs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [("month", (0, 1)), ("month", (10000, 1)), ("month", (9999, 12)), ("quarter", (9999, 4))],
+)
+def test_kpis_of_a_period_outside_the_calendar_are_a_typed_refusal(
+    call: str, args: tuple[int, int]
+) -> None:
+    # Attack: a dashboard's year field set to 0, 10000 or the last month of 9999: a builtin
+    # ValueError ("year 10000 is out of range") escapes from date() in kpis.month/quarter.
+    broker = Broker.in_memory(clock=FixedClock(datetime(2026, 7, 1, 12, tzinfo=UTC)))
+    kpis = broker.kpis()
+    with pytest.raises(FxCrmError):
+        getattr(kpis, call)(*args)
+
+
+# -- bonus credit -------------------------------------------------------------------------------
+
+
+def memory_broker(clock: FixedClock) -> Broker:
+    return Broker(
+        MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock,
+        **m.options(clock, "inline"),
+    )  # fmt: skip
+
+
+def test_a_bonus_burn_is_decided_on_the_balance_before_the_withdrawal() -> None:
+    # Attack: 1,000 USD in the trading account and 100 USD of bonus credit; the client takes
+    # 500 back to the wallet (the pro-rata rule burns 100 x 500 / 1,000 = 50) and, before the
+    # scheduler's end_of_day() settles, moves 9,000 in. settle() reads the balance the server
+    # shows *now* (9,500 + 500 noted) and burns 5: the client keeps 45 USD of credit it should
+    # have lost, and a scheduler running at another time decides another burn.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    deposit(broker, ana.client_id, "10000", "psp-a")
+    me = Actor.client(ana.client_id)
+    broker.transfers.move(me, "in-1", ana.account_id, usd(1000), to_trading=True)
+    broker.bonus.grant(m.FINANCE, ana.account_id, usd(100), grant_id="welcome", reason="welcome")
+    broker.transfers.move(me, "out-1", ana.account_id, usd(500), to_trading=False)
+    broker.transfers.move(me, "in-2", ana.account_id, usd(9000), to_trading=True)
+    (burnt,) = broker.bonus.settle()
+    assert burnt.amount == usd(50)
+    assert broker.bonus.account(ana.account_id).credit == Decimal(50)
+
+
+# -- cashback -----------------------------------------------------------------------------------
+
+
+def test_a_deal_closed_in_an_excluded_group_never_earns_cashback() -> None:
+    # Attack: the account trades 10 lots in the excluded ECN group (the plan pays nothing
+    # there); the next day a dealer moves it back to the standard group and the server sends
+    # an update of the old deal (a commission correction, same lots). The update finds no
+    # counted entry, reads the group *now* and counts the deal as new: 5 USD of cashback is
+    # paid for a deal the plan excluded.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    cy = m.onboard(broker, "cy.lima@example.com")
+    broker.account_changes.change_group(
+        m.FINANCE, cy.account_id, m.ECN, request_id="to-ecn", reason="ecn"
+    )
+    feed = w.Feed()
+    day = date(2026, 7, 1)
+    clock.set(w.noon(day))
+    closing = m.deal(cy.login, 1, Decimal(10), w.noon(day) - timedelta(hours=1))
+    feed.add(DealChange.ADDED, closing)
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(w.noon(date(2026, 7, 2)))
+    broker.end_of_day()
+    broker.account_changes.change_group(
+        m.FINANCE, cy.account_id, w.GROUP, request_id="to-std", reason="standard"
+    )
+    feed.add(DealChange.UPDATED, closing)
+    broker.feeds.pull(w.cast_feed(feed))
+    for later in (date(2026, 7, 3), date(2026, 7, 6)):
+        clock.set(w.noon(later))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.cashback.paid_total(cy.client_id) == usd(0)
+
+
+# -- tier programmes ----------------------------------------------------------------------------
+
+
+def test_a_tier_multiplier_that_cannot_be_computed_never_stops_the_points_policy() -> None:
+    # Attack (an admin's typo, or a hostile programme file): the base tier's points
+    # multiplier is 1E+999999999 - finite, so Benefits accepts it and record_programme records
+    # it. The first closing deal then overflows the decimal context inside the points policy:
+    # the loyalty-points policy stops for every client (PolicyError: Overflow). Either the
+    # programme is refused when recorded, or the policy keeps running.
+    clock = FixedClock(w.START)
+    broker = Broker(
+        MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock,
+        **w.options(clock, "inline"),
+    )  # fmt: skip
+    ana = m.onboard(broker, "ana.lima@example.com")
+    good = w.programme()
+    huge = Benefits(points_multiplier=Decimal("1E+999999999"))
+    bad = attrs.evolve(good, tiers=(Tier("bronze", benefits=huge), *good.tiers[1:]))
+    try:
+        broker.tiers.record_programme(w.ADMIN, bad, reason="the new quarter")
+    except FxCrmError:
+        return  # refused when recorded: nothing can stop the policy later
+    feed = w.Feed()
+    clock.set(w.noon(date(2026, 7, 1)))
+    feed.add(DealChange.ADDED, m.deal(ana.login, 1, Decimal(1), w.noon(date(2026, 7, 1))))
+    broker.feeds.pull(w.cast_feed(feed))
+    assert broker.policy_failure is None
+
+
+def programme_data() -> dict[str, Any]:
+    return programme_to_data(w.programme())
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["tiers"][1].__setitem__("points_multiplier", 1.1),
+        lambda d: d["tiers"][1].__setitem__("commission_discount", 0.1),
+        lambda d: d["tiers"][1].__setitem__("all_of", [["lots", 10.5]]),
+    ],
+    ids=["multiplier", "discount", "threshold"],
+)
+def test_a_stored_programme_with_a_float_is_refused(
+    mutate: Callable[[dict[str, Any]], None],
+) -> None:
+    # Attack: a programme file edited by hand (or produced by a JSON tool) carries floats;
+    # programme_from_data turns 1.1 into Decimal('1.100000000000000088817841970012523...')
+    # silently instead of refusing it (the SDK has FloatNotAllowedError for that).
+    data = programme_data()
+    mutate(data)
+    with pytest.raises(FxCrmError):
+        programme_from_data(data)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    | st.sampled_from(["lots", "month", "rolling", "1E+999999", "NaN", "-1", "2026-07-01"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [at]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*at, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*at, i))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_programme_from_data_answers_a_programme_or_a_codec_error_and_round_trips(
+    data: st.DataObject,
+) -> None:
+    # Fuzz: replace any part of a valid stored programme with arbitrary JSON. The answer is a
+    # programme that round-trips through JSON, or a CodecError - never a builtin exception.
+    stored = programme_data()
+    paths = _paths(stored)
+    for _ in range(data.draw(st.integers(0, 3))):
+        path = data.draw(st.sampled_from(paths))
+        value = data.draw(_json)
+        if not path:
+            stored = value
+            break
+        target = stored
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        paths = _paths(stored) if isinstance(stored, dict) else [()]
+    try:
+        programme = programme_from_data(copy.deepcopy(stored))
+    except FxCrmError as error:
+        assert type(error).__name__ == "CodecError"
+        return
+    assert isinstance(programme, TierProgramme)
+    again = programme_from_data(json.loads(json.dumps(programme_to_data(programme))))
+    assert again == programme
