@@ -1070,8 +1070,8 @@ class Broker:
         )
         rules = options.get("points_rules")
         self._points_rules = rules
-        self._benefits_upstream: RecordedEvent[Any] | None = None
-        self._tier_advances = _TierAdvances(store, self.codec)
+        self._benefits_upstream: tuple[RecordedEvent[Any], _TierAdvances] | None = None
+        self._tier_advances: dict[str, _TierAdvances] = {}
         self.points = Points(
             self.repository,
             self.access,
@@ -1167,13 +1167,18 @@ class Broker:
         if self._points_rules is None:
             return
         self.projections.catch_up(self._points_logins, upto=recorded.position)
-        with self._benefits_for(recorded):
+        with self._benefits_for(POINTS_POLICY, recorded):
             self.points.handle(recorded, uow)
 
     @contextlib.contextmanager
-    def _benefits_for(self, recorded: RecordedEvent[Any]) -> Iterator[None]:
-        """While a policy handles ``recorded``, tier benefits are read as they stood then."""
-        self._benefits_upstream = recorded
+    def _benefits_for(self, policy: str, recorded: RecordedEvent[Any]) -> Iterator[None]:
+        """While ``policy`` handles ``recorded``, tier benefits are read as they stood then
+        (each reading policy follows the tier policy's advances on its own: they read in log
+        order, each at its own pace)."""
+        advances = self._tier_advances.get(policy)
+        if advances is None:
+            advances = self._tier_advances[policy] = _TierAdvances(self.store, self.codec)
+        self._benefits_upstream = (recorded, advances)
         try:
             yield
         finally:
@@ -1184,10 +1189,10 @@ class Broker:
         when the policy's upstream event was handled: the tier policy's decisions for events up
         to it (it runs first) and other decisions (overrides) recorded before it. None: no
         programme in force (or no policy event being handled)."""
-        upstream = self._benefits_upstream
-        if upstream is None or not self.tiers.programmes():
+        if self._benefits_upstream is None or not self.tiers.programmes():
             return None
-        decided = self._tier_advances.decided_upto(upstream.position)
+        upstream, advances = self._benefits_upstream
+        decided = advances.decided_upto(upstream.position)
         tier_actor = f"policy:{TIER_POLICY}"
 
         def keep(row: RecordedEvent[DomainEvent]) -> bool:
@@ -1217,7 +1222,7 @@ class Broker:
         if self._cashback_plan is None:
             return
         self.projections.catch_up(self._cashback_logins, upto=recorded.position)
-        with self._benefits_for(recorded):
+        with self._benefits_for(CASHBACK_POLICY, recorded):
             self.cashback.handle(recorded, uow)
 
     def _ib_ranks_day(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:

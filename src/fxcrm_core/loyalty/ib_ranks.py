@@ -431,6 +431,16 @@ class IbRanks:
         return max(datetime.fromisoformat(params["effective_at"]), self.clock.now())
 
     def _check(self, params: Mapping[str, str]) -> None:
+        decision = params.get("decision")
+        if decision is not None:  # made by the rules: only their latest decision may stand
+            stream, _, version = decision.rpartition("/")
+            decided = self.repository.codec.registry.name_of(TierChanged)
+            later = self.repository.store.read_stream(stream, after_version=int(version))
+            if any(row.event_type == decided for row in later):
+                raise ValidationError(
+                    "the rules decided this IB's tier again since this request: approve the "
+                    "later request (reject this one)"
+                )
         self.network.tree().check_rank(params["ib_id"], int(params["rank"]), self._when(params))
 
     def _execute(self, params: Mapping[str, str], key: str) -> str:
