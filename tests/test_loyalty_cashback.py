@@ -7,7 +7,7 @@ process on one SQLite file answers the same."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import cast
@@ -37,6 +37,7 @@ from fxcrm_core.loyalty.cashback import (
     CASHBACK_EVENTS,
     CASHBACK_POLICY,
     Cashback,
+    CashbackDayFixed,
     CashbackPaid,
     CashbackPlan,
 )
@@ -471,3 +472,23 @@ def test_a_plan_refuses_a_correction_horizon_that_is_not_whole_days() -> None:
     for bad in (0, -1, 3651, 1.5, True, "30"):
         with pytest.raises(ValidationError):
             CashbackPlan("USD", correction_days=bad)  # type: ignore[arg-type]
+
+
+def test_the_history_keeps_every_fixed_day_and_payment_the_state_forgot() -> None:
+    world = World(plan=attrs.evolve(PLAN, correction_days=5))
+    day = DAY1
+    for _ in range(15):
+        world.deal("1", day=day)
+        world.pull()
+        world.close(day)
+        world.cashback.pay_due(datetime.combine(next_weekday(day), time(23), UTC))
+        day = next_weekday(day)
+    history = world.cashback.history("c1")
+    fixed = [r.event for r in history if isinstance(r.event, CashbackDayFixed)]
+    paid = [r.event for r in history if isinstance(r.event, CashbackPaid)]
+    assert len(fixed) == len(paid) == 15
+    assert len(world.cashback.account("c1").fixed) < 15  # the state forgot the older days
+    assert world.cashback.day("c1", DAY1) is None
+    assert sum(p.amount.amount for p in paid) == world.cashback.paid_total("c1").amount == 75
+    with pytest.raises(ValidationError):
+        world.cashback.history("")

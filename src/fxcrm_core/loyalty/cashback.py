@@ -403,10 +403,18 @@ class Cashback:
         return self.repository.load(CashbackAccount, key) or CashbackAccount.blank(key)
 
     def day(self, client_id: str, trading_day: date) -> CashbackDayFixed | None:
-        """The client's fixed day (None: not fixed, or nothing to fix)."""
+        """The client's fixed day (None: not fixed, nothing to fix, or paid and older than the
+        correction horizon: see :meth:`history`)."""
         if not isinstance(trading_day, date) or isinstance(trading_day, datetime):
             raise ValidationError("a trading day is a date")
         return self.account(client_id).fixed.get(trading_day)
+
+    def history(self, client_id: str) -> list[RecordedEvent[DomainEvent]]:
+        """Everything recorded on the client's cashback, oldest first (every fixed day and
+        payment, also those the state has forgotten), with who, when and why."""
+        stream_id = CashbackAccount.stream_id_for(checked_text(client_id, "client id", 100))
+        decode = self.repository.codec.decode
+        return [decode(row) for row in self.repository.store.read_stream(stream_id)]
 
     def paid_total(self, client_id: str) -> Money:
         """Everything paid to the client as cashback."""
