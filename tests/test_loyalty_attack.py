@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import pytest
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Approvals, Role, RowScope
 from fxcrm_core.access import register_events as access_events
+from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
 from fxcrm_core.events import EventCodec, EventRegistry, Policy, PolicyRunner, Repository
 from fxcrm_core.events import register_events as core_events
@@ -51,7 +52,7 @@ from fxcrm_core.loyalty import (
 from fxcrm_core.loyalty import register_events as loyalty_events
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import MemoryEventStore
-from fxcrm_core.trading import DealChange
+from fxcrm_core.trading import BalanceOperation, DealChange
 from fxcrm_core.trading import register_events as trading_events
 from tests import loyalty_more_world as m
 from tests import loyalty_wired_world as w
@@ -488,3 +489,49 @@ def test_a_late_worker_records_the_same_ib_rank_changes_as_an_inline_broker() ->
     # rank already there and drops the decision: deals of that night are paid at rank 0 by
     # one deployment and rank 2 by the other.
     assert ib_rank_history("worker") == ib_rank_history("inline")
+
+
+def test_a_grant_retried_after_a_crash_with_another_amount_never_records_more_than_credited() -> (
+    None
+):
+    # Attack (a crash between the server call and the append, then a retry that is not the
+    # same): the server credited 100 under bonus:<account>:grant:welcome, the process died
+    # before BonusGranted was appended, and the retry asks for 1,000 with the same grant id.
+    # grant() asks the server only *whether* the key was applied and records 1,000 granted:
+    # the log and the server disagree by 900 (the server itself would refuse the key reused
+    # for another amount).
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    deposit(broker, ana.client_id, "1000", "psp-a")
+    me = Actor.client(ana.client_id)
+    broker.transfers.move(me, "in-1", ana.account_id, usd(1000), to_trading=True)
+    key = f"bonus:{ana.account_id}:grant:welcome"
+    broker.trading_server.balance_operation(
+        ana.login,
+        BalanceOperation.CREDIT_IN,
+        usd(100),
+        comment="bonus welcome",
+        idempotency_key=key,
+    )  # fmt: skip  (the crashed attempt's call)
+    with contextlib.suppress(FxCrmError):  # refusing the retry is fine
+        broker.bonus.grant(m.FINANCE, ana.account_id, usd(1000), grant_id="welcome", reason="r")
+    server_credit = broker.trading_server.account_state(ana.login).credit
+    assert broker.bonus.account(ana.account_id).granted in (Decimal(0), server_credit.amount)
+
+
+def test_an_activity_window_of_absurd_length_is_a_typed_refusal() -> None:
+    # Attack: a report asks for the last 10,000,000 trading days: the read model walks back
+    # day by day past the year 1 and an OverflowError escapes (after ~3.6 million steps).
+    broker = Broker.in_memory(clock=FixedClock(datetime(2026, 7, 1, 12, tzinfo=UTC)))
+    with pytest.raises(FxCrmError):
+        broker.activity.window("c1", ActivityMeasure.LOTS, days=10_000_000)
+
+
+def test_a_fund_flow_statement_asked_without_an_actor_is_a_typed_refusal() -> None:
+    # Attack: a host passes the client id where the actor goes; an AttributeError ('str' has no
+    # attribute 'roles') escapes from the access check instead of a typed refusal.
+    broker = Broker.in_memory(clock=FixedClock(datetime(2026, 7, 1, 12, tzinfo=UTC)))
+    start, end = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
+    with pytest.raises(FxCrmError):
+        broker.fund_flows.statement(cast(Actor, "c1"), "c1", start, end)
