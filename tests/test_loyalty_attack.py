@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import attrs
@@ -37,6 +38,7 @@ from fxcrm_core.loyalty import (
     Combination,
     DepositRate,
     DowngradeRule,
+    InsufficientPointsError,
     Measure,
     Points,
     PointsRules,
@@ -535,3 +537,80 @@ def test_a_fund_flow_statement_asked_without_an_actor_is_a_typed_refusal() -> No
     start, end = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
     with pytest.raises(FxCrmError):
         broker.fund_flows.statement(cast(Actor, "c1"), "c1", start, end)
+
+
+def test_a_deal_counted_before_the_account_moved_to_an_excluded_group_keeps_its_rate() -> None:
+    # Attack (the mirror of the above): 10 lots counted at 0.50 USD on 1 July in the standard
+    # group (5 USD paid on 2 July); the account then moves to the ECN group and the server
+    # re-sends the old deal (same lots). cashback.md says "an updated deal keeps the rate it
+    # was counted at", but the exclusion is read first, at the update: the deal is re-counted
+    # at nothing and 5 USD is clawed back from the client's next cashback.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    cy = m.onboard(broker, "cy.lima@example.com")
+    feed = w.Feed()
+    day = date(2026, 7, 1)
+    clock.set(w.noon(day))
+    closing = m.deal(cy.login, 1, Decimal(10), w.noon(day) - timedelta(hours=1))
+    feed.add(DealChange.ADDED, closing)
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(w.noon(date(2026, 7, 2)))
+    broker.end_of_day()
+    broker.account_changes.change_group(
+        m.FINANCE, cy.account_id, m.ECN, request_id="to-ecn", reason="ecn"
+    )
+    feed.add(DealChange.UPDATED, closing)
+    broker.feeds.pull(w.cast_feed(feed))
+    for later in (date(2026, 7, 3), date(2026, 7, 6), date(2026, 7, 7)):
+        clock.set(w.noon(later))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    account = broker.cashback.account(cy.client_id)
+    assert account.deals[closing.key].amount == Decimal("5.00")
+    assert account.carry >= 0
+
+
+def test_with_rank_approval_no_single_person_changes_an_ib_rank() -> None:
+    # Attack: the broker runs IB ranks with ib_ranks_approval=True (each rank change needs a
+    # second person: ranks decide the rank-slice commission). An admin alone still sets any
+    # rank from now on with ib_network.change_rank (permission ib.rank): the maker-checker
+    # that request_rank offers is bypassed.
+    clock = FixedClock(w.START)
+    broker = Broker(
+        MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock,
+        **m.options(clock, "inline", approval=True),
+    )  # fmt: skip
+    broker.ib_network.register_ib(w.ADMIN, m.IB, None, w.START, reason="signed")
+    with contextlib.suppress(FxCrmError):
+        broker.ib_network.change_rank(w.ADMIN, m.IB, 5, w.START, reason="a friend")
+    assert broker.ib_network.rank_of(m.IB, w.START + timedelta(days=1)) == 0
+
+
+def test_two_processes_redeeming_the_same_points_spend_them_once(tmp_path: Path) -> None:
+    # Attack: the client fires two redemptions of 60 of its 100 points at two broker
+    # processes over one SQLite file (different request ids), and retries the first at the
+    # second process. Pinned: 60 points are spent once, 0.60 USD paid once, the other refused.
+    path = tmp_path / "broker.sqlite"
+    clock = FixedClock(w.START)
+    first = w.open_sqlite(path, clock, "inline")
+    try:
+        client_id, _ = w.onboard(first, "ana.lima@example.com")
+        deposit(first, client_id, "1000", "psp-a")
+        second = w.open_sqlite(path, clock, "inline")
+        try:
+            me = Actor.client(client_id)
+            assert first.points.balance(client_id) == Decimal(100)
+            done = first.points.redeem(me, client_id, Decimal(60), request_id="r-1")
+            assert done.cashback == usd("0.60")
+            again = second.points.redeem(me, client_id, Decimal(60), request_id="r-1")
+            assert again.replayed
+            with pytest.raises(InsufficientPointsError):
+                second.points.redeem(me, client_id, Decimal(60), request_id="r-2")
+            wallet = f"wallet:{client_id}:USD"
+            for broker in (first, second):
+                assert broker.points.balance(client_id) == Decimal(40)
+                assert broker.ledger.balance(wallet).net_credit == usd(1000) + usd("0.60")
+        finally:
+            second.close()
+    finally:
+        first.close()
