@@ -614,3 +614,41 @@ def test_two_processes_redeeming_the_same_points_spend_them_once(tmp_path: Path)
             second.close()
     finally:
         first.close()
+
+
+def test_a_deal_made_before_the_month_end_rollover_and_pulled_after_it_counts_for_that_month() -> (
+    None
+):
+    # Attack (a race of the host's two scheduled jobs, no malice needed): 9 lots on 30 July,
+    # the tenth at 16:59 New York on 31 July. The scheduler's end_of_day() runs at 17:01 and
+    # closes July (its tier figures: 9 lots) before the next pull_deals() records the tenth
+    # lot. The late deal is evaluated in August's period (it is July's activity), July is
+    # never re-closed: a client with 10 lots in July stays bronze, though the activity read
+    # model says 10 (cashback, by contrast, carries late deals as adjustments).
+    clock = FixedClock(w.START)
+    broker = Broker(
+        MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock,
+        **w.options(clock, "inline"),
+    )  # fmt: skip
+    ana = m.onboard(broker, "ana.lima@example.com")
+    broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
+    feed = w.Feed()
+    clock.set(datetime(2026, 7, 30, 12, tzinfo=UTC))
+    feed.add(
+        DealChange.ADDED, m.deal(ana.login, 1, Decimal(9), datetime(2026, 7, 30, 11, tzinfo=UTC))
+    )
+    broker.feeds.pull(w.cast_feed(feed))
+    feed.add(
+        DealChange.ADDED,
+        m.deal(ana.login, 2, Decimal(1), datetime(2026, 7, 31, 20, 59, tzinfo=UTC)),
+    )
+    clock.set(datetime(2026, 7, 31, 21, 1, tzinfo=UTC))
+    assert broker.end_of_day()["closed"] == [date(2026, 7, 31)]
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 8, 3, 12, tzinfo=UTC))
+    broker.end_of_day()
+    assert broker.policy_failure is None
+    july = broker.activity.window(ana.client_id, ActivityMeasure.LOTS, days=1,
+                                  at=datetime(2026, 7, 31, 20, 59, tzinfo=UTC))  # fmt: skip
+    assert july.value == Decimal(1)  # the read model counts it for 31 July
+    assert broker.tiers.tier(ana.client_id, datetime(2026, 8, 3, tzinfo=UTC)) == "silver"
