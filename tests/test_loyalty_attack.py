@@ -652,3 +652,33 @@ def test_a_deal_made_before_the_month_end_rollover_and_pulled_after_it_counts_fo
                                   at=datetime(2026, 7, 31, 20, 59, tzinfo=UTC))  # fmt: skip
     assert july.value == Decimal(1)  # the read model counts it for 31 July
     assert broker.tiers.tier(ana.client_id, datetime(2026, 8, 3, tzinfo=UTC)) == "silver"
+
+
+@pytest.mark.parametrize("maker", ["adm-1", None], ids=["text", "none"])
+@pytest.mark.parametrize("call", ["tier_override", "ib_rank", "points_adjust"])
+def test_a_request_without_an_actor_is_a_typed_refusal_that_writes_nothing(
+    call: str, maker: object
+) -> None:
+    # Attack: a host (or a fuzzed API layer) passes an id or None where the maker goes. The
+    # loyalty request methods hand it to Approvals unchecked and an AttributeError ("'str'
+    # object has no attribute 'roles'") escapes instead of a typed refusal.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
+    broker.ib_network.register_ib(w.ADMIN, m.IB, None, w.START, reason="signed")
+    clock.set(datetime(2026, 7, 2, 12, tzinfo=UTC))
+    assert broker.ib_ranks is not None
+    ib_ranks = broker.ib_ranks
+    actor = cast(Actor, maker)
+    later = datetime(2026, 7, 20, tzinfo=UTC)
+    requests: dict[str, Callable[[], object]] = {
+        "tier_override": lambda: broker.tiers.request_override(actor, "c1", "gold", later),
+        "ib_rank": lambda: ib_ranks.request_rank(actor, m.IB, 2, later, reason="r"),
+        "points_adjust": lambda: broker.points.request_adjustment(
+            actor, "c1", Decimal(10), reason="r"
+        ),
+    }
+    before = broker.store.last_position()
+    with pytest.raises(FxCrmError):
+        requests[call]()
+    assert broker.store.last_position() == before
