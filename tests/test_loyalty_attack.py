@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Approvals, Role, RowScope
 from fxcrm_core.access import register_events as access_events
+from fxcrm_core.activity import Figure
 from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
 from fxcrm_core.events import EventCodec, EventRegistry, Policy, PolicyRunner, Repository
@@ -32,6 +33,7 @@ from fxcrm_core.ledger import register_events as ledger_events
 from fxcrm_core.loyalty import (
     POINTS_POLICY,
     POINTS_UPSTREAM,
+    BaselineChurnModel,
     Benefits,
     CalendarMonth,
     CashbackRate,
@@ -682,3 +684,62 @@ def test_a_request_without_an_actor_is_a_typed_refusal_that_writes_nothing(
     with pytest.raises(FxCrmError):
         requests[call]()
     assert broker.store.last_position() == before
+
+
+# -- churn --------------------------------------------------------------------------------------
+
+
+class DayBook:
+    """A memory ActivityFigures: per client and trading day, the measures' values."""
+
+    def __init__(self) -> None:
+        self.days: dict[str, dict[date, dict[ActivityMeasure, Decimal]]] = {}
+
+    def add(self, client: str, day: date, measure: ActivityMeasure, value: Decimal) -> None:
+        row = self.days.setdefault(client, {}).setdefault(day, {})
+        row[measure] = row.get(measure, Decimal(0)) + value
+
+    def clients(self) -> list[str]:
+        return sorted(self.days)
+
+    def window(
+        self, client_id: str, measure: ActivityMeasure, *, days: int, at: datetime
+    ) -> Figure:
+        last = first = w.CAL.trading_day(at)
+        while days > 1:
+            first -= timedelta(days=1)
+            days -= w.CAL.is_trading_day(first)
+        rows = [r for d, r in self.days.get(client_id, {}).items() if first <= d <= last]
+        if measure is ActivityMeasure.ACTIVE_DAYS:
+            return Figure(measure, Decimal(sum(1 for r in rows if r.get(ActivityMeasure.TRADES))))
+        if measure is ActivityMeasure.NET_DEPOSITS:
+            zero = Decimal(0)
+            ins = sum((r.get(ActivityMeasure.DEPOSITS, zero) for r in rows), zero)
+            outs = sum((r.get(ActivityMeasure.WITHDRAWALS, zero) for r in rows), zero)
+            return Figure(measure, ins - outs)
+        return Figure(measure, sum((r.get(measure, Decimal(0)) for r in rows), Decimal(0)))
+
+    def last_trade(self, client_id: str) -> datetime | None:
+        return None
+
+    def last_deposit(self, client_id: str) -> datetime | None:
+        return None
+
+
+def test_a_steady_trader_who_takes_its_profits_out_gets_no_churn_warning() -> None:
+    # Attack on "a steady client never does": ana deposited 5,000 USD in January and has
+    # traded 2 lots (250,000 USD) every single trading day, to the last one; this week she
+    # withdraws 5,000 USD (her profits: the log holds no P&L). The model reads net deposits
+    # as her balance: 5,000 "held", -5,000 in the recent window, "drained" 100%, and the
+    # broker's steadiest trader gets a churn warning on this signal alone.
+    book = DayBook()
+    sessions = list(w.trading_days(date(2025, 7, 1), date(2026, 7, 31)))
+    book.add("ana", sessions[-140], ActivityMeasure.DEPOSITS, Decimal(5000))
+    for day in sessions:
+        book.add("ana", day, ActivityMeasure.TRADES, Decimal(4))
+        book.add("ana", day, ActivityMeasure.LOTS, Decimal(2))
+        book.add("ana", day, ActivityMeasure.VOLUME_USD, Decimal(250_000))
+    book.add("ana", sessions[-3], ActivityMeasure.WITHDRAWALS, Decimal(5000))
+    at = w.noon(sessions[-1])
+    found = BaselineChurnModel().assess("ana", at, book)
+    assert found is None, found.reasons if found else None
