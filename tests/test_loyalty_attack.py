@@ -743,3 +743,24 @@ def test_a_steady_trader_who_takes_its_profits_out_gets_no_churn_warning() -> No
     at = w.noon(sessions[-1])
     found = BaselineChurnModel().assess("ana", at, book)
     assert found is None, found.reasons if found else None
+
+
+def test_closing_a_cashback_day_that_has_not_ended_is_refused_and_stops_nothing() -> None:
+    # Attack (a host's back-fill script with a typo, or anyone calling the public close_day):
+    # close_day(31 December) on 1 July moves the book's last closed day to December. Every
+    # real day close until then is "already closed" and fixes nothing: the deals of July are
+    # counted as late adjustments that no close ever fixes, and no cashback is paid for months.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    clock.set(w.noon(date(2026, 7, 1)))
+    with contextlib.suppress(FxCrmError):  # refusing is fine
+        broker.cashback.close_day(date(2026, 12, 31))
+    feed = w.Feed()
+    feed.add(DealChange.ADDED, m.deal(ana.login, 1, Decimal(10), w.noon(date(2026, 7, 1))))
+    broker.feeds.pull(w.cast_feed(feed))
+    for day in (date(2026, 7, 2), date(2026, 7, 3)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.cashback.paid_total(ana.client_id) == usd(5)  # 10 lots at 0.50 USD
