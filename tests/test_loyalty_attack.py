@@ -764,3 +764,14 @@ def test_closing_a_cashback_day_that_has_not_ended_is_refused_and_stops_nothing(
         broker.end_of_day()
     assert broker.policy_failure is None
     assert broker.cashback.paid_total(ana.client_id) == usd(5)  # 10 lots at 0.50 USD
+
+
+def test_expiring_points_at_an_instant_after_the_clock_takes_no_live_points() -> None:
+    # Attack (a scheduler with a wrong date, or anyone calling the public expire): on 2 March
+    # expire(2030) records the expiry of every lot due by 2030 - points that are live today
+    # and can never come back: the client's 100 points are gone.
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    with contextlib.suppress(FxCrmError):  # refusing is fine
+        world.points.expire(datetime(2030, 1, 1, tzinfo=UTC))
+    assert world.points.balance("c1") == Decimal(100)
