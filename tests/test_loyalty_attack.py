@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fxcrm_core.access import DEFAULT_POLICY, AccessControl, Actor, Approvals, Role, RowScope
 from fxcrm_core.access import register_events as access_events
+from fxcrm_core.accounts import TradingAccount
 from fxcrm_core.activity import Figure
 from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
@@ -775,3 +776,27 @@ def test_expiring_points_at_an_instant_after_the_clock_takes_no_live_points() ->
     with contextlib.suppress(FxCrmError):  # refusing is fine
         world.points.expire(datetime(2030, 1, 1, tzinfo=UTC))
     assert world.points.balance("c1") == Decimal(100)
+
+
+def test_trading_on_a_demo_account_earns_no_cashback_points_or_tier() -> None:
+    # Attack: the account is in a demo group (GroupRule live=False: play money, KYC level 1
+    # is enough to open one). Nothing in loyalty (nor in the activity read model) looks at
+    # the account's live flag: 40 lots of play money make the client gold at once and are paid
+    # 80 USD of real cashback into the wallet (withdrawable), and earn points redeemable for
+    # cash.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")  # its account is in "demo\\usd"
+    assert not broker.repository.get(TradingAccount, ana.account_id).live
+    broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
+    feed = w.Feed()
+    clock.set(w.noon(date(2026, 7, 1)))
+    feed.add(DealChange.ADDED, m.deal(ana.login, 1, Decimal(40), w.noon(date(2026, 7, 1))))
+    broker.feeds.pull(w.cast_feed(feed))
+    for day in (date(2026, 7, 2), date(2026, 7, 3)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.cashback.paid_total(ana.client_id) == usd(0)
+    assert broker.points.balance(ana.client_id) == Decimal(0)
+    assert broker.tiers.tier(ana.client_id, clock.now()) == "bronze"
