@@ -57,7 +57,13 @@ from fxcrm_core.loyalty import (
 from fxcrm_core.loyalty import register_events as loyalty_events
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import MemoryEventStore
-from fxcrm_core.trading import BalanceOperation, DealChange
+from fxcrm_core.trading import (
+    AccountState,
+    BalanceOperation,
+    DealChange,
+    SimulatedTradingServer,
+    TradingServerError,
+)
 from fxcrm_core.trading import register_events as trading_events
 from tests import loyalty_more_world as m
 from tests import loyalty_wired_world as w
@@ -800,3 +806,45 @@ def test_trading_on_a_demo_account_earns_no_cashback_points_or_tier() -> None:
     assert broker.cashback.paid_total(ana.client_id) == usd(0)
     assert broker.points.balance(ana.client_id) == Decimal(0)
     assert broker.tiers.tier(ana.client_id, clock.now()) == "bronze"
+
+
+class FlakyServer(SimulatedTradingServer):
+    """A simulated server that cannot answer for the logins in ``broken`` (an account archived
+    on the server, a login moved to another server)."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(w.SERVER, seed=1, clock=clock)
+        self.broken: set[int] = set()
+
+    def account_state(self, login: int) -> AccountState:
+        if login in self.broken:
+            raise TradingServerError("the server does not know that login")
+        return super().account_state(login)
+
+
+def test_one_account_the_server_cannot_answer_for_stops_no_other_accounts_bonus_burn() -> None:
+    # Attack (a poison account): two clients hold a bonus and both take money out. The server
+    # no longer answers for the first account (archived on the server). Bonus.settle() goes
+    # through the holders in id order and the first TradingServerError ends it, and with it
+    # end_of_day(): the other account's pro-rata burn (and every check_equity) never happens,
+    # day after day, while its client keeps withdrawing.
+    clock = FixedClock(w.START)
+    server = FlakyServer(clock)
+    broker = Broker(
+        MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock,
+        **m.options(clock, "inline", server=server),
+    )  # fmt: skip
+    members = [m.onboard(broker, f"{n}.lima@example.com") for n in ("ana", "ben")]
+    for n, member in enumerate(members):
+        deposit(broker, member.client_id, "1000", f"psp-{n}")
+        me = Actor.client(member.client_id)
+        broker.transfers.move(me, f"in-{n}", member.account_id, usd(1000), to_trading=True)
+        broker.bonus.grant(m.FINANCE, member.account_id, usd(100), grant_id="w", reason="bonus")
+        broker.transfers.move(me, f"out-{n}", member.account_id, usd(500), to_trading=False)
+    poison, good = sorted(members, key=lambda member: member.account_id)
+    server.broken.add(poison.login)
+    for day in (date(2026, 7, 1), date(2026, 7, 2)):
+        clock.set(w.noon(day))
+        with contextlib.suppress(FxCrmError):
+            broker.end_of_day()
+    assert broker.bonus.account(good.account_id).burnt == Decimal(50)
