@@ -25,6 +25,8 @@ from fxcrm_core.accounts import TradingAccount
 from fxcrm_core.activity import Figure
 from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
+from fxcrm_core.commissions import PlanKind, RankSlices, Revenue, Rule, Schedule, ScheduleBook
+from fxcrm_core.commissions.book import RebateEntriesRecorded
 from fxcrm_core.events import EventCodec, EventRegistry, Policy, PolicyRunner, Repository
 from fxcrm_core.events import register_events as core_events
 from fxcrm_core.kernel import Currency, FixedClock, Money
@@ -848,3 +850,57 @@ def test_one_account_the_server_cannot_answer_for_stops_no_other_accounts_bonus_
         with contextlib.suppress(FxCrmError):
             broker.end_of_day()
     assert broker.bonus.account(good.account_id).burnt == Decimal(50)
+
+
+def test_a_rank_decided_at_a_day_close_pays_every_deal_after_its_effective_time_alike() -> None:
+    # Attack on "the rank-slice strategy reads the rank for deals after the change": the IB
+    # programme makes the IB rank 2 from the 1 July rollover (17:00 New York, 21:00 UTC), but
+    # the rank is recorded only when end_of_day() runs the day close, at 21:05. A deal at
+    # 21:01, pulled at 21:02, was paid at rank 0 (nothing), one at 21:06 at rank 2 (3 USD):
+    # two deals after the same effective time, paid differently by when the scheduler ran (a
+    # rank recorded effective in the past; a late worker would pay more deals at rank 0).
+    clock = FixedClock(w.START)
+    found = m.options(clock, "inline")
+    book = ScheduleBook()
+    book.add(
+        Schedule("std", 1, w.START, Currency.of("USD"), default=Rule(PlanKind.PER_LOT, usd(3)),
+                 revenue=Revenue.uncapped())
+    )  # fmt: skip
+    found["schedules"] = book
+    found["distribution"] = RankSlices({1: usd(1), 2: usd(2)})
+    broker = Broker(MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock, **found)
+    ben = m.onboard(broker, "ben.lima@example.com")
+    assert broker.ib_ranks is not None
+    broker.ib_network.register_ib(w.ADMIN, m.IB, None, w.START, reason="signed")
+    broker.ib_network.attribute(w.ADMIN, ben.client_id, m.IB, w.START, reason="referral")
+    broker.ib_ranks.record_programme(w.ADMIN, m.ib_programme(), reason="IB ranks")
+    broker.record_configuration()
+    feed = w.Feed()
+    made = {
+        1: datetime(2026, 7, 1, 11, tzinfo=UTC),  # 25 lots: the IB's downline reaches silver
+        2: datetime(2026, 7, 1, 21, 1, tzinfo=UTC),
+        3: datetime(2026, 7, 1, 21, 6, tzinfo=UTC),
+    }
+    for ticket, pulled in ((1, made[1] + timedelta(hours=1)), (2, made[2] + timedelta(minutes=1))):
+        clock.set(pulled)
+        lots = Decimal(25) if ticket == 1 else Decimal(1)
+        feed.add(DealChange.ADDED, m.deal(ben.login, ticket, lots, made[ticket]))
+        broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 7, 1, 21, 5, tzinfo=UTC))
+    assert broker.end_of_day()["closed"] == [date(2026, 7, 1)]
+    clock.set(made[3] + timedelta(minutes=1))
+    feed.add(DealChange.ADDED, m.deal(ben.login, 3, Decimal(1), made[3]))
+    broker.feeds.pull(w.cast_feed(feed))
+    assert broker.policy_failure is None
+    ((rank, effective),) = [
+        (r.event.rank, r.event.effective_at) for r in broker.ib_network.rank_history(m.IB)
+    ]
+    assert rank == 2
+    assert effective <= made[2] < made[3]  # both deals after the rank's effective time
+    paid: dict[int, Decimal] = {}
+    for row in broker.store.read_all(after_position=0, limit=1_000_000):
+        event = broker.repository.codec.decode(row).event
+        if isinstance(event, RebateEntriesRecorded):
+            for entry in event.entries:
+                paid[entry.ticket] = paid.get(entry.ticket, Decimal(0)) + entry.amount.amount
+    assert paid.get(2, Decimal(0)) == paid[3]
