@@ -904,3 +904,13 @@ def test_a_rank_decided_at_a_day_close_pays_every_deal_after_its_effective_time_
             for entry in event.entries:
                 paid[entry.ticket] = paid.get(entry.ticket, Decimal(0)) + entry.amount.amount
     assert paid.get(2, Decimal(0)) == paid[3]
+
+
+def test_a_points_balance_at_a_past_instant_holds_no_points_earned_later() -> None:
+    # Attack (a month-end points statement, an auditor's question): the client earned its
+    # 100 points on 2 March at noon; balance(c1, 1 March) answers 100, because a lot counts as
+    # "live" at any instant before its expiry, whenever it was earned.
+    world = points_world()
+    world.deposit("deposit:d1", "1000")
+    assert world.points.balance("c1") == Decimal(100)
+    assert world.points.balance("c1", datetime(2026, 3, 1, tzinfo=UTC)) == Decimal(0)
