@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from fxcrm_core.kernel.errors import AccessDeniedError, ValidationError
+from fxcrm_core.kernel.errors import AccessDeniedError, ArgumentTypeError, ValidationError
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -233,6 +233,11 @@ DEFAULT_POLICY = AccessPolicy(
 )
 
 
+def _check_actor(actor: object) -> None:
+    if not isinstance(actor, Actor):
+        raise ArgumentTypeError("an access check needs an Actor (who asks)")
+
+
 class AccessControl:
     """Checks permissions at the service layer.
 
@@ -251,6 +256,7 @@ class AccessControl:
 
     def allows(self, actor: Actor, permission: str, *, client_id: str | None = None) -> bool:
         """True if one of the actor's roles grants ``permission`` on that client's rows."""
+        _check_actor(actor)
         return any(
             self.policy.grants_permission(role, permission)
             and (client_id is None or self._in_scope(actor, role, client_id))
@@ -262,6 +268,7 @@ class AccessControl:
     ) -> frozenset[str]:
         """The actor's roles that grant ``permission`` on that client's rows (what a read is
         masked for: a role that may not read the client lends it no view of its data)."""
+        _check_actor(actor)
         return frozenset(
             role
             for role in actor.roles
