@@ -154,6 +154,12 @@ class _Span:
         return self.end - _TICK
 
 
+def _check_year(year: int) -> None:
+    # A period's neighbours (the one before, the trading day after) must be dates too.
+    if not 1900 <= year <= 9000:
+        raise ValidationError("a KPI period's year is from 1900 to 9000")
+
+
 class LoyaltyKpis:
     """Loyalty KPIs per calendar month or quarter (of the trading day, 17:00 New York).
 
@@ -300,12 +306,14 @@ class LoyaltyKpis:
         """The KPIs of a calendar month's trading days."""
         if type(year) is not int or type(month) is not int or not 1 <= month <= 12:
             raise ValidationError("a month is a year and a month number from 1 to 12")
+        _check_year(year)
         return self.report(self._inside(date(year, month, 1)), Period.MONTH)
 
     def quarter(self, year: int, quarter: int) -> KpiReport:
         """The KPIs of a calendar quarter's trading days."""
         if type(year) is not int or type(quarter) is not int or not 1 <= quarter <= 4:
             raise ValidationError("a quarter is a year and a quarter number from 1 to 4")
+        _check_year(year)
         return self.report(self._inside(date(year, 3 * quarter - 2, 1)), Period.QUARTER)
 
     def report(self, at: datetime, period: Period = Period.MONTH) -> KpiReport:
@@ -313,6 +321,9 @@ class LoyaltyKpis:
         in what the log holds (a period still running counts what is recorded so far)."""
         if not isinstance(period, Period):
             raise ArgumentTypeError("period is a Period")
+        if not isinstance(at, datetime):
+            raise ArgumentTypeError("at is an aware datetime")
+        _check_year(at.year)
         span = self._span(at, period)
         if span.last < self.since:
             raise ValidationError("that period ends before the first month the KPIs count")
