@@ -6,8 +6,11 @@ The rules, in one place:
 - a closing trade deal (entry OUT, IN/OUT or OUT_BY: ``DealEntry.closes``) earns its lots
   closed times a rate per lot: the plan's rate for its symbol, else ``rate_of(client, deal
   time)`` (the tier's ``Benefits.cashback_per_lot``), else the plan's default; a deal of an
-  excluded symbol or on a login of an excluded group earns nothing. An updated deal keeps the
-  rate it was counted at (its lots are counted again); a deleted one counts nothing, for good;
+  excluded symbol or on a login of an excluded group earns nothing. The rate, and the
+  exclusion, are judged once, when the deal is first counted (the login's group as the policy
+  read it at that point of the log): an updated deal keeps the rate it was counted at, or stays
+  excluded (its lots are counted again), whatever group the login is in by then; a deleted one
+  counts nothing, for good;
 - a deal counts for the trading day of its time (``TradingCalendar``). When that day closes
   (``TradingDayClosed``) each client's day is *fixed*: its deals, lots, rates and exact amount
   are recorded (``CashbackDayFixed``), and what is payable is the amount rounded down to the
@@ -27,7 +30,13 @@ The rules, in one place:
   days after its trading day (30 by default): what each deal counted is kept that long after
   the client's last fixed day, then forgotten (a client's state stays bounded), and a later
   change to an older deal, or an older deal arriving late, counts nothing (the rebate engine's
-  horizon works the same way).
+  horizon works the same way). A deal arriving more than ``correction_days`` after its trading
+  day (the newest deal of its feed batch, at most the day the batch was recorded) counts
+  nothing either, and what a client's batches recorded is forgotten on the same horizon (so the
+  excluded deals of a client with no day to fix stay bounded);
+- :meth:`Cashback.close_day` fixes only a trading day that has ended by the service's clock (a
+  day still running, or ahead, is refused): the policy's ``TradingDayClosed`` is already bounded
+  by the broker's clock.
 """
 
 from __future__ import annotations
@@ -134,9 +143,10 @@ class CashbackPlan:
 
 @attrs.frozen
 class CountedDeal:
-    """One deal as counted: its day, lots closed, rate (None: earns nothing) and exact amount;
-    ``late``: its day had closed, so ``change`` (amount less the amount counted before) goes to
-    the next fixed day."""
+    """One deal as counted: its day, lots closed, rate (None: excluded, earns nothing, and stays
+    excluded on an update) and exact amount; ``late``: its day had closed, so ``change`` (amount
+    less the amount counted before) goes to the next fixed day. An excluded deal is kept (so an
+    update cannot re-rate it) but never opens a day to fix."""
 
     deal_key: str
     trading_day: date
@@ -151,10 +161,14 @@ class CountedDeal:
 
 @attrs.frozen
 class CashbackDealsCounted(DomainEvent):
-    """Closing deals of one feed batch counted for ``client_id``."""
+    """Closing deals of one feed batch counted for ``client_id``; ``forget_before`` (None: no
+    change) moves the correction horizon to the trading day of the batch's newest deal (at most
+    the day it was recorded) less ``correction_days``:
+    deals older than it and waiting for no fix are forgotten."""
 
     client_id: str
     deals: tuple[CountedDeal, ...]
+    forget_before: date | None = None
 
 
 @attrs.frozen
@@ -253,9 +267,18 @@ class CashbackAccount(Aggregate):
                     deals[d.deal_key] = d
                     if d.late:
                         adjustment += d.change
-                    else:
+                    elif d.rate is not None:  # an excluded deal never opens a day
                         open_[d.trading_day] = open_.get(d.trading_day, frozenset()) | {d.deal_key}
-                return self.evolve(deals=deals, open=open_, adjustment=adjustment)
+                edge = event.forget_before
+                if edge is None or (self.forgotten_before and edge <= self.forgotten_before):
+                    return self.evolve(deals=deals, open=open_, adjustment=adjustment)
+                waiting = {k for keys in open_.values() for k in keys}
+                deals = {
+                    k: d for k, d in deals.items() if d.trading_day >= edge or k in waiting
+                }  # fmt: skip
+                return self.evolve(
+                    deals=deals, open=open_, adjustment=adjustment, forgotten_before=edge
+                )
             case CashbackDayFixed():
                 open_ = {k: v for k, v in self.open.items() if k != event.trading_day}
                 fixed = {**self.fixed, event.trading_day: event}
@@ -276,7 +299,7 @@ class CashbackAccount(Aggregate):
                     fixed=fixed,
                     deals=kept,
                     paid=paid,
-                    forgotten_before=edge if edge is not None else self.forgotten_before,
+                    forgotten_before=_later(self.forgotten_before, edge),
                 )
             case CashbackPaid():
                 return self.evolve(
@@ -317,6 +340,13 @@ class CashbackAccount(Aggregate):
         if out:
             out[-1] = attrs.evolve(out[-1], forget_before=until - timedelta(days=forget_days))
         return out
+
+
+def _later(a: date | None, b: date | None) -> date | None:
+    """The later of two horizons (None: none); a horizon never moves back."""
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
 
 
 def _by_amount(item: tuple[Money, Decimal]) -> Decimal:
@@ -429,7 +459,7 @@ class Cashback:
         before it is fixed."""
         event = recorded.event
         if isinstance(event, DealsReceived):
-            self._count(uow, event)
+            self._count(uow, event, recorded.recorded_at)
             return
         day = getattr(event, "trading_day", None)
         if isinstance(day, date) and not isinstance(day, datetime):
@@ -437,9 +467,15 @@ class Cashback:
 
     def close_day(self, trading_day: date, *, actor: str = _SYSTEM) -> bool:
         """Fix ``trading_day`` outside the policy (a host without the policy row); idempotent
-        (False: already closed). Deals the policy has not counted yet become adjustments."""
+        (False: already closed). Deals the policy has not counted yet become adjustments.
+
+        Only a day that has ended by the service's clock can be closed: a day still running or
+        ahead is refused (ValidationError, nothing recorded), as closing it would turn every
+        deal until then into an adjustment that no close fixes."""
         if not isinstance(trading_day, date) or isinstance(trading_day, datetime):
             raise ValidationError("a trading day is a date")
+        if trading_day >= self.calendar.trading_day(self.clock.now()):
+            raise ValidationError("that trading day has not ended yet: it cannot be closed")
         for _ in range(5):
             with UnitOfWork(self.repository, EventMetadata(actor, reason="cashback day")) as u:
                 self._close(u, trading_day)
@@ -456,8 +492,19 @@ class Cashback:
     def _book(self, uow: UnitOfWork) -> CashbackBook:
         return uow.load(CashbackBook, "main") or CashbackBook.blank("main")
 
-    def _count(self, uow: UnitOfWork, event: DealsReceived) -> None:
+    def _count(self, uow: UnitOfWork, event: DealsReceived, recorded_at: datetime) -> None:
         book = self._book(uow)
+        # The log's "now" for the horizon: the newest closing deal's trading day, never later
+        # than the day the batch was recorded (a server's bad clock cannot push it ahead).
+        days = [
+            self.calendar.trading_day(item.deal.time)
+            for item in event.items
+            if item.deal.action.is_trade and item.deal.entry.closes
+        ]
+        horizon = None
+        if days:
+            newest = min(max(days), self.calendar.trading_day(recorded_at))
+            horizon = newest - timedelta(days=self.plan.correction_days)
         batches: dict[str, dict[str, CountedDeal]] = {}
         for item in event.items:
             deal = item.deal
@@ -469,7 +516,7 @@ class Cashback:
             batch = batches.setdefault(client_id, {})
             state = uow.load(CashbackAccount, client_id)
             before = batch.get(deal.key) or (state.deals.get(deal.key) if state else None)
-            edge = state.forgotten_before if state is not None else None
+            edge = _later(state.forgotten_before if state is not None else None, horizon)
             if before is None and edge is not None and self.calendar.trading_day(deal.time) < edge:
                 continue  # past the correction horizon: counts nothing
             counted = self._counted(client_id, item.change, deal, before, book)
@@ -483,8 +530,13 @@ class Cashback:
             if not batch:
                 continue
             state = uow.load(CashbackAccount, client_id) or CashbackAccount.blank(client_id)
-            uow.record(state, CashbackDealsCounted(client_id, tuple(batch.values())))
-            if client_id not in book.open_clients:
+            forget = _later(state.forgotten_before, horizon)
+            uow.record(state, CashbackDealsCounted(
+                client_id, tuple(batch.values()),
+                None if forget == state.forgotten_before else forget,
+            ))  # fmt: skip
+            earning = any(d.rate is not None for d in batch.values())
+            if earning and client_id not in book.open_clients:
                 opened.append(client_id)
         if opened:
             uow.record(book, CashbackClientsOpened(tuple(opened)))
@@ -504,7 +556,12 @@ class Cashback:
             return CountedDeal(deal.key, day, before.symbol, _ZERO, before.rate, _ZERO, -was,
                                late, deleted=True)  # fmt: skip
         lots = deal.volume_closed or deal.volume
-        rate = self._rate(client_id, deal, before)
+        if before is not None:
+            rate = before.rate  # an update keeps the rate, or the exclusion, it was counted at
+        elif self._excluded(deal):  # judged once, with the group as it stands at this event
+            return CountedDeal(deal.key, day, deal.symbol, lots, None, _ZERO, _ZERO, late)
+        else:
+            rate = self._rate(client_id, deal)
         amount = lots * rate.amount if rate is not None else _ZERO
         if before is None and amount == 0:
             return None
@@ -514,19 +571,21 @@ class Cashback:
             return None  # the same deal again
         return CountedDeal(deal.key, day, deal.symbol, lots, rate, amount, amount - was, late)
 
-    def _rate(self, client_id: str, deal: Deal, before: CountedDeal | None) -> Money | None:
+    def _excluded(self, deal: Deal) -> bool:
+        """True when the plan excludes the deal's symbol or its login's group (read now)."""
         plan = self.plan
         if deal.symbol in plan.excluded_symbols:
-            return None
+            return True
         group_of = self.group_of
-        if (
+        return bool(
             plan.excluded_groups
             and group_of
             and group_of(deal.server, deal.login) in plan.excluded_groups
-        ):
-            return None
-        if before is not None and before.rate is not None:
-            return before.rate  # an update keeps the rate the deal was counted at
+        )
+
+    def _rate(self, client_id: str, deal: Deal) -> Money | None:
+        """The rate per lot of a deal counted for the first time (None: none)."""
+        plan = self.plan
         rate = plan.per_symbol.get(deal.symbol)
         if rate is None and self.rate_of is not None:
             found = self.rate_of(client_id, deal.time)
