@@ -137,12 +137,14 @@ class BonusGranted(DomainEvent):
 class BonusWithdrawalNoted(DomainEvent):
     """``withdrawn`` left the account (request ``withdrawal_id``): a burn is to be decided on
     ``balance_before``, the account's balance before it (None when the server could not say
-    when the withdrawal was noted: the burn is then decided on the balance at the settle)."""
+    when the withdrawal was noted: the burn is then decided on the balance at the settle), and
+    on the credit granted by then (``granted_before``; a later grant is not burnt for it)."""
 
     account_id: str
     withdrawal_id: str
     withdrawn: Money
     balance_before: Money | None = None
+    granted_before: Money | None = None
 
 
 @attrs.frozen
@@ -385,12 +387,28 @@ class Bonus:
         if not isinstance(event, InternalTransferCompleted) or event.to_trading:
             return
         state = uow.load(BonusAccount, event.account_id)
-        if state is None or state.available <= 0 or event.request_id in state.noted:
+        if state is None or event.request_id in state.noted:
             return
-        before = self._balance_before(recorded.position, event)
-        uow.record(
-            state,
-            BonusWithdrawalNoted(event.account_id, event.request_id, event.amount, before),
+        # Whether the account held credit when the money left, and how much had been granted
+        # by then: the bonus stream as it stood at this event's position (a late worker must
+        # not burn for a withdrawal made before the grant, nor burn a later grant for it).
+        then = self._as_of(state.id, recorded.position)
+        if then.available <= 0:
+            return
+        cur = Currency.of(then.currency)
+        noted = BonusWithdrawalNoted(
+            event.account_id, event.request_id, event.amount,
+            self._balance_before(recorded.position, event), Money.of(then.granted, cur),
+        )  # fmt: skip
+        uow.record(state, noted)
+
+    def _as_of(self, account_id: str, position: int) -> BonusAccount:
+        codec = self.repository.codec
+        rows = self.repository.store.read_stream(BonusAccount.stream_id_for(account_id))
+        return BonusAccount.blank(account_id).fold(
+            codec.decode_event(r.stream_id, r.event_type, r.data)
+            for r in rows
+            if r.position < position
         )
 
     def _balance_before(self, position: int, event: InternalTransferCompleted) -> Money | None:
@@ -511,18 +529,21 @@ class Bonus:
         events: list[DomainEvent] = []
         for w in state.waiting:
             withdrawn = w.withdrawn.amount
+            # The credit when the money left: grants recorded after it are not burnt for it.
+            later = _ZERO if w.granted_before is None else state.granted - w.granted_before.amount
+            credit_then = max(credit - later, _ZERO)
             noted = w.balance_before is not None
             balance = fallback if w.balance_before is None else w.balance_before.amount
-            if credit <= 0:
+            if credit_then <= 0:
                 burn = _ZERO
             elif balance <= 0 or withdrawn >= balance:
-                burn = credit
+                burn = credit_then
             else:
-                exact = credit * withdrawn / balance
-                burn = min(exact.quantize(cur.quantum, rounding=ROUND_HALF_UP), credit)
+                exact = credit_then * withdrawn / balance
+                burn = min(exact.quantize(cur.quantum, rounding=ROUND_HALF_UP), credit_then)
             figures: Figures = (
                 ("withdrawn", str(w.withdrawn)), ("balance_before", str(Money.of(balance, cur))),
-                ("credit_before", str(Money.of(credit, cur))),
+                ("credit_before", str(Money.of(credit_then, cur))),
             )  # fmt: skip
             if not noted:
                 figures = (*figures, ("balance_read", "at_settle"))
