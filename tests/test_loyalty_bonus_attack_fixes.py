@@ -164,7 +164,7 @@ def test_a_grant_decided_then_crashed_posts_its_amount_once_and_no_other() -> No
         world.bonus.grant(ADMIN, "a1", usd(100), grant_id="g", reason="welcome")
     world.server.balance_operation = real  # type: ignore[method-assign]
     state = world.bonus.account("a1")
-    assert (state.granted, list(state.granting)) == (0, ["g"])
+    assert (state.granted, list(state.granting)) == (Decimal(0), ["g"])
     before = list(world.repository.store.read_stream("bonus-a1"))
     with pytest.raises(IdempotencyConflictError):  # the log names 100: a retry of 1,000 is not
         world.bonus.grant(ADMIN, "a1", usd(1000), grant_id="g", reason="welcome")
