@@ -223,3 +223,16 @@ def test_a_late_worker_burns_nothing_for_money_out_before_the_grant_nor_a_later_
     world.bonus.settle()
     assert decided(world, "a1") == [("wd:w1", Decimal(50))]
     assert world.bonus.account("a1").credit == Decimal(150)
+
+
+def test_a_withdrawal_noted_before_the_figures_were_recorded_still_decodes() -> None:
+    # Stored BonusWithdrawalNoted rows of the first shape have no balance_before nor
+    # granted_before: they decode with None, and settle decides them on its own reading.
+    world = World()
+    codec = world.repository.codec
+    name = codec.registry.name_of(BonusWithdrawalNoted)
+    old = b'{"account_id":"a1","withdrawal_id":"w1","withdrawn":"5.00 USD"}'
+    event = codec.decode_event("bonus-a1", name, old)
+    assert event == BonusWithdrawalNoted("a1", "w1", usd(5))
+    assert isinstance(event, BonusWithdrawalNoted)
+    assert (event.balance_before, event.granted_before) == (None, None)
