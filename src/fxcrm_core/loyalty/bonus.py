@@ -15,7 +15,9 @@ The rules, in one place:
 - money out of the account (``InternalTransferCompleted`` to the wallet, or the out leg of an
   account-to-account transfer) is noted by the ``loyalty-bonus`` policy
   (``BonusWithdrawalNoted``) with the balance the account held *before* that withdrawal, fixed
-  when it is noted (see :meth:`Bonus.handle`). :meth:`Bonus.settle` then decides the burn:
+  when it is noted (see :meth:`Bonus.handle`), and the credit granted by then, read from the
+  bonus stream as it stood at the withdrawal (money out before any grant is not noted; a later
+  grant is not burnt for it). :meth:`Bonus.settle` then decides the burn:
   ``credit x withdrawn / balance before``, oldest first, rounded half up to the minor unit and
   never more than the credit left (a withdrawal of the whole balance burns all of it); money
   moved in or out later never changes it. The decision and its figures are recorded
