@@ -66,8 +66,10 @@ from fxcrm_core.loyalty.points_account import (
     PointsRepriced,
     PointsReversed,
     Taken,
+    redemption_digest,
 )
 from fxcrm_core.loyalty.points_rules import (
+    MAX_POINTS,
     POINT,
     ZERO,
     CashbackRate,
@@ -81,12 +83,14 @@ from fxcrm_core.trading import Deal, DealChange, DealsReceived
 
 __all__ = [
     "ADJUST_ACTION",
+    "MAX_POINTS",
     "POINTS_EVENTS",
     "POINTS_POLICY",
     "POINTS_UPSTREAM",
     "REDEEM_PERMISSION",
     "CashbackRate",
     "DepositRate",
+    "ExpiryInTheFutureError",
     "InsufficientPointsError",
     "NetDepositCounted",
     "Points",
@@ -116,15 +120,17 @@ _DEPOSITS = ("deposit:", "wire:")
 _WITHDRAWAL = "wd:"
 
 
-_SYSTEM = "system:loyalty-points"
-_DEPOSITS = ("deposit:", "wire:")
-_WITHDRAWAL = "wd:"
-
-
 class InsufficientPointsError(FxCrmError, ValueError):
     """The client holds fewer live points than asked for; nothing was written."""
 
     default_message = "not enough points"
+
+
+class ExpiryInTheFutureError(ValidationError):
+    """Expiring points at an instant after the clock's now (it would take points still live
+    then); nothing was written."""
+
+    default_message = "points cannot be expired at an instant after now"
 
 
 @attrs.frozen
@@ -183,6 +189,7 @@ class Points:
             raise ValidationError("the points rules are a PointsRules value")
         if not callable(client_of):
             raise ValidationError("client_of maps (server, login) to a client id")
+        check_points(max_adjustment, "the adjustment limit", positive=True)
         self.repository = repository
         self.access = access
         self.approvals = approvals
@@ -210,10 +217,18 @@ class Points:
         return self.repository.load(PointsAccount, key) or PointsAccount.blank(key)
 
     def balance(self, client_id: str, at: datetime | None = None) -> Decimal:
-        """The points the client may spend at ``at`` (default: now): lots past their time do
-        not count, whether or not their expiry is recorded yet."""
-        when = self.clock.now() if at is None else to_utc(at, "at")
-        return self.account(client_id).live_balance(when)
+        """The points the client may spend now, or at the instant ``at``: lots past their time
+        do not count, whether or not their expiry is recorded yet.
+
+        At an instant ``at`` the account is as the log stood then (the events recorded by
+        ``at``: nothing earned, spent or reversed later counts), and a lot counts only from
+        the time it was earned (``earned_at <= at < expires_at``)."""
+        if at is None:
+            return self.account(client_id).held_balance(self.clock.now())
+        when = to_utc(at, "at")
+        key = checked_text(client_id, "client id", 100)
+        rows = [row for row in self.history(key) if row.recorded_at <= when]
+        return PointsAccount.blank(key).fold([row.event for row in rows]).live_balance(when)
 
     def history(self, client_id: str) -> list[RecordedEvent[DomainEvent]]:
         """Everything recorded on the client's points, oldest first, with who, when and why."""
@@ -330,16 +345,22 @@ class Points:
 
     def _reverse(
         self, uow: UnitOfWork, state: PointsAccount, source: str, reason: str, at: datetime,
-        share: Decimal = Decimal(1),
+        part: Decimal = Decimal(1), whole: Decimal = Decimal(1),
     ) -> None:  # fmt: skip
+        """Reverse the source's award up to ``part / whole`` of it in all (the whole by
+        default): that share of the points granted and not expired (rounded up to the point),
+        less what earlier reversals of it took back - so parts add up to the whole and never
+        to more."""
         events = state.expiries(at)
         now = state.fold(events)
         lot = now.lot(source)
-        if lot is None or lot.reversed:
+        share = _share(part, whole)
+        if lot is None or share <= lot.reversed_share:
             return
-        due = ((lot.amount - lot.expired) * share).quantize(POINT, rounding=ROUND_UP)
+        target = _part(lot.amount - lot.expired, part, whole).quantize(POINT, rounding=ROUND_UP)
+        due = max(target - lot.reversed_points, ZERO)
         taken, shortfall = now.take(due, at, first=source)
-        events.append(PointsReversed(state.id, source, reason, taken, shortfall))
+        events.append(PointsReversed(state.id, source, reason, taken, shortfall, share=share))
         uow.record(state, *events)
 
     def _wallet_owner(self, uow: UnitOfWork, account_id: str) -> str | None:
@@ -403,14 +424,18 @@ class Points:
         state = self._state(uow, client_id)
         amount = event.amount
         deposited, basis = state.deposits.get(source, (amount.amount, ZERO))
-        share = min(amount.amount / deposited, Decimal(1)) if deposited > 0 else Decimal(1)
+        charged = state.charged_back.get(source, ZERO)
+        # The share of the deposit charged back so far, this part included: a deposit charged
+        # back in parts reverses its points in parts, all of them once the money is all back.
+        after = charged + amount.amount
         net, high = state.net.get(amount.currency.code, (ZERO, ZERO))
         # The part of the deposit that earned is taken off the highest net too, so a later
         # deposit of real money earns again.
+        high -= _part(basis, after, deposited) - _part(basis, charged, deposited)
         counted = NetDepositCounted(client_id, event.transfer_id, -amount, net - amount.amount,
-                                    high - basis * share, ZERO)  # fmt: skip
+                                    high, ZERO, deposit=source)  # fmt: skip
         state = uow.record(state, counted)
-        self._reverse(uow, state, source, "chargeback", at, share)
+        self._reverse(uow, state, source, "chargeback", at, after, deposited)
         if state.first_deposit == source and self.referrer_of is not None:
             referrer = self.referrer_of(client_id)
             if referrer is not None and referrer != client_id:
@@ -489,8 +514,6 @@ class Points:
         client = checked_text(client_id, "client id", 100)
         self.access.require(actor, REDEEM_PERMISSION, client_id=client)
         amount = check_points(points, "points redeemed", positive=True)
-        if amount != amount.quantize(POINT):
-            raise ValidationError("points are counted to two decimals")
         return client, amount, checked_text(request_id, "request id", 100)
 
     def _answered(
@@ -499,7 +522,7 @@ class Points:
         asked = state.requests.get(request)
         if asked is None:
             return None
-        if asked != f"{points} {what}":
+        if asked != redemption_digest(points, what):
             raise IdempotencyConflictError("request id already used for another redemption")
         for row in reversed(self.history(state.id)):
             e = row.event
@@ -527,9 +550,18 @@ class Points:
     ) -> int:
         """Record the expiry of every lot past its time by ``at`` (oldest first), for the
         clients given (default: every holder); idempotent. Returns how many clients it recorded
-        anything for. With ``uow`` (a policy's unit of work) the events are recorded into it,
-        not committed."""
+        anything for.
+
+        ``at`` after the clock's now is refused (:class:`ExpiryInTheFutureError`, nothing
+        recorded): points live until then could never come back. With ``uow`` (a policy's
+        unit of work) the events are recorded into it, not committed, and an ``at`` after the
+        clock's now records what is due by now (a policy never stops on it)."""
         when = to_utc(at, "at")
+        now = self.clock.now()
+        if when > now:
+            if uow is None:
+                raise ExpiryInTheFutureError()
+            when = now
         if client_ids is not None and (
             isinstance(client_ids, str) or not isinstance(client_ids, Iterable)
         ):
@@ -572,6 +604,7 @@ class Points:
         there is recorded as a shortfall. Returns the approval request id."""
         if not isinstance(points, Decimal) or not points.is_finite() or points == 0:
             raise ValidationError("an adjustment is a non-zero Decimal of points")
+        self._check_adjust({"points": str(points)})
         params = {
             "client_id": checked_text(client_id, "client id", 100),
             "points": str(points),
@@ -581,8 +614,18 @@ class Points:
                                       client_id=params["client_id"])  # fmt: skip
 
     def _check_adjust(self, params: Mapping[str, str]) -> None:
-        points = Decimal(params["points"])
-        if points != points.quantize(POINT) or abs(points) > self.max_adjustment:
+        """An adjustment is a non-zero number of points to two decimals, within the limit
+        (checked before any arithmetic: a huge value is a ValidationError, never a signal)."""
+        try:
+            points = Decimal(params["points"])
+        except (KeyError, TypeError, ArithmeticError):
+            raise ValidationError("an adjustment is a number of points") from None
+        if (
+            not points.is_finite()
+            or points == 0
+            or abs(points) > min(self.max_adjustment, MAX_POINTS)
+            or points != points.quantize(POINT)
+        ):
             raise ValidationError("an adjustment is counted to two decimals, within the limit")
 
     def _adjust(self, params: Mapping[str, str], key: str) -> str:
@@ -612,6 +655,21 @@ class Points:
                     continue
             return f"points_adjust:{client_id}"
         raise ConcurrencyError("the points kept changing; try again")
+
+
+def _share(part: Decimal, whole: Decimal) -> Decimal:
+    """``part`` of ``whole``, at most 1 (1 when there is no whole to share)."""
+    if whole <= 0 or part >= whole:
+        return Decimal(1)
+    return part / whole
+
+
+def _part(value: Decimal, part: Decimal, whole: Decimal) -> Decimal:
+    """``value`` times ``part / whole`` (all of it from the whole on), multiplied before divided
+    so that a share that comes to a round figure is exact."""
+    if whole <= 0 or part >= whole:
+        return value
+    return value * part / whole
 
 
 def _deposit_source(transfer_id: str) -> str:

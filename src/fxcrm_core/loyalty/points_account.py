@@ -69,13 +69,16 @@ class PointsRepriced(DomainEvent):
 @attrs.frozen
 class PointsReversed(DomainEvent):
     """The source's award is taken back (``reason``: ``deal_deleted``, ``chargeback``):
-    from its own lot first, then the oldest others; ``shortfall`` could not be taken."""
+    from its own lot first, then the oldest others; ``shortfall`` could not be taken. ``share``
+    is the part of the award reversed so far, this reversal included (1: all of it): a deposit
+    charged back in parts is reversed in parts, and never by more than it earned."""
 
     client_id: str
     source: str
     reason: str
     taken: Taken
     shortfall: Decimal
+    share: Decimal = Decimal(1)
 
 
 @attrs.frozen
@@ -127,6 +130,7 @@ class NetDepositCounted(DomainEvent):
     net: Decimal
     high: Decimal
     basis: Decimal
+    deposit: str | None = None  # a chargeback: the deposit it takes money back from
 
 
 POINTS_EVENTS: tuple[type[DomainEvent], ...] = (
@@ -145,7 +149,9 @@ POINTS_EVENTS: tuple[type[DomainEvent], ...] = (
 
 @attrs.frozen
 class PointsLot:
-    """One award: ``amount`` earned (as re-priced), ``remaining`` of it, ``expired`` of it."""
+    """One award: ``amount`` earned (as re-priced), ``remaining`` of it, ``expired`` of it;
+    ``reversed_share`` of it was reversed so far, taking back ``reversed_points`` (what was
+    taken, from any lot, and the shortfall)."""
 
     source: str
     amount: Decimal
@@ -153,11 +159,22 @@ class PointsLot:
     earned_at: datetime
     expires_at: datetime
     expired: Decimal = ZERO
-    reversed: bool = False
     multiplier: Decimal = Decimal(1)  # the tier's, when earned: an update re-prices with it
+    reversed_share: Decimal = ZERO
+    reversed_points: Decimal = ZERO
+
+    @property
+    def reversed(self) -> bool:
+        """All of the award was reversed (its deal deleted, its deposit charged back whole)."""
+        return self.reversed_share >= 1
+
+    def held(self, at: datetime) -> bool:
+        """Points left that have not run out of time at ``at`` (the lot is in the account)."""
+        return self.remaining > 0 and at < self.expires_at
 
     def live(self, at: datetime) -> bool:
-        return self.remaining > 0 and at < self.expires_at
+        """Points spendable at ``at``: earned by then and not run out of time."""
+        return self.held(at) and self.earned_at <= at
 
 
 def _order(lot: PointsLot) -> tuple[datetime, str]:
@@ -175,6 +192,7 @@ class PointsAccount(Aggregate):
     requests: Mapping[str, str] = attrs.field(factory=dict)
     net: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # code -> (net, high)
     deposits: Mapping[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)  # (amount, basis)
+    charged_back: Mapping[str, Decimal] = attrs.field(factory=dict)  # deposit -> money taken back
     first_deposit: str | None = None
     shortfall: Decimal = ZERO
 
@@ -185,7 +203,15 @@ class PointsAccount(Aggregate):
         return sum((lot.remaining for lot in self.lots), ZERO)
 
     def live_balance(self, at: datetime) -> Decimal:
+        """The points held that are spendable at ``at``: earned by then (``earned_at <= at``)
+        and not past their time (``at < expires_at``). For an instant in the past, fold only
+        the events recorded by then first (``Points.balance`` does)."""
         return sum((lot.remaining for lot in self.lots if lot.live(at)), ZERO)
+
+    def held_balance(self, at: datetime) -> Decimal:
+        """The points in the account not past their time at ``at`` (the present: every lot
+        recorded is held, even one whose deal is stamped a moment ahead of this clock)."""
+        return sum((lot.remaining for lot in self.lots if lot.held(at)), ZERO)
 
     def lot(self, source: str) -> PointsLot | None:
         for lot in self.lots:
@@ -205,15 +231,17 @@ class PointsAccount(Aggregate):
     def take(
         self, points: Decimal, at: datetime, first: str | None = None
     ) -> tuple[Taken, Decimal]:
-        """Take ``points`` from the live lots (``first``'s own lot first, then oldest first):
-        what was taken from which lot, and what could not be taken."""
+        """Take ``points`` at ``at`` - the present of the decision (the clock's now, or when the
+        log learnt of what a policy handles), so every lot in the account was recorded by then -
+        from the lots held then (``first``'s own lot first, then oldest first): what was taken
+        from which lot, and what could not be taken. A lot past its time is never taken."""
         need = points
         taken: list[tuple[str, Decimal]] = []
         lots = sorted(self.lots, key=lambda lot: (lot.source != first, *_order(lot)))
         for lot in lots:
             if need <= 0:
                 break
-            if lot.live(at):
+            if lot.held(at):
                 part = min(lot.remaining, need)
                 taken.append((lot.source, part))
                 need -= part
@@ -264,7 +292,14 @@ class PointsAccount(Aggregate):
                                      remaining=mine.remaining + event.added)  # fmt: skip
                 return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
             case PointsReversed():
-                lots = self._replace(self._taking(event.taken), event.source, reversed=True)
+                lots = self._taking(event.taken)
+                held = next((lot for lot in lots if lot.source == event.source), None)
+                if held is not None:
+                    took = sum((part for _, part in event.taken), event.shortfall)
+                    lots = self._replace(
+                        lots, event.source, reversed_share=max(held.reversed_share, event.share),
+                        reversed_points=held.reversed_points + took,
+                    )  # fmt: skip
                 return self.evolve(lots=lots, shortfall=self.shortfall + event.shortfall)
             case PointsRedeemed():
                 return self.evolve(
@@ -288,18 +323,28 @@ class PointsAccount(Aggregate):
             case NetDepositCounted():
                 code = event.amount.currency.code
                 deposits = self.deposits
+                charged = self.charged_back
                 first = self.first_deposit
                 if event.amount.amount > 0:
                     deposits = {**deposits, event.transfer_id: (event.amount.amount, event.basis)}
                     first = first or event.transfer_id
+                elif event.deposit is not None:
+                    before = charged.get(event.deposit, ZERO)
+                    charged = {**charged, event.deposit: before - event.amount.amount}
                 return self.evolve(
                     net={**self.net, code: (event.net, event.high)},
                     deposits=deposits,
+                    charged_back=charged,
                     first_deposit=first,
                 )
         raise ValidationError(f"PointsAccount cannot apply {type(event).__name__}")
 
 
+def redemption_digest(points: Decimal, what: str) -> str:
+    """What a redemption request asked, by value: ``10`` and ``10.00`` points are one ask."""
+    return f"{points.normalize():f} {what}"
+
+
 def _digest(event: PointsRedeemed) -> str:
     what = f"cashback {event.cashback}" if event.cashback else f"reward {event.reward_id}"
-    return f"{event.points} {what}"
+    return redemption_digest(event.points, what)

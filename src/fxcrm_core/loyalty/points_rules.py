@@ -5,28 +5,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Context, Decimal, localcontext
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from fxcrm_core.kernel.errors import ValidationError
+from fxcrm_core.kernel import MAX_AMOUNT
+from fxcrm_core.kernel.errors import AmountOutOfRangeError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.loyalty.programme import short_name as _name
 from fxcrm_core.trading import Deal
 
-__all__ = ["CashbackRate", "DepositRate", "PointsRules"]
+__all__ = ["MAX_POINTS", "CashbackRate", "DepositRate", "PointsRules"]
 
 ZERO = Decimal(0)
 POINT = Decimal("0.01")  # points are kept to two decimals, rounded down when earned
+#: The largest number of points one value (a redemption, an adjustment, an award, a rate) holds.
+MAX_POINTS = Decimal(10) ** 12
+#: Decimal places of a points value (a rate per lot or per deposit unit may have up to 6).
+POINT_PLACES = 2
+RATE_PLACES = 6
 
 
-def check_points(value: object, what: str, *, positive: bool = False) -> Decimal:
+def check_points(
+    value: object, what: str, *, positive: bool = False, places: int = POINT_PLACES
+) -> Decimal:
+    """``value`` as a points value: a finite Decimal from zero (or above, with ``positive``)
+    to :data:`MAX_POINTS`, with at most ``places`` decimals; a ValidationError otherwise (never
+    a decimal signal: the bound is checked before any arithmetic)."""
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
         raise ValidationError(f"{what} is a finite Decimal of zero or more")
     if positive and value == 0:
         raise ValidationError(f"{what} is more than zero")
+    if value > MAX_POINTS:
+        raise ValidationError(f"{what} is at most {MAX_POINTS:,} points")
+    if value != value.quantize(Decimal(1).scaleb(-places)):  # exact: value <= MAX_POINTS
+        raise ValidationError(f"{what} has at most {places} decimals")
     return value
 
 
@@ -55,7 +70,7 @@ class DepositRate:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.per, Money) or not self.per.is_positive():
             raise ValidationError("a deposit rate is per a positive amount of money")
-        check_points(self.points, "points per deposit unit")
+        check_points(self.points, "points per deposit unit", places=RATE_PLACES)
 
 
 @attrs.frozen
@@ -72,12 +87,18 @@ class CashbackRate:
 
     def cashback(self, points: Decimal) -> Money:
         """What ``points`` buy; they must buy whole minor units (no fraction of a cent lost)."""
+        check_points(points, "points redeemed")
         cur = self.money.currency
-        exact = points * self.money.amount / self.points
         unit = Decimal(1).scaleb(-cur.minor_units)
-        if exact != exact.quantize(unit, rounding=ROUND_DOWN):
-            raise ValidationError("those points do not buy a whole number of minor units")
-        return Money.of(exact.quantize(unit), cur)
+        # Points and rates are bounded (MAX_POINTS, money below MAX_AMOUNT), so this context
+        # holds every quotient's whole part and minor units: no decimal signal can escape.
+        with localcontext(Context(prec=_PRECISION, rounding=ROUND_DOWN)):
+            exact = points * self.money.amount / self.points
+            if exact >= MAX_AMOUNT:
+                raise AmountOutOfRangeError("those points buy more than any amount of money")
+            if exact != exact.quantize(unit):
+                raise ValidationError("those points do not buy a whole number of minor units")
+            return Money.of(exact.quantize(unit), cur)
 
 
 @attrs.frozen
@@ -103,7 +124,7 @@ class PointsRules:
     def __attrs_post_init__(self) -> None:
         for group, points in self.per_lot.items():
             _name(group, "a symbol group")
-            check_points(points, "points per lot")
+            check_points(points, "points per lot", places=RATE_PLACES)
         for symbol, group in self.symbol_groups.items():
             _name(symbol, "a symbol")
             if group not in self.per_lot:
@@ -142,5 +163,16 @@ class PointsRules:
         return None
 
 
+_PRECISION = 100
+
+
 def earned(base: Decimal, multiplier: Decimal) -> Decimal:
-    return (base * multiplier).quantize(POINT, rounding=ROUND_DOWN)
+    """An award: ``base`` points times the tier's ``multiplier``, to two decimals rounded
+    down, and at most :data:`MAX_POINTS` (an award past it - absurd rates or a hostile
+    multiplier - is capped rather than stop the policy that earns it). Never a decimal signal."""
+    if base <= 0 or multiplier <= 0:
+        return ZERO
+    if base.adjusted() + multiplier.adjusted() > MAX_POINTS.adjusted():
+        return MAX_POINTS  # checked on the exponents: the product itself could overflow
+    with localcontext(Context(prec=_PRECISION, rounding=ROUND_DOWN)):
+        return min(base * multiplier, MAX_POINTS).quantize(POINT)
