@@ -487,10 +487,11 @@ class Sdk:
             (SpanCachedSource if tier_source == "cached" else ClientActivitySource)(self.activity),
             programme="vip",
             calendar=self.calendar,
-            clock=FixedClock(datetime(2025, 12, 31, tzinfo=UTC)),
+            clock=(tier_clock := FixedClock(datetime(2025, 12, 31, tzinfo=UTC))),
         )
-        if not self.tiers.programmes():
+        if not self.tiers.programmes():  # recorded before it takes effect
             self.tiers.record_programme(Actor.staff("7", Role.ADMIN), VIP, reason="benchmark")
+        tier_clock.set(CLOSE_AT)  # March is closed at CLOSE_AT
         self.segmentation = Segmentation(self.activity, calendar=self.calendar)
         self.churn = ChurnWatch(
             self.repository, self.activity, calendar=self.calendar, projections=self.projections
