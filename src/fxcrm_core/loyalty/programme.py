@@ -16,12 +16,23 @@ from typing import Any
 
 import attrs
 
-from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
+from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel.errors import (
+    AmountOutOfRangeError,
+    CodecError,
+    FxCrmError,
+    ValidationError,
+)
 from fxcrm_core.kernel.money import Money
 from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
 
 __all__ = [
+    "MAX_CASHBACK_PER_LOT",
+    "MAX_LEVERAGE_CAP",
+    "MAX_PLACES",
+    "MAX_POINTS_MULTIPLIER",
+    "MAX_THRESHOLD",
     "Benefits",
     "CalendarMonth",
     "Combination",
@@ -72,6 +83,35 @@ def _decimal(value: object, what: str) -> Decimal:
     return value
 
 
+#: The limits a programme is held to when recorded (:meth:`TierProgramme.check_limits`), so
+#: whatever a tier gives stays computable exactly by the points, cashback and commission
+#: engines: every number has at most MAX_PLACES decimal places ...
+MAX_PLACES = 18
+#: ... a points multiplier is 0 to this ...
+MAX_POINTS_MULTIPLIER = Decimal(1000)
+#: ... a cashback per lot 0 to this many units of its currency (ample even for IDR or VND) ...
+MAX_CASHBACK_PER_LOT = Decimal(10) ** 9
+#: ... a leverage cap 1 to this (1:10,000) ...
+MAX_LEVERAGE_CAP = 10_000
+#: ... and a threshold this at most, in absolute value (a net-deposits minimum may be negative).
+MAX_THRESHOLD = Decimal(10) ** 15
+_MAX_EXPONENT = 15
+
+
+def _bounded(value: Decimal, what: str, low: Decimal, high: Decimal) -> None:
+    """Refuse ``value`` unless it lies from ``low`` to ``high`` with at most MAX_PLACES decimal
+    places and no exponent past the bounds (``0E+999999999`` is refused too)."""
+    exponent = value.as_tuple().exponent
+    if (
+        not isinstance(exponent, int)
+        or not -MAX_PLACES <= exponent <= _MAX_EXPONENT
+        or not low <= value <= high
+    ):
+        raise AmountOutOfRangeError(
+            f"{what} is from {low} to {high}, with at most {MAX_PLACES} decimal places"
+        )
+
+
 @attrs.frozen
 class Threshold:
     """At least ``minimum`` of ``measure`` over the programme's window."""
@@ -109,6 +149,19 @@ class Benefits:
             raise ValidationError("a leverage cap is a whole number, at least 1")
         if not 0 <= _decimal(self.commission_discount, "a commission discount") <= 1:
             raise ValidationError("a commission discount is a share from 0 to 1")
+
+    def check_limits(self) -> None:
+        """Refuse (AmountOutOfRangeError) a benefit past the limits a recorded programme is
+        held to: cashback per lot up to MAX_CASHBACK_PER_LOT, points multiplier up to
+        MAX_POINTS_MULTIPLIER, leverage cap up to MAX_LEVERAGE_CAP, at most MAX_PLACES
+        decimal places."""
+        if self.cashback_per_lot is not None:
+            _bounded(self.cashback_per_lot.amount, "cashback per lot", Decimal(0),
+                     MAX_CASHBACK_PER_LOT)  # fmt: skip
+        _bounded(self.points_multiplier, "a points multiplier", Decimal(0), MAX_POINTS_MULTIPLIER)
+        _bounded(self.commission_discount, "a commission discount", Decimal(0), Decimal(1))
+        if self.leverage_cap is not None and self.leverage_cap > MAX_LEVERAGE_CAP:
+            raise AmountOutOfRangeError(f"a leverage cap is at most {MAX_LEVERAGE_CAP}")
 
 
 def short_name(value: object, what: str) -> str:
@@ -337,6 +390,18 @@ class TierProgramme:
         if not isinstance(self.combination, Combination):
             raise ValidationError("a combination is a Combination")
 
+    def check_limits(self) -> None:
+        """Refuse (AmountOutOfRangeError) a programme with a number past the SDK's limits: a
+        threshold past MAX_THRESHOLD, a benefit past :meth:`Benefits.check_limits`, any number
+        with more than MAX_PLACES decimal places. :meth:`Tiers.record_programme` checks this:
+        a recorded multiplier of ``1E+999999999`` would stop the points policy at the first
+        deal. (A value past the limits is still a valid value: a log recorded under wider
+        limits keeps decoding.)"""
+        for tier in self.tiers:
+            for threshold in (*tier.all_of, *tier.any_of):
+                _bounded(threshold.minimum, "a threshold", -MAX_THRESHOLD, MAX_THRESHOLD)
+            tier.benefits.check_limits()
+
     @property
     def measures(self) -> tuple[Measure, ...]:
         used = frozenset().union(*(t.measures for t in self.tiers))
@@ -409,8 +474,18 @@ def programme_to_data(programme: TierProgramme) -> dict[str, Any]:
     }
 
 
+def _number_of(value: object, what: str) -> Decimal:
+    """A stored number: decimal text or a whole number, never a float (it would turn 1.1 into
+    a long binary fraction) nor anything else."""
+    if type(value) is not str and type(value) is not int:
+        raise CodecError(f"{what} is stored as decimal text")
+    return to_decimal(value, what)
+
+
 def _thresholds_of(data: Any) -> tuple[Threshold, ...]:
-    return tuple(Threshold(Measure(m), Decimal(v)) for m, v in data)
+    if not isinstance(data, list):
+        raise CodecError("stored thresholds are a list")
+    return tuple(Threshold(Measure(m), _number_of(v, "a threshold")) for m, v in data)
 
 
 def _window_of(data: Any) -> Window:
@@ -442,9 +517,9 @@ def programme_from_data(data: object) -> TierProgramme:
                     _thresholds_of(t["any_of"]),
                     Benefits(
                         None if c is None else Money.parse(c),
-                        Decimal(t["points_multiplier"]),
+                        _number_of(t["points_multiplier"], "a points multiplier"),
                         t["leverage_cap"],
-                        Decimal(t["commission_discount"]),
+                        _number_of(t["commission_discount"], "a commission discount"),
                     ),
                 )
                 for t, c in zip(data["tiers"], cashback, strict=True)

@@ -70,6 +70,7 @@ __all__ = [
     "OVERRIDE_ACTION",
     "PROGRAMME_PERMISSION",
     "ActivitySource",
+    "DecisionInTheFutureError",
     "Standing",
     "Tiers",
 ]
@@ -81,6 +82,13 @@ OVERRIDE_ACTION = "tier_override"
 
 _TICK = timedelta(microseconds=1)
 _SYSTEM = "system:loyalty-tiers"
+
+
+class DecisionInTheFutureError(ValidationError):
+    """A tier decision (an evaluation, a period's close) dated after the service's clock: it
+    would judge activity that has not happened yet; nothing was written."""
+
+    default_message = "a tier decision cannot be dated after the clock's now"
 
 
 class ActivitySource(Protocol):
@@ -159,13 +167,16 @@ class Tiers:
     # -- programme versions ---------------------------------------------------------------------
     def record_programme(self, actor: Actor, programme: TierProgramme, *, reason: str) -> None:
         """Record the next version of the programme (version 1 first); it takes effect no
-        earlier than it is recorded, and no earlier than the version before it."""
+        earlier than it is recorded, and no earlier than the version before it. A programme
+        with a number past the SDK's limits (:meth:`TierProgramme.check_limits`) is refused
+        (AmountOutOfRangeError, nothing recorded)."""
         if not isinstance(actor, Actor):
             raise ValidationError("a programme version needs an actor")
         why = checked_text(reason, "reason", 500)
         self.access.require(actor, PROGRAMME_PERMISSION)
         if not isinstance(programme, TierProgramme):
             raise ValidationError("a programme version is a TierProgramme")
+        programme.check_limits()
         if programme.programme_id != self.programme_id:
             raise ValidationError("that version belongs to another programme")
         if self.measures is not None and not set(programme.measures) <= self.measures:
@@ -273,6 +284,15 @@ class Tiers:
         return [decode(row) for row in self.repository.store.read_stream(stream_id)]
 
     # -- deciding -------------------------------------------------------------------------------
+    def _decided_at(self, at: datetime) -> datetime:
+        """``at`` in UTC, refused when after the service's clock: a decision dated ahead of
+        the clock would judge activity that has not happened yet and, as decisions only go
+        forward, would hold back every real decision until then."""
+        when = to_utc(at, "at")
+        if when > self.clock.now():
+            raise DecisionInTheFutureError()
+        return when
+
     def _read(
         self, programme: TierProgramme, client_id: str, period: Period, end: datetime
     ) -> _Reading:
@@ -340,9 +360,11 @@ class Tiers:
         forward in time: an evaluation before the client's last decision records nothing (the
         next one, or the period's end, sees its activity).
 
-        With ``uow`` (a policy's unit of work) the events are recorded into it, not committed.
+        ``at`` after the clock's now is refused (:class:`DecisionInTheFutureError`, nothing
+        recorded). With ``uow`` (a policy's unit of work) the events are recorded into it, not
+        committed.
         """
-        when = to_utc(at, "at")
+        when = self._decided_at(at)
         programme = self.programme_at(when)
         state = self._state(client_id, uow)
         if state.last_decided is not None and when < state.last_decided:
@@ -377,17 +399,19 @@ class Tiers:
         """Close, for each client, the period that ended last at or before ``at`` under the
         programme in force at ``at``: record the tier its figures reached and decide at its end
         (a downgrade, a grace, an upgrade). Idempotent per client and period; returns how many
-        clients it recorded anything for. With ``uow`` (a policy's unit of work) the events are
-        recorded into it, not committed."""
-        when = to_utc(at, "at")
+        clients it recorded anything for. ``at`` after the clock's now is refused
+        (:class:`DecisionInTheFutureError`, nothing recorded): a period is closed once it has
+        ended. With ``uow`` (a policy's unit of work) the events are recorded into it, not
+        committed."""
+        if isinstance(client_ids, str) or not isinstance(client_ids, Iterable):
+            raise ValidationError("close_period takes a collection of client ids")
+        when = self._decided_at(at)
         programme = self.programme_at(when)
         period = previous_period(
             programme.window, self.calendar, programme.window.period(self.calendar, when)
         )
         if period.end <= programme.effective_from:
             return 0  # the programme was not in force during that period
-        if isinstance(client_ids, str) or not isinstance(client_ids, Iterable):
-            raise ValidationError("close_period takes a collection of client ids")
         following = programme.window.period(self.calendar, period.end).label
         count = 0
         for client_id in dict.fromkeys(client_ids):
