@@ -381,11 +381,13 @@ def test_lots_are_spent_and_expire_oldest_first() -> None:
     assert [r for _, r in w.lots("c1")] == [Decimal(0), Decimal(15), Decimal(40)]
     # Before any expiry is recorded, points past their time are not spendable.
     assert w.points.balance("c1", T0 + timedelta(days=40)) == Decimal(40)
+    w.clock.set(T0 + timedelta(days=40))
     assert w.points.expire(T0 + timedelta(days=40)) == 1
     assert w.points.expire(T0 + timedelta(days=40)) == 0  # idempotent
     expired = [r.event for r in w.points.history("c1") if isinstance(r.event, PointsExpired)]
     assert [e.taken for e in expired] == [(("deal:mt5:2", Decimal(15)),)]
     assert w.balance("c1") == Decimal(40)
+    w.clock.set(T0 + timedelta(days=60))
     w.points.expire(T0 + timedelta(days=60))
     assert w.points.account("c1").balance == 0
 
@@ -411,6 +413,7 @@ def test_a_deleted_deal_whose_lot_expired_takes_back_only_what_was_spent() -> No
     w.deal("5", at=T0 + timedelta(days=20))  # 50
     w.pull()
     w.points.redeem(ADMIN, "c1", Decimal(10), request_id="r1")  # 10 of the first lot
+    w.clock.set(T0 + timedelta(days=31))
     w.points.expire(T0 + timedelta(days=31))  # the other 20 of it expire
     w.change(deal, DealChange.DELETED)
     w.pull()
@@ -551,6 +554,7 @@ def test_a_deal_re_priced_down_after_its_lot_expired_takes_back_only_what_was_sp
     w.deal("5", at=T0 + timedelta(days=20))  # 50
     w.pull()
     w.points.redeem(ADMIN, "c1", Decimal(10), request_id="r1")  # 10 of the first lot
+    w.clock.set(T0 + timedelta(days=31))
     w.points.expire(T0 + timedelta(days=31))  # its other 20 expire
     w.clock.set(T0 + timedelta(days=32))
     w.change(deal, DealChange.UPDATED, lots="1")  # earns 10 now: the 10 spent stand

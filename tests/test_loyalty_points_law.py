@@ -86,6 +86,7 @@ def test_any_sequence_keeps_the_balance_non_negative_and_equal_to_the_lots(
             with contextlib.suppress(InsufficientPointsError):
                 w.points.redeem(ADMIN, "c1", Decimal(value), request_id=f"r{n}")
         elif op == "expire":
+            w.clock.set(T0 + timedelta(days=3 * k))
             w.points.expire(T0 + timedelta(days=3 * k))
         elif op == "deposit":
             w.clock.set(T0 + timedelta(days=k))
