@@ -408,6 +408,7 @@ def test_a_scheduler_may_close_a_day_itself_once_and_the_policy_then_records_not
     world = World()
     world.deal("2")
     world.pull()
+    world.clock.set(session(next_weekday(DAY1)))
     assert world.cashback.close_day(DAY1) is True
     assert world.cashback.close_day(DAY1) is False
     before = world.repository.store.last_position()

@@ -554,14 +554,12 @@ class Points:
 
         ``at`` after the clock's now is refused (:class:`ExpiryInTheFutureError`, nothing
         recorded): points live until then could never come back. With ``uow`` (a policy's
-        unit of work) the events are recorded into it, not committed, and an ``at`` after the
-        clock's now records what is due by now (a policy never stops on it)."""
+        unit of work) the events are recorded into it, not committed, and ``at`` is the
+        instant the upstream event names (a closed trading day's end): the decision depends on
+        the log alone, never on the clock of the process running the policy."""
         when = to_utc(at, "at")
-        now = self.clock.now()
-        if when > now:
-            if uow is None:
-                raise ExpiryInTheFutureError()
-            when = now
+        if uow is None and when > self.clock.now():
+            raise ExpiryInTheFutureError()
         if client_ids is not None and (
             isinstance(client_ids, str) or not isinstance(client_ids, Iterable)
         ):
