@@ -122,6 +122,13 @@ class World:
     tiers: Tiers
     approvals: Approvals
 
+    def until(self, at: datetime) -> datetime:
+        """Time passes up to ``at`` (the clock never goes back), and ``at`` is answered: a tier
+        decision is dated no later than the clock's now."""
+        if at > self.clock.now():
+            self.clock.set(at)
+        return at
+
     def fresh(self) -> Tiers:
         """A tier service as a new process builds it on the same log (nothing cached)."""
         return build(self.store, self.activity, self.clock).tiers

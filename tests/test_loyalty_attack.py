@@ -30,7 +30,7 @@ from fxcrm_core.commissions.book import RebateEntriesRecorded
 from fxcrm_core.events import EventCodec, EventRegistry, Policy, PolicyRunner, Repository
 from fxcrm_core.events import register_events as core_events
 from fxcrm_core.kernel import Currency, FixedClock, Money
-from fxcrm_core.kernel.errors import CodecError, FxCrmError
+from fxcrm_core.kernel.errors import CodecError, ConcurrencyError, FxCrmError
 from fxcrm_core.ledger import Ledger, TransferRequest
 from fxcrm_core.ledger import register_events as ledger_events
 from fxcrm_core.loyalty import (
@@ -488,6 +488,11 @@ def ib_rank_history(policies: Literal["inline", "worker"]) -> list[tuple[int, da
     broker.feeds.pull(w.cast_feed(feed))
     clock.set(w.noon(date(2026, 7, 2)))
     broker.end_of_day()
+    if policies == "worker":
+        # The rules' decision at the close comes first: a rank by hand waits for it.
+        with pytest.raises(ConcurrencyError):
+            broker.ib_network.change_rank(w.ADMIN, m.IB, 1, clock.now(), reason="by hand")
+        broker.run_policies()
     broker.ib_network.change_rank(w.ADMIN, m.IB, 1, clock.now(), reason="by hand")
     broker.run_policies()
     assert broker.policy_failure is None

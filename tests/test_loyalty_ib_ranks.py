@@ -64,7 +64,7 @@ from fxcrm_core.loyalty import (
     UpgradeTiming,
     register_events,
 )
-from fxcrm_core.loyalty.ib_ranks import IB_RANKS_POLICY, IB_RANKS_UPSTREAM, IbRanks
+from fxcrm_core.loyalty.ib_ranks import IB_RANKS_POLICY, IbRanks
 from fxcrm_core.reactions import TradingDayClosed, TradingDays
 from fxcrm_core.reactions import register_events as register_reaction_events
 from fxcrm_core.stores import MemoryEventStore, SqliteEventStore
@@ -176,8 +176,7 @@ def build(store: EventStore, book: Book, clock: FixedClock, *, approval: bool = 
     runner = PolicyRunner(
         repository,
         [
-            Policy("loyalty-ib-ranks-days", (TradingDayClosed,), ranks.on_trading_day_closed),
-            Policy(IB_RANKS_POLICY, IB_RANKS_UPSTREAM, ranks.handle),
+            Policy(IB_RANKS_POLICY, (TradingDayClosed,), ranks.on_trading_day_closed),
         ],
     )
     return World(store, book, clock, network, ranks, approvals, runner)
@@ -237,6 +236,7 @@ UP = datetime(2026, 7, 7, 14, tzinfo=UTC)  # Tuesday 10:00 New York
 def upgrade_s(w: World) -> list[DomainEvent]:
     w.book.trade("c1", datetime(2026, 7, 6, 14, tzinfo=UTC), 6)
     w.book.trade("c2", UP - timedelta(hours=1), 5)
+    w.clock.set(max(w.clock.now(), UP))
     decided = w.ranks.evaluate("s", UP)
     w.runner.run()
     return decided
@@ -257,11 +257,10 @@ def test_an_upgrade_changes_the_rank_slice_payout_for_deals_after_its_effective_
     assert w.ranks.rank_of("s", UP) == 1
     recorded = w.network.rank_history("s")[-1]
     assert recorded.event == IbRankChanged("s", 1, UP)
-    assert recorded.metadata.actor == f"policy:{IB_RANKS_POLICY}"
-    assert (
-        recorded.metadata.causation_id
-        == f"clienttier-ib-ranks/s/{w.ranks.history('s')[-1].version}"
-    )
+    # The decision and its rank are recorded together, in one append.
+    decision = w.ranks.history("s")[-1]
+    assert recorded.metadata.actor == decision.metadata.actor == "system:ib-ranks"
+    assert abs(recorded.position - decision.position) == 1
     # After it: s takes the rank-1 slice, m keeps rank 2's; at the instant itself too.
     assert paid(made, w.network, item(2, 2, 2, UP + timedelta(hours=1))) == {
         "s": Decimal(2), "m": Decimal(4),
@@ -326,6 +325,7 @@ def test_a_rank_by_hand_needs_a_checker_other_than_its_maker() -> None:
     # The rules' later decision is still recorded after a rank set by hand before it.
     w.book.trade("c1", at + timedelta(days=1), 6)
     w.book.trade("c2", at + timedelta(days=1), 6)
+    w.clock.set(at + timedelta(days=1))
     w.ranks.evaluate("s", at + timedelta(days=1))
     w.runner.run()
     assert w.ranks.rank_of("s", at + timedelta(days=1)) == 1

@@ -105,8 +105,8 @@ def test_a_deal_at_17_00_on_the_month_end_earns_nothing_for_the_month_that_ended
     w = world(programme(JUL))
     w.activity.trade("c1", ny(2026, 7, 10, 12), "5")
     w.activity.trade("c1", ny(2026, 7, 31, 17, 0), "5")  # August's first trading day
-    w.tiers.evaluate("c1", ny(2026, 7, 31, 17, 0))
-    w.tiers.close_period(ny(2026, 7, 31, 17, 5), ["c1"])
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 31, 17, 0)))
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 5)), ["c1"])
     closed = [r.event for r in w.tiers.history("c1") if isinstance(r.event, TierPeriodClosed)]
     assert [(c.period, c.qualified) for c in closed] == [("2026-07", "bronze")]
     assert w.tiers.tier("c1", ny(2026, 8, 3, 12)) == "bronze"
@@ -114,7 +114,7 @@ def test_a_deal_at_17_00_on_the_month_end_earns_nothing_for_the_month_that_ended
     w2 = world(programme(JUL))
     w2.activity.trade("c1", ny(2026, 7, 10, 12), "5")
     w2.activity.trade("c1", ny(2026, 7, 31, 16, 59), "5")  # July's last minute
-    w2.tiers.close_period(ny(2026, 7, 31, 17, 5), ["c1"])
+    w2.tiers.close_period(w2.until(ny(2026, 7, 31, 17, 5)), ["c1"])
     assert w2.tiers.tier("c1", ny(2026, 8, 3, 12)) == "silver"
 
 
@@ -125,9 +125,9 @@ def test_an_upgrade_at_once_holds_from_the_deal_that_earned_it() -> None:
     w = world(programme(JUL))
     w.activity.trade("c1", ny(2026, 7, 6, 10), "9")
     assert changes(w.tiers.history("c1")) == []
-    w.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 6, 10)))
     w.activity.trade("c1", ny(2026, 7, 7, 10), "1")
-    [event] = w.tiers.evaluate("c1", ny(2026, 7, 7, 10))
+    [event] = w.tiers.evaluate("c1", w.until(ny(2026, 7, 7, 10)))
     assert isinstance(event, TierChanged)
     assert (event.from_tier, event.to_tier, event.rule) == ("bronze", "silver", "upgrade_at_once")
     assert event.effective_at == ny(2026, 7, 7, 10)
@@ -139,24 +139,24 @@ def test_an_upgrade_at_once_holds_from_the_deal_that_earned_it() -> None:
 def test_an_upgrade_on_the_next_trading_day_starts_at_17_00_new_york() -> None:
     w = world(programme(JUL, upgrade=UpgradeTiming.NEXT_TRADING_DAY))
     w.activity.trade("c1", ny(2026, 7, 8, 11), "12")
-    [event] = w.tiers.evaluate("c1", ny(2026, 7, 8, 11))
+    [event] = w.tiers.evaluate("c1", w.until(ny(2026, 7, 8, 11)))
     assert isinstance(event, TierChanged)
     assert event.rule == "upgrade_next_trading_day"
     assert event.effective_at == ny(2026, 7, 8, 17)
     assert w.tiers.tier("c1", ny(2026, 7, 8, 16, 59)) == "bronze"
     assert w.tiers.tier("c1", ny(2026, 7, 8, 17)) == "silver"
     # Evaluated again before it takes effect: nothing new to decide.
-    assert w.tiers.evaluate("c1", ny(2026, 7, 8, 12)) == []
+    assert w.tiers.evaluate("c1", w.until(ny(2026, 7, 8, 12))) == []
 
 
 def test_gold_needs_all_of_and_one_of_any_of() -> None:
     w = world(programme(JUL))
     for day in (6, 7, 8, 9, 10):
         w.activity.trade("c1", ny(2026, 7, day, 10), "11")
-    w.tiers.evaluate("c1", ny(2026, 7, 10, 11))
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 10, 11)))
     assert w.tiers.tier("c1", ny(2026, 7, 10, 12)) == "silver"  # 55 lots, 5 trades, no deposit
     w.activity.deposit("c1", ny(2026, 7, 13, 9), "5000")
-    w.tiers.evaluate("c1", ny(2026, 7, 13, 9))
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 13, 9)))
     assert w.tiers.tier("c1", ny(2026, 7, 13, 10)) == "gold"
 
 
@@ -167,7 +167,7 @@ def gold_in_july(grace: int = 0) -> World:
     w = world(programme(JUL, grace=grace))
     w.activity.trade("c1", ny(2026, 7, 6, 10), "60")
     w.activity.deposit("c1", ny(2026, 7, 6, 9), "6000")
-    w.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 6, 10)))
     assert w.tiers.tier("c1", ny(2026, 7, 6, 11)) == "gold"
     return w
 
@@ -175,9 +175,9 @@ def gold_in_july(grace: int = 0) -> World:
 def test_a_downgrade_waits_for_the_period_end() -> None:
     w = gold_in_july()
     w.activity.deposit("c1", ny(2026, 7, 20, 9), "-5500")  # net deposits fall below Gold's
-    assert w.tiers.evaluate("c1", ny(2026, 7, 20, 9)) == []
+    assert w.tiers.evaluate("c1", w.until(ny(2026, 7, 20, 9))) == []
     assert w.tiers.tier("c1", ny(2026, 7, 31, 16, 59)) == "gold"
-    assert w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"]) == 1
+    assert w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"]) == 1
     last = changes(w.tiers.history("c1"))[-1]
     assert (last.from_tier, last.to_tier, last.rule, last.period) == (
         "gold", "silver", "period_end", "2026-07"
@@ -188,21 +188,21 @@ def test_a_downgrade_waits_for_the_period_end() -> None:
     assert w.tiers.tier("c1", ny(2026, 7, 31, 17)) == "silver"
     # Closing again is idempotent.
     before = len(w.tiers.history("c1"))
-    assert w.tiers.close_period(ny(2026, 7, 31, 18), ["c1"]) == 0
+    assert w.tiers.close_period(w.until(ny(2026, 7, 31, 18)), ["c1"]) == 0
     assert len(w.tiers.history("c1")) == before
 
 
 def test_a_grace_keeps_the_tier_then_ends_by_itself() -> None:
     w = gold_in_july(grace=3)
-    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])
-    w.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 8, 31, 17, 1)), ["c1"])
     events = [r.event for r in w.tiers.history("c1")]
     [grace] = [e for e in events if isinstance(e, TierGraceStarted)]
     # Three trading days after 31 Aug: Tue 1, Wed 2, Thu 3 Sep; it ends at the close of the 3rd.
     assert (grace.tier, grace.until, grace.period) == ("bronze", ny(2026, 9, 3, 17), "2026-08")
     assert w.tiers.tier("c1", ny(2026, 9, 3, 16, 59)) == "gold"
     assert w.tiers.tier("c1", ny(2026, 9, 3, 17)) == "bronze"  # read: due, not yet recorded
-    [change] = w.tiers.evaluate("c1", ny(2026, 9, 4, 10))
+    [change] = w.tiers.evaluate("c1", w.until(ny(2026, 9, 4, 10)))
     assert isinstance(change, TierChanged)
     assert (change.rule, change.to_tier, change.effective_at) == (
         "grace_expired", "bronze", ny(2026, 9, 3, 17)
@@ -212,25 +212,25 @@ def test_a_grace_keeps_the_tier_then_ends_by_itself() -> None:
 
 def test_qualifying_again_during_the_grace_keeps_the_tier() -> None:
     w = gold_in_july(grace=3)
-    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])
-    w.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 8, 31, 17, 1)), ["c1"])
     w.activity.trade("c1", ny(2026, 9, 2, 10), "60")
     w.activity.deposit("c1", ny(2026, 9, 2, 9), "5000")
-    [cleared] = w.tiers.evaluate("c1", ny(2026, 9, 2, 10))
+    [cleared] = w.tiers.evaluate("c1", w.until(ny(2026, 9, 2, 10)))
     assert isinstance(cleared, TierGraceCleared)
     assert w.tiers.tier("c1", ny(2026, 9, 10)) == "gold"
-    assert w.tiers.evaluate("c1", ny(2026, 9, 10)) == []
+    assert w.tiers.evaluate("c1", w.until(ny(2026, 9, 10))) == []
 
 
 def test_the_lower_of_the_last_two_periods() -> None:
     w = world(programme(JUL, combination=Combination.LOWER_OF_LAST_TWO))
     w.activity.trade("c1", ny(2026, 7, 6, 10), "20")  # silver in July
-    w.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 6, 10)))
     assert w.tiers.tier("c1", ny(2026, 7, 7)) == "bronze"  # June had nothing
-    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"])
     assert w.tiers.tier("c1", ny(2026, 8, 3)) == "bronze"
     w.activity.trade("c1", ny(2026, 8, 3, 10), "15")  # silver in August too: two good periods
-    [up] = w.tiers.evaluate("c1", ny(2026, 8, 3, 10))
+    [up] = w.tiers.evaluate("c1", w.until(ny(2026, 8, 3, 10)))
     assert isinstance(up, TierChanged)
     assert up.to_tier == "silver"
     assert up.qualified == (("2026-07", "silver"), ("2026-08", "silver"))
@@ -238,8 +238,8 @@ def test_the_lower_of_the_last_two_periods() -> None:
     assert ("2026-07", "lots", "20") in up.figures
     assert ("2026-08", "lots", "15") in up.figures
     # A weak September: the lower of August (silver) and September (bronze) is bronze.
-    w.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])
-    w.tiers.close_period(ny(2026, 9, 30, 17, 1), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 8, 31, 17, 1)), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 9, 30, 17, 1)), ["c1"])
     assert w.tiers.tier("c1", ny(2026, 9, 30, 16)) == "silver"
     assert w.tiers.tier("c1", ny(2026, 9, 30, 17)) == "bronze"
 
@@ -249,14 +249,14 @@ def test_the_lower_of_the_last_two_periods() -> None:
 
 def test_after_a_grace_downgrade_an_upgrade_waits_for_the_period_end() -> None:
     w = gold_in_july(grace=2)
-    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])
-    w.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])
-    w.tiers.evaluate("c1", ny(2026, 9, 4, 10))  # grace over: bronze
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 8, 31, 17, 1)), ["c1"])
+    w.tiers.evaluate("c1", w.until(ny(2026, 9, 4, 10)))  # grace over: bronze
     w.activity.trade("c1", ny(2026, 9, 8, 10), "60")
     w.activity.deposit("c1", ny(2026, 9, 8, 9), "5000")
-    assert w.tiers.evaluate("c1", ny(2026, 9, 8, 10)) == []
+    assert w.tiers.evaluate("c1", w.until(ny(2026, 9, 8, 10))) == []
     assert w.tiers.tier("c1", ny(2026, 9, 20)) == "bronze"
-    w.tiers.close_period(ny(2026, 9, 30, 17, 1), ["c1"])
+    w.tiers.close_period(w.until(ny(2026, 9, 30, 17, 1)), ["c1"])
     assert w.tiers.tier("c1", ny(2026, 9, 30, 17)) == "gold"
     # Inside September the tier went one way only: gold through the grace, then bronze.
     tiers = [w.tiers.tier("c1", ny(2026, 9, d, 12)) for d in range(1, 31)]
@@ -281,7 +281,7 @@ def test_an_override_needs_a_second_person_and_ends_at_its_expiry() -> None:
     assert standing.benefits == GOLD.benefits
     assert w.tiers.tier("c1", expiry - timedelta(microseconds=1)) == "gold"
     assert w.tiers.standing("c1", expiry).overridden is False  # ends by itself on read
-    [ended, *_] = w.tiers.evaluate("c1", expiry + timedelta(hours=1))
+    [ended, *_] = w.tiers.evaluate("c1", w.until(expiry + timedelta(hours=1)))
     assert isinstance(ended, TierOverrideEnded)
     assert ended.request_id == request
 
@@ -355,12 +355,14 @@ def test_a_programme_refuses_bad_shapes() -> None:
 def test_a_period_closed_late_starts_no_grace_after_the_client_moved_up_since() -> None:
     w = world(programme(JUL, grace=2))
     w.activity.trade("c1", ny(2026, 7, 6, 10), "12")
-    w.tiers.evaluate("c1", ny(2026, 7, 6, 10))
-    w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])  # silver for July; August is quiet
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 6, 10)))
+    w.tiers.close_period(
+        w.until(ny(2026, 7, 31, 17, 1)), ["c1"]
+    )  # silver for July; August is quiet
     w.activity.trade("c1", ny(2026, 9, 1, 10), "60")
     w.activity.deposit("c1", ny(2026, 9, 1, 9), "6000")
-    w.tiers.evaluate("c1", ny(2026, 9, 1, 10))  # gold, before August was closed
-    w.tiers.close_period(ny(2026, 9, 1, 11), ["c1"])  # August closed late: bronze
+    w.tiers.evaluate("c1", w.until(ny(2026, 9, 1, 10)))  # gold, before August was closed
+    w.tiers.close_period(w.until(ny(2026, 9, 1, 11)), ["c1"])  # August closed late: bronze
     events = [r.event for r in w.tiers.history("c1")]
     assert not [e for e in events if isinstance(e, TierGraceStarted)]
     assert [w.tiers.tier("c1", ny(2026, 9, d)) for d in (1, 4, 15)] == ["gold"] * 3
@@ -371,10 +373,10 @@ def test_a_policy_records_decisions_in_its_own_unit_of_work() -> None:
     w.activity.trade("c1", ny(2026, 7, 6, 10), "12")
     repository = w.tiers.repository
     with UnitOfWork(repository, EventMetadata("system:policy")) as uow:
-        staged = w.tiers.evaluate("c1", ny(2026, 7, 6, 10), uow=uow)
+        staged = w.tiers.evaluate("c1", w.until(ny(2026, 7, 6, 10)), uow=uow)
         assert [type(e).__name__ for e in staged] == ["TierChanged"]
         assert w.tiers.history("c1") == []  # staged, not committed
-        assert w.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"], uow=uow) == 1
+        assert w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"], uow=uow) == 1
         uow.commit()
     assert [type(r.event).__name__ for r in w.tiers.history("c1")] == [
         "TierChanged", "TierPeriodClosed"
@@ -389,11 +391,15 @@ def test_a_second_process_on_one_sqlite_file_answers_the_same(tmp_path: Path) ->
     first.tiers.record_programme(ADMIN, programme(JUL, grace=2), reason="vip")
     activity.trade("c1", ny(2026, 7, 6, 10), "60")
     activity.deposit("c1", ny(2026, 7, 6, 9), "6000")
-    first.tiers.evaluate("c1", ny(2026, 7, 6, 10))
+    first.tiers.evaluate("c1", first.until(ny(2026, 7, 6, 10)))
     second = build(SqliteEventStore(tmp_path / "events.db"), activity, clock)
-    second.tiers.close_period(ny(2026, 7, 31, 17, 1), ["c1"])  # the other process closes July
-    second.tiers.close_period(ny(2026, 8, 31, 17, 1), ["c1"])  # and August: a grace
-    assert first.tiers.close_period(ny(2026, 8, 31, 17, 2), ["c1"]) == 0  # already closed
+    second.tiers.close_period(
+        second.until(ny(2026, 7, 31, 17, 1)), ["c1"]
+    )  # the other process closes July
+    second.tiers.close_period(second.until(ny(2026, 8, 31, 17, 1)), ["c1"])  # and August: a grace
+    assert (
+        first.tiers.close_period(first.until(ny(2026, 8, 31, 17, 2)), ["c1"]) == 0
+    )  # already closed
     for at in (ny(2026, 7, 6, 11), ny(2026, 9, 2, 16, 59), ny(2026, 9, 2, 17)):
         assert first.tiers.standing("c1", at) == second.tiers.standing("c1", at)
     assert first.tiers.tier("c1", ny(2026, 9, 2, 17)) == "bronze"
@@ -421,5 +427,5 @@ def test_hostile_input_is_refused_with_typed_errors_that_echo_nothing() -> None:
         programme_from_data(data)
     floats = build(w.store, FloatActivity(), w.clock)
     with pytest.raises(ValidationError):
-        floats.tiers.evaluate("c1", ny(2026, 7, 6))
+        floats.tiers.evaluate("c1", floats.until(ny(2026, 7, 6)))
     assert w.tiers.history("c1") == []  # nothing half-written

@@ -56,21 +56,21 @@ class TierMachine(RuleBasedStateMachine):
     @rule()
     def period_ends(self) -> None:
         self.now = self.prog.window.period(CAL, self.now).end + timedelta(minutes=1)
-        self.w.tiers.close_period(self.now, CLIENTS)
+        self.w.tiers.close_period(self.w.until(self.now), CLIENTS)
 
     @rule(client=st.sampled_from(CLIENTS), lots=st.sampled_from([0, 3, 12, 60]))
     def trade(self, client: str, lots: int) -> None:
         self.w.activity.trade(client, self.now, Decimal(lots))
-        self.w.tiers.evaluate(client, self.now)
+        self.w.tiers.evaluate(client, self.w.until(self.now))
 
     @rule(client=st.sampled_from(CLIENTS), amount=st.sampled_from([-6000, -500, 0, 6000]))
     def deposit(self, client: str, amount: int) -> None:
         self.w.activity.deposit(client, self.now, Decimal(amount))
-        self.w.tiers.evaluate(client, self.now)
+        self.w.tiers.evaluate(client, self.w.until(self.now))
 
     @rule()
     def close(self) -> None:
-        self.w.tiers.close_period(self.now, CLIENTS)
+        self.w.tiers.close_period(self.w.until(self.now), CLIENTS)
 
     @rule(client=st.sampled_from(CLIENTS), tier=st.sampled_from(["silver", "gold"]),
           hours=st.integers(1, 300))  # fmt: skip
@@ -178,7 +178,7 @@ class TierModelMachine(RuleBasedStateMachine):
         self.w.activity.deposit("c1", self.now, Decimal(6000))  # gold's any-of is always met
         label = self.prog.window.period(CAL, self.now).label
         self.lots[label] = self.lots.get(label, Decimal(0)) + lots
-        self.w.tiers.evaluate("c1", self.now)
+        self.w.tiers.evaluate("c1", self.w.until(self.now))
         reached = self.reached(label)
         if self.prog.rank(reached) > self.prog.rank(self.expected):
             self.expected = reached
@@ -187,7 +187,7 @@ class TierModelMachine(RuleBasedStateMachine):
     def period_ends(self) -> None:
         period = self.prog.window.period(CAL, self.now)
         self.now = period.end + timedelta(minutes=1)
-        self.w.tiers.close_period(self.now, ["c1"])
+        self.w.tiers.close_period(self.w.until(self.now), ["c1"])
         self.expected = self.reached(period.label)
 
     @invariant()

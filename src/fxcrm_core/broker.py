@@ -102,15 +102,17 @@ from fxcrm_core.events import (
     PolicyError,
     PolicyRunner,
     PolicyTracker,
+    PolicyWaitingError,
     ProjectionRunner,
     RecordedEvent,
     Repository,
     SnapshotStore,
     UnitOfWork,
 )
-from fxcrm_core.events.store import read_types
+from fxcrm_core.events.store import TypeCursor, read_types
 from fxcrm_core.fx import BrokerRates, FxBook
 from fxcrm_core.kernel import (
+    AccessDeniedError,
     Clock,
     CodecError,
     ConcurrencyError,
@@ -139,7 +141,6 @@ from fxcrm_core.loyalty import (
     BONUS_UPSTREAM,
     CASHBACK_POLICY,
     IB_RANKS_POLICY,
-    IB_RANKS_UPSTREAM,
     POINTS_POLICY,
     POINTS_UPSTREAM,
     Benefits,
@@ -464,6 +465,34 @@ class _TierAdvances:
             return found
 
 
+class _Closes:
+    """Where each closed trading day's ``TradingDayClosed`` is in the log (a memory index,
+    caught up on each question)."""
+
+    def __init__(self, store: EventStore, codec: EventCodec) -> None:
+        self._rows = TypeCursor(store, frozenset({codec.registry.name_of(TradingDayClosed)}))
+        self._codec = codec
+        self._at: dict[date, int] = {}
+        self._positions: list[int] = []
+        self._lock = threading.Lock()
+
+    def positions(self) -> dict[date, int]:
+        """Each closed day's position."""
+        with self._lock:
+            for row in self._rows.new_rows():
+                event = self._codec.decode(row).event
+                assert isinstance(event, TradingDayClosed)
+                self._at[event.trading_day] = row.position
+                self._positions.append(row.position)
+            return self._at
+
+    def before(self, position: int) -> int:
+        """The position of the last close recorded before ``position`` (0: none)."""
+        self.positions()
+        i = bisect.bisect_left(self._positions, position)
+        return self._positions[i - 1] if i else 0
+
+
 # The policy table: (policy name, upstream event types, handler). A policy's name is its identity
 # in the log (its position stream, policy-<name>): keep names stable. Rows run in this order
 # within each read of the log, so a level recorded from a KYC decision is there before the
@@ -490,10 +519,10 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     # Cashback: deals counted and each day fixed at its close, in one row (log order matters).
     (CASHBACK_POLICY, (DealsReceived, TradingDayClosed), lambda b, r, u: b._cashback_policy(r, u)),
     (BONUS_POLICY, BONUS_UPSTREAM, lambda b, r, u: b.bonus.handle(r, u)),
-    # IB ranks: each IB evaluated when a trading day closes (its downline's activity as the log
-    # stood then), and each decision turned into the network's rank change (or a request).
-    ("loyalty-ib-ranks-days", (TradingDayClosed,), lambda b, r, u: b._ib_ranks_day(r, u)),
-    (IB_RANKS_POLICY, IB_RANKS_UPSTREAM, lambda b, r, u: b._ib_ranks_policy(r, u)),
+    # IB ranks: each IB evaluated when a trading day closes (its downline's activity and the
+    # tree as the log stood then); each decision and the rank change it gives (or its approval
+    # request) recorded together. The rebates policy waits for this one (see _rebates).
+    (IB_RANKS_POLICY, (TradingDayClosed,), lambda b, r, u: b._ib_ranks_day(r, u)),
 )
 
 
@@ -799,6 +828,7 @@ class Broker:
         mode = options.get("policies", "inline")
         if mode not in ("inline", "worker"):
             raise ConfigurationError("policies run 'inline' or in a 'worker'")
+        self._inline = mode == "inline"
         if mode == "inline":
             self.repository.on_commit(self._run_inline)
 
@@ -1026,7 +1056,10 @@ class Broker:
             self.policy_failure = (
                 exc if isinstance(exc, PolicyError) else PolicyError(type(exc).__name__)
             )
-            log.error("policy failed after a command: %s", self.policy_failure)
+            if isinstance(exc, PolicyWaitingError):
+                log.info("a policy waits: %s", exc)
+            else:
+                log.error("policy failed after a command: %s", self.policy_failure)
         else:
             self.policy_failure = None
 
@@ -1042,7 +1075,71 @@ class Broker:
                 "broker.record_configuration() (pull_deals does) before deals are handled; a "
                 "version that differs from the recorded one is refused: add a new version"
             )
+        self._wait_for_ib_ranks(recorded)
         self.rebates.on_deals(recorded, uow)
+
+    def _wait_for_ib_ranks(self, recorded: RecordedEvent[Any]) -> None:
+        """With IB ranks from rules, a deal is paid on the ranks decided at every trading day
+        close before its own trading day, and at every close recorded before it: until the
+        IB rank policy has decided those closes (and the scheduler has recorded the close of
+        the day before), the rebates policy waits (PolicyWaitingError; the next run retries). So a
+        rank is never recorded effective before a deal already paid on another rank, and an
+        inline broker and a late worker pay every deal alike."""
+        ranks = self.ib_ranks
+        event = recorded.event
+        if ranks is None or not isinstance(event, DealsReceived) or not ranks.tiers.programmes():
+            return
+        days = [
+            self.calendar.trading_day(i.deal.time) for i in event.items if i.deal.action.is_trade
+        ]
+        if not days:
+            return
+        closes = self._closes.positions()
+        needed = self._closes.before(recorded.position)  # closes recorded before these deals
+        day = max(days) - timedelta(days=1)
+        while not self.calendar.is_trading_day(day):
+            day -= timedelta(days=1)
+        try:
+            ranks.tiers.programme_at(self.calendar.session(day)[1] - timedelta(microseconds=1))
+        except NotFoundError:
+            pass  # no IB programme in force at that close: nothing decided there
+        else:
+            found = closes.get(day)
+            if found is None:
+                raise PolicyWaitingError(
+                    "rebates wait for the trading day before these deals to be closed "
+                    "(broker.end_of_day()): the IB ranks decided at its close pay them"
+                )
+            needed = max(needed, found)
+        tracker = self.repository.load(PolicyTracker, IB_RANKS_POLICY)
+        if needed and (tracker is None or tracker.position < needed):
+            raise PolicyWaitingError(
+                "rebates wait for the IB rank policy to decide the closed days"
+            )
+
+    def _ib_rank_by_hand(self, ib_id: str) -> None:
+        """Before a rank is set by hand: with IB rank rules, not while their policy has closed
+        days to decide (its decisions come first, in the order of the log), and, when ranks
+        need a second person, only through broker.ib_ranks.request_rank."""
+        if self.ib_ranks is None:
+            return
+        if self._ib_ranks_approval:
+            raise AccessDeniedError(
+                "IB ranks need a second person: ask with broker.ib_ranks.request_rank"
+            )
+        self._ib_ranks_decided()
+
+    def _ib_ranks_decided(self, ib_id: str | None = None) -> None:
+        ranks = self.ib_ranks
+        if ranks is None or not ranks.tiers.programmes():
+            return
+        latest = self._closes.before(self.store.last_position() + 1)
+        tracker = self.repository.load(PolicyTracker, IB_RANKS_POLICY)
+        if latest and (tracker is None or tracker.position < latest):
+            raise ConcurrencyError(
+                "the IB rank rules have not decided the last closed trading day yet: run the "
+                "policies (broker.run_policies()) first"
+            )
 
     # -- loyalty ----------------------------------------------------------------------------------
     def _build_loyalty(self, store: EventStore, rates: RateSource, options: BrokerOptions) -> None:
@@ -1126,6 +1223,11 @@ class Broker:
                 clock=self.clock,
             )
         self._kpis: dict[date, LoyaltyKpis] = {}
+        self._ib_ranks_approval = options.get("ib_ranks_approval", False)
+        self._closes = _Closes(store, self.codec)
+        if self.ib_ranks is not None:
+            self.ib_network.rank_guard = self._ib_rank_by_hand
+            self.ib_ranks.guard = self._ib_ranks_decided
 
     def _tiers_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # Deals and deposits: evaluate each client touched at the event's recording time;
@@ -1231,10 +1333,6 @@ class Broker:
         self._ib_rank_activity.at(recorded.position)
         self.ib_ranks.on_trading_day_closed(recorded, uow)
 
-    def _ib_ranks_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
-        if self.ib_ranks is not None:
-            self.ib_ranks.handle(recorded, uow)
-
     def _points_expiry(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # Lots past their time by the close of the day are recorded expired (idempotent).
         if self._points_rules is None:
@@ -1311,6 +1409,8 @@ class Broker:
         # Inline, the day closes' policies have run when this returns; in worker mode, what
         # the worker has not fixed yet is paid by a later run.
         done: dict[str, list[Any]] = {"closed": self.close_trading_days()}
+        if done["closed"] and self._inline:
+            self._run_inline(None)  # what waited for the closes' decisions (rebates) goes on
         done["holds_expired"] = self.expire_holds()
         paid: list[CashbackPaid] = (
             [] if self._cashback_plan is None else self.cashback.pay_due(self.clock.now())

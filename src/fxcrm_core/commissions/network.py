@@ -26,7 +26,7 @@ more question of the view, and a rank-based distribution reads recorded ranks
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Self
 
@@ -248,6 +248,9 @@ class IbNetworkService:
         )
         self.view = IbTreeView(max_depth=max_depth, network_id=network_id)
         self._lock = threading.RLock()
+        # Asked before a rank is set by hand (change_rank): raises when ranks may not be set
+        # that way now (a host's rank rules own them; see fxcrm_core.loyalty.IbRanks).
+        self.rank_guard: Callable[[str], None] | None = None
 
     # -- commands -------------------------------------------------------------------------------
     def register_ib(
@@ -306,6 +309,8 @@ class IbNetworkService:
         check_id(ib_id, "an IB id")
         check_rank(rank)
         when = self._allowed(actor, reason, at, RANK)
+        if self.rank_guard is not None:
+            self.rank_guard(ib_id)
 
         def check(tree: IbTree) -> None:
             tree.check_rank(ib_id, rank, when)
@@ -343,6 +348,28 @@ class IbNetworkService:
             else:
                 tree.check_attribute(change.client_id, change.ib_id, change.effective_at)
             uow.record(IbNetwork(id=self.view.network_id, version=self.view.version), change)
+
+    def stage_ranks(self, uow: UnitOfWork, changes: Sequence[IbRankChanged]) -> None:
+        """Check rank changes against the tree as the log holds it now, and each IB's in time
+        order among themselves, and stage them together on the network's stream in ``uow``
+        (as :meth:`stage`: all or nothing, ConcurrencyError if the tree changed meanwhile)."""
+        if not isinstance(uow, UnitOfWork):
+            raise ValidationError("a change of the IB tree is staged in a unit of work")
+        if not changes:
+            return
+        if not all(isinstance(c, IbRankChanged) for c in changes):
+            raise ValidationError("only rank changes are staged together")
+        changes = [attrs.evolve(c, effective_at=check_time(c.effective_at)) for c in changes]
+        last: dict[str, datetime] = {}
+        with self._lock:
+            self.catch_up()
+            tree = self.view.tree
+            for change in changes:
+                tree.check_rank(change.ib_id, change.rank, change.effective_at)
+                if change.effective_at < last.get(change.ib_id, change.effective_at):
+                    raise ValidationError("changes are recorded in time order")
+                last[change.ib_id] = change.effective_at
+            uow.record(IbNetwork(id=self.view.network_id, version=self.view.version), *changes)
 
     def _allowed(
         self, actor: Actor, reason: str, at: datetime, permission: str = MANAGE

@@ -30,6 +30,7 @@ from fxcrm_core.events.policy import (
     PolicyError,
     PolicyRunner,
     PolicyTracker,
+    PolicyWaitingError,
 )
 from fxcrm_core.events.projection import Projection, ProjectionRunner
 from fxcrm_core.events.repository import Repository
@@ -54,6 +55,7 @@ __all__ = [
     "Policy",
     "PolicyAdvanced",
     "PolicyError",
+    "PolicyWaitingError",
     "PolicyRunner",
     "PolicyTracker",
     "Aggregate",

@@ -30,6 +30,7 @@ __all__ = [
     "Policy",
     "PolicyAdvanced",
     "PolicyError",
+    "PolicyWaitingError",
     "PolicyRunner",
     "PolicyTracker",
 ]
@@ -45,6 +46,13 @@ class PolicyError(FxCrmError, RuntimeError):
     """A policy failed on an upstream event; its position stays before that event."""
 
     default_message = "a policy failed; its position was not advanced"
+
+
+class PolicyWaitingError(PolicyError):
+    """A policy waits for another's output (or the scheduler's) before it can handle an
+    upstream event: not a fault; the next run retries it."""
+
+    default_message = "a policy waits for another policy's output"
 
 
 @attrs.frozen
@@ -225,7 +233,9 @@ class PolicyRunner:
             first = next(iter(failed.values()))
             if len(failed) > 1:
                 others = ", ".join(sorted(failed)[:5])
-                raise PolicyError(f"{first} (failed too: {others})") from first
+                waiting = all(isinstance(f, PolicyWaitingError) for f in failed.values())
+                kind = PolicyWaitingError if waiting else PolicyError
+                raise kind(f"{first} (failed too: {others})") from first
             raise first
         return total
 

@@ -68,6 +68,15 @@ class UnitOfWork:
             return staged.state
         return self.repository.get(cls, aggregate_id)
 
+    def staged_on(self, stream_id: str) -> list[tuple[int, DomainEvent]]:
+        """The events this unit has staged on a stream so far, each with the version it will
+        have once committed (a policy turning decisions it just recorded into others)."""
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            return []
+        first = pending.expected_version + 1
+        return [(first + i, event) for i, event in enumerate(pending.events)]
+
     @property
     def staged(self) -> bool:
         """True once something is recorded and not yet committed."""

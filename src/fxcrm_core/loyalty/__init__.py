@@ -94,6 +94,11 @@ from fxcrm_core.loyalty.points import (
     Redemption,
 )
 from fxcrm_core.loyalty.programme import (
+    MAX_CASHBACK_PER_LOT,
+    MAX_LEVERAGE_CAP,
+    MAX_PLACES,
+    MAX_POINTS_MULTIPLIER,
+    MAX_THRESHOLD,
     Benefits,
     CalendarMonth,
     Combination,
@@ -126,11 +131,18 @@ from fxcrm_core.loyalty.tiers import (
     OVERRIDE_ACTION,
     PROGRAMME_PERMISSION,
     ActivitySource,
+    DecisionInTheFutureError,
     Standing,
     Tiers,
 )
 
 __all__ = [
+    "MAX_CASHBACK_PER_LOT",
+    "MAX_LEVERAGE_CAP",
+    "MAX_PLACES",
+    "MAX_POINTS_MULTIPLIER",
+    "MAX_THRESHOLD",
+    "DecisionInTheFutureError",
     "BONUS_EVENTS",
     "BONUS_POLICY",
     "BONUS_UPSTREAM",

@@ -6,16 +6,16 @@ the rank in force at the deal's time.
 
 The rules are the tier programme's, unchanged (tiers, thresholds, windows, combination,
 upgrade timing, downgrades and grace); the subject of each decision is an IB. Each decision
-is a ``TierChanged`` on ``clienttier-<programme>/<ib>`` naming its rule, period and figures;
-the :meth:`IbRanks.handle` policy turns it into the network's ``IbRankChanged`` (its metadata's
-causation id points at that decision), or into an approval request (``ib_rank``) when the
-ranks need a second person.
+is a ``TierChanged`` on ``clienttier-<programme>/<ib>`` naming its rule, period and figures,
+and, in the same unit of work, the network's ``IbRankChanged`` it gives, or an approval request
+(``ib_rank``) when the ranks need a second person: a decision and its rank are recorded
+together, by whichever process makes the decision.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -47,7 +47,6 @@ from fxcrm_core.loyalty.tiers import Standing, Tiers
 __all__ = [
     "IB_MEASURES",
     "IB_RANKS_POLICY",
-    "IB_RANKS_UPSTREAM",
     "RANK_ACTION",
     "RANK_PROGRAMME_PERMISSION",
     "DownlineFigures",
@@ -55,10 +54,9 @@ __all__ = [
     "IbRanks",
 ]
 
-#: The policy that turns the IB programme's tier decisions into rank changes.
+#: The policy that decides IB ranks when a trading day closes (:meth:`IbRanks.on_trading_day_closed`
+#: on ``TradingDayClosed``).
 IB_RANKS_POLICY = "loyalty-ib-ranks"
-#: What it reacts to (the IB programme's decisions; other programmes' are ignored).
-IB_RANKS_UPSTREAM: tuple[type[DomainEvent], ...] = (TierChanged,)
 #: The maker-checker action of a rank change (``ib_rank.request`` / ``ib_rank.approve``).
 RANK_ACTION = "ib_rank"
 #: The permission to record a version of the IB rank programme (with ``tier.programme``).
@@ -305,6 +303,9 @@ class IbRanks:
         self.programme_id = self.tiers.programme_id
         self._rule = ApprovalRule(execute=self._execute, check=self._check)
         approvals.register(RANK_ACTION, self._rule)
+        # Asked before a rank change by hand is requested or executed: raises when one may
+        # not be made now (the broker's: while the day-close policy has closes to decide).
+        self.guard: Callable[[str], None] | None = None
 
     # -- the programme --------------------------------------------------------------------------
     def record_programme(self, actor: Actor, programme: TierProgramme, *, reason: str) -> None:
@@ -326,9 +327,10 @@ class IbRanks:
     def evaluate(
         self, ib_id: str, at: datetime, *, uow: UnitOfWork | None = None
     ) -> list[DomainEvent]:
-        """Decide the IB's tier after activity at ``at`` (the tier engine's rules); returns
-        the decisions recorded. The rank follows through :meth:`handle`."""
-        return self.tiers.evaluate(check_id(ib_id, "an IB id"), at, uow=uow)
+        """Decide the IB's tier after activity at ``at`` (the tier engine's rules) and the rank
+        it gives, recorded together (into ``uow`` when given); returns the tier decisions."""
+        ib = check_id(ib_id, "an IB id")
+        return self._deciding(uow, [ib], lambda u: self.tiers.evaluate(ib, at, uow=u))
 
     def close_period(
         self, at: datetime, ib_ids: Iterable[str] | None = None, *, uow: UnitOfWork | None = None
@@ -337,8 +339,34 @@ class IbRanks:
         registered by then); idempotent per IB and period."""
         if isinstance(ib_ids, str) or not isinstance(ib_ids, Iterable | None):
             raise ValidationError("close_period takes a collection of IB ids")
-        ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else ib_ids
-        return self.tiers.close_period(at, ibs, uow=uow)
+        ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else list(ib_ids)
+        closed = [0]
+
+        def close(u: UnitOfWork) -> list[DomainEvent]:
+            closed[0] = self.tiers.close_period(at, ibs, uow=u)
+            return []
+
+        self._deciding(uow, ibs, close)
+        return closed[0]
+
+    def _deciding(
+        self,
+        uow: UnitOfWork | None,
+        ib_ids: list[str],
+        decide: Callable[[UnitOfWork], list[DomainEvent]],
+    ) -> list[DomainEvent]:
+        """Run the tier engine into a unit of work and stage the ranks its decisions give in
+        the same one (committed here when no ``uow`` is given)."""
+        if uow is not None:
+            decided = decide(uow)
+            self._ranks_of_decisions(uow, ib_ids)
+            return decided
+        with UnitOfWork(self.repository, EventMetadata(_SYSTEM, reason="IB rank rules")) as own:
+            decided = decide(own)
+            self._ranks_of_decisions(own, ib_ids)
+            if own.staged:
+                own.commit()
+        return decided
 
     def on_trading_day_closed(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         """A policy handler for ``TradingDayClosed``: evaluate every IB at the last instant of
@@ -363,48 +391,61 @@ class IbRanks:
                 self.tiers.close_period(close, ibs, uow=uow)
             finally:
                 activity.recorded_by = None
+        self._ranks_of_decisions(uow, ibs)
 
     def _ibs(self, at: datetime) -> list[str]:
         return sorted(self.activity.tree().ranks(at))
 
     # -- from decisions to ranks ----------------------------------------------------------------
-    def handle(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
-        """The policy handler (``IB_RANKS_POLICY`` on ``IB_RANKS_UPSTREAM``): a decision of
-        this programme becomes the IB's rank change, staged in the policy's unit of work, or
-        an ``ib_rank`` approval request. A decision that changes nothing (the IB holds that
-        rank then), or that a rank set later by hand has overtaken, records nothing."""
-        event = recorded.event
-        if not isinstance(event, TierChanged):
-            return
-        key = f"{self.programme_id}/{event.client_id}"
-        if recorded.stream_id != ClientTier.stream_id_for(key):
-            return  # another programme's decision
-        rank = self.ranks.get(event.to_tier)
-        if rank is None:
-            raise ValidationError("the IB programme decided a tier without a rank")
-        if not self._due(event.client_id, rank, event.effective_at):
-            return
-        if not self.approval:
-            self.network.stage(uow, IbRankChanged(event.client_id, rank, event.effective_at))
-            return
+    def _ranks_of_decisions(self, uow: UnitOfWork, ib_ids: Iterable[str]) -> None:
+        """Each decision of this programme staged in ``uow`` becomes the IB's rank change
+        (staged with it), or an ``ib_rank`` approval request; a decision that changes nothing
+        (the IB holds that rank then), or that a later rank set by hand has overtaken, gives
+        nothing."""
+        changes: list[IbRankChanged] = []
+        held: dict[str, tuple[datetime, int]] = {}  # what this unit already gave each IB
+        for ib_id in ib_ids:
+            stream = ClientTier.stream_id_for(f"{self.programme_id}/{ib_id}")
+            for version, event in uow.staged_on(stream):
+                if not isinstance(event, TierChanged):
+                    continue
+                rank = self.ranks.get(event.to_tier)
+                if rank is None:
+                    raise ValidationError("the IB programme decided a tier without a rank")
+                if not self._due(ib_id, rank, event.effective_at, held.get(ib_id)):
+                    continue
+                held[ib_id] = (event.effective_at, rank)
+                if not self.approval:
+                    changes.append(IbRankChanged(ib_id, rank, event.effective_at))
+                    continue
+                self._request(uow, ib_id, rank, event, f"{stream}/{version}")
+        self.network.stage_ranks(uow, changes)
+
+    def _request(
+        self, uow: UnitOfWork, ib_id: str, rank: int, event: TierChanged, decision: str
+    ) -> None:
         params = {
-            "ib_id": event.client_id,
+            "ib_id": ib_id,
             "rank": str(rank),
             "effective_at": event.effective_at.isoformat(),
             "reason": f"{self.programme_id} {event.rule} {event.period}: {event.to_tier}",
-            "decision": f"{recorded.stream_id}/{recorded.version}",
+            "decision": decision,
         }
         request_id = self.approvals.ids()
-        # Recorded in the policy's unit: the request and the policy's position commit together.
+        # Recorded with the decision: the request and the policy's position commit together.
         uow.record(
             ApprovalRequest.blank(request_id),
             ApprovalRequested(
-                request_id, RANK_ACTION, event.client_id, None, _SYSTEM, self._rule.required,
+                request_id, RANK_ACTION, ib_id, None, _SYSTEM, self._rule.required,
                 self._rule.steps, tuple(sorted(params.items())),
             ),
         )  # fmt: skip
 
-    def _due(self, ib_id: str, rank: int, at: datetime) -> bool:
+    def _due(
+        self, ib_id: str, rank: int, at: datetime, staged: tuple[datetime, int] | None
+    ) -> bool:
+        if staged is not None:  # a decision of this unit came first
+            return at >= staged[0] and rank != staged[1]
         tree = self.network.tree()
         try:
             tree.check_rank(ib_id, rank, at)
@@ -431,6 +472,8 @@ class IbRanks:
         return max(datetime.fromisoformat(params["effective_at"]), self.clock.now())
 
     def _check(self, params: Mapping[str, str]) -> None:
+        if self.guard is not None:
+            self.guard(params["ib_id"])
         decision = params.get("decision")
         if decision is not None:  # made by the rules: only their latest decision may stand
             stream, _, version = decision.rpartition("/")

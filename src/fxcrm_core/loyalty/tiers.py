@@ -284,12 +284,14 @@ class Tiers:
         return [decode(row) for row in self.repository.store.read_stream(stream_id)]
 
     # -- deciding -------------------------------------------------------------------------------
-    def _decided_at(self, at: datetime) -> datetime:
+    def _decided_at(self, at: datetime, uow: UnitOfWork | None) -> datetime:
         """``at`` in UTC, refused when after the service's clock: a decision dated ahead of
         the clock would judge activity that has not happened yet and, as decisions only go
-        forward, would hold back every real decision until then."""
+        forward, would hold back every real decision until then. A policy (``uow`` given)
+        decides at the instant its upstream event names, already in the log: that never
+        depends on the clock of the process running it (a worker behind it decides alike)."""
         when = to_utc(at, "at")
-        if when > self.clock.now():
+        if uow is None and when > self.clock.now():
             raise DecisionInTheFutureError()
         return when
 
@@ -364,7 +366,7 @@ class Tiers:
         recorded). With ``uow`` (a policy's unit of work) the events are recorded into it, not
         committed.
         """
-        when = self._decided_at(at)
+        when = self._decided_at(at, uow)
         programme = self.programme_at(when)
         state = self._state(client_id, uow)
         if state.last_decided is not None and when < state.last_decided:
@@ -405,7 +407,7 @@ class Tiers:
         committed."""
         if isinstance(client_ids, str) or not isinstance(client_ids, Iterable):
             raise ValidationError("close_period takes a collection of client ids")
-        when = self._decided_at(at)
+        when = self._decided_at(at, uow)
         programme = self.programme_at(when)
         period = previous_period(
             programme.window, self.calendar, programme.window.period(self.calendar, when)
