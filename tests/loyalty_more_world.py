@@ -35,7 +35,7 @@ from fxcrm_core.trading import Deal, DealAction, DealChange, DealEntry, TradingS
 from tests import loyalty_wired_world as w
 from tests.system_world import LEVEL_2, approve, deposit, register
 
-ECN = "demo\\ecn"  # a group the cashback plan excludes
+ECN = "real\\ecn"  # a group the cashback plan excludes
 FINANCE = Actor.staff("fin-1", Role.FINANCE)
 IB = "ib-1"
 #: The tier names of the IB rank programme and the network rank each gives.
@@ -77,8 +77,9 @@ def options(
     if server is not None:
         found["trading_server"] = server
     found["groups"] = {
-        w.GROUP: GroupRule(w.GROUP, "USD", 30, live=False),
-        ECN: GroupRule(ECN, "USD", 30, live=False),
+        w.GROUP: GroupRule(w.GROUP, "USD", 30, live=True),
+        ECN: GroupRule(ECN, "USD", 30, live=True),
+        w.DEMO_GROUP: GroupRule(w.DEMO_GROUP, "USD", 30, live=False),
     }
     found["cashback_plan"] = PLAN
     found["ib_ranks"] = IB_RANKS
@@ -107,10 +108,10 @@ class Member:
     account_id: str
 
 
-def onboard(broker: Broker, email: str) -> Member:
+def onboard(broker: Broker, email: str, group: str = w.GROUP) -> Member:
     client_id = register(broker, email)
     approve(broker, client_id, *LEVEL_2)
-    account_id = broker.accounts.open(Actor.client(client_id), client_id, w.GROUP, 30)
+    account_id = broker.accounts.open(Actor.client(client_id), client_id, group, 30)
     broker.run_policies()  # (a worker broker: the KYC level before the deposit is judged)
     login = broker.repository.get(TradingAccount, account_id).login
     return Member(client_id, login, account_id)

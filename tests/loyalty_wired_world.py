@@ -43,7 +43,8 @@ from fxcrm_core.trading import (
 from tests.system_world import IDENTITY_KEY, LEVEL_2, approve, keyring, register
 
 SERVER = "mt5-live"
-GROUP = "demo\\usd"
+GROUP = "real\\usd"
+DEMO_GROUP = "demo\\usd"  # play money: no loyalty
 ADMIN = Actor.staff("admin-1", Role.ADMIN)
 START = datetime(2026, 6, 30, 12, tzinfo=UTC)  # before the quarter: onboarding
 CAL = TradingCalendar()
@@ -114,7 +115,10 @@ def options(clock: FixedClock, policies: Literal["inline", "worker"]) -> BrokerO
         keyring=keyring(),
         identity_key=IDENTITY_KEY,
         trading_server=SimulatedTradingServer(SERVER, seed=1, clock=clock),
-        groups={GROUP: GroupRule(GROUP, "USD", 30, live=False)},
+        groups={
+            GROUP: GroupRule(GROUP, "USD", 30, live=True),
+            DEMO_GROUP: GroupRule(DEMO_GROUP, "USD", 30, live=False),
+        },
         payment_limits=PaymentLimits([usd("50000")]),
         points_rules=RULES,
         policies=policies,
@@ -134,7 +138,7 @@ def open_memory(
 
 
 def onboard(broker: Broker, email: str) -> tuple[str, int]:
-    """A verified client with a USD trading account; returns (client id, login)."""
+    """A verified client with a live USD trading account; returns (client id, login)."""
     client_id = register(broker, email)
     approve(broker, client_id, *LEVEL_2)
     broker.accounts.open(Actor.client(client_id), client_id, GROUP, 30)

@@ -799,7 +799,7 @@ def test_trading_on_a_demo_account_earns_no_cashback_points_or_tier() -> None:
     # cash.
     clock = FixedClock(w.START)
     broker = memory_broker(clock)
-    ana = m.onboard(broker, "ana.lima@example.com")  # its account is in "demo\\usd"
+    ana = m.onboard(broker, "ana.lima@example.com", w.DEMO_GROUP)  # play money
     assert not broker.repository.get(TradingAccount, ana.account_id).live
     broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
     feed = w.Feed()

@@ -322,7 +322,7 @@ def test_no_programme_and_no_rules_record_nothing() -> None:
         keyring=keyring(),
         identity_key=IDENTITY_KEY,
         trading_server=SimulatedTradingServer(w.SERVER, seed=1, clock=clock),
-        groups={w.GROUP: GroupRule(w.GROUP, "USD", 30, live=False)},
+        groups={w.GROUP: GroupRule(w.GROUP, "USD", 30, live=True)},
         payment_limits=PaymentLimits([w.usd("50000")]),
     )
     ana, login = w.onboard(broker, "ana.lima@example.com")

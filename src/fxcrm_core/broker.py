@@ -828,7 +828,6 @@ class Broker:
         mode = options.get("policies", "inline")
         if mode not in ("inline", "worker"):
             raise ConfigurationError("policies run 'inline' or in a 'worker'")
-        self._inline = mode == "inline"
         if mode == "inline":
             self.repository.on_commit(self._run_inline)
 
@@ -1409,8 +1408,6 @@ class Broker:
         # Inline, the day closes' policies have run when this returns; in worker mode, what
         # the worker has not fixed yet is paid by a later run.
         done: dict[str, list[Any]] = {"closed": self.close_trading_days()}
-        if done["closed"] and self._inline:
-            self._run_inline(None)  # what waited for the closes' decisions (rebates) goes on
         done["holds_expired"] = self.expire_holds()
         paid: list[CashbackPaid] = (
             [] if self._cashback_plan is None else self.cashback.pay_due(self.clock.now())

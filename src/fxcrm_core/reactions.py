@@ -168,9 +168,10 @@ class LoginActivity:
 
 
 class TradingLogins:
-    """A memory read model of who holds which trading login and in which group
-    (``TradingAccountOpened``, ``AccountGroupChanged``): small enough for a policy to keep one
-    of its own caught up to the event it handles."""
+    """A memory read model of who holds which live trading login and in which group
+    (``TradingAccountOpened``, ``AccountGroupChanged``; a demo account's login is no client's
+    here: its play money earns no loyalty): small enough for a policy to keep one of its own
+    caught up to the event it handles."""
 
     name = "trading-logins"
     event_types: frozenset[str] | None = frozenset({"TradingAccountOpened", "AccountGroupChanged"})
@@ -184,7 +185,8 @@ class TradingLogins:
         event = recorded.event
         if isinstance(event, TradingAccountOpened):
             key = (event.server, event.login)
-            self.logins[key] = event.client_id
+            if event.live:  # a demo account's play money earns no loyalty
+                self.logins[key] = event.client_id
             self.groups[key] = event.group
             self._accounts[event.account_id] = key
         elif isinstance(event, AccountGroupChanged):
@@ -198,7 +200,7 @@ class TradingLogins:
         self._accounts.clear()
 
     def client_of(self, server: str, login: int) -> str | None:
-        """The client holding the login (None: no client's, as far as read)."""
+        """The client holding the live login (None: no client's, or a demo account)."""
         return self.logins.get((server, login))
 
     def group_of(self, server: str, login: int) -> str | None:

@@ -185,7 +185,8 @@ class ClientActivity:
             if event.purpose == "wallet":
                 self._wallets[event.account_id] = event.owner
                 self._wallets_of.setdefault(event.owner, []).append(event.account_id)
-        elif isinstance(event, TradingAccountOpened):
+        elif isinstance(event, TradingAccountOpened) and event.live:
+            # A demo account trades play money: its deals are no activity of the client's.
             self._logins[(event.server, event.login)] = event.client_id
 
     def _deal(self, change: DealChange, deal: Deal) -> None:
@@ -426,7 +427,8 @@ class ClientActivity:
             return list(self._wallets_of.get(_client(client_id), ()))
 
     def logins(self, client_id: str) -> list[tuple[str, int]]:
-        """The client's trading accounts as (server, login)."""
+        """The client's live trading accounts as (server, login) (demo accounts' play money is
+        no activity)."""
         with self._lock:
             self._caught_up()
             return sorted(k for k, c in self._logins.items() if c == client_id)

@@ -213,7 +213,9 @@ class PolicyRunner:
         the outer run picks up what the handler recorded.
 
         A policy that fails stops where it failed (its position stays before that event) and
-        the others carry on; the run then raises the first failure as a PolicyError.
+        the others carry on; the run then raises the first failure as a PolicyError. One that
+        waits (:class:`PolicyWaitingError`) is tried again in the same run once the others have
+        handled something.
         """
         if getattr(self._local, "running", False) or not self._policies:
             return 0
@@ -221,20 +223,29 @@ class PolicyRunner:
         failed: dict[str, PolicyError] = {}
         try:
             with self._lock:
-                total = 0
+                total = retried_at = 0
                 while True:
                     handled = self._pass(failed)
                     total += handled
-                    if not handled:
+                    if handled:
+                        continue
+                    # A policy waiting for another's output is tried again once the others
+                    # have handled something since it last waited (they may be what it waits
+                    # for); never twice on no progress.
+                    waiting = [n for n, e in failed.items() if isinstance(e, PolicyWaitingError)]
+                    if not waiting or total == retried_at:
                         break
+                    retried_at = total
+                    for name in waiting:
+                        del failed[name]
         finally:
             self._local.running = False
         if failed:
             first = next(iter(failed.values()))
             if len(failed) > 1:
                 others = ", ".join(sorted(failed)[:5])
-                waiting = all(isinstance(f, PolicyWaitingError) for f in failed.values())
-                kind = PolicyWaitingError if waiting else PolicyError
+                waits = all(isinstance(f, PolicyWaitingError) for f in failed.values())
+                kind = PolicyWaitingError if waits else PolicyError
                 raise kind(f"{first} (failed too: {others})") from first
             raise first
         return total
