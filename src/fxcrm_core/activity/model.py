@@ -69,6 +69,10 @@ _FLOW_OF = {
 }
 
 
+#: The longest window a question may ask for, in trading days (about forty years).
+MAX_DAYS = 10_000
+
+
 class ClientActivity:
     """Each client's activity, from the deal feed, the ledger and the rebate book.
 
@@ -383,8 +387,10 @@ class ClientActivity:
             raise ArgumentTypeError("measure is a Measure")
         if (days is None) == (period is None):
             raise ValidationError("a window is either days=N or a period")
-        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
-            raise ValidationError("days is a positive number of trading days")
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS
+        ):
+            raise ValidationError(f"days is a number of trading days from 1 to {MAX_DAYS}")
         if period is not None and not isinstance(period, Period):
             raise ArgumentTypeError("period is a Period")
         last = self.calendar.trading_day(self.clock.now() if at is None else ensure_aware(at, "at"))

@@ -24,6 +24,7 @@ from fxcrm_core.kernel.time import to_utc
 __all__ = ["SOURCE_MEASURES", "ClientActivitySource", "PinnedActivity", "UnsupportedMeasureError"]
 
 _TICK = timedelta(microseconds=1)
+_LONGEST = timedelta(days=40 * 366)
 
 #: The measures :class:`ClientActivitySource` answers, by their values (``"lots"``...): the
 #: loyalty ``Measure`` shares them. ``"equity"`` is not among them (see the class).
@@ -67,6 +68,7 @@ class ClientActivitySource:
             raise ArgumentTypeError("the activity source reads a ClientActivity")
         self.activity = activity
         self.calendar = activity.calendar
+        self._spans: dict[tuple[datetime, datetime], tuple[int, datetime] | None] = {}
 
     def measure(
         self, client_id: str, measure: enum.Enum, start: datetime, end: datetime
@@ -79,16 +81,31 @@ class ClientActivitySource:
                     "the client activity holds no equity (a level the trading server holds)"
                 )
             raise UnsupportedMeasureError()
-        first_at, end_at = to_utc(start, "start"), to_utc(end, "end")
-        if end_at <= first_at:
+        span = self._span(to_utc(start, "start"), to_utc(end, "end"))
+        if span is None:
             return Decimal(0)
-        cal = self.calendar
-        first, last = cal.trading_day(first_at), cal.trading_day(end_at - _TICK)
-        days = _count(cal, first, last)
-        if days < 1:
-            return Decimal(0)
-        anchor = cal.session(last)[1] - _TICK  # an instant inside the last trading day
+        days, anchor = span
         return self.activity.window(client_id, Measure(value), days=days, at=anchor).value
+
+    def _span(self, first_at: datetime, end_at: datetime) -> tuple[int, datetime] | None:
+        """The trading days of ``[start, end)`` and an instant inside the last of them (kept:
+        re-evaluating every client asks the same few spans again and again)."""
+        key = (first_at, end_at)
+        if key in self._spans:
+            return self._spans[key]
+        if end_at - first_at > _LONGEST:
+            raise ValidationError("an activity span is at most forty years")
+        found: tuple[int, datetime] | None = None
+        if end_at > first_at:
+            cal = self.calendar
+            first, last = cal.trading_day(first_at), cal.trading_day(end_at - _TICK)
+            days = _count(cal, first, last)
+            if days >= 1:
+                found = (days, cal.session(last)[1] - _TICK)  # inside the last trading day
+        if len(self._spans) >= 4096:
+            self._spans.clear()
+        self._spans[key] = found
+        return found
 
 
 def _count(cal: TradingCalendar, first: date, last: date) -> int:

@@ -156,7 +156,9 @@ class BaselineChurnModel:
     - **deposits stopped**: a deposit in each of the ``deposit_cycles`` cycles of
       ``deposit_cycle_days`` trading days before the current cycle, and none in it;
     - **balance drained**: the wallet money (net deposits over the ``balance_days`` before the
-      recent window, at least ``min_balance_usd``) fell by ``drained_share`` or more in it.
+      recent window, at least ``min_balance_usd``) fell by ``drained_share`` or more in it,
+      and the client no longer trades as before (no trade in the recent window, or a
+      frequency drop): a steady trader taking profits out is not leaving.
     """
 
     name: str = "baseline"
@@ -239,7 +241,12 @@ class BaselineChurnModel:
                     *((f"deposits_cycle_minus_{k}", str(c)) for k, c in enumerate(cycles, 1)),
                 )))  # fmt: skip
         held = fig(Measure.NET_DEPOSITS, self.balance_days, before)
-        if held >= self.min_balance_usd and held > 0:
+        # Money taken out by a client still trading as before is profit taken, not a client
+        # leaving: the drain counts when the trading stopped or fell too.
+        trading = fig(Measure.ACTIVE_DAYS, self.recent_days, at) > 0 and not any(
+            r.code == ChurnSignal.FREQUENCY_DROP.value for r in reasons
+        )
+        if held >= self.min_balance_usd and held > 0 and not trading:
             flow = fig(Measure.NET_DEPOSITS, self.recent_days, at)
             left = held + flow
             if left <= held * (1 - self.drained_share):
