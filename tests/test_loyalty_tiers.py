@@ -6,7 +6,7 @@ inside a period, and programme versions recorded with who and why."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -429,3 +429,31 @@ def test_hostile_input_is_refused_with_typed_errors_that_echo_nothing() -> None:
     with pytest.raises(ValidationError):
         floats.tiers.evaluate("c1", floats.until(ny(2026, 7, 6)))
     assert w.tiers.history("c1") == []  # nothing half-written
+
+
+def test_a_deal_of_a_closed_month_pulled_late_upgrades_from_when_it_is_seen_never_back() -> None:
+    """9 lots in July, July closed (bronze); a tenth July lot (16:59 New York on 31 July) is
+    recorded on 3 August: silver from 3 August (not back-dated), with July's figures; a late
+    deal never downgrades, an open period's day is evaluate()'s, and a restart agrees."""
+    w = world(programme(JUL))
+    w.activity.trade("c1", ny(2026, 7, 30, 10), "9")
+    w.tiers.evaluate("c1", w.until(ny(2026, 7, 30, 10)))
+    w.tiers.close_period(w.until(ny(2026, 7, 31, 17, 1)), ["c1"])
+    assert w.tiers.tier("c1", ny(2026, 8, 1, 12)) == "bronze"
+    w.activity.trade("c1", ny(2026, 7, 31, 16, 59), "1")
+    assert w.tiers.reconsider("c1", date(2026, 8, 3), w.until(ny(2026, 8, 3, 9))) == []  # open
+    [event] = w.tiers.reconsider("c1", date(2026, 7, 31), ny(2026, 8, 3, 9))
+    assert isinstance(event, TierChanged)
+    assert (event.from_tier, event.to_tier, event.rule) == ("bronze", "silver", "late_activity")
+    assert (event.effective_at, event.period) == (ny(2026, 8, 3, 9), "2026-07")
+    assert ("2026-07", "lots", "10") in event.figures
+    assert w.tiers.tier("c1", ny(2026, 8, 3, 8, 59)) == "bronze"
+    assert w.tiers.tier("c1", ny(2026, 8, 3, 9)) == "silver"
+    assert w.tiers.reconsider("c1", date(2026, 7, 31), w.until(ny(2026, 8, 3, 10))) == []
+    # A July deal deleted late (fewer lots than the tier needs) downgrades nothing.
+    w.activity.deals["c1"].pop()
+    assert w.tiers.reconsider("c1", date(2026, 7, 31), w.until(ny(2026, 8, 4, 9))) == []
+    assert w.tiers.tier("c1", ny(2026, 8, 4, 9)) == "silver"
+    assert w.fresh().history("c1") == w.tiers.history("c1")
+    with pytest.raises(ValidationError):
+        w.tiers.reconsider("c1", ny(2026, 7, 31, 12), ny(2026, 8, 4, 9))  # type: ignore[arg-type]

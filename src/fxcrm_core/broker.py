@@ -1247,12 +1247,16 @@ class Broker:
             return
         if isinstance(event, DealsReceived):
             self.projections.catch_up(self._tier_logins, upto=recorded.position)
-            found = {
-                self._tier_logins.client_of(event.server, item.deal.login)
-                for item in event.items
-                if item.deal.action.is_trade
-            }
-            clients = sorted(c for c in found if c is not None)
+            days: dict[str, set[date]] = {}
+            for item in event.items:
+                client = self._tier_logins.client_of(event.server, item.deal.login)
+                if client is not None and item.deal.action.is_trade:
+                    days.setdefault(client, set()).add(self.calendar.trading_day(item.deal.time))
+            clients = sorted(days)
+            today = self.calendar.trading_day(recorded.recorded_at)
+            for client_id in clients:  # deals of a period already closed (pulled late)
+                for day in sorted(d for d in days[client_id] if d < today):
+                    self.tiers.reconsider(client_id, day, recorded.recorded_at, uow=uow)
         elif isinstance(event, WireCredited):
             clients = [uow.get(Wire, recorded.stream_id.removeprefix("wire-")).client_id]
         else:  # DepositCredited

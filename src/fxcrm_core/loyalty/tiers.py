@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -392,6 +392,48 @@ class Tiers:
             )  # fmt: skip
         elif now.grace is not None and reading.verdict >= current:
             events.append(TierGraceCleared(client_id, when, period.label, reading.figures))
+        self._commit(state, events, None, uow)
+        return events
+
+    def reconsider(
+        self, client_id: str, day: date, at: datetime, *, uow: UnitOfWork | None = None
+    ) -> list[DomainEvent]:
+        """Late activity: a deal of trading ``day`` recorded at ``at`` after the period holding
+        that day was closed for the client (a deal made before a month's last rollover and
+        pulled after the close). If that period's figures now reach a higher tier than the
+        client holds at ``at``, the client is upgraded from ``at`` (rule ``late_activity``;
+        never back-dated: what was decided stays as decided). Never a downgrade: a period's
+        downgrade is decided at its close only. A day whose period is still open records
+        nothing (:meth:`evaluate` sees it). Returns the events recorded."""
+        when = self._decided_at(at, uow)
+        if not isinstance(day, date) or isinstance(day, datetime):
+            raise ValidationError("a trading day is a date")
+        state = self._state(client_id, uow)
+        day_end = self.calendar.session(day)[1]
+        if state.closed_until is None or day_end > state.closed_until:
+            return []
+        if state.last_decided is not None and when < state.last_decided:
+            return []
+        try:
+            then = self.programme_at(day_end - _TICK)
+        except NotFoundError:
+            return []  # no programme in force that day
+        programme = self.programme_at(when)
+        period = then.window.period(self.calendar, day_end - _TICK)
+        events = self._settle(state, when)
+        now = state.fold(events)
+        reading = self._read(then, client_id, period, period.end)
+        reached = then.tiers[reading.verdict].name
+        current = programme.rank(now.tier) if now.tier is not None else -1
+        label = programme.window.period(self.calendar, when).label
+        if programme.rank(reached) > current and now.moved != (label, -1):
+            events.append(
+                TierChanged(
+                    client_id, programme.version, now.tier, reached, when, when,
+                    "late_activity", then.combination.value, period.label, reading.qualified,
+                    reading.figures,
+                )
+            )  # fmt: skip
         self._commit(state, events, None, uow)
         return events
 
