@@ -456,4 +456,4 @@ def test_a_deal_of_a_closed_month_pulled_late_upgrades_from_when_it_is_seen_neve
     assert w.tiers.tier("c1", ny(2026, 8, 4, 9)) == "silver"
     assert w.fresh().history("c1") == w.tiers.history("c1")
     with pytest.raises(ValidationError):
-        w.tiers.reconsider("c1", ny(2026, 7, 31, 12), ny(2026, 8, 4, 9))  # type: ignore[arg-type]
+        w.tiers.reconsider("c1", ny(2026, 7, 31, 12), ny(2026, 8, 4, 9))
