@@ -12,6 +12,7 @@ of the log.
 from __future__ import annotations
 
 import enum
+from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -85,7 +86,15 @@ class ClientActivitySource:
         if span is None:
             return Decimal(0)
         days, anchor = span
-        return self.activity.window(client_id, Measure(value), days=days, at=anchor).value
+        if not isinstance(client_id, str) or not client_id:
+            raise ValidationError("a client id is non-empty text")
+        # The read model's fast path: window(...).value, the same sums in the same order.
+        return self.activity._value(client_id, Measure(value), days, anchor)
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Many questions from one catch-up of the read model (a period closed for every
+        client): what the tier engine holds around a scan."""
+        return self.activity._batch()
 
     def _span(self, first_at: datetime, end_at: datetime) -> tuple[int, datetime] | None:
         """The trading days of ``[start, end)`` and an instant inside the last of them (kept:

@@ -22,6 +22,7 @@ the standing is a fold of those events, so a replay answers exactly what the liv
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -94,7 +95,9 @@ class DecisionInTheFutureError(ValidationError):
 class ActivitySource(Protocol):
     """What the tier engine asks of the client activity read model: one measure of one client
     between two instants (``start`` included, ``end`` excluded). EQUITY is the equity at
-    ``end``; the other measures are totals over the span."""
+    ``end``; the other measures are totals over the span. A source may also offer
+    ``batch()``, a context manager the engine holds around a scan of many clients (closing a
+    period for all of them): answers inside it may come from one catch-up of its read model."""
 
     def measure(
         self, client_id: str, measure: Measure, start: datetime, end: datetime
@@ -458,49 +461,59 @@ class Tiers:
             return 0  # the programme was not in force during that period
         following = programme.window.period(self.calendar, period.end).label
         count = 0
-        for client_id in dict.fromkeys(client_ids):
-            state = self._state(client_id, uow)
-            if state.closed_until is not None and period.end <= state.closed_until:
-                continue
-            events = self._settle(state, period.end)
-            now = state.fold(events)
-            reading = self._read(programme, client_id, period, period.end)
-            verdict = programme.tiers[reading.verdict].name
-            events.append(
-                TierPeriodClosed(client_id, period.label, period.end,
-                                 reading.qualified[-1][1], verdict, reading.figures)
-            )  # fmt: skip
-            held = now.tier_at(period.end - _TICK)
-            # Closed late, after an upgrade in the next period: the client has qualified again,
-            # so no grace may start (it would pull the tier down after that upgrade).
-            requalified = now.moved == (following, 1)
-            current = programme.rank(held) if held is not None else -1
-            grace_days = programme.downgrade.grace_trading_days
-            if reading.verdict > current or (reading.verdict < current and not grace_days):
-                events.append(
-                    TierChanged(
-                        client_id, programme.version, held, verdict, period.end, period.end,
-                        "period_end", programme.combination.value, period.label,
-                        reading.qualified, reading.figures,
-                    )
-                )  # fmt: skip
-            elif (
-                reading.verdict < current
-                and not requalified
-                and (now.grace is None or now.grace.tier != verdict)
-            ):
-                until = now.grace.until if now.grace else (
-                    programme.downgrade.grace_until(self.calendar, period.end))  # fmt: skip
-                events.append(
-                    TierGraceStarted(client_id, verdict, until, period.label, reading.figures)
-                )
-            elif reading.verdict >= current and now.grace is not None:
-                events.append(
-                    TierGraceCleared(client_id, period.end, period.label, reading.figures)
-                )
-            self._commit(state, events, f"tierclose:{state.id}:{period.label}", uow)
-            count += 1
+        batch = getattr(self.activity, "batch", None)  # optional: one catch-up for the scan
+        with batch() if callable(batch) else contextlib.nullcontext():
+            for client_id in dict.fromkeys(client_ids):
+                count += self._close_one(client_id, programme, period, following, uow)
         return count
+
+    def _close_one(
+        self,
+        client_id: str,
+        programme: TierProgramme,
+        period: Period,
+        following: str,
+        uow: UnitOfWork | None,
+    ) -> int:
+        state = self._state(client_id, uow)
+        if state.closed_until is not None and period.end <= state.closed_until:
+            return 0
+        events = self._settle(state, period.end)
+        now = state.fold(events)
+        reading = self._read(programme, client_id, period, period.end)
+        verdict = programme.tiers[reading.verdict].name
+        events.append(
+            TierPeriodClosed(client_id, period.label, period.end,
+                             reading.qualified[-1][1], verdict, reading.figures)
+        )  # fmt: skip
+        held = now.tier_at(period.end - _TICK)
+        # Closed late, after an upgrade in the next period: the client has qualified again,
+        # so no grace may start (it would pull the tier down after that upgrade).
+        requalified = now.moved == (following, 1)
+        current = programme.rank(held) if held is not None else -1
+        grace_days = programme.downgrade.grace_trading_days
+        if reading.verdict > current or (reading.verdict < current and not grace_days):
+            events.append(
+                TierChanged(
+                    client_id, programme.version, held, verdict, period.end, period.end,
+                    "period_end", programme.combination.value, period.label,
+                    reading.qualified, reading.figures,
+                )
+            )  # fmt: skip
+        elif (
+            reading.verdict < current
+            and not requalified
+            and (now.grace is None or now.grace.tier != verdict)
+        ):
+            until = now.grace.until if now.grace else (
+                programme.downgrade.grace_until(self.calendar, period.end))  # fmt: skip
+            events.append(
+                TierGraceStarted(client_id, verdict, until, period.label, reading.figures)
+            )
+        elif reading.verdict >= current and now.grace is not None:
+            events.append(TierGraceCleared(client_id, period.end, period.label, reading.figures))
+        self._commit(state, events, f"tierclose:{state.id}:{period.label}", uow)
+        return 1
 
     # -- overrides ------------------------------------------------------------------------------
     def request_override(
