@@ -1,0 +1,153 @@
+"""Second adversarial review of issue 15 (after the fixes of ``test_loyalty_attack.py``): IB
+ranks and the rebates that wait for them, tiers reconsidered, cashback, bonus, points, demo
+accounts and KPIs. Each test names the behaviour it demands and says, in a comment, the attack
+it makes; the failing ones show a defect in ``src/`` (see the review's report)."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from fxcrm_core.broker import Broker
+from fxcrm_core.commissions import PlanKind, RankSlices, Revenue, Rule, Schedule, ScheduleBook
+from fxcrm_core.commissions.book import RebateEntriesRecorded
+from fxcrm_core.events import PolicyWaitingError
+from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.privacy import MemoryKeyStore
+from fxcrm_core.stores import MemoryEventStore
+from fxcrm_core.trading import DealChange
+from tests import loyalty_more_world as m
+from tests import loyalty_wired_world as w
+
+
+def usd(amount: str | int) -> Money:
+    return Money.of(amount, "USD")
+
+
+# -- IB ranks and the rebates that wait for them -------------------------------------------------
+
+
+def rank_broker(
+    clock: FixedClock, policies: Literal["inline", "worker"] = "inline"
+) -> tuple[Broker, m.Member]:
+    """A broker paying 3 USD a lot in rank slices (rank 1: 1 USD, rank 2: 2 USD) to the IB
+    above ben (rank 1 from the start: every deal pays it), with the IB rank programme of
+    ``loyalty_more_world`` (silver, rank 2, at 20 downline lots in a calendar month, from 1
+    July)."""
+    found = m.options(clock, policies)
+    book = ScheduleBook()
+    book.add(
+        Schedule("std", 1, w.START, Currency.of("USD"), default=Rule(PlanKind.PER_LOT, usd(3)),
+                 revenue=Revenue.uncapped())
+    )  # fmt: skip
+    found["schedules"] = book
+    found["distribution"] = RankSlices({1: usd(1), 2: usd(2)})
+    broker = Broker(MemoryEventStore(clock), keystore=MemoryKeyStore(), clock=clock, **found)
+    ben = m.onboard(broker, "ben.lima@example.com")
+    assert broker.ib_ranks is not None
+    broker.ib_network.register_ib(w.ADMIN, m.IB, None, w.START, reason="signed")
+    broker.ib_network.attribute(w.ADMIN, ben.client_id, m.IB, w.START, reason="referral")
+    broker.ib_network.change_rank(w.ADMIN, m.IB, 1, w.START, reason="starts at rank 1")
+    broker.ib_ranks.record_programme(w.ADMIN, m.ib_programme(), reason="IB ranks")
+    broker.record_configuration()
+    broker.run_policies()
+    return broker, ben
+
+
+def rebates_paid(broker: Broker) -> dict[int, Decimal]:
+    """What the rebate engine recorded per ticket."""
+    paid: dict[int, Decimal] = {}
+    for row in broker.store.read_all(after_position=0, limit=1_000_000):
+        event = broker.repository.codec.decode(row).event
+        if isinstance(event, RebateEntriesRecorded):
+            for entry in event.entries:
+                paid[entry.ticket] = paid.get(entry.ticket, Decimal(0)) + entry.amount.amount
+    return paid
+
+
+def test_a_deal_stamped_in_the_future_stalls_no_other_deals_rebates() -> None:
+    # Attack (a trading server whose clock is wrong, or a hostile feed item): one closing deal
+    # arrives stamped 1 January 2030. The rebates policy waits for the close of the trading
+    # day before it (31 December 2029), which end_of_day() records only in 2030; a policy
+    # handles the log in order, so every deal pulled after it waits too: no IB is paid a
+    # rebate for three years, while the scheduler runs every day.
+    clock = FixedClock(w.START)
+    broker, ben = rank_broker(clock)
+    feed = w.Feed()
+    ticket = 0
+    for day in w.trading_days(date(2026, 7, 1), date(2026, 7, 10)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+        ticket += 1
+        feed.add(DealChange.ADDED, m.deal(ben.login, ticket, Decimal(1), w.noon(day)))
+        broker.feeds.pull(w.cast_feed(feed))
+        if day == date(2026, 7, 2):
+            ticket += 1
+            future = datetime(2030, 1, 1, 12, tzinfo=UTC)
+            feed.add(DealChange.ADDED, m.deal(ben.login, ticket, Decimal(1), future))
+            broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 7, 13, 12, tzinfo=UTC))
+    broker.end_of_day()
+    with contextlib.suppress(PolicyWaitingError):
+        broker.run_policies()
+    paid = rebates_paid(broker)
+    # ticket 1 (1 July) .. 11 (10 July), ticket 3 the one stamped 2030
+    assert sorted(t for t in paid if t != 3) == [1, 2, *range(4, 12)]
+
+
+def test_a_scheduler_that_starts_after_the_first_day_stalls_no_rebates() -> None:
+    # Attack (no malice: a broker goes live on Friday 3 July, its IB rank programme in force
+    # from 1 July; the host's scheduler first runs end_of_day() on Monday evening). The first
+    # close records only the day before "now" (Monday 6 July): Friday is never closed. Deals
+    # of Monday wait for the IB ranks decided at Friday's close, which never comes: every
+    # rebate of the broker waits for ever.
+    clock = FixedClock(w.START)
+    broker, ben = rank_broker(clock)
+    feed = w.Feed()
+    made = [datetime(2026, 7, 3, 12, tzinfo=UTC), datetime(2026, 7, 6, 12, tzinfo=UTC)]
+    for ticket, at in enumerate(made, start=1):
+        clock.set(at + timedelta(minutes=5))
+        feed.add(DealChange.ADDED, m.deal(ben.login, ticket, Decimal(1), at))
+        broker.feeds.pull(w.cast_feed(feed))
+    for day in (date(2026, 7, 6), date(2026, 7, 7), date(2026, 7, 8)):
+        clock.set(datetime(day.year, day.month, day.day, 21, 5, tzinfo=UTC))
+        broker.end_of_day()
+    with contextlib.suppress(PolicyWaitingError):
+        broker.run_policies()
+    assert sorted(rebates_paid(broker)) == [1, 2]
+
+
+def backdated_rank_payouts(policies: Literal["inline", "worker"]) -> dict[int, Decimal]:
+    """Ben closes a lot at 11:00 on 2 July (pulled at 11:05); 1 July was closed at 21:05 and
+    its rank decisions made. At 13:00 an admin sets rank 2 by hand *from 10:00*. A worker
+    broker runs its policies only after that."""
+    clock = FixedClock(w.START)
+    broker, ben = rank_broker(clock, policies)
+    clock.set(datetime(2026, 7, 1, 21, 5, tzinfo=UTC))
+    assert broker.end_of_day()["closed"] == [date(2026, 7, 1)]
+    broker.run_policies()  # the 1 July close decided: a rank by hand is allowed
+    feed = w.Feed()
+    clock.set(datetime(2026, 7, 2, 11, 5, tzinfo=UTC))
+    feed.add(
+        DealChange.ADDED, m.deal(ben.login, 1, Decimal(1), datetime(2026, 7, 2, 11, tzinfo=UTC))
+    )
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 7, 2, 13, tzinfo=UTC))
+    broker.ib_network.change_rank(
+        w.ADMIN, m.IB, 2, datetime(2026, 7, 2, 10, tzinfo=UTC), reason="promoted this morning"
+    )
+    broker.run_policies()
+    assert broker.policy_failure is None
+    return rebates_paid(broker)
+
+
+def test_a_rank_set_by_hand_from_the_past_pays_a_late_worker_as_an_inline_broker() -> None:
+    # Attack (an admin back-dating a promotion, or a friend's): change_rank takes any
+    # effective time after the IB's last rank change, also one before deals already paid.
+    # The broker's guard only waits for the day-close decisions. Inline, ben's 11:00 deal
+    # was paid at rank 1 when pulled; a worker that runs its policies after the 13:00 change
+    # pays the same deal at rank 2: two deployments pay the IB differently for one deal (and
+    # the rank "in force at the deal's time" is not what the inline broker paid on).
+    assert backdated_rank_payouts("worker") == backdated_rank_payouts("inline")
