@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
 from fxcrm_core.commissions import PlanKind, RankSlices, Revenue, Rule, Schedule, ScheduleBook
 from fxcrm_core.commissions.book import RebateEntriesRecorded
@@ -151,3 +152,44 @@ def test_a_rank_set_by_hand_from_the_past_pays_a_late_worker_as_an_inline_broker
     # pays the same deal at rank 2: two deployments pay the IB differently for one deal (and
     # the rank "in force at the deal's time" is not what the inline broker paid on).
     assert backdated_rank_payouts("worker") == backdated_rank_payouts("inline")
+
+
+def test_an_ib_deal_made_before_a_month_end_rollover_and_pulled_after_it_counts_for_its_rank() -> (
+    None
+):
+    # Attack (the first review's month-end race, on the IB side): ben (under the IB) closes
+    # 19 lots on 30 July and the 20th at 16:59 New York on 31 July; the scheduler's
+    # end_of_day() at 17:01 closes July (the IB's downline: 19 lots, no rank) before the
+    # next pull records the 20th lot. Client tiers reconsider such a late deal
+    # (Tiers.reconsider, rule late_activity); the IB rank policy reacts only to day closes,
+    # so July is never reconsidered for the IB: its downline made 20 lots in July and it is
+    # never made silver (rank 2), and the rank-slice payout of August stays at rank 1.
+    clock = FixedClock(w.START)
+    broker, ben = rank_broker(clock)
+    assert broker.ib_ranks is not None
+    feed = w.Feed()
+    for day in w.trading_days(date(2026, 7, 1), date(2026, 7, 30)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    feed.add(
+        DealChange.ADDED, m.deal(ben.login, 1, Decimal(19), datetime(2026, 7, 30, 11, tzinfo=UTC))
+    )
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 7, 31, 12, tzinfo=UTC))
+    broker.end_of_day()
+    feed.add(
+        DealChange.ADDED,
+        m.deal(ben.login, 2, Decimal(1), datetime(2026, 7, 31, 20, 59, tzinfo=UTC)),
+    )
+    clock.set(datetime(2026, 7, 31, 21, 1, tzinfo=UTC))
+    assert broker.end_of_day()["closed"] == [date(2026, 7, 31)]
+    clock.set(datetime(2026, 7, 31, 21, 2, tzinfo=UTC))
+    broker.feeds.pull(w.cast_feed(feed))
+    for day in (date(2026, 8, 3), date(2026, 8, 4)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    july = broker.activity.window(ben.client_id, ActivityMeasure.LOTS, days=2,
+                                  at=datetime(2026, 7, 31, 20, 59, tzinfo=UTC))  # fmt: skip
+    assert july.value == Decimal(20)  # the read model counts both days for July
+    assert broker.ib_network.rank_of(m.IB, datetime(2026, 8, 4, 12, tzinfo=UTC)) == 2
