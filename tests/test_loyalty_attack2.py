@@ -21,6 +21,7 @@ from fxcrm_core.stores import MemoryEventStore
 from fxcrm_core.trading import DealChange
 from tests import loyalty_more_world as m
 from tests import loyalty_wired_world as w
+from tests.test_loyalty_attack import memory_broker
 
 
 def usd(amount: str | int) -> Money:
@@ -193,3 +194,27 @@ def test_an_ib_deal_made_before_a_month_end_rollover_and_pulled_after_it_counts_
                                   at=datetime(2026, 7, 31, 20, 59, tzinfo=UTC))  # fmt: skip
     assert july.value == Decimal(20)  # the read model counts both days for July
     assert broker.ib_network.rank_of(m.IB, datetime(2026, 8, 4, 12, tzinfo=UTC)) == 2
+
+
+# -- points -------------------------------------------------------------------------------------
+
+
+def test_points_of_a_deal_stamped_in_the_future_expire_within_the_validity() -> None:
+    # Attack (a trading server whose clock is years ahead, or a hostile feed item): a closing
+    # deal of 10 lots stamped 1 January 2030 is pulled on 1 July 2026. Its lot is earned "at"
+    # the deal's time and expires 30 days after it: the 100 points are held and redeemable at
+    # once (held_balance ignores earned_at) and no day close expires them for three and a half
+    # years, instead of the rules' 30 days.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    feed = w.Feed()
+    clock.set(w.noon(date(2026, 7, 1)))
+    future = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    feed.add(DealChange.ADDED, m.deal(ana.login, 1, Decimal(10), future))
+    broker.feeds.pull(w.cast_feed(feed))
+    for day in w.trading_days(date(2026, 7, 2), date(2026, 8, 14)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.points.balance(ana.client_id) == Decimal(0)
