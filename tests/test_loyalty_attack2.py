@@ -16,6 +16,7 @@ from fxcrm_core.commissions import PlanKind, RankSlices, Revenue, Rule, Schedule
 from fxcrm_core.commissions.book import RebateEntriesRecorded
 from fxcrm_core.events import PolicyWaitingError
 from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.kernel.errors import FxCrmError
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import MemoryEventStore
 from fxcrm_core.trading import DealChange
@@ -218,3 +219,33 @@ def test_points_of_a_deal_stamped_in_the_future_expire_within_the_validity() -> 
         broker.end_of_day()
     assert broker.policy_failure is None
     assert broker.points.balance(ana.client_id) == Decimal(0)
+
+
+# -- IB ranks: decisions ahead of the clock -----------------------------------------------------
+
+
+def test_an_ib_period_closed_ahead_of_the_clock_freezes_no_ib() -> None:
+    # Attack (the first review's "decision ahead of the clock", on the IB side; a backfill
+    # script or a host's job with a wrong date): IbRanks.close_period (and evaluate) always
+    # hand the tier engine a unit of work of their own, and a unit of work is what exempts the
+    # policy path from the clock check (Tiers._decided_at). On 2 July, after the downline's 25
+    # lots, close_period(2030) closes the periods up to December 2029; every real decision
+    # "before the last one" then records nothing: the IB is not made silver (rank 2) at the
+    # 2 July close, and its deals are paid at rank 1 until 2030.
+    clock = FixedClock(w.START)
+    broker, ben = rank_broker(clock)
+    assert broker.ib_ranks is not None
+    feed = w.Feed()
+    feed.add(
+        DealChange.ADDED, m.deal(ben.login, 1, Decimal(25), datetime(2026, 7, 2, 11, tzinfo=UTC))
+    )
+    clock.set(datetime(2026, 7, 2, 12, tzinfo=UTC))
+    broker.end_of_day()
+    broker.feeds.pull(w.cast_feed(feed))
+    with contextlib.suppress(FxCrmError):  # refusing is fine
+        broker.ib_ranks.close_period(datetime(2030, 1, 1, tzinfo=UTC))
+    for day in (date(2026, 7, 3), date(2026, 7, 6)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.ib_network.rank_of(m.IB, datetime(2026, 7, 6, 12, tzinfo=UTC)) == 2
