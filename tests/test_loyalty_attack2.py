@@ -249,3 +249,35 @@ def test_an_ib_period_closed_ahead_of_the_clock_freezes_no_ib() -> None:
         broker.end_of_day()
     assert broker.policy_failure is None
     assert broker.ib_network.rank_of(m.IB, datetime(2026, 7, 6, 12, tzinfo=UTC)) == 2
+
+
+# -- tiers: late deals of a closed period -------------------------------------------------------
+
+
+def test_a_clients_first_deal_pulled_after_the_month_end_close_counts_for_that_month() -> None:
+    # Attack (the first review's month-end race, for a client new that month): ana's first
+    # deal ever, 10 lots at 16:59 New York on 31 July, is pulled after end_of_day() closed
+    # July at 17:01. The close covered the clients with activity (ana had none yet), so her
+    # July is never closed for her, and Tiers.reconsider records nothing for a client whose
+    # state has no closed period ("day_end > closed_until"); evaluate reads August. A client
+    # with one earlier lot in July is made silver by the same late deal; she stays bronze.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
+    feed = w.Feed()
+    for day in w.trading_days(date(2026, 7, 1), date(2026, 7, 31)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    feed.add(
+        DealChange.ADDED,
+        m.deal(ana.login, 1, Decimal(10), datetime(2026, 7, 31, 20, 59, tzinfo=UTC)),
+    )
+    clock.set(datetime(2026, 7, 31, 21, 1, tzinfo=UTC))
+    assert broker.end_of_day()["closed"] == [date(2026, 7, 31)]
+    clock.set(datetime(2026, 7, 31, 21, 2, tzinfo=UTC))
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 8, 3, 12, tzinfo=UTC))
+    broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.tiers.tier(ana.client_id, datetime(2026, 8, 3, 12, tzinfo=UTC)) == "silver"
