@@ -281,3 +281,33 @@ def test_a_clients_first_deal_pulled_after_the_month_end_close_counts_for_that_m
     broker.end_of_day()
     assert broker.policy_failure is None
     assert broker.tiers.tier(ana.client_id, datetime(2026, 8, 3, 12, tzinfo=UTC)) == "silver"
+
+
+def test_an_update_of_an_old_deal_does_not_undo_a_later_downgrade() -> None:
+    # Attack (routine, no malice: the server re-sends a July deal in September after a
+    # commission or swap correction, same lots): ana made 10 lots in July (silver), nothing in
+    # August (bronze from the August close: the programme downgrades at period ends). The
+    # tier policy hands every deal of an earlier trading day to Tiers.reconsider, updates too,
+    # and reconsider judges the deal's period (July: 10 lots, silver) against the tier held
+    # now (bronze) without asking whether that period was already judged with the deal in it:
+    # ana is made silver again in September on July's figures ("late_activity").
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    broker.tiers.record_programme(w.ADMIN, w.programme(), reason="the programme")
+    feed = w.Feed()
+    july = m.deal(ana.login, 1, Decimal(10), datetime(2026, 7, 15, 11, tzinfo=UTC))
+    for day in w.trading_days(date(2026, 7, 1), date(2026, 9, 1)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+        if day == date(2026, 7, 15):
+            feed.add(DealChange.ADDED, july)
+            broker.feeds.pull(w.cast_feed(feed))
+    assert broker.tiers.tier(ana.client_id, datetime(2026, 7, 20, tzinfo=UTC)) == "silver"
+    assert broker.tiers.tier(ana.client_id, clock.now()) == "bronze"  # August: no lots
+    feed.add(DealChange.UPDATED, july)  # the same deal again (a correction on the server)
+    broker.feeds.pull(w.cast_feed(feed))
+    clock.set(datetime(2026, 9, 2, 12, tzinfo=UTC))
+    broker.end_of_day()
+    assert broker.policy_failure is None
+    assert broker.tiers.tier(ana.client_id, clock.now()) == "bronze"
