@@ -311,3 +311,31 @@ def test_an_update_of_an_old_deal_does_not_undo_a_later_downgrade() -> None:
     broker.end_of_day()
     assert broker.policy_failure is None
     assert broker.tiers.tier(ana.client_id, clock.now()) == "bronze"
+
+
+# -- a deal at the edge of the calendar ---------------------------------------------------------
+
+
+def test_a_deal_stamped_at_the_calendars_edge_stops_no_other_clients_loyalty() -> None:
+    # Attack (a hostile or broken feed item: MT5 reports an unset time as its maximum, a
+    # server clock set wrong): ana's deal is stamped 31 December 9999 22:00 UTC (New York
+    # 17:00: its trading day would be in the year 10000). The feed records it; every policy
+    # that asks the trading day of a deal (cashback, IB ranks, activity, churn) fails on it
+    # with "outside the years 1 to 9999" and stops there for good, so ben's ordinary 10 lots
+    # the same day earn no cashback and no points, nor anything after, for any client.
+    clock = FixedClock(w.START)
+    broker = memory_broker(clock)
+    ana = m.onboard(broker, "ana.lima@example.com")
+    ben = m.onboard(broker, "ben.lima@example.com")
+    feed = w.Feed()
+    clock.set(w.noon(date(2026, 7, 1)))
+    edge = datetime(9999, 12, 31, 22, tzinfo=UTC)
+    feed.add(DealChange.ADDED, m.deal(ana.login, 1, Decimal(1), edge))
+    broker.feeds.pull(w.cast_feed(feed))
+    feed.add(DealChange.ADDED, m.deal(ben.login, 2, Decimal(10), w.noon(date(2026, 7, 1))))
+    broker.feeds.pull(w.cast_feed(feed))
+    for day in (date(2026, 7, 2), date(2026, 7, 3)):
+        clock.set(w.noon(day))
+        broker.end_of_day()
+    assert broker.cashback.paid_total(ben.client_id) == usd("5.00")  # 10 lots at 0.50 USD
+    assert broker.points.balance(ben.client_id) == Decimal(100)  # 10 lots at 10 points
