@@ -192,5 +192,10 @@ class World:
         self.feed.add(change, deal)
 
     def pull(self) -> int:
+        # The feed records deals stamped no later than a day after the clock: time passes up
+        # to the latest deal (the clock never goes back).
+        latest = max((i.deal.time for i in self.feed.items), default=self.clock.now())
+        if latest > self.clock.now():
+            self.clock.set(latest)
         self.broker.record_configuration()
         return self.broker.feeds.pull(self.feed)  # type: ignore[arg-type]

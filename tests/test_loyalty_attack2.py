@@ -10,16 +10,18 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+import pytest
+
 from fxcrm_core.activity import Measure as ActivityMeasure
 from fxcrm_core.broker import Broker
 from fxcrm_core.commissions import PlanKind, RankSlices, Revenue, Rule, Schedule, ScheduleBook
 from fxcrm_core.commissions.book import RebateEntriesRecorded
 from fxcrm_core.events import PolicyWaitingError
 from fxcrm_core.kernel import Currency, FixedClock, Money
-from fxcrm_core.kernel.errors import FxCrmError
+from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.privacy import MemoryKeyStore
 from fxcrm_core.stores import MemoryEventStore
-from fxcrm_core.trading import DealChange
+from fxcrm_core.trading import DealChange, DealsSetAside
 from tests import loyalty_more_world as m
 from tests import loyalty_wired_world as w
 from tests.test_loyalty_attack import memory_broker
@@ -96,8 +98,12 @@ def test_a_deal_stamped_in_the_future_stalls_no_other_deals_rebates() -> None:
     with contextlib.suppress(PolicyWaitingError):
         broker.run_policies()
     paid = rebates_paid(broker)
-    # ticket 1 (1 July) .. 11 (10 July), ticket 3 the one stamped 2030
-    assert sorted(t for t in paid if t != 3) == [1, 2, *range(4, 12)]
+    # every ticket of 1 July .. 10 July; ticket 3, the one stamped 2030, is set aside
+    assert sorted(paid) == [t for t in range(1, ticket + 1) if t != 3]
+    (aside,) = [r for r in broker.store.read_all(limit=10_000) if r.event_type == "DealsSetAside"]
+    set_aside = broker.codec.decode(aside).event
+    assert isinstance(set_aside, DealsSetAside)
+    assert set_aside.items[0].deal.ticket == 3
 
 
 def test_a_scheduler_that_starts_after_the_first_day_stalls_no_rebates() -> None:
@@ -138,9 +144,11 @@ def backdated_rank_payouts(policies: Literal["inline", "worker"]) -> dict[int, D
     )
     broker.feeds.pull(w.cast_feed(feed))
     clock.set(datetime(2026, 7, 2, 13, tzinfo=UTC))
-    broker.ib_network.change_rank(
-        w.ADMIN, m.IB, 2, datetime(2026, 7, 2, 10, tzinfo=UTC), reason="promoted this morning"
-    )
+    with pytest.raises(ValidationError):  # with IB rank rules: from now on only
+        broker.ib_network.change_rank(
+            w.ADMIN, m.IB, 2, datetime(2026, 7, 2, 10, tzinfo=UTC), reason="promoted this morning"
+        )
+    broker.ib_network.change_rank(w.ADMIN, m.IB, 2, clock.now(), reason="promoted from now")
     broker.run_policies()
     assert broker.policy_failure is None
     return rebates_paid(broker)

@@ -160,7 +160,11 @@ class World:
         self.feed.items.append(FeedItem(len(self.feed.items) + 1, change, deal))
 
     def pull(self) -> None:
-        DealFeeds(self.repository).pull(cast(TradingServer, self.feed))
+        # Deals are recorded once made: time passes up to the latest (never back).
+        latest = max((i.deal.time for i in self.feed.items), default=self.clock.now())
+        if latest > self.clock.now():
+            self.clock.set(latest)
+        DealFeeds(self.repository, clock=self.clock).pull(cast(TradingServer, self.feed))
         self.runner.run()
 
     def wallet(self, client_id: str) -> str:

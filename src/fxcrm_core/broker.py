@@ -492,6 +492,12 @@ class _Closes:
         i = bisect.bisect_left(self._positions, position)
         return self._positions[i - 1] if i else 0
 
+    def last_day_before(self, position: int) -> date | None:
+        """The last trading day whose close was recorded before ``position``."""
+        closes = self.positions()
+        found = [day for day, at in closes.items() if at < position]
+        return max(found) if found else None
+
 
 # The policy table: (policy name, upstream event types, handler). A policy's name is its identity
 # in the log (its position stream, policy-<name>): keep names stable. Rows run in this order
@@ -507,6 +513,15 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     ("client-active", (DealsReceived,), lambda b, r, u: b.lifecycle.active(r, u)),
     ("client-dormant", (TradingDayClosed,), lambda b, r, u: b.lifecycle.dormant(r, u)),
     ("ib-client", (ClientAttributed,), lambda b, r, u: b.lifecycle.introduced(r, u)),
+    # IB ranks: each IB evaluated when a trading day closes (its downline's activity and the
+    # tree as the log stood then), and reconsidered on deals of a closed day pulled late; each
+    # decision and the rank change it gives (or its approval request) recorded together. The
+    # rebates policy that follows pays on those ranks and waits for them (see _rebates).
+    (
+        IB_RANKS_POLICY,
+        (TradingDayClosed, DealsReceived),
+        lambda b, r, u: b._ib_ranks_policy(r, u),
+    ),
     ("rebates", (DealsReceived,), lambda b, r, u: b._rebates(r, u)),
     (PAYOUT_POLICY, (RebateEntriesRecorded,), lambda b, r, u: accrue_payouts(r, u)),
     # Loyalty: the tier is decided (on the client's deals and deposits, and at period ends)
@@ -519,10 +534,6 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     # Cashback: deals counted and each day fixed at its close, in one row (log order matters).
     (CASHBACK_POLICY, (DealsReceived, TradingDayClosed), lambda b, r, u: b._cashback_policy(r, u)),
     (BONUS_POLICY, BONUS_UPSTREAM, lambda b, r, u: b.bonus.handle(r, u)),
-    # IB ranks: each IB evaluated when a trading day closes (its downline's activity and the
-    # tree as the log stood then); each decision and the rank change it gives (or its approval
-    # request) recorded together. The rebates policy waits for this one (see _rebates).
-    (IB_RANKS_POLICY, (TradingDayClosed,), lambda b, r, u: b._ib_ranks_day(r, u)),
 )
 
 
@@ -718,7 +729,7 @@ class Broker:
         )  # fmt: skip
         server: TradingServer = options.get("trading_server") or _NoTradingServer()
         self.trading_server = server
-        self.feeds = DealFeeds(self.repository)
+        self.feeds = DealFeeds(self.repository, clock=self.clock)
         self.transfers = TradingTransfers(
             self.repository, self.ledger, self.access, {server.name: server}, closed=self._closed
         )
@@ -1104,24 +1115,28 @@ class Broker:
             pass  # no IB programme in force at that close: nothing decided there
         else:
             found = closes.get(day)
+            if found is None and any(later > day for later in closes):
+                found = 0  # never closed: the scheduler's first close came after it
             if found is None:
                 raise PolicyWaitingError(
                     "rebates wait for the trading day before these deals to be closed "
                     "(broker.end_of_day()): the IB ranks decided at its close pay them"
                 )
             needed = max(needed, found)
+        needed = max(needed, recorded.position)  # and the deals themselves (late ones)
         tracker = self.repository.load(PolicyTracker, IB_RANKS_POLICY)
-        if needed and (tracker is None or tracker.position < needed):
-            raise PolicyWaitingError(
-                "rebates wait for the IB rank policy to decide the closed days"
-            )
+        if tracker is None or tracker.position < needed:
+            raise PolicyWaitingError("rebates wait for the IB rank policy to decide closed days")
 
-    def _ib_rank_by_hand(self, ib_id: str) -> None:
-        """Before a rank is set by hand: with IB rank rules, not while their policy has closed
-        days to decide (its decisions come first, in the order of the log), and, when ranks
-        need a second person, only through broker.ib_ranks.request_rank."""
+    def _ib_rank_by_hand(self, ib_id: str, at: datetime) -> None:
+        """Before a rank is set by hand: with IB rank rules, from now on only (a rank dated
+        back would pay deals already paid differently in a late worker), not while their
+        policy has closed days to decide (its decisions come first, in the order of the log),
+        and, when ranks need a second person, only through broker.ib_ranks.request_rank."""
         if self.ib_ranks is None:
             return
+        if at < self.clock.now():
+            raise ValidationError("with IB rank rules, a rank set by hand holds from now on")
         if self._ib_ranks_approval:
             raise AccessDeniedError(
                 "IB ranks need a second person: ask with broker.ib_ranks.request_rank"
@@ -1207,6 +1222,7 @@ class Broker:
         )
         ranks = options.get("ib_ranks")
         self._ib_rank_activity = pinned()
+        self._ib_rank_logins = TradingLogins()
         self.ib_ranks = None
         if ranks is not None:
             self.ib_ranks = IbRanks(
@@ -1253,9 +1269,9 @@ class Broker:
                 if client is not None and item.deal.action.is_trade:
                     days.setdefault(client, set()).add(self.calendar.trading_day(item.deal.time))
             clients = sorted(days)
-            today = self.calendar.trading_day(recorded.recorded_at)
-            for client_id in clients:  # deals of a period already closed (pulled late)
-                for day in sorted(d for d in days[client_id] if d < today):
+            closed = self._closes.last_day_before(recorded.position)
+            for client_id in clients:  # deals of a day already closed (pulled late)
+                for day in sorted(d for d in days[client_id] if closed and d <= closed):
                     self.tiers.reconsider(client_id, day, recorded.recorded_at, uow=uow)
         elif isinstance(event, WireCredited):
             clients = [uow.get(Wire, recorded.stream_id.removeprefix("wire-")).client_id]
@@ -1330,11 +1346,28 @@ class Broker:
         with self._benefits_for(CASHBACK_POLICY, recorded):
             self.cashback.handle(recorded, uow)
 
-    def _ib_ranks_day(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
-        if self.ib_ranks is None:
+    def _ib_ranks_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        ranks = self.ib_ranks
+        if ranks is None or not ranks.tiers.programmes():
+            return
+        event = recorded.event
+        if isinstance(event, DealsReceived):
+            closed = self._closes.last_day_before(recorded.position)
+            if closed is None:
+                return
+            self.projections.catch_up(self._ib_rank_logins, upto=recorded.position)
+            days: dict[str, set[date]] = {}
+            for item in event.items:
+                client = self._ib_rank_logins.client_of(event.server, item.deal.login)
+                day = self.calendar.trading_day(item.deal.time)
+                if client is not None and item.deal.action.is_trade and day <= closed:
+                    days.setdefault(client, set()).add(day)
+            if days:
+                self._ib_rank_activity.at(recorded.position)
+                ranks.on_late_deals(recorded, uow, days)
             return
         self._ib_rank_activity.at(recorded.position)
-        self.ib_ranks.on_trading_day_closed(recorded, uow)
+        ranks.on_trading_day_closed(recorded, uow)
 
     def _points_expiry(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         # Lots past their time by the close of the day are recorded expired (idempotent).

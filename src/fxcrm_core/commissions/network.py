@@ -250,7 +250,7 @@ class IbNetworkService:
         self._lock = threading.RLock()
         # Asked before a rank is set by hand (change_rank): raises when ranks may not be set
         # that way now (a host's rank rules own them; see fxcrm_core.loyalty.IbRanks).
-        self.rank_guard: Callable[[str], None] | None = None
+        self.rank_guard: Callable[[str, datetime], None] | None = None
 
     # -- commands -------------------------------------------------------------------------------
     def register_ib(
@@ -310,7 +310,7 @@ class IbNetworkService:
         check_rank(rank)
         when = self._allowed(actor, reason, at, RANK)
         if self.rank_guard is not None:
-            self.rank_guard(ib_id)
+            self.rank_guard(ib_id, when)
 
         def check(tree: IbTree) -> None:
             tree.check_rank(ib_id, rank, when)

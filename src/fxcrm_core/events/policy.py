@@ -267,6 +267,8 @@ class PolicyRunner:
                 error = exc if isinstance(exc, PolicyError) else _wrapped("the runner", exc)
                 if on_error is not None:
                     on_error(error)
+                elif isinstance(error, PolicyWaitingError):
+                    log.info("a policy waits: %s", error)
                 else:
                     log.error("policy failed: %s", error)
             stop.wait(interval)

@@ -42,7 +42,7 @@ from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.kernel.trading_day import TradingCalendar
 from fxcrm_core.loyalty.events import ClientTier, TierChanged
 from fxcrm_core.loyalty.programme import Measure, TierProgramme
-from fxcrm_core.loyalty.tiers import Standing, Tiers
+from fxcrm_core.loyalty.tiers import DecisionInTheFutureError, Standing, Tiers
 
 __all__ = [
     "IB_MEASURES",
@@ -330,6 +330,7 @@ class IbRanks:
         """Decide the IB's tier after activity at ``at`` (the tier engine's rules) and the rank
         it gives, recorded together (into ``uow`` when given); returns the tier decisions."""
         ib = check_id(ib_id, "an IB id")
+        self._not_ahead(at, uow)
         return self._deciding(uow, [ib], lambda u: self.tiers.evaluate(ib, at, uow=u))
 
     def close_period(
@@ -339,6 +340,7 @@ class IbRanks:
         registered by then); idempotent per IB and period."""
         if isinstance(ib_ids, str) or not isinstance(ib_ids, Iterable | None):
             raise ValidationError("close_period takes a collection of IB ids")
+        self._not_ahead(at, uow)
         ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else list(ib_ids)
         closed = [0]
 
@@ -348,6 +350,11 @@ class IbRanks:
 
         self._deciding(uow, ibs, close)
         return closed[0]
+
+    def _not_ahead(self, at: datetime, uow: UnitOfWork | None) -> None:
+        # A caller's own decision (no policy unit) is dated no later than the clock's now.
+        if uow is None and to_utc(at, "at") > self.clock.now():
+            raise DecisionInTheFutureError()
 
     def _deciding(
         self,
@@ -392,6 +399,38 @@ class IbRanks:
             finally:
                 activity.recorded_by = None
         self._ranks_of_decisions(uow, ibs)
+
+    def on_late_deals(
+        self, recorded: RecordedEvent[Any], uow: UnitOfWork, days: Mapping[str, Iterable[date]]
+    ) -> None:
+        """A policy handler's part for deals of closed trading days (``days``: per client,
+        the trading days of its deals in ``recorded``, every one closed already): each IB up
+        the client's chain then (the tree as recorded by the event) is reconsidered on that
+        period's figures (:meth:`Tiers.reconsider`: an upgrade from when the deal is seen,
+        never a downgrade), its rank recorded with the decision."""
+        activity = self.activity
+        with activity.batch():
+            activity.recorded_by = to_utc(recorded.recorded_at, "recorded_at")
+            try:
+                tree = activity.tree()
+                asked: dict[str, set[date]] = {}
+                for client_id, client_days in days.items():
+                    for day in client_days:
+                        at = self.calendar.session(day)[1] - _TICK
+                        introducer = tree.ib_of(client_id, at)
+                        for ib_id in tree.chain(introducer, at) if introducer else ():
+                            asked.setdefault(ib_id, set()).add(day)
+                for ib_id in sorted(asked):
+                    for day in sorted(asked[ib_id]):
+                        self._reconsider(uow, ib_id, day, recorded.recorded_at)
+            finally:
+                activity.recorded_by = None
+
+    def _reconsider(self, uow: UnitOfWork, ib_id: str, day: date, at: datetime) -> None:
+        def decide(u: UnitOfWork) -> list[DomainEvent]:
+            return self.tiers.reconsider(ib_id, day, at, uow=u)
+
+        self._deciding(uow, [ib_id], decide)
 
     def _ibs(self, at: datetime) -> list[str]:
         return sorted(self.activity.tree().ranks(at))

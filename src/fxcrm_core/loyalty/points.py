@@ -296,8 +296,10 @@ class Points:
         if lot is None:
             if base > 0:
                 multiplier = self._multiplier(client_id, deal.time)
-                self._earn(uow, state, source, earned(base, multiplier), deal.time, now,
-                           (*figures, ("multiplier", str(multiplier))))  # fmt: skip
+                # Earned when the deal was made, or when it was recorded if it is stamped
+                # later (a server clock ahead): its validity never starts in the future.
+                self._earn(uow, state, source, earned(base, multiplier), min(deal.time, now),
+                           now, (*figures, ("multiplier", str(multiplier))))  # fmt: skip
             return
         points = earned(base, lot.multiplier)  # the multiplier it was earned with
         if points == lot.amount:

@@ -402,20 +402,20 @@ class Tiers:
         self, client_id: str, day: date, at: datetime, *, uow: UnitOfWork | None = None
     ) -> list[DomainEvent]:
         """Late activity: a deal of trading ``day`` recorded at ``at`` after the period holding
-        that day was closed for the client (a deal made before a month's last rollover and
-        pulled after the close). If that period's figures now reach a higher tier than the
-        client holds at ``at``, the client is upgraded from ``at`` (rule ``late_activity``;
-        never back-dated: what was decided stays as decided). Never a downgrade: a period's
-        downgrade is decided at its close only. A day whose period is still open records
-        nothing (:meth:`evaluate` sees it). Returns the events recorded."""
+        that day was closed (a deal made before a month's last rollover and pulled after the
+        close). If that period's figures now reach a higher tier than the client holds at
+        ``at``, the client is upgraded from ``at`` (rule ``late_activity``; never back-dated:
+        what was decided stays as decided). Only the latest period ended by ``at`` is
+        reconsidered (a correction of an older period changes nothing now), and never into a
+        downgrade (a period's downgrade is decided at its close only). A day whose period has
+        not ended records nothing (:meth:`evaluate` sees it). The caller asks only once that
+        period's close is recorded (for the clients with activity then: a client it did not
+        cover counts as closed too). Returns the events recorded."""
         when = self._decided_at(at, uow)
         if not isinstance(day, date) or isinstance(day, datetime):
             raise ValidationError("a trading day is a date")
-        state = self._state(client_id, uow)
         day_end = self.calendar.session(day)[1]
-        if state.closed_until is None or day_end > state.closed_until:
-            return []
-        if state.last_decided is not None and when < state.last_decided:
+        if day_end > when:
             return []
         try:
             then = self.programme_at(day_end - _TICK)
@@ -423,6 +423,16 @@ class Tiers:
             return []  # no programme in force that day
         programme = self.programme_at(when)
         period = then.window.period(self.calendar, day_end - _TICK)
+        latest = previous_period(
+            programme.window, self.calendar, programme.window.period(self.calendar, when)
+        )
+        if period.end > when or period.end != latest.end:
+            return []  # still open, or an older period: what was decided stays
+        state = self._state(client_id, uow)
+        if state.closed_until is not None and state.closed_until > period.end:
+            return []
+        if state.last_decided is not None and when < state.last_decided:
+            return []
         events = self._settle(state, when)
         now = state.fold(events)
         reading = self._read(then, client_id, period, period.end)

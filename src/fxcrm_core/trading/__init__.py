@@ -14,7 +14,7 @@ from fxcrm_core.trading.deal import (
     VolumeUnits,
     mt5_double,
 )
-from fxcrm_core.trading.feed import FEED_EVENTS, DealFeed, DealFeeds, DealsReceived
+from fxcrm_core.trading.feed import FEED_EVENTS, DealFeed, DealFeeds, DealsReceived, DealsSetAside
 from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, read_mt5_deals
 from fxcrm_core.trading.server import (
     AccountNotFoundError,
@@ -43,6 +43,7 @@ __all__ = [
     "DealFeed",
     "DealFeeds",
     "DealsReceived",
+    "DealsSetAside",
     "FeedItem",
     "ImportProblem",
     "ImportResult",

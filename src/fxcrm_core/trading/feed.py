@@ -7,7 +7,7 @@ the stream's version, so two processes pulling at once never record an item twic
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import attrs
@@ -21,13 +21,14 @@ from fxcrm_core.events import (
     ValueCodec,
 )
 from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.kernel.time import from_micros, to_micros
 from fxcrm_core.trading.deal import Deal, DealAction, DealEntry, UnknownServerResponseError
 from fxcrm_core.trading.server import DealChange, FeedItem, TradingServer
 
-__all__ = ["FEED_EVENTS", "DealFeed", "DealFeeds", "DealsReceived"]
+__all__ = ["FEED_EVENTS", "DealFeed", "DealFeeds", "DealsReceived", "DealsSetAside"]
 
 
 def _item_rows(items: tuple[FeedItem, ...]) -> list[list[Any]]:
@@ -108,7 +109,27 @@ class DealsReceived(DomainEvent):
     __value_codecs__ = (FEED_ROWS,)
 
 
-FEED_EVENTS = (DealsReceived,)
+@attrs.frozen
+class DealsSetAside(DomainEvent):
+    """Feed items whose deal time no trading could have (before ``EARLIEST_DEAL`` or more than
+    a day after the broker's clock): recorded for review, and passed over by every policy (a
+    deal stamped in 2030, or at the calendar's edge, would otherwise hold rebates back, earn
+    points that never expire or stop a policy on a date out of range)."""
+
+    server: str
+    upto_cursor: int
+    items: tuple[FeedItem, ...]
+    reason: str
+
+    __value_codecs__ = (FEED_ROWS,)
+
+
+FEED_EVENTS = (DealsReceived, DealsSetAside)
+
+#: The earliest deal time the feed records for the policies.
+EARLIEST_DEAL = datetime(1990, 1, 1, tzinfo=UTC)
+#: How far after the broker's clock a deal may be stamped (server clocks drift a little).
+DEAL_CLOCK_SLACK = timedelta(days=1)
 
 
 @attrs.frozen(kw_only=True)
@@ -122,15 +143,20 @@ class DealFeed(Aggregate):
     def apply(self, event: DomainEvent) -> Self:
         if isinstance(event, DealsReceived):
             return self.evolve(cursor=event.upto_cursor, items=self.items + len(event.items))
+        if isinstance(event, DealsSetAside):
+            return self.evolve(cursor=max(self.cursor, event.upto_cursor))
         raise ValidationError(f"DealFeed cannot apply {type(event).__name__}")
 
 
 class DealFeeds:
     """Records trading servers' deal feeds in the log."""
 
-    def __init__(self, repository: Repository, *, actor: str = "system:feed") -> None:
+    def __init__(
+        self, repository: Repository, *, actor: str = "system:feed", clock: Clock | None = None
+    ) -> None:
         self.repository = repository
         self.actor = actor
+        self.clock = clock or SystemClock()
 
     def cursor(self, server: str) -> int:
         """The cursor of the last item recorded from ``server`` (0: none yet)."""
@@ -152,11 +178,19 @@ class DealFeeds:
         if not items:
             return 0
         _check(server.name, feed.cursor, items, limit)
+        latest = self.clock.now() + DEAL_CLOCK_SLACK
+        odd = [i for i in items if not EARLIEST_DEAL <= i.deal.time <= latest]
+        kept = [i for i in items if EARLIEST_DEAL <= i.deal.time <= latest]
         metadata = EventMetadata(self.actor, reason=f"deal feed of {server.name}")
         with UnitOfWork(self.repository, metadata) as uow:
-            for start in range(0, len(items), batch):
-                chunk = tuple(items[start : start + batch])
+            for start in range(0, len(kept), batch):
+                chunk = tuple(kept[start : start + batch])
                 feed = uow.record(feed, DealsReceived(server.name, chunk[-1].cursor, chunk))
+            if odd:  # after the others: the feed's cursor ends at the last item read
+                reason = "deal time before 1990 or more than a day after the clock"
+                feed = uow.record(
+                    feed, DealsSetAside(server.name, items[-1].cursor, tuple(odd), reason)
+                )
             uow.commit()
         return len(items)
 
