@@ -737,7 +737,13 @@ def loop_reevaluate(
         if dep_c <= 0 and all(d > 0 for d in dep_cycles):
             reasons.append("deposits_stopped")
         held = net_b.quantize(CENT)
-        if held >= 100 and held > 0 and held + net_r.quantize(CENT) <= held * (1 - drained):
+        trading = active_r > 0 and "frequency_drop" not in reasons  # profit taken, not leaving
+        if (
+            not trading
+            and held >= 100
+            and held > 0
+            and held + net_r.quantize(CENT) <= held * (1 - drained)
+        ):
             reasons.append("balance_drained")
         if reasons:
             rows.append((client, "ChurnWarningRaised", ",".join(reasons)))
