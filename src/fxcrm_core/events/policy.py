@@ -305,6 +305,9 @@ class PolicyRunner:
             batch, upto, done = read_types(store, position, types, self.read_batch)
             if upto <= position:
                 break
+            # Each event is decoded once for every policy of the pass that handles it (a deal
+            # batch feeds half a dozen): decoded events are immutable.
+            decoded: dict[int, RecordedEvent[DomainEvent]] = {}
             for p in progress:
                 name = p.policy.name
                 if name in failed:
@@ -316,7 +319,10 @@ class PolicyRunner:
                         if p.tracker is None:  # another process may have moved it: read it now
                             p.tracker = self._tracker(name)
                         if stored.position > p.tracker.position:  # else: another worker did it
-                            handled += self._handle(p, decode(stored))
+                            recorded = decoded.get(stored.position)
+                            if recorded is None:
+                                recorded = decoded[stored.position] = decode(stored)
+                            handled += self._handle(p, recorded)
                         p.scanned = stored.position
                     self._record_idle(p)
                 except Exception as exc:
