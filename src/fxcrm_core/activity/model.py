@@ -7,10 +7,9 @@ before every answer, so a second process or a restart answers the same.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -149,9 +148,6 @@ class ClientActivity:
         self._first_days: dict[tuple[date, int], date] = {}
         # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
         self._batched = 0
-        # Within a scan (_batch): per client, running totals over its days (a private speed
-        # trick: every window is then two look-ups; nothing stored depends on it).
-        self._prefixes: dict[str, _Prefix] | None = None
         self.reset()
 
     # -- the projection -------------------------------------------------------------------------
@@ -339,15 +335,10 @@ class ClientActivity:
         with self._lock:
             self._caught_up()
             self._batched += 1
-            outer = self._prefixes is None
-            if outer:  # the model holds still in here: running totals stay true
-                self._prefixes = {}
             try:
                 yield
             finally:
                 self._batched -= 1
-                if outer:
-                    self._prefixes = None
 
     def _value(self, client_id: str, measure: Measure, days: int, at: datetime) -> Decimal:
         """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
@@ -360,11 +351,6 @@ class ClientActivity:
             found = self._days.get(client_id)
             if not found:
                 return _value(measure, ())
-            if self._prefixes is not None:  # a scan: each client's running totals, once
-                prefix = self._prefixes.get(client_id)
-                if prefix is None:
-                    prefix = self._prefixes[client_id] = _Prefix(found)
-                return prefix.value(measure, first, last)
             if measure in _FLOW_OF:  # one pass: the window's days and their flows
                 kinds = _FLOW_OF[measure]
                 negative = kinds[-1] if len(kinds) == 2 else None
@@ -546,61 +532,6 @@ def _figure(measure: Measure, buckets: Iterable[Day]) -> Figure:
         _moneys(amounts),
         _moneys(unpriced),
     )
-
-
-class _Prefix:
-    """One client's running totals over its trading days, in day order: a window's sum is the
-    total at its last day less the total before its first. Decimal sums of the same terms are
-    exact, so the answer is the one-pass sum's, digit for digit (lots keep the exponent the
-    one-pass sum has: the smallest of zero's and the window's terms'); pinned by
-    tests/test_activity_fast_path.py."""
-
-    __slots__ = ("active", "days", "flows", "lot_exp", "lots", "trades")
-
-    def __init__(self, found: Mapping[date, Day]) -> None:
-        self.days = sorted(found)
-        n = len(self.days)
-        trades, lots, active, lot_exp = [0], [_ZERO], [0], []
-        per_kind: dict[str, list[Decimal]] = {}
-        for i, day in enumerate(self.days):
-            bucket = found[day]
-            trades.append(trades[-1] + bucket.trades)
-            lots.append(lots[-1] + bucket.lots)
-            active.append(active[-1] + (1 if bucket.trades > 0 else 0))
-            exponent = bucket.lots.as_tuple().exponent
-            lot_exp.append(exponent if isinstance(exponent, int) else 0)
-            for (kind, _), flow in bucket.flows.items():
-                per_kind.setdefault(kind, [_ZERO] * n)[i] += flow.usd
-        flows: dict[str, list[Decimal]] = {}
-        for kind, row in per_kind.items():
-            column = [_ZERO]
-            for amount in row:
-                column.append(column[-1] + amount)
-            flows[kind] = column
-        self.trades, self.lots, self.active, self.flows = trades, lots, active, flows
-        self.lot_exp = lot_exp
-
-    def value(self, measure: Measure, first: date, last: date) -> Decimal:
-        lo = bisect.bisect_left(self.days, first)
-        hi = bisect.bisect_right(self.days, last)
-        if hi <= lo:
-            return _value(measure, ())
-        if measure is Measure.TRADES:
-            return Decimal(self.trades[hi] - self.trades[lo])
-        if measure is Measure.ACTIVE_DAYS:
-            return Decimal(self.active[hi] - self.active[lo])
-        if measure is Measure.LOTS:
-            exponent = min(0, min(self.lot_exp[lo:hi]))
-            return (self.lots[hi] - self.lots[lo]).quantize(Decimal((0, (1,), exponent)))
-        kinds = _FLOW_OF[measure]
-        negative = kinds[-1] if len(kinds) == 2 else None
-        usd = _ZERO
-        for kind in kinds:
-            column = self.flows.get(kind)
-            if column is not None:
-                part = column[hi] - column[lo]
-                usd = usd - part if kind == negative else usd + part
-        return usd.quantize(_CENT, rounding="ROUND_HALF_EVEN")
 
 
 def _value(measure: Measure, buckets: Iterable[Day]) -> Decimal:
