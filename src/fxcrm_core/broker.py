@@ -1467,6 +1467,8 @@ class Broker:
         since = since.replace(day=1)
         kpis = self._kpis.get(since)
         if kpis is None:
+            if len(self._kpis) >= 4:  # a few read models at most (each rebuilt from the log)
+                self._kpis.pop(next(iter(self._kpis)))
             kpis = self._kpis[since] = LoyaltyKpis(
                 self.projections, self.activity, since=since, calendar=self.calendar,
                 programmes=(self.tiers.programme_id,),
