@@ -402,3 +402,15 @@ def test_tiers_from_a_replay_equal_the_live_ones(lots: list[int], late: set[int]
     assert outcomes[0] == outcomes[1]
     changes = [e for e in outcomes[0][0] if e[0] == TierChanged.__name__]
     assert all(c[1]["programme_version"] == 1 for c in changes)
+
+
+def test_kpi_read_models_are_kept_per_since_a_few_at_most() -> None:
+    broker = Broker.in_memory(clock=FixedClock(datetime(2026, 7, 15, 12, tzinfo=UTC)))
+    july = broker.kpis(date(2026, 7, 1))
+    assert broker.kpis(date(2026, 7, 9)) is july  # the same month: the same read model
+    report = july.month(2026, 7)
+    for month in (1, 2, 3, 4, 5):
+        broker.kpis(date(2026, month, 1)).month(2026, 7)
+    again = broker.kpis(date(2026, 7, 1))
+    assert again is not july  # the oldest was let go: rebuilt from the log, same answers
+    assert again.month(2026, 7) == report
