@@ -60,7 +60,7 @@ from fxcrm_core.kernel.errors import (
 )
 from fxcrm_core.kernel.money import Currency, Money
 from fxcrm_core.kernel.text import checked_text
-from fxcrm_core.payments import InternalTransferCompleted
+from fxcrm_core.payments import InternalTransfer, InternalTransferCompleted
 from fxcrm_core.trading import (
     AccountNotFoundError,
     BalanceOperation,
@@ -388,6 +388,10 @@ class Bonus:
         event = recorded.event
         if not isinstance(event, InternalTransferCompleted) or event.to_trading:
             return
+        if event.request_id.endswith(":out") and uow.load(
+            InternalTransfer, event.request_id.removesuffix(":out") + ":undo"
+        ):
+            return  # an account-to-account transfer given back: the money came back with it
         state = uow.load(BonusAccount, event.account_id)
         if state is None or event.request_id in state.noted:
             return
