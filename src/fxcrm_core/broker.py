@@ -109,7 +109,7 @@ from fxcrm_core.events import (
     SnapshotStore,
     UnitOfWork,
 )
-from fxcrm_core.events.store import TypeCursor, read_types
+from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.fx import BrokerRates, FxBook
 from fxcrm_core.kernel import (
     AccessDeniedError,
@@ -425,12 +425,11 @@ class _TierAdvances:
     position. Read from the log (no decode but of the tier policy's own advances)."""
 
     def __init__(self, store: EventStore, codec: EventCodec) -> None:
-        self.store, self.codec = store, codec
+        self.codec = codec
         names = codec.registry.name_of
         self.advanced = names(PolicyAdvanced)
-        self.types = frozenset({self.advanced, *(names(t) for t in TIER_UPSTREAM)})
+        self.rows = TypeCursor(store, frozenset({self.advanced, *map(names, TIER_UPSTREAM)}))
         self.stream = PolicyTracker.stream_id_for(TIER_POLICY)
-        self.read_to = 0
         self.logged: list[int] = []  # log position of each of the tier policy's advances...
         self.upstream: list[int] = []  # ...and the upstream position it advanced to
         self.handled_to = 0  # the furthest upstream position the tier policy has handled
@@ -441,20 +440,15 @@ class _TierAdvances:
         """The log position of the tier policy's last advance for upstream events at or before
         ``position``; a PolicyError when the tier policy has not handled them all yet."""
         with self._lock:
-            while True:
-                rows, upto, done = read_types(self.store, self.read_to, self.types, 1000)
-                for row in rows:
-                    if row.event_type != self.advanced:
-                        self.pending.append(row.position)
-                    elif row.stream_id == self.stream:
-                        event = self.codec.decode(row).event
-                        assert isinstance(event, PolicyAdvanced)
-                        self.logged.append(row.position)
-                        self.upstream.append(event.position)
-                        self.handled_to = max(self.handled_to, event.position)
-                self.read_to = max(self.read_to, upto)
-                if done:
-                    break
+            for row in self.rows.new_rows():
+                if row.event_type != self.advanced:
+                    self.pending.append(row.position)
+                elif row.stream_id == self.stream:
+                    event = self.codec.decode(row).event
+                    assert isinstance(event, PolicyAdvanced)
+                    self.logged.append(row.position)
+                    self.upstream.append(event.position)
+                    self.handled_to = max(self.handled_to, event.position)
             i = bisect.bisect_right(self.pending, position)
             if i and self.pending[i - 1] > self.handled_to:
                 raise PolicyError("the points policy waits for the tier policy to decide first")
@@ -473,7 +467,8 @@ class _Closes:
         self._rows = TypeCursor(store, frozenset({codec.registry.name_of(TradingDayClosed)}))
         self._codec = codec
         self._at: dict[date, int] = {}
-        self._positions: list[int] = []
+        self._positions: list[int] = []  # in log order, and so in day order
+        self._days: list[date] = []
         self._lock = threading.Lock()
 
     def positions(self) -> dict[date, int]:
@@ -484,6 +479,7 @@ class _Closes:
                 assert isinstance(event, TradingDayClosed)
                 self._at[event.trading_day] = row.position
                 self._positions.append(row.position)
+                self._days.append(event.trading_day)
             return self._at
 
     def before(self, position: int) -> int:
@@ -494,9 +490,9 @@ class _Closes:
 
     def last_day_before(self, position: int) -> date | None:
         """The last trading day whose close was recorded before ``position``."""
-        closes = self.positions()
-        found = [day for day, at in closes.items() if at < position]
-        return max(found) if found else None
+        self.positions()
+        i = bisect.bisect_left(self._positions, position)
+        return self._days[i - 1] if i else None
 
 
 # The policy table: (policy name, upstream event types, handler). A policy's name is its identity

@@ -388,9 +388,8 @@ class Bonus:
         event = recorded.event
         if not isinstance(event, InternalTransferCompleted) or event.to_trading:
             return
-        if event.request_id.endswith(":out") and uow.load(
-            InternalTransfer, event.request_id.removesuffix(":out") + ":undo"
-        ):
+        undo = event.request_id.removesuffix(":out") + ":undo"
+        if event.request_id.endswith(":out") and uow.load(InternalTransfer, undo) is not None:
             return  # an account-to-account transfer given back: the money came back with it
         state = uow.load(BonusAccount, event.account_id)
         if state is None or event.request_id in state.noted:

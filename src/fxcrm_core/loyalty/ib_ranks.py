@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fxcrm_core.access import AccessControl, Actor, ApprovalRequest, ApprovalRule, Approvals
 from fxcrm_core.access.approvals import ApprovalRequested, ApprovalStatus
@@ -61,6 +61,8 @@ IB_RANKS_POLICY = "loyalty-ib-ranks"
 RANK_ACTION = "ib_rank"
 #: The permission to record a version of the IB rank programme (with ``tier.programme``).
 RANK_PROGRAMME_PERMISSION = "ib_rank.programme"
+
+T = TypeVar("T")
 
 _TICK = timedelta(microseconds=1)
 _OPEN = frozenset({ApprovalStatus.PENDING, ApprovalStatus.APPROVED})
@@ -342,14 +344,7 @@ class IbRanks:
             raise ValidationError("close_period takes a collection of IB ids")
         self._not_ahead(at, uow)
         ibs = self._ibs(to_utc(at, "at")) if ib_ids is None else list(ib_ids)
-        closed = [0]
-
-        def close(u: UnitOfWork) -> list[DomainEvent]:
-            closed[0] = self.tiers.close_period(at, ibs, uow=u)
-            return []
-
-        self._deciding(uow, ibs, close)
-        return closed[0]
+        return self._deciding(uow, ibs, lambda u: self.tiers.close_period(at, ibs, uow=u))
 
     def _not_ahead(self, at: datetime, uow: UnitOfWork | None) -> None:
         # A caller's own decision (no policy unit) is dated no later than the clock's now.
@@ -360,8 +355,8 @@ class IbRanks:
         self,
         uow: UnitOfWork | None,
         ib_ids: list[str],
-        decide: Callable[[UnitOfWork], list[DomainEvent]],
-    ) -> list[DomainEvent]:
+        decide: Callable[[UnitOfWork], T],
+    ) -> T:
         """Run the tier engine into a unit of work and stage the ranks its decisions give in
         the same one (committed here when no ``uow`` is given)."""
         if uow is not None:
@@ -427,10 +422,7 @@ class IbRanks:
                 activity.recorded_by = None
 
     def _reconsider(self, uow: UnitOfWork, ib_id: str, day: date, at: datetime) -> None:
-        def decide(u: UnitOfWork) -> list[DomainEvent]:
-            return self.tiers.reconsider(ib_id, day, at, uow=u)
-
-        self._deciding(uow, [ib_id], decide)
+        self._deciding(uow, [ib_id], lambda u: self.tiers.reconsider(ib_id, day, at, uow=u))
 
     def _ibs(self, at: datetime) -> list[str]:
         return sorted(self.activity.tree().ranks(at))
