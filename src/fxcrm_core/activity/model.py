@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -20,7 +20,7 @@ from fxcrm_core.activity._days import (
     REVENUE,
     VOLUME,
     WITHDRAWAL,
-    Day,
+    Days,
     Mark,
 )
 from fxcrm_core.activity.measures import (
@@ -68,6 +68,8 @@ _FLOW_OF = {
     Measure.CONTRIBUTION: (REVENUE, REBATE),
 }
 
+
+_NO_DAYS = Days()  # a client with no activity (read only: never written to)
 
 #: The longest window a question may ask for, in trading days (about forty years).
 MAX_DAYS = 10_000
@@ -146,13 +148,14 @@ class ClientActivity:
         self._lock = threading.RLock()
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
+        self._day_of: dict[datetime, date] = {}  # an instant's trading day, likewise
         # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
         self._batched = 0
         self.reset()
 
     # -- the projection -------------------------------------------------------------------------
     def reset(self) -> None:
-        self._days: dict[str, dict[date, Day]] = {}
+        self._days: dict[str, Days] = {}
         self._marks: dict[tuple[str, int], Mark] = {}
         self._latest: date | None = None  # the latest trade day the feed brought
         self._forgotten: date | None = None  # marks of days before this one are gone
@@ -197,7 +200,7 @@ class ClientActivity:
         key = (deal.server, deal.ticket)
         old = self._marks.pop(key, None)
         if old is not None:
-            old.apply(self._days[old.client][old.day], -1)
+            old.apply(self._days[old.client], -1)
         elif (
             change is not DealChange.ADDED
             and self._forgotten is not None
@@ -211,11 +214,10 @@ class ClientActivity:
         if client is None:
             return
         mark = self._mark(client, deal)
-        days = self._days.setdefault(client, {})
-        day = days.get(mark.day)
-        if day is None:
-            day = days[mark.day] = Day()
-        mark.apply(day, 1)
+        days = self._days.get(client)
+        if days is None:
+            days = self._days[client] = Days()
+        mark.apply(days, 1)
         self._marks[key] = mark
         if self._latest is None or mark.day > self._latest:
             self._latest = mark.day
@@ -301,11 +303,10 @@ class ClientActivity:
     def _flow(
         self, client: str, day: date, kind: str, cur: Currency, amount: Decimal, at: datetime
     ) -> None:
-        days = self._days.setdefault(client, {})
-        bucket = days.get(day)
-        if bucket is None:
-            bucket = days[day] = Day()
-        bucket.flow(kind, cur.code, amount, self._usd(amount, cur, at))
+        days = self._days.get(client)
+        if days is None:
+            days = self._days[client] = Days()
+        days.flow(days.index(day), kind, cur.code, amount, self._usd(amount, cur, at))
 
     def _usd(self, amount: Decimal, cur: Currency, at: datetime) -> Decimal | None:
         """``amount`` of ``cur`` in USD at ``at`` (None: no rate known then)."""
@@ -342,27 +343,15 @@ class ClientActivity:
 
     def _value(self, client_id: str, measure: Measure, days: int, at: datetime) -> Decimal:
         """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
-        sums in the same order, without building the Figure's per-currency amounts). The
-        caller has checked its arguments: an aware ``at``, a Measure, a positive ``days``."""
-        last = self.calendar.trading_day(at)
+        sums, without building the Figure's per-currency amounts). The caller has checked its
+        arguments: an aware ``at``, a Measure, a positive ``days``."""
+        last = self._trading_day(at)
         first = self._first_day(last, days)
         with self._lock:
             self._caught_up()
-            found = self._days.get(client_id)
-            if not found:
-                return _value(measure, ())
-            if measure in _FLOW_OF:  # one pass: the window's days and their flows
-                kinds = _FLOW_OF[measure]
-                negative = kinds[-1] if len(kinds) == 2 else None
-                usd = _ZERO
-                for day, bucket in found.items():
-                    if first <= day <= last:
-                        for (kind, _), flow in bucket.flows.items():
-                            if kind in kinds:
-                                # (x - y is x + (-1 * y), digit for digit)
-                                usd = usd - flow.usd if kind == negative else usd + flow.usd
-                return usd.quantize(_CENT, rounding="ROUND_HALF_EVEN")
-            return _value(measure, (d for day, d in found.items() if first <= day <= last))
+            found = self._days.get(client_id, _NO_DAYS)
+            i, j = found.span(first, last)
+            return _value(measure, found, i, j)
 
     def clients(self) -> list[str]:
         """Every client with any activity, in id order."""
@@ -397,11 +386,9 @@ class ClientActivity:
         first = self._first_day(last, days) if days is not None else _period_start(last, period)
         with self._lock:
             self._caught_up()
-            buckets = [
-                d for day, d in self._days.get(_client(client_id), {}).items()
-                if first <= day <= last
-            ]  # fmt: skip
-            return _figure(measure, buckets)
+            found = self._days.get(_client(client_id), _NO_DAYS)
+            i, j = found.span(first, last)
+            return _figure(measure, found, i, j)
 
     def lifetime(self, client_id: str, measure: Measure) -> Figure:
         """``measure`` over every trading day the log holds."""
@@ -409,16 +396,15 @@ class ClientActivity:
             raise ArgumentTypeError("measure is a Measure")
         with self._lock:
             self._caught_up()
-            return _figure(measure, list(self._days.get(_client(client_id), {}).values()))
+            found = self._days.get(_client(client_id), _NO_DAYS)
+            return _figure(measure, found, 0, len(found.days))
 
     def last_trade(self, client_id: str) -> datetime | None:
         """The time of the client's latest trade deal still in the feed (after a delete, the
         latest of that day's remaining deals is known to the day only: the day's last time)."""
         with self._lock:
             self._caught_up()
-            days = self._days.get(_client(client_id), {})
-            times = [d.last for d in days.values() if d.trades > 0 and d.last is not None]
-            return max(times, default=None)
+            return self._days.get(_client(client_id), _NO_DAYS).last_trade()
 
     def last_deposit(self, client_id: str) -> datetime | None:
         """When a deposit last reached one of the client's wallets (recording time, UTC)."""
@@ -475,6 +461,16 @@ class ClientActivity:
             key=lambda d: (d.time, d.server, d.ticket),
         )  # fmt: skip
 
+    def _trading_day(self, at: datetime) -> date:
+        """The trading day of ``at`` (kept, as :meth:`_first_day` keeps its answers)."""
+        found = self._day_of.get(at)
+        if found is None:
+            found = self.calendar.trading_day(at)
+            if len(self._day_of) >= 4096:
+                self._day_of.clear()
+            self._day_of[at] = found
+        return found
+
     def _first_day(self, last: date, days: int) -> date:
         """The first of the ``days`` trading days ending on ``last`` (the calendar's answer
         kept: a scan of every client's window asks the same few questions again and again)."""
@@ -505,51 +501,35 @@ def _period_start(last: date, period: Period | None) -> date:
     return last.replace(month=(last.month - 1) // 3 * 3 + 1, day=1)
 
 
-def _figure(measure: Measure, buckets: Iterable[Day]) -> Figure:
-    buckets = list(buckets)
-    if measure is Measure.TRADES:
-        return Figure(measure, Decimal(sum(d.trades for d in buckets)))
-    if measure is Measure.LOTS:
-        return Figure(measure, sum((d.lots for d in buckets), _ZERO))
-    if measure is Measure.ACTIVE_DAYS:
-        return Figure(measure, Decimal(sum(1 for d in buckets if d.trades > 0)))
-    kinds = _FLOW_OF[measure]
-    usd = _ZERO
+def _figure(measure: Measure, found: Days, i: int, j: int) -> Figure:
+    """``measure`` over rows ``[i, j)`` of a client's days, with its per-currency amounts."""
+    value = _value(measure, found, i, j)
+    kinds = _FLOW_OF.get(measure)
+    if kinds is None:
+        return Figure(measure, value)
     amounts: dict[str, Decimal] = {}
     unpriced: dict[str, Decimal] = {}
-    for bucket in buckets:
-        for (kind, code), flow in bucket.flows.items():
+    for flows in found.flows[i:j]:
+        for (kind, code), flow in flows.items():
             if kind not in kinds:
                 continue
             sign = -1 if kind == kinds[-1] and len(kinds) == 2 else 1
-            usd += sign * flow.usd
             amounts[code] = amounts.get(code, _ZERO) + sign * flow.amount
             if flow.unpriced:
                 unpriced[code] = unpriced.get(code, _ZERO) + sign * flow.unpriced
-    return Figure(
-        measure,
-        usd.quantize(_CENT, rounding="ROUND_HALF_EVEN"),
-        _moneys(amounts),
-        _moneys(unpriced),
-    )
+    return Figure(measure, value, _moneys(amounts), _moneys(unpriced))
 
 
-def _value(measure: Measure, buckets: Iterable[Day]) -> Decimal:
-    """``_figure(measure, buckets).value``, computed alone."""
+def _value(measure: Measure, found: Days, i: int, j: int) -> Decimal:
+    """``measure``'s value over rows ``[i, j)`` of a client's days: sums over column slices
+    (money: the USD sums of the days, less the second kind's, rounded to the cent once)."""
     if measure is Measure.TRADES:
-        return Decimal(sum(d.trades for d in buckets))
+        return Decimal(sum(found.trades[i:j]))
     if measure is Measure.LOTS:
-        return sum((d.lots for d in buckets), _ZERO)
+        return sum(found.lots[i:j], _ZERO)
     if measure is Measure.ACTIVE_DAYS:
-        return Decimal(sum(1 for d in buckets if d.trades > 0))
-    kinds = _FLOW_OF[measure]  # (the read model's one-pass loop does the same for one client)
-    negative = kinds[-1] if len(kinds) == 2 else None
-    usd = _ZERO
-    for bucket in buckets:
-        for (kind, _), flow in bucket.flows.items():
-            if kind in kinds:
-                usd += (-1 if kind == negative else 1) * flow.usd
-    return usd.quantize(_CENT, rounding="ROUND_HALF_EVEN")
+        return Decimal(sum(found.active[i:j]))
+    return found.usd_sum(_FLOW_OF[measure], i, j)
 
 
 def _moneys(amounts: dict[str, Decimal]) -> tuple[UnroundedMoney, ...]:
