@@ -19,22 +19,19 @@ DEPOSIT, WITHDRAWAL, REVENUE, REBATE, VOLUME = "dep", "wd", "rev", "reb", "vol"
 
 
 class Flow:
-    """Amounts of one kind and currency on one day: all of it, the part priced in USD (and its
-    USD value), and the part that had no USD rate."""
+    """Amounts of one kind and currency on one day: all of it, and the part that had no USD
+    rate (the USD value of the rest is summed per kind in the day's column, kept once)."""
 
-    __slots__ = ("amount", "unpriced", "usd")
+    __slots__ = ("amount", "unpriced")
 
     def __init__(self) -> None:
         self.amount = _ZERO
-        self.usd = _ZERO
         self.unpriced = _ZERO
 
     def add(self, amount: Decimal, usd: Decimal | None) -> None:
         self.amount += amount
         if usd is None:
             self.unpriced += amount
-        else:
-            self.usd += usd
 
 
 class Days:

@@ -70,11 +70,24 @@ class ClientActivitySource:
         self.activity = activity
         self.calendar = activity.calendar
         self._spans: dict[tuple[datetime, datetime], tuple[int, datetime] | None] = {}
+        self._measures: dict[enum.Enum, Measure] = {}
 
     def measure(
         self, client_id: str, measure: enum.Enum, start: datetime, end: datetime
     ) -> Decimal:
         """``measure`` of the client over the whole trading days of ``[start, end)``."""
+        known = self._measures.get(measure) if isinstance(measure, enum.Enum) else None
+        if known is None:
+            known = self._measure(measure)
+        span = self._span(to_utc(start, "start"), to_utc(end, "end"))
+        if span is None:
+            return Decimal(0)
+        days, anchor = span
+        # The read model's fast path: window(...).value, the same sums.
+        return self.activity._value(_client(client_id), known, days, anchor)
+
+    def _measure(self, measure: object) -> Measure:
+        """The read model's measure of the same name (kept per enum member)."""
         value = getattr(measure, "value", None)
         if not isinstance(measure, enum.Enum) or value not in SOURCE_MEASURES:
             if value == "equity":
@@ -82,12 +95,8 @@ class ClientActivitySource:
                     "the client activity holds no equity (a level the trading server holds)"
                 )
             raise UnsupportedMeasureError()
-        span = self._span(to_utc(start, "start"), to_utc(end, "end"))
-        if span is None:
-            return Decimal(0)
-        days, anchor = span
-        # The read model's fast path: window(...).value, the same sums in the same order.
-        return self.activity._value(_client(client_id), Measure(value), days, anchor)
+        found = self._measures[measure] = Measure(value)
+        return found
 
     def batch(self) -> AbstractContextManager[None]:
         """Many questions from one catch-up of the read model (a period closed for every

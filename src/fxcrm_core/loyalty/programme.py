@@ -8,6 +8,7 @@ A :class:`TierProgramme` is a frozen, validated value; :func:`programme_to_data`
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -200,7 +201,7 @@ class Tier:
         if not isinstance(self.benefits, Benefits):
             raise ValidationError("a tier's benefits are a Benefits value")
 
-    @property
+    @functools.cached_property
     def measures(self) -> frozenset[Measure]:
         return frozenset(t.measure for t in (*self.all_of, *self.any_of))
 
@@ -402,8 +403,9 @@ class TierProgramme:
                 _bounded(threshold.minimum, "a threshold", -MAX_THRESHOLD, MAX_THRESHOLD)
             tier.benefits.check_limits()
 
-    @property
+    @functools.cached_property
     def measures(self) -> tuple[Measure, ...]:
+        """The measures any tier names, in :class:`Measure` order (worked out once)."""
         used = frozenset().union(*(t.measures for t in self.tiers))
         return tuple(m for m in Measure if m in used)
 
