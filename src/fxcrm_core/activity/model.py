@@ -149,6 +149,7 @@ class ClientActivity:
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
         self._day_of: dict[datetime, date] = {}  # an instant's trading day, likewise
+        self._windows: dict[tuple[datetime, int], tuple[date, date]] = {}  # (at, days): days
         # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
         self._batched = 0
         self.reset()
@@ -345,12 +346,18 @@ class ClientActivity:
         """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
         sums, without building the Figure's per-currency amounts). The caller has checked its
         arguments: an aware ``at``, a Measure, a positive ``days``."""
-        last = self._trading_day(at)
-        first = self._first_day(last, days)
+        span = self._windows.get((at, days))
+        if span is None:
+            last = self._trading_day(at)
+            span = (self._first_day(last, days), last)
+            if len(self._windows) >= 4096:
+                self._windows.clear()
+            self._windows[(at, days)] = span
         with self._lock:
-            self._caught_up()
+            if not self._batched:
+                self.projections.catch_up(self)
             found = self._days.get(client_id, _NO_DAYS)
-            i, j = found.span(first, last)
+            i, j = found.span(*span)
             return _value(measure, found, i, j)
 
     def clients(self) -> list[str]:
