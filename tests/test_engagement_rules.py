@@ -40,10 +40,12 @@ from fxcrm_core.events import (
     Repository,
     UnitOfWork,
 )
-from fxcrm_core.kernel import FixedClock
+from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.kernel.errors import FxCrmError
 from fxcrm_core.loyalty import ChurnWarningRaised, TierChanged
 from fxcrm_core.loyalty import register_events as register_loyalty_events
+from fxcrm_core.payments import register_events as register_payment_events
+from fxcrm_core.payments.withdrawals import Withdrawal, WithdrawalPaid, WithdrawalRequested
 from fxcrm_core.stores import MemoryEventStore
 
 T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -59,6 +61,7 @@ class World:
         register_client_events(registry)
         register_engagement_events(registry)
         register_loyalty_events(registry)
+        register_payment_events(registry)
         self.clock = FixedClock(T0)
         self.store = MemoryEventStore(self.clock)
         self.codec = EventCodec(registry)
@@ -209,6 +212,27 @@ def test_conditions_select_the_events_of_their_kind() -> None:
     for recorded in w.record("c1", StageChanged(Stage.FUNDED, Stage.DORMANT)):
         w.handle(recorded)
     assert w.keys() == {"funded:once:c1", "churn:once:c1", "dormant:once:c1"}
+
+
+def test_a_paid_withdrawal_finds_its_client_on_the_withdrawals_stream() -> None:
+    w = World(
+        [rule("paid", OnEvent.withdrawal_paid(), kind=MessageKind.SERVICE, period=Period.DAY)]
+    )
+    w.register("c1")
+    requested = WithdrawalRequested(
+        "w1", "c1", Money.of("100", "USD"), Money.of("0", "USD"), "i1", 1
+    )
+    with UnitOfWork(w.repository, META) as uow:
+        uow.record(Withdrawal.blank("w1"), requested)
+        uow.commit()
+    head = w.head()
+    with UnitOfWork(w.repository, META) as uow:
+        uow.record(uow.get(Withdrawal, "w1"), WithdrawalPaid("psp-1"))
+        uow.commit()
+    (paid,) = [w.codec.decode(s) for s in w.store.read_all(after_position=head)]
+    assert w.handle(paid) == 1
+    assert w.handle(paid) == 0
+    assert w.keys() == {f"paid:{T0:%Y-%m-%d}:c1"}
 
 
 def test_tier_up_counts_a_first_tier_unless_told_not_to() -> None:
