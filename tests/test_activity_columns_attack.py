@@ -462,7 +462,6 @@ def test_two_threads_asking_get_the_single_thread_answers() -> None:
                 results[slot] = got
                 for c, m, _d, at in questions[:40]:
                     shared._windows.clear()  # the bounded caches being emptied meanwhile
-                    shared._day_of.clear()
                     if m.value in ("lots", "trades"):
                         source.measure(c, LoyaltyMeasure(m.value), at - timedelta(days=1), at)
         except BaseException as error:  # pragma: no cover - reported below

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from fxcrm_core.accounts import TradingAccountOpened
@@ -148,8 +148,7 @@ class ClientActivity:
         self._lock = threading.RLock()
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
-        self._day_of: dict[datetime, date] = {}  # an instant's trading day, likewise
-        self._windows: dict[tuple[datetime, int], tuple[date, date]] = {}  # (at, days): days
+        self._windows: dict[tuple[datetime, int], tuple[date, date]] = {}  # (UTC, days): span
         # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
         self._batched = 0
         self.reset()
@@ -346,13 +345,18 @@ class ClientActivity:
         """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
         sums, without building the Figure's per-currency amounts). The caller has checked its
         arguments: an aware ``at``, a Measure, a positive ``days``."""
-        span = self._windows.get((at, days))
+        # Keyed by the UTC instant: two instants of one wall time in a zone (a DST fold) are
+        # equal as zoned datetimes and are not the same trading day.
+        if at.tzinfo is None or at.utcoffset() is None:
+            ensure_aware(at, "at")  # raises: a naive time is no instant
+        key = (at.astimezone(UTC), days)
+        span = self._windows.get(key)
         if span is None:
-            last = self._trading_day(at)
+            last = self.calendar.trading_day(at)
             span = (self._first_day(last, days), last)
             if len(self._windows) >= 4096:
                 self._windows.clear()
-            self._windows[(at, days)] = span
+            self._windows[key] = span
         with self._lock:
             if not self._batched:
                 self.projections.catch_up(self)
@@ -467,16 +471,6 @@ class ClientActivity:
             ),
             key=lambda d: (d.time, d.server, d.ticket),
         )  # fmt: skip
-
-    def _trading_day(self, at: datetime) -> date:
-        """The trading day of ``at`` (kept, as :meth:`_first_day` keeps its answers)."""
-        found = self._day_of.get(at)
-        if found is None:
-            found = self.calendar.trading_day(at)
-            if len(self._day_of) >= 4096:
-                self._day_of.clear()
-            self._day_of[at] = found
-        return found
 
     def _first_day(self, last: date, days: int) -> date:
         """The first of the ``days`` trading days ending on ``last`` (the calendar's answer

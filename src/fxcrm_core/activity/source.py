@@ -70,13 +70,18 @@ class ClientActivitySource:
         self.activity = activity
         self.calendar = activity.calendar
         self._spans: dict[tuple[datetime, datetime], tuple[int, datetime] | None] = {}
-        self._measures: dict[enum.Enum, Measure] = {}
+        self._measures: dict[tuple[type, str], Measure] = {}
 
     def measure(
         self, client_id: str, measure: enum.Enum, start: datetime, end: datetime
     ) -> Decimal:
         """``measure`` of the client over the whole trading days of ``[start, end)``."""
-        known = self._measures.get(measure) if isinstance(measure, enum.Enum) else None
+        known = None
+        if isinstance(measure, enum.Enum):
+            # Keyed by the member's class and name: members of two host enums may compare and
+            # hash alike (str mixins), and a host enum may be unhashable.
+            cache_key = (type(measure), measure.name)
+            known = self._measures.get(cache_key)
         if known is None:
             known = self._measure(measure)
         span = self._span(to_utc(start, "start"), to_utc(end, "end"))
@@ -89,13 +94,18 @@ class ClientActivitySource:
     def _measure(self, measure: object) -> Measure:
         """The read model's measure of the same name (kept per enum member)."""
         value = getattr(measure, "value", None)
-        if not isinstance(measure, enum.Enum) or value not in SOURCE_MEASURES:
+        if not isinstance(measure, enum.Enum) or not isinstance(value, str):
+            raise UnsupportedMeasureError()
+        if value not in SOURCE_MEASURES:
             if value == "equity":
                 raise UnsupportedMeasureError(
                     "the client activity holds no equity (a level the trading server holds)"
                 )
             raise UnsupportedMeasureError()
-        found = self._measures[measure] = Measure(value)
+        found = Measure(value)
+        if len(self._measures) >= 256:  # a host building its enum per request: bounded
+            self._measures.clear()
+        self._measures[(type(measure), measure.name)] = found
         return found
 
     def batch(self) -> AbstractContextManager[None]:
