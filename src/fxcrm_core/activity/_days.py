@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from datetime import date, datetime
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 
 __all__ = ["DEPOSIT", "REBATE", "REVENUE", "VOLUME", "WITHDRAWAL", "Days", "Flow", "Mark"]
 
 _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
 # The USD columns add and take back amounts priced in many currencies (a JPY amount over a rate
-# has 28 digits): kept exactly, so a deal or deposit taken back leaves nothing behind, and a
-# window's sum is rounded once, to the cent.
+# has 28 digits). Each amount enters a column at a fixed ten decimal places (a ten-billionth of
+# a dollar, half-even) and is added exactly, so a deal or deposit taken back leaves nothing
+# behind, and any window's sum of whole days is exact in the default context (below 10^18 USD)
+# and rounded once, to the cent.
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_FINE = Decimal("1E-10")
 
 # Money kinds of a day's flows (keys with the currency code).
 DEPOSIT, WITHDRAWAL, REVENUE, REBATE, VOLUME = "dep", "wd", "rev", "reb", "vol"
@@ -89,7 +92,7 @@ class Days:
             column = self.usd.get(kind)
             if column is None:
                 column = self.usd[kind] = [_ZERO] * len(self.days)
-            column[i] = _EXACT.add(column[i], usd)
+            column[i] = _EXACT.add(column[i], _EXACT.quantize(usd, _FINE))
 
     def span(self, first: date, last: date) -> tuple[int, int]:
         """The rows of the days from ``first`` to ``last``, both included: ``[i, j)``."""
@@ -97,15 +100,14 @@ class Days:
 
     def usd_sum(self, kinds: tuple[str, ...], i: int, j: int) -> Decimal:
         """The USD sum of the first kind's flows over rows ``[i, j)``, less the second's (when
-        named): exact, then rounded to the cent (half-even; a zero is never negative)."""
-        with localcontext(_EXACT):
-            column = self.usd.get(kinds[0])
-            total = _ZERO if column is None else sum(column[i:j], _ZERO)
-            if len(kinds) == 2:
-                column = self.usd.get(kinds[1])
-                if column is not None:
-                    total -= sum(column[i:j], _ZERO)
-            rounded = total.quantize(_CENT, rounding="ROUND_HALF_EVEN")
+        named), rounded to the cent (half-even; a zero is never negative)."""
+        column = self.usd.get(kinds[0])
+        total = _ZERO if column is None else sum(column[i:j], _ZERO)
+        if len(kinds) == 2:
+            column = self.usd.get(kinds[1])
+            if column is not None:
+                total -= sum(column[i:j], _ZERO)
+        rounded = _EXACT.quantize(total, _CENT)  # (half-even: the context's rounding)
         return rounded.copy_abs() if rounded.is_zero() else rounded
 
     def last_trade(self) -> datetime | None:
