@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from fxcrm_core.accounts import TradingAccountOpened
@@ -148,7 +149,7 @@ class ClientActivity:
         self._lock = threading.RLock()
         # (last day, days) -> the window's first trading day: the calendar's, not a client's
         self._first_days: dict[tuple[date, int], date] = {}
-        self._windows: dict[tuple[datetime, int], tuple[date, date]] = {}  # (UTC, days): span
+        self._windows: dict[tuple[datetime, int, int], tuple[date, date]] = {}  # (at, fold, days)
         # Inside :meth:`_batch` (this thread holds the lock): answers skip their catch-up.
         self._batched = 0
         self.reset()
@@ -345,24 +346,27 @@ class ClientActivity:
         """Private fast path: ``window(client_id, measure, days=days, at=at).value`` (the same
         sums, without building the Figure's per-currency amounts). The caller has checked its
         arguments: an aware ``at``, a Measure, a positive ``days``."""
-        # Keyed by the UTC instant: two instants of one wall time in a zone (a DST fold) are
-        # equal as zoned datetimes and are not the same trading day.
-        if at.tzinfo is None or at.utcoffset() is None:
-            ensure_aware(at, "at")  # raises: a naive time is no instant
-        key = (at.astimezone(UTC), days)
+        # Keyed with the fold: two instants of one wall time in a zone (a DST fold) are equal
+        # as zoned datetimes and are not the same trading day. A naive ``at`` never hits (it
+        # equals no aware key) and is refused by the calendar on the miss.
+        key = (at, at.fold, days)
         span = self._windows.get(key)
         if span is None:
+            ensure_aware(at, "at")
             last = self.calendar.trading_day(at)
             span = (self._first_day(last, days), last)
             if len(self._windows) >= 4096:
                 self._windows.clear()
             self._windows[key] = span
+        first, last = span
         with self._lock:
             if not self._batched:
                 self.projections.catch_up(self)
-            found = self._days.get(client_id, _NO_DAYS)
-            i, j = found.span(*span)
-            return _value(measure, found, i, j)
+            found = self._days.get(client_id)
+            if found is None:
+                found = _NO_DAYS
+            rows = found.days
+            return _value(measure, found, bisect_left(rows, first), bisect_right(rows, last))
 
     def clients(self) -> list[str]:
         """Every client with any activity, in id order."""

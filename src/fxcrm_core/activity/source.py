@@ -15,6 +15,7 @@ import enum
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 from fxcrm_core.activity.measures import InstrumentSpec, Measure, fx_instrument
 from fxcrm_core.activity.model import ClientActivity, _client
@@ -25,6 +26,7 @@ from fxcrm_core.kernel.time import to_utc
 __all__ = ["SOURCE_MEASURES", "ClientActivitySource", "PinnedActivity", "UnsupportedMeasureError"]
 
 _TICK = timedelta(microseconds=1)
+_MISS: object = object()
 _LONGEST = timedelta(days=40 * 366)
 
 #: The measures :class:`ClientActivitySource` answers, by their values (``"lots"``...): the
@@ -71,6 +73,7 @@ class ClientActivitySource:
         self.calendar = activity.calendar
         self._spans: dict[tuple[datetime, datetime], tuple[int, datetime] | None] = {}
         self._measures: dict[tuple[type, str], Measure] = {}
+        self._asked: dict[tuple[datetime, int, datetime, int], tuple[int, datetime] | None] = {}
 
     def measure(
         self, client_id: str, measure: enum.Enum, start: datetime, end: datetime
@@ -84,7 +87,21 @@ class ClientActivitySource:
             known = self._measures.get(cache_key)
         if known is None:
             known = self._measure(measure)
-        span = self._span(to_utc(start, "start"), to_utc(end, "end"))
+        # The span as asked, kept with each instant's fold (two instants of one wall time in a
+        # DST fold are equal as zoned datetimes): a scan asks the same few spans per client.
+        asked = None
+        found: object = _MISS
+        if isinstance(start, datetime) and isinstance(end, datetime):
+            asked = (start, start.fold, end, end.fold)
+            found = self._asked.get(asked, _MISS)
+        if found is _MISS:
+            span = self._span(to_utc(start, "start"), to_utc(end, "end"))
+            if asked is not None:
+                if len(self._asked) >= 4096:
+                    self._asked.clear()
+                self._asked[asked] = span
+        else:
+            span = cast(tuple[int, datetime] | None, found)
         if span is None:
             return Decimal(0)
         days, anchor = span
