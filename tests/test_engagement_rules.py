@@ -23,8 +23,8 @@ from fxcrm_core.engagement.rules import (
     EngagementRules,
     LeapDay,
     OnEvent,
-    Period,
     Profile,
+    RulePeriod,
     Scheduled,
     ScheduleKind,
     StageIs,
@@ -174,7 +174,7 @@ def test_two_processes_deciding_at_once_commit_one_message() -> None:
 
 
 def test_a_monthly_rule_sends_once_per_month_by_the_events_own_instant() -> None:
-    w = World([rule("tier-up", OnEvent.tier_up(ORDER), period=Period.MONTH)])
+    w = World([rule("tier-up", OnEvent.tier_up(ORDER), period=RulePeriod.MONTH)])
     w.register("c1")
     march = tier_changed("c1", "bronze", "silver", datetime(2026, 3, 31, 23, tzinfo=UTC))
     also_march = tier_changed("c1", "silver", "gold", datetime(2026, 3, 31, 23, 30, tzinfo=UTC))
@@ -216,7 +216,7 @@ def test_conditions_select_the_events_of_their_kind() -> None:
 
 def test_a_paid_withdrawal_finds_its_client_on_the_withdrawals_stream() -> None:
     w = World(
-        [rule("paid", OnEvent.withdrawal_paid(), kind=MessageKind.SERVICE, period=Period.DAY)]
+        [rule("paid", OnEvent.withdrawal_paid(), kind=MessageKind.SERVICE, period=RulePeriod.DAY)]
     )
     w.register("c1")
     requested = WithdrawalRequested(
@@ -283,7 +283,7 @@ def test_observed_birthday_of_29_february(year: int, leap_day: LeapDay, expected
 def test_29_february_birthdays_are_sent_once_a_year_on_the_configured_day(
     leap_day: LeapDay,
 ) -> None:
-    w = World([rule("bday", Scheduled.birthday(leap_day), period=Period.YEAR)])
+    w = World([rule("bday", Scheduled.birthday(leap_day), period=RulePeriod.YEAR)])
     w.register("c1", born=date(2000, 2, 29))
     sent: list[date] = []
     day = date(2027, 2, 1)
@@ -299,7 +299,7 @@ def test_29_february_birthdays_are_sent_once_a_year_on_the_configured_day(
 
 def test_a_birthday_in_a_far_time_zone_follows_the_clients_local_date() -> None:
     w = World(
-        [rule("bday", Scheduled.birthday(), period=Period.YEAR, send_at=time(9))],
+        [rule("bday", Scheduled.birthday(), period=RulePeriod.YEAR, send_at=time(9))],
         zones={"KI": "Pacific/Kiritimati", "US": "Pacific/Honolulu"},
     )
     w.register("ki", country="KI", born=date(1990, 3, 5))
@@ -322,7 +322,7 @@ def test_a_birthday_in_a_far_time_zone_follows_the_clients_local_date() -> None:
 
 def test_an_event_near_midnight_takes_the_clients_local_day_for_its_period() -> None:
     w = World(
-        [rule("churn", OnEvent.churn_warning(), period=Period.DAY)],
+        [rule("churn", OnEvent.churn_warning(), period=RulePeriod.DAY)],
         zones={"KI": "Pacific/Kiritimati"},
     )
     w.register("ki", country="KI")
@@ -341,7 +341,7 @@ def test_a_document_expiry_reminder_is_a_service_message_sent_once_per_expiry() 
                 "kyc-expiring",
                 Scheduled.document_expiring(30),
                 kind=MessageKind.SERVICE,
-                period=Period.DAY,
+                period=RulePeriod.DAY,
             )
         ],
         documents_of=lambda c: docs.get(c, []),
@@ -443,7 +443,7 @@ def test_a_custom_audience_source_plugs_in() -> None:
                 "jp",
                 OnEvent.churn_warning(),
                 audience=Audience(countries={"JP"}),
-                period=Period.DAY,
+                period=RulePeriod.DAY,
             )
         ],
         Fixed(),
@@ -489,14 +489,14 @@ STEP = st.tuples(
 def test_the_queued_keys_equal_a_trivial_models(steps: list[tuple[Any, ...]]) -> None:
     w = World(
         [
-            rule("up", OnEvent.tier_up(ORDER), period=Period.MONTH),
+            rule("up", OnEvent.tier_up(ORDER), period=RulePeriod.MONTH),
             rule(
                 "fade",
                 OnEvent.churn_warning(),
-                period=Period.DAY,
+                period=RulePeriod.DAY,
                 audience=Audience(countries={"DE"}),
             ),
-            rule("funded", OnEvent.funded(), period=Period.YEAR),
+            rule("funded", OnEvent.funded(), period=RulePeriod.YEAR),
         ]
     )
     for client_id in CLIENTS:
@@ -623,7 +623,7 @@ def test_rule_sets_are_checked() -> None:
     with pytest.raises(FxCrmError):
         w.rules.run_day(datetime(2026, 1, 1, tzinfo=UTC), UnitOfWork(w.repository, META), [])
     valid = rule(
-        "r", OnEvent([ClientRegistered]), priority=100, params=[("a", "b")], period=Period.YEAR
+        "r", OnEvent([ClientRegistered]), priority=100, params=[("a", "b")], period=RulePeriod.YEAR
     )
     assert valid.trigger == OnEvent(("ClientRegistered",))
     assert valid.params == (("a", "b"),)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +24,7 @@ from fxcrm_core import access as access_context
 from fxcrm_core import accounts as accounts_context
 from fxcrm_core import clients as clients_context
 from fxcrm_core import commissions as commissions_context
+from fxcrm_core import engagement as engagement_context
 from fxcrm_core import events as events_core
 from fxcrm_core import fx as fx_context
 from fxcrm_core import kyc as kyc_context
@@ -68,6 +69,7 @@ from fxcrm_core.clients import (
     Stage,
     StageChanged,
 )
+from fxcrm_core.clients.model import ConsentWithdrawn
 from fxcrm_core.commissions import (
     PAYOUT_ACTION,
     PAYOUT_POLICY,
@@ -87,6 +89,21 @@ from fxcrm_core.commissions import (
     Statements,
 )
 from fxcrm_core.commissions.payouts import accrue as accrue_payouts
+from fxcrm_core.engagement import (
+    ENGAGEMENT_POLICY,
+    ENGAGEMENT_UPSTREAM,
+    Backoff,
+    ClientAudience,
+    Courtesy,
+    EngagementRule,
+    EngagementRules,
+    MemoryNotifier,
+    Notifier,
+    OnEvent,
+    Outbox,
+    OutboxRelay,
+    RelayReport,
+)
 from fxcrm_core.erasure_checks import BrokerErasureChecks
 from fxcrm_core.events import (
     Aggregate,
@@ -291,7 +308,19 @@ class BrokerOptions(TypedDict, total=False):
     ib_ranks: Mapping[str, int]
     ib_rank_programme: str
     ib_ranks_approval: bool
+    # Engagement (docs/engagement.md): the rules that queue messages in the outbox (none by
+    # default), the notifier the relay hands them to (default: a MemoryNotifier), the relay's
+    # courtesy (quiet hours, caps) and retry backoff, and each country's time zone and
+    # language (ISO country code -> IANA zone / locale; a client elsewhere: UTC, English).
+    engagement_rules: Sequence[EngagementRule]
+    notifier: Notifier
+    courtesy: Courtesy
+    backoff: Backoff
+    client_zones: Mapping[str, str]
+    client_languages: Mapping[str, str]
 
+
+_ENGAGEMENT = "system:engagement"  # who queues the scheduled messages
 
 #: Who records the broker's configuration in the log (schedules, payout policies).
 CONFIG_ACTOR = Actor.system("config", "admin")
@@ -459,6 +488,23 @@ class _TierAdvances:
             return found
 
 
+class _ClientIds:
+    """Every registered client's id, in registration order (a memory read model): whom the
+    daily engagement run looks at."""
+
+    name = "client-ids"
+    event_types: frozenset[str] | None = frozenset({"ClientRegistered"})
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.ids: dict[str, None] = {}
+
+    def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
+        self.ids[recorded.stream_id.removeprefix("client-")] = None
+
+
 class _Closes:
     """Where each closed trading day's ``TradingDayClosed`` is in the log (a memory index,
     caught up on each question)."""
@@ -530,6 +576,11 @@ EVENT_HANDLERS: tuple[tuple[str, tuple[type[DomainEvent], ...], BrokerHandler], 
     # Cashback: deals counted and each day fixed at its close, in one row (log order matters).
     (CASHBACK_POLICY, (DealsReceived, TradingDayClosed), lambda b, r, u: b._cashback_policy(r, u)),
     (BONUS_POLICY, BONUS_UPSTREAM, lambda b, r, u: b.bonus.handle(r, u)),
+    # Engagement: messages decided on the events above (after the lifecycle and loyalty rows
+    # that record them), each queued in the outbox with the policy's position; a withdrawn
+    # marketing consent cancels what is still queued.
+    (ENGAGEMENT_POLICY, ENGAGEMENT_UPSTREAM, lambda b, r, u: b._engagement_policy(r, u)),
+    ("engagement-consent", (ConsentWithdrawn,), lambda b, r, u: b.relay.on_consent_withdrawn(r, u)),
 )
 
 
@@ -568,6 +619,9 @@ class Broker:
     cashback: Cashback  # cashback per lot (option cashback_plan), paid the next trading day
     bonus: Bonus  # bonus credit on trading accounts: granted, burnt pro rata, removed
     ib_ranks: IbRanks | None  # IB ranks from an IB tier programme (option ib_ranks)
+    outbox: Outbox  # messages queued once per (rule, period, client), in the deciding commit
+    engagement: EngagementRules  # the rules as data (option engagement_rules)
+    relay: OutboxRelay  # hands queued messages to the notifier: consent, quiet hours, caps
 
     def __init__(
         self,
@@ -599,6 +653,7 @@ class Broker:
             commissions_context,
             fx_context,
             loyalty_context,
+            engagement_context,
             reactions,
         ):
             context.register_events(self.registry)
@@ -813,6 +868,7 @@ class Broker:
         )
         self.fund_flows = FundFlows(self.ledger, self.access, self.activity)
         self._build_loyalty(store, rates, options)
+        self._build_engagement(options)
         self.statements = Statements(
             self.access,
             lambda: (
@@ -837,6 +893,46 @@ class Broker:
             raise ConfigurationError("policies run 'inline' or in a 'worker'")
         if mode == "inline":
             self.repository.on_commit(self._run_inline)
+
+    def _build_engagement(self, options: BrokerOptions) -> None:
+        rules = options.get("engagement_rules", ())
+        if isinstance(rules, str | bytes) or not all(isinstance(r, EngagementRule) for r in rules):
+            raise ConfigurationError("engagement_rules lists EngagementRule values")
+        self.audience = ClientAudience(
+            self.repository,
+            zones=options.get("client_zones"),
+            languages=options.get("client_languages"),
+            segment_of=lambda client_id: self.segments.score(client_id).segment.value,
+            tier_of=self._tier_now,
+            documents_of=self.kyc.expiring_documents,
+        )
+        self.outbox = Outbox()
+        self._client_ids = _ClientIds()
+        self.engagement = EngagementRules(
+            self.outbox, tuple(rules), self.audience, clock=self.clock, calendar=self.calendar
+        )
+        self.relay = OutboxRelay(
+            self.repository,
+            options.get("notifier") or MemoryNotifier(),
+            clock=self.clock,
+            backoff=options.get("backoff"),
+            courtesy=options.get("courtesy"),
+            zone_of=self._zone_of,
+            projections=self.projections,
+        )
+
+    def _engagement_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        self.engagement.on_event(recorded, uow)
+
+    def _tier_now(self, client_id: str) -> str | None:
+        try:
+            return self.tiers.tier(client_id, self.clock.now())
+        except NotFoundError:  # no tier programme in force
+            return None
+
+    def _zone_of(self, client_id: str) -> str | None:
+        profile = self.audience.profile(client_id)
+        return None if profile is None else profile.time_zone.key
 
     @staticmethod
     def _check_pii_choice(options: BrokerOptions) -> None:
@@ -1448,7 +1544,34 @@ class Broker:
         done["cashback_paid"] = paid
         burnt: list[BonusBurnt] = self.bonus.settle() + self.bonus.check_equity()
         done["bonus_burnt"] = burnt
+        done["messages_queued"] = [self.queue_scheduled_messages()]
         return done
+
+    def queue_scheduled_messages(self, *, batch: int = 500) -> int:
+        """The engagement rules' scheduled triggers (birthdays, documents expiring, N days
+        after a milestone) for every registered client on its own local date now, queued in
+        the outbox in batches of ``batch`` clients (each its own commit); returns how many
+        messages were queued (0 when run again the same day: the outbox keys)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValidationError("batch is a positive number of clients")
+        if not any(not isinstance(r.trigger, OnEvent) for r in self.engagement.rules):
+            return 0
+        self.projections.catch_up(self._client_ids)
+        ids = list(self._client_ids.ids)
+        now = self.clock.now()
+        queued = 0
+        for i in range(0, len(ids), batch):
+            with UnitOfWork(self.repository, EventMetadata(_ENGAGEMENT, reason="daily")) as uow:
+                count = self.engagement.run_due(now, uow, ids[i : i + batch])
+                if count:
+                    uow.commit()
+            queued += count
+        return queued
+
+    def send_messages(self, *, limit: int = 100) -> RelayReport:
+        """Hand up to ``limit`` due messages to the notifier (the host's relay job, run every
+        few seconds from any process: each outcome is its own commit)."""
+        return self.relay.run_once(limit)
 
     def kpis(self, since: date | None = None) -> LoyaltyKpis:
         """The loyalty KPIs per month or quarter (docs/loyalty_kpis.md), counting lifetime value

@@ -35,6 +35,14 @@ from fxcrm_core.commissions import (
     Schedule,
     ScheduleBook,
 )
+from fxcrm_core.engagement import (
+    Channel,
+    EngagementRule,
+    MessageKind,
+    OnEvent,
+    OutboxMessage,
+    RulePeriod,
+)
 from fxcrm_core.events import iter_all
 from fxcrm_core.fx import Direction, Pricing
 from fxcrm_core.kernel import (
@@ -149,6 +157,24 @@ def _schedules() -> ScheduleBook:
     return book
 
 
+ENGAGEMENT_RULES = (
+    EngagementRule(
+        rule_id="welcome", trigger=OnEvent.registered(), template="welcome",
+        channel=Channel.EMAIL, kind=MessageKind.SERVICE,
+    ),
+    EngagementRule(
+        rule_id="tier-up", trigger=OnEvent.tier_up(("bronze", "silver", "gold")),
+        template="tier-up", channel=Channel.PUSH, kind=MessageKind.MARKETING,
+        period=RulePeriod.MONTH,
+    ),
+    EngagementRule(
+        rule_id="win-back", trigger=OnEvent.churn_warning(), template="win-back",
+        channel=Channel.EMAIL, kind=MessageKind.MARKETING, period=RulePeriod.MONTH,
+        priority=10,
+    ),
+)  # fmt: skip
+
+
 def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
     """The demo broker's settings: the same in every process that opens the file."""
     server = SimulatedTradingServer(
@@ -178,6 +204,10 @@ def demo_options(path: Path, clock: FixedClock) -> BrokerOptions:
         "ib_ranks": {"partner": 1, "senior-partner": 3},
         # The demo's client trades on one day only: a single active day makes a habit here.
         "churn_model": BaselineChurnModel(min_active_days=1),
+        # Engagement: a welcome on sign-up, a congratulation on a tier upgrade, a win-back offer
+        # on a churn warning; the relay hands them to the broker's notifier (in memory here).
+        "engagement_rules": ENGAGEMENT_RULES,
+        "client_zones": {"AE": "Asia/Dubai", "GB": "Europe/London"},
         # A broker keeps records five years after a relationship ends (the default); the demo
         # keeps none, so its one day can show an erasure.
         "retention": RetentionPolicy(years=0),
@@ -565,6 +595,13 @@ def erase(broker: Broker, email: str) -> str:
     return "erased"
 
 
+def send_messages(broker: Broker) -> dict[str, int]:
+    """The host's relay job: hand what the rules queued to the notifier (consent checked when
+    each is sent; quiet hours in the client's zone)."""
+    report = broker.send_messages(limit=100)
+    return {k: v for k, v in attrs.asdict(report).items() if v}
+
+
 @attrs.frozen
 class DayStep:
     """One command of the demo day: ``fn(broker, *args)``, reported under ``title``."""
@@ -586,6 +623,7 @@ DAY: tuple[DayStep, ...] = (
     DayStep("Ana signs up", sign_up, ANA),
     DayStep("Bo signs up", sign_up, BO),
     DayStep("Ana signs up again as A. Lima", sign_up_again, ("ana.lima+fx@EXAMPLE.com",)),
+    DayStep("the welcome messages go out", send_messages),
     DayStep(
         "KYC: passport (MRZ checked) and address",
         pass_kyc,
@@ -632,6 +670,7 @@ DAY: tuple[DayStep, ...] = (
     DayStep("Ana's erasure request while still a client", erase, (ANA_EMAIL,)),
     DayStep("95 days without a trade or a deposit", stage_after, (ANA_EMAIL, 95)),
     DayStep("loyalty: cashback paid, a churn warning, IB ranks, KPIs", loyalty_later, (ANA_EMAIL,)),
+    DayStep("messages: what the rules queued since", send_messages),
 )
 
 
@@ -664,6 +703,7 @@ def figures(broker: Broker) -> dict[str, Any]:
         "policy_lag": broker.policies.lag(),
         "events": broker.store.last_position(),
         **_loyalty_figures(broker, ana),
+        "messages": _message_figures(broker),
     }
 
 
@@ -686,6 +726,18 @@ def _loyalty_figures(broker: Broker, ana: str) -> dict[str, Any]:
             for r in broker.ib_network.rank_history("ib-north")
         ],
     }
+
+
+def _message_figures(broker: Broker) -> dict[str, str]:
+    """Each outbox message's status, by key template (rule:period), from the log."""
+    out: dict[str, str] = {}
+    for row in broker.store.read_all(after_position=0, limit=1_000_000):
+        if row.stream_id.startswith("outbox-") and row.event_type == "MessageQueued":
+            key = row.stream_id.removeprefix("outbox-")
+            message = broker.repository.get(OutboxMessage, key)
+            rule, period, _ = key.split(":", 2)
+            out[f"{rule}:{period}"] = message.status.value
+    return dict(sorted(out.items()))
 
 
 def _say(title: str, result: Any) -> str:

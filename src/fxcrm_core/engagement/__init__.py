@@ -1,4 +1,10 @@
-"""Engagement: messages to clients through a transactional outbox and a ``Notifier`` port."""
+"""Engagement: messages to clients, decided by rules as data, recorded in a transactional outbox
+in the deciding commit (once per rule, period and client), and handed to a ``Notifier`` by a
+relay that checks consent at send time, quiet hours and caps, and retries with backoff.
+
+Depends on the clients (consents, profile), loyalty (tier changes, churn warnings) and payments
+contexts, whose events its rules react to. The RabbitMQ adapter is
+``fxcrm_core.engagement.amqp`` (the ``amqp`` extra), imported only by hosts that use it."""
 
 from __future__ import annotations
 
@@ -24,11 +30,67 @@ from fxcrm_core.engagement.outbox import (
     OutboxMessage,
     message_key,
 )
+from fxcrm_core.engagement.relay import (
+    Backoff,
+    Courtesy,
+    DueMessage,
+    DueMessages,
+    FrequencyCap,
+    OutboxRelay,
+    RelayReport,
+    SentMessages,
+)
+from fxcrm_core.engagement.rules import (
+    ENGAGEMENT_POLICY,
+    ENGAGEMENT_UPSTREAM,
+    Always,
+    Audience,
+    AudienceSource,
+    ClientAudience,
+    Condition,
+    EngagementRule,
+    EngagementRules,
+    LeapDay,
+    OnEvent,
+    Profile,
+    RulePeriod,
+    Scheduled,
+    ScheduleKind,
+    StageIs,
+    TierUp,
+    observed_birthday,
+)
 from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "ENGAGEMENT_POLICY",
+    "ENGAGEMENT_UPSTREAM",
     "MAX_PARAMS",
     "OUTBOX_EVENTS",
+    "Always",
+    "Audience",
+    "AudienceSource",
+    "Backoff",
+    "ClientAudience",
+    "Condition",
+    "Courtesy",
+    "DueMessage",
+    "DueMessages",
+    "EngagementRule",
+    "EngagementRules",
+    "FrequencyCap",
+    "LeapDay",
+    "OnEvent",
+    "OutboxRelay",
+    "Profile",
+    "RelayReport",
+    "RulePeriod",
+    "ScheduleKind",
+    "Scheduled",
+    "SentMessages",
+    "StageIs",
+    "TierUp",
+    "observed_birthday",
     "Channel",
     "DeliveryError",
     "Envelope",

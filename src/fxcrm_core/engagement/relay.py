@@ -55,6 +55,7 @@ from fxcrm_core.kernel.errors import (
     ValidationError,
 )
 from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.privacy.erasure import ErasureRecord
 
 __all__ = [
     "Backoff",
@@ -391,6 +392,7 @@ class OutboxRelay:
         consent_of: Callable[[str], bool] | None = None,
         zone_of: Callable[[str], str | None] | None = None,
         projections: ProjectionRunner | None = None,
+        reachable: Callable[[str], bool] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ArgumentTypeError("the outbox relay needs a repository")
@@ -398,7 +400,9 @@ class OutboxRelay:
             raise ArgumentTypeError("a notifier has send(envelope, at)")
         if projections is not None and not isinstance(projections, ProjectionRunner):
             raise ArgumentTypeError("projections is the broker's ProjectionRunner")
-        for value, what in ((consent_of, "consent_of"), (zone_of, "zone_of")):
+        for value, what in (
+            (consent_of, "consent_of"), (zone_of, "zone_of"), (reachable, "reachable")
+        ):  # fmt: skip
             if value is not None and not callable(value):
                 raise ArgumentTypeError(f"{what} is a function of a client id")
         self.repository = repository
@@ -409,6 +413,9 @@ class OutboxRelay:
         if not isinstance(self.backoff, Backoff) or not isinstance(self.courtesy, Courtesy):
             raise ArgumentTypeError("backoff is a Backoff and courtesy a Courtesy")
         self.consent_of = consent_of or self._marketing_consent
+        # Whether the client may be messaged at all (default: not erased): a message of any
+        # kind to an erased client is cancelled, never sent.
+        self.reachable = reachable or self._not_erased
         self.zone_of = zone_of
         self.projections = projections or ProjectionRunner(repository.store, repository.codec)
         self.due_messages = DueMessages()
@@ -419,6 +426,10 @@ class OutboxRelay:
     def _marketing_consent(self, client_id: str) -> bool:
         client = self.repository.load(Client, client_id)
         return client is not None and client.has_consent(Consent.MARKETING)
+
+    def _not_erased(self, client_id: str) -> bool:
+        record = self.repository.load(ErasureRecord, client_id)
+        return record is None or not record.erased
 
     def _catch_up(self) -> None:
         self.projections.catch_up(self.due_messages)
@@ -484,6 +495,8 @@ class OutboxRelay:
     ) -> tuple[DomainEvent, str]:
         key, client = queued.key, queued.client_id
         marketing = queued.kind is MessageKind.MARKETING
+        if not self._reachable(client):
+            return MessageCancelled(key, now, "client_erased"), "cancelled"
         if marketing and not self._consented(client):
             return MessageCancelled(key, now, "no_consent"), "cancelled"
         if marketing or self.courtesy.service_quiet_hours:
@@ -520,6 +533,14 @@ class OutboxRelay:
             raise
         except Exception as exc:
             raise FxCrmError("the consent lookup failed") from exc
+
+    def _reachable(self, client_id: str) -> bool:
+        try:
+            return self.reachable(client_id) is True
+        except FxCrmError:
+            raise
+        except Exception as exc:
+            raise FxCrmError("the reachability lookup failed") from exc
 
     # -- reacting -------------------------------------------------------------------------------
     def on_consent_withdrawn(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:

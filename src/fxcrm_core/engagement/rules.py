@@ -5,7 +5,7 @@ A broker configures :class:`EngagementRule` values (validated: bad data is a
 trigger (:class:`OnEvent`: an upstream event such as a registration, a first deposit, a tier
 upgrade; or :class:`Scheduled`: a daily check such as a birthday or a KYC document about to
 expire), an :class:`Audience` (countries, languages, segments, tiers, a consent), and a
-:class:`Period` that names the outbox key's period (``once``, ``2026``, ``2026-03``,
+:class:`RulePeriod` that names the outbox key's period (``once``, ``2026``, ``2026-03``,
 ``2026-03-05``) so a rule sends at most one message per client and period.
 
 :class:`EngagementRules` evaluates them: ``on_event`` is a policy handler (the broker's
@@ -53,7 +53,7 @@ __all__ = [
     "EngagementRules",
     "LeapDay",
     "OnEvent",
-    "Period",
+    "RulePeriod",
     "Profile",
     "ScheduleKind",
     "Scheduled",
@@ -122,7 +122,7 @@ def _zone(value: object) -> ZoneInfo:
         raise ValidationError("not a known time zone") from None
 
 
-class Period(enum.Enum):
+class RulePeriod(enum.Enum):
     """How often a rule may send to one client: the outbox key's period label."""
 
     ONCE = "once"
@@ -133,14 +133,14 @@ class Period(enum.Enum):
     def label(self, day: date) -> str:
         """``once``, ``2026``, ``2026-03`` or ``2026-03-05`` for the (local) ``day``.
 
-        >>> Period.MONTH.label(date(2026, 3, 5))
+        >>> RulePeriod.MONTH.label(date(2026, 3, 5))
         '2026-03'
         """
-        if self is Period.ONCE:
+        if self is RulePeriod.ONCE:
             return "once"
-        if self is Period.YEAR:
+        if self is RulePeriod.YEAR:
             return f"{day.year:04d}"
-        if self is Period.MONTH:
+        if self is RulePeriod.MONTH:
             return f"{day.year:04d}-{day.month:02d}"
         return day.isoformat()
 
@@ -532,7 +532,9 @@ class EngagementRule:
         default=MessageKind.MARKETING, validator=_instance(MessageKind, "message kind")
     )
     priority: int = attrs.field(default=0)
-    period: Period = attrs.field(default=Period.ONCE, validator=_instance(Period, "period"))
+    period: RulePeriod = attrs.field(
+        default=RulePeriod.ONCE, validator=_instance(RulePeriod, "period")
+    )
     params: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_params)
     send_at: time = attrs.field(default=time(9), validator=_instance(time, "send time"))
 

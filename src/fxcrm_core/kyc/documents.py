@@ -277,6 +277,7 @@ class _Entry:
     doc_type: DocumentType
     status: DocumentStatus
     expires_on: date | None
+    document_id: str = ""
 
 
 class DocumentRegister:
@@ -294,8 +295,9 @@ class DocumentRegister:
         document_id = recorded.stream_id.removeprefix("kycdoc-")
         if isinstance(event, DocumentSubmitted):
             new = _Entry(
-                event.client_id, event.doc_type, DocumentStatus.SUBMITTED, event.expires_on
-            )
+                event.client_id, event.doc_type, DocumentStatus.SUBMITTED, event.expires_on,
+                document_id,
+            )  # fmt: skip
             self.documents[document_id] = new
             self._by_client.setdefault(event.client_id, []).append(new)
             return
@@ -324,6 +326,14 @@ class DocumentRegister:
             if e.status is DocumentStatus.APPROVED
             and (e.expires_on is None or e.expires_on > today)
         }
+
+    def expiring_of(self, client_id: str) -> list[tuple[str, str, date]]:
+        """The client's approved documents that expire, as (document id, type, expiry date)."""
+        return [
+            (e.document_id, e.doc_type.value, e.expires_on)
+            for e in self._by_client.get(client_id, ())
+            if e.status is DocumentStatus.APPROVED and e.expires_on is not None
+        ]
 
     def due_to_expire(self, today: date) -> list[str]:
         return sorted(

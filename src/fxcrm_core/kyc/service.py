@@ -182,6 +182,12 @@ class KycService:
         self.projections.catch_up(self.register)
         return self.register.reminders(self._today(), days_before=days_before)
 
+    def expiring_documents(self, client_id: str) -> list[tuple[str, str, date]]:
+        """The client's approved documents that expire, as (document id, type, expiry date),
+        from every decision committed so far (what engagement rules remind a client of)."""
+        self.projections.catch_up(self.register)
+        return self.register.expiring_of(client_id)
+
     def level(self, client_id: str) -> int:
         """The client's verification level now, from every document decision committed so far
         by any process (the register catches up with the log first; expiry counts by date)."""

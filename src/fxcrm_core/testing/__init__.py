@@ -12,6 +12,7 @@ from fxcrm_core.testing.contract import (
     SharedEventStoreContract,
     SnapshotStoreContract,
 )
+from fxcrm_core.testing.notifier_contract import NotifierContract
 from fxcrm_core.testing.parity import (
     Mode,
     ParityReport,
@@ -28,6 +29,7 @@ from fxcrm_core.testing.rates_contract import RateSourceContract
 from fxcrm_core.testing.trading_contract import TradingServerContract
 
 __all__ = [
+    "NotifierContract",
     "RateSourceContract",
     "CheckpointStoreContract",
     "EventStoreContract",
