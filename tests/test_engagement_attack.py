@@ -428,3 +428,62 @@ def test_a_huge_cap_window_is_refused_or_handled_typed() -> None:
     with contextlib.suppress(FxCrmError):
         relay.run_once()
     assert len(w.notifier.delivered) == 1
+
+
+# -- birthdays and the host's daily schedule -----------------------------------------------
+
+
+def test_a_daily_job_at_17_05_new_york_does_not_skip_a_local_date_when_new_york_falls_back() -> (
+    None
+):
+    # The docs suggest end_of_day a few minutes after 17:00 New York. New York falls back on
+    # 1 Nov 2026: the job runs at 21:05 UTC on 31 Oct (23:05 in Johannesburg, still 31 Oct) and
+    # at 22:05 UTC on 1 Nov (00:05 on 2 Nov in Johannesburg): 1 Nov is never a client's local
+    # date in any run, and a birthday on 1 Nov is lost (no catch-up for birthdays).
+    birthday = EngagementRule(
+        rule_id="birthday", trigger=Scheduled.birthday(), template="birthday",
+        channel=Channel.EMAIL, kind=MessageKind.SERVICE, period=RulePeriod.YEAR,
+    )  # fmt: skip
+    clock = FixedClock(datetime(2026, 10, 30, 12, tzinfo=UTC))
+    broker = _broker(
+        clock, MemoryNotifier(), engagement_rules=(birthday,),
+        client_zones={"GB": "Africa/Johannesburg"},  # a UTC+2 zone, no DST
+    )  # fmt: skip
+    cid = broker.clients.register(PORTAL, _person(1))
+    broker.clients.update_profile(REP, cid, birth_date=date(1990, 11, 1))
+    new_york = ZoneInfo("America/New_York")
+    for day in (30, 31):
+        clock.set(datetime(2026, 10, day, 17, 5, tzinfo=new_york))
+        broker.end_of_day()
+    for day in (1, 2, 3):
+        clock.set(datetime(2026, 11, day, 17, 5, tzinfo=new_york))
+        broker.end_of_day()
+    assert f"birthday:2026:{cid}" in _outbox(broker)
+
+
+def test_consent_withdrawn_then_given_again_decides_the_same_inline_and_in_a_late_worker() -> None:
+    # Inline: the news is queued at the registration and cancelled by the withdrawal. A late
+    # worker queues it after the withdrawal in the log (its own commit), so the consent row
+    # skips it (queued "later") and, the consent being given again, the relay sends it.
+    news = EngagementRule(
+        rule_id="news", trigger=OnEvent.registered(after=timedelta(days=1)), template="news",
+        channel=Channel.EMAIL,
+    )  # fmt: skip
+
+    def run(policies: str) -> tuple[MessageStatus, int]:
+        clock, notifier = FixedClock(T0), MemoryNotifier()
+        broker = _broker(clock, notifier, engagement_rules=(news,), policies=policies)
+        cid = broker.clients.register(PORTAL, _person(1))
+        broker.clients.give_consent(REP, cid, Consent.MARKETING)
+        clock.advance(minutes=1)
+        broker.clients.withdraw_consent(REP, cid, Consent.MARKETING)
+        clock.advance(minutes=1)
+        broker.clients.give_consent(REP, cid, Consent.MARKETING)
+        clock.advance(hours=1)
+        if policies == "worker":
+            broker.run_policies()
+        clock.advance(days=1)
+        broker.send_messages()
+        return _outbox(broker)[f"news:once:{cid}"].status, len(notifier.wire)
+
+    assert run("worker") == run("inline")
