@@ -22,7 +22,14 @@ import attrs
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.accounts import GroupRule, LeverageAboveCapError, LeverageCaps, TradingAccount
 from fxcrm_core.broker import Broker, BrokerOptions
-from fxcrm_core.clients import Client, ClientKind, DuplicateClientError, Registration, Stage
+from fxcrm_core.clients import (
+    Client,
+    ClientKind,
+    Consent,
+    DuplicateClientError,
+    Registration,
+    Stage,
+)
 from fxcrm_core.commissions import (
     Cadence,
     CapPeriod,
@@ -161,6 +168,10 @@ ENGAGEMENT_RULES = (
     EngagementRule(
         rule_id="welcome", trigger=OnEvent.registered(), template="welcome",
         channel=Channel.EMAIL, kind=MessageKind.SERVICE,
+    ),
+    EngagementRule(
+        rule_id="news", trigger=OnEvent.registered(after=timedelta(days=1)), template="news",
+        channel=Channel.EMAIL, kind=MessageKind.MARKETING,
     ),
     EngagementRule(
         rule_id="tier-up", trigger=OnEvent.tier_up(("bronze", "silver", "gold")),
@@ -595,6 +606,23 @@ def erase(broker: Broker, email: str) -> str:
     return "erased"
 
 
+def marketing_consent(broker: Broker, email: str) -> list[str]:
+    """Consent given, then withdrawn: the marketing queued for the client is cancelled (the
+    engagement-consent policy); what the relay sends later checks the consent again."""
+    client_id = _client(broker, email)
+    broker.clients.give_consent(PORTAL, client_id, Consent.MARKETING)
+    broker.clients.withdraw_consent(PORTAL, client_id, Consent.MARKETING)
+    return [m.queued.rule_id for m in _outbox(broker, client_id) if m.queued is not None]
+
+
+def _outbox(broker: Broker, client_id: str) -> list[OutboxMessage]:
+    return [
+        broker.repository.get(OutboxMessage, row.stream_id.removeprefix("outbox-"))
+        for row in broker.store.read_all(after_position=0, limit=1_000_000)
+        if row.event_type == "MessageQueued" and row.stream_id.endswith(f":{client_id}")
+    ]
+
+
 def send_messages(broker: Broker) -> dict[str, int]:
     """The host's relay job: hand what the rules queued to the notifier (consent checked when
     each is sent; quiet hours in the client's zone)."""
@@ -624,6 +652,7 @@ DAY: tuple[DayStep, ...] = (
     DayStep("Bo signs up", sign_up, BO),
     DayStep("Ana signs up again as A. Lima", sign_up_again, ("ana.lima+fx@EXAMPLE.com",)),
     DayStep("the welcome messages go out", send_messages),
+    DayStep("Bo opts in to marketing, then out again", marketing_consent, (BO[1],)),
     DayStep(
         "KYC: passport (MRZ checked) and address",
         pass_kyc,

@@ -115,4 +115,6 @@ class MemoryNotifier:
                 raise DeliveryError("the test gateway refused the message", retryable=retryable)
             self.wire.append(envelope)
             self.delivered.setdefault(envelope.key, envelope)  # the consumer's dedup by key
-            return Receipt(envelope.key, f"memory:{len(self.wire)}", at)
+            # The reference names the key and attempt (a counter would differ from process to
+            # process, and it is recorded in the log).
+            return Receipt(envelope.key, f"memory:{envelope.key}#{envelope.attempt}", at)
