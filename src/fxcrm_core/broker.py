@@ -895,8 +895,11 @@ class Broker:
             self.repository.on_commit(self._run_inline)
 
     def _build_engagement(self, options: BrokerOptions) -> None:
-        rules = options.get("engagement_rules", ())
-        if isinstance(rules, str | bytes) or not all(isinstance(r, EngagementRule) for r in rules):
+        given = options.get("engagement_rules", ())
+        if isinstance(given, str | bytes | Mapping) or not isinstance(given, Iterable):
+            raise ConfigurationError("engagement_rules lists EngagementRule values")
+        rules = tuple(given)  # once: a generator is read a single time
+        if not all(isinstance(r, EngagementRule) for r in rules):
             raise ConfigurationError("engagement_rules lists EngagementRule values")
         self.audience = ClientAudience(
             self.repository,
@@ -909,7 +912,7 @@ class Broker:
         self.outbox = Outbox()
         self._client_ids = _ClientIds()
         self.engagement = EngagementRules(
-            self.outbox, tuple(rules), self.audience, clock=self.clock, calendar=self.calendar
+            self.outbox, rules, self.audience, clock=self.clock, calendar=self.calendar
         )
         self.relay = OutboxRelay(
             self.repository,
@@ -1561,12 +1564,25 @@ class Broker:
         now = self.clock.now()
         queued = 0
         for i in range(0, len(ids), batch):
-            with UnitOfWork(self.repository, EventMetadata(_ENGAGEMENT, reason="daily")) as uow:
-                count = self.engagement.run_due(now, uow, ids[i : i + batch])
-                if count:
-                    uow.commit()
-            queued += count
+            chunk = ids[i : i + batch]
+            try:
+                queued += self._queue_due(now, chunk)
+            except ConcurrencyError:
+                # Another process's run committed some of these keys first: this batch again,
+                # client by client (each its own commit; a key already there queues nothing).
+                for client_id in chunk:
+                    try:
+                        queued += self._queue_due(now, [client_id])
+                    except ConcurrencyError:
+                        continue  # decided by the other process just now
         return queued
+
+    def _queue_due(self, now: datetime, clients: list[str]) -> int:
+        with UnitOfWork(self.repository, EventMetadata(_ENGAGEMENT, reason="daily")) as uow:
+            count = self.engagement.run_due(now, uow, clients)
+            if count:
+                uow.commit()
+        return count
 
     def send_messages(self, *, limit: int = 100) -> RelayReport:
         """Hand up to ``limit`` due messages to the notifier (the host's relay job, run every
