@@ -98,6 +98,7 @@ def _upstream() -> list[tuple[object, tuple[object, ...]]]:
     return [
         (demo.sign_up, demo.ANA),
         (demo.sign_up, demo.BO),
+        (demo.marketing_consent, (demo.BO[1],)),  # the engagement-consent policy's upstream
         (demo.pass_kyc, (ana, "passport", "proof_of_address")),
         (demo.verify_and_profile, (ana,)),
         (demo.open_account, (ana, 100)),

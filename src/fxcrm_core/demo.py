@@ -610,8 +610,9 @@ def marketing_consent(broker: Broker, email: str) -> list[str]:
     """Consent given, then withdrawn: the marketing queued for the client is cancelled (the
     engagement-consent policy); what the relay sends later checks the consent again."""
     client_id = _client(broker, email)
-    broker.clients.give_consent(PORTAL, client_id, Consent.MARKETING)
-    broker.clients.withdraw_consent(PORTAL, client_id, Consent.MARKETING)
+    me = Actor.client(client_id)  # the client, in the portal's settings
+    broker.clients.give_consent(me, client_id, Consent.MARKETING)
+    broker.clients.withdraw_consent(me, client_id, Consent.MARKETING)
     return [m.queued.rule_id for m in _outbox(broker, client_id) if m.queued is not None]
 
 
