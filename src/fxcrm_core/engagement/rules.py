@@ -19,6 +19,7 @@ broker and a late worker decide the same.
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,11 +27,12 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
+import babel
 
 from fxcrm_core.clients import Client, ClientRegistered, Consent, Stage, StageChanged
 from fxcrm_core.engagement.notifier import Channel, MessageKind
 from fxcrm_core.engagement.outbox import MAX_PARAMS, Outbox
-from fxcrm_core.events import DomainEvent, RecordedEvent, Repository, UnitOfWork
+from fxcrm_core.events import DomainEvent, RecordedEvent, Repository, StoredEvent, UnitOfWork
 from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.kernel.errors import ArgumentTypeError, FxCrmError, ValidationError
 from fxcrm_core.kernel.text import checked_text
@@ -42,6 +44,7 @@ from fxcrm_core.payments.withdrawals import Withdrawal, WithdrawalPaid
 from fxcrm_core.privacy.pii import BirthDate
 
 __all__ = [
+    "CATCH_UP_DAYS",
     "ENGAGEMENT_POLICY",
     "ENGAGEMENT_UPSTREAM",
     "Always",
@@ -79,6 +82,10 @@ _MAX_DELAY = timedelta(days=3660)
 _MAX_DAYS = 3660
 _MAX_TRADING_DAYS = 2600
 _NAME = 64
+#: How many days after a birthday (or a days-after target day) a daily run still sends it: a
+#: host's daily job at a fixed time in another zone can skip a client's local date (New York
+#: falling back moves a 17:05 run from 23:05 to 00:05 the next day in Johannesburg).
+CATCH_UP_DAYS = 3
 
 
 # -- small validated values ------------------------------------------------------------------
@@ -120,6 +127,40 @@ def _zone(value: object) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValidationError("not a known time zone") from None
+
+
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,4}")
+
+
+def _language(value: object) -> str:
+    """A locale such as ``de``, ``pt_BR`` or ``en-GB`` (checked against Babel's locale data),
+    kept as given (the text an :class:`Audience` filter and the outbox see)."""
+    name = _text(value, "language", 35)
+    if not _LOCALE.fullmatch(name):
+        raise ValidationError("a language is a locale such as 'de', 'pt_BR' or 'en-GB'")
+    try:
+        babel.Locale.parse(name.replace("-", "_"))
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        raise ValidationError("not a known locale") from None
+    return name
+
+
+def _by_country(value: object, what: str, check: Callable[[object], Any]) -> dict[str, Any]:
+    """A mapping of two-letter country code (upper-cased) -> ``check``'s value."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"the {what} map a country code to a value")
+    if len(value) > _MAX_ITEMS:
+        raise ValidationError(f"at most {_MAX_ITEMS} {what}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        country = _text(key, "country code", 2)
+        if not _COUNTRY.fullmatch(country):
+            raise ValidationError("a country code is two letters (ISO 3166-1 alpha-2)")
+        out[country.upper()] = check(item)
+    return out
 
 
 class RulePeriod(enum.Enum):
@@ -302,11 +343,18 @@ class ScheduleKind(enum.Enum):
 class Scheduled:
     """A trigger the daily run evaluates for each client's local day.
 
-    BIRTHDAY: the local day is the birthday (29 February: ``leap_day`` in common years).
-    DOCUMENT_EXPIRING: an approved document expires within ``days`` days from the local day
-    (checked on each of those days, so a missed run catches up; the period is taken from the
-    expiry date, so one message per expiry). DAYS_AFTER: the local day is ``days`` days after
-    the local date of the client's ``event_type`` milestone (see :class:`Profile`)."""
+    BIRTHDAY: the local day is the birthday (29 February: ``leap_day`` in common years) or
+    one of the :data:`CATCH_UP_DAYS` (3) days after it, so a run that skipped the client's
+    local date catches up; the period is taken from the observed birthday, so a ``YEAR`` rule
+    sends once per birthday (key ``<rule>:<birthday's year>:<client>``) however many runs
+    see it. DOCUMENT_EXPIRING: an approved document expires within ``days`` days from the
+    local day (checked on each of those days, so a missed run catches up; the period is taken
+    from the expiry date, so one message per expiry). DAYS_AFTER: the local day is ``days``
+    days after the local date of the client's ``event_type`` milestone, or one of the
+    :data:`CATCH_UP_DAYS` days after that (the period taken from that target day).
+
+    A catch-up also means a rule added, or a birth date recorded, up to three days after the
+    day still sends (late)."""
 
     kind: ScheduleKind = attrs.field(validator=_instance(ScheduleKind, "schedule kind"))
     days: int = attrs.field(default=0)
@@ -409,8 +457,9 @@ class Profile:
 class AudienceSource(Protocol):
     """Answers what the rules need about a client as the log stood when an event was
     recorded: its ``position`` and ``recorded_at`` (what its commit held: the events up to that
-    position and those recorded by then), so a late worker reads what an inline one read. Both
-    None: as it stands now. None: no such client."""
+    position and the rest of that commit, never a later commit recorded at the same instant),
+    so a late worker reads what an inline one read. Both None: as it stands now. None: no such
+    client."""
 
     def profile(
         self, client_id: str, *, position: int | None = None, recorded_at: datetime | None = None
@@ -419,8 +468,15 @@ class AudienceSource(Protocol):
 
 class ClientAudience:
     """The log-backed :class:`AudienceSource`: reads the client's own stream (``client-<id>``)
-    as the log stood at the position asked (and the rest of that commit: the events recorded by
-    the instant asked) and folds it into the Client aggregate.
+    as the log stood at the position asked (and the rest of that position's commit, never a
+    later commit, even one recorded at the same instant) and folds it into the Client
+    aggregate.
+
+    The log keeps no commit id: the rest of the commit is told by the rows that follow the
+    position in the global log with the same recording instant and the same metadata bytes
+    (one unit of work writes one metadata record), each stream in one block. Two commits by
+    the same actor, with the same reason and correlation id, at the same clock instant, one
+    right after the other, are taken for one; broker commands carry a fresh correlation id.
 
     It answers from the log: the country (registration), the consents in force, the birth date
     (profile), and the milestones (``ClientRegistered`` and ``stage:<stage>`` for each
@@ -428,7 +484,19 @@ class ClientAudience:
     zone by country (``languages``, ``zones``; else the defaults), and the segment, tier and
     KYC documents through optional callables (``segment_of``, ``tier_of``, ``documents_of``:
     client id -> value; the documents as (document id, type, expiry) of approved ones, e.g. from
-    ``kyc.DocumentRegister``). Those callables answer as of now, not as of ``position``."""
+    ``kyc.DocumentRegister``).
+
+    ``zones`` and ``languages`` map a two-letter country code (upper-cased here) to an IANA
+    zone name and a locale (``de``, ``pt_BR``, ``en-GB``, checked against Babel's data); a
+    wrong type is an :class:`~fxcrm_core.kernel.errors.ArgumentTypeError`, a wrong value a
+    ValidationError, at construction (never inside a policy).
+
+    Limit: ``segment_of``, ``tier_of`` and ``documents_of`` answer as of now, not as of
+    ``position``. A late policy worker (``policies="worker"``) therefore decides an audience
+    filtered by segment or tier (and a document-expiry reminder) by the client's segment or
+    tier when the worker runs, which may differ from what an inline run would have read at the
+    event; only the country, language, consents, birth date and milestones are read as the
+    log stood at the event."""
 
     def __init__(
         self,
@@ -443,10 +511,17 @@ class ClientAudience:
         documents_of: Callable[[str], Iterable[tuple[str, str, date]]] | None = None,
     ) -> None:
         self.repository = repository
-        self.zones = {k: _zone(v) for k, v in (zones or {}).items()}
+        self.zones: dict[str, ZoneInfo] = _by_country(zones, "client zones", _zone)
         self.default_zone = _zone(default_zone)
-        self.languages = dict(languages or {})
-        self.default_language = default_language
+        self.languages: dict[str, str] = _by_country(languages, "client languages", _language)
+        self.default_language = None if default_language is None else _language(default_language)
+        for name, hook in (
+            ("segment_of", segment_of),
+            ("tier_of", tier_of),
+            ("documents_of", documents_of),
+        ):
+            if hook is not None and not callable(hook):
+                raise ArgumentTypeError(f"{name} is a callable (client id -> value)")
         self.segment_of = segment_of
         self.tier_of = tier_of
         self.documents_of = documents_of
@@ -458,13 +533,11 @@ class ClientAudience:
         decode = self.repository.codec.decode_event
         client = Client.blank(client_id)
         milestones: dict[str, datetime] = {}
-        for stored in self.repository.store.read_stream(stream):
-            if (
-                position is not None
-                and stored.position > position
-                and (recorded_at is None or stored.recorded_at > recorded_at)
-            ):
-                break  # later than the event's commit
+        rows = self.repository.store.read_stream(stream)
+        if position is not None:
+            end = self._commit_end(rows, position, recorded_at)
+            rows = [r for r in rows if r.position <= end]
+        for stored in rows:
             event = decode(stored.stream_id, stored.event_type, stored.data)
             client = client.fold((event,))
             if isinstance(event, ClientRegistered):
@@ -486,6 +559,41 @@ class ClientAudience:
             documents=tuple(self.documents_of(client_id)) if self.documents_of else (),
             milestones=tuple(sorted(milestones.items())),
         )
+
+    def _commit_end(
+        self, rows: list[StoredEvent], position: int, recorded_at: datetime | None
+    ) -> int:
+        """The last position of ``position``'s commit that ``rows`` (the client's stream)
+        could reach: ``position`` itself unless some row after it shares the commit's
+        recording instant, then the end of the commit in the global log."""
+        later = [r.position for r in rows if r.position > position]
+        if recorded_at is None or not later:
+            return position
+        if not any(r.recorded_at == recorded_at for r in rows if r.position > position):
+            return position
+        reach = max(later)
+        store = self.repository.store
+        first = store.read_all(after_position=position - 1, limit=1)
+        if not first or first[0].position != position or first[0].recorded_at != recorded_at:
+            return position  # the event is not stored there: nothing else of its commit known
+        metadata = first[0].metadata
+        seen = {first[0].stream_id}
+        block = first[0].stream_id
+        end = position
+        while end < reach:
+            page = store.read_all(after_position=end, limit=min(1000, reach - end))
+            if not page:
+                break
+            for row in page:
+                if row.recorded_at != recorded_at or row.metadata != metadata:
+                    return end
+                if row.stream_id != block:
+                    if row.stream_id in seen:  # a stream's rows of one commit are one block
+                        return end
+                    seen.add(row.stream_id)
+                    block = row.stream_id
+                end = row.position
+        return end
 
 
 def _stored_date(value: BirthDate) -> date | None:
@@ -783,7 +891,13 @@ def _fires(
         born = profile.birth_date
         if born is None or born > day:
             return []
-        return [(day, ())] if observed_birthday(born, day.year, trigger.leap_day) == day else []
+        for year in (day.year, day.year - 1):  # a birthday on 31 December caught up in January
+            if not born.year <= year <= 9999:
+                continue
+            observed = observed_birthday(born, year, trigger.leap_day)
+            if 0 <= (day - observed).days <= CATCH_UP_DAYS:
+                return [(observed, ())]
+        return []
     if trigger.kind is ScheduleKind.DOCUMENT_EXPIRING:
         out: list[tuple[date, tuple[tuple[str, str], ...]]] = []
         for _, doc_type, expires_on in sorted(profile.documents, key=lambda d: (d[2], d[0])):
@@ -800,4 +914,4 @@ def _fires(
         target = start + timedelta(days=trigger.days)
     except OverflowError:
         return []
-    return [(day, ())] if target == day else []
+    return [(target, ())] if 0 <= (day - target).days <= CATCH_UP_DAYS else []
