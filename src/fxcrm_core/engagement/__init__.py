@@ -41,6 +41,7 @@ from fxcrm_core.engagement.relay import (
     SentMessages,
 )
 from fxcrm_core.engagement.rules import (
+    CATCH_UP_DAYS,
     ENGAGEMENT_POLICY,
     ENGAGEMENT_UPSTREAM,
     Always,
@@ -63,6 +64,7 @@ from fxcrm_core.engagement.rules import (
 from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "CATCH_UP_DAYS",
     "ENGAGEMENT_POLICY",
     "ENGAGEMENT_UPSTREAM",
     "MAX_PARAMS",
