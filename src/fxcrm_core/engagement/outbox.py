@@ -10,6 +10,7 @@ the relay (``fxcrm_core.engagement.relay``)."""
 from __future__ import annotations
 
 import enum
+import unicodedata
 from datetime import datetime
 from typing import Self
 
@@ -42,15 +43,37 @@ MAX_PARAMS = 32
 def message_key(rule_id: str, period: str, client_id: str) -> str:
     """The outbox key of a rule's message to a client in a period: ``rule:period:client``.
     Rule ids and periods hold no ``:`` (so two keys never collide); the client id comes last.
+    Each part is checked text, stripped (``" c-1 "`` is client ``c-1``).
 
     >>> message_key("welcome", "once", "c-1")
     'welcome:once:c-1'
     """
+    return ":".join(_key_parts(rule_id, period, client_id))
+
+
+def _key_parts(rule_id: str, period: str, client_id: str) -> tuple[str, str, str]:
+    """The normalised (stripped, checked) rule id, period and client id of a key."""
     rule = checked_text(rule_id, "rule id", 64)
     label = checked_text(period, "period", 32)
     if ":" in rule or ":" in label:
         raise ValidationError("a rule id or a period holds no ':'")
-    return f"{rule}:{label}:{checked_text(client_id, 'client id', 100)}"
+    return rule, label, checked_text(client_id, "client id", 100)
+
+
+#: Unicode categories a parameter value may not hold: control and format characters (NUL, a
+#: newline, a terminal escape, a right-to-left override), surrogates, line and paragraph
+#: separators. A template renders them into an e-mail, an SMS or a log line.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _param_value(value: object) -> str:
+    """A parameter's value: text of at most 1000 characters without control or format
+    characters; kept as given (not stripped; it may be empty)."""
+    if not isinstance(value, str) or len(value) > 1000:
+        raise ValidationError("a message parameter's value is text of at most 1000 characters")
+    if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in value):
+        raise ValidationError("a message parameter's value holds a control character")
+    return value
 
 
 def _params(value: object) -> tuple[tuple[str, str], ...]:
@@ -61,11 +84,7 @@ def _params(value: object) -> tuple[tuple[str, str], ...]:
     for pair in pairs:
         if not (isinstance(pair, tuple | list) and len(pair) == 2):
             raise ValidationError("a message parameter is a (name, text) pair")
-        name = checked_text(pair[0], "parameter name", 64)
-        text = pair[1]
-        if not isinstance(text, str) or len(text) > 1000:
-            raise ValidationError("a message parameter's value is text of at most 1000 characters")
-        out.append((name, text))
+        out.append((checked_text(pair[0], "parameter name", 64), _param_value(pair[1])))
     return tuple(out)
 
 
@@ -202,8 +221,13 @@ class Outbox:
         not_before: datetime | None = None,
     ) -> bool:
         """Record the message into ``uow`` unless its key is already recorded (or staged in
-        this unit); True when recorded. Committing is the caller's."""
-        key = message_key(rule_id, period, client_id)
+        this unit); True when recorded. Committing is the caller's.
+
+        The rule id, period and client id are stored as in the key (checked and stripped), so
+        the relay's lookups ask about the client the key names. Parameter values hold no
+        control or format characters (:class:`ValidationError`)."""
+        rule_id, period, client_id = _key_parts(rule_id, period, client_id)
+        key = f"{rule_id}:{period}:{client_id}"
         if not isinstance(channel, Channel) or not isinstance(kind, MessageKind):
             raise ValidationError("a message has a Channel and a MessageKind")
         if type(priority) is not int or not -100 <= priority <= 100:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
@@ -63,7 +64,11 @@ __all__ = [
     "DueMessage",
     "DueMessages",
     "FrequencyCap",
+    "LEAST_AWAKE",
+    "LONGEST_CAP_WINDOW",
+    "LONGEST_DELAY",
     "OutboxRelay",
+    "RelayLookupError",
     "RelayReport",
     "SentMessages",
 ]
@@ -81,7 +86,8 @@ _OUTBOX_TYPES = frozenset(
 @attrs.frozen
 class DueMessage:
     """A message still QUEUED: due at ``next_at``; ``position`` is where it was queued in the
-    log."""
+    log; ``cause``: the event a policy queued it for (``stream/version``, from the metadata's
+    causation id), None when a command or the daily job queued it."""
 
     key: str
     client_id: str
@@ -90,6 +96,7 @@ class DueMessage:
     priority: int
     next_at: datetime
     position: int
+    cause: str | None = None
 
 
 class DueMessages:
@@ -109,9 +116,11 @@ class DueMessages:
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
         if isinstance(event, MessageQueued):
+            meta = recorded.metadata
+            cause = meta.causation_id if meta.actor.startswith("policy:") else None
             self.messages[event.key] = DueMessage(
                 event.key, event.client_id, event.channel, event.kind, event.priority,
-                event.not_before, recorded.position,
+                event.not_before, recorded.position, cause,
             )  # fmt: skip
             return
         if isinstance(event, MessageSent | MessageCancelled):
@@ -146,17 +155,28 @@ class DueMessages:
 
 class SentMessages:
     """A memory read model of when each client was sent MARKETING messages, per channel
-    (counted from ``MessageSent``): what the frequency caps count."""
+    (counted from ``MessageSent``): what the frequency caps count.
+
+    Memory is bounded: a marketing message's (client, channel) is forgotten once it is sent,
+    cancelled or dead, and send times older than ``horizon`` (the longest cap window the relay
+    uses) before the newest send in the log are dropped (None: all are kept)."""
 
     name = "outbox-sent-times"
-    event_types: frozenset[str] | None = frozenset({"MessageQueued", "MessageSent"})
+    event_types: frozenset[str] | None = frozenset(
+        {"MessageQueued", "MessageSent", "MessageFailed", "MessageCancelled"}
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, horizon: timedelta | None = None) -> None:
+        if horizon is not None and (not isinstance(horizon, timedelta) or horizon < timedelta(0)):
+            raise ValidationError("the horizon is a timedelta, zero or more")
+        self.horizon = horizon
         self.reset()
 
     def reset(self) -> None:
         self._marketing: dict[str, tuple[str, Channel]] = {}
         self.sent: defaultdict[tuple[str, Channel], list[datetime]] = defaultdict(list)
+        self._newest: datetime | None = None
+        self._since_sweep = 0
 
     def handle(self, recorded: RecordedEvent[DomainEvent]) -> None:
         event = recorded.event
@@ -166,19 +186,67 @@ class SentMessages:
         elif isinstance(event, MessageSent):
             found = self._marketing.pop(event.key, None)
             if found is not None:
-                self.sent[found].append(event.at)
+                self._sent(found, event.at)
+        elif isinstance(event, MessageCancelled):
+            self._marketing.pop(event.key, None)
+        elif isinstance(event, MessageFailed) and event.retry_at is None:
+            self._marketing.pop(event.key, None)  # dead: never sent
+
+    def _sent(self, found: tuple[str, Channel], at: datetime) -> None:
+        times = self.sent[found]
+        times.append(at)
+        if self._newest is None or at > self._newest:
+            self._newest = at
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return
+        times[:] = [t for t in times if t > cutoff]
+        if not times:
+            del self.sent[found]
+        self._since_sweep += 1
+        if self._since_sweep > max(1024, len(self.sent)):  # amortised: every key now and then
+            self._since_sweep = 0
+            for client_channel in list(self.sent):
+                kept = [t for t in self.sent[client_channel] if t > cutoff]
+                if kept:
+                    self.sent[client_channel] = kept
+                else:
+                    del self.sent[client_channel]
+
+    def _cutoff(self) -> datetime | None:
+        if self.horizon is None or self._newest is None:
+            return None
+        try:
+            return self._newest - self.horizon
+        except OverflowError:
+            return None
 
     def times(self, client_id: str, channel: Channel) -> list[datetime]:
-        """When the client was sent marketing on ``channel``, in log order."""
+        """When the client was sent marketing on ``channel``, in log order (within the
+        horizon)."""
         return list(self.sent.get((client_id, channel), ()))
 
 
 # -- rules as data -------------------------------------------------------------------------------
 
 
-def _positive_delta(value: object, what: str) -> None:
+#: The longest retry delay a :class:`Backoff` may name and the longest window of a
+#: :class:`FrequencyCap`: a year (bounded so the arithmetic on instants cannot overflow, and
+#: so the sent-times read model keeps a bounded history).
+LONGEST_DELAY = timedelta(days=366)
+LONGEST_CAP_WINDOW = timedelta(days=366)
+#: The least awake time quiet hours must leave each day (a relay must find the client awake).
+LEAST_AWAKE = timedelta(hours=1)
+_DAY = timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=_UTC)
+_EARLIEST = datetime.min.replace(tzinfo=_UTC)
+
+
+def _positive_delta(value: object, what: str, longest: timedelta) -> None:
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise ValidationError(f"{what} is a positive timedelta")
+    if value > longest:
+        raise ValidationError(f"{what} is at most {longest.days} days")
 
 
 @attrs.frozen
@@ -186,7 +254,8 @@ class Backoff:
     """Retry delays: ``base * factor ** (attempt - 1)``, at most ``max_delay``, plus a jitter of
     up to ``jitter_percent`` of the delay derived from the message's key and attempt (so a
     replay, or another relay, works out the same instant). After ``max_attempts`` failed
-    attempts the message is dead."""
+    attempts the message is dead. ``base`` and ``max_delay`` are at most
+    :data:`LONGEST_DELAY` (a year)."""
 
     base: timedelta = timedelta(minutes=1)
     factor: int = 2
@@ -195,8 +264,8 @@ class Backoff:
     jitter_percent: int = 10
 
     def __attrs_post_init__(self) -> None:
-        _positive_delta(self.base, "the base delay")
-        _positive_delta(self.max_delay, "the longest delay")
+        _positive_delta(self.base, "the base delay", LONGEST_DELAY)
+        _positive_delta(self.max_delay, "the longest delay", LONGEST_DELAY)
         if type(self.factor) is not int or not 1 <= self.factor <= 10:
             raise ValidationError("the backoff factor is a whole number from 1 to 10")
         if type(self.max_attempts) is not int or not 1 <= self.max_attempts <= 100:
@@ -229,22 +298,26 @@ class Backoff:
             raise ValidationError("an attempt is a whole number from 1")
         if attempt >= self.max_attempts:
             return None
-        return when + self.delay(attempt, key)
+        try:
+            return when + self.delay(attempt, key)
+        except OverflowError:
+            raise ValidationError("the retry would fall after the year 9999") from None
 
 
 @attrs.frozen
 class FrequencyCap:
     """At most ``limit`` MARKETING messages to one client on ``channel`` (None: on each
-    channel, counted separately) in any rolling ``window``."""
+    channel, counted separately) in any rolling ``window`` (at most :data:`LONGEST_CAP_WINDOW`,
+    a year; ``limit`` at most 10 000)."""
 
     limit: int
     window: timedelta
     channel: Channel | None = None
 
     def __attrs_post_init__(self) -> None:
-        if type(self.limit) is not int or self.limit < 1:
-            raise ValidationError("a frequency cap allows at least one message")
-        _positive_delta(self.window, "a cap's window")
+        if type(self.limit) is not int or not 1 <= self.limit <= 10_000:
+            raise ValidationError("a frequency cap allows from 1 to 10 000 messages")
+        _positive_delta(self.window, "a cap's window", LONGEST_CAP_WINDOW)
         if self.channel is not None and not isinstance(self.channel, Channel):
             raise ValidationError("a cap's channel is a Channel or None")
 
@@ -263,8 +336,11 @@ class Courtesy:
 
     - **quiet hours**: from ``quiet_start`` to ``quiet_end`` (local wall-clock times in the
       client's time zone; ``21:00``-``08:00`` spans midnight), a message is deferred to the end
-      of the quiet period. DST is the zone's: a quiet period ends at the first instant the
-      client's clock shows ``quiet_end`` (or later, when that time is skipped).
+      of the quiet period. DST is the zone's: a quiet period ends at the first instant after
+      now at which the client's clock shows ``quiet_end`` (or later, when that time is skipped;
+      in a repeated fall-back hour, the next pass: the first or the second). Quiet hours leave
+      at least :data:`LEAST_AWAKE` (an hour) of wall-clock time awake each day, else they are
+      refused (:class:`ValidationError`): a relay must find the client awake.
     - **frequency caps**: see :class:`FrequencyCap`; a capped message is deferred until the
       oldest counted send leaves the window.
 
@@ -289,6 +365,10 @@ class Courtesy:
     def __attrs_post_init__(self) -> None:
         if (self.quiet_start is None) != (self.quiet_end is None):
             raise ValidationError("quiet hours have both a start and an end, or neither")
+        if self.quiet_start is not None and self.quiet_end is not None:
+            quiet = (_clock_span(self.quiet_end) - _clock_span(self.quiet_start)) % _DAY
+            if quiet and _DAY - quiet < LEAST_AWAKE:
+                raise ValidationError("quiet hours leave at least an hour awake each day")
         if not isinstance(self.caps, tuple) or not all(
             isinstance(c, FrequencyCap) for c in self.caps
         ):
@@ -305,12 +385,7 @@ class Courtesy:
         quiet = start <= now < end if start < end else (now >= start or now < end)
         if not quiet:
             return None
-        day = local.date()
-        for offset in (0, 1):
-            candidate = _wall(day + timedelta(days=offset), end, zone)
-            if candidate > at:
-                return candidate
-        raise ValidationError("a quiet period ends within a day")  # pragma: no cover
+        return _next_wall(to_utc(at, "at"), local.date(), end, zone)
 
     def cap_until(
         self, channel: Channel, sent: Iterable[datetime], at: datetime
@@ -322,18 +397,57 @@ class Courtesy:
         for cap in self.caps:
             if cap.channel is not None and cap.channel is not channel:
                 continue
-            inside = [t for t in times if at - cap.window < t <= at]
+            try:
+                since = at - cap.window
+            except OverflowError:
+                since = _EARLIEST
+            # A send after ``at`` counts too: a clock set back must not free a cap.
+            inside = [t for t in times if t > since]
             if len(inside) >= cap.limit:
-                frees = inside[-cap.limit] + cap.window  # then fewer than limit are inside
+                try:  # then fewer than limit are inside
+                    frees = inside[-cap.limit] + cap.window
+                except OverflowError:
+                    frees = _LATEST
                 until = frees if until is None or frees > until else until
         return until
 
 
-def _wall(day: date, clock_time: time, zone: ZoneInfo) -> datetime:
-    """The UTC instant on ``day`` at which the zone's clock shows ``clock_time``: the earlier of
-    the two in a fall-back hour. A time skipped by a spring-forward jump reads with the offset
-    before the jump (``fold=0``): the instant the clock shows as much later as the jump."""
-    return datetime.combine(day, clock_time).replace(tzinfo=zone, fold=0).astimezone(_UTC)
+def _clock_span(value: time) -> timedelta:
+    """How far into the day a wall-clock time is."""
+    return timedelta(
+        hours=value.hour, minutes=value.minute, seconds=value.second,
+        microseconds=value.microsecond,
+    )  # fmt: skip
+
+
+def _walls(day: date, clock_time: time, zone: ZoneInfo) -> list[datetime]:
+    """The UTC instants on ``day`` at which the zone's clock shows ``clock_time``: one, or two
+    in a repeated fall-back hour (``fold`` 0 and 1). A time skipped by a spring-forward jump
+    reads with the offset before the jump (``fold=0``): the instant the clock shows as much
+    later as the jump."""
+    wall = datetime.combine(day, clock_time)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(_UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(_UTC)
+    if second != first and second.astimezone(zone).replace(tzinfo=None) == wall:
+        return [first, second]  # a repeated hour: both are real
+    return [first]  # (fold=1 of a skipped time reads a wall time the clock never shows)
+
+
+def _next_wall(at: datetime, day: date, clock_time: time, zone: ZoneInfo) -> datetime:
+    """The first instant after ``at`` (local date ``day``) at which the zone's clock shows
+    ``clock_time``, or jumps past it."""
+    try:
+        candidates = [
+            instant
+            for offset in (-1, 0, 1, 2)
+            for instant in _walls(day + timedelta(days=offset), clock_time, zone)
+            if instant > at
+        ]
+    except OverflowError:
+        raise ValidationError("a quiet period ends after the year 9999") from None
+    if not candidates:  # pragma: no cover - a zone's clock shows every time within two days
+        raise ValidationError("a quiet period ends within a day")
+    return min(candidates)
 
 
 def _zone(name: object) -> ZoneInfo:
@@ -350,8 +464,10 @@ def _zone(name: object) -> ZoneInfo:
 
 @attrs.frozen
 class RelayReport:
-    """What one run did: messages sent, failed (to be retried), dead, deferred, cancelled, and
-    skipped (no longer queued, not due by its stream, or decided by another relay first)."""
+    """What one run did: messages sent, failed (to be retried), dead, deferred, cancelled,
+    skipped (no longer queued, not due by its stream, or decided by another relay first), and
+    ``errors``: messages left queued, nothing recorded, because a host lookup (consent,
+    reachability) failed for their client; they are tried again on the next run."""
 
     sent: int = 0
     failed: int = 0
@@ -359,10 +475,48 @@ class RelayReport:
     deferred: int = 0
     cancelled: int = 0
     skipped: int = 0
+    errors: int = 0
 
     @property
     def handled(self) -> int:
         return self.sent + self.failed + self.dead + self.deferred + self.cancelled
+
+
+class RelayLookupError(FxCrmError):
+    """A run handled every message it could, but a host lookup (consent, reachability) failed
+    for some: those stay queued (nothing recorded) and are tried again next run. ``report`` is
+    the run's :class:`RelayReport` (``errors`` counts them)."""
+
+    default_message = "a consent or reachability lookup failed: those messages stay queued"
+
+    def __init__(self, message: str | None = None, *, report: RelayReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report if report is not None else RelayReport()
+
+
+class _LookupError(FxCrmError):
+    """A host lookup failed for one message's client (inside a run only)."""
+
+
+#: Characters a receipt's reference may not hold (replaced by ``?``): control and format
+#: characters, surrogates, line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _clean_reference(value: object) -> str:
+    """A notifier's reference as stored: text, at most 200 characters, no control character."""
+    if not isinstance(value, str):
+        return ""
+    return "".join("?" if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in value[:200])
+
+
+def _retryable(error: BaseException) -> bool:
+    """A DeliveryError's ``retryable``, read defensively: only ``False`` makes it dead."""
+    try:
+        flag = getattr(error, "retryable", True)
+    except Exception:
+        return True
+    return flag is not False
 
 
 def _metadata(reason: str) -> EventMetadata:
@@ -376,9 +530,13 @@ class OutboxRelay:
     default: the Client aggregate, read from the repository at send time); ``zone_of(client_id)``
     names the client's IANA time zone (default: ``courtesy.default_zone``). Only
     :class:`~fxcrm_core.kernel.errors.FxCrmError` subclasses leave the relay: a notifier that
-    raises anything but :class:`DeliveryError` is recorded as a retryable ``notifier_error``;
-    a consent lookup that fails stops the run with an ``FxCrmError`` (nothing is sent without
-    an answer), the message staying queued; a zone lookup that fails uses the default zone.
+    raises anything but :class:`DeliveryError` is recorded as a retryable ``notifier_error``
+    (and a ``retryable`` flag that is neither ``True`` nor ``False`` reads as ``True``); a
+    consent or reachability lookup that fails for one message's client leaves that message
+    queued (nothing is recorded, nothing sent without an answer) and the run goes on with the
+    others, then raises :class:`RelayLookupError` (an ``FxCrmError`` carrying the run's
+    report, ``errors`` counting those messages); a zone lookup that fails uses the default
+    zone.
     """
 
     def __init__(
@@ -419,7 +577,7 @@ class OutboxRelay:
         self.zone_of = zone_of
         self.projections = projections or ProjectionRunner(repository.store, repository.codec)
         self.due_messages = DueMessages()
-        self.sent_messages = SentMessages()
+        self.sent_messages = SentMessages(self._horizon())
         self._lock = threading.RLock()
 
     # -- reading --------------------------------------------------------------------------------
@@ -431,8 +589,17 @@ class OutboxRelay:
         record = self.repository.load(ErasureRecord, client_id)
         return record is None or not record.erased
 
+    def _horizon(self) -> timedelta:
+        """The longest cap window: how far back the sent times are kept."""
+        return max((cap.window for cap in self.courtesy.caps), default=timedelta(0))
+
     def _catch_up(self) -> None:
         self.projections.catch_up(self.due_messages)
+        horizon = self._horizon()  # (a host may swap the courtesy rules)
+        if self.sent_messages.horizon is not None and horizon > self.sent_messages.horizon:
+            self.sent_messages.horizon = None  # older times may be gone: read them again
+            self.projections.rebuild(self.sent_messages)
+        self.sent_messages.horizon = horizon
         self.projections.catch_up(self.sent_messages)
 
     def due(self, limit: int | None = None) -> list[DueMessage]:
@@ -455,19 +622,33 @@ class OutboxRelay:
 
     # -- deciding -------------------------------------------------------------------------------
     def run_once(self, limit: int = 100) -> RelayReport:
-        """Handle up to ``limit`` due messages (priority, then time order), one commit each."""
+        """Handle up to ``limit`` due messages (priority, then time order), one commit each.
+        A message whose client's lookup fails is left queued and not counted in ``limit`` (at
+        most ``limit`` of those are tried in one run); the run then raises
+        :class:`RelayLookupError` with its report."""
         if type(limit) is not int or limit < 1:
             raise ValidationError("limit is a positive number of messages")
-        counts = dict.fromkeys(("sent", "failed", "dead", "deferred", "cancelled", "skipped"), 0)
+        counts = dict.fromkeys(
+            ("sent", "failed", "dead", "deferred", "cancelled", "skipped", "errors"), 0
+        )
         with self._lock:
             self._catch_up()
             now = to_utc(self.clock.now(), "now")
-            for due in self.due_messages.due(now, limit):
-                outcome = self._handle(due.key, now)
+            for due in self.due_messages.due(now):
+                if counts["errors"] >= limit or sum(counts.values()) - counts["errors"] >= limit:
+                    break
+                try:
+                    outcome = self._handle(due.key, now)
+                except _LookupError:
+                    counts["errors"] += 1
+                    continue
                 counts[outcome] += 1
                 if outcome != "skipped":
                     self._catch_up()  # the caps count what was just sent
-        return RelayReport(**counts)
+        report = RelayReport(**counts)
+        if report.errors:
+            raise RelayLookupError(report=report)
+        return report
 
     def _handle(self, key: str, now: datetime) -> str:
         repository = self.repository
@@ -513,14 +694,14 @@ class OutboxRelay:
         try:
             receipt = self.notifier.send(envelope, now)
         except DeliveryError as exc:
-            retryable = bool(getattr(exc, "retryable", True))
+            retryable = _retryable(exc)
             reason = "delivery_error" if retryable else "undeliverable"
         except Exception:  # a notifier's own fault: retried, never raised to the host
             retryable, reason = True, "notifier_error"
         else:
             if isinstance(receipt, Receipt) and receipt.key == key:
-                reference = receipt.reference if isinstance(receipt.reference, str) else ""
-                return MessageSent(key, envelope.attempt, now, reference[:200]), "sent"
+                reference = _clean_reference(receipt.reference)
+                return MessageSent(key, envelope.attempt, now, reference), "sent"
             retryable, reason = True, "bad_receipt"
         retry_at = self.backoff.retry_at(envelope.attempt, now, key) if retryable else None
         failed = MessageFailed(key, envelope.attempt, now, reason, retry_at)
@@ -529,24 +710,25 @@ class OutboxRelay:
     def _consented(self, client_id: str) -> bool:
         try:
             return self.consent_of(client_id) is True
-        except FxCrmError:
-            raise
         except Exception as exc:
-            raise FxCrmError("the consent lookup failed") from exc
+            raise _LookupError("the consent lookup failed") from exc
 
     def _reachable(self, client_id: str) -> bool:
         try:
             return self.reachable(client_id) is True
-        except FxCrmError:
-            raise
         except Exception as exc:
-            raise FxCrmError("the reachability lookup failed") from exc
+            raise _LookupError("the reachability lookup failed") from exc
 
     # -- reacting -------------------------------------------------------------------------------
     def on_consent_withdrawn(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         """A policy handler for ``ConsentWithdrawn``: the client's queued MARKETING messages
-        (queued before the withdrawal) are cancelled (``consent_withdrawn``) into ``uow``.
-        Messages queued later are checked by the relay at send time."""
+        decided before the withdrawal are cancelled (``consent_withdrawn``) into ``uow``.
+        Messages decided later are checked by the relay at send time.
+
+        "Before" is by the log, the same inline and in a late worker: a message a policy queued
+        for an event (the metadata's causation ``stream/version``) was decided at that event's
+        position, wherever its own ``MessageQueued`` landed (a late worker writes it after the
+        withdrawal); a message a command or the daily job queued, at its own position."""
         event = recorded.event
         if not isinstance(event, ConsentWithdrawn) or event.consent is not Consent.MARKETING:
             return
@@ -557,9 +739,33 @@ class OutboxRelay:
         with self._lock:
             self.projections.catch_up(self.due_messages)
             for due in self.due_messages.of_client(client_id):
-                if due.kind is not MessageKind.MARKETING or due.position > recorded.position:
+                if due.kind is not MessageKind.MARKETING or not self._decided_before(due, recorded):
                     continue
                 state = uow.load(OutboxMessage, due.key)
                 if state is None or state.status is not MessageStatus.QUEUED:
                     continue
                 uow.record(state, MessageCancelled(due.key, event.at, "consent_withdrawn"))
+
+    def _decided_before(self, due: DueMessage, recorded: RecordedEvent[Any]) -> bool:
+        """Whether ``due`` was decided before the event ``recorded`` in the log."""
+        cause = _cause(due.cause)
+        if cause is None:
+            return due.position < recorded.position
+        stream_id, version = cause
+        if stream_id == recorded.stream_id:
+            return version < recorded.version
+        rows = self.repository.store.read_stream(stream_id, after_version=version - 1)
+        if rows and rows[0].version == version and rows[0].position <= due.position:
+            return rows[0].position < recorded.position
+        return due.position < recorded.position  # a cause not in the log: its own position
+
+
+def _cause(value: str | None) -> tuple[str, int] | None:
+    """A policy's causation id, ``stream/version``, parsed (None when it is not one)."""
+    if not value:
+        return None
+    stream_id, sep, number = value.rpartition("/")
+    if not sep or not stream_id or not (number.isascii() and number.isdigit()):
+        return None
+    version = int(number)
+    return (stream_id, version) if version >= 1 else None
