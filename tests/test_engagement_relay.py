@@ -312,8 +312,9 @@ def test_no_marketing_is_ever_sent_without_consent_in_force(ops: list[tuple[str,
         def send(self, envelope: Envelope, at: datetime) -> Receipt:
             if envelope.kind is MessageKind.MARKETING and not in_force.get(envelope.client_id):
                 violations.append(envelope.key)
+            receipt = super().send(envelope, at)  # (a failure injected here sends nothing)
             checked.append(envelope.key)
-            return super().send(envelope, at)
+            return receipt
 
     notifier = Watching()
     relay = OutboxRelay(

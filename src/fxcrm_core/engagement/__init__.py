@@ -37,6 +37,7 @@ from fxcrm_core.engagement.relay import (
     DueMessages,
     FrequencyCap,
     OutboxRelay,
+    RelayLookupError,
     RelayReport,
     SentMessages,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "OnEvent",
     "OutboxRelay",
     "Profile",
+    "RelayLookupError",
     "RelayReport",
     "RulePeriod",
     "ScheduleKind",
