@@ -216,14 +216,14 @@ def test_the_open_tasks_read_model_is_the_log_folded(ops: list[tuple[str, int, i
                 pass
     views = records.tasks(BOSS_REP, ana)
     fresh = ServiceRecords(broker.repository, broker.access, broker.projections, clock=clock)
-    for owner in OWNERS:
+    for who in OWNERS:
         expected = sorted(
             (v.due_at, v.task_id)
             for v in views
-            if v.status is TaskStatus.OPEN and v.owner_id == owner
+            if v.status is TaskStatus.OPEN and v.owner_id == who
         )
         for service in (records, fresh):
-            got = [(t.due_at, t.task_id) for t in service.open_tasks_of(BOSS_REP, owner)]
+            got = [(t.due_at, t.task_id) for t in service.open_tasks_of(BOSS_REP, who)]
             assert got == expected
 
 
