@@ -67,7 +67,8 @@ def _broker(clock: FixedClock, path: Path | None = None, keyring: MasterKeyring 
 
 def _clients(broker: Broker) -> list[str]:
     def reg(p: tuple[str, ...]) -> Registration:
-        return Registration(ClientKind.INDIVIDUAL, "GB", *p[:4], owner_id=p[4])
+        name, email, phone, doc, owner = p
+        return Registration(ClientKind.INDIVIDUAL, "GB", name, email, phone, doc, owner_id=owner)
 
     return [broker.clients.register(PORTAL, reg(p)) for p in PEOPLE]
 
