@@ -1,0 +1,118 @@
+"""Values in a client's locale, by Babel: money (through :meth:`Money.format`), numbers, dates,
+and instants in the client's own time zone."""
+
+from __future__ import annotations
+
+import decimal
+import functools
+from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import babel
+import babel.dates
+import babel.numbers
+
+from fxcrm_core.kernel.errors import ArgumentTypeError, FloatNotAllowedError, ValidationError
+from fxcrm_core.kernel.money import Money
+from fxcrm_core.kernel.time import ensure_aware
+
+__all__ = [
+    "DATETIME_FORMAT",
+    "DATE_FORMAT",
+    "format_date",
+    "format_datetime",
+    "format_money",
+    "format_number",
+    "parse_locale",
+    "time_zone",
+]
+
+#: Babel's named formats used for dates and instants in messages.
+DATE_FORMAT = "long"
+DATETIME_FORMAT = "medium"
+_FORMATS = ("short", "medium", "long", "full")
+
+
+def parse_locale(name: object) -> babel.Locale:
+    """The Babel locale for ``zh_CN``, ``zh-CN``, ``zh_Hans_CN``...; a ValidationError for
+    anything Babel does not know (the message does not echo the value)."""
+    if not isinstance(name, str):
+        raise ArgumentTypeError("a locale is text such as 'en' or 'zh_CN'")
+    return _parse(name.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(name: str) -> babel.Locale:
+    if not 2 <= len(name) <= 35 or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValidationError("unknown locale")
+    try:
+        return babel.Locale.parse(name, sep="-" if "-" in name else "_")
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        raise ValidationError("unknown locale") from None
+
+
+def time_zone(zone: tzinfo | str | None) -> tzinfo:
+    """``zone`` as a tzinfo: an IANA name is looked up; None is UTC."""
+    if zone is None:
+        return UTC
+    if isinstance(zone, tzinfo):
+        return zone
+    if not isinstance(zone, str):
+        raise ArgumentTypeError("a time zone is an IANA name or a tzinfo")
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("unknown time zone") from None
+
+
+def format_money(money: Money, locale: str) -> str:
+    """``money`` in ``locale``'s currency format, at the currency's ISO 4217 decimal places.
+
+    >>> format_money(Money.of("1234.5", "USD"), "zh_CN")
+    'US$1,234.50'
+    """
+    if not isinstance(money, Money):
+        raise ArgumentTypeError("format_money formats a Money")
+    parse_locale(locale)
+    return money.format(locale)
+
+
+def format_number(number: Decimal | int, locale: str) -> str:
+    """A Decimal or an int with ``locale``'s separators, every digit kept."""
+    if isinstance(number, float):
+        raise FloatNotAllowedError()
+    if isinstance(number, bool) or not isinstance(number, Decimal | int):
+        raise ArgumentTypeError("format_number formats a Decimal or an int")
+    if isinstance(number, Decimal) and not number.is_finite():
+        raise ValidationError("a number to show is finite")
+    with decimal.localcontext() as ctx:
+        ctx.prec = 200
+        return babel.numbers.format_decimal(
+            number, locale=parse_locale(locale), decimal_quantization=False
+        )
+
+
+def format_date(day: date, locale: str, fmt: str = DATE_FORMAT) -> str:
+    """A calendar date (a birthday, a document's expiry) in ``locale``; no zone applies."""
+    if isinstance(day, datetime) or not isinstance(day, date):
+        raise ArgumentTypeError("format_date formats a date (format_datetime an instant)")
+    return babel.dates.format_date(day, _format(fmt), locale=parse_locale(locale))
+
+
+def format_datetime(
+    when: datetime, locale: str, zone: tzinfo | str | None = None, fmt: str = DATETIME_FORMAT
+) -> str:
+    """An instant as the wall time in ``zone`` (the client's; UTC when None), in ``locale``."""
+    if not isinstance(when, datetime):
+        raise ArgumentTypeError("format_datetime formats a datetime")
+    aware = ensure_aware(when, "the instant to show")
+    return babel.dates.format_datetime(
+        aware, _format(fmt), tzinfo=time_zone(zone), locale=parse_locale(locale)
+    )
+
+
+def _format(fmt: str) -> str:
+    if fmt not in _FORMATS:
+        raise ValidationError(f"a date format is one of {', '.join(_FORMATS)}")
+    return fmt
