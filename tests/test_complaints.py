@@ -332,10 +332,12 @@ def test_access_is_refused_with_a_typed_error() -> None:
             w.complaints.resolve(actor, c.id, ComplaintOutcome.UPHELD, "done")
     with pytest.raises(AccessDeniedError):
         w.complaints.thread(Actor.client("c-2"), c.id)
-    with pytest.raises(AccessDeniedError):  # the default policy, without the integrator's rows
-        Complaints(
-            w.repository, AccessControl(), w.clock, w.complaints.policy, w.complaints.calendar
-        ).open(Actor.client("c-1"), "c-1", "trading", "x")
+    default = Complaints(  # the SDK's default policy: a client for itself, never an IB
+        w.repository, AccessControl(), w.clock, w.complaints.policy, w.complaints.calendar
+    )
+    assert default.open(Actor.client("c-1"), "c-1", "trading", "x").client_id == "c-1"
+    with pytest.raises(AccessDeniedError):
+        default.open(Actor.ib("ib-1"), "c-1", "trading", "x")
     with pytest.raises(ArgumentTypeError):
         w.complaints.open("client:c-1", "c-1", "trading", "x")  # type: ignore[arg-type]
     with pytest.raises(ArgumentTypeError):

@@ -92,8 +92,13 @@ from fxcrm_core.commissions.payouts import accrue as accrue_payouts
 from fxcrm_core.engagement import (
     ENGAGEMENT_POLICY,
     ENGAGEMENT_UPSTREAM,
+    AnnouncementsService,
     Backoff,
+    BusinessCalendar,
     ClientAudience,
+    ClientExports,
+    ComplaintPolicy,
+    Complaints,
     Courtesy,
     EngagementRule,
     EngagementRules,
@@ -103,6 +108,8 @@ from fxcrm_core.engagement import (
     Outbox,
     OutboxRelay,
     RelayReport,
+    ServiceRecords,
+    Surveys,
 )
 from fxcrm_core.erasure_checks import BrokerErasureChecks
 from fxcrm_core.events import (
@@ -128,6 +135,7 @@ from fxcrm_core.events import (
 )
 from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.fx import BrokerRates, FxBook
+from fxcrm_core.i18n import Catalog
 from fxcrm_core.kernel import (
     AccessDeniedError,
     Clock,
@@ -318,6 +326,13 @@ class BrokerOptions(TypedDict, total=False):
     backoff: Backoff
     client_zones: Mapping[str, str]
     client_languages: Mapping[str, str]
+    # Complaints (docs/complaints.md): the regulator's categories and SLA (acknowledge and
+    # resolve within business days, in the policy's zone) and the business calendar's holidays.
+    complaint_policy: ComplaintPolicy
+    business_calendar: BusinessCalendar
+    # Texts in the client's language (docs/i18n.md): a directory of the host's own catalogs
+    # (<locale>/LC_MESSAGES/fxcrm.po) over the shipped en and zh_CN ones.
+    catalog_dir: Path
 
 
 _ENGAGEMENT = "system:engagement"  # who queues the scheduled messages
@@ -622,6 +637,12 @@ class Broker:
     outbox: Outbox  # messages queued once per (rule, period, client), in the deciding commit
     engagement: EngagementRules  # the rules as data (option engagement_rules)
     relay: OutboxRelay  # hands queued messages to the notifier: consent, quiet hours, caps
+    complaints: Complaints  # complaint tickets under an SLA clock, escalated once per deadline
+    surveys: Surveys  # CSAT and NPS surveys, answered once, scored per month or quarter
+    service_records: ServiceRecords  # notes (encrypted), calls, follow-up tasks on a client
+    exports: ClientExports  # client.export, masked by role, capped, audited
+    announcements: AnnouncementsService  # to an audience, in a window, read receipts
+    catalog: Catalog  # message templates and user-facing texts per locale (en, zh_CN, host's)
 
     def __init__(
         self,
@@ -914,6 +935,32 @@ class Broker:
         self.engagement = EngagementRules(
             self.outbox, rules, self.audience, clock=self.clock, calendar=self.calendar
         )
+        policy = options.get("complaint_policy") or ComplaintPolicy(
+            ("trading", "payments", "account", "other")
+        )
+        calendar = options.get("business_calendar") or BusinessCalendar()
+        if not isinstance(policy, ComplaintPolicy) or not isinstance(calendar, BusinessCalendar):
+            raise ConfigurationError(
+                "complaint_policy is a ComplaintPolicy and business_calendar a BusinessCalendar"
+            )
+        self.complaints = Complaints(
+            self.repository, self.access, self.clock, policy, calendar, ids=self.ids
+        )
+        self.surveys = Surveys(
+            self.repository, self.access, self.clock, zone=policy.zone, ids=self.ids
+        )
+        self.catalog = Catalog(options.get("catalog_dir"))
+        self.service_records = ServiceRecords(
+            self.repository, self.access, self.projections, clock=self.clock, ids=self.ids
+        )
+        self.exports = ClientExports(
+            self.repository, self.access, self.projections, masking=self.masking,
+            audit=self.audit, clock=self.clock, ids=self.ids,
+        )  # fmt: skip
+        self.announcements = AnnouncementsService(
+            self.repository, self.access, self.projections, self.audience, clock=self.clock,
+            ids=self.ids,
+        )  # fmt: skip
         self.relay = OutboxRelay(
             self.repository,
             options.get("notifier") or MemoryNotifier(),
@@ -1548,6 +1595,7 @@ class Broker:
         burnt: list[BonusBurnt] = self.bonus.settle() + self.bonus.check_equity()
         done["bonus_burnt"] = burnt
         done["messages_queued"] = [self.queue_scheduled_messages()]
+        done["complaints_escalated"] = self.complaints.check_deadlines()
         return done
 
     def queue_scheduled_messages(self, *, batch: int = 500) -> int:

@@ -8,6 +8,38 @@ contexts, whose events its rules react to. The RabbitMQ adapter is
 
 from __future__ import annotations
 
+from fxcrm_core.engagement.announcements import (
+    ANNOUNCEMENT_EVENTS,
+    Announcements,
+    AnnouncementsService,
+    AnnouncementText,
+)
+from fxcrm_core.engagement.complaints import (
+    COMPLAINT_EVENTS,
+    COMPLAINT_PERMISSIONS,
+    BusinessCalendar,
+    Complaint,
+    ComplaintAcknowledged,
+    ComplaintAssigned,
+    ComplaintBook,
+    ComplaintEscalated,
+    ComplaintOpened,
+    ComplaintOutcome,
+    ComplaintPolicy,
+    ComplaintReopened,
+    ComplaintResolved,
+    Complaints,
+    ComplaintStatus,
+    SlaStage,
+)
+from fxcrm_core.engagement.exports import (
+    EXPORT_EVENTS,
+    EXPORT_FIELDS,
+    ClientExports,
+    ClientsExported,
+    ExportFilter,
+    ExportTooLargeError,
+)
 from fxcrm_core.engagement.notifier import (
     Channel,
     DeliveryError,
@@ -29,6 +61,14 @@ from fxcrm_core.engagement.outbox import (
     Outbox,
     OutboxMessage,
     message_key,
+)
+from fxcrm_core.engagement.records import (
+    RECORD_EVENTS,
+    CallDirection,
+    CallOutcome,
+    OpenTasks,
+    ServiceRecords,
+    TaskStatus,
 )
 from fxcrm_core.engagement.relay import (
     Backoff,
@@ -62,9 +102,65 @@ from fxcrm_core.engagement.rules import (
     TierUp,
     observed_birthday,
 )
+from fxcrm_core.engagement.surveys import (
+    SURVEY_EVENTS,
+    SURVEY_PERMISSIONS,
+    Survey,
+    SurveyAnswered,
+    SurveyKind,
+    SurveyPeriod,
+    Surveys,
+    SurveyScore,
+    SurveyScores,
+    SurveySent,
+    score_of,
+)
 from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "ServiceRecords",
+    "OpenTasks",
+    "CallDirection",
+    "CallOutcome",
+    "TaskStatus",
+    "RECORD_EVENTS",
+    "ClientExports",
+    "ExportFilter",
+    "ExportTooLargeError",
+    "ClientsExported",
+    "EXPORT_FIELDS",
+    "EXPORT_EVENTS",
+    "AnnouncementsService",
+    "AnnouncementText",
+    "Announcements",
+    "ANNOUNCEMENT_EVENTS",
+    "COMPLAINT_EVENTS",
+    "COMPLAINT_PERMISSIONS",
+    "BusinessCalendar",
+    "Complaint",
+    "ComplaintAcknowledged",
+    "ComplaintAssigned",
+    "ComplaintBook",
+    "ComplaintEscalated",
+    "ComplaintOpened",
+    "ComplaintOutcome",
+    "ComplaintPolicy",
+    "ComplaintReopened",
+    "ComplaintResolved",
+    "ComplaintStatus",
+    "Complaints",
+    "SlaStage",
+    "SURVEY_EVENTS",
+    "SURVEY_PERMISSIONS",
+    "Survey",
+    "SurveyAnswered",
+    "SurveyKind",
+    "SurveyPeriod",
+    "SurveyScore",
+    "SurveyScores",
+    "SurveySent",
+    "Surveys",
+    "score_of",
     "CATCH_UP_DAYS",
     "ENGAGEMENT_POLICY",
     "ENGAGEMENT_UPSTREAM",
@@ -118,3 +214,8 @@ __all__ = [
 def register_events(registry: EventRegistry) -> None:
     """Register the engagement events with a codec's registry."""
     registry.register_all(OUTBOX_EVENTS)
+    registry.register_all(COMPLAINT_EVENTS)
+    registry.register_all(SURVEY_EVENTS)
+    registry.register_all(RECORD_EVENTS)
+    registry.register_all(EXPORT_EVENTS)
+    registry.register_all(ANNOUNCEMENT_EVENTS)
