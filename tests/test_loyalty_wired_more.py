@@ -142,7 +142,7 @@ def test_end_of_day_again_or_from_a_second_broker_pays_nothing_more(month: World
         assert first.run_policies() == 0
         assert first.end_of_day() == {
             "closed": [], "holds_expired": [], "cashback_paid": [], "bonus_burnt": [],
-            "messages_queued": [0],
+            "messages_queued": [0], "complaints_escalated": [],
         }  # fmt: skip
         assert second.end_of_day()["cashback_paid"] == []
         assert m.answers(second, run.members) == seen
