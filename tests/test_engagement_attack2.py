@@ -11,8 +11,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.broker import Broker
@@ -367,3 +370,51 @@ def test_a_call_note_or_a_call_time_of_the_wrong_type_is_typed() -> None:
         }
         with pytest.raises(FxCrmError):
             broker.service_records.log_call(REP1, ana, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_catalog_directory_of_the_wrong_type_is_a_typed_error() -> None:
+    """Catalog(host_dir) and the broker's catalog_dir option go straight to Path(...): an int
+    or bytes raises TypeError (catalog.py Catalog.load_directory, broker.py Catalog(...))."""
+    for bad in (5, b"/tmp"):
+        with pytest.raises(FxCrmError):
+            Catalog(bad)  # type: ignore[arg-type]
+    with pytest.raises(FxCrmError):
+        Broker.in_memory(
+            clock=FixedClock(T0),
+            identity_key=b"k" * 32,
+            keyring=MasterKeyring.generate(),
+            catalog_dir=5,  # type: ignore[arg-type]
+        )
+
+
+_ZONES = ["Europe/London", "America/New_York", "Africa/Cairo", "America/Santiago", "Asia/Tokyo"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    minutes=st.integers(0, 3 * 366 * 24 * 60),
+    n=st.integers(0, 12),
+    zone=st.sampled_from(_ZONES),
+)
+def test_a_deadline_is_the_end_of_the_nth_business_day_in_any_zone(
+    minutes: int, n: int, zone: str
+) -> None:
+    """Law, against a brute-force count: the deadline is after the start, its local day (the
+    instant just before it) is a business day, n business days follow the start's day (or the
+    next business day), and the deadline is that day's end (the day's last instant + 1 us)."""
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+    cal = BusinessCalendar({"GB": [date(2026, 4, 3), date(2026, 12, 25)]}, country="GB")
+    due = cal.add_business_days(start, n, zone)
+    tz = ZoneInfo(zone)
+    last_day = (due - timedelta(microseconds=1)).astimezone(tz).date()
+    assert due > start
+    assert cal.is_business_day(last_day)
+    assert due.astimezone(tz).date() != last_day  # the end of that day, not inside it
+    day = start.astimezone(tz).date()
+    while not cal.is_business_day(day):
+        day += timedelta(days=1)
+    counted = 0
+    while counted < n:
+        day += timedelta(days=1)
+        counted += cal.is_business_day(day)
+    assert last_day == day
