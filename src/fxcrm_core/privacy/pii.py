@@ -32,6 +32,7 @@ from fxcrm_core.events import (
     pii,
 )
 from fxcrm_core.kernel.errors import ConcurrencyError, ValidationError
+from fxcrm_core.kernel.text import checked_text
 from fxcrm_core.privacy.masking import PiiKind, Reveal, mask
 
 __all__ = [
@@ -374,6 +375,8 @@ def require_reason(reason: object, quoting: Iterable[PiiValue] = ()) -> str:
     value revealed is the likeliest to slip in ("caller confirmed ana@example.com")."""
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("a reveal needs a reason")
+    # Kept in clear for ever: no control characters (terminal escapes, NUL), a sane length.
+    reason = checked_text(reason, "reason", 500)
     for value in quoting:
         if not value.erased and _quotes(reason, value):
             raise ValidationError("a reason must not quote the personal data it reveals")
