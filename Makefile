@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ledger.py
 	$(BIN)/python benchmarks/bench_rebates.py
 	$(BIN)/python benchmarks/bench_loyalty.py
+	$(BIN)/python benchmarks/bench_engagement.py
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
