@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from fxcrm_core.access.control import AccessControl, Actor
+from fxcrm_core.clients import Client
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -36,6 +37,7 @@ from fxcrm_core.kernel.errors import (
     ConcurrencyError,
     IllegalTransitionError,
     NotFoundError,
+    SubjectErasedError,
     ValidationError,
 )
 from fxcrm_core.kernel.ids import IdGenerator
@@ -73,6 +75,7 @@ COMPLAINT_PERMISSIONS: Mapping[str, frozenset[str]] = {
 _SYSTEM = "system:complaints"
 _TEXT_LIMIT = 10_000
 _MAX_DAYS = 400
+_MAX_CLOSED = 3661  # days a calendar may stay closed in a row
 #: A text may hold line breaks and tabs; other control and format characters are refused.
 _ALLOWED_CONTROLS = frozenset("\n\r\t")
 
@@ -126,9 +129,11 @@ def _holidays(value: object) -> Mapping[str, frozenset[date]]:
     for country, days in value.items():
         if isinstance(days, str | bytes) or not isinstance(days, Iterable):
             raise ArgumentTypeError("a country's holidays are a collection of dates")
-        dates = frozenset(days)
-        if not all(isinstance(d, date) and not isinstance(d, datetime) for d in dates):
+        items = list(days)
+        # Checked before hashing: an unhashable item (a list) is refused typed here.
+        if not all(isinstance(d, date) and not isinstance(d, datetime) for d in items):
             raise ArgumentTypeError("holidays are dates (not datetimes)")
+        dates = frozenset(items)
         code = _country(country)
         out[code] = out.get(code, frozenset()) | dates
     return out
@@ -137,8 +142,11 @@ def _holidays(value: object) -> Mapping[str, frozenset[date]]:
 def _weekend(value: object) -> frozenset[int]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ArgumentTypeError("the weekend is a collection of weekday numbers")
-    days = frozenset(value)
-    if not all(type(d) is int and 0 <= d <= 6 for d in days) or len(days) > 5:
+    items = list(value)
+    if not all(type(d) is int and 0 <= d <= 6 for d in items):
+        raise ValidationError("the weekend is at most five weekday numbers, 0 (Monday) to 6")
+    days = frozenset(items)
+    if len(days) > 5:
         raise ValidationError("the weekend is at most five weekday numbers, 0 (Monday) to 6")
     return days
 
@@ -147,8 +155,15 @@ def _day_end(day: date, zone: ZoneInfo) -> datetime:
     """The instant ``day`` ends in ``zone`` (its next midnight, in UTC). A midnight skipped by
     a DST jump is the first instant after the gap; a midnight repeated is the later one, so the
     day keeps every hour it has."""
-    after = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-    return max(to_utc(after), to_utc(after.replace(fold=1)))
+    try:
+        after = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+        return max(to_utc(after), to_utc(after.replace(fold=1)))
+    except OverflowError:
+        raise _past_last_day() from None
+
+
+def _past_last_day() -> ValidationError:
+    return ValidationError("the deadline falls outside the days a date can hold (years 1 to 9999)")
 
 
 @attrs.frozen
@@ -181,23 +196,27 @@ class BusinessCalendar:
         (a start on a closed day counts from the next business day)."""
         if type(n) is not int or not 0 <= n <= _MAX_DAYS:
             raise ValidationError(f"a number of business days is 0 to {_MAX_DAYS}")
-        local = to_utc(start, "start").astimezone(_zone(zone)).date()
+        instant = to_utc(start, "start")
+        zone_info = _zone(zone)
         closed = self._closed(country)
 
         def open_(d: date) -> bool:
             return d.weekday() not in self.weekend and d not in closed
 
-        guard = 0
-        while not open_(local):
-            local += timedelta(days=1)
-            guard += 1
-            if guard > 3660:  # a calendar closed for ten years is a host's mistake
-                raise ValidationError("the calendar has no business day within ten years")
-        counted = 0
-        while counted < n:
-            local += timedelta(days=1)
-            if open_(local):
-                counted += 1
+        def next_open(d: date) -> date:
+            """The first business day from ``d`` (``d`` itself when open)."""
+            for _ in range(_MAX_CLOSED):  # a calendar closed for ten years is a host's mistake
+                if open_(d):
+                    return d
+                d += timedelta(days=1)
+            raise ValidationError("the calendar has no business day within ten years")
+
+        try:
+            local = next_open(instant.astimezone(zone_info).date())
+            for _ in range(n):
+                local = next_open(local + timedelta(days=1))
+        except OverflowError:  # past date.max (9999-12-31)
+            raise _past_last_day() from None
         return local
 
     def add_business_days(
@@ -449,6 +468,16 @@ class ComplaintBook:
         return [s for s in self.states.values() if s.overdue(now)]
 
 
+def _live_client(repository: Repository, client_id: str) -> None:
+    """Refuse a client id not registered (NotFoundError) or erased (SubjectErasedError), as
+    the service records do."""
+    client = repository.load(Client, client_id)
+    if client is None or client.stage is None:
+        raise NotFoundError("no such client")
+    if client.name is not None and client.name.erased:
+        raise SubjectErasedError("the client was erased: no new records")
+
+
 def _staff_id(value: object) -> str:
     owner = checked_text(value, "owner id", 100)
     if not owner.startswith("staff:"):
@@ -474,9 +503,12 @@ class Complaints:
         calendar: BusinessCalendar,
         *,
         ids: IdGenerator | None = None,
+        require_client: bool = False,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ArgumentTypeError("complaints need a repository")
+        if not isinstance(require_client, bool):
+            raise ArgumentTypeError("require_client is True or False")
         if not isinstance(access, AccessControl):
             raise ArgumentTypeError("complaints need an AccessControl")
         if not callable(getattr(clock, "now", None)):
@@ -491,6 +523,7 @@ class Complaints:
         self.policy = policy
         self.calendar = calendar
         self.ids = ids or IdGenerator(clock)
+        self.require_client = require_client
         self._projections = ProjectionRunner(repository.store, repository.codec)
         self._book = ComplaintBook()
         self._lock = threading.Lock()
@@ -509,15 +542,21 @@ class Complaints:
         owner_id: str | None = None,
         complaint_id: str | None = None,
     ) -> Complaint:
-        """Record a complaint of ``client_id``; its SLA clock starts now."""
+        """Record a complaint of ``client_id``; its SLA clock starts now. Naming its handler
+        (``owner_id``) at opening needs ``complaint.handle`` too: a client does not route its
+        own complaint. With ``require_client`` the client must be registered and not erased."""
         client = checked_text(client_id, "client id", 100)
         self.access.require(actor, "complaint.open", client_id=client)
+        if owner_id is not None:
+            self.access.require(actor, "complaint.handle", client_id=client)
         kind = checked_text(category, "complaint category", 64)
         if kind not in self.policy.categories:
             raise ValidationError("the complaint category is not one the broker lists")
         body = complaint_text(text, "complaint text")
         owner = None if owner_id is None else _staff_id(owner_id)
         key = self.ids() if complaint_id is None else checked_text(complaint_id, "complaint id")
+        if self.require_client:
+            _live_client(self.repository, client)
         now = to_utc(self.clock.now(), "now")
         event = ComplaintOpened(
             key,
@@ -619,8 +658,14 @@ class Complaints:
         """Record an escalation for every deadline past at ``now`` (default: the clock's now)
         not escalated yet; returns those recorded here. However often it runs, and in however
         many processes at once, each deadline is escalated once: the append names the
-        version it decided on, and a complaint another process escalated first is re-read."""
-        when = to_utc(self.clock.now() if now is None else now, "now")
+        version it decided on, and a complaint another process escalated first is re-read.
+
+        ``now`` after the clock's now is refused (ValidationError, nothing recorded): a
+        deadline is escalated once, so one escalated before it passed would never be again."""
+        clock_now = to_utc(self.clock.now(), "now")
+        when = clock_now if now is None else to_utc(now, "now")
+        if when > clock_now:
+            raise ValidationError("deadlines are checked at the clock's now or before, not later")
         with self._lock:
             self._projections.catch_up(self._book)
             due = self._book.open_due(when)

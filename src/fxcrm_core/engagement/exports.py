@@ -317,11 +317,12 @@ class ClientExports:
     def _fields(fields: object) -> tuple[str, ...]:
         if isinstance(fields, str) or not isinstance(fields, Sequence):
             raise ArgumentTypeError("name the fields as a list")
+        if not all(isinstance(f, str) and f in EXPORT_FIELDS for f in fields):
+            # Checked before hashing: an unhashable item (a list) is refused typed here.
+            raise ValidationError(f"an export's fields are {', '.join(EXPORT_FIELDS)}")
         names = tuple(dict.fromkeys(fields))
         if not names:
             raise ValidationError("name at least one field")
-        if not all(isinstance(f, str) and f in EXPORT_FIELDS for f in names):
-            raise ValidationError(f"an export's fields are {', '.join(EXPORT_FIELDS)}")
         return names
 
     def _cap(self, limit: object) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Self
@@ -322,6 +323,9 @@ def _free_text(value: object, what: str, limit: int) -> str:
         raise ArgumentTypeError(f"the {what} is text")
     flat = value.replace("\n", " ").replace("\t", " ").replace("\r", " ")
     checked_text(flat, what, limit)
+    if any(unicodedata.category(ch) == "Cs" for ch in value):
+        # A lone surrogate cannot be encoded (sealing it would raise UnicodeEncodeError).
+        raise ValidationError(f"the {what} holds a control character")
     return value.strip()
 
 

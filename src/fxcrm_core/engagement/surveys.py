@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from fxcrm_core.access.control import AccessControl, Actor
-from fxcrm_core.engagement.complaints import _zone, complaint_text
+from fxcrm_core.engagement.complaints import _live_client, _zone, complaint_text
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -269,9 +269,12 @@ class Surveys:
         *,
         zone: str = "UTC",
         ids: IdGenerator | None = None,
+        require_client: bool = False,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ArgumentTypeError("surveys need a repository")
+        if not isinstance(require_client, bool):
+            raise ArgumentTypeError("require_client is True or False")
         if not isinstance(access, AccessControl):
             raise ArgumentTypeError("surveys need an AccessControl")
         if not callable(getattr(clock, "now", None)):
@@ -280,6 +283,7 @@ class Surveys:
         self.access = access
         self.clock = clock
         self.ids = ids or IdGenerator(clock)
+        self.require_client = require_client
         self._projections = ProjectionRunner(repository.store, repository.codec)
         self._scores = SurveyScores(zone)
         self._lock = threading.Lock()
@@ -295,13 +299,16 @@ class Surveys:
     ) -> Survey:
         """Record that a survey went to the client. With ``outbox_key`` (the message of an
         engagement rule that carried it) the survey's id is ``msg:<key>`` and sending it again
-        returns the survey already recorded."""
+        returns the survey already recorded. With ``require_client`` the client must be
+        registered and not erased (NotFoundError, SubjectErasedError)."""
         client = checked_text(client_id, "client id", 100)
         self.access.require(actor, "survey.send", client_id=client)
         if not isinstance(kind, SurveyKind):
             raise ArgumentTypeError("kind is a SurveyKind")
         why = checked_text(reason, "survey reason", 64)
         key = None if outbox_key is None else checked_text(outbox_key, "outbox key", 300)
+        if self.require_client:
+            _live_client(self.repository, client)
         survey_id = self.ids() if key is None else _survey_id_for(key)
         now = to_utc(self.clock.now(), "now")
         with UnitOfWork(self.repository, EventMetadata(actor.id)) as uow:
