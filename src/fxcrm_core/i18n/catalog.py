@@ -6,9 +6,10 @@ Simplified Chinese) and a host's own catalogs and overrides."""
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +57,9 @@ SHIPPED_LOCALES = ("en", "zh_CN")
 _PACKAGE_DIR = Path(__file__).parent / "locale"
 _PO_NAME = Path("LC_MESSAGES") / "fxcrm.po"
 _MAX_TEXT = 10_000
+#: Characters no msgid, text or text parameter holds: controls (but a body's line breaks),
+#: format characters (bidi overrides, zero-width joiners) and lone surrogates.
+_REFUSED = frozenset({"Cc", "Cf", "Cs"})
 
 #: Message parameters (the outbox's text pairs) that name a catalog term: shown translated
 #: when the catalog knows ``prefix + value``, else as given.
@@ -152,7 +156,8 @@ class Catalog:
     ``host_dir`` holds the host's catalogs as ``<dir>/<locale>/LC_MESSAGES/fxcrm.po``: new
     languages, new msgids (English first) or other wordings. Every text of a msgid has the
     placeholders of its English text (a ValidationError otherwise), so a template renders with
-    the same parameters in every language.
+    the same parameters in every language; an English text that would change them is refused
+    while a translation has the old ones.
     """
 
     def __init__(
@@ -171,6 +176,9 @@ class Catalog:
             _key(name): read_catalog(_PACKAGE_DIR / name / _PO_NAME, name)
             for name in SHIPPED_LOCALES
         }
+        #: The host's directories in the order first loaded, each with its catalogs by locale
+        #: (a reload replaces the directory's catalogs in place); ``_host`` is derived.
+        self._dirs: list[tuple[str, dict[str, PoCatalog]]] = []
         self._host: dict[str, list[PoCatalog]] = {}
         self._overrides: dict[str, dict[str, str]] = {}
         if host_dir is not None:
@@ -224,54 +232,114 @@ class Catalog:
         key, msgid = _key(locale), _msgid(msgid)
         text = _checked(text, msgid)
         with self._lock:
-            self._check_consistent(key, {msgid: text})
-            self._overrides.setdefault(key, {})[msgid] = text
+            overrides = dict(self._overrides)
+            overrides[key] = {**overrides.get(key, {}), msgid: text}
+            self._check_consistent({msgid}, self._host, overrides)
+            self._overrides = overrides
 
     def load_directory(self, path: Path | str) -> tuple[str, ...]:
-        """Load a host's catalogs (``<path>/<locale>/LC_MESSAGES/fxcrm.po``), English first;
-        returns the locales loaded. Nothing is loaded when one is inconsistent."""
-        root = Path(path)
+        """Load a host's catalogs (``<path>/<locale>/LC_MESSAGES/fxcrm.po``); returns the
+        locales loaded, English first. Loading a directory again replaces what it gave before
+        (a host reloads its files). Nothing is loaded when one is inconsistent."""
+        if isinstance(path, bytes) or not isinstance(path, str | os.PathLike):
+            raise ArgumentTypeError("a host catalog directory is a path or a str")
+        try:
+            root = Path(path)
+            name = os.path.realpath(root)
+            found = self._read_directory(root)
+        except FxCrmError:
+            raise
+        except TypeError:  # an os.PathLike giving bytes
+            raise ArgumentTypeError("a host catalog directory is a path or a str") from None
+        except (OSError, ValueError):  # never the path: it may be a secret's location
+            raise ValidationError("the host catalog directory cannot be read") from None
+        source = _key(SOURCE_LOCALE)
+        found.sort(key=lambda item: item[0] != source)
+        loaded = dict(found)
+        with self._lock:
+            dirs = list(self._dirs)
+            changed = {m for po in loaded.values() for m in po.msgids}
+            for index, (known, before) in enumerate(dirs):
+                if known == name:
+                    changed |= {m for po in before.values() for m in po.msgids}
+                    dirs[index] = (name, loaded)
+                    break
+            else:
+                dirs.append((name, loaded))
+            host: dict[str, list[PoCatalog]] = {}
+            for _, catalogs in dirs:
+                for key, catalog in catalogs.items():
+                    host.setdefault(key, []).append(catalog)
+            self._check_consistent(changed, host, self._overrides)
+            self._dirs, self._host = dirs, host
+        return tuple(key for key, _ in found)
+
+    @staticmethod
+    def _read_directory(root: Path) -> list[tuple[str, PoCatalog]]:
         if not root.is_dir():
             raise ValidationError("the host catalog directory does not exist")
         found: list[tuple[str, PoCatalog]] = []
         for sub in sorted(root.iterdir()):
             po = sub / _PO_NAME
             if sub.is_dir() and po.is_file():
+                key = _key(sub.name)
                 catalog = read_catalog(po, sub.name)
                 for msgid in catalog.msgids:
-                    _checked(catalog.get(msgid) or "", msgid)
-                found.append((_key(sub.name), catalog))
-        source = _key(SOURCE_LOCALE)
-        found.sort(key=lambda item: item[0] != source)  # English first: it may add msgids
-        with self._lock:
-            backup = self._host
-            self._host = {k: list(v) for k, v in backup.items()}
-            try:
-                for key, catalog in found:
-                    texts = {m: catalog.get(m) or "" for m in catalog.msgids}
-                    self._check_consistent(key, texts)
-                    self._host.setdefault(key, []).append(catalog)
-            except FxCrmError:
-                self._host = backup
-                raise
-        return tuple(key for key, _ in found)
+                    _checked(catalog.get(msgid) or "", _msgid(msgid))
+                if any(k == key for k, _ in found):
+                    raise ValidationError(f"two catalogs of the host directory are for {key}")
+                found.append((key, catalog))
+        return found
 
-    def _check_consistent(self, key: str, texts: Mapping[str, str]) -> None:
+    def _layers(
+        self,
+        msgid: str,
+        host: Mapping[str, list[PoCatalog]],
+        overrides: Mapping[str, Mapping[str, str]],
+    ) -> Iterator[tuple[str, str]]:
+        """Every (locale, text) of ``msgid``: overrides, host catalogs and shipped ones."""
+        for key, texts in overrides.items():
+            if msgid in texts:
+                yield key, texts[msgid]
+        for key, catalogs in host.items():
+            for po in catalogs:
+                text = po.get(msgid)
+                if text is not None:
+                    yield key, text
+        for key, po in self._shipped.items():
+            text = po.get(msgid)
+            if text is not None:
+                yield key, text
+
+    def _check_consistent(
+        self,
+        msgids: Iterable[str],
+        host: Mapping[str, list[PoCatalog]],
+        overrides: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        """Check the texts of ``msgids`` as they would be with ``host`` and ``overrides``:
+        every English text has the placeholders of the shipped English one, every other
+        text those of the English text in use."""
         source = _key(SOURCE_LOCALE)
-        for msgid, text in texts.items():
-            mine = placeholders(text, msgid)
-            if key == source:
-                shipped = self._shipped[source].get(msgid)
-                if shipped is not None and placeholders(shipped, msgid) != mine:
-                    raise ValidationError(
-                        f"{msgid}: the placeholders differ from the shipped English text"
-                    )
-                continue
-            english = self._lookup(msgid, SOURCE_LOCALE)
-            if english is None:
-                raise ValidationError(f"{msgid}: give the English text first")
-            if placeholders(english[0], msgid) != mine:
-                raise ValidationError(f"{msgid}: the placeholders differ from the English text")
+        for msgid in sorted(msgids):
+            shipped = self._shipped[source].get(msgid)
+            expected = None if shipped is None else placeholders(shipped, msgid)
+            english = overrides.get(source, {}).get(msgid)
+            for po in reversed(host.get(source, ())):
+                english = english if english is not None else po.get(msgid)
+            english = english if english is not None else shipped
+            in_use = None if english is None else placeholders(english, msgid)
+            for key, text in self._layers(msgid, host, overrides):
+                mine = placeholders(text, msgid)
+                if key == source:
+                    if expected is not None and mine != expected:
+                        raise ValidationError(
+                            f"{msgid}: the placeholders differ from the shipped English text"
+                        )
+                elif in_use is None:
+                    raise ValidationError(f"{msgid}: give the English text first")
+                elif mine != in_use:
+                    raise ValidationError(f"{msgid}: the placeholders differ from the English text")
 
     # -- texts -----------------------------------------------------------------------------
     def text(
@@ -287,8 +355,9 @@ class Catalog:
     def term(self, prefix: str, value: str, locale: str) -> str:
         """A name by kind (``term("tier.", "gold", "zh_CN")``): the catalog's text, or
         ``value`` itself when the catalog has none (a host's own tier)."""
-        found = self._lookup(_msgid(prefix + value), locale)
-        return value if found is None else found[0]
+        msgid = _msgid(prefix + value)
+        found = self._lookup(msgid, locale)
+        return value if found is None else self._fill(found[0], msgid, locale, {}, None)
 
     def render(
         self,
@@ -364,12 +433,13 @@ class Catalog:
 
     def _value(self, name: str, value: object, locale: str, zone: tzinfo | str | None) -> str:
         if isinstance(value, Term):
-            found = self._lookup(_msgid(value.msgid), locale)
+            msgid = _msgid(value.msgid)
+            found = self._lookup(msgid, locale)
             if found is None:
                 raise NotFoundError(f"no text for msgid {value.msgid!r}")
-            return found[0]
+            return self._fill(found[0], msgid, locale, {}, None)  # {{ and }} as one brace
         if isinstance(value, str):
-            if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+            if any(unicodedata.category(ch) in _REFUSED for ch in value):
                 raise ValidationError(f"the parameter {name!r} holds a control character")
             return value
         if isinstance(value, Money):
@@ -388,8 +458,10 @@ class Catalog:
 def _msgid(value: object) -> str:
     if not isinstance(value, str):
         raise ArgumentTypeError("a msgid is text")
-    if not value or len(value) > 200 or any(ch.isspace() or ch in "{}" for ch in value):
-        raise ValidationError("a msgid is 1-200 characters without spaces or braces")
+    if not 1 <= len(value) <= 200 or any(
+        ch.isspace() or ch in "{}" or unicodedata.category(ch) in _REFUSED for ch in value
+    ):
+        raise ValidationError("a msgid is 1-200 characters without spaces, braces or controls")
     return value
 
 
@@ -400,7 +472,7 @@ def _checked(text: object, msgid: str) -> str:
     if not text.strip() or len(text) > _MAX_TEXT:
         raise ValidationError(f"{msgid}: a text is 1-{_MAX_TEXT} characters")
     allowed = "" if msgid.endswith(".subject") else "\n"
-    if any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in allowed for ch in text):
+    if any(unicodedata.category(ch) in _REFUSED and ch not in allowed for ch in text):
         raise ValidationError(f"{msgid}: the text holds a control character")
     placeholders(text, msgid)
     return text

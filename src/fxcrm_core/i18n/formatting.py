@@ -32,6 +32,11 @@ __all__ = [
 DATE_FORMAT = "long"
 DATETIME_FORMAT = "medium"
 _FORMATS = ("short", "medium", "long", "full")
+#: The longest IANA zone name accepted (the longest real one has 32 characters).
+_MAX_ZONE_NAME = 64
+#: A number shown in a message has at most this many digits before, and after, the point.
+_MAX_DIGITS = 100
+_LIMIT = 10**_MAX_DIGITS
 
 
 def parse_locale(name: object) -> babel.Locale:
@@ -60,10 +65,12 @@ def time_zone(zone: tzinfo | str | None) -> tzinfo:
         return zone
     if not isinstance(zone, str):
         raise ArgumentTypeError("a time zone is an IANA name or a tzinfo")
+    if not 1 <= len(zone) <= _MAX_ZONE_NAME:
+        raise ValidationError("unknown time zone")
     try:
         return ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError("unknown time zone") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a long name
+        raise ValidationError("unknown time zone") from None  # never the tzdata path
 
 
 def format_money(money: Money, locale: str) -> str:
@@ -79,15 +86,25 @@ def format_money(money: Money, locale: str) -> str:
 
 
 def format_number(number: Decimal | int, locale: str) -> str:
-    """A Decimal or an int with ``locale``'s separators, every digit kept."""
+    """A Decimal or an int with ``locale``'s separators, every digit kept; a ValidationError
+    for more than 100 digits before or after the point."""
     if isinstance(number, float):
         raise FloatNotAllowedError()
     if isinstance(number, bool) or not isinstance(number, Decimal | int):
         raise ArgumentTypeError("format_number formats a Decimal or an int")
-    if isinstance(number, Decimal) and not number.is_finite():
-        raise ValidationError("a number to show is finite")
+    if isinstance(number, Decimal):
+        if not number.is_finite():
+            raise ValidationError("a number to show is finite")
+        exponent = int(number.as_tuple().exponent)  # an int: the number is finite
+        too_big = number.adjusted() >= _MAX_DIGITS or -exponent > _MAX_DIGITS
+    else:
+        too_big = not -_LIMIT < number < _LIMIT  # compared, never turned into text first
+    if too_big:
+        raise ValidationError(
+            f"a number to show has at most {_MAX_DIGITS} digits before and after the point"
+        )
     with decimal.localcontext() as ctx:
-        ctx.prec = 200
+        ctx.prec = 4 * _MAX_DIGITS
         return babel.numbers.format_decimal(
             number, locale=parse_locale(locale), decimal_quantization=False
         )
