@@ -78,6 +78,11 @@ class World:
             BusinessCalendar(GB_EASTER),
         )
 
+    def check(self, when: datetime) -> list[ComplaintEscalated]:
+        """Move the clock to ``when`` and run the scheduler job (a later ``now`` is refused)."""
+        self.clock.set(when)
+        return self.complaints.check_deadlines()
+
     def escalations(self) -> list[ComplaintEscalated]:
         rows = self.store.read_all()
         decoded = [self.repository.codec.decode(r).event for r in rows]
@@ -240,15 +245,15 @@ def test_open_acknowledge_assign_resolve_reopen() -> None:
 def test_a_resolved_complaint_is_not_escalated_and_reopening_starts_a_new_clock() -> None:
     w = World(utc(2026, 3, 2, 9))  # Monday; ack due Tue end, resolve due Thu end
     c = w.complaints.open(SUPPORT, "c-1", "trading", "slippage")
-    first = w.complaints.check_deadlines(utc(2026, 3, 4, 0))  # Tuesday ended: ack late
+    first = w.check(utc(2026, 3, 4, 0))  # Tuesday ended: ack late
     assert [(e.stage, e.cycle) for e in first] == [(SlaStage.ACKNOWLEDGE, 0)]
     w.complaints.resolve(SUPPORT, c.id, ComplaintOutcome.REJECTED, "No slippage found.")
-    assert w.complaints.check_deadlines(utc(2026, 3, 30)) == []
+    assert w.check(utc(2026, 3, 30)) == []
     w.clock.set(utc(2026, 3, 31, 10))
     w.complaints.reopen(Actor.client("c-1"), c.id)
-    later = w.complaints.check_deadlines(utc(2026, 4, 30))
+    later = w.check(utc(2026, 4, 30))
     assert [(e.stage, e.cycle) for e in later] == [(SlaStage.RESOLVE, 1)]
-    assert w.complaints.check_deadlines(utc(2026, 5, 30)) == []
+    assert w.check(utc(2026, 5, 30)) == []
     assert w.complaints.get(SUPPORT, c.id).escalated == (
         (SlaStage.ACKNOWLEDGE, 0),
         (SlaStage.RESOLVE, 1),
@@ -280,7 +285,7 @@ def test_each_deadline_escalates_once_however_often_checked(
             w.clock.set(when)
             w.complaints.acknowledge(SUPPORT, c.id)
         else:
-            w.complaints.check_deadlines(when)
+            w.check(when)
     late = max(checks)
     seen = [(e.stage, e.due) for e in w.escalations()]
     ack_escalates = any(
@@ -302,10 +307,11 @@ def test_two_services_checking_at_once_escalate_once() -> None:
     ids = [w.complaints.open(SUPPORT, f"c-{i}", "trading", "x").id for i in range(30)]
     results: list[int] = []
     barrier = threading.Barrier(2)
+    w.clock.set(utc(2026, 4, 1))
 
     def run(svc: Complaints) -> None:
         barrier.wait()
-        results.append(len(svc.check_deadlines(utc(2026, 4, 1))))
+        results.append(len(svc.check_deadlines()))
 
     threads = [threading.Thread(target=run, args=(s,)) for s in (w.complaints, other)]
     for t in threads:
@@ -390,10 +396,11 @@ def test_a_second_process_and_a_restart_answer_the_same(tmp_path: Path) -> None:
     assert b.get(SUPPORT, opened[0]) == a.get(SUPPORT, opened[0])
     got: dict[str, int] = {}
     barrier = threading.Barrier(2)
+    clock.set(utc(2026, 4, 20))
 
     def run(name: str, svc: Complaints) -> None:
         barrier.wait()
-        got[name] = len(svc.check_deadlines(utc(2026, 4, 20)))
+        got[name] = len(svc.check_deadlines())
 
     threads = [threading.Thread(target=run, args=p) for p in (("a", a), ("b", b))]
     for t in threads:
@@ -401,9 +408,11 @@ def test_a_second_process_and_a_restart_answer_the_same(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert got["a"] + got["b"] == 12
-    assert a.check_deadlines(utc(2026, 5, 1)) == [] == b.check_deadlines(utc(2026, 5, 1))
+    clock.set(utc(2026, 5, 1))
+    assert a.check_deadlines() == [] == b.check_deadlines()
     restarted = _service(_broker(path, clock, keyring))
-    assert restarted.check_deadlines(utc(2026, 6, 1)) == []
+    clock.set(utc(2026, 6, 1))
+    assert restarted.check_deadlines() == []
     state = restarted.get(COMPLIANCE, opened[3])
     assert isinstance(state, Complaint)
     assert len(state.escalated) == 2
@@ -423,3 +432,6 @@ def test_errors_reaching_a_host_are_fxcrm_errors() -> None:
             w.complaints.open(SUPPORT, "c-1", "trading", bad)  # type: ignore[arg-type]
     with pytest.raises(FxCrmError):
         w.complaints.check_deadlines(datetime(2026, 3, 2))  # noqa: DTZ001
+    with pytest.raises(ValidationError):  # not escalated before it passed on the clock
+        w.complaints.check_deadlines(utc(2026, 4, 1))
+    assert w.escalations() == []

@@ -944,11 +944,13 @@ class Broker:
                 "complaint_policy is a ComplaintPolicy and business_calendar a BusinessCalendar"
             )
         self.complaints = Complaints(
-            self.repository, self.access, self.clock, policy, calendar, ids=self.ids
-        )
+            self.repository, self.access, self.clock, policy, calendar, ids=self.ids,
+            require_client=True,
+        )  # fmt: skip
         self.surveys = Surveys(
-            self.repository, self.access, self.clock, zone=policy.zone, ids=self.ids
-        )
+            self.repository, self.access, self.clock, zone=policy.zone, ids=self.ids,
+            require_client=True,
+        )  # fmt: skip
         self.catalog = Catalog(options.get("catalog_dir"))
         self.service_records = ServiceRecords(
             self.repository, self.access, self.projections, clock=self.clock, ids=self.ids
