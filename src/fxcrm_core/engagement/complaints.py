@@ -16,12 +16,12 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import attrs
 
 from fxcrm_core.access.control import AccessControl, Actor
-from fxcrm_core.clients import Client
+from fxcrm_core.engagement._clients import live_client
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -37,12 +37,11 @@ from fxcrm_core.kernel.errors import (
     ConcurrencyError,
     IllegalTransitionError,
     NotFoundError,
-    SubjectErasedError,
     ValidationError,
 )
 from fxcrm_core.kernel.ids import IdGenerator
 from fxcrm_core.kernel.text import checked_text
-from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.time import to_utc, zone_info
 
 __all__ = [
     "COMPLAINT_EVENTS",
@@ -101,14 +100,7 @@ def complaint_text(value: object, what: str) -> str:
 
 
 def _zone(value: object) -> ZoneInfo:
-    if isinstance(value, ZoneInfo):
-        return value
-    if not isinstance(value, str):
-        raise ArgumentTypeError("a zone is an IANA zone name")
-    try:
-        return ZoneInfo(checked_text(value, "zone", 64))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError("the zone is not a known IANA zone") from None
+    return zone_info(value, "zone")
 
 
 def _maybe_country(value: object) -> str | None:
@@ -468,16 +460,6 @@ class ComplaintBook:
         return [s for s in self.states.values() if s.overdue(now)]
 
 
-def _live_client(repository: Repository, client_id: str) -> None:
-    """Refuse a client id not registered (NotFoundError) or erased (SubjectErasedError), as
-    the service records do."""
-    client = repository.load(Client, client_id)
-    if client is None or client.stage is None:
-        raise NotFoundError("no such client")
-    if client.name is not None and client.name.erased:
-        raise SubjectErasedError("the client was erased: no new records")
-
-
 def _staff_id(value: object) -> str:
     owner = checked_text(value, "owner id", 100)
     if not owner.startswith("staff:"):
@@ -556,7 +538,7 @@ class Complaints:
         owner = None if owner_id is None else _staff_id(owner_id)
         key = self.ids() if complaint_id is None else checked_text(complaint_id, "complaint id")
         if self.require_client:
-            _live_client(self.repository, client)
+            live_client(self.repository, client)
         now = to_utc(self.clock.now(), "now")
         event = ComplaintOpened(
             key,

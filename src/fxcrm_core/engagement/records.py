@@ -29,7 +29,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.access import AccessControl, AccessPolicy, Actor, Role
-from fxcrm_core.clients import Client
+from fxcrm_core.engagement._clients import live_client
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -47,7 +47,6 @@ from fxcrm_core.kernel.errors import (
     ConcurrencyError,
     IllegalTransitionError,
     NotFoundError,
-    SubjectErasedError,
     ValidationError,
 )
 from fxcrm_core.kernel.ids import IdGenerator
@@ -358,11 +357,7 @@ class ServiceRecords:
 
     # -- writing ------------------------------------------------------------------------------
     def _live_client(self, client_id: str) -> None:
-        client = self.repository.load(Client, client_id)
-        if client is None or client.stage is None:
-            raise NotFoundError("no such client")
-        if client.name is not None and client.name.erased:
-            raise SubjectErasedError("the client was erased: no new records")
+        live_client(self.repository, client_id)
 
     def _record(
         self,

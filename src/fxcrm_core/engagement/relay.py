@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -55,7 +55,7 @@ from fxcrm_core.kernel.errors import (
     FxCrmError,
     ValidationError,
 )
-from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.time import to_utc, zone_info
 from fxcrm_core.privacy.erasure import ErasureRecord
 
 __all__ = [
@@ -451,12 +451,7 @@ def _next_wall(at: datetime, day: date, clock_time: time, zone: ZoneInfo) -> dat
 
 
 def _zone(name: object) -> ZoneInfo:
-    if not isinstance(name, str) or not name:
-        raise ValidationError("a time zone is an IANA name")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError("that is not a known time zone") from exc
+    return zone_info(name)
 
 
 # -- the relay -----------------------------------------------------------------------------------

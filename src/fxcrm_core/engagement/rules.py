@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import attrs
 import babel
@@ -36,7 +36,7 @@ from fxcrm_core.events import DomainEvent, RecordedEvent, Repository, StoredEven
 from fxcrm_core.kernel.clock import Clock
 from fxcrm_core.kernel.errors import ArgumentTypeError, FxCrmError, ValidationError
 from fxcrm_core.kernel.text import checked_text
-from fxcrm_core.kernel.time import to_utc
+from fxcrm_core.kernel.time import to_utc, zone_info
 from fxcrm_core.kernel.trading_day import TradingCalendar
 from fxcrm_core.loyalty.churn import ChurnWarningRaised
 from fxcrm_core.loyalty.events import TierChanged
@@ -120,13 +120,7 @@ def _instance(cls: type[Any] | tuple[type[Any], ...], what: str) -> Callable[[An
 
 
 def _zone(value: object) -> ZoneInfo:
-    if isinstance(value, ZoneInfo):
-        return value
-    name = _text(value, "time zone")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValidationError("not a known time zone") from None
+    return zone_info(value)
 
 
 _COUNTRY = re.compile(r"[A-Za-z]{2}")

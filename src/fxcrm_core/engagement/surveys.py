@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from fxcrm_core.access.control import AccessControl, Actor
-from fxcrm_core.engagement.complaints import _live_client, _zone, complaint_text
+from fxcrm_core.engagement._clients import live_client
+from fxcrm_core.engagement.complaints import _zone, complaint_text
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -308,7 +309,7 @@ class Surveys:
         why = checked_text(reason, "survey reason", 64)
         key = None if outbox_key is None else checked_text(outbox_key, "outbox key", 300)
         if self.require_client:
-            _live_client(self.repository, client)
+            live_client(self.repository, client)
         survey_id = self.ids() if key is None else _survey_id_for(key)
         now = to_utc(self.clock.now(), "now")
         with UnitOfWork(self.repository, EventMetadata(actor.id)) as uow:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fxcrm_core.kernel.errors import NaiveDatetimeError, ValidationError
+from fxcrm_core.kernel.errors import ArgumentTypeError, NaiveDatetimeError, ValidationError
 
-__all__ = ["ensure_aware", "from_micros", "to_micros", "to_utc"]
+__all__ = ["ensure_aware", "from_micros", "to_micros", "to_utc", "zone_info"]
 
 
 def ensure_aware(value: datetime, what: str = "datetime") -> datetime:
@@ -55,3 +57,23 @@ def from_micros(micros: int) -> datetime:
         return _EPOCH + timedelta(microseconds=micros)
     except OverflowError:
         raise ValidationError("a time in microseconds is outside the years 1 to 9999") from None
+
+
+def zone_info(value: object, what: str = "time zone") -> ZoneInfo:
+    """``value`` as a :class:`~zoneinfo.ZoneInfo`: one already, or an IANA name (at most 64
+    characters, no control characters); anything else a typed error that never echoes the
+    name or the tz database's path.
+
+    >>> zone_info("Europe/London").key
+    'Europe/London'
+    """
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"a {what} is an IANA zone name")
+    if not 1 <= len(value) <= 64 or any(unicodedata.category(c)[0] == "C" for c in value):
+        raise ValidationError(f"the {what} is not a known IANA zone")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a long path
+        raise ValidationError(f"the {what} is not a known IANA zone") from None
