@@ -23,6 +23,8 @@ from fxcrm_core.engagement import (
     OutboxMessage,
     RulePeriod,
     Scheduled,
+    Survey,
+    SurveyKind,
 )
 from fxcrm_core.kernel import FixedClock
 from fxcrm_core.privacy import MasterKeyring, RetentionPolicy
@@ -205,3 +207,30 @@ def test_an_erased_client_is_never_messaged() -> None:
     assert (report.sent, report.cancelled) == (0, 1)  # the welcome (a service message)
     assert _messages(broker)[f"welcome:once:{cid}"].status is MessageStatus.CANCELLED
     assert not notifier.wire
+
+
+def test_a_survey_template_sends_its_survey_in_the_relays_commit() -> None:
+    clock, notifier = FixedClock(T0), MemoryNotifier()
+    broker = _broker(clock, notifier, survey_templates={"welcome": SurveyKind.CSAT})
+    cid = broker.clients.register(PORTAL, ANA)
+    before = broker.store.last_position()
+    assert broker.send_messages().sent == 1
+    rows = broker.store.read_all(after_position=before)
+    assert [r.event_type for r in rows] == ["MessageSent", "SurveySent"]  # one commit
+    survey = broker.repository.load(Survey, f"msg:welcome:once:{cid}")
+    assert survey is not None
+    assert survey.kind is SurveyKind.CSAT
+
+
+def test_an_unsubscribe_link_withdraws_the_consent_and_cancels_queued_marketing() -> None:
+    clock, notifier = FixedClock(T0), MemoryNotifier()
+    broker = _broker(clock, notifier)
+    cid = broker.clients.register(PORTAL, ANA)
+    broker.clients.give_consent(REP, cid, Consent.MARKETING)
+    token = broker.unsubscribe_links.token(f"welcome:once:{cid}")
+    assert broker.unsubscribe_links.unsubscribe(token) is True
+    assert broker.unsubscribe_links.unsubscribe(token) is False  # once
+    clock.advance(days=1)
+    broker.send_messages()
+    assert f"news:once:{cid}" not in notifier.delivered
+    assert _messages(broker)[f"news:once:{cid}"].status is MessageStatus.CANCELLED

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 import threading
@@ -109,7 +111,10 @@ from fxcrm_core.engagement import (
     OutboxRelay,
     RelayReport,
     ServiceRecords,
+    SurveyKind,
+    SurveyOnSend,
     Surveys,
+    UnsubscribeLinks,
 )
 from fxcrm_core.erasure_checks import BrokerErasureChecks
 from fxcrm_core.events import (
@@ -141,6 +146,7 @@ from fxcrm_core.kernel import (
     Clock,
     CodecError,
     ConcurrencyError,
+    FxCrmError,
     IdGenerator,
     Money,
     NotFoundError,
@@ -333,6 +339,10 @@ class BrokerOptions(TypedDict, total=False):
     # Texts in the client's language (docs/i18n.md): a directory of the host's own catalogs
     # (<locale>/LC_MESSAGES/fxcrm.po) over the shipped en and zh_CN ones.
     catalog_dir: Path
+    # Unsubscribe links (an HMAC of the message's key: the same secret in every process;
+    # default: derived from identity_key) and the templates whose sending sends a survey.
+    unsubscribe_secret: bytes
+    survey_templates: Mapping[str, SurveyKind]
 
 
 _ENGAGEMENT = "system:engagement"  # who queues the scheduled messages
@@ -643,6 +653,7 @@ class Broker:
     exports: ClientExports  # client.export, masked by role, capped, audited
     announcements: AnnouncementsService  # to an audience, in a window, read receipts
     catalog: Catalog  # message templates and user-facing texts per locale (en, zh_CN, host's)
+    unsubscribe_links: UnsubscribeLinks  # a token per message; a click withdraws the consent
 
     def __init__(
         self,
@@ -963,6 +974,18 @@ class Broker:
             self.repository, self.access, self.projections, self.audience, clock=self.clock,
             ids=self.ids,
         )  # fmt: skip
+        identity = options.get("identity_key") or b""
+        secret = (
+            options.get("unsubscribe_secret")
+            or hmac.new(identity, b"fxcrm unsubscribe links", hashlib.sha256).digest()
+        )
+        try:
+            self.unsubscribe_links = UnsubscribeLinks(
+                self.repository, self.access, clock=self.clock, secret=secret
+            )
+            survey_on_send = SurveyOnSend(self.surveys, options.get("survey_templates") or {})
+        except FxCrmError as refused:
+            raise ConfigurationError(str(refused)) from None
         self.relay = OutboxRelay(
             self.repository,
             options.get("notifier") or MemoryNotifier(),
@@ -971,6 +994,7 @@ class Broker:
             courtesy=options.get("courtesy"),
             zone_of=self._zone_of,
             projections=self.projections,
+            on_sent=survey_on_send.on_sent,  # a survey the message carried: the same commit
         )
 
     def _engagement_policy(self, recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:

@@ -102,6 +102,7 @@ from fxcrm_core.engagement.rules import (
     TierUp,
     observed_birthday,
 )
+from fxcrm_core.engagement.survey_rules import SURVEY_RULES_POLICY, SurveyOnSend
 from fxcrm_core.engagement.surveys import (
     SURVEY_EVENTS,
     SURVEY_PERMISSIONS,
@@ -115,9 +116,23 @@ from fxcrm_core.engagement.surveys import (
     SurveySent,
     score_of,
 )
+from fxcrm_core.engagement.unsubscribe import (
+    UNSUBSCRIBE_EVENTS,
+    Unsubscribe,
+    UnsubscribeLinkError,
+    UnsubscribeLinks,
+    UnsubscribeRecorded,
+)
 from fxcrm_core.events import EventRegistry
 
 __all__ = [
+    "SURVEY_RULES_POLICY",
+    "UNSUBSCRIBE_EVENTS",
+    "SurveyOnSend",
+    "Unsubscribe",
+    "UnsubscribeLinkError",
+    "UnsubscribeLinks",
+    "UnsubscribeRecorded",
     "ServiceRecords",
     "OpenTasks",
     "CallDirection",
@@ -219,3 +234,4 @@ def register_events(registry: EventRegistry) -> None:
     registry.register_all(RECORD_EVENTS)
     registry.register_all(EXPORT_EVENTS)
     registry.register_all(ANNOUNCEMENT_EVENTS)
+    registry.register_all(UNSUBSCRIBE_EVENTS)

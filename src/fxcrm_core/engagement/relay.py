@@ -546,6 +546,7 @@ class OutboxRelay:
         zone_of: Callable[[str], str | None] | None = None,
         projections: ProjectionRunner | None = None,
         reachable: Callable[[str], bool] | None = None,
+        on_sent: Callable[[MessageSent, UnitOfWork], None] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise ArgumentTypeError("the outbox relay needs a repository")
@@ -569,6 +570,8 @@ class OutboxRelay:
         # Whether the client may be messaged at all (default: not erased): a message of any
         # kind to an erased client is cancelled, never sent.
         self.reachable = reachable or self._not_erased
+        # What else a message sent records, in the same commit (a survey the message carried).
+        self.on_sent = on_sent
         self.zone_of = zone_of
         self.projections = projections or ProjectionRunner(repository.store, repository.codec)
         self.due_messages = DueMessages()
@@ -660,6 +663,8 @@ class OutboxRelay:
         try:
             with UnitOfWork(repository, _metadata("outbox relay")) as uow:
                 uow.record(state, event)
+                if isinstance(event, MessageSent) and self.on_sent is not None:
+                    self.on_sent(event, uow)
                 uow.commit()
         except ConcurrencyError:
             repository.forget(state.stream_id)

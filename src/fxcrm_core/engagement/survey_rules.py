@@ -44,7 +44,13 @@ class SurveyOnSend:
         """Record the survey the sent message carried into ``uow``; nothing for other
         templates, and nothing when that message's survey is recorded already (a replay)."""
         event = recorded.event
-        if not isinstance(event, MessageSent) or not self.templates:
+        if isinstance(event, MessageSent):
+            self.on_sent(event, uow)
+
+    def on_sent(self, event: MessageSent, uow: UnitOfWork) -> None:
+        """The same, from the relay's own unit of work: the survey is recorded in the commit
+        that records the message sent (the broker's wiring)."""
+        if not self.templates:
             return
         message = uow.load(OutboxMessage, event.key)
         queued = None if message is None else message.queued
