@@ -54,6 +54,7 @@ __all__ = [
     "Condition",
     "EngagementRule",
     "EngagementRules",
+    "HolidayData",
     "LeapDay",
     "OnEvent",
     "RulePeriod",
@@ -331,6 +332,7 @@ class ScheduleKind(enum.Enum):
     BIRTHDAY = "birthday"  # on the client's birthday, in the client's local date
     DOCUMENT_EXPIRING = "document_expiring"  # ``days`` before a KYC document expires (service)
     DAYS_AFTER = "days_after"  # ``days`` after the client's ``event_type`` milestone
+    HOLIDAY = "holiday"  # on a named holiday of the client's country (the host's data)
 
 
 @attrs.frozen
@@ -345,7 +347,12 @@ class Scheduled:
     local day (checked on each of those days, so a missed run catches up; the period is taken
     from the expiry date, so one message per expiry). DAYS_AFTER: the local day is ``days``
     days after the local date of the client's ``event_type`` milestone, or one of the
-    :data:`CATCH_UP_DAYS` days after that (the period taken from that target day).
+    :data:`CATCH_UP_DAYS` days after that (the period taken from that target day). HOLIDAY:
+    the local day is a date of the ``holiday_name`` (a name such as ``new-year``; None: any holiday)
+    in the host's holiday data for the client's country (``EngagementRules(holidays=...)``), or
+    one of the :data:`CATCH_UP_DAYS` days after it; the period is taken from the holiday's date
+    (``YEAR``: one message per year, key ``<rule>:<holiday's year>:<client>``), and the message
+    carries the parameters ``holiday`` (its name) and ``holiday_date`` (ISO date).
 
     A catch-up also means a rule added, or a birth date recorded, up to three days after the
     day still sends (late)."""
@@ -356,6 +363,7 @@ class Scheduled:
     leap_day: LeapDay = attrs.field(
         default=LeapDay.FEB_28, validator=_instance(LeapDay, "leap-day setting")
     )
+    holiday_name: str | None = attrs.field(default=None)
 
     @days.validator
     def _days(self, _: Any, value: object) -> None:
@@ -368,6 +376,14 @@ class Scheduled:
         elif value is not None:
             raise ValidationError("only a days-after trigger names a milestone")
 
+    @holiday_name.validator
+    def _holiday(self, _: Any, value: object) -> None:
+        if value is None:
+            return
+        if self.kind is not ScheduleKind.HOLIDAY:
+            raise ValidationError("only a holiday trigger names a holiday")
+        _holiday_name(value)
+
     @classmethod
     def birthday(cls, leap_day: LeapDay = LeapDay.FEB_28) -> Scheduled:
         return cls(ScheduleKind.BIRTHDAY, leap_day=leap_day)
@@ -379,6 +395,115 @@ class Scheduled:
     @classmethod
     def days_after(cls, event_type: str, days: int) -> Scheduled:
         return cls(ScheduleKind.DAYS_AFTER, days, event_type)
+
+    @classmethod
+    def holiday(cls, name: str) -> Scheduled:
+        """On the holiday ``name`` (``new-year``, ``chinese-new-year``, ``eid-al-fitr``) of the
+        client's country."""
+        if name is None:
+            raise ArgumentTypeError("a holiday's name is text")
+        return cls(ScheduleKind.HOLIDAY, holiday_name=name)
+
+    @classmethod
+    def holidays(cls) -> Scheduled:
+        """On any holiday of the client's country in the host's data (one message per day
+        with a ``DAY`` period; the names on one date give one message, the first name)."""
+        return cls(ScheduleKind.HOLIDAY)
+
+
+# -- holidays per country (host data) ------------------------------------------------------------
+_HOLIDAY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_MAX_HOLIDAY_DATES = 1000  # dates of one holiday in one country (a millennium of yearly dates)
+_MAX_COUNTRY_DATES = 20_000  # dates of all holidays of one country
+
+
+def _holiday_name(value: object) -> str:
+    name = _text(value, "holiday name")
+    if not _HOLIDAY.fullmatch(name):
+        raise ValidationError(
+            "a holiday name is lower-case letters and digits in words joined by '-'"
+        )
+    return name
+
+
+def _holiday_dates(value: object) -> frozenset[date]:
+    if isinstance(value, str | bytes) or not isinstance(value, frozenset | set | list | tuple):
+        raise ArgumentTypeError("a holiday's dates are a set, list or tuple of dates")
+    if len(value) > _MAX_HOLIDAY_DATES:
+        raise ValidationError(f"a holiday has at most {_MAX_HOLIDAY_DATES} dates in a country")
+    # Checked before hashing: an unhashable item (a list) is refused typed here.
+    if not all(isinstance(d, date) and not isinstance(d, datetime) for d in value):
+        raise ArgumentTypeError("a holiday's dates are dates (not datetimes)")
+    return frozenset(value)
+
+
+@attrs.frozen
+class HolidayData:
+    """The host's holidays per country, validated: ``by_country`` maps a two-letter country
+    code (upper-cased) to {holiday name -> dates}. Built from a mapping such as
+    ``{"DE": {"new-year": [date(2027, 1, 1)]}, "JP": {...}}``; a wrong type is an
+    :class:`~fxcrm_core.kernel.errors.ArgumentTypeError`, a wrong value a ValidationError.
+
+    >>> data = HolidayData.of({"de": {"new-year": [date(2027, 1, 1)]}})
+    >>> data.on("DE", date(2027, 1, 1))
+    ('new-year',)
+    """
+
+    by_country: Mapping[str, Mapping[str, frozenset[date]]]
+    _by_date: Mapping[str, Mapping[date, tuple[str, ...]]] = attrs.field(repr=False)
+
+    @classmethod
+    def of(cls, value: object) -> HolidayData:
+        if isinstance(value, HolidayData):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ArgumentTypeError("holidays map a country code to {holiday name: dates}")
+        if len(value) > _MAX_ITEMS:
+            raise ValidationError(f"holidays for at most {_MAX_ITEMS} countries")
+        countries: dict[str, dict[str, frozenset[date]]] = {}
+        by_date: dict[str, dict[date, tuple[str, ...]]] = {}
+        for key, names in value.items():
+            country = _text(key, "country code", 2)
+            if not _COUNTRY.fullmatch(country):
+                raise ValidationError("a country code is two letters (ISO 3166-1 alpha-2)")
+            country = country.upper()
+            if country in countries:
+                raise ValidationError("a country is named twice in the holidays")
+            if not isinstance(names, Mapping):
+                raise ArgumentTypeError("a country's holidays map a holiday name to its dates")
+            if len(names) > _MAX_ITEMS:
+                raise ValidationError(f"at most {_MAX_ITEMS} holidays in a country")
+            held: dict[str, frozenset[date]] = {}
+            total = 0
+            for raw_name, dates in names.items():
+                name = _holiday_name(raw_name)
+                if name in held:
+                    raise ValidationError("a holiday is named twice in a country")
+                held[name] = _holiday_dates(dates)
+                total += len(held[name])
+                if total > _MAX_COUNTRY_DATES:
+                    raise ValidationError(
+                        f"at most {_MAX_COUNTRY_DATES} holiday dates in a country"
+                    )
+            countries[country] = held
+            days: dict[date, list[str]] = {}
+            for name in sorted(held):
+                for day in held[name]:
+                    days.setdefault(day, []).append(name)
+            by_date[country] = {d: tuple(n) for d, n in days.items()}
+        return cls(countries, by_date)
+
+    def names(self) -> frozenset[str]:
+        """Every holiday name some country holds."""
+        return frozenset(n for held in self.by_country.values() for n in held)
+
+    def on(self, country: str | None, day: date) -> tuple[str, ...]:
+        """The names of ``country``'s holidays on ``day`` (sorted; empty when none)."""
+        if country is None:
+            return ()
+        return self._by_date.get(country.upper(), {}).get(day, ())
 
 
 def _countries(value: object) -> frozenset[str]:
@@ -679,6 +804,7 @@ class EngagementRules:
         *,
         clock: Clock,
         calendar: TradingCalendar | None = None,
+        holidays: HolidayData | Mapping[str, Mapping[str, Iterable[date]]] | None = None,
     ) -> None:
         if not isinstance(outbox, Outbox):
             raise ArgumentTypeError("an Outbox is required")
@@ -695,6 +821,18 @@ class EngagementRules:
         self.audience = audience
         self.clock = clock
         self.calendar = calendar or TradingCalendar()
+        self.holidays = HolidayData.of(holidays)
+        known = self.holidays.names()
+        for rule in listed:
+            trigger = rule.trigger
+            if (
+                isinstance(trigger, Scheduled)
+                and trigger.holiday_name is not None
+                and trigger.holiday_name not in known
+            ):
+                raise ValidationError(
+                    "a holiday rule names a holiday no country holds in the holiday data"
+                )
         self._by_type: dict[str, list[EngagementRule]] = {}
         for rule in listed:
             if isinstance(rule.trigger, OnEvent):
@@ -810,7 +948,7 @@ class EngagementRules:
                 continue
             trigger = rule.trigger
             assert isinstance(trigger, Scheduled)
-            for label_day, extra in _fires(trigger, day, profile):
+            for label_day, extra in _fires(trigger, day, profile, self.holidays):
                 due = _local(label_day if trigger.kind is not ScheduleKind.DOCUMENT_EXPIRING
                              else day, rule.send_at, profile.time_zone)  # fmt: skip
                 queued += self._queue(
@@ -877,10 +1015,12 @@ def _local(day: date, at: time, zone: ZoneInfo) -> datetime:
 
 
 def _fires(
-    trigger: Scheduled, day: date, profile: Profile
+    trigger: Scheduled, day: date, profile: Profile, holidays: HolidayData | None = None
 ) -> list[tuple[date, tuple[tuple[str, str], ...]]]:
     """(the day the period is taken from, extra parameters) for each message the trigger
     gives on the client's local ``day``."""
+    if trigger.kind is ScheduleKind.HOLIDAY:
+        return _holiday_fires(trigger, day, profile, holidays)
     if trigger.kind is ScheduleKind.BIRTHDAY:
         born = profile.birth_date
         if born is None or born > day:
@@ -909,3 +1049,24 @@ def _fires(
     except OverflowError:
         return []
     return [(target, ())] if 0 <= (day - target).days <= CATCH_UP_DAYS else []
+
+
+def _holiday_fires(
+    trigger: Scheduled, day: date, profile: Profile, holidays: HolidayData | None
+) -> list[tuple[date, tuple[tuple[str, str], ...]]]:
+    """The holiday dates of the client's country from ``day`` back :data:`CATCH_UP_DAYS`
+    days, oldest first (one per date: the trigger's holiday, or the first name on it)."""
+    if holidays is None or profile.country is None:
+        return []
+    out: list[tuple[date, tuple[tuple[str, str], ...]]] = []
+    for back in range(CATCH_UP_DAYS, -1, -1):
+        try:
+            held = day - timedelta(days=back)
+        except OverflowError:
+            continue
+        names = holidays.on(profile.country, held)
+        if trigger.holiday_name is not None:
+            names = tuple(n for n in names if n == trigger.holiday_name)
+        if names:
+            out.append((held, (("holiday", names[0]), ("holiday_date", held.isoformat()))))
+    return out
