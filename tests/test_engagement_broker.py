@@ -234,3 +234,20 @@ def test_an_unsubscribe_link_withdraws_the_consent_and_cancels_queued_marketing(
     broker.send_messages()
     assert f"news:once:{cid}" not in notifier.delivered
     assert _messages(broker)[f"news:once:{cid}"].status is MessageStatus.CANCELLED
+
+
+def test_holiday_rules_run_from_the_broker_option_and_bad_data_is_refused() -> None:
+    new_year = EngagementRule(
+        rule_id="new-year", trigger=Scheduled.holiday("new-year"), template="news",
+        channel=Channel.EMAIL, kind=MessageKind.SERVICE, period=RulePeriod.YEAR,
+    )  # fmt: skip
+    clock = FixedClock(datetime(2027, 1, 1, 12, tzinfo=UTC))
+    broker = _broker(
+        clock, MemoryNotifier(), engagement_rules=(new_year,),
+        holidays={"GB": {"new-year": [date(2027, 1, 1)]}},
+    )  # fmt: skip
+    cid = broker.clients.register(PORTAL, ANA)
+    assert broker.queue_scheduled_messages() == 1
+    assert f"new-year:2027:{cid}" in _messages(broker)
+    with pytest.raises(ConfigurationError):  # a holiday no country holds
+        _broker(clock, MemoryNotifier(), engagement_rules=(new_year,), holidays={})

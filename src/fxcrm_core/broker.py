@@ -104,6 +104,7 @@ from fxcrm_core.engagement import (
     Courtesy,
     EngagementRule,
     EngagementRules,
+    HolidayData,
     MemoryNotifier,
     Notifier,
     OnEvent,
@@ -342,6 +343,9 @@ class BrokerOptions(TypedDict, total=False):
     # Unsubscribe links (an HMAC of the message's key: the same secret in every process;
     # default: derived from identity_key) and the templates whose sending sends a survey.
     unsubscribe_secret: bytes
+    # Named holidays per country ({"DE": {"new-year": [date(2027, 1, 1)]}}) for the rules'
+    # Scheduled.holiday triggers.
+    holidays: Mapping[str, Mapping[str, Collection[date]]] | HolidayData
     survey_templates: Mapping[str, SurveyKind]
 
 
@@ -943,9 +947,13 @@ class Broker:
         )
         self.outbox = Outbox()
         self._client_ids = _ClientIds()
-        self.engagement = EngagementRules(
-            self.outbox, rules, self.audience, clock=self.clock, calendar=self.calendar
-        )
+        try:
+            self.engagement = EngagementRules(
+                self.outbox, rules, self.audience, clock=self.clock, calendar=self.calendar,
+                holidays=options.get("holidays"),
+            )  # fmt: skip
+        except FxCrmError as refused:  # bad holiday data, a rule naming a holiday none has
+            raise ConfigurationError(str(refused)) from None
         policy = options.get("complaint_policy") or ComplaintPolicy(
             ("trading", "payments", "account", "other")
         )
