@@ -44,11 +44,13 @@ from fxcrm_core.commissions import (
 )
 from fxcrm_core.engagement import (
     Channel,
+    ComplaintOutcome,
     EngagementRule,
     MessageKind,
     OnEvent,
     OutboxMessage,
     RulePeriod,
+    SurveyKind,
 )
 from fxcrm_core.events import iter_all
 from fxcrm_core.fx import Direction, Pricing
@@ -624,6 +626,31 @@ def _outbox(broker: Broker, client_id: str) -> list[OutboxMessage]:
     ]
 
 
+def service_desk(broker: Broker, email: str) -> dict[str, Any]:
+    """The client complains about a slow withdrawal; support acknowledges and resolves it under
+    the SLA clock; a CSAT survey answered; a sales note; compliance exports the client's record
+    (masked, audited); the welcome as the client's Chinese-language portal renders it."""
+    client_id = _client(broker, email)
+    me, desk = Actor.client(client_id), Actor.staff("desk-1", Role.SUPPORT)
+    complaint = broker.complaints.open(me, client_id, "payments", "My withdrawal took two days")
+    broker.complaints.acknowledge(desk, complaint.id)
+    resolved = broker.complaints.resolve(
+        desk, complaint.id, ComplaintOutcome.UPHELD, "The fee is refunded; sorry for the wait."
+    )
+    survey = broker.surveys.send(desk, client_id, SurveyKind.CSAT, "complaint")
+    broker.surveys.answer(me, survey.id, 5)
+    broker.service_records.add_note(REP, client_id, "Prefers e-mail; call after 15:00.")
+    export = broker.exports.export(DPO, [client_id], ["id", "name", "email"], "regulator request")
+    welcome = broker.catalog.render("welcome", "zh_CN")
+    return {
+        "complaint": resolved.status.value,
+        "resolve_by": str(resolved.resolve_by),
+        "csat_answered": 5,
+        "export": dict(export.rows[0]),
+        "welcome (zh_CN)": welcome.subject,
+    }
+
+
 def send_messages(broker: Broker) -> dict[str, int]:
     """The host's relay job: hand what the rules queued to the notifier (consent checked when
     each is sent; quiet hours in the client's zone)."""
@@ -674,6 +701,11 @@ DAY: tuple[DayStep, ...] = (
         (ANA_EMAIL, "selfie", "source_of_funds"),
     ),
     DayStep("withdraw 1000.00 USD", withdraw, (ANA_EMAIL, "1000")),
+    DayStep(
+        "service desk: a complaint resolved, a survey, a note, an export, a text in Chinese",
+        service_desk,
+        (ANA_EMAIL,),
+    ),
     DayStep(
         "back office: a CNY rate and deposit, a wire, a transfer, account services",
         back_office,
