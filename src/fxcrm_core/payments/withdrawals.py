@@ -16,7 +16,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import attrs
 
@@ -35,6 +35,7 @@ from fxcrm_core.fx import BrokerRates, Direction, FxBook, FxSettlement
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import (
     AccessDeniedError,
+    FxCrmError,
     IllegalTransitionError,
     NotFoundError,
     ValidationError,
@@ -508,9 +509,15 @@ class Withdrawals:
     def _usable(self, client_id: str, instrument_id: str) -> PayoutInstrument:
         instrument = self.repository.get(PayoutInstrument, instrument_id)
         if instrument.client_id != client_id:
-            raise AccessDeniedError("withdrawals go only to the client's own instruments")
+            raise _refusal(
+                AccessDeniedError("withdrawals go only to the client's own instruments"),
+                "refusal.withdrawal.own_instrument",
+            )
         if not instrument.usable:
-            raise IllegalTransitionError("the payout instrument is not verified")
+            raise _refusal(
+                IllegalTransitionError("the payout instrument is not verified"),
+                "refusal.withdrawal.instrument_not_verified",
+            )
         return instrument
 
     # -- withdrawals -----------------------------------------------------------------------
@@ -565,7 +572,10 @@ class Withdrawals:
         day = self.repository.load(PaymentDay, day_id) or PaymentDay.blank(day_id)
         cap = self.daily.get(amount.currency.code)
         if cap is not None and (day.total or Money.zero(amount.currency)) + amount > cap:
-            raise LimitExceededError(f"withdrawals are limited to {cap} a day")
+            raise _refusal(
+                LimitExceededError(f"withdrawals are limited to {cap} a day"),
+                "refusal.withdrawal.daily_limit",
+            )
         wallet = self.money.wallet(requested.client_id, amount.currency)
         clearing = self.money.broker("psp_clearing", amount.currency)
         holds = [TransferRequest(f"wd:{withdrawal_id}", wallet, clearing, amount, pending=True)]
@@ -624,13 +634,19 @@ class Withdrawals:
     def _check(self, params: Mapping[str, str]) -> None:
         w = self.get(params["withdrawal_id"])
         if w.status is not WithdrawalStatus.REQUESTED:
-            raise IllegalTransitionError("the withdrawal is no longer waiting for approval")
+            raise _refusal(
+                IllegalTransitionError("the withdrawal is no longer waiting for approval"),
+                "refusal.withdrawal.not_pending",
+            )
         # The client's level as of now, every process's decisions included: a document revoked
         # since the request stops the money here.
         self.kyc.require(w.client_id, Right.WITHDRAW)
         instrument = self._usable(w.client_id, w.instrument_id)
         if instrument.version != w.instrument_version:
-            raise IllegalTransitionError("the payout instrument changed: approval restarts")
+            raise _refusal(
+                IllegalTransitionError("the payout instrument changed: approval restarts"),
+                "refusal.withdrawal.instrument_changed",
+            )
         if w.payout_currency is not None:
             assert w.amount is not None
             self._settle(w.amount, w.payout_currency)  # no rate now: no approval now
@@ -652,7 +668,10 @@ class Withdrawals:
         w = self.get(withdrawal_id)
         self.access.require(actor, "withdrawal.request", client_id=w.client_id)
         if w.status not in (WithdrawalStatus.REQUESTED, WithdrawalStatus.APPROVED):
-            raise IllegalTransitionError("the withdrawal can no longer change")
+            raise _refusal(
+                IllegalTransitionError("the withdrawal can no longer change"),
+                "refusal.withdrawal.final",
+            )
         instrument = self._usable(w.client_id, instrument_id)
         if w.approval_id is not None and w.status is WithdrawalStatus.REQUESTED:
             self.approvals.cancel(actor, w.approval_id)
@@ -729,6 +748,16 @@ class Withdrawals:
             f"wd:{withdrawal_id}", actor=actor.id, also=[(w, WithdrawalClosed(status, reason))]
         )
         return self.get(withdrawal_id)
+
+
+_E = TypeVar("_E", bound=FxCrmError)
+
+
+def _refusal(error: _E, code: str) -> _E:
+    """``error`` with the catalog msgid a client portal shows for it (``Catalog.error_text``
+    reads ``code`` first; the English message stays for logs)."""
+    setattr(error, "code", code)  # noqa: B010 - FxCrmError declares no code attribute
+    return error
 
 
 def _quoted(settled: FxSettlement, at: datetime) -> WithdrawalPayoutQuoted:
