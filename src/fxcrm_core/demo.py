@@ -618,11 +618,13 @@ def marketing_consent(broker: Broker, email: str) -> list[str]:
     return [m.queued.rule_id for m in _outbox(broker, client_id) if m.queued is not None]
 
 
-def _outbox(broker: Broker, client_id: str) -> list[OutboxMessage]:
+def _outbox(broker: Broker, client_id: str | None = None) -> list[OutboxMessage]:
+    """The outbox's messages (of one client), as they stand, in the order they were queued."""
     return [
         broker.repository.get(OutboxMessage, row.stream_id.removeprefix("outbox-"))
         for row in broker.store.read_all(after_position=0, limit=1_000_000)
-        if row.event_type == "MessageQueued" and row.stream_id.endswith(f":{client_id}")
+        if row.event_type == "MessageQueued"
+        and (client_id is None or row.stream_id.endswith(f":{client_id}"))
     ]
 
 
@@ -793,12 +795,9 @@ def _loyalty_figures(broker: Broker, ana: str) -> dict[str, Any]:
 def _message_figures(broker: Broker) -> dict[str, str]:
     """Each outbox message's status, by key template (rule:period), from the log."""
     out: dict[str, str] = {}
-    for row in broker.store.read_all(after_position=0, limit=1_000_000):
-        if row.stream_id.startswith("outbox-") and row.event_type == "MessageQueued":
-            key = row.stream_id.removeprefix("outbox-")
-            message = broker.repository.get(OutboxMessage, key)
-            rule, period, _ = key.split(":", 2)
-            out[f"{rule}:{period}"] = message.status.value
+    for message in _outbox(broker):
+        rule, period, _ = message.id.split(":", 2)
+        out[f"{rule}:{period}"] = message.status.value
     return dict(sorted(out.items()))
 
 

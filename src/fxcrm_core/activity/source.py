@@ -71,7 +71,6 @@ class ClientActivitySource:
             raise ArgumentTypeError("the activity source reads a ClientActivity")
         self.activity = activity
         self.calendar = activity.calendar
-        self._spans: dict[tuple[datetime, datetime], tuple[int, datetime] | None] = {}
         self._measures: dict[tuple[type, str], Measure] = {}
         self._asked: dict[tuple[datetime, int, datetime, int], tuple[int, datetime] | None] = {}
 
@@ -131,11 +130,8 @@ class ClientActivitySource:
         return self.activity._batch()
 
     def _span(self, first_at: datetime, end_at: datetime) -> tuple[int, datetime] | None:
-        """The trading days of ``[start, end)`` and an instant inside the last of them (kept:
-        re-evaluating every client asks the same few spans again and again)."""
-        key = (first_at, end_at)
-        if key in self._spans:
-            return self._spans[key]
+        """The trading days of ``[start, end)`` and an instant inside the last of them
+        (:meth:`measure` keeps the answer per span asked)."""
         if end_at - first_at > _LONGEST:
             raise ValidationError("an activity span is at most forty years")
         found: tuple[int, datetime] | None = None
@@ -145,9 +141,6 @@ class ClientActivitySource:
             days = _count(cal, first, last)
             if days >= 1:
                 found = (days, cal.session(last)[1] - _TICK)  # inside the last trading day
-        if len(self._spans) >= 4096:
-            self._spans.clear()
-        self._spans[key] = found
         return found
 
 
