@@ -117,9 +117,11 @@ def format_datetime(
     if not isinstance(when, datetime):
         raise ArgumentTypeError("format_datetime formats a datetime")
     aware = ensure_aware(when, "the instant to show")
-    return babel.dates.format_datetime(
-        aware, _format(fmt), tzinfo=time_zone(zone), locale=parse_locale(locale)
-    )
+    shown_in, pattern, loc = time_zone(zone), _format(fmt), parse_locale(locale)
+    try:
+        return babel.dates.format_datetime(aware, pattern, tzinfo=shown_in, locale=loc)
+    except OverflowError:  # 31 Dec 9999 in UTC+14, 1 Jan 0001 in UTC-12: off the calendar
+        raise ValidationError("the instant falls outside the calendar in that zone") from None
 
 
 def _format(fmt: str) -> str:
