@@ -300,7 +300,8 @@ class Surveys:
     ) -> Survey:
         """Record that a survey went to the client. With ``outbox_key`` (the message of an
         engagement rule that carried it) the survey's id is ``msg:<key>`` and sending it again
-        returns the survey already recorded. With ``require_client`` the client must be
+        returns the survey already recorded; a key naming another client is refused
+        (IllegalTransitionError). With ``require_client`` the client must be
         registered and not erased (NotFoundError, SubjectErasedError)."""
         client = checked_text(client_id, "client id", 100)
         self.access.require(actor, "survey.send", client_id=client)
@@ -308,6 +309,12 @@ class Surveys:
             raise ArgumentTypeError("kind is a SurveyKind")
         why = checked_text(reason, "survey reason", 64)
         key = None if outbox_key is None else checked_text(outbox_key, "outbox key", 300)
+        if key is not None:
+            parts = key.split(":", 2)  # rule:period:client (the client id last, may hold ':')
+            if len(parts) != 3 or not all(parts):
+                raise ValidationError("an outbox key is rule:period:client")
+            if parts[2] != client:  # the survey id is the message's: never another client's
+                raise IllegalTransitionError("that message went to another client")
         if self.require_client:
             live_client(self.repository, client)
         survey_id = self.ids() if key is None else _survey_id_for(key)
