@@ -154,9 +154,11 @@ class UnsubscribeLinks:
     def unsubscribe(self, token: str) -> bool:
         """Record the unsubscribe of the token's message and withdraw its client's marketing
         consent, in one commit as the client; True when recorded, False when that message's
-        unsubscribe was recorded already (a second click). A forged or malformed token:
-        UnsubscribeLinkError; a genuine token of a message never queued or of a client the log
-        does not know: NotFoundError. A closed client's consent is left as it is."""
+        unsubscribe was recorded already (a second click) and the consent is still withdrawn;
+        a link followed again after the consent was given again records and withdraws again.
+        A forged or malformed token: UnsubscribeLinkError; a genuine token of a message never
+        queued or of a client the log does not know: NotFoundError. A closed client's consent
+        is left as it is."""
         key = self.key_of(token)
         message = self.repository.load(OutboxMessage, key)
         if message is None or message.queued is None:
@@ -182,13 +184,18 @@ class UnsubscribeLinks:
         metadata = EventMetadata(actor.id, reason="unsubscribe link")
         with UnitOfWork(self.repository, metadata) as uow:
             known = uow.load(Unsubscribe, key)
-            if known is not None and known.recorded is not None:
-                return False
             client = uow.load(Client, client_id)
             if client is None or client.stage is None:
                 raise NotFoundError("no such client")
-            uow.record(Unsubscribe.blank(key), UnsubscribeRecorded(key, client_id, channel, now))
-            if client.stage is not Stage.CLOSED:
+            is_open = client.stage is not Stage.CLOSED
+            again = known is not None and known.recorded is not None
+            # A second click records nothing, unless the consent was given again since: an old
+            # link followed then still means "no more marketing".
+            if again and not (is_open and client.has_consent(Consent.MARKETING)):
+                return False
+            state = known if known is not None else Unsubscribe.blank(key)
+            uow.record(state, UnsubscribeRecorded(key, client_id, channel, now))
+            if is_open:
                 withdrawn = client.withdraw_consent(Consent.MARKETING, now)
                 if withdrawn:
                     uow.record(client, *withdrawn)
