@@ -206,13 +206,13 @@ def test_holiday_data_built_directly_is_validated_and_consistent() -> None:
     # HolidayData is public and attrs builds it from its fields: unvalidated data, or a
     # by-date index that does not match, would be taken as is (a rule accepted that never
     # fires, or garbage dates).
-    good = HolidayData({"DE": {"new-year": frozenset({date(2027, 1, 1)})}}, {})
+    good = HolidayData({"de": {"new-year": frozenset({date(2027, 1, 1)})}})
     rules = EngagementRules(Outbox(), [], _NoAudience(), clock=FixedClock(T0), holidays=good)
     assert rules.holidays.on("DE", date(2027, 1, 1)) == ("new-year",)
     with pytest.raises(FxCrmError):
         EngagementRules(
             Outbox(), [], _NoAudience(), clock=FixedClock(T0),
-            holidays=HolidayData({"de": {"New Year": [1]}}, {}),  # type: ignore[dict-item]
+            holidays=HolidayData({"de": {"New Year": [1]}}),  # type: ignore[dict-item]
         )  # fmt: skip
 
 

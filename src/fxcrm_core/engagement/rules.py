@@ -437,6 +437,46 @@ def _holiday_dates(value: object) -> frozenset[date]:
     return frozenset(value)
 
 
+def _holiday_data(
+    value: object,
+) -> tuple[dict[str, dict[str, frozenset[date]]], dict[str, dict[date, tuple[str, ...]]]]:
+    """The holidays per country, checked and normalised, and their by-date index."""
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError("holidays map a country code to {holiday name: dates}")
+    if len(value) > _MAX_ITEMS:
+        raise ValidationError(f"holidays for at most {_MAX_ITEMS} countries")
+    countries: dict[str, dict[str, frozenset[date]]] = {}
+    by_date: dict[str, dict[date, tuple[str, ...]]] = {}
+    for key, names in value.items():
+        country = _text(key, "country code", 2)
+        if not _COUNTRY.fullmatch(country):
+            raise ValidationError("a country code is two letters (ISO 3166-1 alpha-2)")
+        country = country.upper()
+        if country in countries:
+            raise ValidationError("a country is named twice in the holidays")
+        if not isinstance(names, Mapping):
+            raise ArgumentTypeError("a country's holidays map a holiday name to its dates")
+        if len(names) > _MAX_ITEMS:
+            raise ValidationError(f"at most {_MAX_ITEMS} holidays in a country")
+        held: dict[str, frozenset[date]] = {}
+        total = 0
+        for raw_name, dates in names.items():
+            name = _holiday_name(raw_name)
+            if name in held:
+                raise ValidationError("a holiday is named twice in a country")
+            held[name] = _holiday_dates(dates)
+            total += len(held[name])
+            if total > _MAX_COUNTRY_DATES:
+                raise ValidationError(f"at most {_MAX_COUNTRY_DATES} holiday dates in a country")
+        countries[country] = held
+        days: dict[date, list[str]] = {}
+        for name in sorted(held):
+            for day in held[name]:
+                days.setdefault(day, []).append(name)
+        by_date[country] = {d: tuple(n) for d, n in days.items()}
+    return countries, by_date
+
+
 @attrs.frozen
 class HolidayData:
     """The host's holidays per country, validated: ``by_country`` maps a two-letter country
@@ -450,50 +490,20 @@ class HolidayData:
     """
 
     by_country: Mapping[str, Mapping[str, frozenset[date]]]
-    _by_date: Mapping[str, Mapping[date, tuple[str, ...]]] = attrs.field(repr=False)
+    _by_date: Mapping[str, Mapping[date, tuple[str, ...]]] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Validated however it is built (``of`` or the class itself): the holidays normalised
+        # and the by-date index derived from them, never taken as given.
+        countries, by_date = _holiday_data(self.by_country)
+        object.__setattr__(self, "by_country", countries)
+        object.__setattr__(self, "_by_date", by_date)
 
     @classmethod
     def of(cls, value: object) -> HolidayData:
         if isinstance(value, HolidayData):
             return value
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ArgumentTypeError("holidays map a country code to {holiday name: dates}")
-        if len(value) > _MAX_ITEMS:
-            raise ValidationError(f"holidays for at most {_MAX_ITEMS} countries")
-        countries: dict[str, dict[str, frozenset[date]]] = {}
-        by_date: dict[str, dict[date, tuple[str, ...]]] = {}
-        for key, names in value.items():
-            country = _text(key, "country code", 2)
-            if not _COUNTRY.fullmatch(country):
-                raise ValidationError("a country code is two letters (ISO 3166-1 alpha-2)")
-            country = country.upper()
-            if country in countries:
-                raise ValidationError("a country is named twice in the holidays")
-            if not isinstance(names, Mapping):
-                raise ArgumentTypeError("a country's holidays map a holiday name to its dates")
-            if len(names) > _MAX_ITEMS:
-                raise ValidationError(f"at most {_MAX_ITEMS} holidays in a country")
-            held: dict[str, frozenset[date]] = {}
-            total = 0
-            for raw_name, dates in names.items():
-                name = _holiday_name(raw_name)
-                if name in held:
-                    raise ValidationError("a holiday is named twice in a country")
-                held[name] = _holiday_dates(dates)
-                total += len(held[name])
-                if total > _MAX_COUNTRY_DATES:
-                    raise ValidationError(
-                        f"at most {_MAX_COUNTRY_DATES} holiday dates in a country"
-                    )
-            countries[country] = held
-            days: dict[date, list[str]] = {}
-            for name in sorted(held):
-                for day in held[name]:
-                    days.setdefault(day, []).append(name)
-            by_date[country] = {d: tuple(n) for d, n in days.items()}
-        return cls(countries, by_date)
+        return cls({} if value is None else value)  # type: ignore[arg-type]
 
     def names(self) -> frozenset[str]:
         """Every holiday name some country holds."""
@@ -823,8 +833,12 @@ class EngagementRules:
         self.calendar = calendar or TradingCalendar()
         self.holidays = HolidayData.of(holidays)
         known = self.holidays.names()
+        any_date = any(d for held in self.holidays.by_country.values() for d in held.values())
         for rule in listed:
             trigger = rule.trigger
+            holiday = isinstance(trigger, Scheduled) and trigger.kind is ScheduleKind.HOLIDAY
+            if holiday and not any_date:  # it would never fire: the holiday data was forgotten
+                raise ValidationError("a holiday rule needs holiday data (dates per country)")
             if (
                 isinstance(trigger, Scheduled)
                 and trigger.holiday_name is not None
