@@ -493,6 +493,10 @@ class _LookupError(FxCrmError):
     """A host lookup failed for one message's client (inside a run only)."""
 
 
+class _HookError(FxCrmError):
+    """The on_sent hook failed for one message, recorded failed (inside a run only)."""
+
+
 #: Characters a receipt's reference may not hold (replaced by ``?``): control and format
 #: characters, surrogates, line and paragraph separators.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -629,6 +633,7 @@ class OutboxRelay:
         counts = dict.fromkeys(
             ("sent", "failed", "dead", "deferred", "cancelled", "skipped", "errors"), 0
         )
+        hook_failed = 0
         with self._lock:
             self._catch_up()
             now = to_utc(self.clock.now(), "now")
@@ -640,12 +645,20 @@ class OutboxRelay:
                 except _LookupError:
                     counts["errors"] += 1
                     continue
+                except _HookError as failed:
+                    hook_failed += 1
+                    outcome = str(failed)  # the outcome recorded: failed, dead or skipped
                 counts[outcome] += 1
                 if outcome != "skipped":
                     self._catch_up()  # the caps count what was just sent
         report = RelayReport(**counts)
         if report.errors:
             raise RelayLookupError(report=report)
+        if hook_failed:
+            raise RelayLookupError(
+                "the on_sent hook failed: those messages are recorded failed and retried",
+                report=report,
+            )
         return report
 
     def _handle(self, key: str, now: datetime) -> str:
@@ -669,7 +682,26 @@ class OutboxRelay:
         except ConcurrencyError:
             repository.forget(state.stream_id)
             return "skipped"  # another relay recorded this message's outcome first
+        except Exception:
+            if not isinstance(event, MessageSent):
+                raise
+            # The on_sent hook failed: nothing of that commit is written. The message is
+            # recorded failed and retried with backoff (handed over again: at least once on
+            # the wire), never re-sent on every run, and the run goes on with the others.
+            return self._hook_failed(state, event, now)
         return outcome
+
+    def _hook_failed(self, state: OutboxMessage, sent: MessageSent, now: datetime) -> str:
+        retry_at = self.backoff.retry_at(sent.attempt, now, sent.key)
+        failed = MessageFailed(sent.key, sent.attempt, now, "on_sent_error", retry_at)
+        try:
+            with UnitOfWork(self.repository, _metadata("outbox relay")) as uow:
+                uow.record(state, failed)
+                uow.commit()
+        except ConcurrencyError:
+            self.repository.forget(state.stream_id)
+            raise _HookError("skipped") from None  # another relay decided it first
+        raise _HookError("failed" if retry_at is not None else "dead")
 
     def _decide(
         self, state: OutboxMessage, queued: MessageQueued, now: datetime
