@@ -15,7 +15,7 @@ from typing import Protocol
 from fxcrm_core.accounts import TradingAccount
 from fxcrm_core.clients import Client, IdentityClaim, IdentityClaimed, Stage, StageChanged
 from fxcrm_core.commissions import IbRegistered
-from fxcrm_core.commissions.payouts import IbPayoutAccount
+from fxcrm_core.commissions.payouts import AccrualView
 from fxcrm_core.events import DomainEvent, ProjectionRunner, RecordedEvent, Repository, UnitOfWork
 from fxcrm_core.events.event import Erased
 from fxcrm_core.ledger import Ledger
@@ -125,6 +125,7 @@ class BrokerErasureChecks:
         self.accounts_of = accounts_of
         self.servers = servers
         self._holdings = _Holdings()
+        self._accruals = AccrualView(repository)  # (the journal's lines not absorbed yet count)
 
     def _caught_up(self) -> _Holdings:
         self.projections.catch_up(self._holdings)
@@ -172,9 +173,7 @@ class BrokerErasureChecks:
 
     def _rebates_owed(self, ib_id: str) -> bool:
         """Rebates accrued to the IB and not paid yet (pending, carried or held)."""
-        account = self.repository.load(IbPayoutAccount, ib_id)
-        if account is None:
-            return False
+        account = self._accruals.account(ib_id)
         carried = account.carried is not None and not account.carried.amount.is_zero()
         pending = any(not s[-1].is_zero() for s in account.pending)
         return bool(pending or carried or account.held)

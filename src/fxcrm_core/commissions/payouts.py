@@ -1,10 +1,17 @@
 """Payouts: an IB's rebates accrue on its own aggregate (``ibpayouts-<ib>``), fed by a policy on
-the rebate book, unrounded; a payout converts what is due into the IB's wallet currency at a
-recorded rate, rounds once (down) and carries the remainder forward, respects a minimum, a
-cadence cut-off and a hold window, goes through maker-checker above a threshold, and posts
-through the ledger from rebate expense to the IB's wallet in the same atomic append as the
-aggregate's record of it. Reversals claw back: they reduce what is pending, and a negative
-balance is carried into later payouts.
+the rebate book, unrounded. The policy writes one line per recorded batch to the accrual journal
+(``ibaccruals-journal``: what the batch adds up to per IB, trading day and currency); each IB's
+account absorbs the journal's lines after the last it absorbed, at a payout run and, for every
+IB at once, at each :data:`ABSORB_EVERY`-th line (so a reader never replays more than that many
+lines, and a busy day writes a few events per IB, not one per IB and batch). Answers
+(:meth:`Payouts.account`, :meth:`Payouts.pending`) count the lines not absorbed yet.
+
+A payout converts what is due into the IB's wallet currency at a recorded rate, rounds once
+(down) and carries the remainder forward, respects a minimum, a cadence cut-off and a hold
+window, goes through maker-checker above a threshold, and posts through the ledger from rebate
+expense to the IB's wallet in the same atomic append as the aggregate's record of it.
+Reversals claw back: they reduce what is pending, and a negative balance is carried into later
+payouts.
 
 Everything lives in the log: a restart, or a second process, pays exactly what one process
 would, under the same payout ids (``payout:<ib>:<n>``, ``n`` counted on the aggregate).
@@ -24,10 +31,10 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Self
+from typing import Any, Self
 
 import attrs
 
@@ -42,9 +49,12 @@ from fxcrm_core.events import (
     RecordedEvent,
     Repository,
     UnitOfWork,
+    ValueCodec,
 )
 from fxcrm_core.events.store import read_types
+from fxcrm_core.kernel._decimal import to_decimal
 from fxcrm_core.kernel.errors import (
+    CodecError,
     ConcurrencyError,
     CurrencyMismatchError,
     FxCrmError,
@@ -72,7 +82,12 @@ __all__ = [
     "PayoutRefused",
     "PayoutResult",
     "Payouts",
+    "ABSORB_EVERY",
+    "AccrualJournal",
+    "AccrualView",
+    "AccrualsAbsorbed",
     "RebatesAccrued",
+    "RebatesJournaled",
     "RemainderCarried",
     "accrual_policy",
     "accrue",
@@ -92,6 +107,12 @@ _SEED_CHUNK = 500  # configured policies recorded per append
 
 #: What is pending on one trading day in one currency: (trading day, currency code, sum).
 Sum = tuple[date, str, Decimal]
+#: One IB's line in the accrual journal: (IB, trading day, currency code, sum).
+Row = tuple[str, date, str, Decimal]
+#: Every IB's account absorbs the journal's lines at each line whose version is a multiple of
+#: this (in the policy's unit of work): no reader replays more lines than this.
+ABSORB_EVERY = 16
+JOURNAL_ID = "journal"
 
 
 class Cadence(enum.Enum):
@@ -183,6 +204,55 @@ class RebatesAccrued(DomainEvent):
     negative sums are clawbacks from reversals)."""
 
     ib_id: str
+    sums: tuple[Sum, ...]
+
+
+def _row_data(rows: tuple[Row, ...]) -> list[list[str]]:
+    return [[ib, day.isoformat(), code, str(amount)] for ib, day, code, amount in rows]
+
+
+def _rows_of_data(data: Any) -> tuple[Row, ...]:
+    """The journal's rows as stored (CodecError, naming no value, if malformed)."""
+    if not isinstance(data, list):
+        raise CodecError("accrual journal rows are stored as a list")
+    days: dict[str, date] = {}
+    out: list[Row] = []
+    try:
+        for ib, day, code, amount in data:
+            if not (type(ib) is str and type(day) is str and type(code) is str):
+                raise TypeError
+            when = days.get(day)
+            if when is None:
+                when = days[day] = date.fromisoformat(day)
+            if type(amount) is not str:
+                raise TypeError
+            out.append((ib, when, code, to_decimal(amount, "an accrued sum")))
+    except (TypeError, ValueError, ArithmeticError, FxCrmError):
+        raise CodecError("an accrual journal row is malformed") from None
+    return tuple(out)
+
+
+JOURNAL_ROWS = ValueCodec(tuple[Row, ...], _row_data, _rows_of_data)
+
+
+@attrs.frozen
+class RebatesJournaled(DomainEvent):
+    """The accrual journal's line for one recorded batch of rebate entries: what they add up to
+    per IB, trading day and currency (unrounded; negative sums are clawbacks), in IB order."""
+
+    journal: str
+    rows: tuple[Row, ...]
+
+    __value_codecs__ = (JOURNAL_ROWS,)
+
+
+@attrs.frozen
+class AccrualsAbsorbed(DomainEvent):
+    """The accrual journal's lines up to version ``through`` taken into the IB's account:
+    ``sums``, what they held for this IB since the last it absorbed."""
+
+    ib_id: str
+    through: int
     sums: tuple[Sum, ...]
 
 
@@ -283,6 +353,8 @@ class PayoutPolicySet(DomainEvent):
 PAYOUT_EVENTS = (
     PayoutPolicySet,
     RebatesAccrued,
+    RebatesJournaled,
+    AccrualsAbsorbed,
     PayoutMade,
     PayoutHeld,
     HeldPayoutMade,
@@ -332,9 +404,15 @@ class IbPayoutAccount(Aggregate):
     policy: PayoutPolicy | None = None  # the policy in force (None: none recorded yet)
     policy_version: int = 0  # how many policies were set
     configured: PayoutPolicy | None = None  # the last one recorded from configuration
+    journal_version: int = 0  # the accrual journal's lines absorbed (up to this version)
 
     def apply(self, event: DomainEvent) -> Self:
         match event:
+            case AccrualsAbsorbed(through=through, sums=sums):
+                return self.evolve(
+                    pending=_merged(self.pending, sums),
+                    journal_version=max(self.journal_version, through),
+                )
             case PayoutPolicySet(policy=policy, from_config=from_config):
                 configured = policy if from_config else self.configured
                 if not event.in_force:
@@ -375,9 +453,21 @@ class IbPayoutAccount(Aggregate):
         raise ValidationError(f"IbPayoutAccount cannot apply {type(event).__name__}")
 
     # -- commands --------------------------------------------------------------------------------
-    def accrue(self, sums: Iterable[Sum]) -> list[DomainEvent]:
+    def absorb(self, through: int, sums: Iterable[Sum]) -> list[DomainEvent]:
+        """Take in the journal's lines up to ``through`` (``sums``: what they hold for this IB
+        after the last line absorbed); nothing when they add nothing."""
         kept = tuple(sorted(s for s in sums if s[2]))
-        return [RebatesAccrued(self.id, kept)] if kept else []
+        if not kept or through <= self.journal_version:
+            return []
+        return [AccrualsAbsorbed(self.id, through, kept)]
+
+    def with_lines(self, through: int, sums: Iterable[Sum]) -> IbPayoutAccount:
+        """The account as it stands with the journal's lines up to ``through`` counted (an
+        answer, not a state to record on: its version is the stored one)."""
+        kept = tuple(sorted(s for s in sums if s[2]))
+        if not kept or through <= self.journal_version:
+            return self
+        return self.evolve(pending=_merged(self.pending, kept), journal_version=through)
 
     def balance(self, currency: Currency) -> UnroundedMoney:
         """The carried balance, in ``currency`` (the payout policy's)."""
@@ -421,35 +511,149 @@ class IbPayoutAccount(Aggregate):
         return tuple(s for s in self.pending if s[0] <= cutoff)
 
 
-# -- the accrual policy ------------------------------------------------------------------------
+# -- the accrual journal and its policy -----------------------------------------------------
+@attrs.frozen(kw_only=True)
+class AccrualJournal(Aggregate):
+    """The accrual journal (stream ``ibaccruals-journal``): one :class:`RebatesJournaled` per
+    recorded batch of rebate entries. Its state is its version alone (the lines are read from
+    the stream, never folded into memory)."""
+
+    category = "ibaccruals"
+
+    def apply(self, event: DomainEvent) -> Self:
+        if isinstance(event, RebatesJournaled):
+            return self
+        raise ValidationError(f"AccrualJournal cannot apply {type(event).__name__}")
+
+
+_JOURNAL_STREAM = AccrualJournal.stream_id_for(JOURNAL_ID)
+
+
 def accrue(recorded: RecordedEvent[RebateEntriesRecorded], uow: UnitOfWork) -> None:
-    """Policy handler on :class:`RebateEntriesRecorded`: records on each IB's account what the
-    batch's entries add up to per trading day and currency. Never commits: the policy runner
-    commits it with its position, so each batch accrues exactly once."""
+    """Policy handler on :class:`RebateEntriesRecorded`: writes the batch's line to the accrual
+    journal (its entries summed per IB, trading day and currency) and, at each
+    :data:`ABSORB_EVERY`-th line, has every IB's account absorb the lines it has not. Never
+    commits: the policy runner commits it with its position, so each batch accrues exactly
+    once."""
     event = recorded.event
     if not isinstance(event, RebateEntriesRecorded):
         raise ValidationError(f"payouts cannot accrue {type(event).__name__}")
-    per_ib: dict[str, dict[tuple[date, str], Decimal]] = {}
-    for (ib_id, day, code), amount in event.entries.sums().items():
-        per_ib.setdefault(ib_id, {})[(day, code)] = amount
+    rows = tuple(
+        sorted(
+            (ib, day, code, amount)
+            for (ib, day, code), amount in event.entries.sums().items()
+            if amount
+        )
+    )
+    if not rows:
+        return
+    staged = uow.staged_on(_JOURNAL_STREAM)
+    head = staged[-1][0] if staged else uow.repository.store.stream_version(_JOURNAL_STREAM)
+    uow.record(AccrualJournal(id=JOURNAL_ID, version=head), RebatesJournaled(JOURNAL_ID, rows))
+    through = head + 1
+    if through % ABSORB_EVERY == 0:
+        _absorb_every_ib(uow, through)
+
+
+def _journal_lines(uow: UnitOfWork, after: int) -> list[tuple[int, tuple[Row, ...]]]:
+    """The journal's lines after version ``after``, committed or staged in ``uow``."""
+    repository = uow.repository
+    out: list[tuple[int, tuple[Row, ...]]] = []
+    for s in repository.store.read_stream(_JOURNAL_STREAM, after_version=after):
+        line = repository.codec.decode_event(s.stream_id, s.event_type, s.data)
+        if not isinstance(line, RebatesJournaled):
+            raise CodecError(f"{s.stream_id} holds a {type(line).__name__}")
+        out.append((s.version, line.rows))
+    out += [
+        (v, e.rows) for v, e in uow.staged_on(_JOURNAL_STREAM) if isinstance(e, RebatesJournaled)
+    ]
+    return out
+
+
+def _absorb_every_ib(uow: UnitOfWork, through: int) -> None:
+    """Every IB's account absorbs the journal's lines up to ``through`` (a multiple of
+    :data:`ABSORB_EVERY`: every line up to the previous multiple was absorbed then)."""
+    per_ib: dict[str, list[tuple[int, Sum]]] = {}
+    for version, rows in _journal_lines(uow, through - ABSORB_EVERY):
+        for ib_id, day, code, amount in rows:
+            per_ib.setdefault(ib_id, []).append((version, (day, code, amount)))
     for ib_id in sorted(per_ib):
         account = _account_to_accrue(uow, ib_id)
-        events = account.accrue(
-            (day, code, amount) for (day, code), amount in per_ib[ib_id].items()
-        )
+        sums = _summed(s for v, s in per_ib[ib_id] if v > account.journal_version)
+        events = account.absorb(through, sums)
         if events:
             uow.record(account, *events)
 
 
+def _summed(sums: Iterable[Sum]) -> tuple[Sum, ...]:
+    return _merged((), sums)
+
+
 def _account_to_accrue(uow: UnitOfWork, ib_id: str) -> IbPayoutAccount:
-    """The IB's account as last seen by this process, without a read when it is cached: an
-    accrual does not depend on the account's state, and the append names the version it
-    builds on, so an event another writer added makes the commit fail and the policy runner
-    retries on states read afresh (exactly once either way)."""
+    """The IB's account as last seen by this process, without a read when it is cached: the
+    append names the version it builds on, so an event another writer added makes the commit
+    fail and the policy runner retries on states read afresh (exactly once either way)."""
+    staged = uow.staged_on(IbPayoutAccount.stream_id_for(ib_id))
+    if staged:
+        return uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
     cached = uow.repository._cached(IbPayoutAccount, ib_id)
     if cached is not None:
         return cached
     return uow.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+
+
+class AccrualView:
+    """The accrual journal's lines not yet absorbed by every IB, in memory per process, caught
+    up before each answer: what an IB's account stands at with them counted. Holds at most
+    :data:`ABSORB_EVERY` lines' rows (everything before the last multiple is absorbed)."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self._version = 0  # the journal's lines read
+        self._floor = 0  # every line up to this version is absorbed by every IB
+        self._rows: dict[str, list[tuple[int, Sum]]] = {}
+        self._lock = threading.Lock()
+
+    def account(self, ib_id: str) -> IbPayoutAccount:
+        """The IB's account with the journal's lines it has not absorbed counted."""
+        stored = self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+        through, sums = self.unabsorbed(stored)
+        return stored.with_lines(through, sums)
+
+    def unabsorbed(self, account: IbPayoutAccount) -> tuple[int, tuple[Sum, ...]]:
+        """The journal's version now, and what its lines after the account's last absorbed
+        one hold for the IB."""
+        with self._lock:
+            self._catch_up()
+            after = max(account.journal_version, self._floor)
+            rows = self._rows.get(account.id, ())
+            return self._version, _summed(s for v, s in rows if v > after)
+
+    def _catch_up(self) -> None:
+        store, codec = self.repository.store, self.repository.codec
+        head = store.stream_version(_JOURNAL_STREAM)
+        floor = head - head % ABSORB_EVERY
+        if floor > self._floor:
+            self._floor = floor
+            if self._version < floor:
+                self._rows.clear()  # all of it absorbed, and what is unread too
+                self._version = floor
+            else:
+                for ib_id, kept in list(self._rows.items()):
+                    kept = [r for r in kept if r[0] > floor]
+                    if kept:
+                        self._rows[ib_id] = kept
+                    else:
+                        del self._rows[ib_id]
+        if head <= self._version:
+            return
+        for s in store.read_stream(_JOURNAL_STREAM, after_version=self._version):
+            line = codec.decode_event(s.stream_id, s.event_type, s.data)
+            if not isinstance(line, RebatesJournaled):
+                raise CodecError(f"{s.stream_id} holds a {type(line).__name__}")
+            for ib_id, day, code, amount in line.rows:
+                self._rows.setdefault(ib_id, []).append((s.version, (day, code, amount)))
+            self._version = s.version
 
 
 def accrual_policy() -> Policy:
@@ -498,6 +702,7 @@ class Payouts:
         self._recorded: set[str] = set()
         self._read_upto = 0
         self._lock = threading.Lock()
+        self._lines = AccrualView(self.repository)  # the journal's lines not absorbed yet
 
     accrue = staticmethod(accrue)
 
@@ -522,8 +727,27 @@ class Payouts:
 
     # -- reading -------------------------------------------------------------------------------
     def account(self, ib_id: str) -> IbPayoutAccount:
-        check_id(ib_id, "an IB id")
+        """The IB's account as it stands, the accrual journal's lines it has not absorbed yet
+        counted (an answer: commands record on the stored state)."""
+        return self._lines.account(check_id(ib_id, "an IB id"))
+
+    def _stored(self, ib_id: str) -> IbPayoutAccount:
         return self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+
+    def _absorbed(self, actor: Actor, account: IbPayoutAccount) -> IbPayoutAccount:
+        """The account with the accrual journal's lines it has not absorbed recorded on it."""
+        for _ in range(_TRIES):
+            events = account.absorb(*self._lines.unabsorbed(account))
+            if not events:
+                return account
+            try:
+                with self._uow(actor, "accruals absorbed") as uow:
+                    account = uow.record(account, *events)
+                    uow.commit()
+                return account
+            except ConcurrencyError:
+                account = self._stored(account.id)  # absorbed meanwhile: look again
+        raise ConcurrencyError("the IB's payout account kept changing; try again")
 
     def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
         """What the IB has accrued and not yet been paid, per trading day (and currency)."""
@@ -601,22 +825,53 @@ class Payouts:
     def _seed_all(
         self, ib_ids: Sequence[str], reason: str = "payout policy from configuration"
     ) -> list[str]:
-        """Record the configured policies of ``ib_ids`` that changed, ``_SEED_CHUNK`` accounts
-        to an append (a broker's first run seeds thousands); a chunk that meets a concurrent
-        change, or a refusal, is recorded one account at a time. A refused policy (a currency
-        change while money is owed) is left for its IB's run to report."""
-        done: list[str] = []
+        """Record the configured policies of ``ib_ids`` that changed (a broker's first run
+        seeds thousands). A refused policy (a currency change while money is owed) is left for
+        its IB's run to report."""
+
+        def decide(account: IbPayoutAccount) -> list[DomainEvent]:
+            return account.set_policy(_checked(self.policies[account.id]), from_config=True)
+
+        def one(ib_id: str) -> bool:
+            policy = _checked(self.policies[ib_id])
+            return self._set(CONFIG_ACTOR, reason, ib_id, policy, from_config=True)[1]
+
         todo = [i for i in ib_ids if i in self.policies]
-        for start in range(0, len(todo), _SEED_CHUNK):
-            part = todo[start : start + _SEED_CHUNK]
+        return self._in_chunks(CONFIG_ACTOR, reason, todo, decide, one)
+
+    def _absorb_all(self, actor: Actor, ib_ids: Sequence[str]) -> None:
+        """Record on each account the accrual journal's lines it has not absorbed (a run
+        before a busy day's next :data:`ABSORB_EVERY`-th line finds thousands)."""
+
+        def decide(account: IbPayoutAccount) -> list[DomainEvent]:
+            return account.absorb(*self._lines.unabsorbed(account))
+
+        def one(ib_id: str) -> bool:
+            self._absorbed(actor, self._stored(ib_id))
+            return True
+
+        self._in_chunks(actor, "accruals absorbed", ib_ids, decide, one)
+
+    def _in_chunks(
+        self,
+        actor: Actor,
+        reason: str,
+        ib_ids: Sequence[str],
+        decide: Callable[[IbPayoutAccount], list[DomainEvent]],
+        one: Callable[[str], bool],
+    ) -> list[str]:
+        """Record ``decide``'s events on each IB's account, ``_SEED_CHUNK`` accounts to an
+        append; a chunk that meets a concurrent change, or a refusal, is recorded one account
+        at a time by ``one`` (each IB's outcome its own). Returns the IBs recorded."""
+        done: list[str] = []
+        for start in range(0, len(ib_ids), _SEED_CHUNK):
+            part = ib_ids[start : start + _SEED_CHUNK]
             staged: list[str] = []
             try:
-                with self._uow(CONFIG_ACTOR, reason) as uow:
+                with self._uow(actor, reason) as uow:
                     for ib_id in part:
-                        account = self.account(ib_id)
-                        events = account.set_policy(
-                            _checked(self.policies[ib_id]), from_config=True
-                        )
+                        account = self._stored(ib_id)
+                        events = decide(account)
                         if events:
                             uow.record(account, *events)
                             staged.append(ib_id)
@@ -625,11 +880,10 @@ class Payouts:
                 done += staged
                 continue
             except FxCrmError:
-                pass  # one by one below: each IB's outcome is its own
+                pass  # one by one below
             for ib_id in part:
                 with contextlib.suppress(FxCrmError):
-                    policy = _checked(self.policies[ib_id])
-                    if self._set(CONFIG_ACTOR, reason, ib_id, policy, from_config=True)[1]:
+                    if one(ib_id):
                         done.append(ib_id)
         return done
 
@@ -649,7 +903,7 @@ class Payouts:
     ) -> tuple[IbPayoutAccount, bool]:
         """The account with ``policy`` recorded, and whether this call recorded it."""
         for _ in range(_TRIES):
-            account = self.account(ib_id)
+            account = self._stored(ib_id)
             events = account.set_policy(policy, from_config=from_config)
             if not events:
                 return account, False  # recorded already (by another process, or a retry)
@@ -695,6 +949,7 @@ class Payouts:
             if ib_id not in self.policies:
                 self._policy(ib_id)  # refuse an IB without one before anything is written
         self._seed_all(ids)
+        self._absorb_all(actor, ids)
         results: dict[str, PayoutResult] = {}
         ready: list[_Ready] = []
         for ib_id in ids:
@@ -734,7 +989,7 @@ class Payouts:
                 continue  # the account moved (an accrual): decide again on its new state
             except FxCrmError:
                 with contextlib.suppress(FxCrmError):  # a refusal spends the id: record it
-                    self._reconcile(actor, self.account(ib_id), payout.policy)
+                    self._reconcile(actor, self._stored(ib_id), payout.policy)
                 raise
             return self._already_paid(payout) if replayed else result
         raise ConcurrencyError("the IB's payout account kept changing; try again")
@@ -767,7 +1022,7 @@ class Payouts:
         it changed); returns the result and the payout to post now, if any. Records (and
         commits) what needs no ledger posting: rejected approvals back in the balance, a
         balance carried, a payout held for approval."""
-        account = self.account(ib_id)
+        account = self._absorbed(actor, self._stored(ib_id))
         if account.policy is not None:  # (rejected approvals back first, under the policy
             # they were held under: a configured change may wait on them)
             account = self._settle_approvals(actor, account, account.policy)
@@ -853,7 +1108,7 @@ class Payouts:
             return False
         # Posted before under these ids (another worker, or a host): record what is missing.
         for p in payouts:
-            self._reconcile(actor, self.account(p.ib_id), p.policy)
+            self._reconcile(actor, self._stored(p.ib_id), p.policy)
         return True
 
     def _already_paid(self, payout: _Ready) -> PayoutResult:
@@ -961,7 +1216,7 @@ class Payouts:
         transfer_id = payout_transfer_id(ib_id, sequence)
         system = Actor.system("approvals")
         for _ in range(_TRIES):
-            account = self.account(ib_id)
+            account = self._stored(ib_id)
             held = account.held_payout(sequence)
             if held is None or held.approval_id != approval_id:
                 found = self.repository.load(Transfer, transfer_id)
@@ -981,11 +1236,11 @@ class Payouts:
                 # (a run would find it too), and the next run pays it under a new approval.
                 if self._refused(ib_id, sequence):
                     with contextlib.suppress(FxCrmError):
-                        now = self.account(ib_id)
+                        now = self._stored(ib_id)
                         if now.policy is not None:  # (the recorded policy it was held under)
                             self._settle_approvals(system, now, now.policy)
                 raise
-            account = self.account(ib_id)
+            account = self._stored(ib_id)
             if results[0].replayed and account.held_payout(sequence) is not None:
                 self._record(system, account, event)  # posted, not recorded with it: record now
             return f"paid {held.amount}"
