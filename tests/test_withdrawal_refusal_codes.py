@@ -75,6 +75,10 @@ def test_the_daily_limit() -> None:
     assert isinstance(error, LimitExceededError)
     assert_shown(error, "refusal.withdrawal.daily_limit", limit=usd(500))
     assert "500" in CATALOG.error_text(error, "zh_CN", limit=usd(500))
+    # The refusal carries its limit: a portal shows the text without knowing the cap.
+    for locale in ("zh_CN", "en"):
+        expected = CATALOG.text("refusal.withdrawal.daily_limit", locale, limit=usd(500))
+        assert CATALOG.error_text(error, locale) == expected
 
 
 def test_no_longer_pending() -> None:

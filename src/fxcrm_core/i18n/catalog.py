@@ -398,11 +398,15 @@ class Catalog:
 
     def error_text(self, error: BaseException, locale: str, /, **params: Param) -> str:
         """What a client portal shows for ``error``: the text of its ``code`` attribute when it
-        has one the catalog knows and ``params`` fill, else of the nearest class in its MRO
+        has one the catalog knows and ``params`` fill (with the error's own ``params``, where
+        it carries them, underneath), else of the nearest class in its MRO
         with an ``error.<ClassName>`` text. Never the exception's own message (it is English
         and may hold details)."""
         if not isinstance(error, FxCrmError):
             raise ArgumentTypeError("error_text explains an FxCrmError")
+        carried = getattr(error, "params", None)  # the values a refusal's text names
+        if isinstance(carried, Mapping):
+            params = {**{k: v for k, v in carried.items() if isinstance(k, str)}, **params}
         code = getattr(error, "code", None)
         if isinstance(code, str):
             found = self._lookup(code, locale)

@@ -575,6 +575,7 @@ class Withdrawals:
             raise _refusal(
                 LimitExceededError(f"withdrawals are limited to {cap} a day"),
                 "refusal.withdrawal.daily_limit",
+                limit=cap,
             )
         wallet = self.money.wallet(requested.client_id, amount.currency)
         clearing = self.money.broker("psp_clearing", amount.currency)
@@ -753,10 +754,12 @@ class Withdrawals:
 _E = TypeVar("_E", bound=FxCrmError)
 
 
-def _refusal(error: _E, code: str) -> _E:
+def _refusal(error: _E, code: str, **params: object) -> _E:
     """``error`` with the catalog msgid a client portal shows for it (``Catalog.error_text``
-    reads ``code`` first; the English message stays for logs)."""
+    reads ``code`` first; the English message stays for logs) and the values its text names
+    (``params``: the broker's own figures, never a client's data)."""
     setattr(error, "code", code)  # noqa: B010 - FxCrmError declares no code attribute
+    setattr(error, "params", dict(params))  # noqa: B010 - nor params
     return error
 
 
