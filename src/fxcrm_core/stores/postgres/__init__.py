@@ -1,0 +1,11 @@
+"""PostgreSQL adapters of the storage ports (psycopg 3, the ``postgres`` extra).
+
+Create or upgrade the schema first, explicitly: ``migrate(dsn)`` (or ``fxcrm migrate --db
+postgresql://...``); a store refuses a database whose schema version it does not know.
+See docs/postgres.md.
+"""
+
+from fxcrm_core.stores.postgres._db import PostgresDatabase
+from fxcrm_core.stores.postgres._schema import SCHEMA_VERSION, migrate, schema_version
+
+__all__ = ["SCHEMA_VERSION", "PostgresDatabase", "migrate", "schema_version"]

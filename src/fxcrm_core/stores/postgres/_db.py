@@ -1,0 +1,151 @@
+"""One PostgreSQL database shared by the stores built on it: a connection pool a host tunes
+(sizes, statement timeout, connect timeout), the schema checked when it opens, errors typed.
+
+Retries: none here. A serialization failure or a deadlock surfaces as ConcurrencyError (the
+caller decides again on fresh state, as with any version conflict); a connection lost during a
+commit surfaces as StoreError saying the outcome is unknown — retry that only with the same
+idempotency key, which makes the store answer from what was recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from fxcrm_core.events.store import Snapshot
+from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
+from fxcrm_core.stores.postgres._schema import check_schema
+
+__all__ = ["PostgresDatabase"]
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresDatabase:
+    """A pool of connections to one PostgreSQL database whose schema is at the version this
+    code knows (else StoreError: run :func:`~fxcrm_core.stores.postgres.migrate` first).
+
+    ``min_size``/``max_size``: the pool's bounds; ``statement_timeout_ms``: what any one
+    statement may take (0: no limit); ``connect_timeout``: seconds to wait for a connection,
+    from the server or from the pool."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        statement_timeout_ms: int = 30_000,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise ValidationError("a PostgreSQL database is named by a connection string")
+        for value, what in ((min_size, "min_size"), (max_size, "max_size")):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+                raise ValidationError(f"{what} is a whole number between 0 and 1000")
+        if max_size < max(min_size, 1):
+            raise ValidationError("max_size is at least min_size, and at least 1")
+        if isinstance(statement_timeout_ms, bool) or not 0 <= statement_timeout_ms <= 86_400_000:
+            raise ValidationError("statement_timeout_ms is between 0 and a day")
+        if isinstance(connect_timeout, bool) or not 0 < connect_timeout <= 3600:
+            raise ValidationError("connect_timeout is seconds, between 0 and 3600")
+        self.dsn = dsn
+        self.statement_timeout_ms = int(statement_timeout_ms)
+        self.connect_timeout = float(connect_timeout)
+        self._closed = threading.Event()
+        self.pool = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            configure=self._configure,
+            open=False,
+        )
+        try:
+            self.pool.open(wait=min_size > 0, timeout=connect_timeout)
+            with self.pool.connection(timeout=connect_timeout) as conn:
+                check_schema(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            self.pool.close()
+            raise StoreError(f"cannot open the PostgreSQL database: {type(exc).__name__}") from None
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def _configure(self, conn: Conn) -> None:
+        conn.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.commit()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.pool.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """A connection in a transaction, committed when the block ends, rolled back if it
+        raises; PostgreSQL's errors typed (see the module's docstring)."""
+        if self._closed.is_set():
+            raise StoreError("the PostgreSQL database is closed")
+        try:
+            with self.pool.connection(timeout=self.connect_timeout) as conn, conn.transaction():
+                yield conn
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            raise ConcurrencyError("a concurrent transaction conflicted; try again") from None
+        except psycopg.errors.LockNotAvailable:
+            raise ConcurrencyError("a lock was not granted in time; try again") from None
+        except psycopg.errors.QueryCanceled:
+            raise StoreError("a statement ran past the statement timeout") from None
+        except psycopg.OperationalError as exc:
+            raise StoreError(
+                f"the connection to PostgreSQL failed ({type(exc).__name__}): a write's outcome "
+                "is unknown; retry it only with its idempotency key"
+            ) from None
+        except PoolTimeout:
+            raise StoreError("no PostgreSQL connection was free in time") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL refused the statement ({type(exc).__name__})") from None
+
+    # -- the checkpoint and snapshot ports, next to the events ---------------------------------
+    def get_checkpoint(self, name: str) -> int:
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT position FROM fx_checkpoints WHERE name = %s", (name,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_checkpoint(self, name: str, position: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO fx_checkpoints (name, position) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO fx_snapshots (stream_id, version, state) VALUES (%s, %s, %s) "
+                "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+                "state = excluded.state",
+                (snapshot.stream_id, snapshot.version, snapshot.state),
+            )
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT stream_id, version, state FROM fx_snapshots WHERE stream_id = %s",
+                (stream_id,),
+            ).fetchone()
+        return Snapshot(row[0], row[1], bytes(row[2])) if row else None
+
+    def delete_snapshot(self, stream_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM fx_snapshots WHERE stream_id = %s", (stream_id,))

@@ -1,0 +1,130 @@
+"""The PostgreSQL schema, created and upgraded by an explicit, versioned migration command
+(:func:`migrate`), never as a side effect of importing or building a store. A store checks the
+version when it opens (:func:`check_schema`) and refuses one it does not know.
+
+The pending migrations run in one transaction under an advisory lock, so two deployments
+starting at once apply them once, and a failure leaves the schema where it was; ``fx_schema``
+holds the versions applied. Add a migration by appending a
+step to :data:`MIGRATIONS`; never edit one already released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from fxcrm_core.kernel.errors import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_schema", "migrate", "schema_version"]
+
+# (version, statements): applied in order, each version in one transaction.
+MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
+    (
+        1,
+        (
+            # Events. ``position`` is handed out under the append lock (see events.py), so
+            # positions are gapless and in commit order: a follower never skips a late commit.
+            """CREATE TABLE fx_events (
+                position    bigint  PRIMARY KEY,
+                stream_id   text    NOT NULL,
+                version     integer NOT NULL,
+                event_type  text    NOT NULL,
+                data        bytea   NOT NULL,
+                metadata    bytea   NOT NULL,
+                recorded_at bigint  NOT NULL,
+                UNIQUE (stream_id, version)
+            )""",
+            "CREATE INDEX fx_events_type ON fx_events (event_type, position)",
+            """CREATE TABLE fx_idempotency (
+                key    text  PRIMARY KEY,
+                digest bytea NOT NULL,
+                result text  NOT NULL
+            )""",
+            """CREATE TABLE fx_checkpoints (
+                name     text   PRIMARY KEY,
+                position bigint NOT NULL
+            )""",
+            """CREATE TABLE fx_snapshots (
+                stream_id text    PRIMARY KEY,
+                version   integer NOT NULL,
+                state     bytea   NOT NULL
+            )""",
+            # Wrapped data keys (keep them in a database of their own where backups differ).
+            """CREATE TABLE fx_data_keys (
+                subject_id    text   PRIMARY KEY,
+                key_id        text   NOT NULL,
+                master_key_id text   NOT NULL,
+                wrapped       bytea  NOT NULL,
+                created_at    bigint NOT NULL,
+                destroyed_at  bigint
+            )""",
+            """CREATE TABLE fx_audit (
+                row            bigserial PRIMARY KEY,
+                seq            bigint    NOT NULL UNIQUE,
+                position       bigint    NOT NULL,
+                at             bigint    NOT NULL,
+                actor          text      NOT NULL,
+                action         text      NOT NULL,
+                target         text      NOT NULL,
+                correlation_id text,
+                prev_hash      text      NOT NULL,
+                hash           text      NOT NULL,
+                event_hash     text
+            )""",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+_LOCK = 0x66786372_6D000001  # the advisory lock migrations take ("fxcrm" + 1)
+
+
+def schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """The version the database's schema is at (0: none of ours yet)."""
+    row = conn.execute("SELECT to_regclass('fx_schema') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    found = conn.execute("SELECT coalesce(max(version), 0) FROM fx_schema").fetchone()
+    return int(str(found[0])) if found is not None else 0
+
+
+def migrate(dsn: str) -> int:
+    """Bring the database at ``dsn`` to :data:`SCHEMA_VERSION`; returns the version it was at.
+    Safe to run from several processes at once; a database at a newer version than this code
+    knows is refused (StoreError)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS fx_schema (version integer PRIMARY KEY)")
+            before = schema_version(conn)
+            if before > SCHEMA_VERSION:
+                raise StoreError(_newer(before))
+            for version, statements in MIGRATIONS:
+                if version > before:
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO fx_schema (version) VALUES (%s)", (version,))
+        return before
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot migrate the PostgreSQL database: {type(exc).__name__}") from None
+
+
+def check_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Refuse a database whose schema this code does not run on (StoreError saying what to do)."""
+    found = schema_version(conn)
+    if found == SCHEMA_VERSION:
+        return
+    if found > SCHEMA_VERSION:
+        raise StoreError(_newer(found))
+    raise StoreError(
+        f"the PostgreSQL schema is at version {found}, this code needs {SCHEMA_VERSION}: run "
+        "`fxcrm migrate --db postgresql://...` (or fxcrm_core.stores.postgres.migrate(dsn)) first"
+    )
+
+
+def _newer(found: int) -> str:
+    return (
+        f"the PostgreSQL schema is at version {found}, newer than this code knows "
+        f"({SCHEMA_VERSION}): upgrade fxcrm_core"
+    )
