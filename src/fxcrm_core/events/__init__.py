@@ -22,6 +22,7 @@ from fxcrm_core.events.event import (
     RecordedEvent,
     pii,
 )
+from fxcrm_core.events.leases import Leases, LocalLeases
 from fxcrm_core.events.policy import (
     POLICY_EVENTS,
     Handler,
@@ -52,6 +53,8 @@ __all__ = [
     "ERASED",
     "POLICY_EVENTS",
     "Handler",
+    "Leases",
+    "LocalLeases",
     "Policy",
     "PolicyAdvanced",
     "PolicyError",

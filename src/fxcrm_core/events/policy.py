@@ -6,6 +6,11 @@ event on its own stream (``policy-<name>``), committed in the same atomic append
 the output and the position land together or not at all, so a crash between the upstream commit
 and the policy's commit repeats nothing and loses nothing, on any event store. Two workers on one
 store race on that stream's version: one commits, the other finds the work done and moves on.
+
+With :class:`~fxcrm_core.events.leases.Leases` (several worker processes), each policy runs in
+the one worker that holds its lease: a pass first tries to take the leases it lacks (a dead
+worker's policies pass to the next live one that tries), handles only the policies it holds, and
+checks the lease again right before each commit. The version check above stays the last guard.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import attrs
 
 from fxcrm_core.events.aggregate import Aggregate
 from fxcrm_core.events.event import DomainEvent, EventMetadata, RecordedEvent
+from fxcrm_core.events.leases import Leases
 from fxcrm_core.events.repository import Repository
 from fxcrm_core.events.store import read_types
 from fxcrm_core.events.unit_of_work import UnitOfWork
@@ -53,6 +59,11 @@ class PolicyWaitingError(PolicyError):
     upstream event: not a fault; the next run retries it."""
 
     default_message = "a policy waits for another policy's output"
+
+
+class _LeaseLostError(Exception):
+    """This runner no longer holds a policy's lease: it stops that policy without committing
+    (not a failure: the policy's new owner carries on from its recorded position)."""
 
 
 @attrs.frozen
@@ -138,7 +149,10 @@ class _Progress:
 
 class PolicyRunner:
     """Runs the policies of one broker over its log: on demand (:meth:`run`) or as a worker
-    (:meth:`follow`). Safe to run in several threads or processes at once."""
+    (:meth:`follow`). Safe to run in several threads or processes at once.
+
+    ``leases``: with several workers, each policy runs only in the runner holding its lease
+    (see the module docstring); without, every runner runs every policy."""
 
     def __init__(
         self,
@@ -148,8 +162,12 @@ class PolicyRunner:
         read_batch: int = 500,
         retries: int = 5,
         progress_every: int = 1000,
+        leases: Leases | None = None,
     ) -> None:
+        if leases is not None and not isinstance(leases, Leases):
+            raise ValidationError("leases is a Leases adapter (or None)")
         self.repository = repository
+        self.leases = leases
         self.read_batch = read_batch
         self.retries = retries
         self.progress_every = progress_every
@@ -272,14 +290,50 @@ class PolicyRunner:
                 else:
                     log.error("policy failed: %s", error)
             stop.wait(interval)
+        if self.leases is not None:
+            # A worker stopping hands its policies over now, not when its connection ends.
+            for name in self._policies:
+                try:
+                    self.leases.release(name)
+                except Exception:
+                    log.warning("policy %s: could not release its lease", name)
+
+    def _claim(self) -> frozenset[str] | None:
+        """With leases: take the policies' leases this runner lacks (a dead worker's included);
+        returns the names it holds. Without: None (it runs them all)."""
+        if self.leases is None:
+            return None
+        try:
+            held = self.leases.owned()
+            for name in self._policies:
+                if name not in held and self.leases.acquire(name):
+                    # Another worker may have moved it on: start from its recorded position.
+                    self._drop(name)
+            return self.leases.owned()
+        except Exception as exc:
+            raise _wrapped("the runner could not take its policies' leases", exc) from exc
+
+    def _check_lease(self, name: str) -> None:
+        """Right before a commit: still this runner's policy? (else it does not commit)."""
+        if self.leases is not None and name not in self.leases.owned():
+            raise _LeaseLostError(name)
+
+    def _drop(self, name: str) -> None:
+        self._scanned.pop(name, None)
+        self._known.pop(name, None)
 
     def _pass(self, failed: dict[str, PolicyError]) -> int:
         """One read of the log from the slowest policy to the head; returns how many upstream
         events were handled. A policy's position is read from the log only when an event of
         its types turns up (so a command with nothing for the policies costs one read)."""
         progress = []
+        owned = self._claim()
+        lost: set[str] = set()  # leases lost during this pass: those policies stop, unfailed
         for name, policy in self._policies.items():
             if name in failed:
+                continue
+            if owned is not None and name not in owned:
+                self._drop(name)  # another worker's: when it is ours again, start afresh
                 continue
             scanned = self._scanned.get(name)
             tracker = None
@@ -310,7 +364,7 @@ class PolicyRunner:
             decoded: dict[int, RecordedEvent[DomainEvent]] = {}
             for p in progress:
                 name = p.policy.name
-                if name in failed:
+                if name in failed or name in lost:
                     continue
                 try:
                     for stored in batch:
@@ -325,6 +379,10 @@ class PolicyRunner:
                             handled += self._handle(p, recorded)
                         p.scanned = stored.position
                     self._record_idle(p)
+                except _LeaseLostError:
+                    lost.add(name)
+                    self._drop(name)
+                    continue
                 except Exception as exc:
                     failed[name] = (
                         exc if isinstance(exc, PolicyError) else _wrapped(f"policy {name}", exc)
@@ -339,7 +397,7 @@ class PolicyRunner:
                 # run's next pass (any recording counts as handled, so there is one).
                 break
         for p in progress:
-            if p.policy.name not in failed:
+            if p.policy.name not in failed and p.policy.name not in lost:
                 self._safely_record_progress(p)
         return handled
 
@@ -366,6 +424,7 @@ class PolicyRunner:
                     return 1
                 assert p.tracker is not None
                 tracker = uow.record(p.tracker, PolicyAdvanced(recorded.position, p.idle + 1))
+                self._check_lease(name)
                 try:
                     uow.commit()
                 except ConcurrencyError:
@@ -396,6 +455,8 @@ class PolicyRunner:
     def _safely_record_idle(self, p: _Progress) -> None:
         try:
             self._record_idle(p)
+        except _LeaseLostError:
+            self._drop(p.policy.name)
         except Exception:  # the failure being reported matters more; these are re-handled
             log.warning("policy %s: could not record its no-op events", p.policy.name)
 
@@ -412,6 +473,8 @@ class PolicyRunner:
                 self._advance(p, p.scanned, 0, "read with nothing to do")
             if p.tracker is not None:
                 self._known[name] = p.tracker.position
+        except _LeaseLostError:
+            self._drop(name)
         except Exception:
             log.warning("policy %s: could not record how far it has read", p.policy.name)
 
@@ -420,6 +483,7 @@ class PolicyRunner:
         metadata = EventMetadata(f"policy:{p.policy.name}", reason=reason)
         with UnitOfWork(self.repository, metadata) as uow:
             tracker = uow.record(p.tracker, PolicyAdvanced(position, handled))
+            self._check_lease(p.policy.name)
             try:
                 uow.commit()
             except ConcurrencyError:
