@@ -1,0 +1,103 @@
+"""A policy worker process for tests/test_postgres_leases.py: runs two policies over a shared
+SQLite log with PostgreSQL leases until SIGTERM.
+
+    python -m tests.lease_worker LOG DSN WORKER TRACE
+
+Each policy records a ``Handled`` marker (policy, upstream position, worker) per ``CashPaidIn``
+in its unit of work, and writes ``start``/``end`` lines with wall-clock times to TRACE around
+the handler, so a test can see who handled what, and when.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import attrs
+
+from fxcrm_core.events import (
+    POLICY_EVENTS,
+    Aggregate,
+    DomainEvent,
+    EventCodec,
+    EventRegistry,
+    Handler,
+    Policy,
+    PolicyRunner,
+    RecordedEvent,
+    Repository,
+    UnitOfWork,
+)
+from fxcrm_core.stores import SqliteEventStore
+from tests.sample_domain import EVENTS, CashPaidIn
+
+POLICIES = ("marks-one", "marks-two")
+PAUSE = 0.004  # seconds a handler takes, so a run lasts long enough to be killed mid-way
+
+
+@attrs.frozen
+class Handled(DomainEvent):
+    policy: str
+    upstream: int
+    worker: str
+
+
+@attrs.frozen(kw_only=True)
+class Marks(Aggregate):
+    """One stream of markers per policy and worker: a second handling shows, never conflicts."""
+
+    category = "marks"
+    count: int = 0
+
+    def apply(self, event: DomainEvent) -> Self:
+        assert isinstance(event, Handled)
+        return self.evolve(count=self.count + 1)
+
+
+def repository(log: Path) -> Repository:
+    registry = EventRegistry()
+    registry.register_all((*EVENTS, *POLICY_EVENTS, Handled))
+    return Repository(SqliteEventStore(log), EventCodec(registry))
+
+
+def marking(policy: str, worker: str, trace: int) -> Handler:
+    def handle(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        os.write(trace, f"start {policy} {recorded.position} {time.time():.6f}\n".encode())
+        time.sleep(PAUSE)
+        stream = f"{policy}.{worker}"
+        marks = uow.load(Marks, stream) or Marks.blank(stream)
+        uow.record(marks, Handled(policy, recorded.position, worker))
+        os.write(trace, f"end {policy} {recorded.position} {time.time():.6f}\n".encode())
+
+    return handle
+
+
+def main(log: str, dsn: str, worker: str, trace_path: str) -> None:
+    from fxcrm_core.stores.postgres.leases import PostgresLeases
+
+    trace = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    leases = PostgresLeases(dsn, worker_id=worker)
+    repo = repository(Path(log))
+    runner = PolicyRunner(
+        repo,
+        [Policy(name, (CashPaidIn,), marking(name, worker, trace)) for name in POLICIES],
+        read_batch=50,
+        leases=leases,
+    )
+    os.write(trace, f"ready - 0 {time.time():.6f}\n".encode())
+    try:
+        runner.follow(stop, interval=0.05)
+    finally:
+        leases.close()
+        os.close(trace)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
