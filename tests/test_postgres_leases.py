@@ -12,17 +12,26 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from fxcrm_core.events import Leases, PolicyTracker, UnitOfWork, iter_all
+from fxcrm_core.events import (
+    Leases,
+    Policy,
+    PolicyRunner,
+    PolicyTracker,
+    RecordedEvent,
+    UnitOfWork,
+    iter_all,
+)
 from fxcrm_core.kernel import Money, StoreError, ValidationError
 from fxcrm_core.stores.postgres.leases import PostgresLeases, lease_key
 from tests.lease_worker import POLICIES, Handled, repository
 from tests.pg import pg_dsn
-from tests.sample_domain import Till
-from tests.test_policy_runner import META
+from tests.sample_domain import CashPaidIn, Till
+from tests.test_policy_runner import META, mirror, mirrored, pay_in
 
 __all__ = ["pg_dsn"]
 
@@ -84,8 +93,7 @@ def test_one_holder_per_name_until_released_or_closed(pg_dsn: str) -> None:
         assert b.owned() == frozenset()
         assert a.acquire("deal-feed")  # a closed session's locks are free at once
         assert a.acquire("payouts")
-        with pytest.raises(StoreError):
-            b.acquire("payouts")
+        assert not b.acquire("payouts")  # closed: takes nothing, as a dead worker
     finally:
         a.close()
         b.close()
@@ -225,3 +233,31 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
         for a_start, a_end in spans_a[policy]:
             for b_start, b_end in spans_b[policy]:
                 assert a_end <= b_start or b_end <= a_start, f"{policy} handled at once"
+
+
+def test_a_runner_whose_session_is_terminated_mid_handler_commits_nothing(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    repo = repository(tmp_path / "log.sqlite")
+    pay_in(repo, "a", 5)
+    a = PostgresLeases(pg_dsn, worker_id="a")  # checks every second: the goodbye is seen first
+    b = PostgresLeases(pg_dsn, worker_id="b")
+    calls: list[str] = []
+
+    def lose_then_mirror(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
+        calls.append(recorded.stream_id)
+        if len(calls) == 1:
+            terminate(pg_dsn, "a")
+            assert wait_for(lambda: b.acquire("mirror"), 5)
+        mirror(recorded, uow)
+
+    policy = Policy("mirror", (CashPaidIn,), lose_then_mirror)
+    try:
+        assert PolicyRunner(repo, [policy], leases=a).run() == 0
+        assert mirrored(repo, "a") is None
+        assert PolicyRunner(repo, [policy], leases=b).run() == 2
+        assert mirrored(repo, "a") == Money.of(5, "USD")
+        assert calls == ["till-a", "till-a", "till-a-mirror"]
+    finally:
+        a.close()
+        b.close()

@@ -21,8 +21,9 @@ __all__ = ["Leases", "LocalLeases"]
 @runtime_checkable
 class Leases(Protocol):
     """The worker's hold on named jobs. ``acquire`` tries once and never waits; holding a name
-    already, it answers True again. ``owned`` says which names are still held: after a lost
-    connection (or ``close``) none are, even if nobody released them explicitly."""
+    already, it answers True again; once closed, False (it may raise StoreError when its store
+    cannot be reached). ``owned`` says which names are still held: after a lost connection (or
+    ``close``) none are, even if nobody released them explicitly."""
 
     def acquire(self, name: str) -> bool: ...
 

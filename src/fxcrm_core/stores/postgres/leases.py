@@ -128,7 +128,7 @@ class PostgresLeases:
         key = lease_key(name)
         with self._lock:
             if self._closed:
-                raise StoreError("these leases are closed")
+                return False  # as a dead worker: it holds nothing and takes nothing
             conn = self._alive()
             if name in self._held and conn is not None:
                 return True
