@@ -52,7 +52,7 @@ _CLIENT_KEEPALIVES: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 5000,  # ms: a write unanswered this long fails (Linux)
 }
-_WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,50}")  # application_name holds 63 bytes
 
 
 def lease_key(name: str) -> int:
@@ -84,7 +84,7 @@ class PostgresLeases:
             raise ValidationError("a PostgreSQL database is named by a connection string")
         if not isinstance(worker_id, str) or not _WORKER_ID.fullmatch(worker_id):
             raise ValidationError(
-                "a worker id is up to 40 ASCII letters, digits, '_', '.', ':' and '-'"
+                "a worker id is up to 50 ASCII letters, digits, '_', '.', ':' and '-'"
             )
         if isinstance(connect_timeout, bool) or not 0 < connect_timeout <= 3600:
             raise ValidationError("connect_timeout is seconds, between 0 and 3600")
