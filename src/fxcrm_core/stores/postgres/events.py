@@ -190,9 +190,10 @@ class PostgresEventStore:
                 raise ConcurrencyError("a stream changed during the append") from None
         return result
 
-    @staticmethod
     def _insert(
-        conn: psycopg.Connection[Row], rows: list[tuple[int, str, int, str, bytes, bytes, int]]
+        self,
+        conn: psycopg.Connection[Row],
+        rows: list[tuple[int, str, int, str, bytes, bytes, int]],
     ) -> None:
         with conn.cursor() as cur:
             if len(rows) < COPY_FROM:

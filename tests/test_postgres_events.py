@@ -1,0 +1,338 @@
+"""The PostgreSQL event store keeps the same contract as memory and SQLite; its positions are
+gapless and in commit order under concurrent writers; a connection lost mid-append leaves
+nothing and a retry with the same idempotency key records once."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fxcrm_core.events import (
+    CheckpointStore,
+    EventStore,
+    NewEvent,
+    SnapshotStore,
+    StoredEvent,
+    StreamAppend,
+)
+from fxcrm_core.events.store import TypeCursor
+from fxcrm_core.kernel import FixedClock, StoreError, ValidationError
+from fxcrm_core.stores.postgres import PostgresDatabase
+from fxcrm_core.stores.postgres.events import COPY_FROM, PostgresEventStore
+from fxcrm_core.testing import (
+    CheckpointStoreContract,
+    SharedEventStoreContract,
+    SnapshotStoreContract,
+)
+from tests.pg import drop_database, new_database, pg_dsn
+
+__all__ = ["pg_dsn"]
+
+pytestmark = pytest.mark.postgres
+
+Rows = list[tuple[int, str, int, str, bytes, bytes, int]]
+
+
+# -- the shared contracts -------------------------------------------------------------------
+class TestPostgresEventStore(SharedEventStoreContract):
+    dsn: str
+
+    def make_store(self, directory: Path, clock: FixedClock) -> EventStore:
+        self.dsn = new_database()
+        return PostgresEventStore(self.dsn, clock=clock)
+
+    def close_store(self, store: EventStore) -> None:
+        super().close_store(store)
+        drop_database(self.dsn)
+
+    def opener(self, directory: Path) -> Callable[[], EventStore]:
+        # Another process opening the same database, as a second worker would.
+        return functools.partial(PostgresEventStore, self.dsn)
+
+
+class _OnOwnDatabase:
+    db: PostgresDatabase
+
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_dsn: str) -> Iterator[None]:
+        self.db = PostgresDatabase(pg_dsn)
+        yield
+        self.db.close()
+
+
+class TestPostgresCheckpoints(_OnOwnDatabase, CheckpointStoreContract):
+    def make_checkpoints(self, directory: Path) -> CheckpointStore:
+        return self.db
+
+
+class TestPostgresSnapshots(_OnOwnDatabase, SnapshotStoreContract):
+    def make_snapshots(self, directory: Path) -> SnapshotStore:
+        return self.db
+
+
+# -- the typed read: exactly what read_all gives, filtered ----------------------------------
+TYPE_NAMES = ("A", "B", "C", "D")
+
+
+@pytest.fixture
+def pg_store(pg_dsn: str) -> Iterator[PostgresEventStore]:
+    store = PostgresEventStore(pg_dsn)
+    yield store
+    store.close()
+
+
+def _wipe(store: PostgresEventStore) -> None:
+    with store.db.transaction() as conn:
+        conn.execute("TRUNCATE fx_events, fx_idempotency")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    log=st.lists(
+        st.lists(st.tuples(st.sampled_from("xyz"), st.sampled_from(TYPE_NAMES)), min_size=1),
+        max_size=12,
+    ),
+    types=st.frozensets(st.sampled_from((*TYPE_NAMES, "E"))),
+    many=st.booleans(),
+    after=st.integers(-2, 40),
+    limit=st.integers(1, 6),
+)
+def test_typed_reads_return_exactly_the_rows_read_all_would_after_filtering(
+    pg_store: PostgresEventStore,
+    log: list[list[tuple[str, str]]],
+    types: frozenset[str],
+    many: bool,
+    after: int,
+    limit: int,
+) -> None:
+    _wipe(pg_store)
+    if many:  # hundreds of types: still one statement
+        types |= {f"Other{i}" for i in range(300)}
+    for commit in log:
+        by_stream: dict[str, list[NewEvent]] = {}
+        for stream, event_type in commit:
+            by_stream.setdefault(stream, []).append(NewEvent(event_type, b"{}", b"{}"))
+        pg_store.append(*(StreamAppend(s, None, e) for s, e in by_stream.items()))
+    wanted = [
+        s for s in pg_store.read_all(after_position=after, limit=10_000) if s.event_type in types
+    ]
+    events, upto = pg_store.read_all_of_types(after, types, limit)
+    assert events == wanted[:limit]
+    if len(events) == limit:
+        assert upto == events[-1].position
+    else:
+        assert upto == max(pg_store.last_position(), after)
+    walked: list[StoredEvent] = []
+    position = after
+    while True:
+        events, upto = pg_store.read_all_of_types(position, types, limit)
+        assert upto >= position
+        walked += events
+        if len(events) < limit:
+            break
+        position = upto
+    assert walked == wanted
+
+
+def test_typed_reads_refuse_a_limit_below_one(pg_store: PostgresEventStore) -> None:
+    with pytest.raises(ValidationError):
+        pg_store.read_all_of_types(0, frozenset({"A"}), 0)
+
+
+def test_a_type_cursor_catches_up_through_the_typed_read(pg_store: PostgresEventStore) -> None:
+    for i in range(25):
+        kind = "A" if i % 5 == 0 else "B"
+        pg_store.append(StreamAppend(f"s{i % 3}", None, [NewEvent(kind, b"{}", b"{}")]))
+    cursor = TypeCursor(pg_store, frozenset({"A"}), batch=2)
+    assert [e.position for e in cursor.new_rows()] == [1, 6, 11, 16, 21]
+    assert cursor.position == 25
+    pg_store.append(StreamAppend("s9", 0, [NewEvent("A", b"{}", b"{}")]))
+    assert [e.position for e in cursor.new_rows()] == [26]
+    assert list(cursor.new_rows()) == []
+
+
+def test_a_typed_read_never_skips_a_commit_made_while_it_reads(pg_dsn: str) -> None:
+    """A writer on its own connections keeps appending while a reader follows the log by typed
+    reads from the position each read returns: the reader sees every event of its type."""
+    reader, writer_store = PostgresEventStore(pg_dsn), PostgresEventStore(pg_dsn)
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for i in range(300):
+                kind = "A" if i % 3 == 0 else "B"
+                writer_store.append(StreamAppend(f"s{i % 7}", None, [NewEvent(kind, b"{}", b"{}")]))
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen: list[int] = []
+    position = 0
+    while True:
+        finished = done.is_set()
+        events, position = reader.read_all_of_types(position, frozenset({"A"}), 7)
+        seen += [e.position for e in events]
+        if finished and len(events) < 7:
+            break
+    writer.join()
+    expected = [s.position for s in reader.read_all(limit=10_000) if s.event_type == "A"]
+    assert seen == expected
+    assert len(seen) == 100
+    reader.close()
+    writer_store.close()
+
+
+# -- big appends (COPY) read back as written -------------------------------------------------
+def test_an_append_big_enough_for_copy_reads_back_byte_for_byte(
+    pg_store: PostgresEventStore,
+) -> None:
+    events = [
+        NewEvent(f"T{i % 3}", bytes([i % 256]) * (i + 1) + b"\x00\xff", b'{"m":' + b"%d}" % i)
+        for i in range(COPY_FROM * 3)
+    ]
+    pg_store.append(StreamAppend("small", 0, events[:2]))
+    result = pg_store.append(
+        StreamAppend("big-a", 0, events[: COPY_FROM * 2]),
+        StreamAppend("big-b", 0, events[COPY_FROM * 2 :]),
+    )
+    assert result.versions == {"big-a": COPY_FROM * 2, "big-b": COPY_FROM}
+    assert result.last_position == 2 + COPY_FROM * 3
+    read = pg_store.read_all(after_position=2, limit=10_000)
+    assert [NewEvent(e.event_type, e.data, e.metadata) for e in read] == events
+    assert [e.position for e in read] == list(range(3, 3 + COPY_FROM * 3))
+    assert [e.version for e in pg_store.read_stream("big-b")] == list(range(1, COPY_FROM + 1))
+
+
+# -- the gap problem -------------------------------------------------------------------------
+class _SlowCommits(PostgresEventStore):
+    """Holds each append's transaction open for a random short time after its rows are in."""
+
+    def __init__(self, dsn: str, seed: int) -> None:
+        super().__init__(dsn)
+        self._random = random.Random(seed)
+
+    def _insert(self, conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
+        super()._insert(conn, rows)
+        time.sleep(self._random.uniform(0, 0.01))
+
+
+def test_a_follower_sees_every_event_once_in_position_order_while_writers_commit_late(
+    pg_dsn: str,
+) -> None:
+    writers, per_writer = 4, 25
+    follower_store = PostgresEventStore(pg_dsn)
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def write(n: int) -> None:
+        store = _SlowCommits(pg_dsn, seed=n)
+        try:
+            for i in range(per_writer):
+                events = [
+                    NewEvent("Wrote", f"{n}:{i}:{k}".encode(), b"{}") for k in range(1 + i % 3)
+                ]
+                store.append(
+                    StreamAppend(f"w{n}", i, events[:1]), StreamAppend(f"w{n}-{i}", 0, events)
+                )
+        except BaseException as exc:  # surfaced by the assertion below
+            failures.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+
+    def all_joined() -> None:
+        for t in threads:
+            t.join()
+        done.set()
+
+    closer = threading.Thread(target=all_joined)
+    closer.start()
+    seen: list[StoredEvent] = []
+    last = 0
+    while True:
+        finished = done.is_set()
+        batch = follower_store.read_all(after_position=last, limit=5)
+        seen += batch
+        if batch:
+            last = batch[-1].position
+        elif finished:
+            break
+    closer.join()
+    assert failures == []
+    total = sum(1 + (1 + i % 3) for i in range(per_writer)) * writers
+    assert [e.position for e in seen] == list(range(1, total + 1))
+    assert len({(e.stream_id, e.version) for e in seen}) == total
+    assert seen == follower_store.read_all(limit=10_000)
+    follower_store.close()
+
+
+# -- a connection lost mid-append ------------------------------------------------------------
+class _KilledMidAppend(PostgresEventStore):
+    """Lets another connection terminate this one after the rows are in, before the commit."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.kill_next = False
+
+    def _insert(self, conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
+        super()._insert(conn, rows)
+        if self.kill_next:
+            self.kill_next = False
+            pid = conn.info.backend_pid
+            with psycopg.connect(self.db.dsn, autocommit=True) as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("rows", [2, COPY_FROM + 1])
+def test_a_killed_connection_leaves_nothing_and_a_retry_with_its_key_records_once(
+    pg_dsn: str, rows: int
+) -> None:
+    store = _KilledMidAppend(pg_dsn)
+    store.append(StreamAppend("before", 0, [NewEvent("Opened", b"{}", b"{}")]))
+    command = StreamAppend("wallet-1", 0, [NewEvent("Credited", b'{"n":1}', b"{}")] * rows)
+    store.kill_next = True
+    with pytest.raises(StoreError, match="outcome is unknown"):
+        store.append(command, idempotency_key="psp:7")
+    assert store.last_position() == 1
+    assert store.read_stream("wallet-1") == []
+    with store.db.transaction() as conn:
+        assert conn.execute("SELECT count(*) FROM fx_idempotency").fetchone() == (0,)
+    # The outcome was unknown to the caller: it retries with the same key, twice.
+    first = store.append(command, idempotency_key="psp:7")
+    again = store.append(command, idempotency_key="psp:7")
+    assert not first.replayed
+    assert again.replayed
+    assert first.last_position == again.last_position == 1 + rows
+    assert store.stream_version("wallet-1") == rows
+    assert [e.position for e in store.read_all(limit=10_000)] == list(range(1, rows + 2))
+    store.close()
+
+
+def test_a_shared_database_stays_open_when_a_store_on_it_closes(pg_dsn: str) -> None:
+    db = PostgresDatabase(pg_dsn)
+    store = PostgresEventStore(db)
+    store.append(StreamAppend("s", 0, [NewEvent("A", b"{}", b"{}")]))
+    store.close()
+    assert db.get_checkpoint("nothing") == 0
+    assert PostgresEventStore(db).stream_version("s") == 1
+    db.close()
+    with pytest.raises(StoreError):
+        store.last_position()
