@@ -1,7 +1,7 @@
 """A policy worker process for tests/test_postgres_leases.py: runs two policies over a shared
-SQLite log with PostgreSQL leases until SIGTERM.
+log (a SQLite file, or a PostgreSQL database) with PostgreSQL leases until SIGTERM.
 
-    python -m tests.lease_worker LOG DSN WORKER TRACE
+    python -m tests.lease_worker sqlite|postgres LOG DSN WORKER TRACE
 
 Each policy records a ``Handled`` marker (policy, upstream position, worker) per ``CashPaidIn``
 in its unit of work, and writes ``start``/``end`` lines with wall-clock times to TRACE around
@@ -59,10 +59,15 @@ class Marks(Aggregate):
         return self.evolve(count=self.count + 1)
 
 
-def repository(log: Path) -> Repository:
+def repository(where: str, log: str) -> Repository:
+    """The log: on ``where`` "postgres", at connection string ``log``; else a SQLite file."""
     registry = EventRegistry()
     registry.register_all((*EVENTS, *POLICY_EVENTS, Handled))
-    return Repository(SqliteEventStore(log), EventCodec(registry))
+    if where == "postgres":
+        from fxcrm_core.stores.postgres.events import PostgresEventStore
+
+        return Repository(PostgresEventStore(log), EventCodec(registry))
+    return Repository(SqliteEventStore(Path(log)), EventCodec(registry))
 
 
 def marking(policy: str, worker: str, trace: int) -> Handler:
@@ -77,14 +82,14 @@ def marking(policy: str, worker: str, trace: int) -> Handler:
     return handle
 
 
-def main(log: str, dsn: str, worker: str, trace_path: str) -> None:
+def main(where: str, log: str, dsn: str, worker: str, trace_path: str) -> None:
     from fxcrm_core.stores.postgres.leases import PostgresLeases
 
     trace = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     leases = PostgresLeases(dsn, worker_id=worker)
-    repo = repository(Path(log))
+    repo = repository(where, log)
     runner = PolicyRunner(
         repo,
         [Policy(name, (CashPaidIn,), marking(name, worker, trace)) for name in POLICIES],
@@ -100,4 +105,4 @@ def main(log: str, dsn: str, worker: str, trace_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

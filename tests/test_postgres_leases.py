@@ -159,11 +159,13 @@ def _intervals(trace: Path, killed_at: float | None) -> dict[str, list[tuple[flo
     return out
 
 
+@pytest.mark.parametrize("where", ["sqlite", "postgres"])
 def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once(
-    pg_dsn: str, tmp_path: Path
+    pg_dsn: str, tmp_path: Path, where: str
 ) -> None:
-    log = tmp_path / "log.sqlite"
-    repo = repository(log)
+    log = pg_dsn if where == "postgres" else str(tmp_path / "log.sqlite")
+    repo = repository(where, log)
+    assert (type(repo.store).__name__ == "PostgresEventStore") == (where == "postgres")
     upstream: list[int] = []
     for n in range(150):
         till = repo.load(Till, "a") or Till.blank("a")
@@ -176,7 +178,7 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
     traces = {w: tmp_path / f"{w}.trace" for w in ("a", "b")}
 
     def start(worker: str) -> subprocess.Popen[bytes]:
-        command = ["-m", "tests.lease_worker", str(log), pg_dsn, worker, str(traces[worker])]
+        command = ["-m", "tests.lease_worker", where, log, pg_dsn, worker, str(traces[worker])]
         return subprocess.Popen([sys.executable, *command], cwd=ROOT)
 
     def handled(worker: str) -> int:
@@ -220,6 +222,9 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
         for e in (repo.codec.decode(s).event for s in iter_all(repo.store))
         if isinstance(e, Handled)
     ]
+    close = getattr(repo.store, "close", None)
+    if close is not None:
+        close()
     for policy in POLICIES:
         count = Counter(m.upstream for m in marks if m.policy == policy)
         assert sorted(count) == upstream
@@ -238,7 +243,7 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
 def test_a_runner_whose_session_is_terminated_mid_handler_commits_nothing(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    repo = repository(tmp_path / "log.sqlite")
+    repo = repository("sqlite", str(tmp_path / "log.sqlite"))
     pay_in(repo, "a", 5)
     a = PostgresLeases(pg_dsn, worker_id="a")  # checks every second: the goodbye is seen first
     b = PostgresLeases(pg_dsn, worker_id="b")
