@@ -78,7 +78,9 @@ _READ_STREAM = (
     "ORDER BY version"
 )
 # The head and the rows of some types in (after, head], in one statement and so one snapshot.
-# Per type, the (event_type, position) index gives at most ``limit`` positions in order; the
+# Per type, the (event_type, position) index gives at most ``limit`` positions in order (row
+# comparisons and that order, which only that index serves: with ``event_type = x AND position
+# > y`` the planner may walk the primary key and filter, slow for a rare type); the
 # first ``limit`` of all of them are joined to their rows, so the payloads of rows left out are
 # never read. The head row comes back even when no event matches.
 _TYPED = (
@@ -87,9 +89,9 @@ _TYPED = (
     " SELECT p.position FROM unnest(%(types)s::text[]) AS t(event_type)"
     " CROSS JOIN LATERAL ("
     "  SELECT e.position FROM fx_events e"
-    "  WHERE e.event_type = t.event_type AND e.position > %(after)s"
-    "  AND e.position <= (SELECT h FROM head)"
-    "  ORDER BY e.position LIMIT %(limit)s) AS p"
+    "  WHERE (e.event_type, e.position) > (t.event_type, %(after)s)"
+    "  AND (e.event_type, e.position) <= (t.event_type, (SELECT h FROM head))"
+    "  ORDER BY e.event_type, e.position LIMIT %(limit)s) AS p"
     " ORDER BY p.position LIMIT %(limit)s) "
     "SELECT head.h, e.position, e.stream_id, e.version, e.event_type, e.data, e.metadata, "
     "e.recorded_at FROM head LEFT JOIN (picked JOIN fx_events e USING (position)) ON true "
