@@ -225,8 +225,13 @@ class _SlowCommits(PostgresEventStore):
         super().__init__(dsn)
         self._random = random.Random(seed)
 
-    def _insert(self, conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
-        super()._insert(conn, rows)
+    def _insert(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        rows: Rows,
+        key_row: tuple[str, bytes, str] | None,
+    ) -> None:
+        super()._insert(conn, rows, key_row)
         time.sleep(self._random.uniform(0, 0.01))
 
 
@@ -291,8 +296,13 @@ class _KilledMidAppend(PostgresEventStore):
         super().__init__(dsn)
         self.kill_next = False
 
-    def _insert(self, conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
-        super()._insert(conn, rows)
+    def _insert(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        rows: Rows,
+        key_row: tuple[str, bytes, str] | None,
+    ) -> None:
+        super()._insert(conn, rows, key_row)
         if self.kill_next:
             self.kill_next = False
             pid = conn.info.backend_pid
