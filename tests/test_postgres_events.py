@@ -27,7 +27,7 @@ from fxcrm_core.events import (
 from fxcrm_core.events.store import TypeCursor
 from fxcrm_core.kernel import FixedClock, StoreError, ValidationError
 from fxcrm_core.stores.postgres import PostgresDatabase
-from fxcrm_core.stores.postgres.events import COPY_FROM, PostgresEventStore
+from fxcrm_core.stores.postgres.events import APPEND_LOCK, COPY_FROM, PostgresEventStore
 from fxcrm_core.testing import (
     CheckpointStoreContract,
     SharedEventStoreContract,
@@ -235,18 +235,44 @@ class _SlowCommits(PostgresEventStore):
         time.sleep(self._random.uniform(0, 0.01))
 
 
-def test_a_follower_sees_every_event_once_in_position_order_while_writers_commit_late(
-    pg_dsn: str,
-) -> None:
-    writers, per_writer = 4, 25
-    follower_store = PostgresEventStore(pg_dsn)
-    done = threading.Event()
+class _SequenceNumbered(_SlowCommits):
+    """What the append lock prevents: writers in parallel (each under a lock of its own),
+    positions handed out by a sequence at insert time, commits in any order."""
+
+    def __init__(self, dsn: str, seed: int) -> None:
+        super().__init__(dsn, seed)
+        self._append_lock = APPEND_LOCK + 1 + seed
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        rows: Rows,
+        key_row: tuple[str, bytes, str] | None,
+    ) -> None:
+        numbers = conn.execute(
+            "SELECT nextval('fx_gap_demo') FROM generate_series(1, %s)", (len(rows),)
+        ).fetchall()
+        renumbered = [(int(str(p[0])), *r[1:]) for p, r in zip(numbers, rows, strict=True)]
+        super()._insert(conn, renumbered, key_row)
+
+
+WRITERS, PER_WRITER = 4, 25
+TOTAL = sum(1 + (1 + i % 3) for i in range(PER_WRITER)) * WRITERS
+
+
+def _follow_while_writing(
+    dsn: str, writer: Callable[[str, int], PostgresEventStore]
+) -> list[StoredEvent]:
+    """Writer threads (a store and connections each) append while a follower thread reads on
+    from the last position it saw, as a projection does; what the follower saw."""
     failures: list[BaseException] = []
+    writing = threading.Event()
+    seen: list[StoredEvent] = []
 
     def write(n: int) -> None:
-        store = _SlowCommits(pg_dsn, seed=n)
+        store = writer(dsn, n)
         try:
-            for i in range(per_writer):
+            for i in range(PER_WRITER):
                 events = [
                     NewEvent("Wrote", f"{n}:{i}:{k}".encode(), b"{}") for k in range(1 + i % 3)
                 ]
@@ -258,34 +284,59 @@ def test_a_follower_sees_every_event_once_in_position_order_while_writers_commit
         finally:
             store.close()
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for t in threads:
+    def follow() -> None:
+        follower = PostgresEventStore(dsn)
+        last = 0
+        try:
+            while True:
+                finished = not writing.is_set()
+                batch = follower.read_all(after_position=last, limit=5)
+                seen.extend(batch)
+                if batch:
+                    last = batch[-1].position
+                elif finished:
+                    return
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            follower.close()
+
+    writing.set()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    follower = threading.Thread(target=follow)
+    for t in (*writers, follower):
         t.start()
-
-    def all_joined() -> None:
-        for t in threads:
-            t.join()
-        done.set()
-
-    closer = threading.Thread(target=all_joined)
-    closer.start()
-    seen: list[StoredEvent] = []
-    last = 0
-    while True:
-        finished = done.is_set()
-        batch = follower_store.read_all(after_position=last, limit=5)
-        seen += batch
-        if batch:
-            last = batch[-1].position
-        elif finished:
-            break
-    closer.join()
+    for t in writers:
+        t.join()
+    writing.clear()
+    follower.join()
     assert failures == []
-    total = sum(1 + (1 + i % 3) for i in range(per_writer)) * writers
-    assert [e.position for e in seen] == list(range(1, total + 1))
-    assert len({(e.stream_id, e.version) for e in seen}) == total
-    assert seen == follower_store.read_all(limit=10_000)
-    follower_store.close()
+    return seen
+
+
+def test_a_follower_sees_every_event_once_in_position_order_while_writers_commit_late(
+    pg_dsn: str,
+) -> None:
+    seen = _follow_while_writing(pg_dsn, lambda dsn, n: _SlowCommits(dsn, seed=n))
+    assert [e.position for e in seen] == list(range(1, TOTAL + 1))
+    assert len({(e.stream_id, e.version) for e in seen}) == TOTAL
+    store = PostgresEventStore(pg_dsn)
+    assert seen == store.read_all(limit=10_000)
+    store.close()
+
+
+def test_without_the_append_lock_the_same_follower_skips_late_commits(pg_dsn: str) -> None:
+    """The check above can fail: positions from a sequence, writers in parallel, and the
+    follower misses events committed after a later position was read."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE fx_gap_demo")
+    seen = _follow_while_writing(pg_dsn, lambda dsn, n: _SequenceNumbered(dsn, seed=n))
+    store = PostgresEventStore(pg_dsn)
+    everything = store.read_all(limit=10_000)
+    store.close()
+    assert [e.position for e in everything] == list(range(1, TOTAL + 1))
+    assert len(seen) < TOTAL  # skipped
+    assert set(seen) < set(everything)
 
 
 # -- a connection lost mid-append ------------------------------------------------------------

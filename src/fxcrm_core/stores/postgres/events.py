@@ -128,6 +128,8 @@ class PostgresEventStore:
     Also offers ``read_all_of_types``, which the projection and policy runners use.
     """
 
+    _append_lock = APPEND_LOCK  # a class attribute only so a test can show what it prevents
+
     def __init__(self, db: PostgresDatabase | str, *, clock: Clock | None = None) -> None:
         self._owned = not isinstance(db, PostgresDatabase)
         self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
@@ -148,7 +150,7 @@ class PostgresEventStore:
             # One round trip: the lock, then (later statements, so later snapshots that see
             # every append committed before the lock was granted) the key and the heads.
             with conn.pipeline():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_lock,))
                 found_cur = (
                     conn.execute(
                         "SELECT digest, result FROM fx_idempotency WHERE key = %s",
