@@ -339,6 +339,67 @@ def test_without_the_append_lock_the_same_follower_skips_late_commits(pg_dsn: st
     assert set(seen) < set(everything)
 
 
+class _HeldOpen(PostgresEventStore):
+    """Keeps its next append's transaction open, rows inserted, until released."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        rows: Rows,
+        key_row: tuple[str, bytes, str] | None,
+    ) -> None:
+        super()._insert(conn, rows, key_row)
+        self.inside.set()
+        self.release.wait(timeout=30)
+
+
+def test_reads_never_wait_for_an_open_append_and_appends_wait_their_turn(pg_dsn: str) -> None:
+    holder, other, reader = (
+        _HeldOpen(pg_dsn),
+        PostgresEventStore(pg_dsn),
+        PostgresEventStore(pg_dsn),
+    )
+    reader.append(StreamAppend("before", 0, [NewEvent("A", b"{}", b"{}")]))
+    held = threading.Thread(
+        target=holder.append, args=(StreamAppend("held", 0, [NewEvent("A", b"{}", b"{}")] * 3),)
+    )
+    held.start()
+    try:
+        assert holder.inside.wait(timeout=30)
+        # The append holds the lock with its rows in: every read answers at once, without them.
+        started = time.monotonic()
+        assert [e.stream_id for e in reader.read_all()] == ["before"]
+        assert reader.last_position() == 1
+        assert reader.read_all_of_types(0, frozenset({"A"}), 10)[1] == 1
+        assert reader.read_stream("held") == []
+        assert time.monotonic() - started < 5
+        # Another append waits for the lock, then lands after the held one.
+        late = threading.Thread(
+            target=other.append, args=(StreamAppend("late", 0, [NewEvent("B", b"{}", b"{}")]),)
+        )
+        late.start()
+        late.join(timeout=0.3)
+        assert late.is_alive()
+        holder.release.set()
+        held.join(timeout=30)
+        late.join(timeout=30)
+        assert [(e.position, e.stream_id) for e in reader.read_all()] == [
+            (1, "before"),
+            (2, "held"),
+            (3, "held"),
+            (4, "held"),
+            (5, "late"),
+        ]
+    finally:
+        holder.release.set()
+        for store in (holder, other, reader):
+            store.close()
+
+
 # -- a connection lost mid-append ------------------------------------------------------------
 class _KilledMidAppend(PostgresEventStore):
     """Lets another connection terminate this one after the rows are in, before the commit."""
