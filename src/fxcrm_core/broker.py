@@ -126,6 +126,7 @@ from fxcrm_core.events import (
     EventRegistry,
     EventStore,
     Handler,
+    Leases,
     PayloadCipher,
     Policy,
     PolicyAdvanced,
@@ -306,6 +307,10 @@ class BrokerOptions(TypedDict, total=False):
     rate_approval_threshold: Decimal
     allow_clear_pii: bool
     policies: Literal["inline", "worker"]
+    # With policies="worker" in several processes: which worker owns each policy (one at a
+    # time; a dead worker's policies pass to a live one). PostgresLeases on PostgreSQL,
+    # LocalLeases in one process. None: every worker runs every policy (still exactly once).
+    leases: Leases
     # Loyalty (docs/loyalty.md). The tier programme the broker follows (its id; default
     # "main"): the tier policy records nothing until an admin records a version of it with
     # broker.tiers.record_programme. Points rules (None: the points policies record nothing).
@@ -922,11 +927,17 @@ class Broker:
             # Skipping a stretch with nothing to do is one cheap typed read; recording how far
             # a policy read costs a commit, so it is done only every 10,000 events.
             progress_every=10_000,
+            leases=options.get("leases"),
         )
         self.policy_failure: PolicyError | None = None
+        self._owned: list[object] = []  # what a constructor opened for it (closed with it)
         mode = options.get("policies", "inline")
         if mode not in ("inline", "worker"):
             raise ConfigurationError("policies run 'inline' or in a 'worker'")
+        if options.get("leases") is not None and mode != "worker":
+            # Inline, a command returns once its policies ran: a lease held elsewhere would
+            # break that promise.
+            raise ConfigurationError("leases are for policies='worker'")
         if mode == "inline":
             self.repository.on_commit(self._run_inline)
 
@@ -1206,6 +1217,68 @@ class Broker:
             db.close()
             if made is not None:
                 made.close()
+            raise
+
+    @classmethod
+    def postgres(
+        cls,
+        dsn: str,
+        *,
+        clock: Clock | None = None,
+        keys_dsn: str | None = None,
+        keystore: KeyStore | None = None,
+        min_size: int = 1,
+        max_size: int = 8,
+        statement_timeout_ms: int = 30_000,
+        **options: Unpack[BrokerOptions],
+    ) -> Broker:
+        """A broker on a PostgreSQL database (events, snapshots, checkpoints, audit), its schema
+        made beforehand by ``fxcrm migrate`` / :func:`fxcrm_core.stores.postgres.migrate`; the
+        data keys in the database at ``keys_dsn`` (migrated too; back it up on a shorter
+        schedule), in the same database when not given, or in the ``keystore`` given. Pool
+        bounds and the statement timeout are the host's to tune (see docs/postgres.md). Needs
+        the ``postgres`` extra."""
+        try:
+            from fxcrm_core.stores.postgres import (
+                PostgresAuditLog,
+                PostgresDatabase,
+                PostgresEventStore,
+                PostgresKeyStore,
+            )
+        except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+            raise ConfigurationError(
+                "Broker.postgres needs the postgres extra: pip install 'fxcrm_core[postgres]'"
+            ) from exc
+        if keystore is not None and keys_dsn is not None:
+            raise ConfigurationError("give keys_dsn or keystore, not both")
+        if options.get("keyring") is None and not options.get("allow_clear_pii", False):
+            cls._check_pii_choice(options)  # refuse before any connection is made
+        pool = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "statement_timeout_ms": statement_timeout_ms,
+        }
+        db = PostgresDatabase(dsn, **pool)
+        made: list[Any] = [db]
+        try:
+            if keystore is None and options.get("keyring") is not None:
+                keys_db = db if keys_dsn is None else PostgresDatabase(keys_dsn, **pool)
+                if keys_db is not db:
+                    made.append(keys_db)
+                keystore = PostgresKeyStore(keys_db)
+            broker = cls(
+                PostgresEventStore(db, clock=clock),
+                snapshots=db,
+                keystore=keystore,
+                audit_log=PostgresAuditLog(db),
+                clock=clock,
+                **options,
+            )
+            broker._owned += made  # the pools: closed with the broker
+            return broker
+        except BaseException:
+            for opened in made:  # refused: leave no pool behind
+                opened.close()
             raise
 
     # -- policies ---------------------------------------------------------------------------------
@@ -1715,7 +1788,8 @@ class Broker:
         return UnitOfWork(self.repository, metadata)
 
     def close(self) -> None:
-        for resource in (self.store, self.encryption.keystore if self.encryption else None):
+        keystore = self.encryption.keystore if self.encryption else None
+        for resource in (self.store, keystore, *self._owned):
             close = getattr(resource, "close", None)
             if callable(close):
                 close()

@@ -63,6 +63,7 @@ from fxcrm_core.kernel import (
     Money,
     RateTable,
     Rounding,
+    StoreError,
 )
 from fxcrm_core.loyalty import (
     BaselineChurnModel,
@@ -232,15 +233,29 @@ def open_demo_broker(
     *,
     policies: Literal["inline", "worker"] = "inline",
     seed: int | None = None,
+    files: Path | None = None,
 ) -> Broker:
     """Open the demo broker on ``path`` (it writes nothing by itself); ``seed`` makes its ids
-    reproducible."""
+    reproducible. On PostgreSQL (``path`` a ``postgresql://`` URL) the simulated trading
+    server keeps its state beside ``files`` (default ``.demo/postgres``)."""
     clock = FixedClock(START)
-    options = demo_options(Path(path), clock)
+    postgres = is_postgres(path)
+    options = demo_options((files or _PG_FILES) if postgres else Path(path), clock)
     options["policies"] = policies
     if seed is not None:
         options["ids"] = IdGenerator(clock, seed=seed)
+    if postgres:
+        return Broker.postgres(str(path), clock=clock, **options)
     return Broker.sqlite(Path(path), clock=clock, **options)
+
+
+def is_postgres(db: str | Path) -> bool:
+    """Whether ``db`` names a PostgreSQL database (a ``postgresql://`` URL), not a file."""
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+# The demo's simulated trading server keeps its state in a file; on PostgreSQL, this one.
+_PG_FILES = Path(".demo") / "postgres"
 
 
 # -- the day's steps: fn(broker, *args) -> result ------------------------------------------------
@@ -894,20 +909,81 @@ def _clear_demo_files(db_path: Path, *, force: bool) -> None:
     marker.write_text(_DEMO_MARKER, encoding="utf-8")
 
 
+def _clear_demo_postgres(dsn: str, *, force: bool) -> None:
+    """Drop a previous demo run's tables (refusing, with nothing dropped, a database whose
+    fxcrm tables hold rows the demo did not write, unless ``force``), migrate, and mark it as
+    the demo's."""
+    import psycopg
+    from psycopg import sql
+
+    from fxcrm_core.stores.postgres import migrate
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            tables = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename LIKE 'fx\\_%'"
+                )
+            ]
+            holds = any(
+                conn.execute(
+                    sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
+                ).fetchone()
+                == (True,)
+                for table in tables
+                if table != "fx_schema"
+            )  # (a database just migrated holds nothing to lose)
+            if holds and "fx_demo" not in tables and not force:
+                raise DemoFileError(
+                    "the database at --db holds fxcrm tables the demo did not create; nothing "
+                    "was dropped (give another --db, or --force to replace them)"
+                )
+            with conn.transaction():
+                for table in tables:
+                    conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(table)))
+        migrate(dsn)
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CREATE TABLE fx_demo (note text)")
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot prepare the demo database ({type(exc).__name__})") from None
+    Path(f"{_PG_FILES}.server.json").unlink(missing_ok=True)  # the simulated server's state
+    _PG_FILES.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _shown(db: str | Path) -> str:
+    """``db`` as the report names it: a PostgreSQL URL without its password."""
+    if not is_postgres(db):
+        return str(db)
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(str(db))
+    except Exception:  # a URL psycopg cannot read is shown by its scheme alone
+        return "postgresql://..."
+    host, name = parts.get("host", ""), parts.get("dbname", "")
+    return f"postgresql://{parts.get('user', '')}@{host}/{name}"
+
+
 def run_demo(
-    db_path: Path,
+    db_path: Path | str,
     out: Callable[[str], None] = print,
     *,
     steps: Sequence[DayStep] = DAY,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Play the day on a fresh SQLite file, print a report; returns the key figures.
+    """Play the day on a fresh SQLite file (or PostgreSQL database: a ``postgresql://`` URL),
+    print a report; returns the key figures.
 
     Files left by an earlier demo run on ``db_path`` are recreated; any other file there (a
     host's database, its key file) is refused with :class:`DemoFileError` unless ``force``."""
-    _clear_demo_files(db_path, force=force)
+    if is_postgres(db_path):
+        _clear_demo_postgres(str(db_path), force=force)
+    else:
+        _clear_demo_files(Path(db_path), force=force)
     broker = open_demo_broker(db_path)
-    out(f"fxcrm_core demo: a broker day on {db_path}")
+    out(f"fxcrm_core demo: a broker day on {_shown(db_path)}")
     _kernel_tour(broker, out)
     out("\n== The day, step by step (each a command; the broker's policies follow it)")
     for step in steps:
@@ -933,7 +1009,7 @@ def run_demo(
     )
     out(f"  policies still to run: {sum(live['policy_lag'].values())}")
 
-    out("\n== A new process opens the file")
+    out("\n== A new process opens the log")
     reopened = open_demo_broker(db_path)
     assert isinstance(reopened.clock, FixedClock)
     reopened.clock.set(live_now)  # the same moment: KYC expiry counts by date

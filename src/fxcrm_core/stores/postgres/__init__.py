@@ -7,5 +7,19 @@ See docs/postgres.md.
 
 from fxcrm_core.stores.postgres._db import PostgresDatabase
 from fxcrm_core.stores.postgres._schema import SCHEMA_VERSION, migrate, schema_version
+from fxcrm_core.stores.postgres.audit import PostgresAuditLog
+from fxcrm_core.stores.postgres.events import PostgresEventStore
+from fxcrm_core.stores.postgres.keys import PostgresKeyStore
+from fxcrm_core.stores.postgres.leases import PostgresLeases, lease_key
 
-__all__ = ["SCHEMA_VERSION", "PostgresDatabase", "migrate", "schema_version"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresAuditLog",
+    "PostgresDatabase",
+    "PostgresEventStore",
+    "PostgresKeyStore",
+    "PostgresLeases",
+    "lease_key",
+    "migrate",
+    "schema_version",
+]

@@ -64,7 +64,15 @@ class PostgresDatabase:
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout,
-            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            kwargs={
+                "connect_timeout": max(1, int(connect_timeout)),
+                # A host that vanishes mid-append holds the append lock until the server
+                # notices: TCP keepalives make it notice in seconds, not hours.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 3,
+                "keepalives_count": 3,
+            },
             configure=self._configure,
             open=False,
         )
@@ -81,6 +89,9 @@ class PostgresDatabase:
 
     def _configure(self, conn: Conn) -> None:
         conn.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
+        # A transaction left open by a stalled client (holding the append lock, say) ends.
+        idle = 2 * self.statement_timeout_ms if self.statement_timeout_ms else 60_000
+        conn.execute(f"SET idle_in_transaction_session_timeout = {idle}")
         conn.execute("SET TIME ZONE 'UTC'")
         conn.commit()
 
