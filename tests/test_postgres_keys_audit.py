@@ -245,6 +245,8 @@ def test_purge_gives_up_rather_than_queue_readers_behind_a_long_transaction(
         began = time.monotonic()
         with pytest.raises(ConcurrencyError, match="purge again later"):
             ks.purge(lock_wait=0.2)
+        with pytest.raises(ConcurrencyError):  # under a millisecond is still a limit
+            ks.purge(lock_wait=0.0001)
         assert time.monotonic() - began < 5
         assert ks.get("c-1") == _wrapped("c-1", 1)  # readers were not left queued
     ks.purge()

@@ -158,7 +158,7 @@ class PostgresKeyStore:
                 autocommit=True,
                 connect_timeout=max(1, int(self.db.connect_timeout)),
             ) as conn:
-                conn.execute(f"SET lock_timeout = {int(lock_wait * 1000)}")
+                conn.execute(f"SET lock_timeout = {max(1, int(lock_wait * 1000))}")  # 0: no limit
                 conn.execute(f"SET statement_timeout = {self.db.statement_timeout_ms}")
                 conn.execute("VACUUM FULL fx_data_keys")
         except psycopg.errors.LockNotAvailable:
