@@ -110,7 +110,9 @@ Sum = tuple[date, str, Decimal]
 #: One IB's line in the accrual journal: (IB, trading day, currency code, sum).
 Row = tuple[str, date, str, Decimal]
 #: Every IB's account absorbs the journal's lines at each line whose version is a multiple of
-#: this (in the policy's unit of work): no reader replays more lines than this.
+#: this (in the policy's unit of work): no reader replays more lines than this. Part of the
+#: log's format: readers take every line up to the last multiple as absorbed by every IB, so
+#: a log written with one value must never be read with another.
 ABSORB_EVERY = 16
 JOURNAL_ID = "journal"
 
