@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -30,8 +31,12 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
 
 
 def dsn_of(name: str) -> str:
-    """The connection string of database ``name`` on the test server."""
-    return psycopg.conninfo.make_conninfo(SERVER, dbname=name)
+    """The URL of database ``name`` on the test server (a ``postgresql://`` URL, as the SDK's
+    own entry points take: ``FXCRM_PG_DSN`` is a URL too)."""
+    parts = urlsplit(SERVER)
+    if parts.scheme not in ("postgresql", "postgres"):
+        pytest.fail("FXCRM_PG_DSN must be a postgresql:// URL")
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def new_database(*, migrated: bool = True) -> str:

@@ -15,6 +15,7 @@ from fxcrm_core.broker import Broker
 from fxcrm_core.kernel import FixedClock, Money
 from fxcrm_core.payments import PaymentLimits
 from fxcrm_core.privacy import MasterKeyring
+from fxcrm_core.stores.postgres import PostgresEventStore
 from fxcrm_core.testing.parity import ALL_MODES, Mode, Scenario, assert_parity
 from tests import commission_month
 from tests.parity_scenarios import T0
@@ -26,25 +27,34 @@ MODULE = "tests.test_postgres_parity"
 
 
 def _dsn(path: str) -> str:
-    return (Path(path).parent / "dsn").read_text(encoding="utf-8")
+    dsn = (Path(path).parent / "dsn").read_text(encoding="utf-8")
+    assert demo.is_postgres(dsn)  # (else the demo would open a SQLite file by that name)
+    return dsn
+
+
+def _on_the_server(broker: Broker) -> Broker:
+    assert isinstance(broker.store, PostgresEventStore)
+    return broker
 
 
 def build(path: str) -> Broker:
     """tests.parity_scenarios.build, on the mode's PostgreSQL database."""
-    return Broker.postgres(
-        _dsn(path),
-        clock=FixedClock(T0),
-        keyring=MasterKeyring({"m1": bytes(range(32))}, "m1"),
-        identity_key=b"parity-test deduplication key, 32+ bytes",
-        payment_limits=PaymentLimits([Money.of("50000", "USD")]),
-        max_size=2,
+    return _on_the_server(
+        Broker.postgres(
+            _dsn(path),
+            clock=FixedClock(T0),
+            keyring=MasterKeyring({"m1": bytes(range(32))}, "m1"),
+            identity_key=b"parity-test deduplication key, 32+ bytes",
+            payment_limits=PaymentLimits([Money.of("50000", "USD")]),
+            max_size=2,
+        )
     )
 
 
 def build_demo(path: str) -> Broker:
     """The demo broker on the mode's PostgreSQL database (its simulated server's state beside
     the mode's directory)."""
-    return demo.open_demo_broker(_dsn(path), files=Path(path))
+    return _on_the_server(demo.open_demo_broker(_dsn(path), files=Path(path)))
 
 
 def _on_postgres(scenario: Scenario, build_ref: str, directory: Path) -> None:
