@@ -1,0 +1,436 @@
+"""PostgreSQL event-store throughput as ratios against baselines measured in the same run.
+
+Every measurement runs on a fresh database that the benchmark creates on the server at
+``FXCRM_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``, the admin connection)
+and drops afterwards. Each round runs every measurement once and computes its ratios; the report
+gives the median of the rounds (this machine is noisy, pairs within a round share its noise).
+Durability is the server's default for every row (``synchronous_commit`` as configured, shown).
+
+What each row times (events/s):
+
+- ``raw_tx_commit``: raw psycopg, one connection, one ``BEGIN; INSERT one row; COMMIT`` per event
+  into ``fx_events`` of a migrated database (same table, indexes and row bytes as the store's;
+  positions from a client counter, no lock, no version check).
+- ``raw_autocommit``: the same rows, one autocommitted ``INSERT`` each (one round trip; shown,
+  no target).
+- ``pg_per_command``: ``PostgresEventStore.append`` of one pre-encoded event per call.
+- ``raw_executemany``: raw psycopg ``executemany`` (pipelined) of ``batch`` rows per transaction.
+- ``raw_copy``: raw psycopg binary ``COPY`` of ``batch`` rows per transaction.
+- ``pg_batched``: ``PostgresEventStore.append`` of ``batch`` pre-encoded events per call (the
+  store uses binary COPY from 32 rows on).
+- ``pg_full_stack_batched``: commands in, events recorded through ``Broker.postgres`` units of
+  work (``batch`` commands per commit), with what the broker runs after a commit.
+- ``raw_scan_decode``: one raw ``SELECT`` of the full-stack database's whole log (binary), each
+  row's data and metadata ``json.loads``-ed.
+- ``pg_replay``: ``read_all`` in pages of 5,000 from that database and ``EventCodec.decode`` of
+  every event (read from the database each time: the store has no cache).
+- ``pg_aggregate_replay``: the desk rebuilt from its stream by a new repository with no state
+  cache and no snapshots (reads and folds every event).
+- ``es_pg_batched`` / ``es_pg_aggregate_replay``: the ``eventsourcing`` library's PostgreSQL
+  persistence (``eventsourcing.postgres``, its defaults: executemany in a pipeline under a table
+  lock), the same commands and ``batch`` per save; its replay is ``repository.get`` with no
+  aggregate cache.
+
+    python benchmarks/bench_postgres.py            # the full run (a minute or two)
+    python benchmarks/bench_postgres.py --quick    # a smoke run with tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from eventsourcing.application import Application as EsApplication
+from eventsourcing.domain import Aggregate as EsAggregate
+from eventsourcing.domain import event as es_event
+from psycopg import sql
+
+from fxcrm_core.broker import Broker
+from fxcrm_core.events import (
+    EventCodec,
+    EventMetadata,
+    EventRegistry,
+    NewEvent,
+    Repository,
+    StreamAppend,
+)
+from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.stores.postgres import PostgresEventStore, migrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _desk import DESK_EVENTS, CashDesk, CashReceived, DeskOpened
+
+T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
+BENCH_IDENTITY_KEY = b"benchmark-only deduplication key, 32+ bytes"
+META = EventMetadata("psp:callback", "corr-0123456789", reason="deposit confirmed")
+SERVER = os.environ.get("FXCRM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DB_PREFIX = f"fxcrm_bench_{os.getpid()}_"  # each database this process makes, and drops
+
+_INSERT = (
+    "INSERT INTO fx_events (position, stream_id, version, event_type, data, metadata, "
+    "recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_COPY = (
+    "COPY fx_events (position, stream_id, version, event_type, data, metadata, recorded_at) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ["int8", "text", "int4", "text", "bytea", "bytea", "int8"]
+
+
+def _codec() -> EventCodec:
+    reg = EventRegistry()
+    reg.register_all(DESK_EVENTS)
+    return EventCodec(reg)
+
+
+def _events(n: int) -> list[CashReceived]:
+    return [CashReceived(Money.from_minor(10_000 + i, "USD"), f"psp-{i:09d}") for i in range(n)]
+
+
+def _rows(codec: EventCodec, n: int) -> list[NewEvent]:
+    return [codec.encode("desk-bench", e, META) for e in _events(n)]
+
+
+def _tuples(rows: list[NewEvent]) -> list[tuple[int, str, int, str, bytes, bytes, int]]:
+    return [
+        (i + 1, "desk-bench", i + 1, r.event_type, r.data, r.metadata, 0)
+        for i, r in enumerate(rows)
+    ]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- fresh databases -------------------------------------------------------------------------
+def _dsn_of(name: str) -> str:
+    return urlunsplit(urlsplit(SERVER)._replace(path=f"/{name}"))
+
+
+@contextmanager
+def fresh_database(*, migrated: bool = True) -> Iterator[str]:
+    """A new database on the server (schema migrated unless told not to), dropped afterwards."""
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = _dsn_of(name)
+    try:
+        if migrated:
+            migrate(dsn)
+        yield dsn
+    finally:
+        with psycopg.connect(SERVER, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# -- measurements: each returns seconds for the work it names -------------------------------
+def raw_tx_commits(rows: list[NewEvent]) -> float:
+    tuples = _tuples(rows)
+    with fresh_database() as dsn, psycopg.connect(dsn) as conn:
+
+        def run() -> None:
+            for t in tuples:
+                with conn.transaction():
+                    conn.execute(_INSERT, t)
+
+        return _timed(run)
+
+
+def raw_autocommits(rows: list[NewEvent]) -> float:
+    tuples = _tuples(rows)
+    with fresh_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+
+        def run() -> None:
+            for t in tuples:
+                conn.execute(_INSERT, t)
+
+        return _timed(run)
+
+
+def store_per_command(rows: list[NewEvent]) -> float:
+    with fresh_database() as dsn:
+        store = PostgresEventStore(dsn, clock=FixedClock(T0))
+        try:
+
+            def run() -> None:
+                for i, r in enumerate(rows):
+                    store.append(StreamAppend("desk-bench", i, [r]))
+
+            return _timed(run)
+        finally:
+            store.close()
+
+
+def raw_executemany(rows: list[NewEvent], batch: int) -> float:
+    tuples = _tuples(rows)
+    with fresh_database() as dsn, psycopg.connect(dsn) as conn:
+
+        def run() -> None:
+            for i in range(0, len(tuples), batch):
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(_INSERT, tuples[i : i + batch])
+
+        return _timed(run)
+
+
+def raw_copy(rows: list[NewEvent], batch: int) -> float:
+    tuples = _tuples(rows)
+    with fresh_database() as dsn, psycopg.connect(dsn) as conn:
+
+        def run() -> None:
+            for i in range(0, len(tuples), batch):
+                with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for t in tuples[i : i + batch]:
+                        copy.write_row(t)
+
+        return _timed(run)
+
+
+def store_batched(rows: list[NewEvent], batch: int) -> float:
+    with fresh_database() as dsn:
+        store = PostgresEventStore(dsn, clock=FixedClock(T0))
+        try:
+
+            def run() -> None:
+                for i in range(0, len(rows), batch):
+                    store.append(StreamAppend("desk-bench", i, rows[i : i + batch]))
+
+            return _timed(run)
+        finally:
+            store.close()
+
+
+def full_stack_batched(broker: Broker, n: int, batch: int) -> float:
+    """Commands in, events recorded: like the eventsourcing runs below, the timed part turns each
+    (amount, reference) into its event through the aggregate's command."""
+    inputs = [(e.amount, e.psp_reference) for e in _events(n)]
+
+    def run() -> None:
+        desk = CashDesk.blank("bench")
+        for i in range(0, n, batch):
+            with broker.unit_of_work("psp:callback", correlation_id="c") as uow:
+                if i == 0:
+                    desk = uow.record(desk, DeskOpened(Currency.of("USD")))
+                events = [e for a, ref in inputs[i : i + batch] for e in desk.receive(a, ref)]
+                desk = uow.record(desk, *events)
+                uow.commit()
+
+    return _timed(run)
+
+
+def raw_scan_decode(dsn: str) -> float:
+    with psycopg.connect(dsn) as conn:
+
+        def run() -> None:
+            loads = json.loads
+            rows = conn.execute(
+                "SELECT position, stream_id, version, event_type, data, metadata, recorded_at "
+                "FROM fx_events ORDER BY position",
+                binary=True,
+            ).fetchall()
+            for row in rows:
+                loads(row[4])
+                loads(row[5])
+
+        return _timed(run)
+
+
+def store_replay(store: PostgresEventStore, codec: EventCodec) -> float:
+    def run() -> None:
+        decode = codec.decode
+        position = 0
+        while True:
+            chunk = store.read_all(after_position=position, limit=5000)
+            if not chunk:
+                return
+            for stored in chunk:
+                decode(stored)
+            position = chunk[-1].position
+
+    return _timed(run)
+
+
+def aggregate_replay(broker: Broker) -> float:
+    """Seconds to rebuild the desk from its events: a new repository on the broker's store and
+    codec, with no state cache and no snapshots (the broker's own repository keeps the state it
+    committed, and would answer without replaying anything)."""
+    cold = Repository(broker.store, broker.codec, cache_size=0)
+
+    def run() -> None:
+        desk = cold.get(CashDesk, "bench")
+        assert desk.version == desk.received + 1  # every event was folded
+
+    return _timed(run)
+
+
+# -- the eventsourcing library doing the same work -------------------------------------------
+class EsDesk(EsAggregate):
+    def __init__(self) -> None:
+        self.balance = Decimal(0)
+
+    @es_event("Received")
+    def receive(self, amount: Decimal, psp_reference: str) -> None:
+        self.balance += amount
+
+
+def _es_app(dsn: str) -> Any:
+    parts = urlsplit(dsn)
+    # No aggregate cache whatever the process environment says: its loads are replays too.
+    env = {
+        "AGGREGATE_CACHE_MAXSIZE": "",
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts.path.lstrip("/"),
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_PASSWORD": parts.password or "",
+    }
+    return EsApplication(env=env)
+
+
+def es_round(n: int, batch: int) -> tuple[float, float]:
+    """Seconds for the batched saves, then for one replay of the desk."""
+    amounts = [(Decimal(10_000 + i) / 100, f"psp-{i:09d}") for i in range(n)]
+    with fresh_database(migrated=False) as dsn:
+        app = _es_app(dsn)
+        try:
+
+            def run() -> Any:
+                desk = EsDesk()
+                for i in range(0, n, batch):
+                    for amount, ref in amounts[i : i + batch]:
+                        desk.receive(amount, ref)
+                    app.save(desk)
+                return desk
+
+            start = time.perf_counter()
+            desk = run()
+            saving = time.perf_counter() - start
+            assert app.repository.cache is None
+            replaying = _timed(lambda: app.repository.get(desk.id))
+            assert app.repository.get(desk.id).version == n + 1
+            return saving, replaying
+        finally:
+            app.close()
+
+
+# -- the run ---------------------------------------------------------------------------------
+def one_round(n: int, batch: int, commands: int) -> dict[str, float]:
+    codec = _codec()
+    rows = _rows(codec, n)
+    cmd_rows = rows[:commands]
+    r: dict[str, float] = {}
+    r["raw_tx_commit"] = commands / raw_tx_commits(cmd_rows)
+    r["raw_autocommit"] = commands / raw_autocommits(cmd_rows)
+    r["pg_per_command"] = commands / store_per_command(cmd_rows)
+    r["raw_executemany"] = n / raw_executemany(rows, batch)
+    r["raw_copy"] = n / raw_copy(rows, batch)
+    r["pg_batched"] = n / store_batched(rows, batch)
+
+    with fresh_database() as dsn:
+        pg = Broker.postgres(
+            dsn,
+            clock=FixedClock(T0),
+            events=DESK_EVENTS,
+            allow_clear_pii=True,  # the desk's events hold no personal data
+            identity_key=BENCH_IDENTITY_KEY,
+        )
+        try:
+            r["pg_full_stack_batched"] = n / full_stack_batched(pg, n, batch)
+            assert isinstance(pg.store, PostgresEventStore)
+            logged = pg.store.last_position()  # the desk's events, and any the broker adds
+            r["raw_scan_decode"] = logged / raw_scan_decode(dsn)
+            r["pg_replay"] = logged / store_replay(pg.store, pg.codec)
+            r["pg_aggregate_replay"] = (n + 1) / aggregate_replay(pg)
+        finally:
+            pg.close()
+
+    saving, replaying = es_round(n, batch)
+    r["es_pg_batched"] = n / saving
+    r["es_pg_aggregate_replay"] = (n + 1) / replaying
+    return r
+
+
+RATIOS: list[tuple[str, str, str, float | None]] = [
+    ("per-command append vs raw BEGIN/INSERT/COMMIT", "pg_per_command", "raw_tx_commit", 0.60),
+    ("per-command append vs raw autocommit INSERT", "pg_per_command", "raw_autocommit", None),
+    ("batched append vs raw executemany", "pg_batched", "raw_executemany", 0.40),
+    ("batched append vs raw binary COPY", "pg_batched", "raw_copy", 0.40),
+    ("replay (read+decode) vs raw scan+json", "pg_replay", "raw_scan_decode", 0.50),
+    ("full-stack batched append vs raw COPY", "pg_full_stack_batched", "raw_copy", None),
+    ("PostgreSQL batched append vs eventsourcing", "pg_full_stack_batched", "es_pg_batched", 2.0),
+    (
+        "PostgreSQL aggregate replay vs eventsourcing",
+        "pg_aggregate_replay",
+        "es_pg_aggregate_replay",
+        2.0,
+    ),
+]
+
+
+def _server_settings() -> str:
+    with psycopg.connect(SERVER) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        sync = conn.execute("SHOW synchronous_commit").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
+    return (
+        f"PostgreSQL {version[0] if version else '?'}, "
+        f"synchronous_commit={sync[0] if sync else '?'}, fsync={fsync[0] if fsync else '?'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    n, batch, commands, rounds = (
+        (600, 100, 30, 1) if args.quick else (20_000, 1_000, 300, args.rounds or 5)
+    )
+    print(
+        f"events per round {n}, batch {batch}, commands {commands}, rounds {rounds}, "
+        f"{_server_settings()}, python {sys.version.split()[0]}, cpus {os.cpu_count()}"
+    )
+    results = [one_round(n, batch, commands) for _ in range(rounds)]
+    print(f"\n{'throughput (median, events/s)':<40}{'':>14}")
+    for key in results[0]:
+        print(f"  {key:<38}{statistics.median(r[key] for r in results):>14,.0f}")
+    print(f"\n{'ratio (median of paired rounds)':<48}{'ratio':>8}{'target':>9}")
+    report: dict[str, Any] = {"throughput": {}, "ratios": {}}
+    missed = 0
+    for label, ours, base, target in RATIOS:
+        ratio = statistics.median(r[ours] / r[base] for r in results)
+        mark = "" if target is None else ("  met" if ratio >= target else "  MISSED")
+        missed += target is not None and ratio < target
+        shown = "-" if target is None else f">= {target:g}"
+        print(f"  {label:<46}{ratio:>8.2f}{shown:>9}{mark}")
+        report["ratios"][label] = {"ratio": ratio, "target": target}
+    for key in results[0]:
+        report["throughput"][key] = statistics.median(r[key] for r in results)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(f"\n{missed} ratio(s) MISSED" if missed else "\nall ratios meet their targets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
