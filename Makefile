@@ -35,6 +35,7 @@ test: lint typecheck imports pytest examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_event_store.py
+	$(BIN)/python benchmarks/bench_postgres.py
 	$(BIN)/python benchmarks/bench_encryption.py
 	$(BIN)/python benchmarks/bench_ledger.py
 	$(BIN)/python benchmarks/bench_rebates.py
