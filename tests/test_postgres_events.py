@@ -25,7 +25,7 @@ from fxcrm_core.events import (
     StreamAppend,
 )
 from fxcrm_core.events.store import TypeCursor
-from fxcrm_core.kernel import FixedClock, StoreError, ValidationError
+from fxcrm_core.kernel import ConcurrencyError, FixedClock, StoreError, ValidationError
 from fxcrm_core.stores.postgres import PostgresDatabase
 from fxcrm_core.stores.postgres.events import APPEND_LOCK, COPY_FROM, PostgresEventStore
 from fxcrm_core.testing import (
@@ -458,3 +458,56 @@ def test_a_shared_database_stays_open_when_a_store_on_it_closes(pg_dsn: str) -> 
     db.close()
     with pytest.raises(StoreError):
         store.last_position()
+
+
+# -- one event on one stream (the fused path) -------------------------------------------------
+def test_single_event_appends_racing_on_one_stream_each_version_once_no_gap(pg_dsn: str) -> None:
+    """Four writers append one event at a time to one stream, each at the version it read:
+    every version is taken once, a loser gets ConcurrencyError and writes nothing, and a
+    follower reading on by position sees every event once, positions 1..N."""
+    stores = [PostgresEventStore(pg_dsn) for _ in range(4)]
+    won: list[int] = []
+    lost = [0]
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def write(store: PostgresEventStore, n: int) -> None:
+        for i in range(25):
+            version = store.stream_version("hot")
+            try:
+                result = store.append(
+                    StreamAppend(
+                        "hot", version, [NewEvent("Hit", f'{{"w":{n},"i":{i}}}'.encode(), b"{}")]
+                    )
+                )
+                won.append(result.versions["hot"])
+            except ConcurrencyError:
+                lost[0] += 1
+
+    def follow() -> None:
+        reader = PostgresEventStore(pg_dsn)
+        last = 0
+        while not stop.is_set() or last < reader.last_position():
+            for e in reader.read_all(after_position=last, limit=50):
+                seen.append(e.position)
+                last = e.position
+        reader.close()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    writers = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    follower.join()
+    assert sorted(won) == list(range(1, len(won) + 1))
+    assert len(won) + lost[0] == 100
+    assert stores[0].stream_version("hot") == len(won)
+    assert seen == list(range(1, len(won) + 1))
+    with pytest.raises(ConcurrencyError, match="is at version"):
+        stores[0].append(StreamAppend("hot", 0, [NewEvent("Late", b"{}", b"{}")]))
+    assert stores[0].last_position() == len(won)
+    for s in stores:
+        s.close()

@@ -80,6 +80,16 @@ _HEAD_ONE = (
     "SELECT (SELECT coalesce(max(position), 0) FROM fx_events), "
     "(SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = %s)"
 )
+# One event on one stream without a key (most commands): the head read, the version check
+# and the insert as one statement after the lock; no row back means the version differed.
+_APPEND_ONE = (
+    f"INSERT INTO fx_events ({_COLUMNS}) "  # noqa: S608
+    "SELECT h.p + 1, %(stream)s, h.v + 1, %(type)s, %(data)s, %(meta)s, %(at)s FROM ("
+    "SELECT (SELECT coalesce(max(position), 0) FROM fx_events) AS p, "
+    "(SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = %(stream)s) AS v) h "
+    "WHERE %(any)s OR h.v = %(expected)s RETURNING position, version"
+)
+_VERSION = "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = %s"
 _READ_ALL = (
     f"SELECT {_COLUMNS} FROM fx_events WHERE position > %s "  # noqa: S608
     "ORDER BY position LIMIT %s"
@@ -149,8 +159,10 @@ class PostgresEventStore:
     # -- writing ---------------------------------------------------------------------------
     def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:
         check_appends(appends)
-        digest = append_digest(appends) if idempotency_key is not None else b""
         recorded = to_micros(self._clock.now())
+        if idempotency_key is None and len(appends) == 1 and len(appends[0].events) == 1:
+            return self._append_one(appends[0], recorded)
+        digest = append_digest(appends) if idempotency_key is not None else b""
         stream_ids = [a.stream_id for a in appends]
         with self.db.transaction() as conn:
             # One round trip: the lock, then (later statements, so later snapshots that see
@@ -208,6 +220,31 @@ class PostgresEventStore:
                 # Only reachable if another writer bypassed the append lock.
                 raise ConcurrencyError("a stream changed during the append") from None
         return result
+
+    def _append_one(self, a: StreamAppend, recorded: int) -> AppendResult:
+        """:meth:`append` of one event on one stream, without a key, in two statements after
+        BEGIN (the lock; then the head read, the version check and the insert as one, a later
+        statement so a later snapshot): the same rows, positions and errors as the general
+        path, fewer round trips and plans."""
+        e = a.events[0]
+        params = {
+            "stream": a.stream_id, "type": e.event_type, "data": e.data, "meta": e.metadata,
+            "at": recorded, "any": a.expected_version is None,
+            "expected": a.expected_version if a.expected_version is not None else 0,
+        }  # fmt: skip
+        with self.db.transaction() as conn:
+            with conn.pipeline():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_lock,))
+                cur = conn.execute(_APPEND_ONE, params)
+            row = cur.fetchone()
+            if row is None:
+                found = conn.execute(_VERSION, (a.stream_id,)).fetchone()
+                current = int(found[0]) if found else 0
+                raise ConcurrencyError(
+                    f"stream {a.stream_id} is at version {current}, "
+                    f"expected {a.expected_version}; nothing was written"
+                )
+        return AppendResult(int(row[0]), {a.stream_id: int(row[1])})
 
     def _insert(
         self,
@@ -269,10 +306,7 @@ class PostgresEventStore:
 
     def stream_version(self, stream_id: str) -> int:
         with self.db.transaction() as conn:
-            row = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM fx_events WHERE stream_id = %s",
-                (stream_id,),
-            ).fetchone()
+            row = conn.execute(_VERSION, (stream_id,)).fetchone()
         return int(row[0]) if row else 0
 
     def last_position(self) -> int:
