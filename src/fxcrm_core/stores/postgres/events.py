@@ -123,9 +123,9 @@ Row = tuple[Any, ...]
 
 
 def _row(r: Row) -> StoredEvent:
-    return StoredEvent(
-        int(r[0]), str(r[1]), int(r[2]), str(r[3]), bytes(r[4]), bytes(r[5]), from_micros(r[6])
-    )
+    # The columns' types make the values (bigint, text, integer, text, bytea, bytea): int, str
+    # and bytes already, nothing to convert or copy; only the time is checked.
+    return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], from_micros(r[6]))
 
 
 def _rows(rows: Sequence[Row]) -> list[StoredEvent]:
