@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from fxcrm_core.events import DomainEvent, EventCodec, EventMetadata, RecordedEvent
-from fxcrm_core.events.store import EventStore, StreamAppend, iter_all
+from fxcrm_core.events.store import AppendResult, EventStore, StoredEvent, StreamAppend, iter_all
 from fxcrm_core.kernel import Money, NotFoundError, ValidationError
 from fxcrm_core.stores.memory import MemoryEventStore
 from fxcrm_core.stores.postgres import PostgresDatabase, PostgresEventStore
@@ -181,6 +181,39 @@ def rows(db: PostgresDatabase) -> dict[str, object]:
     }
 
 
+class JitteryLog:
+    """A PostgreSQL log whose reads take a random extra 0-2 ms, as a process on another host
+    would: without it one runner, always a commit ahead of the other, may win every page."""
+
+    def __init__(self, store: PostgresEventStore, seed: int) -> None:
+        self.store, self.random = store, random.Random(seed)
+
+    def _wait(self) -> None:
+        time.sleep(self.random.random() * 0.002)
+
+    def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:
+        return self.store.append(*appends, idempotency_key=idempotency_key)
+
+    def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[StoredEvent]:
+        return self.store.read_stream(stream_id, after_version=after_version)
+
+    def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        self._wait()
+        return self.store.read_all(after_position=after_position, limit=limit)
+
+    def read_all_of_types(
+        self, after_position: int, types: frozenset[str], limit: int
+    ) -> tuple[list[StoredEvent], int]:
+        self._wait()
+        return self.store.read_all_of_types(after_position, types, limit)
+
+    def stream_version(self, stream_id: str) -> int:
+        return self.store.stream_version(stream_id)
+
+    def last_position(self) -> int:
+        return self.store.last_position()
+
+
 @pytest.fixture
 def db(pg_dsn: str) -> Iterator[PostgresDatabase]:
     database = PostgresDatabase(pg_dsn, max_size=2)
@@ -268,8 +301,8 @@ def test_two_runners_in_two_processes_apply_every_event_once_while_a_writer_appe
     try:
         writer = PostgresEventStore(writer_db)
         feeders = [
-            runner(d, PostgresEventStore(d), Counts(who, pause=0.0005), page=5)
-            for d, who in zip(dbs, "ab", strict=True)
+            runner(d, JitteryLog(PostgresEventStore(d), i), Counts(who, pause=0.0005), page=5)
+            for i, (d, who) in enumerate(zip(dbs, "ab", strict=True))
         ]
         writing = threading.Event()
         writing.set()
@@ -284,11 +317,12 @@ def test_two_runners_in_two_processes_apply_every_event_once_while_a_writer_appe
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
+        write(writer, 100, seed=3, tills=12)  # a backlog: both start on the same pages
         threads = [threading.Thread(target=feed, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         try:
-            write(writer, 300, seed=3, tills=12)
+            write(writer, 300, seed=4, tills=12)
         finally:
             writing.clear()
             for t in threads:
@@ -297,7 +331,7 @@ def test_two_runners_in_two_processes_apply_every_event_once_while_a_writer_appe
         expected = replay(writer)
         assert rows(writer_db) == expected  # t_applied's primary key: no position twice
         # Each event counted by exactly one runner, for each read model that takes it.
-        assert sum(applied) == 300 + balance_events(writer)
+        assert sum(applied) == 400 + balance_events(writer)
         with writer_db.transaction() as conn:
             who = dict(conn.execute("SELECT who, count(*) FROM t_applied GROUP BY who").fetchall())
         assert set(who) == {"a", "b"}  # both runners did apply pages: they did race
@@ -333,3 +367,43 @@ def test_a_runner_refuses_what_it_cannot_run(db: PostgresDatabase, log: Postgres
     bad.event_types = frozenset({"CashPaidIn", 1})  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         TableProjectionRunner(db, log, CODEC, [bad])
+
+
+def test_a_rebuild_while_another_runner_catches_up_loses_and_repeats_nothing(pg_dsn: str) -> None:
+    dbs = [PostgresDatabase(pg_dsn, max_size=2) for _ in range(2)]
+    try:
+        log = PostgresEventStore(dbs[0])
+        write(log, 150, seed=5, tills=9)
+        follower, rebuilder = (
+            runner(d, JitteryLog(PostgresEventStore(d), i), Counts(who, pause=0.0003), page=4)
+            for i, (d, who) in enumerate(zip(dbs, "ab", strict=True))
+        )
+        rebuilder.create_tables()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def follow() -> None:
+            try:
+                while not stop.is_set():
+                    follower.catch_up()
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        try:
+            for n in range(3):
+                time.sleep(0.05)
+                write(log, 10, seed=10 + n, tills=9)
+                rebuilder.rebuild("counts")
+                rebuilder.rebuild("till-balances")
+        finally:
+            stop.set()
+            thread.join(timeout=120)
+        assert not errors, errors
+        follower.catch_up()
+        assert rows(dbs[0]) == replay(log)
+        assert follower.position("counts") == 180
+    finally:
+        for d in dbs:
+            d.close()
