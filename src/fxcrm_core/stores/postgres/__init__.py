@@ -11,6 +11,12 @@ from fxcrm_core.stores.postgres.audit import PostgresAuditLog
 from fxcrm_core.stores.postgres.events import PostgresEventStore
 from fxcrm_core.stores.postgres.keys import PostgresKeyStore
 from fxcrm_core.stores.postgres.leases import PostgresLeases, lease_key
+from fxcrm_core.stores.postgres.tables import (
+    TableProjection,
+    TableProjectionError,
+    TableProjectionRunner,
+    checkpoint_name,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -19,6 +25,10 @@ __all__ = [
     "PostgresEventStore",
     "PostgresKeyStore",
     "PostgresLeases",
+    "TableProjection",
+    "TableProjectionError",
+    "TableProjectionRunner",
+    "checkpoint_name",
     "lease_key",
     "migrate",
     "schema_version",
