@@ -15,11 +15,8 @@ with no state cache and no snapshots (eventsourcing: no aggregate cache either).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +44,7 @@ from fxcrm_core.stores import MemoryEventStore, SqliteEventStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _desk import DESK_EVENTS, CashDesk, CashReceived, DeskOpened
+from _rounds import run_rounds
 
 T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
 BENCH_IDENTITY_KEY = b"benchmark-only deduplication key, 32+ bytes"
@@ -326,38 +324,7 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args(argv)
-    n, batch, commands, rounds = (
-        (600, 100, 30, 1) if args.quick else (20_000, 1_000, 300, args.rounds or 5)
-    )
-    print(
-        f"events per round {n}, batch {batch}, commands {commands}, rounds {rounds}, "
-        f"synchronous={SYNC}, python {sys.version.split()[0]}, cpus {os.cpu_count()}"
-    )
-    results = [one_round(n, batch, commands) for _ in range(rounds)]
-    print(f"\n{'throughput (median, events/s)':<40}{'':>14}")
-    for key in results[0]:
-        print(f"  {key:<38}{statistics.median(r[key] for r in results):>14,.0f}")
-    print(f"\n{'ratio (median of paired rounds)':<48}{'ratio':>8}{'target':>9}")
-    report: dict[str, Any] = {"throughput": {}, "ratios": {}}
-    failed = 0
-    for label, ours, base, target in RATIOS:
-        ratio = statistics.median(r[ours] / r[base] for r in results)
-        mark = "" if target is None else ("  ok" if ratio >= target else "  BELOW TARGET")
-        failed += target is not None and ratio < target
-        shown = "-" if target is None else f">= {target:g}"
-        print(f"  {label:<46}{ratio:>8.2f}{shown:>9}{mark}")
-        report["ratios"][label] = {"ratio": ratio, "target": target}
-    for key in results[0]:
-        report["throughput"][key] = statistics.median(r[key] for r in results)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    print(f"\n{failed} ratio(s) below target" if failed else "\nall ratios meet their targets")
-    return 0
+    return run_rounds(__doc__, argv, one_round, RATIOS, f"synchronous={SYNC}")
 
 
 if __name__ == "__main__":
