@@ -42,9 +42,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -52,29 +51,31 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from eventsourcing.application import Application as EsApplication
-from eventsourcing.domain import Aggregate as EsAggregate
-from eventsourcing.domain import event as es_event
 from psycopg import sql
 
 from fxcrm_core.broker import Broker
 from fxcrm_core.events import (
-    EventCodec,
-    EventMetadata,
-    EventRegistry,
     NewEvent,
-    Repository,
     StreamAppend,
 )
-from fxcrm_core.kernel import Currency, FixedClock, Money
+from fxcrm_core.kernel import FixedClock
 from fxcrm_core.stores.postgres import PostgresEventStore, migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _desk import DESK_EVENTS, CashDesk, CashReceived, DeskOpened
-from _rounds import run_rounds
+from _desk import DESK_EVENTS
+from _rounds import (
+    BENCH_IDENTITY_KEY,
+    T0,
+    EsDesk,
+    _codec,
+    _rows,
+    _timed,
+    aggregate_replay,
+    full_stack_batched,
+    run_rounds,
+    store_replay,
+)
 
-T0 = datetime(2026, 3, 9, 12, tzinfo=UTC)
-BENCH_IDENTITY_KEY = b"benchmark-only deduplication key, 32+ bytes"
-META = EventMetadata("psp:callback", "corr-0123456789", reason="deposit confirmed")
 SERVER = os.environ.get("FXCRM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 DB_PREFIX = f"fxcrm_bench_{os.getpid()}_"  # each database this process makes, and drops
 
@@ -89,31 +90,11 @@ _COPY = (
 _COPY_TYPES = ["int8", "text", "int4", "text", "bytea", "bytea", "int8"]
 
 
-def _codec() -> EventCodec:
-    reg = EventRegistry()
-    reg.register_all(DESK_EVENTS)
-    return EventCodec(reg)
-
-
-def _events(n: int) -> list[CashReceived]:
-    return [CashReceived(Money.from_minor(10_000 + i, "USD"), f"psp-{i:09d}") for i in range(n)]
-
-
-def _rows(codec: EventCodec, n: int) -> list[NewEvent]:
-    return [codec.encode("desk-bench", e, META) for e in _events(n)]
-
-
 def _tuples(rows: list[NewEvent]) -> list[tuple[int, str, int, str, bytes, bytes, int]]:
     return [
         (i + 1, "desk-bench", i + 1, r.event_type, r.data, r.metadata, 0)
         for i, r in enumerate(rows)
     ]
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # -- fresh databases -------------------------------------------------------------------------
@@ -217,24 +198,6 @@ def store_batched(rows: list[NewEvent], batch: int) -> float:
             store.close()
 
 
-def full_stack_batched(broker: Broker, n: int, batch: int) -> float:
-    """Commands in, events recorded: like the eventsourcing runs below, the timed part turns each
-    (amount, reference) into its event through the aggregate's command."""
-    inputs = [(e.amount, e.psp_reference) for e in _events(n)]
-
-    def run() -> None:
-        desk = CashDesk.blank("bench")
-        for i in range(0, n, batch):
-            with broker.unit_of_work("psp:callback", correlation_id="c") as uow:
-                if i == 0:
-                    desk = uow.record(desk, DeskOpened(Currency.of("USD")))
-                events = [e for a, ref in inputs[i : i + batch] for e in desk.receive(a, ref)]
-                desk = uow.record(desk, *events)
-                uow.commit()
-
-    return _timed(run)
-
-
 def raw_scan_decode(dsn: str) -> float:
     with psycopg.connect(dsn) as conn:
 
@@ -252,42 +215,7 @@ def raw_scan_decode(dsn: str) -> float:
         return _timed(run)
 
 
-def store_replay(store: PostgresEventStore, codec: EventCodec) -> float:
-    def run() -> None:
-        decode = codec.decode
-        position = 0
-        while True:
-            chunk = store.read_all(after_position=position, limit=5000)
-            if not chunk:
-                return
-            for stored in chunk:
-                decode(stored)
-            position = chunk[-1].position
-
-    return _timed(run)
-
-
-def aggregate_replay(broker: Broker) -> float:
-    """Seconds to rebuild the desk from its events: a new repository on the broker's store and
-    codec, with no state cache and no snapshots (the broker's own repository keeps the state it
-    committed, and would answer without replaying anything)."""
-    cold = Repository(broker.store, broker.codec, cache_size=0)
-
-    def run() -> None:
-        desk = cold.get(CashDesk, "bench")
-        assert desk.version == desk.received + 1  # every event was folded
-
-    return _timed(run)
-
-
 # -- the eventsourcing library doing the same work -------------------------------------------
-class EsDesk(EsAggregate):
-    def __init__(self) -> None:
-        self.balance = Decimal(0)
-
-    @es_event("Received")
-    def receive(self, amount: Decimal, psp_reference: str) -> None:
-        self.balance += amount
 
 
 def _es_app(dsn: str) -> Any:
