@@ -34,6 +34,7 @@ from fxcrm_core.testing import (
     SnapshotStoreContract,
 )
 from tests.pg import drop_database, new_database, pg_dsn
+from tests.typed_reads import check_typed_read_race
 
 __all__ = ["pg_dsn"]
 
@@ -165,35 +166,10 @@ def test_a_type_cursor_catches_up_through_the_typed_read(pg_store: PostgresEvent
 
 
 def test_a_typed_read_never_skips_a_commit_made_while_it_reads(pg_dsn: str) -> None:
-    """A writer on its own connections keeps appending while a reader follows the log by typed
-    reads from the position each read returns: the reader sees every event of its type."""
-    reader, writer_store = PostgresEventStore(pg_dsn), PostgresEventStore(pg_dsn)
-    done = threading.Event()
-
-    def write() -> None:
-        try:
-            for i in range(300):
-                kind = "A" if i % 3 == 0 else "B"
-                writer_store.append(StreamAppend(f"s{i % 7}", None, [NewEvent(kind, b"{}", b"{}")]))
-        finally:
-            done.set()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    seen: list[int] = []
-    position = 0
-    while True:
-        finished = done.is_set()
-        events, position = reader.read_all_of_types(position, frozenset({"A"}), 7)
-        seen += [e.position for e in events]
-        if finished and len(events) < 7:
-            break
-    writer.join()
-    expected = [s.position for s in reader.read_all(limit=10_000) if s.event_type == "A"]
-    assert seen == expected
-    assert len(seen) == 100
+    reader, writer = PostgresEventStore(pg_dsn), PostgresEventStore(pg_dsn)
+    check_typed_read_race(reader, writer)  # (the writer on connections of its own)
     reader.close()
-    writer_store.close()
+    writer.close()
 
 
 # -- big appends (COPY) read back as written -------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from fxcrm_core.testing import (
     SharedEventStoreContract,
     SnapshotStoreContract,
 )
+from tests.typed_reads import check_typed_read_race
 
 
 class TestMemoryEventStore(EventStoreContract):
@@ -144,33 +144,8 @@ def test_typed_reads_refuse_a_limit_below_one(kind: str, tmp_path: Path) -> None
 
 
 def test_a_typed_read_never_skips_a_commit_made_while_it_reads(tmp_path: Path) -> None:
-    """A writer in another thread keeps appending while a reader follows the log by typed reads
-    from the position each read returns: the reader sees every event of its type."""
     store = SqliteEventStore(tmp_path / "race.sqlite")
-    done = threading.Event()
-
-    def write() -> None:
-        try:
-            for i in range(300):
-                kind = "A" if i % 3 == 0 else "B"
-                store.append(StreamAppend(f"s{i % 7}", None, [NewEvent(kind, b"{}", b"{}")]))
-        finally:
-            done.set()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    seen: list[int] = []
-    position = 0
-    while True:
-        finished = done.is_set()
-        events, position = store.read_all_of_types(position, frozenset({"A"}), 7)
-        seen += [e.position for e in events]
-        if finished and len(events) < 7:
-            break
-    writer.join()
-    expected = [s.position for s in store.read_all(limit=10_000) if s.event_type == "A"]
-    assert seen == expected
-    assert len(seen) == 100
+    check_typed_read_race(store, store)  # (one store: a connection per thread)
     store.close()
 
 
