@@ -9,6 +9,7 @@ idempotency key, which makes the store answer from what was recorded.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fxcrm_core.events.store import Snapshot
@@ -46,6 +48,10 @@ class PostgresDatabase:
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValidationError("a PostgreSQL database is named by a connection string")
+        try:  # read here, not in the pool's threads, which would log libpq's echo of a fragment
+            conninfo_to_dict(dsn)
+        except psycopg.Error:
+            raise ValidationError("the PostgreSQL connection string cannot be read") from None
         for value, what in ((min_size, "min_size"), (max_size, "max_size")):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
                 raise ValidationError(f"{what} is a whole number between 0 and 1000")
@@ -74,6 +80,7 @@ class PostgresDatabase:
                 "keepalives_count": 3,
             },
             configure=self._configure,
+            check=_check_idle,
             open=False,
         )
         try:
@@ -112,6 +119,21 @@ class PostgresDatabase:
             raise ConcurrencyError("a concurrent transaction conflicted; try again") from None
         except psycopg.errors.LockNotAvailable:
             raise ConcurrencyError("a lock was not granted in time; try again") from None
+        except psycopg.errors.ProgramLimitExceeded:
+            # (an OperationalError to psycopg, but the server refused a value: nothing written)
+            raise ValidationError(
+                "a value is too large for PostgreSQL (a text indexed, such as a stream id or "
+                "an idempotency key, over about 2,700 bytes); nothing was written"
+            ) from None
+        except psycopg.DataError:
+            raise ValidationError(
+                "a value PostgreSQL cannot hold (a text with a NUL character, a number out of "
+                "range); nothing was written"
+            ) from None
+        except UnicodeEncodeError:
+            raise ValidationError(
+                "a text is not valid Unicode (a lone surrogate); nothing was written"
+            ) from None
         except psycopg.errors.QueryCanceled:
             raise StoreError("a statement ran past the statement timeout") from None
         except psycopg.OperationalError as exc:
@@ -160,3 +182,18 @@ class PostgresDatabase:
     def delete_snapshot(self, stream_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM fx_snapshots WHERE stream_id = %s", (stream_id,))
+
+
+def _check_idle(conn: Conn) -> None:
+    """The pool's check of a connection it hands out, costing a round trip only when the server
+    spoke while the connection sat idle (a terminated session, a restart or failover says
+    goodbye): such a connection is replaced instead of failing the next command with an
+    unknown outcome although nothing was sent."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the pooled connection is closed")
+    try:
+        said = bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        said = True
+    if said:
+        ConnectionPool.check_connection(conn)

@@ -36,10 +36,12 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
                 UNIQUE (stream_id, version)
             )""",
             "CREATE INDEX fx_events_type ON fx_events (event_type, position)",
+            # ``created_at`` lets a host delete keys no client could still retry (docs/postgres.md).
             """CREATE TABLE fx_idempotency (
-                key    text  PRIMARY KEY,
-                digest bytea NOT NULL,
-                result text  NOT NULL
+                key        text        PRIMARY KEY,
+                digest     bytea       NOT NULL,
+                result     text        NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
             )""",
             """CREATE TABLE fx_checkpoints (
                 name     text   PRIMARY KEY,
@@ -89,12 +91,18 @@ def schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(str(found[0])) if found is not None else 0
 
 
-def migrate(dsn: str) -> int:
+def migrate(dsn: str, *, connect_timeout: float = 10.0) -> int:
     """Bring the database at ``dsn`` to :data:`SCHEMA_VERSION`; returns the version it was at.
     Safe to run from several processes at once; a database at a newer version than this code
-    knows is refused (StoreError)."""
+    knows is refused (StoreError); a server that does not answer within ``connect_timeout``
+    seconds too."""
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        with (
+            psycopg.connect(
+                dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+            ) as conn,
+            conn.transaction(),
+        ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS fx_schema (version integer PRIMARY KEY)")
             before = schema_version(conn)

@@ -59,7 +59,7 @@ def lease_key(name: str) -> int:
     """The advisory lock key of a lease name: a stable signed 64-bit hash (the same in every
     process and release), salted so it stays clear of the migration lock and of other keys."""
     digest = hashlib.blake2b(
-        check_name(name).encode("utf-8"), digest_size=8, person=b"fxcrm-lease"
+        check_name(name).encode("utf-8", "surrogatepass"), digest_size=8, person=b"fxcrm-lease"
     ).digest()
     key = int.from_bytes(digest, "big", signed=True)
     return key ^ 1 if key == _MIGRATION_LOCK else key
