@@ -246,3 +246,40 @@ def test_idempotency_keys_can_be_deleted_by_age_as_the_docs_say(
     replay = store.append(StreamAppend("t", None, [EVENT]), idempotency_key="cmd-2")
     assert replay.replayed
     assert replay.last_position == 2
+
+
+# -- erasure ------------------------------------------------------------------------------------
+def _snapshot_file_holds(dsn: str, secret: bytes) -> bool:
+    """True if any 16-byte piece of ``secret`` is in the snapshot table's file on the server."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute("CHECKPOINT")
+            row = conn.execute("SELECT pg_relation_filepath('fx_snapshots')").fetchone()
+            assert row is not None
+            raw = conn.execute("SELECT pg_read_binary_file(%s)", (row[0],)).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            pytest.skip("reading the table's file needs a superuser (or pg_read_server_files)")
+    assert raw is not None
+    data = bytes(raw[0])
+    return any(secret[i : i + 16] in data for i in range(len(secret) - 15))
+
+
+def test_an_erased_subjects_snapshot_leaves_the_table_file_when_purged(
+    db: PostgresDatabase, pg_dsn: str
+) -> None:
+    """Erasure deletes the snapshots that may hold a subject's PII in clear
+    (privacy/erasure.py, ``snapshot_streams``). On PostgreSQL a DELETE leaves the row's bytes
+    in the table's file; PostgresKeyStore.purge rewrites only the key table (perhaps in
+    another database), so the snapshot table needs a purge of its own."""
+    pii = b'{"name": "Ana Victim", "passport": "X1234567", "iban": "DE89370400440532013000"}'
+    db.save_snapshot(Snapshot("client-victim", 3, pii))
+    for n in range(30):  # neighbours on the same page, live and staying
+        db.save_snapshot(Snapshot(f"client-{n}", 1, f'{{"n": {n}}}'.encode()))
+    db.delete_snapshot("client-victim")  # what Erasure.erase does for snapshot_streams
+    assert db.load_snapshot("client-victim") is None
+    assert _snapshot_file_holds(pg_dsn, pii)  # the dead row version
+    db.purge_snapshots()
+    assert not _snapshot_file_holds(pg_dsn, pii)
+    assert db.load_snapshot("client-7") == Snapshot("client-7", 1, b'{"n": 7}')
+    with pytest.raises(ValidationError):
+        db.purge_snapshots(lock_wait=0)

@@ -183,6 +183,29 @@ class PostgresDatabase:
         with self.transaction() as conn:
             conn.execute("DELETE FROM fx_snapshots WHERE stream_id = %s", (stream_id,))
 
+    def purge_snapshots(self, *, lock_wait: float = 5.0) -> None:
+        """Rewrite the snapshot table into a new file of live rows only (``VACUUM FULL``).
+        An erasure deletes the snapshots that may hold a subject's PII in clear, but a deleted
+        row's bytes stay in the table's file (a dead tuple, and fragments after a plain VACUUM)
+        until the table is rewritten: run this after erasures, with
+        ``PostgresKeyStore.purge``. Gives up with ConcurrencyError if the table's lock is not
+        granted within ``lock_wait`` seconds (snapshot reads wait while it runs)."""
+        if isinstance(lock_wait, bool) or not 0 < lock_wait <= 3600:
+            raise ValidationError("lock_wait is seconds, between 0 and 3600")
+        try:  # VACUUM cannot run in a transaction block: a connection of its own, autocommit
+            with psycopg.connect(
+                self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            ) as conn:
+                conn.execute(f"SET lock_timeout = {max(1, int(lock_wait * 1000))}")
+                conn.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
+                conn.execute("VACUUM FULL fx_snapshots")
+        except psycopg.errors.LockNotAvailable:
+            raise ConcurrencyError(
+                "the snapshot table is in use by a long transaction; purge again later"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot purge the snapshot table: {type(exc).__name__}") from None
+
 
 def _check_idle(conn: Conn) -> None:
     """The pool's check of a connection it hands out, costing a round trip only when the server
