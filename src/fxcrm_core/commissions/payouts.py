@@ -31,7 +31,7 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Self
@@ -557,34 +557,39 @@ def accrue(recorded: RecordedEvent[RebateEntriesRecorded], uow: UnitOfWork) -> N
         _absorb_every_ib(uow, through)
 
 
-def _journal_lines(uow: UnitOfWork, after: int) -> list[tuple[int, tuple[Row, ...]]]:
-    """The journal's lines after version ``after``, committed or staged in ``uow``."""
+def _journal_lines(uow: UnitOfWork, after: int) -> Iterator[tuple[int, tuple[Row, ...]]]:
+    """The journal's lines after version ``after``, committed or staged in ``uow``, decoded one
+    at a time."""
     repository = uow.repository
-    out: list[tuple[int, tuple[Row, ...]]] = []
     for s in repository.store.read_stream(_JOURNAL_STREAM, after_version=after):
         line = repository.codec.decode_event(s.stream_id, s.event_type, s.data)
         if not isinstance(line, RebatesJournaled):
             raise CodecError(f"{s.stream_id} holds a {type(line).__name__}")
-        out.append((s.version, line.rows))
-    out += [
-        (v, e.rows) for v, e in uow.staged_on(_JOURNAL_STREAM) if isinstance(e, RebatesJournaled)
-    ]
-    return out
+        yield s.version, line.rows
+    for v, e in uow.staged_on(_JOURNAL_STREAM):
+        if isinstance(e, RebatesJournaled):
+            yield v, e.rows
 
 
 def _absorb_every_ib(uow: UnitOfWork, through: int) -> None:
     """Every IB's account absorbs the journal's lines up to ``through`` (a multiple of
-    :data:`ABSORB_EVERY`: every line up to the previous multiple was absorbed then)."""
-    per_ib: dict[str, list[tuple[int, Sum]]] = {}
+    :data:`ABSORB_EVERY`: every line up to the previous multiple was absorbed then). Only the
+    sums per IB, day and currency are kept while the lines are read, never the lines."""
+    accounts: dict[str, IbPayoutAccount] = {}
+    owed: dict[str, dict[tuple[date, str], Decimal]] = {}
     for version, rows in _journal_lines(uow, through - ABSORB_EVERY):
         for ib_id, day, code, amount in rows:
-            per_ib.setdefault(ib_id, []).append((version, (day, code, amount)))
-    for ib_id in sorted(per_ib):
-        account = _account_to_accrue(uow, ib_id)
-        sums = _summed(s for v, s in per_ib[ib_id] if v > account.journal_version)
-        events = account.absorb(through, sums)
+            account = accounts.get(ib_id)
+            if account is None:
+                account = accounts[ib_id] = _account_to_accrue(uow, ib_id)
+            if version > account.journal_version:
+                sums = owed.setdefault(ib_id, {})
+                sums[(day, code)] = sums.get((day, code), _ZERO) + amount
+    for ib_id in sorted(owed):
+        sums = owed[ib_id]
+        events = accounts[ib_id].absorb(through, [(d, c, a) for (d, c), a in sums.items()])
         if events:
-            uow.record(account, *events)
+            uow.record(accounts[ib_id], *events)
 
 
 def _summed(sums: Iterable[Sum]) -> tuple[Sum, ...]:
