@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from fxcrm_core.events.store import NewEvent, Snapshot, StreamAppend
 from fxcrm_core.kernel import StoreError, ValidationError
@@ -27,9 +28,10 @@ from fxcrm_core.stores.postgres import (
     PostgresKeyStore,
     migrate,
 )
+from fxcrm_core.stores.postgres._schema import MIGRATIONS
 from fxcrm_core.stores.postgres.leases import lease_key
 from fxcrm_core.stores.sqlite import SqliteEventStore
-from tests.pg import _admin, pg_dsn
+from tests.pg import _admin, drop_database, dsn_of, pg_dsn
 
 __all__ = ["pg_dsn"]
 
@@ -283,3 +285,42 @@ def test_an_erased_subjects_snapshot_leaves_the_table_file_when_purged(
     assert db.load_snapshot("client-7") == Snapshot("client-7", 1, b'{"n": 7}')
     with pytest.raises(ValidationError):
         db.purge_snapshots(lock_wait=0)
+
+
+# -- a database that does not store UTF-8 ---------------------------------------------------------
+@pytest.fixture(params=["SQL_ASCII", "LATIN1"])
+def non_utf8_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    encoding = str(request.param)
+    name = f"fxcrm_t_{encoding.lower()}_{os.urandom(6).hex()}"
+    with _admin() as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            ).format(sql.Identifier(name), sql.Literal(encoding))
+        )
+    dsn = dsn_of(name)
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+def test_migrate_refuses_a_database_that_is_not_utf8(non_utf8_dsn: str) -> None:
+    """On SQL_ASCII, text comes back as bytes: a stream id b'client-\\xc3\\xa9' and an event
+    type that is no str, so a policy's ``event_type not in types`` skips every event in
+    silence; on LATIN1 a client named in Cyrillic cannot be stored at all."""
+    with pytest.raises(StoreError, match="UTF8"):
+        migrate(non_utf8_dsn)
+    with psycopg.connect(non_utf8_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('fx_events')").fetchone() == (None,)
+
+
+def test_a_store_refuses_a_database_made_elsewhere_that_is_not_utf8(non_utf8_dsn: str) -> None:
+    with psycopg.connect(non_utf8_dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE fx_schema (version integer PRIMARY KEY)")
+        for version, statements in MIGRATIONS:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO fx_schema (version) VALUES (%s)", (version,))
+    with pytest.raises(StoreError, match="UTF8"):
+        PostgresDatabase(non_utf8_dsn, connect_timeout=5)

@@ -100,6 +100,7 @@ class PostgresDatabase:
         idle = 2 * self.statement_timeout_ms if self.statement_timeout_ms else 60_000
         conn.execute(f"SET idle_in_transaction_session_timeout = {idle}")
         conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET client_encoding = 'UTF8'")  # whatever PGCLIENTENCODING says
         conn.commit()
 
     def close(self) -> None:

@@ -16,7 +16,14 @@ import psycopg
 
 from fxcrm_core.kernel.errors import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_schema", "migrate", "schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "check_encoding",
+    "check_schema",
+    "migrate",
+    "schema_version",
+]
 
 # (version, statements): applied in order, each version in one transaction.
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
@@ -104,6 +111,7 @@ def migrate(dsn: str, *, connect_timeout: float = 10.0) -> int:
             conn.transaction(),
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            check_encoding(conn)
             conn.execute("CREATE TABLE IF NOT EXISTS fx_schema (version integer PRIMARY KEY)")
             before = schema_version(conn)
             if before > SCHEMA_VERSION:
@@ -118,8 +126,23 @@ def migrate(dsn: str, *, connect_timeout: float = 10.0) -> int:
         raise StoreError(f"cannot migrate the PostgreSQL database: {type(exc).__name__}") from None
 
 
+def check_encoding(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Refuse a database that does not store text as UTF-8: on SQL_ASCII psycopg reads text
+    columns back as bytes (stream ids and event types that match nothing: policies and read
+    models would skip every event), on LATIN1 and the like most scripts cannot be stored."""
+    row = conn.execute("SELECT current_setting('server_encoding')").fetchone()
+    found = str(row[0]) if row is not None else "unknown"
+    if found != "UTF8":
+        raise StoreError(
+            f"the PostgreSQL database's encoding is {found}; fxcrm needs UTF8 (CREATE DATABASE "
+            "... ENCODING 'UTF8' TEMPLATE template0)"
+        )
+
+
 def check_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Refuse a database whose schema this code does not run on (StoreError saying what to do)."""
+    """Refuse a database whose schema this code does not run on, or that is not UTF-8
+    (StoreError saying what to do)."""
+    check_encoding(conn)
     found = schema_version(conn)
     if found == SCHEMA_VERSION:
         return
