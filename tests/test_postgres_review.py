@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,46 @@ def test_pooled_connections_ended_by_the_server_are_replaced_not_failed(
     for _ in range(3):
         store.append(StreamAppend("s", None, [EVENT]))  # no StoreError
     assert store.stream_version("s") == 4
+
+
+def test_a_pool_full_of_connections_ended_by_the_server_recovers_at_once(pg_dsn: str) -> None:
+    """Each dead connection handed out and refused costs the pool a growing back-off (0, 1, 2,
+    4 s...): a pool of eight must sweep them all at the first one, not make one command wait
+    out seven back-offs (and past connect_timeout, fail)."""
+    database = PostgresDatabase(pg_dsn, min_size=8, max_size=8, connect_timeout=10)
+    try:
+        store = PostgresEventStore(database)
+        store.append(StreamAppend("s", None, [EVENT]))
+        database.pool.wait(timeout=10)  # all eight open and idle
+        name = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+        with _admin() as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        time.sleep(0.2)  # the goodbyes arrive
+        began = time.monotonic()
+        store.append(StreamAppend("s", None, [EVENT]))
+        assert time.monotonic() - began < 2.5
+        assert store.stream_version("s") == 2
+    finally:
+        database.close()
+
+
+def test_a_pool_with_no_free_connection_says_so_not_outcome_unknown(pg_dsn: str) -> None:
+    """PoolTimeout is an OperationalError to psycopg: caught as one, it told the host a write's
+    outcome was unknown although nothing was ever sent."""
+    database = PostgresDatabase(pg_dsn, min_size=1, max_size=1, connect_timeout=0.5)
+    try:
+        store = PostgresEventStore(database)
+        with database.pool.connection():  # the only connection, taken
+            exc = _raises_typed(lambda: store.append(StreamAppend("s", None, [EVENT])))
+        assert isinstance(exc, StoreError)
+        assert "unknown" not in str(exc)
+        assert "free" in str(exc)
+        assert store.last_position() == 0
+    finally:
+        database.close()
 
 
 # -- connection strings never leak ----------------------------------------------------------------

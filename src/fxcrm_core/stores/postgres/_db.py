@@ -80,7 +80,7 @@ class PostgresDatabase:
                 "keepalives_count": 3,
             },
             configure=self._configure,
-            check=_check_idle,
+            check=self._check_idle,
             open=False,
         )
         try:
@@ -102,6 +102,27 @@ class PostgresDatabase:
         conn.execute("SET TIME ZONE 'UTC'")
         conn.execute("SET client_encoding = 'UTF8'")  # whatever PGCLIENTENCODING says
         conn.commit()
+
+    def _check_idle(self, conn: Conn) -> None:
+        """The pool's check of a connection it hands out, costing a round trip only when the
+        server spoke while the connection sat idle (a terminated session, a restart or a
+        failover says goodbye): such a connection is replaced instead of failing the next
+        command with an unknown outcome although nothing was sent. Its idle neighbours most
+        likely went the same way: they are swept at once, since the pool backs off longer
+        after each dead connection it hands out (0, 1, 2, 4 s...)."""
+        if conn.closed or conn.broken:
+            raise psycopg.OperationalError("the pooled connection is closed")
+        try:
+            said = bool(select.select([conn.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            said = True
+        if not said:
+            return
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            self.pool.check()  # the others: tested now, the dead replaced
+            raise
 
     def close(self) -> None:
         self._closed.set()
@@ -137,13 +158,13 @@ class PostgresDatabase:
             ) from None
         except psycopg.errors.QueryCanceled:
             raise StoreError("a statement ran past the statement timeout") from None
+        except PoolTimeout:  # (an OperationalError too: caught first, nothing was sent)
+            raise StoreError("no PostgreSQL connection was free in time") from None
         except psycopg.OperationalError as exc:
             raise StoreError(
                 f"the connection to PostgreSQL failed ({type(exc).__name__}): a write's outcome "
                 "is unknown; retry it only with its idempotency key"
             ) from None
-        except PoolTimeout:
-            raise StoreError("no PostgreSQL connection was free in time") from None
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL refused the statement ({type(exc).__name__})") from None
 
@@ -206,18 +227,3 @@ class PostgresDatabase:
             ) from None
         except psycopg.Error as exc:
             raise StoreError(f"cannot purge the snapshot table: {type(exc).__name__}") from None
-
-
-def _check_idle(conn: Conn) -> None:
-    """The pool's check of a connection it hands out, costing a round trip only when the server
-    spoke while the connection sat idle (a terminated session, a restart or failover says
-    goodbye): such a connection is replaced instead of failing the next command with an
-    unknown outcome although nothing was sent."""
-    if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the pooled connection is closed")
-    try:
-        said = bool(select.select([conn.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):
-        said = True
-    if said:
-        ConnectionPool.check_connection(conn)
