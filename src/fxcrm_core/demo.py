@@ -9,6 +9,7 @@ everything lives in the log (the trading server is simulated in a file beside it
 from __future__ import annotations
 
 import enum
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ import attrs
 
 from fxcrm_core.access import Actor, Role
 from fxcrm_core.accounts import GroupRule, LeverageAboveCapError, LeverageCaps, TradingAccount
-from fxcrm_core.broker import Broker, BrokerOptions
+from fxcrm_core.broker import Broker, BrokerOptions, ConfigurationError
 from fxcrm_core.clients import (
     Client,
     ClientKind,
@@ -250,8 +251,19 @@ def open_demo_broker(
 
 
 def is_postgres(db: str | Path) -> bool:
-    """Whether ``db`` names a PostgreSQL database (a ``postgresql://`` URL), not a file."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+    """Whether ``db`` names a PostgreSQL database (a ``postgresql://`` URL), not a file. A
+    ``key=value`` connection string is refused (ConfigurationError): taken for a file name, its
+    password would end up in a file's name and in the report."""
+    if not isinstance(db, str):
+        return False
+    if db.startswith(("postgresql://", "postgres://")):
+        return True
+    if _CONNINFO.search(db):
+        raise ConfigurationError("give a PostgreSQL database as a postgresql:// URL")
+    return False
+
+
+_CONNINFO = re.compile(r"(^|\s)(host|hostaddr|dbname|user|password|port|service)\s*=")
 
 
 # The demo's simulated trading server keeps its state in a file; on PostgreSQL, this one.

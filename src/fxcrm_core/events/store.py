@@ -80,6 +80,28 @@ class AppendResult:
     replayed: bool = False
 
 
+#: The longest stream id or event type any adapter stores (PostgreSQL indexes them, and a btree
+#: entry holds about 2.7 kB: at most 4 bytes a character keeps a 512-character id under it).
+MAX_NAME_LENGTH = 512
+
+
+def check_name(value: str, what: str) -> None:
+    """A stream id or event type every adapter can hold and read back alike: not empty, at most
+    :data:`MAX_NAME_LENGTH` characters, no NUL (PostgreSQL text cannot hold one) and valid
+    Unicode (no lone surrogate, which no UTF-8 store can encode). ValidationError otherwise,
+    naming ``what``, never the value."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what} must be non-empty text")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(f"{what} is at most {MAX_NAME_LENGTH} characters")
+    if "\x00" in value:
+        raise ValidationError(f"{what} must not hold a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} must be valid Unicode text") from None
+
+
 def check_appends(appends: Sequence[StreamAppend]) -> None:
     """Shared argument checks for every adapter (so they all refuse the same things)."""
     if not appends:
@@ -88,6 +110,7 @@ def check_appends(appends: Sequence[StreamAppend]) -> None:
     for a in appends:
         if not a.stream_id:
             raise ValidationError("stream id must not be empty")
+        check_name(a.stream_id, "a stream id")
         if a.stream_id in seen:
             raise ValidationError("a stream may appear only once in one append")
         seen.add(a.stream_id)
@@ -95,6 +118,8 @@ def check_appends(appends: Sequence[StreamAppend]) -> None:
             raise ValidationError("expected version must be >= 0")
         if not a.events:
             raise ValidationError("a stream append needs at least one event")
+        for event_type in {e.event_type for e in a.events}:
+            check_name(event_type, "an event type")
 
 
 def append_digest(appends: Sequence[StreamAppend]) -> bytes:

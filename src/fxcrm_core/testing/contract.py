@@ -176,8 +176,27 @@ class EventStoreContract:
             (StreamAppend("s", -1, [_ev(1)]),),
             (StreamAppend("", 0, [_ev(1)]),),
             (StreamAppend("s", 0, [_ev(1)]), StreamAppend("s", 1, [_ev(2)])),
+            # What some adapter cannot hold is refused by all (a log moves between them).
+            (StreamAppend("a\x00b", 0, [_ev(1)]),),
+            (StreamAppend("a\ud800b", 0, [_ev(1)]),),
+            (StreamAppend("s" * 513, 0, [_ev(1)]),),
+            (StreamAppend("s", 0, [NewEvent("A\x00", b"{}", b"{}")]),),
+            (StreamAppend("s", 0, [NewEvent("A\udfff", b"{}", b"{}")]),),
+            (StreamAppend("s", 0, [NewEvent("", b"{}", b"{}")]),),
         ],
-        ids=["nothing", "no-events", "negative-version", "empty-id", "same-stream-twice"],
+        ids=[
+            "nothing",
+            "no-events",
+            "negative-version",
+            "empty-id",
+            "same-stream-twice",
+            "nul-in-id",
+            "surrogate-in-id",
+            "id-too-long",
+            "nul-in-type",
+            "surrogate-in-type",
+            "empty-type",
+        ],
     )
     def test_bad_appends_are_refused(
         self, store: EventStore, appends: tuple[StreamAppend, ...]
