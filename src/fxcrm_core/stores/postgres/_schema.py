@@ -50,6 +50,28 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
                 result     text        NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now()
             )""",
+            # One event on one stream (most commands) in one statement: the append lock, then
+            # (a later statement in a volatile function: a later snapshot, which sees every
+            # append committed before the lock was granted) the head read, the version check
+            # and the insert. No row back: the stream was not at the version expected.
+            """CREATE FUNCTION fx_append_one(
+                p_stream text, p_type text, p_data bytea, p_meta bytea, p_at bigint,
+                p_expected integer, p_lock bigint
+            ) RETURNS TABLE (out_position bigint, out_version integer)
+            LANGUAGE plpgsql VOLATILE AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(p_lock);
+                RETURN QUERY
+                INSERT INTO fx_events AS e
+                    (position, stream_id, version, event_type, data, metadata, recorded_at)
+                SELECT h.p + 1, p_stream, h.v + 1, p_type, p_data, p_meta, p_at
+                FROM (SELECT (SELECT coalesce(max(position), 0) FROM fx_events) AS p,
+                             (SELECT coalesce(max(version), 0) FROM fx_events
+                              WHERE stream_id = p_stream) AS v) AS h
+                WHERE p_expected IS NULL OR h.v = p_expected
+                RETURNING e.position, e.version;
+            END
+            $$""",
             """CREATE TABLE fx_checkpoints (
                 name     text   PRIMARY KEY,
                 position bigint NOT NULL
