@@ -43,3 +43,17 @@ def test_migrate_then_the_demo_on_postgres_and_a_database_with_rows_is_kept(
     with psycopg.connect(pg_blank_dsn) as conn:
         row = conn.execute("SELECT position FROM fx_checkpoints WHERE name = 'host'").fetchone()
     assert row == (1,)
+
+
+@pytest.mark.postgres
+def test_the_demo_day_runs_on_postgres_and_a_new_process_agrees(
+    pg_blank_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # (the simulated server's state file goes under .demo/)
+    assert main(["demo", "--db", pg_blank_dsn]) == 0
+    out = capsys.readouterr().out
+    assert "answered again from the log alone: equal" in out
+    assert "audit trail:" in out
+    assert "chain intact" in out
+    assert main(["demo", "--db", pg_blank_dsn]) == 0  # its own tables: made again

@@ -1,4 +1,4 @@
-"""Load on PostgreSQL: 8 processes for a fixed time — six making deposits, ledger transfers and
+"""Load on PostgreSQL: 10 processes for a fixed time — eight making deposits, ledger transfers and
 commission postings, two running the policies as workers — then the books are checked: debits
 equal credits in every currency, every command that succeeded is in the log exactly once and
 nothing else is, positions are gapless, and a read model (the clients' fund flows) equals the
@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ __all__ = ["pg_dsn"]
 pytestmark = pytest.mark.postgres
 
 SECONDS = 6.0
-MAKERS, WORKERS = 6, 2
+MAKERS, WORKERS = 8, 2
 HOUSE = [f"house-{n}" for n in range(4)]
 
 
@@ -75,9 +76,12 @@ def set_up(dsn: str) -> list[str]:
         broker.close()
 
 
-def maker(dsn: str, index: int, client: str, until: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def maker(dsn: str, index: int, client: str, go: Any, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """Deposits for its client, transfers between house accounts, commission postings."""
     broker = open_broker(dsn)
+    out.put(("ready", index, [], 0))
+    go.wait()
+    until = time.monotonic() + SECONDS
     rng = random.Random(index)
     done: list[tuple[str, str, str, str, str]] = []  # (kind, id, debit, credit, amount)
     refused = 0
@@ -115,8 +119,11 @@ def maker(dsn: str, index: int, client: str, until: float, out: multiprocessing.
     out.put(("maker", index, done, refused))
 
 
-def policy_worker(dsn: str, index: int, until: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def policy_worker(dsn: str, index: int, go: Any, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     broker = open_broker(dsn)
+    out.put(("ready", index, [], 0))
+    go.wait()
+    until = time.monotonic() + SECONDS
     handled = 0
     try:
         while time.monotonic() < until:
@@ -133,17 +140,17 @@ def test_eight_processes_under_load_keep_the_books_exact(pg_dsn: str) -> None:
     clients = set_up(pg_dsn)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start = time.monotonic() + 3.0  # spawned interpreters import first
-    until = start + SECONDS
+    go = ctx.Event()  # every process opened its broker first (spawned interpreters import)
     procs = [
-        ctx.Process(target=maker, args=(pg_dsn, i, clients[i], until, out)) for i in range(MAKERS)
+        ctx.Process(target=maker, args=(pg_dsn, i, clients[i], go, out)) for i in range(MAKERS)
     ]
-    procs += [
-        ctx.Process(target=policy_worker, args=(pg_dsn, i, until, out)) for i in range(WORKERS)
-    ]
+    procs += [ctx.Process(target=policy_worker, args=(pg_dsn, i, go, out)) for i in range(WORKERS)]
     for p in procs:
         p.start()
-    reports = [out.get(timeout=120) for _ in procs]
+    ready = [out.get(timeout=180) for _ in procs]
+    assert all(r[0] == "ready" for r in ready)
+    go.set()
+    reports = [out.get(timeout=180) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

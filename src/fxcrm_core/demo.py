@@ -955,6 +955,7 @@ def _clear_demo_postgres(dsn: str, *, force: bool) -> None:
             with conn.transaction():
                 for table in tables:
                     conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(table)))
+                conn.execute("DROP FUNCTION IF EXISTS fx_append_one")  # (the schema's own)
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             conn.execute("CREATE TABLE fx_demo (note text)")

@@ -54,7 +54,7 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             # (a later statement in a volatile function: a later snapshot, which sees every
             # append committed before the lock was granted) the head read, the version check
             # and the insert. No row back: the stream was not at the version expected.
-            """CREATE FUNCTION fx_append_one(
+            """CREATE OR REPLACE FUNCTION fx_append_one(
                 p_stream text, p_type text, p_data bytea, p_meta bytea, p_at bigint,
                 p_expected integer, p_lock bigint
             ) RETURNS TABLE (out_position bigint, out_version integer)
