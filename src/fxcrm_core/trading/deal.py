@@ -259,6 +259,24 @@ class Deal:
         return f"{self.server}:{self.ticket}"
 
     @classmethod
+    def from_mt5_package(
+        cls,
+        record: object,
+        *,
+        login: int,
+        server: str,
+        currency: str | Currency,
+        utc_offset: timedelta,
+    ) -> Deal:
+        """A deal from the ``MetaTrader5`` package's ``history_deals_get`` (a named tuple or a
+        mapping of its lower-case fields): see :func:`.mt5_package.deal_from_mt5_package`."""
+        from fxcrm_core.trading.mt5_package import deal_from_mt5_package  # it imports this module
+
+        return deal_from_mt5_package(
+            record, login=login, server=server, currency=currency, utc_offset=utc_offset
+        )
+
+    @classmethod
     def from_mt5(
         cls,
         record: Mapping[str, object],
