@@ -623,18 +623,35 @@ class AccrualView:
 
     def account(self, ib_id: str) -> IbPayoutAccount:
         """The IB's account with the journal's lines it has not absorbed counted."""
-        stored = self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
-        through, sums = self.unabsorbed(stored)
+        stored, through, sums = self.current(ib_id)
         return stored.with_lines(through, sums)
+
+    def current(self, ib_id: str) -> tuple[IbPayoutAccount, int, tuple[Sum, ...]]:
+        """The IB's stored account, the journal's version and what its lines the account has
+        not absorbed hold for the IB, read together. The account is read before the journal:
+        when a multiple's absorption lands in between, the floor moves past the account as
+        read (its lines would count nowhere), so the account is read again."""
+        for _ in range(_TRIES):
+            floor = self._floor  # (every line up to it was committed before the read below)
+            stored = self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
+            with self._lock:
+                self._catch_up()
+                if self._floor > max(floor, stored.journal_version):
+                    continue
+                return stored, self._version, self._held_for(stored)
+        raise ConcurrencyError("the accrual journal kept moving; try again")
 
     def unabsorbed(self, account: IbPayoutAccount) -> tuple[int, tuple[Sum, ...]]:
         """The journal's version now, and what its lines after the account's last absorbed
         one hold for the IB."""
         with self._lock:
             self._catch_up()
-            after = max(account.journal_version, self._floor)
-            rows = self._rows.get(account.id, ())
-            return self._version, _summed(s for v, s in rows if v > after)
+            return self._version, self._held_for(account)
+
+    def _held_for(self, account: IbPayoutAccount) -> tuple[Sum, ...]:
+        after = max(account.journal_version, self._floor)
+        rows = self._rows.get(account.id, ())
+        return _summed(s for v, s in rows if v > after)
 
     def _catch_up(self) -> None:
         store, codec = self.repository.store, self.repository.codec
@@ -741,10 +758,13 @@ class Payouts:
     def _stored(self, ib_id: str) -> IbPayoutAccount:
         return self.repository.load(IbPayoutAccount, ib_id) or IbPayoutAccount.blank(ib_id)
 
-    def _absorbed(self, actor: Actor, account: IbPayoutAccount) -> IbPayoutAccount:
-        """The account with the accrual journal's lines it has not absorbed recorded on it."""
+    def _absorbed(self, actor: Actor, ib_id: str) -> IbPayoutAccount:
+        """The IB's account with the accrual journal's lines it has not absorbed recorded on
+        it (read with the journal: an account read before a multiple's absorption would find
+        nothing to absorb and be decided on without those lines)."""
         for _ in range(_TRIES):
-            events = account.absorb(*self._lines.unabsorbed(account))
+            account, through, sums = self._lines.current(ib_id)
+            events = account.absorb(through, sums)
             if not events:
                 return account
             try:
@@ -753,7 +773,7 @@ class Payouts:
                     uow.commit()
                 return account
             except ConcurrencyError:
-                account = self._stored(account.id)  # absorbed meanwhile: look again
+                continue  # absorbed meanwhile: look again
         raise ConcurrencyError("the IB's payout account kept changing; try again")
 
     def pending(self, ib_id: str) -> list[tuple[date, UnroundedMoney]]:
@@ -854,7 +874,7 @@ class Payouts:
             return account.absorb(*self._lines.unabsorbed(account))
 
         def one(ib_id: str) -> bool:
-            self._absorbed(actor, self._stored(ib_id))
+            self._absorbed(actor, ib_id)
             return True
 
         self._in_chunks(actor, "accruals absorbed", ib_ids, decide, one)
@@ -1029,7 +1049,7 @@ class Payouts:
         it changed); returns the result and the payout to post now, if any. Records (and
         commits) what needs no ledger posting: rejected approvals back in the balance, a
         balance carried, a payout held for approval."""
-        account = self._absorbed(actor, self._stored(ib_id))
+        account = self._absorbed(actor, ib_id)
         if account.policy is not None:  # (rejected approvals back first, under the policy
             # they were held under: a configured change may wait on them)
             account = self._settle_approvals(actor, account, account.policy)
