@@ -201,17 +201,28 @@ def _spread(record: Mapping[str, object]) -> Decimal | None:
     return ask - bid
 
 
+def check_origin(server: object, currency: object, utc_offset: object) -> None:
+    """The arguments every reader of deals takes, of the right kinds (ValidationError, echoing
+    nothing): the server's name, the account currency (a code or a Currency; None where the
+    file itself names it) and the server clock's offset from UTC."""
+    if server is not None and (
+        not isinstance(server, str) or not server or not server.isprintable()
+    ):
+        raise ValidationError("server must be a non-empty printable name")
+    if currency is not None and not isinstance(currency, str | Currency):
+        raise ValidationError("currency must be a currency code or a Currency")
+    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
+        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+
+
 def _check_arguments(
     record: object, server: object, currency: object, utc_offset: object, volume_units: object
 ) -> None:
     if not isinstance(record, Mapping):
         raise ValidationError("a deal record must be a mapping of MT5 field names")
-    if not isinstance(server, str) or not server or not server.isprintable():
-        raise ValidationError("server must be a non-empty printable name")
-    if not isinstance(currency, str | Currency):
-        raise ValidationError("currency must be a currency code or a Currency")
-    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
-        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    if server is None or currency is None:
+        raise ValidationError("a deal needs its server and currency")
+    check_origin(server, currency, utc_offset)
     if not isinstance(volume_units, VolumeUnits):
         raise ValidationError("volume_units must be a VolumeUnits")
 

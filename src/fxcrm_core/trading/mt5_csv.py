@@ -21,7 +21,13 @@ import attrs
 from fxcrm_core.kernel._decimal import EXACT
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency
-from fxcrm_core.trading.deal import Deal, DealAction, DealEntry, UnknownServerResponseError
+from fxcrm_core.trading.deal import (
+    Deal,
+    DealAction,
+    DealEntry,
+    UnknownServerResponseError,
+    check_origin,
+)
 
 __all__ = ["ACTION_NAMES", "ENTRY_NAMES", "ImportProblem", "ImportResult", "read_mt5_deals"]
 
@@ -166,12 +172,9 @@ def _check_arguments(
 ) -> None:
     if not isinstance(source, str | bytes | bytearray | Path | Iterable):
         raise ValidationError("source must be a path, the export's text or bytes, or its lines")
-    if not isinstance(server, str) or not server or not server.isprintable():
-        raise ValidationError("server must be a non-empty printable name")
-    if not isinstance(currency, str | Currency):
-        raise ValidationError("currency must be a currency code or a Currency")
-    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
-        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    if server is None or currency is None:
+        raise ValidationError("an export's deals need their server and currency")
+    check_origin(server, currency, utc_offset)
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
         raise ValidationError("delimiter must be one character, not a quote or a line break")
 

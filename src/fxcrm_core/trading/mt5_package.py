@@ -23,7 +23,13 @@ from typing import SupportsIndex
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency
 from fxcrm_core.trading._encoding import UndecodableTextError, decode_text
-from fxcrm_core.trading.deal import Deal, DealAction, DealEntry, UnknownServerResponseError
+from fxcrm_core.trading.deal import (
+    Deal,
+    DealAction,
+    DealEntry,
+    UnknownServerResponseError,
+    check_origin,
+)
 from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult
 
 __all__ = [
@@ -185,12 +191,10 @@ def _check_arguments(
 ) -> Currency:
     if isinstance(login, bool) or not isinstance(login, int) or not 0 <= login < _UINT64:
         raise ValidationError("login must be an MT5 login: a non-negative int below 2^64")
-    if not isinstance(server, str) or not server or not server.isprintable():
-        raise ValidationError("server must be a non-empty printable name")
-    if not isinstance(currency, str | Currency):
-        raise ValidationError("currency must be a currency code or a Currency")
-    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
-        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    if server is None or currency is None:
+        raise ValidationError("the package's deals need their server and currency")
+    check_origin(server, currency, utc_offset)
+    assert isinstance(currency, str | Currency)  # (checked just above)
     return Currency.of(currency)
 
 

@@ -24,7 +24,13 @@ import attrs
 from fxcrm_core.kernel.errors import FxCrmError, ValidationError
 from fxcrm_core.kernel.money import Currency
 from fxcrm_core.trading._encoding import UndecodableTextError, decode_text
-from fxcrm_core.trading.deal import Deal, DealAction, DealEntry, UnknownServerResponseError
+from fxcrm_core.trading.deal import (
+    Deal,
+    DealAction,
+    DealEntry,
+    UnknownServerResponseError,
+    check_origin,
+)
 from fxcrm_core.trading.mt5_csv import (
     ACTION_NAMES,
     ENTRY_NAMES,
@@ -230,12 +236,7 @@ class _Positions:
 def _check_arguments(source: object, server: object, utc_offset: object) -> None:
     if not isinstance(source, bytes | bytearray | Path):
         raise ValidationError("source must be the report's bytes or a path to it")
-    if server is not None and (
-        not isinstance(server, str) or not server or not server.isprintable()
-    ):
-        raise ValidationError("server must be a non-empty printable name")
-    if not isinstance(utc_offset, timedelta) or abs(utc_offset) >= timedelta(hours=24):
-        raise ValidationError("utc_offset must be a timedelta strictly within 24 hours")
+    check_origin(server, None, utc_offset)  # (the report names its own currency)
 
 
 def _refused(problem: ImportProblem, **header: Any) -> ReportImportResult:
