@@ -100,7 +100,8 @@ def _number(value: object, name: str) -> Decimal:
         number = Decimal(value)
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > _MAX_NUMBER_TEXT:
+        # Decimal also reads "1_000" and non-ASCII digits ("١٢"): no dump writes those.
+        if not text or len(text) > _MAX_NUMBER_TEXT or not text.isascii() or "_" in text:
             raise UnknownServerResponseError(f"deal record has a missing or malformed {name}")
         try:
             number = Decimal(text)
@@ -110,7 +111,8 @@ def _number(value: object, name: str) -> Decimal:
         number = Decimal(operator.index(value))
     else:
         raise UnknownServerResponseError(f"deal record has a malformed {name}")
-    if not number.is_finite() or abs(number) >= _MAX_FLOAT:
+    # copy_abs, not abs(): abs() rounds in the context and raises decimal.Overflow on 1e999999999.
+    if not number.is_finite() or number.copy_abs() >= _MAX_FLOAT:
         raise UnknownServerResponseError(f"deal record has a {name} beyond 10^15 or not finite")
     return number
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -50,6 +51,11 @@ _TIME = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2} [0-9]{2}:[0-9]{2}")
 _GROUPING = str.maketrans("", "", " \u00a0\u202f\u2009")
 _MAX_COLSPAN = 64
 _MAX_CELL = 256
+_MAX_AMOUNT = Decimal(10) ** 15  # beyond any balance a report holds; sums stay in the context
+# A workbook is a zip: its members' declared sizes (which zipfile enforces while reading) are
+# capped before openpyxl inflates anything, so a zip bomb is a problem, not an exhausted host.
+_MAX_XLSX_BYTES = 256 * 2**20
+_MAX_XLSX_MEMBERS = 1000
 # Columns after Order, by layout: (costs?, commission, fee?, swap, profit, balance, comment).
 _MONEY = ("Commission", "Fee", "Swap", "Profit")
 
@@ -105,14 +111,14 @@ def _layouts(header: list[str]) -> list[_Layout]:
 
 def _number(text: str) -> Decimal:
     text = text.translate(_GROUPING) or "0"
-    if len(text) > _MAX_CELL:
-        raise UnknownServerResponseError("a number has more digits than MT5 writes")
+    if len(text) > _MAX_CELL or not text.isascii() or "_" in text:
+        raise UnknownServerResponseError("a money or price cell is not a number MT5 writes")
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise UnknownServerResponseError("a money or price cell is not a number") from None
-    if not value.is_finite():
-        raise UnknownServerResponseError("a money or price cell is not a finite number")
+    if not value.is_finite() or value.copy_abs() >= _MAX_AMOUNT:
+        raise UnknownServerResponseError("a money or price cell is not a number below 10^15")
     return value
 
 
@@ -150,11 +156,21 @@ def _xlsx_rows(data: bytes) -> Iterator[tuple[int, list[str]]] | ImportProblem:
     except ImportError:  # pragma: no cover - the extra is installed in CI
         raise ReportsExtraMissingError() from None
     try:
-        book: Any = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+        if len(members) > _MAX_XLSX_MEMBERS or sum(m.file_size for m in members) > _MAX_XLSX_BYTES:
+            return ImportProblem(1, "the workbook unpacks to more than this reader takes")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return ImportProblem(1, "the workbook cannot be read (a truncated or damaged .xlsx)")
+    try:
+        # Formulas are read as their text (not their cached values, which a writer sets at
+        # will): the terminal writes none, and a formula in a money cell is that row's problem.
+        book: Any = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
         rows = [
             (number, [_cell_text(v) for v in values])
             for number, values in enumerate(book.worksheets[0].iter_rows(values_only=True), 1)
         ]
+        book.close()
     except Exception:  # zipfile, XML and openpyxl errors alike: the file is the problem
         return ImportProblem(1, "the workbook cannot be read (a truncated or damaged .xlsx)")
     return iter(rows)
@@ -251,7 +267,9 @@ def read_mt5_report(
     Each bad row of the Deals table is a problem named by its row (the HTML source line, or the
     sheet row) and the others are read; a report that cannot be decoded or opened, has no
     account line or Deals section, or whose totals row disagrees with its deals imports
-    nothing. ``server`` overrides the header's. Wrong argument types raise
+    nothing. A workbook is read as written: a formula is its text (so a formula in a money cell
+    is that row's problem), and one that unpacks to more than 256 MiB is refused unread.
+    ``server`` overrides the header's. Wrong argument types raise
     :class:`ValidationError`; a missing ``reports`` extra :class:`ReportsExtraMissingError`.
     """
     _check_arguments(source, server, utc_offset)
@@ -348,8 +366,10 @@ def _deals(
         try:
             money = {name: cells[at[name]].translate(_GROUPING) if name in at else "0"
                      for name in _MONEY}  # fmt: skip
-            for name, text in money.items():
-                sums[name] += _number(text)
+            # All four parsed before any is added: a row that fails half-way adds nothing.
+            amounts = {name: _number(text) for name, text in money.items()}
+            for name, amount in amounts.items():
+                sums[name] += amount
             action = ACTION_NAMES.get(cells[at["Type"]].lower())
             entry = ENTRY_NAMES.get(cells[at["Direction"]].lower())
             if action is None or entry is None:
