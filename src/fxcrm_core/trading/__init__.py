@@ -2,7 +2,8 @@
 semantics, a deterministic simulated server, and importers of the trading data brokers hold: MT5
 deal-history exports (``read_mt5_deals``), the MetaTrader5 package's deals and their CSV dumps
 (``deal_from_mt5_package``, ``read_mt5_package_csv``) and the terminal's History report in HTML
-or Excel (``read_mt5_report``, the ``reports`` extra); see docs/mt5-history.md.
+or Excel (``read_mt5_report``) and MT4 account statements (``read_mt4_statement``; both the
+``reports`` extra); see docs/mt5-history.md.
 
 The deal feed is recorded in the log (``DealFeeds``, ``DealsReceived``) for policies to react
 to. Depends on ``kernel`` and ``events``.
@@ -19,6 +20,7 @@ from fxcrm_core.trading.deal import (
     mt5_double,
 )
 from fxcrm_core.trading.feed import FEED_EVENTS, DealFeed, DealFeeds, DealsReceived, DealsSetAside
+from fxcrm_core.trading.mt4_statement import Mt4StatementResult, read_mt4_statement
 from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, read_mt5_deals
 from fxcrm_core.trading.mt5_package import (
     PACKAGE_DEAL_ENTRIES,
@@ -46,6 +48,8 @@ from fxcrm_core.trading.server import (
 from fxcrm_core.trading.simulated import SimulatedTradingServer
 
 __all__ = [
+    "Mt4StatementResult",
+    "read_mt4_statement",
     "PACKAGE_DEAL_ENTRIES",
     "PACKAGE_DEAL_TYPES",
     "PACKAGE_FIELDS",
