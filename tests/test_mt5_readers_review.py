@@ -236,3 +236,15 @@ def test_bad_report_rows_never_echo_what_the_cell_held() -> None:
     result = read_mt5_report(_html(deals, HTML_TOTALS), utc_offset=OFFSET)
     assert result.problems
     assert not any("John" in p.reason or "Jane" in p.reason for p in result.problems)
+
+
+# Finding: the report kept a price's trailing zeros ("1.10000" in HTML, 1.1 in a workbook or from
+# the package): the same deal read from two files had two contents under one key.
+def test_the_same_deal_from_html_a_workbook_and_the_package_has_one_price() -> None:
+    deals = [list(d) for d in HTML_DEALS]
+    deals[1][6] = "1.10000"
+    html = read_mt5_report(_html(deals, HTML_TOTALS), utc_offset=OFFSET).deals
+    xlsx = read_mt5_report(_workbook(DEALS, TOTALS), utc_offset=OFFSET).deals
+    package = _deal({**RECORD, "price": 1.1})
+    assert str(html[1].price) == str(xlsx[1].price) == str(package.price) == "1.1"
+    assert [str(d.price) for d in html] == [str(d.price) for d in xlsx]

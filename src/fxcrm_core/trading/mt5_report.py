@@ -122,6 +122,16 @@ def _number(text: str) -> Decimal:
     return value
 
 
+def _price_text(text: str) -> str:
+    """The price without trailing zeros, as the package reader gives it: "1.10000" in HTML and
+    1.1 in a workbook (or from the package) are then one deal, not two contents under one key."""
+    value = _number(text)
+    if not value:
+        return "0"
+    exponent = int(value.normalize().as_tuple().exponent)
+    return str(value.quantize(Decimal(1).scaleb(min(0, exponent))))
+
+
 def _cell_text(value: object) -> str:
     if value is None:
         return ""
@@ -384,7 +394,7 @@ def _deals(
                 "Login": str(found["login"]), "Action": cells[at["Type"]],
                 "Entry": cells[at["Direction"]], "Symbol": symbol,
                 "Volume": cells[at["Volume"]].translate(_GROUPING),
-                "Price": cells[at["Price"]].translate(_GROUPING), "Order": order,
+                "Price": _price_text(cells[at["Price"]]), "Order": order,
                 "Position": str(position) if position else "", "Comment": cells[at["Comment"]],
                 "Commission": money["Commission"], "Fee": money["Fee"],
                 "Swap": money["Swap"], "Profit": money["Profit"],
