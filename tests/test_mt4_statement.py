@@ -180,3 +180,22 @@ def test_arguments_are_checked() -> None:
         read_mt4_statement(_statement().encode(), utc_offset=OFFSET)  # no server
     with pytest.raises(ValidationError):
         read_mt4_statement("text", server=SERVER, utc_offset=OFFSET)  # type: ignore[arg-type]
+
+
+def test_a_suffixed_lower_case_symbol_takes_the_schedules_rule_through_its_alias() -> None:
+    """MT4 writes ``eurgbp-2``; the rebate schedule lists ``EURGBP``: the alias rule maps it."""
+    from fxcrm_core.commissions import PlanKind, Rule, Schedule
+    from fxcrm_core.kernel import Currency, Money
+
+    usd = Currency.of("USD")
+    result = _read(_statement().encode())
+    symbols = {d.symbol for d in result.deals if d.symbol}
+    assert "eurgbp-2" in symbols
+    schedule = Schedule(
+        "std", 1, datetime(2020, 1, 1, tzinfo=UTC), usd,
+        by_symbol={"EURGBP": Rule(PlanKind.PER_LOT, Money.of("3.00", usd))},
+        allow_above_revenue=True,
+    )  # fmt: skip
+    found = schedule.resolve("eurgbp-2", "std")
+    assert found is not None
+    assert found[1] == "alias eurgbp-2 of EURGBP"

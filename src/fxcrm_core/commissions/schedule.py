@@ -308,12 +308,16 @@ class PeriodCap:
 
 
 def base_symbol(symbol: str, known: Sequence[str]) -> str | None:
-    """The known symbol an alias stands for: ``XAUUSD.m`` and ``XAUUSD-pro`` → ``XAUUSD``.
+    """The known symbol an alias stands for: ``XAUUSD.m`` and ``XAUUSD-pro`` → ``XAUUSD``, and
+    the lower-case names with suffixes MT4 statements show (``eurgbp-2`` → ``EURGBP``).
 
     >>> base_symbol("XAUUSD.m", ["EURUSD", "XAUUSD"])
     'XAUUSD'
+    >>> base_symbol("eurgbp-2", ["EURGBP", "EURUSD"])
+    'EURGBP'
     """
-    candidates = [k for k in known if symbol.startswith(k) and symbol != k]
+    upper = symbol.upper()
+    candidates = [k for k in known if upper.startswith(k.upper()) and symbol != k]
     return max(candidates, key=len) if candidates else None
 
 
