@@ -466,10 +466,8 @@ class IbPayoutAccount(Aggregate):
     def with_lines(self, through: int, sums: Iterable[Sum]) -> IbPayoutAccount:
         """The account as it stands with the journal's lines up to ``through`` counted (an
         answer, not a state to record on: its version is the stored one)."""
-        kept = tuple(sorted(s for s in sums if s[2]))
-        if not kept or through <= self.journal_version:
-            return self
-        return self.evolve(pending=_merged(self.pending, kept), journal_version=through)
+        events = self.absorb(through, sums)
+        return self.apply(events[0]) if events else self
 
     def balance(self, currency: Currency) -> UnroundedMoney:
         """The carried balance, in ``currency`` (the payout policy's)."""

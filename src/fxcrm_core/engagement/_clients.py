@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from fxcrm_core.access import AccessControl
 from fxcrm_core.clients import Client
-from fxcrm_core.events import Repository
-from fxcrm_core.kernel.errors import NotFoundError, SubjectErasedError
+from fxcrm_core.events import ProjectionRunner, Repository
+from fxcrm_core.kernel.errors import ArgumentTypeError, NotFoundError, SubjectErasedError
 
-__all__ = ["live_client"]
+__all__ = ["check_parts", "live_client"]
+
+
+def check_parts(what: str, repository: object, access: object, projections: object) -> None:
+    """The broker's parts an engagement service is built on, of the right kinds
+    (ArgumentTypeError naming the service: ``what``)."""
+    if not isinstance(repository, Repository):
+        raise ArgumentTypeError(f"{what} need a repository")
+    if not isinstance(access, AccessControl):
+        raise ArgumentTypeError(f"{what} need an AccessControl")
+    if not isinstance(projections, ProjectionRunner):
+        raise ArgumentTypeError(f"{what} need the broker's ProjectionRunner")
 
 
 def live_client(repository: Repository, client_id: str) -> None:

@@ -26,6 +26,7 @@ import attrs
 
 from fxcrm_core.access import AccessControl, AccessPolicy, Actor, Role
 from fxcrm_core.clients import Consent
+from fxcrm_core.engagement._clients import check_parts
 from fxcrm_core.engagement.rules import Audience, AudienceSource, Profile
 from fxcrm_core.events import (
     Aggregate,
@@ -248,12 +249,7 @@ class AnnouncementsService:
         clock: Clock | None = None,
         ids: Callable[[], str] | None = None,
     ) -> None:
-        if not isinstance(repository, Repository):
-            raise ArgumentTypeError("announcements need a repository")
-        if not isinstance(access, AccessControl):
-            raise ArgumentTypeError("announcements need an AccessControl")
-        if not isinstance(projections, ProjectionRunner):
-            raise ArgumentTypeError("announcements need the broker's ProjectionRunner")
+        check_parts("announcements", repository, access, projections)
         if not callable(getattr(audience, "profile", None)):
             raise ArgumentTypeError("announcements need an AudienceSource (profile(client_id))")
         self.repository = repository

@@ -33,6 +33,7 @@ from fxcrm_core.access import AccessControl, Actor, Role
 from fxcrm_core.access.audit import AuditTrail
 from fxcrm_core.clients import Client, ClientRegistered, Stage
 from fxcrm_core.clients.service import CLIENT_PII
+from fxcrm_core.engagement._clients import check_parts
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -205,12 +206,7 @@ class ClientExports:
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
     ) -> None:
-        if not isinstance(repository, Repository):
-            raise ArgumentTypeError("exports need a repository")
-        if not isinstance(access, AccessControl):
-            raise ArgumentTypeError("exports need an AccessControl")
-        if not isinstance(projections, ProjectionRunner):
-            raise ArgumentTypeError("exports need the broker's ProjectionRunner")
+        check_parts("exports", repository, access, projections)
         if not isinstance(masking, MaskingPolicy):
             raise ArgumentTypeError("masking is a MaskingPolicy")
         if audit is not None and not isinstance(audit, AuditTrail):

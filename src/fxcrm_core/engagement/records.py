@@ -29,7 +29,7 @@ from typing import Self
 import attrs
 
 from fxcrm_core.access import AccessControl, AccessPolicy, Actor, Role
-from fxcrm_core.engagement._clients import live_client
+from fxcrm_core.engagement._clients import check_parts, live_client
 from fxcrm_core.events import (
     Aggregate,
     DomainEvent,
@@ -341,12 +341,7 @@ class ServiceRecords:
         clock: Clock | None = None,
         ids: Callable[[], str] | None = None,
     ) -> None:
-        if not isinstance(repository, Repository):
-            raise ArgumentTypeError("service records need a repository")
-        if not isinstance(access, AccessControl):
-            raise ArgumentTypeError("service records need an AccessControl")
-        if not isinstance(projections, ProjectionRunner):
-            raise ArgumentTypeError("service records need the broker's ProjectionRunner")
+        check_parts("service records", repository, access, projections)
         self.repository = repository
         self.access = access
         self.projections = projections

@@ -24,7 +24,7 @@ from fxcrm_core.events.store import Snapshot
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
 from fxcrm_core.stores.postgres._schema import check_schema
 
-__all__ = ["PostgresDatabase"]
+__all__ = ["OnDatabase", "PostgresDatabase"]
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -227,3 +227,18 @@ class PostgresDatabase:
             ) from None
         except psycopg.Error as exc:
             raise StoreError(f"cannot purge the snapshot table: {type(exc).__name__}") from None
+
+
+class OnDatabase:
+    """Base of the stores on a :class:`PostgresDatabase`: given one, the store shares it (the
+    caller closes it); given a connection string, it opens a database of its own, which
+    :meth:`close` closes."""
+
+    def __init__(self, db: PostgresDatabase | str) -> None:
+        self._owned = not isinstance(db, PostgresDatabase)
+        self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
+
+    def close(self) -> None:
+        """Close the database if this store opened it (a shared one stays open)."""
+        if self._owned:
+            self.db.close()

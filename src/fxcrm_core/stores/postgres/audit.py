@@ -20,7 +20,7 @@ import psycopg.errors
 from fxcrm_core.access.audit import AuditRecord, check_continues
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
 from fxcrm_core.kernel.time import from_micros, to_micros
-from fxcrm_core.stores.postgres._db import PostgresDatabase
+from fxcrm_core.stores.postgres._db import OnDatabase
 
 __all__ = ["COPY_FROM", "PostgresAuditLog"]
 
@@ -69,21 +69,12 @@ def _params(r: AuditRecord) -> _Params:
     )
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(OnDatabase):
     """Audit records in the ``fx_audit`` table of a migrated PostgreSQL database.
 
     ``db``: a :class:`PostgresDatabase` (shared: the caller closes it), or a connection string
     (this log opens a database of its own and :meth:`close` closes it).
     """
-
-    def __init__(self, db: PostgresDatabase | str) -> None:
-        self._owned = not isinstance(db, PostgresDatabase)
-        self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
-
-    def close(self) -> None:
-        """Close the database if this log opened it (a shared one stays open)."""
-        if self._owned:
-            self.db.close()
 
     def append(self, records: Sequence[AuditRecord]) -> None:
         if not records:

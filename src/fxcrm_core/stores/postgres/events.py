@@ -52,7 +52,7 @@ from fxcrm_core.events.store import (
 from fxcrm_core.kernel.clock import Clock, SystemClock
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
 from fxcrm_core.kernel.time import from_micros, to_micros
-from fxcrm_core.stores.postgres._db import PostgresDatabase
+from fxcrm_core.stores.postgres._db import OnDatabase, PostgresDatabase
 
 __all__ = ["PostgresEventStore"]
 
@@ -128,7 +128,7 @@ def _rows(rows: Sequence[Row]) -> list[StoredEvent]:
         raise StoreError("the PostgreSQL database holds a row that is not a stored event") from None
 
 
-class PostgresEventStore:
+class PostgresEventStore(OnDatabase):
     """The EventStore port on a PostgreSQL database whose schema is migrated (see
     :func:`~fxcrm_core.stores.postgres.migrate`).
 
@@ -140,14 +140,8 @@ class PostgresEventStore:
     _append_lock = APPEND_LOCK  # a class attribute only so a test can show what it prevents
 
     def __init__(self, db: PostgresDatabase | str, *, clock: Clock | None = None) -> None:
-        self._owned = not isinstance(db, PostgresDatabase)
-        self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
+        super().__init__(db)
         self._clock = clock or SystemClock()
-
-    def close(self) -> None:
-        """Close the database if this store opened it (a shared one stays open)."""
-        if self._owned:
-            self.db.close()
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, *appends: StreamAppend, idempotency_key: str | None = None) -> AppendResult:

@@ -24,7 +24,7 @@ import psycopg.errors
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
 from fxcrm_core.kernel.time import from_micros, to_micros
 from fxcrm_core.privacy.keys import WrappedKey
-from fxcrm_core.stores.postgres._db import PostgresDatabase
+from fxcrm_core.stores.postgres._db import OnDatabase
 
 __all__ = ["PostgresKeyStore"]
 
@@ -66,7 +66,7 @@ def _key(row: Row) -> WrappedKey:
         raise StoreError("the PostgreSQL key table holds a row that is not a key") from None
 
 
-class PostgresKeyStore:
+class PostgresKeyStore(OnDatabase):
     """Wrapped data keys in the ``fx_data_keys`` table of a migrated PostgreSQL database.
 
     ``db``: a :class:`PostgresDatabase` (shared: the caller closes it), or a connection string
@@ -75,15 +75,6 @@ class PostgresKeyStore:
     serves the SDK's named secrets (the audit chain's key) through ``FieldEncryption``, like
     any key store.
     """
-
-    def __init__(self, db: PostgresDatabase | str) -> None:
-        self._owned = not isinstance(db, PostgresDatabase)
-        self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
-
-    def close(self) -> None:
-        """Close the database if this store opened it (a shared one stays open)."""
-        if self._owned:
-            self.db.close()
 
     def get(self, subject_id: str) -> WrappedKey | None:
         with self.db.transaction() as conn:
