@@ -94,19 +94,27 @@ def with_change(line: str, kind: str, amount: Decimal) -> str:
     return f"{kind}\x1f{server}\x1f{ticket}\x1f{ib}\x1f{component}\x1f{amount!s}\x1f{rest}"
 
 
-def sums(lines: Iterable[str], *, caps: bool = True) -> dict[tuple[str, date, str], Decimal]:
-    """The lines' amounts summed by IB, trading day and currency (``caps=False``: leaving out
-    the cap components)."""
-    by_text: dict[tuple[str, str, str], Decimal] = {}
+Sums = dict[tuple[str, date, str], Decimal]
+Folded = dict[tuple[str, str, str], Decimal]  # by IB, trading day (as text) and currency code
+
+
+def fold(lines: Iterable[str], into: Folded, *, caps: bool = True) -> Folded:
+    """Add the lines' amounts to ``into`` by IB, trading day and currency, in order
+    (``caps=False``: leaving out the cap components); returns ``into``."""
     for line in lines:
         _, _, _, ib, component, figure, code, _, _, _, _, day, _ = line.split(SEP, 12)
         if not caps and component.startswith("cap:"):
             continue
         key = (ib, day, code)
-        by_text[key] = by_text.get(key, _ZERO) + Decimal(figure)
+        into[key] = into.get(key, _ZERO) + Decimal(figure)
+    return into
+
+
+def dated(folded: Folded) -> Sums:
+    """Folded sums keyed by the trading day as a date."""
     days: dict[str, date] = {}
-    out: dict[tuple[str, date, str], Decimal] = {}
-    for (ib, day, code), total in by_text.items():
+    out: Sums = {}
+    for (ib, day, code), total in folded.items():
         when = days.get(day)
         if when is None:
             when = days[day] = date.fromisoformat(day)
@@ -114,15 +122,22 @@ def sums(lines: Iterable[str], *, caps: bool = True) -> dict[tuple[str, date, st
     return out
 
 
+def sums(lines: Iterable[str], *, caps: bool = True) -> Sums:
+    """The lines' amounts summed by IB, trading day and currency (``caps=False``: leaving out
+    the cap components)."""
+    return dated(fold(lines, {}, caps=caps))
+
+
 class RebateEntries(Sequence["RebateEntry"]):
     """Rebate entries as an immutable sequence that keeps them in a compact form and makes each
     :class:`~fxcrm_core.commissions.RebateEntry` only when it is read (a broker's day holds
     millions). Equal to any sequence of the same entries, in the same order."""
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_lines", "_sums")
 
     def __init__(self, entries: Iterable[RebateEntry] = ()) -> None:
         self._lines: tuple[str, ...] = tuple([line_of(e) for e in entries])
+        self._sums: Sums | None = None
 
     @classmethod
     def of(cls, entries: Iterable[RebateEntry]) -> RebateEntries:
@@ -133,11 +148,14 @@ class RebateEntries(Sequence["RebateEntry"]):
     def _from_lines(cls, lines: Sequence[str]) -> RebateEntries:
         out = cls.__new__(cls)
         out._lines = tuple(lines)
+        out._sums = None
         return out
 
-    def sums(self) -> dict[tuple[str, date, str], Decimal]:
+    def sums(self) -> Sums:
         """The amounts summed per (IB, trading day, currency code), unrounded."""
-        return sums(self._lines)
+        if self._sums is None:
+            self._sums = sums(self._lines)
+        return dict(self._sums)
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -193,8 +211,13 @@ def lines(entries: RebateEntries) -> tuple[str, ...]:
     return entries._lines
 
 
-def from_lines(kept: Sequence[str]) -> RebateEntries:
-    return RebateEntries._from_lines(kept)
+def from_lines(kept: Sequence[str], folded: Folded | None = None) -> RebateEntries:
+    """Entries keeping ``kept``; ``folded``, if given, is ``fold(kept, {})`` as the caller
+    has it already (what :meth:`RebateEntries.sums` answers, worked out once)."""
+    out = RebateEntries._from_lines(kept)
+    if folded is not None:
+        out._sums = dated(folded)
+    return out
 
 
 def rows_of(entries: Any) -> list[str | list[str]]:

@@ -299,7 +299,9 @@ class RebateEngine:
         # its levels, and per currency and chain the text of each level's fields, which only
         # those and the settings decide (so the cache never goes stale).
         self._fixed = distribution._levels if type(distribution) is FixedShares else ()
-        self._fixed_levels: dict[tuple[str, ...], tuple[tuple[str, str, Decimal, str, str], ...]]
+        self._fixed_levels: dict[
+            tuple[str, Sequence[str]], tuple[tuple[str, str, Decimal, str, str], ...]
+        ]
         self._fixed_levels = {}
         self.reset()
 
@@ -376,7 +378,7 @@ class RebateEngine:
         latest = None if self.clock is None else (self.clock.now() + _ONE_DAY).date()
         for item in items:
             deal = item.deal
-            dk = deal_text(deal.server, deal.ticket)
+            dk = f"{deal.server}\x1f{deal.ticket}"  # (deal_text, inlined)
             if horizon:
                 touched.append(dk)  # (as a restore counts the batch's cursors)
             before = cursors.get(dk)
@@ -429,11 +431,17 @@ class RebateEngine:
                         clients.add(client)
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
-        out.extend(self._caps(out))
+        # The batch's sums per IB, day and currency: the caps count them (no cap line is in
+        # ``out`` yet), and the entries keep them for the accrual, with the cap lines added.
+        folded = _rows.fold(out, {})
+        if self.schedules.has_caps:
+            capped = self._caps(_rows.dated(folded))
+            out.extend(capped)
+            _rows.fold(capped, folded)
         if horizon and newest is not None and (touched or out):
             self._newest = newest
             self._settle_batch(touched, out)
-        return _rows.from_lines(out)
+        return _rows.from_lines(out, folded)
 
     # -- the settlement horizon ---------------------------------------------------------------
     def _closed_before(self) -> Callable[[date], bool] | None:
@@ -510,8 +518,8 @@ class RebateEngine:
             self._parked.setdefault((deal.server, deal.position_id), {})[deal_key] = deal
             self._newly_parked[deal_key] = deal
             due = None
-        keys = self._keys_of.get(dk)
-        if keys is None:  # a deal seen for the first time: everything due is a new accrual
+        found = self._keys_of._d.get(dk)
+        if found is None:  # a deal seen for the first time: everything due is a new accrual
             if not due:
                 return []
             paid = self._paid
@@ -526,13 +534,13 @@ class RebateEngine:
             if kept:
                 self._keys_of._d[dk] = LIST.join(kept)  # (dk is the deal's text already)
             return out
-        out, self._keys_of[dk] = self._settle(keys, due or {})
+        out, self._keys_of[dk] = self._settle(found.split(LIST) if found else (), due or {})
         return out
 
     def _due(self, deal: Deal, client_id: str) -> Due | None:
         """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
-        ib = self.tree.ib_of(client_id, deal.time)
-        if ib is None:
+        chain = self.tree.client_chain(client_id, deal.time)
+        if chain is None:
             return None
         try:
             schedule = self.schedules.at(deal.time)
@@ -552,7 +560,6 @@ class RebateEngine:
         line = schedule.line(deal, group, held=held)
         if line is None:
             return None
-        chain = self.tree.chain(ib, deal.time)
         day = self.trading_day_of(deal)
         head = f"schedule {schedule.schedule_id} v{schedule.version}; {line.explanation}; level "
         server, ticket, symbol, lots, component = (
@@ -567,7 +574,7 @@ class RebateEngine:
             )
             if fast is not None:
                 return fast
-        shares = self._shares(self.distribution, chain, line.lots, line.pool, deal.time)
+        shares = self._shares(self.distribution, list(chain), line.lots, line.pool, deal.time)
         if line.revenue is not None:
             shares = _within(shares, line.revenue, line.pool.currency)
         due: Due = {}
@@ -589,7 +596,7 @@ class RebateEngine:
 
     def _fixed_due(
         self,
-        chain: list[str],
+        chain: tuple[str, ...],
         pool: UnroundedMoney,
         revenue: Decimal | None,
         deal_key: str,
@@ -603,18 +610,25 @@ class RebateEngine:
         the shares would be scaled down to what the deal may pay, a product is out of range,
         or a field holds a control character."""
         code = pool.currency.code
-        key = (code, *chain)
+        key = (code, chain)
         levels = self._fixed_levels.get(key)
         if levels is None:
             _check_chain(chain)
             if len(self._fixed_levels) >= 100_000:
                 self._fixed_levels.clear()
             component = self.component
-            levels = self._fixed_levels[key] = tuple(
+            levels = tuple(
                 (f"\x1f{ib}\x1f{component}\x1f", f"\x1f{code}\x1f{level}\x1f", share,
                  f"{level}: {label}", f"\x1f{ib}\x1f{component}")
                 for ib, (level, share, label) in zip(chain, self._fixed, strict=False)
             )  # fmt: skip
+            if any(p[0].count(SEP) != 3 or p[1].count(SEP) != 3 or SEP in p[3] for p in levels):
+                return None  # (a control character in an id: the general path says so)
+            self._fixed_levels[key] = levels
+        # Every line's separators are those of its parts: checked once for the deal's.
+        of = f"{pool.amount!s}\x1f{chain[0]}"
+        if lead.count(SEP) != 2 or middle.count(SEP) != 3 or SEP in head or of.count(SEP) != 1:
+            return None
         amount = pool.amount
         try:
             figures = [_EXACT_MUL(amount, level[2]) for level in levels]
@@ -626,13 +640,12 @@ class RebateEngine:
                 total += figure  # (as _within adds them)
             if total > revenue:
                 return None
-        of = f"{amount!s}\x1f{chain[0]}"
         due: Due = {}
         for (ib_part, code_part, _, step, key_tail), figure in zip(levels, figures, strict=True):
-            text = f"{lead}{ib_part}{figure!s}{code_part}{middle}\x1f{head}{step}{of}"
-            if text.count(SEP) != _FIELDS - 1:
-                return None
-            due[deal_key + key_tail] = (text, figure)
+            due[deal_key + key_tail] = (
+                f"{lead}{ib_part}{figure!s}{code_part}{middle}\x1f{head}{step}{of}",
+                figure,
+            )
         return due
 
     def _shares(
@@ -852,12 +865,11 @@ class RebateEngine:
             due[_state.text(entry.key)] = (line_of(entry), entry.amount.amount)
         return due
 
-    def _caps(self, lines: Sequence[str]) -> list[str]:
-        """Bring each touched (IB, period) group to its cap."""
-        if not self.schedules.has_caps:
-            return []
+    def _caps(self, summed: _rows.Sums) -> list[str]:
+        """Bring each (IB, period) group that ``summed`` (a batch's rebate and CPA amounts,
+        by IB, trading day and currency) touches to its cap."""
         out = []
-        for group, (start, cap) in sorted(self._count_for_caps(lines).items()):
+        for group, (start, cap) in sorted(self._count_for_caps(summed).items()):
             ib, period = group
             total = self._period_totals.get(group, _ZERO)
             keys = self._cap_keys.get(group)
@@ -880,10 +892,10 @@ class RebateEngine:
             out.extend(settled)
         return out
 
-    def _count_for_caps(self, lines: Iterable[str]) -> dict[tuple[str, str], tuple[date, Money]]:
-        """Add rebate and CPA entries to their periods' totals; returns the capped groups
-        touched (IB, period) with each period's start and cap."""
-        summed = _rows.sums(lines, caps=False)  # by IB, trading day and currency
+    def _count_for_caps(self, summed: _rows.Sums) -> dict[tuple[str, str], tuple[date, Money]]:
+        """Add rebate and CPA amounts (by IB, trading day and currency) to their periods'
+        totals; returns the capped groups touched (IB, period) with each period's start and
+        cap."""
         periods: dict[date, tuple[str, date, Money] | None] = {}
         totals = self._period_totals
         touched: dict[tuple[str, str], tuple[date, Money]] = {}
@@ -948,7 +960,7 @@ class RebateEngine:
                 self._parked.setdefault(position, {})[(deal.server, deal.ticket)] = deal
         lines = _rows.lines(RebateEntries.of(entries))
         if self.schedules.has_caps:
-            self._count_for_caps(lines)
+            self._count_for_caps(_rows.sums(lines, caps=False))
         paid_lines = self._paid
         for line in lines:
             kind, srv, ticket, ib, component, figure, _, _, client, _ = line.split(SEP, 9)

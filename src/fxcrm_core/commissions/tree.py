@@ -4,7 +4,7 @@ any moment. A deal is paid up the tree as it stood when the deal was made."""
 from __future__ import annotations
 
 import bisect
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 import attrs
@@ -113,6 +113,10 @@ class IbTree:
         # Each IB's chain as last worked out, with the span of time it holds over (a deal
         # stream asks for the same chains millions of times); cleared by any change of parent.
         self._chains: dict[str, tuple[datetime, datetime | None, tuple[str, ...]]] = {}
+        # Likewise each client's chain (from its IB up), with the span over which both its
+        # attribution and that chain hold; cleared by any change of parent, per client by
+        # any change of its attribution.
+        self._client_chains: dict[str, tuple[datetime, datetime | None, tuple[str, ...]]] = {}
 
     # -- changes, checked ---------------------------------------------------------------------
     def add_ib(
@@ -222,12 +226,14 @@ class IbTree:
 
     def _moved(self, when: datetime) -> None:
         self._chains.clear()
+        self._client_chains.clear()
         if self._last_move is None or when > self._last_move:
             self._last_move = when
 
     def restore_attribution(self, client_id: str, ib_id: str | None, at: datetime) -> None:
         """Put back a client's attribution recorded earlier (see :meth:`restore_ib`)."""
         self._attribution.setdefault(client_id, _Timeline()).set(to_utc(at, "at"), ib_id)
+        self._client_chains.pop(client_id, None)
 
     # -- ranks ----------------------------------------------------------------------------------
     def set_rank(self, ib_id: str, rank: int, at: datetime) -> None:
@@ -283,6 +289,7 @@ class IbTree:
         other._own_client = dict(self._own_client)
         other._last_move = self._last_move
         other._chains = dict(self._chains)
+        other._client_chains = dict(self._client_chains)
         return other
 
     # -- questions ------------------------------------------------------------------------------
@@ -351,6 +358,33 @@ class IbTree:
             return timeline.at(to_utc(at, "at"))
         except NotFoundError:
             return None
+
+    def client_chain(self, client_id: str, at: datetime) -> tuple[str, ...] | None:
+        """The client's IB and its ancestors up to the master, as of ``at`` (None: the client
+        came through no IB then): :meth:`ib_of` then :meth:`chain`, in one step."""
+        when = at if type(at) is datetime and at.tzinfo is UTC else to_utc(at, "at")
+        cached = self._client_chains.get(client_id)
+        if cached is not None and cached[0] <= when and (cached[1] is None or when < cached[1]):
+            return cached[2]
+        timeline = self._attribution.get(client_id)
+        if timeline is None:
+            return None
+        try:
+            ib, since, until = timeline.span(when)
+        except NotFoundError:
+            return None
+        if ib is None:
+            return None
+        chain = tuple(self.chain(ib, when))
+        start, ends, _ = self._chains[ib]
+        if since > start:
+            start = since
+        if until is not None and (ends is None or until < ends):
+            ends = until
+        if len(self._client_chains) >= 1_000_000:
+            self._client_chains.clear()
+        self._client_chains[client_id] = (start, ends, chain)
+        return chain
 
     def in_downline(self, ib_id: str, client_id: str, at: datetime) -> bool:
         """True if the client came through ``ib_id`` or an IB below it, as of ``at``."""

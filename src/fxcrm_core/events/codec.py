@@ -18,6 +18,7 @@ refused.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import typing
@@ -55,6 +56,9 @@ EventT = TypeVar("EventT", bound=type[DomainEvent])
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
+# Events kept for reuse (see EventCodec.__init__): only this big, and only this many.
+_REUSE_MIN = 1 << 16
+_REUSE_KEPT = 8
 # A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
 _ENCRYPTED = b"e"
 _PII = "$pii"
@@ -357,6 +361,11 @@ class EventCodec:
         self._metadata: dict[EventMetadata, bytes] = {}
         self._values: set[Any] = set()
         self._sync_value_codecs()
+        # The last big events written with ``__reuse_decoded__``, with their stored bytes: a
+        # reader in this process of those very bytes (a policy run inline) gets the event
+        # back instead of decoding it again. Private: what is stored never depends on it.
+        self._written: collections.deque[tuple[str, str, bytes, DomainEvent]]
+        self._written = collections.deque(maxlen=_REUSE_KEPT)
 
     def _sync_value_codecs(self) -> None:
         """Teach the converter the registry's value codecs (events may be registered later)."""
@@ -413,6 +422,8 @@ class EventCodec:
                 except ValueError:  # NaN or infinite floats: JSON cannot hold them
                     raise CodecError(f"{spec.name}: a value cannot be stored as JSON") from None
                 encoded.append(_new_event((spec.name, payload, meta)))
+                if len(payload) >= _REUSE_MIN and spec.cls.__reuse_decoded__:
+                    self._written.append((stream_id, spec.name, payload, event))
                 continue
             encoded.append(_new_event((spec.name, self._payload(stream_id, event, plan), meta)))
         return tuple(encoded), pii
@@ -514,6 +525,10 @@ class EventCodec:
                 # e.g. a TEXT column written by hand: refuse it rather than guess its encoding
                 raise CodecError(f"{spec.name}: a stored payload is bytes")
             payload = bytes(payload)
+        if len(payload) >= _REUSE_MIN and self._written:
+            for written in reversed(self._written):
+                if written[2] == payload and written[0] == stream_id and written[1] == spec.name:
+                    return written[3]
         if payload[:1] == _ENCRYPTED:
             if self.payload_cipher is None:
                 raise CodecError("payload is encrypted but no payload cipher is configured")

@@ -17,11 +17,15 @@ class DomainEvent:
     event has PII fields: the field cipher uses one key per subject. ``__value_codecs__`` lists
     :class:`~fxcrm_core.events.ValueCodec` entries for value types the event holds in bulk, when
     the generic field-by-field form is too slow or too big (registering the event brings them).
+    ``__reuse_decoded__`` (for big events without PII whose decoding gives back an equal
+    event) lets a codec hand a process's own freshly written event back to a reader of those
+    very stored bytes instead of decoding them again.
     """
 
     __slots__ = ()
     __subject__: ClassVar[str | None] = None
     __value_codecs__: ClassVar[tuple[Any, ...]] = ()
+    __reuse_decoded__: ClassVar[bool] = False
 
 
 def pii(**kwargs: Any) -> Any:
