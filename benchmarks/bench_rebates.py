@@ -406,14 +406,20 @@ def main() -> None:
         code = run_days(day, args)
         gc.unfreeze()
         sys.exit(code)
-    t_base, base_total = _timed(lambda: run_baseline(day))
+    # The loop runs before and twice after the SDK (this machine's speed drifts by 10-20%
+    # over minutes); the ratio takes its fastest run, the least favourable to the SDK.
+    loops = [_timed(lambda: run_baseline(day))]
     with tempfile.TemporaryDirectory() as tmp:
         sdk = run_sdk(day, Path(tmp) / "rebates.sqlite", args.batch, extras=not args.per_lot_only)
+    loops += [_timed(lambda: run_baseline(day)) for _ in range(2)]
+    t_base, base_total = min(loops, key=lambda run: run[0])
+    assert all(total == base_total for _, total in loops)
     n = args.deals
     rules = "per-lot rules only" if args.per_lot_only else "per-lot rules, CPA, monthly cap"
     print(f"schedule: {rules}")
     print(f"\n{'':44}{'seconds':>9}{'deals/s':>12}")
-    print(f"  {'hand-written arithmetic loop':42}{t_base:9.2f}{n / t_base:12,.0f}")
+    print(f"  {'hand-written loop (fastest of 3 runs)':42}{t_base:9.2f}{n / t_base:12,.0f}")
+    print(f"  {'  runs: ' + ', '.join(f'{t:.2f} s' for t, _ in loops)}")
     print(f"  {'SDK end to end on SQLite (FULL)':42}{sdk.seconds:9.2f}{n / sdk.seconds:12,.0f}")
     print(f"  {'  feed -> engine -> rebate book':42}{sdk.feed_seconds:9.2f}")
     print(f"  {'  payouts through the ledger':42}{sdk.payout_seconds:9.2f}")
