@@ -805,9 +805,15 @@ class RebateEngine:
     def _qualified(self, client: str) -> tuple[str, Schedule, Decimal] | None:
         """The client's first deposit (its record), the schedule then, and the lots counted,
         if the client qualifies for a CPA now."""
+        version = self._cpa_version.get(client)
+        found = self._deposits.get(client)
+        if version is not None and found:  # the first deposit's verdict stands: only lots
+            kept = self.schedules.version(version)
+            assert kept.cpa is not None
+            lots = self._lots(client, kept.cpa.trigger)
+            return (found.split(LIST, 1)[0], kept, lots) if lots >= kept.cpa.min_lots else None
         self._cpa_blocked.pop(client, None)
         self._cpa_version.pop(client, None)
-        found = self._deposits.get(client)
         if not found:
             return None
         record = found.split(LIST, 1)[0]  # kept first
@@ -844,35 +850,52 @@ class RebateEngine:
         assert rule.amount is not None
         server, fields = record_parts(first)
         ticket, when = int(fields[F_TICKET]), from_micros(int(fields[F_MICROS]))
-        ib = self.tree.ib_of(client, when)
-        if ib is None:
+        chain = self.tree.client_chain(client, when)
+        if chain is None:
             return {}
-        chain = self.tree.chain(ib, when)
-        shares = self._shares(self.cpa_distribution, chain, _ONE, rule.amount, when)  # one unit
+        shares = self._shares(self.cpa_distribution, list(chain), _ONE, rule.amount, when)
         head = (
             f"schedule {schedule.schedule_id} v{schedule.version}; CPA {rule.amount}: first "
             f"deposit {fields[F_AMOUNT]} {fields[F_CURRENCY]} (minimum {rule.min_deposit}), "
             f"{lots} lots {rule.trigger.value} (minimum {rule.min_lots}); level "
+        )  # (one unit: what a CPA pays never depends on the lots)
+        day = date.fromisoformat(fields[F_DAY])
+        lead, middle, direct = (
+            _lead(_ACCRUAL, server, ticket),
+            _middle(client, "", lots, day),
+            chain[0],
         )
         due: Due = {}
         for share in shares:
-            entry = RebateEntry(
-                kind=_ACCRUAL, server=server, ticket=ticket, ib_id=share.ib_id, component="cpa",
-                amount=share.amount, level=share.level, client_id=client, symbol="", lots=lots,
-                trading_day=date.fromisoformat(fields[F_DAY]),
-                explanation=f"{head}{share.level}: {share.step}", direct_ib_id=chain[0],
-            )  # fmt: skip
-            due[_state.text(entry.key)] = (line_of(entry), entry.amount.amount)
+            ib, level, amount = share.ib_id, share.level, share.amount
+            why = f"{head}{level}: {share.step}"
+            text = _joined(
+                lead, ib, "cpa", amount.amount, amount.currency.code, level, middle, why, direct
+            )
+            if text.count(SEP) != _FIELDS - 1:  # a control character: worked out field by field
+                entry = RebateEntry(
+                    kind=_ACCRUAL, server=server, ticket=ticket, ib_id=ib, component="cpa",
+                    amount=amount, level=level, client_id=client, symbol="", lots=lots,
+                    trading_day=day, explanation=why, direct_ib_id=direct,
+                )  # fmt: skip
+                text = line_of(entry)
+            due[f"{server}\x1f{ticket}\x1f{ib}\x1fcpa"] = (text, amount.amount)
         return due
 
     def _caps(self, summed: _rows.Sums) -> list[str]:
         """Bring each (IB, period) group that ``summed`` (a batch's rebate and CPA amounts,
         by IB, trading day and currency) touches to its cap."""
         out = []
-        for group, (start, cap) in sorted(self._count_for_caps(summed).items()):
+        totals, cut = self._period_totals, self._cap_keys
+        acting = [
+            (group, period)
+            for group, period in self._count_for_caps(summed).items()
+            if totals[group] > period[1].amount or group in cut
+        ]  # (the others are within the cap, and were never cut)
+        for group, (start, cap) in sorted(acting):
             ib, period = group
-            total = self._period_totals.get(group, _ZERO)
-            keys = self._cap_keys.get(group)
+            total = totals[group]
+            keys = cut.get(group)
             if not keys and total <= cap.amount:
                 continue  # within the cap, and never cut
             due: Due = {}
