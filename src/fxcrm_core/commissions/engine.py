@@ -212,6 +212,7 @@ def _facts(facts: Iterable[Fact | str]) -> tuple[Fact, ...]:
 # enum metaclass's __getattr__ hook (about 200 ns a lookup).
 _ACCRUAL = EntryKind.ACCRUAL
 _IN, _DELETED, _BALANCE = DealEntry.IN, DealChange.DELETED, DealAction.BALANCE
+_TRADES = frozenset(a for a in DealAction if a.is_trade)
 _OPEN, _CLOSE = Trigger.OPEN, Trigger.CLOSE
 _FIELDS = _rows.FIELDS
 
@@ -386,7 +387,7 @@ class RebateEngine:
                 continue
             cursors[dk] = item.cursor
             deleted = item.change is _DELETED
-            if deal.action.is_trade:
+            if deal.action in _TRADES:  # (Deal.action.is_trade, without the property call)
                 if horizon:
                     day = trading_day_of(deal)
                     settled = before is None and deal.ticket <= forgotten.get(deal.server, 0)
@@ -770,8 +771,10 @@ class RebateEngine:
         settled (what is due depends on that deposit and on lots, which a deposit leaves as
         they are)."""
         found = self._deposits.get(client)
-        this = record_of(server, fact.ticket)
-        records = [r for r in found.split(LIST) if not r.startswith(this)] if found else []
+        records = []
+        if found:
+            this = record_of(server, fact.ticket)
+            records = [r for r in found.split(LIST) if not r.startswith(this)]
         if fact.amount is not None and fact.at is not None and fact.trading_day is not None:
             amount = fact.amount
             record = deposit_record(
@@ -779,7 +782,8 @@ class RebateEngine:
                 fact.trading_day,
             )  # fmt: skip
             records.append(record)
-            records.sort(key=record_order)
+            if len(records) > 1:
+                records.sort(key=record_order)
         self._deposits[client] = LIST.join(records)
         first_before = found.split(LIST, 1)[0] if found else ""
         if records and records[0] == first_before and client in self._cpa_state:
