@@ -526,7 +526,8 @@ class EventCodec:
                 raise CodecError(f"{spec.name}: a stored payload is bytes")
             payload = bytes(payload)
         if len(payload) >= _REUSE_MIN and self._written:
-            for written in reversed(self._written):
+            # (a copy taken at once: another thread's write may land while this one looks)
+            for written in reversed(tuple(self._written)):
                 if written[2] == payload and written[0] == stream_id and written[1] == spec.name:
                     return written[3]
         if payload[:1] == _ENCRYPTED:
