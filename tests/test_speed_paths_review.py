@@ -131,7 +131,9 @@ def test_threads_writing_and_reading_big_events_on_one_codec_never_crash() -> No
 
 
 # -- the codec: a reused event is what a fresh process decodes --------------------------------
-def _engine(*, horizon: timedelta | None = None, cap: str | None = None) -> RebateEngine:
+def _engine(
+    *, horizon: timedelta | None = None, cap: str | None = None, cpa: bool = False
+) -> RebateEngine:
     usd = Currency.of("USD")
     tree = IbTree()
     tree.add_ib("m", None, T0 - timedelta(days=30))
@@ -142,7 +144,10 @@ def _engine(*, horizon: timedelta | None = None, cap: str | None = None) -> Reba
     book = ScheduleBook()
     book.add(
         Schedule("std", 1, T0 - timedelta(days=30), usd,
-                          default=Rule(PlanKind.PER_LOT, Money.of("3.00", usd)),
+                 default=Rule(PlanKind.PER_LOT, Money.of("3.00", usd)),
+                 cpa=None if not cpa else Rule(PlanKind.CPA, Money.of("50.00", usd),
+                                               min_deposit=Money.of("100.00", usd),
+                                               min_lots=Decimal("0.5")),
                  period_cap=None if cap is None else PeriodCap(Money.of(cap, usd), CapPeriod.DAY))
     )  # fmt: skip
     calendar = TradingCalendar()
@@ -155,10 +160,13 @@ def _engine(*, horizon: timedelta | None = None, cap: str | None = None) -> Reba
     )  # fmt: skip
 
 
-def _deal(ticket: int, at: datetime, units: int = 10_000, login: int = 1) -> Deal:
+def _deal(
+    ticket: int, at: datetime, units: int = 10_000, login: int = 1, *, deposit: int = 0
+) -> Deal:
     record: dict[str, Any] = {
-        "Deal": ticket, "Login": login, "Action": 1, "Entry": 1, "Symbol": "EURUSD",
-        "Volume": units, "VolumeClosed": units, "Commission": "-9.99", "Profit": "0",
+        "Deal": ticket, "Login": login, "Action": 2 if deposit else 1, "Entry": 0 if deposit else 1,
+        "Symbol": "" if deposit else "EURUSD", "Volume": units, "VolumeClosed": units,
+        "Commission": "-9.99", "Profit": str(deposit),
         "Time": int(at.timestamp()),
     }  # fmt: skip
     return Deal.from_mt5(record, server="mt5", currency="USD", utc_offset=timedelta(0))
@@ -357,7 +365,7 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
         path = Path(tmp) / "book.sqlite"
         store = SqliteEventStore(path)
         repo = Repository(store, EventCodec(_all_registry()))
-        book = RebateBook(repo, _engine(horizon=horizon, cap=cap))
+        book = RebateBook(repo, _engine(horizon=horizon, cap=cap, cpa=True))
         runner = PolicyRunner(repo, [accrual_policy()])
         cursor = 0
         for count, day, login, deleted, back in plan:
@@ -367,7 +375,9 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
                 cursor += 1
                 change = DealChange.DELETED if deleted and n % 7 == 0 else DealChange.UPDATED
                 at = T0 + timedelta(days=day, minutes=n)
-                items.append(FeedItem(cursor, change, _deal(base + n, at, 10_000 + n, login)))
+                deposit = 500 if n % 50 == 0 else 0
+                deal = _deal(base + n, at, 10_000 + n, login, deposit=deposit)
+                items.append(FeedItem(cursor, change, deal))
             book.process("mt5", items)
             runner.run()
         store.close()
@@ -381,6 +391,10 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
             big = big or len(s.data) >= 1 << 16
             event = codec.decode_event(s.stream_id, s.event_type, s.data)
             assert isinstance(event, RebateEntriesRecorded)
+            live = repo.codec.decode_event(s.stream_id, s.event_type, s.data)  # maybe reused
+            assert live == event
+            assert repr(live) == repr(event)
+            assert list(live.facts) == list(event.facts)
             got = event.entries.sums().items()
             rows = tuple(sorted((ib, day, code, v) for (ib, day, code), v in got if v))
             if rows:
