@@ -334,6 +334,8 @@ class RebateEngine:
         self._period_totals: dict[tuple[str, str], Decimal] = {}
         self._cap_keys = KeyLists()
         self._facts: list[Fact] = []
+        self._folded: _rows.Folded = {}  # the sums of the lines written by the batch in hand
+        self._fast_fold: tuple[str, str] | None = None
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
         # The settlement horizon: the newest trading day processed; per batch (oldest first)
@@ -377,6 +379,9 @@ class RebateEngine:
         trading_day_of = self.trading_day_of
         forgotten = self._forgotten
         latest = None if self.clock is None else (self.clock.now() + _ONE_DAY).date()
+        # The batch's sums per IB, day and currency, added up as each line is written (so in
+        # the lines' order, as _rows.fold adds them): the caps count them, the entries keep them.
+        folded = self._folded = {}
         for item in items:
             deal = item.deal
             dk = f"{deal.server}\x1f{deal.ticket}"  # (deal_text, inlined)
@@ -432,13 +437,8 @@ class RebateEngine:
                         clients.add(client)
         for client in sorted(clients):
             out.extend(self._settle_cpa(client))
-        # The batch's sums per IB, day and currency: the caps count them (no cap line is in
-        # ``out`` yet), and the entries keep them for the accrual, with the cap lines added.
-        folded = _rows.fold(out, {})
-        if self.schedules.has_caps:
-            capped = self._caps(_rows.dated(folded))
-            out.extend(capped)
-            _rows.fold(capped, folded)
+        if self.schedules.has_caps:  # (no cap line is written yet: the sums are the batch's)
+            out.extend(self._caps(_rows.dated(folded)))
         if horizon and newest is not None and (touched or out):
             self._newest = newest
             self._settle_batch(touched, out)
@@ -513,6 +513,7 @@ class RebateEngine:
                 if not parked:
                     del self._parked[position]
                 self._newly_parked.pop((deal.server, deal.ticket), None)
+        self._fast_fold = None
         due = None if deleted or client_id is None else self._due(deal, client_id)
         if due is _WAIT:
             deal_key = (deal.server, deal.ticket)
@@ -526,12 +527,18 @@ class RebateEngine:
             paid = self._paid
             out = []
             kept = []
+            folded, fast = self._folded, self._fast_fold
             for key in sorted(due):
                 line, amount = due[key]
                 if amount:  # (nothing due is nothing paid: no entry, no key)
                     paid[key] = line
                     out.append(line)
                     kept.append(key)
+                    if fast is None:
+                        _rows.fold((line,), folded)
+                    else:  # (the deal's day and currency; the IB is in the key)
+                        group = (key.rsplit(SEP, 2)[1], fast[0], fast[1])
+                        folded[group] = folded.get(group, _ZERO) + amount
             if kept:
                 self._keys_of._d[dk] = LIST.join(kept)  # (dk is the deal's text already)
             return out
@@ -539,7 +546,9 @@ class RebateEngine:
         return out
 
     def _due(self, deal: Deal, client_id: str) -> Due | None:
-        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown."""
+        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown.
+        ``_fast_fold``: the day and currency of every line due, when the fast path wrote them."""
+        self._fast_fold = None
         chain = self.tree.client_chain(client_id, deal.time)
         if chain is None:
             return None
@@ -574,6 +583,7 @@ class RebateEngine:
                 chain, line.pool, line.revenue, f"{server}\x1f{ticket}", lead, middle, head
             )
             if fast is not None:
+                self._fast_fold = (day_text(day), line.pool.currency.code)
                 return fast
         shares = self._shares(self.distribution, list(chain), line.lots, line.pool, deal.time)
         if line.revenue is not None:
@@ -702,6 +712,7 @@ class RebateEngine:
                 assert before is not None
                 out.append(with_change(before, kind, -paid))
                 del paid_lines[text]
+        _rows.fold(out, self._folded)
         return out, kept
 
     # -- what later deals depend on -----------------------------------------------------------
