@@ -145,6 +145,8 @@ def _engine(
     book.add(
         Schedule("std", 1, T0 - timedelta(days=30), usd,
                  default=Rule(PlanKind.PER_LOT, Money.of("3.00", usd)),
+                 by_symbol={"GBPUSD": Rule(PlanKind.PER_LOT, Money.of("5.00", usd),
+                                           min_hold=timedelta(minutes=30))},
                  cpa=None if not cpa else Rule(PlanKind.CPA, Money.of("50.00", usd),
                                                min_deposit=Money.of("100.00", usd),
                                                min_lots=Decimal("0.5")),
@@ -161,11 +163,20 @@ def _engine(
 
 
 def _deal(
-    ticket: int, at: datetime, units: int = 10_000, login: int = 1, *, deposit: int = 0
+    ticket: int,
+    at: datetime,
+    units: int = 10_000,
+    login: int = 1,
+    *,
+    deposit: int = 0,
+    symbol: str = "EURUSD",
+    entry: int = 1,
+    position: int = 0,
 ) -> Deal:
     record: dict[str, Any] = {
-        "Deal": ticket, "Login": login, "Action": 2 if deposit else 1, "Entry": 0 if deposit else 1,
-        "Symbol": "" if deposit else "EURUSD", "Volume": units, "VolumeClosed": units,
+        "Deal": ticket, "Login": login, "Action": 2 if deposit else 1,
+        "Entry": 0 if deposit else entry, "PositionID": position,
+        "Symbol": "" if deposit else symbol, "Volume": units, "VolumeClosed": units,
         "Commission": "-9.99", "Profit": str(deposit),
         "Time": int(at.timestamp()),
     }  # fmt: skip
@@ -354,6 +365,7 @@ batches = st.lists(
 
 
 assume_reused: list[bool] = []
+seen_parked: list[bool] = []
 
 
 @settings(max_examples=20, deadline=None)
@@ -368,15 +380,26 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
         book = RebateBook(repo, _engine(horizon=horizon, cap=cap, cpa=True))
         runner = PolicyRunner(repo, [accrual_policy()])
         cursor = 0
+        opens: list[tuple[int, datetime]] = []  # closes parked: their openings come next batch
         for count, day, login, deleted, back in plan:
             items = []
+            for position, closed_at in opens:
+                cursor += 1
+                opening = _deal(50_000_000 + position, closed_at - timedelta(hours=1), 10_000,
+                                login, symbol="GBPUSD", entry=0, position=position)  # fmt: skip
+                items.append(FeedItem(cursor, DealChange.UPDATED, opening))
+            opens = []
             base = max(1, cursor - back * 100)
             for n in range(count):
                 cursor += 1
                 change = DealChange.DELETED if deleted and n % 7 == 0 else DealChange.UPDATED
                 at = T0 + timedelta(days=day, minutes=n)
                 deposit = 500 if n % 50 == 0 else 0
-                deal = _deal(base + n, at, 10_000 + n, login, deposit=deposit)
+                if n % 10 == 3:  # a close held long enough, whose opening is not known yet
+                    opens.append((base + n, at))
+                    deal = _deal(base + n, at, 10_000, login, symbol="GBPUSD", position=base + n)
+                else:
+                    deal = _deal(base + n, at, 10_000 + n, login, deposit=deposit)
                 items.append(FeedItem(cursor, change, deal))
             book.process("mt5", items)
             runner.run()
@@ -395,6 +418,7 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
             assert live == event
             assert repr(live) == repr(event)
             assert list(live.facts) == list(event.facts)
+            seen_parked.append(bool(event.parked))
             got = event.entries.sums().items()
             rows = tuple(sorted((ib, day, code, v) for (ib, day, code), v in got if v))
             if rows:
@@ -414,3 +438,4 @@ def test_the_accrual_journal_written_live_is_what_a_fresh_process_works_out(
 def test_the_parity_runs_above_did_take_reused_batches() -> None:
     # (runs after the parity law in this file: some of its examples were big enough)
     assert any(assume_reused)
+    assert any(seen_parked)
