@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,7 @@ from fxcrm_core.commissions import (
 from fxcrm_core.commissions._rows import lines, sums
 from fxcrm_core.commissions.book import RebateEntriesRecorded
 from fxcrm_core.events import DomainEvent, EventCodec, EventMetadata, EventRegistry, Repository
+from fxcrm_core.events import codec as codec_module
 from fxcrm_core.kernel import Currency, Money, TradingCalendar
 from fxcrm_core.kernel.errors import FxCrmError
 from fxcrm_core.stores import SqliteEventStore
@@ -259,3 +261,17 @@ def _sums_read_back(
         assert isinstance(decoded, RebateEntriesRecorded)
         assert decoded.entries.sums() == event.entries.sums()
     store.close()
+
+
+def test_the_events_kept_stay_within_a_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec_module, "_REUSE_BYTES", 200_000)
+    codec = _codec()
+    events = [BigReused(BIG + str(n)) for n in range(3)]  # about 70 kB each
+    stored = [codec.encode("big-1", e, META) for e in events]
+    back = [codec.decode_event("big-1", s.event_type, s.data) for s in stored]
+    assert back == events
+    assert [b is e for b, e in zip(back, events, strict=True)] == [False, True, True]
+    huge = BigReused("y" * 300_000)  # over the budget alone: the newest is still kept
+    written = codec.encode("big-1", huge, META)
+    assert codec.decode_event("big-1", written.event_type, written.data) is huge
+    assert codec.decode_event("big-1", stored[2].event_type, stored[2].data) is not events[2]

@@ -196,12 +196,6 @@ def _registry() -> EventRegistry:
     return registry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Deal keeps a non-UTC time as given; the stored form is UTC, so the reused event "
-    "differs from the decoded one (book.py: normalise parked/late deals, or trading.Deal: "
-    "convert time to UTC)",
-)
 def test_a_reused_batch_shows_its_parked_deals_as_a_fresh_process_reads_them() -> None:
     entries = _big_entries()
     local = attrs.evolve(_deal(9_999, T0), time=T0.astimezone(PLUS3))
@@ -216,11 +210,6 @@ def test_a_reused_batch_shows_its_parked_deals_as_a_fresh_process_reads_them() -
     assert live.parked[0].time.isoformat() == fresh.parked[0].time.isoformat()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="late_corrections() of the live book hands back the written event (its deal's "
-    "time as the host gave it); a restarted book reads UTC (fix in book.py/Deal, see above)",
-)
 def test_late_corrections_read_alike_in_the_live_book_and_after_a_restart() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "book.sqlite"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Self
 
 import attrs
@@ -38,6 +38,7 @@ from fxcrm_core.events import (
     ValueCodec,
 )
 from fxcrm_core.kernel.errors import CodecError, FxCrmError, ValidationError
+from fxcrm_core.kernel.time import to_utc
 from fxcrm_core.trading import Deal, DealsReceived, FeedItem
 
 __all__ = ["REBATE_EVENTS", "RebateBook", "RebateEntriesRecorded", "RebateFeedOpened"]
@@ -61,6 +62,22 @@ def _facts(facts: Iterable[Fact | str]) -> RebateFacts:
     return RebateFacts(EngineChanges(tuple(facts)).facts)
 
 
+def _utc_deal(deal: Deal) -> Deal:
+    """The deal with its time in UTC, as the log keeps it (a host may give another zone)."""
+    when = deal.time
+    if type(when) is datetime and when.tzinfo is UTC:
+        return deal
+    return attrs.evolve(deal, time=to_utc(when, "time"))
+
+
+def _utc_deals(deals: Iterable[Deal]) -> tuple[Deal, ...]:
+    return tuple([_utc_deal(d) for d in deals])
+
+
+def _utc_late(late: Iterable[LateCorrection]) -> tuple[LateCorrection, ...]:
+    return tuple([attrs.evolve(x, deal=_utc_deal(x.deal)) for x in late])
+
+
 @attrs.frozen
 class RebateEntriesRecorded(DomainEvent):
     server: str
@@ -70,15 +87,16 @@ class RebateEntriesRecorded(DomainEvent):
     # What later deals depend on (recorded only when a schedule pays a CPA or has a minimum
     # holding time): facts of this batch's deals and the closes left waiting.
     facts: RebateFacts = attrs.field(factory=RebateFacts, converter=_facts)
-    parked: tuple[Deal, ...] = ()
+    parked: tuple[Deal, ...] = attrs.field(default=(), converter=_utc_deals)
     # With a settlement horizon (absent from books written before): the newest trading day
     # processed as of this batch, and the items refused as beyond the horizon, for review.
     newest_day: date | None = None
-    late: tuple[LateCorrection, ...] = ()
+    late: tuple[LateCorrection, ...] = attrs.field(default=(), converter=_utc_late)
 
     __value_codecs__ = (ENTRY_ROWS, FACT_ROWS, CURSOR_ROWS)
-    # A batch is big and decodes to an equal event (its entries are rows, its facts read
-    # back alike): a policy run inline (the accrual) takes this process's batch as written.
+    # A batch is big and decodes to an equal event (its entries are rows, its facts and
+    # deals' times in UTC as stored): a policy run inline (the accrual) takes this process's
+    # batch as written.
     __reuse_decoded__ = True
 
 

@@ -772,7 +772,7 @@ class RebateEngine:
         if deleted or not deal.profit.is_positive():
             return DepositFact(ticket=deal.ticket, login=deal.login)
         return DepositFact(
-            ticket=deal.ticket, login=deal.login, at=deal.time, amount=deal.profit,
+            ticket=deal.ticket, login=deal.login, at=to_utc(deal.time, "time"), amount=deal.profit,
             trading_day=self.trading_day_of(deal),
         )  # fmt: skip
 
@@ -809,7 +809,9 @@ class RebateEngine:
         state = found[0] if found else ""  # the first deposit's record, if qualified
         before = self._cpa_state.get(client)
         self._cpa_state[client] = state
-        if before == state or (before is None and not state and client not in self._cpa_keys):
+        if before == state or (
+            before is None and not state and client not in self._cpa_keys._d  # (by text)
+        ):
             return []  # unchanged, or nothing paid and nothing due
         due: Due = {}
         if found:
@@ -902,10 +904,11 @@ class RebateEngine:
         by IB, trading day and currency) touches to its cap."""
         out = []
         totals, cut = self._period_totals, self._cap_keys
+        ever_cut = cut._d  # (keyed by the group as text, as KeyLists keys it)
         acting = [
             (group, period)
             for group, period in self._count_for_caps(summed).items()
-            if totals[group] > period[1].amount or group in cut
+            if totals[group] > period[1].amount or f"{group[0]}\x1f{group[1]}" in ever_cut
         ]  # (the others are within the cap, and were never cut)
         for group, (start, cap) in sorted(acting):
             ib, period = group
@@ -1228,7 +1231,7 @@ def _trade_fact(deal: Deal, deleted: bool) -> TradeFact:
     opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
     return TradeFact(
         ticket=deal.ticket, login=deal.login, position=deal.position_id,
-        opened_at=deal.time if deal.entry is _IN else None, lots_opened=opened,
+        opened_at=to_utc(deal.time, "time") if deal.entry is _IN else None, lots_opened=opened,
         lots_closed=closed,
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import threading
 import typing
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -59,6 +60,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # Events kept for reuse (see EventCodec.__init__): only this big, and only this many.
 _REUSE_MIN = 1 << 16
 _REUSE_KEPT = 8
+_REUSE_BYTES = 64 << 20  # payload bytes kept at most (the newest event is kept whatever its size)
 # A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
 _ENCRYPTED = b"e"
 _PII = "$pii"
@@ -365,7 +367,9 @@ class EventCodec:
         # reader in this process of those very bytes (a policy run inline) gets the event
         # back instead of decoding it again. Private: what is stored never depends on it.
         self._written: collections.deque[tuple[str, str, bytes, DomainEvent]]
-        self._written = collections.deque(maxlen=_REUSE_KEPT)
+        self._written = collections.deque()
+        self._written_bytes = 0
+        self._written_lock = threading.Lock()
 
     def _sync_value_codecs(self) -> None:
         """Teach the converter the registry's value codecs (events may be registered later)."""
@@ -423,10 +427,20 @@ class EventCodec:
                     raise CodecError(f"{spec.name}: a value cannot be stored as JSON") from None
                 encoded.append(_new_event((spec.name, payload, meta)))
                 if len(payload) >= _REUSE_MIN and spec.cls.__reuse_decoded__:
-                    self._written.append((stream_id, spec.name, payload, event))
+                    self._keep_written((stream_id, spec.name, payload, event))
                 continue
             encoded.append(_new_event((spec.name, self._payload(stream_id, event, plan), meta)))
         return tuple(encoded), pii
+
+    def _keep_written(self, written: tuple[str, str, bytes, DomainEvent]) -> None:
+        """Keep a big event just written for a reader of its bytes: the last few, within
+        :data:`_REUSE_BYTES` of payload."""
+        with self._written_lock:
+            kept = self._written
+            kept.append(written)
+            self._written_bytes += len(written[2])
+            while len(kept) > 1 and (len(kept) > _REUSE_KEPT or self._written_bytes > _REUSE_BYTES):
+                self._written_bytes -= len(kept.popleft()[2])
 
     def _plan(self, cls: type[DomainEvent]) -> tuple[_Spec, Callable[[Any], dict[str, Any]]]:
         spec = self.registry.spec_for_class(cls)
