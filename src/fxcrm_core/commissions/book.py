@@ -227,15 +227,14 @@ class RebateBook:
     def _run(self, server: str, fresh: list[FeedItem]) -> RebateEntriesRecorded:
         try:
             entries = self.engine.process(fresh)
-            changes = self.engine.take_changes()
+            facts, parked, newest_day, late = self.engine._take_stored_changes()
         except BaseException:
             self._stale = True  # a batch half processed is in the engine's memory
             raise
         cursors = tuple([(i.deal.ticket, i.cursor) for i in fresh])
         return RebateEntriesRecorded(
-            server, fresh[-1].cursor, entries, cursors, changes.facts, changes.parked,
-            changes.newest_day, changes.late,
-        )  # fmt: skip
+            server, fresh[-1].cursor, entries, cursors, facts, parked, newest_day, late
+        )
 
     # -- the engine in step with the log -------------------------------------------------------
     def _catch_up(self, server: str, uow: UnitOfWork | None) -> RebateFeed:

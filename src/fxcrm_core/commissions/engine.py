@@ -969,6 +969,21 @@ class RebateEngine:
         self._late.clear()
         return changes
 
+    def _take_stored_changes(
+        self,
+    ) -> tuple[_rows.RebateFacts, tuple[Deal, ...], date | None, tuple[LateCorrection, ...]]:
+        """:meth:`take_changes` for the rebate book: the facts as the rows the log keeps (the
+        fact objects die young instead of living on in the batch's event)."""
+        facts = _rows.facts_of_rows(_rows.fact_rows(self._facts))
+        changes = (
+            facts, tuple(self._newly_parked.values()),
+            self._newest if self.horizon is not None else None, tuple(self._late),
+        )  # fmt: skip
+        self._facts.clear()
+        self._newly_parked.clear()
+        self._late.clear()
+        return changes
+
     def restore(
         self,
         entries: Iterable[RebateEntry],
