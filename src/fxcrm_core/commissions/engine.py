@@ -960,29 +960,26 @@ class RebateEngine:
     # -- state --------------------------------------------------------------------------------
     def take_changes(self) -> EngineChanges:
         """What was learned since the last call (facts of deals, closes newly waiting)."""
-        changes = EngineChanges(
-            tuple(self._facts), tuple(self._newly_parked.values()),
-            self._newest if self.horizon is not None else None, tuple(self._late),
-        )  # fmt: skip
-        self._facts.clear()
-        self._newly_parked.clear()
-        self._late.clear()
-        return changes
+        facts, parked, newest, late = self._take()
+        return EngineChanges(tuple(facts), parked, newest, late)
 
     def _take_stored_changes(
         self,
     ) -> tuple[_rows.RebateFacts, tuple[Deal, ...], date | None, tuple[LateCorrection, ...]]:
         """:meth:`take_changes` for the rebate book: the facts as the rows the log keeps (the
         fact objects die young instead of living on in the batch's event)."""
-        facts = _rows.facts_of_rows(_rows.fact_rows(self._facts))
-        changes = (
-            facts, tuple(self._newly_parked.values()),
+        facts, parked, newest, late = self._take()
+        return _rows.facts_of_rows(_rows.fact_rows(facts)), parked, newest, late
+
+    def _take(self) -> tuple[list[Fact], tuple[Deal, ...], date | None, tuple[LateCorrection, ...]]:
+        taken = (
+            list(self._facts), tuple(self._newly_parked.values()),
             self._newest if self.horizon is not None else None, tuple(self._late),
         )  # fmt: skip
         self._facts.clear()
         self._newly_parked.clear()
         self._late.clear()
-        return changes
+        return taken
 
     def restore(
         self,
