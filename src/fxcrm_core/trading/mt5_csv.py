@@ -92,6 +92,26 @@ class ImportResult:
         return not self.problems
 
 
+def header_problem(
+    line: int,
+    names: list[str],
+    required: Iterable[str],
+    unique: Iterable[str],
+    *,
+    also_missing: Iterable[str] = (),
+) -> ImportProblem | None:
+    """What is wrong with a file's header row: ``required`` columns (and ``also_missing``)
+    missing, or ``unique`` ones named twice; None when nothing is (the file's readers share
+    it)."""
+    missing = [name for name in required if name not in names] + list(also_missing)
+    if missing:
+        return ImportProblem(line, f"missing columns: {', '.join(missing)}")
+    twice = [name for name in unique if names.count(name) > 1]
+    if twice:
+        return ImportProblem(line, f"columns named twice: {', '.join(twice)}")
+    return None
+
+
 def _server_ms(text: str) -> int:
     for fmt in ("%Y.%m.%d %H:%M:%S.%f", "%Y.%m.%d %H:%M:%S", "%Y.%m.%d %H:%M"):
         try:
@@ -240,13 +260,8 @@ def read_mt5_deals(
     if isinstance(header, ImportProblem):
         return ImportResult((), (ImportProblem(header_row, f"header: {header.reason}"),))
     names = [name.strip() for name in header]
-    missing = [c for c in _COLUMNS if c not in names]
-    if missing:
-        problem = ImportProblem(header_row, f"missing columns: {', '.join(missing)}")
-        return ImportResult((), (problem,))
-    twice = [c for c in _COLUMNS if names.count(c) > 1]
-    if twice:
-        problem = ImportProblem(header_row, f"columns named twice: {', '.join(twice)}")
+    problem = header_problem(header_row, names, _COLUMNS, _COLUMNS)
+    if problem is not None:
         return ImportResult((), (problem,))
     at = {name: names.index(name) for name in _COLUMNS}
     deals: list[Deal] = []

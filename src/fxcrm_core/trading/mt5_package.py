@@ -30,7 +30,7 @@ from fxcrm_core.trading.deal import (
     UnknownServerResponseError,
     check_origin,
 )
-from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult
+from fxcrm_core.trading.mt5_csv import ImportProblem, ImportResult, header_problem
 
 __all__ = [
     "PACKAGE_DEAL_ENTRIES",
@@ -333,15 +333,12 @@ def read_mt5_package_csv(
     if isinstance(header, str):
         return ImportResult((), (ImportProblem(header_line, f"header: {header}"),))
     names = [name.strip().lower() for name in header]
-    missing = [name for name in _REQUIRED if name not in names]
-    if "time" not in names and "time_msc" not in names:
-        missing.append("time or time_msc")
-    if missing:
-        problem = ImportProblem(header_line, f"missing columns: {', '.join(missing)}")
-        return ImportResult((), (problem,))
-    twice = [name for name in PACKAGE_FIELDS if names.count(name) > 1]
-    if twice:
-        problem = ImportProblem(header_line, f"columns named twice: {', '.join(twice)}")
+    no_time = "time" not in names and "time_msc" not in names
+    problem = header_problem(
+        header_line, names, _REQUIRED, PACKAGE_FIELDS,
+        also_missing=["time or time_msc"] if no_time else [],
+    )  # fmt: skip
+    if problem is not None:
         return ImportResult((), (problem,))
     at = [(name, names.index(name)) for name in PACKAGE_FIELDS if name in names]
     width = len(names)
