@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Self
 
 import attrs
@@ -64,10 +64,8 @@ def _facts(facts: Iterable[Fact | str]) -> RebateFacts:
 
 def _utc_deal(deal: Deal) -> Deal:
     """The deal with its time in UTC, as the log keeps it (a host may give another zone)."""
-    when = deal.time
-    if type(when) is datetime and when.tzinfo is UTC:
-        return deal
-    return attrs.evolve(deal, time=to_utc(when, "time"))
+    when = to_utc(deal.time, "time")
+    return deal if when is deal.time else attrs.evolve(deal, time=when)
 
 
 def _utc_deals(deals: Iterable[Deal]) -> tuple[Deal, ...]:

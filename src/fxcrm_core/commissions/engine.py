@@ -513,7 +513,6 @@ class RebateEngine:
                 if not parked:
                     del self._parked[position]
                 self._newly_parked.pop((deal.server, deal.ticket), None)
-        self._fast_fold = None
         due = None if deleted or client_id is None else self._due(deal, client_id)
         if due is _WAIT:
             deal_key = (deal.server, deal.ticket)
@@ -772,7 +771,7 @@ class RebateEngine:
         if deleted or not deal.profit.is_positive():
             return DepositFact(ticket=deal.ticket, login=deal.login)
         return DepositFact(
-            ticket=deal.ticket, login=deal.login, at=to_utc(deal.time, "time"), amount=deal.profit,
+            ticket=deal.ticket, login=deal.login, at=deal.time, amount=deal.profit,
             trading_day=self.trading_day_of(deal),
         )  # fmt: skip
 
@@ -1243,7 +1242,7 @@ def _trade_fact(deal: Deal, deleted: bool) -> TradeFact:
     opened, closed = (_ZERO, _ZERO) if deleted else lots_opened_closed(deal)
     return TradeFact(
         ticket=deal.ticket, login=deal.login, position=deal.position_id,
-        opened_at=to_utc(deal.time, "time") if deal.entry is _IN else None, lots_opened=opened,
+        opened_at=deal.time if deal.entry is _IN else None, lots_opened=opened,
         lots_closed=closed,
     )  # fmt: skip
 

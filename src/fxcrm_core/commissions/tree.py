@@ -4,7 +4,7 @@ any moment. A deal is paid up the tree as it stood when the deal was made."""
 from __future__ import annotations
 
 import bisect
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import attrs
@@ -362,7 +362,7 @@ class IbTree:
     def client_chain(self, client_id: str, at: datetime) -> tuple[str, ...] | None:
         """The client's IB and its ancestors up to the master, as of ``at`` (None: the client
         came through no IB then): :meth:`ib_of` then :meth:`chain`, in one step."""
-        when = at if type(at) is datetime and at.tzinfo is UTC else to_utc(at, "at")
+        when = to_utc(at, "at")
         cached = self._client_chains.get(client_id)
         if cached is not None and cached[0] <= when and (cached[1] is None or when < cached[1]):
             return cached[2]
