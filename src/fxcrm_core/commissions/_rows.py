@@ -12,7 +12,7 @@ an object per entry. None of this is a stored contract beyond the book's row cod
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, overload
 
@@ -263,39 +263,45 @@ _KIND_LEAD = tuple(sorted(kind + SEP for kind in _KIND_TEXT))
 # and, from books before these forms, a deal's 12 fields: ticket|login|action|entry|position|
 # volume|volume closed|time (µs)|profit|currency|deleted (0/1)|server offset (µs).
 def fact_rows(facts: Any) -> list[str]:
-    from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
-
     if isinstance(facts, RebateFacts):
         if facts._rows is None:  # kept: a staged batch is encoded again to compare it
             facts._rows = tuple(fact_rows(facts._all()))
         return list(facts._rows)
-    out = []
-    for f in facts:
-        if type(f) is TradeFact:
-            micros = "" if f.opened_at is None else to_micros(f.opened_at)
-            out.append(
-                f"t|{f.ticket}|{f.login}|{f.position}|{micros}|{f.lots_opened!s}|{f.lots_closed!s}"
-            )
-        elif type(f) is DepositFact:
-            if f.amount is None or f.at is None or f.trading_day is None:
-                out.append(f"d|{f.ticket}|{f.login}")
-            else:
-                out.append(
-                    f"d|{f.ticket}|{f.login}|{to_micros(f.at)}|{f.amount.amount!s}|"
-                    f"{f.amount.currency.code}|{f.trading_day.isoformat()}"
-                )
-        elif type(f) is PositionOpened:
-            out.append(f"open|{f.position}|{to_micros(f.at)}")
-        elif type(f) is DealFact:
-            out.append(
-                f"{f.ticket}|{f.login}|{f.action.value}|{f.entry.value}|{f.position}|"
-                f"{f.volume!s}|{f.volume_closed!s}|{to_micros(f.time)}|{f.profit.amount!s}|"
-                f"{f.profit.currency.code}|{int(f.deleted)}|"
-                f"{f.server_offset // timedelta(microseconds=1)}"
-            )
-        else:
-            raise CodecError("a rebate fact of an unknown kind")
-    return out
+    return [fact_row(f) for f in facts]
+
+
+def trade_row(
+    ticket: int, login: int, position: int, opened_at: datetime | None, opened: Decimal,
+    closed: Decimal,
+) -> str:  # fmt: skip
+    """A :class:`TradeFact`'s row, from its fields."""
+    micros = "" if opened_at is None else to_micros(opened_at)
+    return f"t|{ticket}|{login}|{position}|{micros}|{opened!s}|{closed!s}"
+
+
+def fact_row(f: Fact) -> str:
+    """A fact's stored row."""
+    from fxcrm_core.commissions.engine import DealFact, DepositFact, PositionOpened, TradeFact
+
+    if type(f) is TradeFact:
+        return trade_row(f.ticket, f.login, f.position, f.opened_at, f.lots_opened, f.lots_closed)
+    if type(f) is DepositFact:
+        if f.amount is None or f.at is None or f.trading_day is None:
+            return f"d|{f.ticket}|{f.login}"
+        return (
+            f"d|{f.ticket}|{f.login}|{to_micros(f.at)}|{f.amount.amount!s}|"
+            f"{f.amount.currency.code}|{f.trading_day.isoformat()}"
+        )
+    if type(f) is PositionOpened:
+        return f"open|{f.position}|{to_micros(f.at)}"
+    if type(f) is DealFact:
+        return (
+            f"{f.ticket}|{f.login}|{f.action.value}|{f.entry.value}|{f.position}|"
+            f"{f.volume!s}|{f.volume_closed!s}|{to_micros(f.time)}|{f.profit.amount!s}|"
+            f"{f.profit.currency.code}|{int(f.deleted)}|"
+            f"{f.server_offset // timedelta(microseconds=1)}"
+        )
+    raise CodecError("a rebate fact of an unknown kind")
 
 
 def facts_of_rows(rows: Any) -> RebateFacts:

@@ -239,6 +239,11 @@ def _joined(
 
 
 Due = dict[str, tuple[str, Decimal]]  # key (as text) -> the line of the entry due, its amount
+# What the fast path makes due: per key in key order, its line, its amount and its IB.
+_Fast = list[tuple[str, str, Decimal, str]]
+# Per currency and chain, for the fast path: the shares in the chain's order, and per level in
+# the order of its keys the key's tail, the line's parts, the IB and the level's place.
+_Levels = tuple[tuple[Decimal, ...], tuple[tuple[str, str, str, str, str, int], ...]]
 
 
 @attrs.frozen
@@ -300,10 +305,7 @@ class RebateEngine:
         # its levels, and per currency and chain the text of each level's fields, which only
         # those and the settings decide (so the cache never goes stale).
         self._fixed = distribution._levels if type(distribution) is FixedShares else ()
-        self._fixed_levels: dict[
-            tuple[str, Sequence[str]], tuple[tuple[str, str, Decimal, str, str], ...]
-        ]
-        self._fixed_levels = {}
+        self._fixed_levels: dict[tuple[str, Sequence[str]], _Levels] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -333,9 +335,9 @@ class RebateEngine:
         # Period caps: each (IB, period) group's uncapped total and its cap key.
         self._period_totals: dict[tuple[str, str], Decimal] = {}
         self._cap_keys = KeyLists()
-        self._facts: list[Fact] = []
+        self._facts: list[Fact | str] = []  # (trade facts as the rows the book stores)
         self._folded: _rows.Folded = {}  # the sums of the lines written by the batch in hand
-        self._fast_fold: tuple[str, str] | None = None
+        self._fast_fold: tuple[str, str] = ("", "")  # the day and currency of a _Fast
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
         # The settlement horizon: the newest trading day processed; per batch (oldest first)
@@ -420,10 +422,19 @@ class RebateEngine:
                 client = client_of(deal.server, deal.login)  # once for both
                 if learn:
                     # (lots of a deal no client was known for count for nobody, then or
-                    # when restored, whoever the login belongs to by then)
-                    fact = _trade_fact(deal, deleted or client is None)
-                    facts.append(fact)
-                    changed = self._learn_trade(deal.server, dk, fact, client, out)
+                    # when restored, whoever the login belongs to by then). The fact goes
+                    # straight to the row the book stores.
+                    opened, closed = (
+                        _NO_LOTS if deleted or client is None else lots_opened_closed(deal)
+                    )
+                    when = deal.time if entry is _IN else None
+                    facts.append(
+                        _rows.trade_row(deal.ticket, deal.login, deal.position_id, when, opened,
+                                        closed)
+                    )  # fmt: skip
+                    changed = self._learn_trade(
+                        deal.server, dk, deal.position_id, when, opened, closed, client, out
+                    )
                     if changed and client is not None:
                         clients.add(client)
                 if settle:
@@ -526,28 +537,35 @@ class RebateEngine:
             paid = self._paid
             out = []
             kept = []
-            folded, fast = self._folded, self._fast_fold
-            for key in sorted(due):
-                line, amount = due[key]
-                if amount:  # (nothing due is nothing paid: no entry, no key)
-                    paid[key] = line
-                    out.append(line)
-                    kept.append(key)
-                    if fast is None:
-                        _rows.fold((line,), folded)
-                    else:  # (the deal's day and currency; the IB is in the key)
-                        group = (key.rsplit(SEP, 2)[1], fast[0], fast[1])
+            folded = self._folded
+            if isinstance(due, list):  # the fast path's: in key order, with each line's IB
+                day, code = self._fast_fold
+                for key, line, amount, ib in due:
+                    if amount:  # (nothing due is nothing paid: no entry, no key)
+                        paid[key] = line
+                        out.append(line)
+                        kept.append(key)
+                        group = (ib, day, code)
                         folded[group] = folded.get(group, _ZERO) + amount
+            else:
+                for key in sorted(due):
+                    line, amount = due[key]
+                    if amount:
+                        paid[key] = line
+                        out.append(line)
+                        kept.append(key)
+                _rows.fold(out, folded)
             if kept:
                 self._keys_of._d[dk] = LIST.join(kept)  # (dk is the deal's text already)
             return out
+        if isinstance(due, list):
+            due = {key: (line, amount) for key, line, amount, _ in due}
         out, self._keys_of[dk] = self._settle(found.split(LIST) if found else (), due or {})
         return out
 
-    def _due(self, deal: Deal, client_id: str) -> Due | None:
-        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown.
-        ``_fast_fold``: the day and currency of every line due, when the fast path wrote them."""
-        self._fast_fold = None
+    def _due(self, deal: Deal, client_id: str) -> Due | _Fast | None:
+        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown. The
+        fast path's answer is a list in key order (``_fast_fold``: its day and currency)."""
         chain = self.tree.client_chain(client_id, deal.time)
         if chain is None:
             return None
@@ -613,50 +631,53 @@ class RebateEngine:
         lead: str,
         middle: str,
         head: str,
-    ) -> Due | None:
+    ) -> _Fast | None:
         """What :class:`FixedShares` pays up ``chain``, written as ``_due`` writes the
         strategy's shares, without a Share or money object per level (each level's amount is
-        the same exact product of the pool and its share). None, for the general path, when
-        the shares would be scaled down to what the deal may pay, a product is out of range,
-        or a field holds a control character."""
+        the same exact product of the pool and its share): per key in key order, its line, its
+        amount and its IB. None, for the general path, when the shares would be scaled down to
+        what the deal may pay, a product is out of range, or a field holds a control
+        character."""
         code = pool.currency.code
         key = (code, chain)
-        levels = self._fixed_levels.get(key)
-        if levels is None:
+        found = self._fixed_levels.get(key)
+        if found is None:
             _check_chain(chain)
             if len(self._fixed_levels) >= 100_000:
                 self._fixed_levels.clear()
             component = self.component
-            levels = tuple(
-                (f"\x1f{ib}\x1f{component}\x1f", f"\x1f{code}\x1f{level}\x1f", share,
-                 f"{level}: {label}", f"\x1f{ib}\x1f{component}")
-                for ib, (level, share, label) in zip(chain, self._fixed, strict=False)
-            )  # fmt: skip
-            if any(p[0].count(SEP) != 3 or p[1].count(SEP) != 3 or SEP in p[3] for p in levels):
+            made = [
+                (f"\x1f{ib}\x1f{component}", f"\x1f{ib}\x1f{component}\x1f",
+                 f"\x1f{code}\x1f{level}\x1f", f"{level}: {label}", ib, n)
+                for n, (ib, (level, _, label)) in enumerate(zip(chain, self._fixed, strict=False))
+            ]  # fmt: skip
+            if any(p[1].count(SEP) != 3 or p[2].count(SEP) != 3 or SEP in p[3] for p in made):
                 return None  # (a control character in an id: the general path says so)
-            self._fixed_levels[key] = levels
+            shares = tuple(share for _, share, _ in self._fixed[: len(made)])
+            # The keys share the deal's part: in key order is in the order of their tails.
+            found = self._fixed_levels[key] = (shares, tuple(sorted(made)))
+        shares, parts = found
         # Every line's separators are those of its parts: checked once for the deal's.
         of = f"{pool.amount!s}\x1f{chain[0]}"
         if lead.count(SEP) != 2 or middle.count(SEP) != 3 or SEP in head or of.count(SEP) != 1:
             return None
         amount = pool.amount
         try:
-            figures = [_EXACT_MUL(amount, level[2]) for level in levels]
+            figures = [_EXACT_MUL(amount, share) for share in shares]
         except DecimalException:
             return None
         if revenue is not None:
             total = _ZERO
             for figure in figures:
-                total += figure  # (as _within adds them)
+                total += figure  # (as _within adds them, in the chain's order)
             if total > revenue:
                 return None
-        due: Due = {}
-        for (ib_part, code_part, _, step, key_tail), figure in zip(levels, figures, strict=True):
-            due[deal_key + key_tail] = (
-                f"{lead}{ib_part}{figure!s}{code_part}{middle}\x1f{head}{step}{of}",
-                figure,
-            )
-        return due
+        tail_of = f"{middle}\x1f{head}"
+        return [
+            (deal_key + tail, f"{lead}{ib_part}{figures[n]!s}{code_part}{tail_of}{step}{of}",
+             figures[n], ib)
+            for tail, ib_part, code_part, step, ib, n in parts
+        ]  # fmt: skip
 
     def _shares(
         self,
@@ -716,16 +737,23 @@ class RebateEngine:
 
     # -- what later deals depend on -----------------------------------------------------------
     def _learn_trade(
-        self, server: str, dk: str, fact: TradeFact, client: str | None, out: list[str]
+        self,
+        server: str,
+        dk: str,
+        position: int,
+        when: datetime | None,
+        opened: Decimal,
+        closed: Decimal,
+        client: str | None,
+        out: list[str],
     ) -> bool:
-        """Record what a trade deal tells later deals: when its position opened (for an
-        opening deal; a deleted opening still says when it opened) and the lots it opened and
-        closed (zero once deleted). Closing deals waiting for a newly known opening settle into
-        ``out``. Returns whether the client's CPA may have changed."""
+        """Record what a trade deal (a :class:`TradeFact`'s fields) tells later deals: when its
+        position opened (for an opening deal; a deleted opening still says when it opened) and
+        the lots it opened and closed (zero once deleted). Closing deals waiting for a newly
+        known opening settle into ``out``. Returns whether the client's CPA may have changed."""
         book = self.schedules
-        when = fact.opened_at
         if when is not None and book.needs_openings:
-            key = (server, fact.position)
+            key = (server, position)
             known = self._opened.find(key)
             if known is None or when < known:
                 self._opened[key] = when
@@ -737,7 +765,6 @@ class RebateEngine:
                         out.extend(self._settle_deal(waiting, wk, False, who))
         if client is None or not book.pays_cpa:
             return False
-        opened, closed = fact.lots_opened, fact.lots_closed
         old_o = new_o = _ZERO
         if book.counts_opened_lots:
             old_o = self._lots_opened.pop(dk, _ZERO)
@@ -960,7 +987,7 @@ class RebateEngine:
     def take_changes(self) -> EngineChanges:
         """What was learned since the last call (facts of deals, closes newly waiting)."""
         facts, parked, newest, late = self._take()
-        return EngineChanges(tuple(facts), parked, newest, late)
+        return EngineChanges(facts, parked, newest, late)
 
     def _take_stored_changes(
         self,
@@ -968,9 +995,12 @@ class RebateEngine:
         """:meth:`take_changes` for the rebate book: the facts as the rows the log keeps (the
         fact objects die young instead of living on in the batch's event)."""
         facts, parked, newest, late = self._take()
-        return _rows.facts_of_rows(_rows.fact_rows(facts)), parked, newest, late
+        rows = [f if isinstance(f, str) else _rows.fact_row(f) for f in facts]
+        return _rows.facts_of_rows(rows), parked, newest, late
 
-    def _take(self) -> tuple[list[Fact], tuple[Deal, ...], date | None, tuple[LateCorrection, ...]]:
+    def _take(
+        self,
+    ) -> tuple[list[Fact | str], tuple[Deal, ...], date | None, tuple[LateCorrection, ...]]:
         taken = (
             list(self._facts), tuple(self._newly_parked.values()),
             self._newest if self.horizon is not None else None, tuple(self._late),
@@ -1198,7 +1228,10 @@ class RebateEngine:
                 if not parked:
                     del self._parked[position]
             client = self.client_of(server, fact.login)
-            self._learn_trade(server, deal_text(server, fact.ticket), fact, client, [])
+            self._learn_trade(
+                server, deal_text(server, fact.ticket), fact.position, fact.opened_at,
+                fact.lots_opened, fact.lots_closed, client, [],
+            )  # fmt: skip
 
 
 _ADVERB = {"day": "daily", "week": "weekly", "month": "monthly"}
@@ -1287,4 +1320,5 @@ def _within(shares: list[Share], limit: Decimal, currency: Currency) -> list[Sha
 _DOWN = Context(prec=28, rounding=ROUND_DOWN)
 _EXACT_MUL = EXACT.multiply
 _ONE = Decimal(1)
+_NO_LOTS = (_ZERO, _ZERO)
 _ONE_DAY = timedelta(days=1)
