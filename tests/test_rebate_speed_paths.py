@@ -174,6 +174,53 @@ def test_only_the_last_few_written_are_kept() -> None:
     assert back is not first
 
 
+@attrs.frozen
+class OtherReused(DomainEvent):
+    text: str
+    __reuse_decoded__ = True
+
+
+def test_each_event_type_keeps_its_own_last_few() -> None:
+    codec = _codec()
+    codec.registry.register(OtherReused)
+    lines_written = [OtherReused(BIG + str(n)) for n in range(15)]
+    stored = []
+    for n, line in enumerate(lines_written):  # a journal line after each of many big batches
+        stored.append(codec.encode("journal-1", line, META))
+        for m in range(3):
+            codec.encode("big-1", BigReused(f"{BIG}{n}-{m}"), META)
+    back = [codec.decode_event("journal-1", s.event_type, s.data) for s in stored]
+    assert all(b is e for b, e in zip(back, lines_written, strict=True))
+    first = BigReused(BIG + "first")  # the type's own limit still holds
+    first_batch = codec.encode("big-1", first, META)
+    for n in range(codec_module._REUSE_KEPT):
+        codec.encode("big-1", BigReused(BIG + f"later-{n}"), META)
+    again = codec.decode_event("big-1", first_batch.event_type, first_batch.data)
+    assert again == first
+    assert again is not first
+
+
+def test_a_journal_line_read_back_inline_is_what_a_fresh_process_decodes() -> None:
+    from fxcrm_core.commissions import PAYOUT_EVENTS
+    from fxcrm_core.commissions.payouts import RebatesJournaled
+
+    registry = EventRegistry()
+    registry.register_all(PAYOUT_EVENTS)
+    codec = EventCodec(registry)
+    usd_day = T0.date()
+    rows = tuple(
+        (f"ib{n:05d}", usd_day - timedelta(days=n % 3), "USD", Decimal(n) / 7 - 40)
+        for n in range(3_000)
+    )
+    line = RebatesJournaled("main", rows)
+    stored = codec.encode("ibaccruals-main", line, META)
+    assert len(stored.data) >= codec_module._REUSE_MIN
+    assert codec.decode_event("ibaccruals-main", stored.event_type, stored.data) is line
+    fresh = EventCodec(registry).decode_event("ibaccruals-main", stored.event_type, stored.data)
+    assert fresh == line
+    assert [tuple(map(str, r)) for r in fresh.rows] == [tuple(map(str, r)) for r in rows]
+
+
 # -- the batch's sums ------------------------------------------------------------------------
 class _General(FixedShares):
     """The same strategy, not the exact type: the engine takes its general path."""

@@ -246,6 +246,8 @@ class RebatesJournaled(DomainEvent):
     rows: tuple[Row, ...]
 
     __value_codecs__ = (JOURNAL_ROWS,)
+    # (read back inline by the absorption at each multiple, in the process that wrote it)
+    __reuse_decoded__ = True
 
 
 @attrs.frozen

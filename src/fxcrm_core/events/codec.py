@@ -59,8 +59,8 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 # Events kept for reuse (see EventCodec.__init__): only this big, and only this many.
 _REUSE_MIN = 1 << 16
-_REUSE_KEPT = 8
-_REUSE_BYTES = 64 << 20  # payload bytes kept at most (the newest event is kept whatever its size)
+_REUSE_KEPT = 16  # per event type
+_REUSE_BYTES = 32 << 20  # payload bytes kept per event type (the newest is kept whatever its size)
 # A one-byte tag in front of non-plain payloads; plain JSON objects start with "{".
 _ENCRYPTED = b"e"
 _PII = "$pii"
@@ -363,12 +363,12 @@ class EventCodec:
         self._metadata: dict[EventMetadata, bytes] = {}
         self._values: set[Any] = set()
         self._sync_value_codecs()
-        # The last big events written with ``__reuse_decoded__``, with their stored bytes: a
-        # reader in this process of those very bytes (a policy run inline) gets the event
-        # back instead of decoding it again. Private: what is stored never depends on it.
-        self._written: collections.deque[tuple[str, str, bytes, DomainEvent]]
-        self._written = collections.deque()
-        self._written_bytes = 0
+        # Per event type, the last big events written with ``__reuse_decoded__``, with their
+        # stored bytes: a reader in this process of those very bytes (a policy run inline)
+        # gets the event back instead of decoding it again. Private: what is stored never
+        # depends on it.
+        self._written: dict[str, collections.deque[tuple[str, str, bytes, DomainEvent]]] = {}
+        self._written_bytes: dict[str, int] = {}
         self._written_lock = threading.Lock()
 
     def _sync_value_codecs(self) -> None:
@@ -433,14 +433,18 @@ class EventCodec:
         return tuple(encoded), pii
 
     def _keep_written(self, written: tuple[str, str, bytes, DomainEvent]) -> None:
-        """Keep a big event just written for a reader of its bytes: the last few, within
-        :data:`_REUSE_BYTES` of payload."""
+        """Keep a big event just written for a reader of its bytes: the last few of its type,
+        within :data:`_REUSE_BYTES` of payload."""
+        name = written[1]
         with self._written_lock:
-            kept = self._written
+            kept = self._written.get(name)
+            if kept is None:
+                kept = self._written[name] = collections.deque()
             kept.append(written)
-            self._written_bytes += len(written[2])
-            while len(kept) > 1 and (len(kept) > _REUSE_KEPT or self._written_bytes > _REUSE_BYTES):
-                self._written_bytes -= len(kept.popleft()[2])
+            size = self._written_bytes.get(name, 0) + len(written[2])
+            while len(kept) > 1 and (len(kept) > _REUSE_KEPT or size > _REUSE_BYTES):
+                size -= len(kept.popleft()[2])
+            self._written_bytes[name] = size
 
     def _plan(self, cls: type[DomainEvent]) -> tuple[_Spec, Callable[[Any], dict[str, Any]]]:
         spec = self.registry.spec_for_class(cls)
@@ -541,8 +545,8 @@ class EventCodec:
             payload = bytes(payload)
         if len(payload) >= _REUSE_MIN and self._written:
             # (a copy taken at once: another thread's write may land while this one looks)
-            for written in reversed(tuple(self._written)):
-                if written[2] == payload and written[0] == stream_id and written[1] == spec.name:
+            for written in reversed(tuple(self._written.get(spec.name, ()))):
+                if written[2] == payload and written[0] == stream_id:
                     return written[3]
         if payload[:1] == _ENCRYPTED:
             if self.payload_cipher is None:
