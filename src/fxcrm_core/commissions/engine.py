@@ -429,9 +429,12 @@ class RebateEngine:
                     )
                     when = deal.time if entry is _IN else None
                     facts.append(
-                        _rows.trade_row(deal.ticket, deal.login, deal.position_id, when, opened,
-                                        closed)
-                    )  # fmt: skip
+                        f"t|{deal.ticket}|{deal.login}|{deal.position_id}||{opened!s}|{closed!s}"
+                        if when is None  # (a closing deal's row, trade_row inlined)
+                        else _rows.trade_row(
+                            deal.ticket, deal.login, deal.position_id, when, opened, closed
+                        )
+                    )
                     changed = self._learn_trade(
                         deal.server, dk, deal.position_id, when, opened, closed, client, out
                     )
@@ -524,7 +527,7 @@ class RebateEngine:
                 if not parked:
                     del self._parked[position]
                 self._newly_parked.pop((deal.server, deal.ticket), None)
-        due = None if deleted or client_id is None else self._due(deal, client_id)
+        due = None if deleted or client_id is None else self._due(deal, dk, client_id)
         if due is _WAIT:
             deal_key = (deal.server, deal.ticket)
             self._parked.setdefault((deal.server, deal.position_id), {})[deal_key] = deal
@@ -563,9 +566,10 @@ class RebateEngine:
         out, self._keys_of[dk] = self._settle(found.split(LIST) if found else (), due or {})
         return out
 
-    def _due(self, deal: Deal, client_id: str) -> Due | _Fast | None:
-        """What the deal earns now, per key; ``_WAIT`` while its opening deal is unknown. The
-        fast path's answer is a list in key order (``_fast_fold``: its day and currency)."""
+    def _due(self, deal: Deal, dk: str, client_id: str) -> Due | _Fast | None:
+        """What the deal (``dk``: its text key) earns now, per key; ``_WAIT`` while its opening
+        deal is unknown. The fast path's answer is a list in key order (``_fast_fold``: its
+        day and currency)."""
         chain = self.tree.client_chain(client_id, deal.time)
         if chain is None:
             return None
@@ -573,11 +577,12 @@ class RebateEngine:
             schedule = self.schedules.at(deal.time)
         except NotFoundError:
             return None
-        if deal.entry is _IN and not schedule.pays_on_open:
+        entry = deal.entry
+        if entry is _IN and not schedule.pays_on_open:
             return None
         group = self.account_group_of(deal.server, deal.login)
         held = None
-        if deal.entry.closes and self.schedules.needs_openings:  # (else no rule has a minimum)
+        if entry is not _IN and self.schedules.needs_openings:  # (else no rule has a minimum)
             found = schedule.resolve(deal.symbol, group)
             if found is not None and found[0].min_hold is not None:
                 opened = self._opened.find((deal.server, deal.position_id))
@@ -592,15 +597,14 @@ class RebateEngine:
         server, ticket, symbol, lots, component = (
             deal.server, deal.ticket, deal.symbol, line.lots, self.component
         )  # fmt: skip
-        middle = _middle(client_id, symbol, lots, day)
-        lead = _lead(_ACCRUAL, server, ticket)
+        dtext = day_text(day)
+        middle = f"{client_id}\x1f{symbol}\x1f{lots!s}\x1f{dtext}"  # (_middle, inlined)
+        lead = f"accrual\x1f{dk}"  # (_lead of an accrual, inlined: dk is server and ticket)
         direct = chain[0]
         if self._fixed:
-            fast = self._fixed_due(
-                chain, line.pool, line.revenue, f"{server}\x1f{ticket}", lead, middle, head
-            )
+            fast = self._fixed_due(chain, line.pool, line.revenue, dk, lead, middle, head)
             if fast is not None:
-                self._fast_fold = (day_text(day), line.pool.currency.code)
+                self._fast_fold = (dtext, line.pool.currency.code)
                 return fast
         shares = self._shares(self.distribution, list(chain), line.lots, line.pool, deal.time)
         if line.revenue is not None:
@@ -613,12 +617,14 @@ class RebateEngine:
                 lead, ib, component, amount.amount, amount.currency.code, level, middle, why, direct
             )
             if text.count(SEP) != _FIELDS - 1:  # a control character: worked out field by field
-                entry = RebateEntry(
-                    kind=_ACCRUAL, server=server, ticket=ticket, ib_id=ib, component=component,
-                    amount=amount, level=level, client_id=client_id, symbol=symbol, lots=lots,
-                    trading_day=day, explanation=why, direct_ib_id=direct,
+                text = line_of(
+                    RebateEntry(
+                        kind=_ACCRUAL, server=server, ticket=ticket, ib_id=ib,
+                        component=component, amount=amount, level=level, client_id=client_id,
+                        symbol=symbol, lots=lots, trading_day=day, explanation=why,
+                        direct_ib_id=direct,
+                    )
                 )  # fmt: skip
-                text = line_of(entry)
             due[f"{server}\x1f{ticket}\x1f{ib}\x1f{component}"] = (text, amount.amount)
         return due
 
