@@ -237,13 +237,32 @@ def _rows_of_data(data: Any) -> tuple[Row, ...]:
 JOURNAL_ROWS = ValueCodec(tuple[Row, ...], _row_data, _rows_of_data)
 
 
+def _journal_rows(rows: Iterable[Row]) -> tuple[Row, ...]:
+    """The rows of a journal line as any process reads them back, checked as decoding checks
+    them (ValidationError, naming no value): a line no process could read is never written,
+    nor handed back by the codec to the process that wrote it."""
+    try:
+        out = tuple(rows)
+        for row in out:
+            ib, day, code, amount = row
+            if not (
+                type(row) is tuple and type(ib) is str and type(day) is date
+                and type(code) is str and type(amount) is Decimal
+            ):  # fmt: skip
+                raise TypeError
+            to_decimal(amount, "an accrued sum")
+    except (TypeError, ValueError, FxCrmError):
+        raise ValidationError("an accrual journal row is malformed") from None
+    return out
+
+
 @attrs.frozen
 class RebatesJournaled(DomainEvent):
     """The accrual journal's line for one recorded batch of rebate entries: what they add up to
     per IB, trading day and currency (unrounded; negative sums are clawbacks), in IB order."""
 
     journal: str
-    rows: tuple[Row, ...]
+    rows: tuple[Row, ...] = attrs.field(converter=_journal_rows)
 
     __value_codecs__ = (JOURNAL_ROWS,)
     # (read back inline by the absorption at each multiple, in the process that wrote it)
