@@ -543,6 +543,12 @@ def test_a_journal_line_no_fresh_process_can_read_is_no_line_live_either() -> No
     ):
         with pytest.raises(ValidationError):
             RebatesJournaled(JOURNAL_ID, bad)
+    # An amount in range but too long to store is refused when written: nothing kept.
+    long = RebatesJournaled(JOURNAL_ID, _rows_of(2_000, Decimal("1." + "3" * 250)))
+    writer = _codec()
+    with pytest.raises(CodecError):
+        writer.encode(AccrualJournal.stream_id_for(JOURNAL_ID), long, META)
+    assert not writer._written
     # Bytes forged in the store: every process refuses them, the writer's too.
     good = RebatesJournaled(JOURNAL_ID, _rows_of(2_000, Decimal("1.5")))
     codec = _codec()

@@ -52,7 +52,7 @@ from fxcrm_core.events import (
     ValueCodec,
 )
 from fxcrm_core.events.store import read_types
-from fxcrm_core.kernel._decimal import to_decimal
+from fxcrm_core.kernel._decimal import MAX_TEXT, to_decimal
 from fxcrm_core.kernel.errors import (
     CodecError,
     ConcurrencyError,
@@ -210,7 +210,10 @@ class RebatesAccrued(DomainEvent):
 
 
 def _row_data(rows: tuple[Row, ...]) -> list[list[str]]:
-    return [[ib, day.isoformat(), code, str(amount)] for ib, day, code, amount in rows]
+    data = [[ib, day.isoformat(), code, str(amount)] for ib, day, code, amount in rows]
+    if any(len(row[3]) > MAX_TEXT for row in data):  # (what reading back refuses)
+        raise CodecError("an accrued sum has too many digits to store")
+    return data
 
 
 def _rows_of_data(data: Any) -> tuple[Row, ...]:
@@ -239,8 +242,9 @@ JOURNAL_ROWS = ValueCodec(tuple[Row, ...], _row_data, _rows_of_data)
 
 def _journal_rows(rows: Iterable[Row]) -> tuple[Row, ...]:
     """The rows of a journal line as any process reads them back, checked as decoding checks
-    them (ValidationError, naming no value): a line no process could read is never written,
-    nor handed back by the codec to the process that wrote it."""
+    them (ValidationError, naming no value; an amount too long to store is refused when it is
+    written): a line no process could read is never written, nor handed back by the codec to
+    the process that wrote it."""
     try:
         out = tuple(rows)
         for row in out:
