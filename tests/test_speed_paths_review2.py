@@ -267,7 +267,7 @@ def test_a_chain_with_an_ib_twice_is_refused_on_the_fast_path_every_time() -> No
     pool = UnroundedMoney("10.00", "USD")
     for _ in range(2):  # (a refused chain is never cached)
         with pytest.raises(FxCrmError):
-            engine._fixed_due(("a", "a"), pool, None, "mt5\x1f1", "x", "y", "z")
+            engine._fixed_due(("a", "a"), pool, None, "mt5\x1f1", "x", "y", "z", "2026-03-09")
 
 
 # -- what the engine learns: typed facts, stored rows ----------------------------------------

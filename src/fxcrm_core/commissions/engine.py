@@ -239,8 +239,9 @@ def _joined(
 
 
 Due = dict[str, tuple[str, Decimal]]  # key (as text) -> the line of the entry due, its amount
-# What the fast path makes due: per key in key order, its line, its amount and its IB.
-_Fast = list[tuple[str, str, Decimal, str]]
+# What the fast path makes due: per key in key order, its line, its amount and the group its
+# amount is summed in (IB, trading day, currency: see _rows.fold).
+_Fast = list[tuple[str, str, Decimal, tuple[str, str, str]]]
 # Per currency and chain, for the fast path: the shares in the chain's order, and per level in
 # the order of its keys the key's tail, the line's parts, the IB and the level's place.
 _Levels = tuple[tuple[Decimal, ...], tuple[tuple[str, str, str, str, str, int], ...]]
@@ -337,7 +338,6 @@ class RebateEngine:
         self._cap_keys = KeyLists()
         self._facts: list[Fact | str] = []  # (trade facts as the rows the book stores)
         self._folded: _rows.Folded = {}  # the sums of the lines written by the batch in hand
-        self._fast_fold: tuple[str, str] = ("", "")  # the day and currency of a _Fast
         self._newly_parked: dict[DealKey, Deal] = {}
         self._restoring = False
         # The settlement horizon: the newest trading day processed; per batch (oldest first)
@@ -429,9 +429,7 @@ class RebateEngine:
                     )
                     when = deal.time if entry is _IN else None
                     facts.append(
-                        f"t|{deal.ticket}|{deal.login}|{deal.position_id}||{opened!s}|{closed!s}"
-                        if when is None  # (a closing deal's row, trade_row inlined)
-                        else _rows.trade_row(
+                        _rows.trade_row(
                             deal.ticket, deal.login, deal.position_id, when, opened, closed
                         )
                     )
@@ -541,14 +539,12 @@ class RebateEngine:
             out = []
             kept = []
             folded = self._folded
-            if isinstance(due, list):  # the fast path's: in key order, with each line's IB
-                day, code = self._fast_fold
-                for key, line, amount, ib in due:
+            if isinstance(due, list):  # the fast path's: in key order, with each line's group
+                for key, line, amount, group in due:
                     if amount:  # (nothing due is nothing paid: no entry, no key)
                         paid[key] = line
                         out.append(line)
                         kept.append(key)
-                        group = (ib, day, code)
                         folded[group] = folded.get(group, _ZERO) + amount
             else:
                 for key in sorted(due):
@@ -568,8 +564,7 @@ class RebateEngine:
 
     def _due(self, deal: Deal, dk: str, client_id: str) -> Due | _Fast | None:
         """What the deal (``dk``: its text key) earns now, per key; ``_WAIT`` while its opening
-        deal is unknown. The fast path's answer is a list in key order (``_fast_fold``: its
-        day and currency)."""
+        deal is unknown. The fast path's answer is a list in key order (see _Fast)."""
         chain = self.tree.client_chain(client_id, deal.time)
         if chain is None:
             return None
@@ -602,9 +597,8 @@ class RebateEngine:
         lead = f"accrual\x1f{dk}"  # (_lead of an accrual, inlined: dk is server and ticket)
         direct = chain[0]
         if self._fixed:
-            fast = self._fixed_due(chain, line.pool, line.revenue, dk, lead, middle, head)
+            fast = self._fixed_due(chain, line.pool, line.revenue, dk, lead, middle, head, dtext)
             if fast is not None:
-                self._fast_fold = (dtext, line.pool.currency.code)
                 return fast
         shares = self._shares(self.distribution, list(chain), line.lots, line.pool, deal.time)
         if line.revenue is not None:
@@ -637,13 +631,14 @@ class RebateEngine:
         lead: str,
         middle: str,
         head: str,
+        day: str,
     ) -> _Fast | None:
         """What :class:`FixedShares` pays up ``chain``, written as ``_due`` writes the
         strategy's shares, without a Share or money object per level (each level's amount is
         the same exact product of the pool and its share): per key in key order, its line, its
-        amount and its IB. None, for the general path, when the shares would be scaled down to
-        what the deal may pay, a product is out of range, or a field holds a control
-        character."""
+        amount and its group (``day``: the deal's trading day as text). None, for the general
+        path, when the shares would be scaled down to what the deal may pay, a product is out
+        of range, or a field holds a control character."""
         code = pool.currency.code
         key = (code, chain)
         found = self._fixed_levels.get(key)
@@ -681,7 +676,7 @@ class RebateEngine:
         tail_of = f"{middle}\x1f{head}"
         return [
             (deal_key + tail, f"{lead}{ib_part}{figures[n]!s}{code_part}{tail_of}{step}{of}",
-             figures[n], ib)
+             figures[n], (ib, day, code))
             for tail, ib_part, code_part, step, ib, n in parts
         ]  # fmt: skip
 
