@@ -26,7 +26,7 @@ imports: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 examples: $(STAMP)
 	@set -e; for f in examples/*.py; do echo "--- $$f"; $(BIN)/python $$f; done
