@@ -395,7 +395,7 @@ class _KilledMidAppend(PostgresEventStore):
             self.kill_next = False
             pid = conn.info.backend_pid
             with psycopg.connect(self.db.dsn, autocommit=True) as killer:
-                killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                killer.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
             time.sleep(0.05)
 
 

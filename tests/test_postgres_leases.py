@@ -52,7 +52,7 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 def terminate(dsn: str, worker: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
             " WHERE application_name = %s",
             (f"fxcrm-worker:{worker}",),
         ).fetchone()

@@ -178,7 +178,7 @@ def test_pooled_connections_ended_by_the_server_are_replaced_not_failed(
     name = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
     with _admin() as admin:
         admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
             (name,),
         )
     for _ in range(3):
@@ -198,7 +198,7 @@ def test_a_pool_full_of_connections_ended_by_the_server_recovers_at_once(pg_dsn:
         name = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
         with _admin() as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
                 (name,),
             )
         time.sleep(0.2)  # the goodbyes arrive

@@ -171,6 +171,12 @@ class PostgresLeases:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            conn = self._conn
+            if self._held and conn is not None and not (conn.closed or conn.broken):
+                # The server frees a closed session's locks only when its backend has exited,
+                # a moment after the socket closes: unlocked here, they are free on return.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
             self._lose()
 
     def _alive(self) -> Conn | None:
