@@ -53,7 +53,7 @@ def terminate(dsn: str, worker: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
-            " WHERE application_name = %s",
+            " WHERE application_name = %s AND datname = current_database()",
             (f"fxcrm-worker:{worker}",),
         ).fetchone()
     assert row == (1,)
