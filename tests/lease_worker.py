@@ -1,11 +1,13 @@
 """A policy worker process for tests/test_postgres_leases.py: runs two policies over a shared
 log (a SQLite file, or a PostgreSQL database) with PostgreSQL leases until SIGTERM.
 
-    python -m tests.lease_worker sqlite|postgres LOG DSN WORKER TRACE
+    python -m tests.lease_worker sqlite|postgres LOG DSN WORKER TRACE [HOLD]
 
 Each policy records a ``Handled`` marker (policy, upstream position, worker) per ``CashPaidIn``
 in its unit of work, and writes ``start``/``end`` lines with wall-clock times to TRACE around
-the handler, so a test can see who handled what, and when.
+the handler, so a test can see who handled what, and when. While the file HOLD exists, a handler
+waits after its ``start`` line: a test holds the worker mid-handler, at a point it chose, however
+slow the machine.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ def repository(where: str, log: str) -> Repository:
     return Repository(SqliteEventStore(Path(log)), EventCodec(registry))
 
 
-def marking(policy: str, worker: str, trace: int) -> Handler:
+def marking(policy: str, worker: str, trace: int, hold: Path | None) -> Handler:
     def handle(recorded: RecordedEvent[Any], uow: UnitOfWork) -> None:
         os.write(trace, f"start {policy} {recorded.position} {time.time():.6f}\n".encode())
+        while hold is not None and hold.exists():
+            time.sleep(0.01)
         time.sleep(PAUSE)
         stream = f"{policy}.{worker}"
         marks = uow.load(Marks, stream) or Marks.blank(stream)
@@ -82,7 +86,9 @@ def marking(policy: str, worker: str, trace: int) -> Handler:
     return handle
 
 
-def main(where: str, log: str, dsn: str, worker: str, trace_path: str) -> None:
+def main(
+    where: str, log: str, dsn: str, worker: str, trace_path: str, hold: str | None = None
+) -> None:
     from fxcrm_core.stores.postgres.leases import PostgresLeases
 
     trace = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -92,7 +98,7 @@ def main(where: str, log: str, dsn: str, worker: str, trace_path: str) -> None:
     repo = repository(where, log)
     runner = PolicyRunner(
         repo,
-        [Policy(name, (CashPaidIn,), marking(name, worker, trace)) for name in POLICIES],
+        [Policy(name, (CashPaidIn,), marking(name, worker, trace, Path(hold) if hold else None)) for name in POLICIES],
         read_batch=50,
         leases=leases,
     )
@@ -105,4 +111,4 @@ def main(where: str, log: str, dsn: str, worker: str, trace_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

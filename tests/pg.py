@@ -22,7 +22,7 @@ REQUIRE = os.environ.get("FXCRM_REQUIRE_PG") == "1"
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
     try:
-        return psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+        return psycopg.connect(SERVER, autocommit=True, connect_timeout=30)
     except psycopg.OperationalError as exc:
         reason = f"no PostgreSQL server at {SERVER} ({type(exc).__name__}); set FXCRM_PG_DSN"
         if REQUIRE:

@@ -50,6 +50,7 @@ from fxcrm_core.engagement.amqp import (  # noqa: E402 - after the skip above
     AmqpInbox,
     AmqpNotifier,
     AmqpSettings,
+    InboxStats,
     SqliteDedupStore,
     decode_envelope,
     encode_envelope,
@@ -76,7 +77,7 @@ def _envelope(key: str = "welcome:once:c-1", attempt: int = 1) -> Envelope:
 @pytest.fixture(scope="module")
 def settings() -> AmqpSettings:
     """The broker's settings, or a skip (a failure under FXCRM_REQUIRE_AMQP=1)."""
-    found = AmqpSettings.from_url(URL, timeout=2.0)
+    found = AmqpSettings.from_url(URL, timeout=10.0)
     try:
         found.connect(confirms=False).close()
     except Exception as exc:
@@ -163,6 +164,18 @@ def _inbox(
     )
 
 
+def _drain(inbox: AmqpInbox[sqlite3.Connection], expected: int) -> InboxStats:
+    """Consume the ``expected`` messages however slow the broker (a requeue or a redelivery is
+    asynchronous), then whatever else comes within 0.3 s: what one inbox did in all."""
+    first = inbox.drain(max_messages=expected, idle=15)
+    rest = inbox.drain(idle=0.3)
+    return InboxStats(
+        handled=first.handled + rest.handled,
+        skipped=first.skipped + rest.skipped,
+        rejected=first.rejected + rest.rejected,
+    )
+
+
 def _queued(settings: AmqpSettings, queue: str) -> int:
     conn = settings.connect(confirms=False)
     try:
@@ -220,7 +233,7 @@ def test_publish_then_consume_delivers_once(
     store = SqliteDedupStore(tmp_path / "inbox.db")
     effects = Effects(store)
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 1)
     assert (stats.handled, stats.skipped, stats.rejected) == (1, 0, 0)
     assert effects.rows() == [("welcome:once:c-1", 1)]
     assert _queued(settings, names.queue) == 0  # acked
@@ -251,7 +264,7 @@ def test_the_same_key_published_twice_runs_the_handler_once(
     store = SqliteDedupStore(tmp_path / "inbox.db")
     effects = Effects(store)
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 3)
     assert (stats.handled, stats.skipped) == (2, 1)
     assert sorted(effects.rows()) == [("other:once:c-1", 1), ("welcome:once:c-1", 1)]
 
@@ -268,7 +281,7 @@ if Path(sent).exists():  # the outbox says sent: nothing to relay
     sys.exit(0)
 envelope = Envelope("welcome:once:c-1", "c-1", Channel.EMAIL, "welcome", (("name", "Ann"),),
                     "en", MessageKind.SERVICE, int(attempt))
-notifier = AmqpNotifier(url, exchange=exchange, routing_key=routing_key, timeout=2)
+notifier = AmqpNotifier(url, exchange=exchange, routing_key=routing_key, timeout=10)
 notifier.send(envelope, datetime.now(UTC))
 print("published", flush=True)
 time.sleep(float(pause))  # the window in which a crash loses the "sent" record
@@ -300,7 +313,7 @@ def test_a_relay_killed_between_publish_and_sent_publishes_again_and_the_consume
     store = SqliteDedupStore(tmp_path / "inbox.db")
     effects = Effects(store)
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 2)
     assert (stats.handled, stats.skipped) == (1, 1)  # two on the wire, one acted on
     assert effects.rows() == [("welcome:once:c-1", 1)]
 
@@ -324,7 +337,7 @@ def handler(envelope, tx):
     tx.execute("INSERT INTO sent_mail VALUES (?, ?)", (envelope.key, envelope.attempt))
 
 inbox = AmqpInbox(url, exchange=exchange, routing_key=routing_key, queue=queue,
-                  seen=CommitThenHang(), handler=handler, timeout=2)
+                  seen=CommitThenHang(), handler=handler, timeout=10)
 inbox.drain(idle=10)
 """
 
@@ -351,7 +364,7 @@ def test_a_consumer_killed_after_its_commit_and_before_the_ack_skips_the_redeliv
     assert effects.rows() == [("welcome:once:c-1", 1)]
     assert store.seen("welcome:once:c-1")
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 1)  # back on the queue once the broker saw the connection die
     assert (stats.handled, stats.skipped, effects.calls) == (0, 1, 0)  # redelivered, skipped
     assert effects.rows() == [("welcome:once:c-1", 1)]
     assert _queued(settings, names.queue) == 0  # and acked this time
@@ -373,9 +386,9 @@ def test_a_handler_that_raises_gets_the_message_again(
 
     with _inbox(settings, names, store, handler) as inbox:
         with pytest.raises(RuntimeError, match="template is broken"):
-            inbox.drain(idle=0.3)
+            inbox.drain(idle=15)
         assert effects.rows() == []  # rolled back with its key
-        stats = inbox.drain(idle=0.3)  # requeued: comes back
+        stats = _drain(inbox, 1)  # requeued: comes back
     assert stats.handled == 1
     assert effects.rows() == [("welcome:once:c-1", 1)]
 
@@ -395,7 +408,7 @@ def test_a_message_that_is_not_an_envelope_is_rejected_not_handled(
     store = SqliteDedupStore(tmp_path / "inbox.db")
     effects = Effects(store)
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 1)
     assert (stats.rejected, effects.calls, _queued(settings, names.queue)) == (1, 0, 0)
 
 
@@ -423,7 +436,7 @@ def test_an_unreachable_broker_is_a_quick_retryable_delivery_error(settings: Amq
     unreachable = _notifier(settings, names, host="127.0.0.1", port=free_port, timeout=1.0)
     with unreachable, pytest.raises(DeliveryError) as caught:
         unreachable.send(_envelope(), AT)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 8.0  # the 1 s timeout, with room for a slow machine
     assert caught.value.retryable
     assert SECRET_PARAM not in str(caught.value)
 
@@ -435,7 +448,7 @@ def test_an_unreachable_broker_is_a_quick_retryable_delivery_error(settings: Amq
         mute = _notifier(settings, names, host="127.0.0.1", port=port, timeout=0.5)
         with mute, pytest.raises(DeliveryError) as caught:
             mute.send(_envelope(), AT)
-        assert time.monotonic() - started < 3.0  # the timeout, not a hang
+        assert time.monotonic() - started < 8.0  # the 0.5 s timeout, not a hang
         assert caught.value.retryable
 
 
@@ -500,7 +513,7 @@ def test_a_dropped_connection_fails_one_send_and_the_next_reconnects(
     store = SqliteDedupStore(tmp_path / "inbox.db")
     effects = Effects(store)
     with _inbox(settings, names, store, effects) as inbox:
-        stats = inbox.drain(idle=0.3)
+        stats = _drain(inbox, 2)  # the first send and the third (the second failed)
     assert stats.handled == 1
     assert len(effects.rows()) == 1
 
@@ -561,7 +574,7 @@ if NotifierContract is not None:
             tag = uuid.uuid4().hex[:12]
             names = Names(f"fxcrm-contract-{tag}", f"fxcrm-contract-{tag}", "notify")
             notifier = _FailingAmqpNotifier(
-                URL, exchange=names.exchange, routing_key=names.routing_key, timeout=2.0
+                URL, exchange=names.exchange, routing_key=names.routing_key, timeout=10.0
             )
             notifier.declare(names.queue)
             self.notifiers.append(notifier)
@@ -574,7 +587,7 @@ if NotifierContract is not None:
             if waiting:
                 inbox = _inbox(self.broker, names, store, lambda e, tx: acted.append(e.key))
                 with inbox:
-                    assert inbox.drain(max_messages=waiting, idle=2.0).received == waiting
+                    assert inbox.drain(max_messages=waiting, idle=15).received == waiting
             return list(acted)
 
         failure_kinds = (True,)  # every failure on the AMQP wire is retryable

@@ -126,12 +126,12 @@ def test_a_long_hostile_email_is_refused_in_linear_time() -> None:
 
     Where: privacy/pii.py (_EMAIL, Email._normalise: no length cap before the regex)."""
     b = memory_broker()
-    hostile = "a@" + "a." * 10_000 + "@"
-    started = time.perf_counter()
+    hostile = "a@" + "a." * 40_000 + "@"  # quadratic, it would cost some 35 s of CPU
+    started = time.process_time()  # (CPU time: a loaded machine's waits don't count)
     with pytest.raises(ValidationError):
         b.clients.register(PORTAL, Registration(ClientKind.INDIVIDUAL, "GB", "Ana Lima", hostile))
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.25, f"one hostile sign-up took {elapsed:.2f} s of CPU"
+    elapsed = time.process_time() - started
+    assert elapsed < 2.0, f"one hostile sign-up took {elapsed:.2f} s of CPU"
 
 
 def test_a_hosts_scopes_changed_after_the_broker_is_built_do_not_widen_row_scopes() -> None:

@@ -108,7 +108,7 @@ def test_a_terminated_session_holds_nothing_and_another_worker_takes_over(
         assert a.acquire("deal-feed")
         assert not b.acquire("deal-feed")
         terminate(pg_dsn, "a")
-        assert wait_for(lambda: b.acquire("deal-feed"), 5)
+        assert wait_for(lambda: b.acquire("deal-feed"), 15)
         # The holder learns it at once (the server's goodbye), not at the next timed check.
         assert a.owned() == frozenset()
         assert not a.acquire("deal-feed")  # a new session of its own, competing again
@@ -176,9 +176,12 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
             uow.commit()
         upstream.append(repo.store.last_position())
     traces = {w: tmp_path / f"{w}.trace" for w in ("a", "b")}
+    hold = tmp_path / "hold-a"  # while it exists, worker a waits inside its next handler
 
     def start(worker: str) -> subprocess.Popen[bytes]:
         command = ["-m", "tests.lease_worker", where, log, pg_dsn, worker, str(traces[worker])]
+        if worker == "a":
+            command.append(str(hold))
         return subprocess.Popen([sys.executable, *command], cwd=ROOT)
 
     def handled(worker: str) -> int:
@@ -188,17 +191,18 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
     a = start("a")
     b: subprocess.Popen[bytes] | None = None
     try:
-        assert wait_for(lambda: handled("a") >= 20, 15), "worker a handled nothing"
+        assert wait_for(lambda: handled("a") >= 20, 30), "worker a handled nothing"
+        hold.touch()  # a stops mid-handler, however slow b is to start
         b = start("b")
         assert wait_for(
-            lambda: "ready" in (traces["b"].read_text() if traces["b"].exists() else "")
+            lambda: "ready" in (traces["b"].read_text() if traces["b"].exists() else ""), 60
         )
         time.sleep(0.3)  # b polls meanwhile: a holds both policies, so b handles nothing
         assert handled("b") == 0
         assert handled("a") < 2 * len(upstream) - 20, "a finished before the kill"
+        killed_at = time.time()  # (before the kill: b cannot start a handler before it)
         a.send_signal(signal.SIGKILL)
         a.wait(5)
-        killed_at = time.time()
 
         def done() -> bool:
             repo.forget()
@@ -207,7 +211,7 @@ def test_two_worker_processes_kill_9_the_owner_the_other_resumes_each_event_once
                 for p in POLICIES
             )
 
-        assert wait_for(done, 20), "worker b did not take the policies over"
+        assert wait_for(done, 60), "worker b did not take the policies over"
         b.send_signal(signal.SIGTERM)
         assert b.wait(10) == 0
     finally:
@@ -253,7 +257,7 @@ def test_a_runner_whose_session_is_terminated_mid_handler_commits_nothing(
         calls.append(recorded.stream_id)
         if len(calls) == 1:
             terminate(pg_dsn, "a")
-            assert wait_for(lambda: b.acquire("mirror"), 5)
+            assert wait_for(lambda: b.acquire("mirror"), 15)
         mirror(recorded, uow)
 
     policy = Policy("mirror", (CashPaidIn,), lose_then_mirror)

@@ -77,13 +77,13 @@ def test_pool_settings_are_checked_and_applied(pg_dsn: str) -> None:
         PostgresDatabase(pg_dsn, min_size=5, max_size=2)
     with pytest.raises(ValidationError):
         PostgresDatabase(pg_dsn, statement_timeout_ms=-1)
-    db = PostgresDatabase(pg_dsn, max_size=2, statement_timeout_ms=200)
+    db = PostgresDatabase(pg_dsn, max_size=2, statement_timeout_ms=1000)
     try:
         with db.transaction() as conn:
             row = conn.execute("SHOW statement_timeout").fetchone()
-        assert row == ("200ms",)
+        assert row == ("1s",)
         with pytest.raises(StoreError, match="statement timeout"), db.transaction() as conn:
-            conn.execute("SELECT pg_sleep(2)")
+            conn.execute("SELECT pg_sleep(10)")
     finally:
         db.close()
 
