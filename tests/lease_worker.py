@@ -98,7 +98,10 @@ def main(
     repo = repository(where, log)
     runner = PolicyRunner(
         repo,
-        [Policy(name, (CashPaidIn,), marking(name, worker, trace, Path(hold) if hold else None)) for name in POLICIES],
+        [
+            Policy(name, (CashPaidIn,), marking(name, worker, trace, Path(hold) if hold else None))
+            for name in POLICIES
+        ],
         read_batch=50,
         leases=leases,
     )

@@ -233,6 +233,30 @@ def test_a_destroyed_keys_bytes_stay_in_the_table_file_until_purge(pg_dsn: str) 
     ks.close()
 
 
+def test_purge_refuses_while_an_open_transaction_still_sees_the_destroyed_key(pg_dsn: str) -> None:
+    """VACUUM FULL copies a row version that an open snapshot may still read: while a report
+    or a backup (pg_dump) in this database began before the erasure, a rewrite would carry the
+    destroyed key's bytes into the new file, and a purge that said nothing would be a lie."""
+    ks = PostgresKeyStore(pg_dsn)
+    secret = bytes(range(70, 70 + 60))
+    ks.put_new(WrappedKey("victim", "k1", "m1", secret, T0))
+    for n in range(5):
+        ks.put_new(_wrapped(f"c-{n}", n))
+    with psycopg.connect(pg_dsn, autocommit=True) as report:
+        report.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        report.execute("SELECT 1")  # its snapshot, from before the erasure; no lock on the keys
+        assert ks.destroy("victim", T0) is True
+        with pytest.raises(ConcurrencyError, match="purge again later") as caught:
+            ks.purge(lock_wait=0.5)
+        assert "victim" not in str(caught.value)
+        assert _table_file_holds(pg_dsn, secret)  # not purged, and it said so
+        report.execute("COMMIT")
+    ks.purge()
+    assert not _table_file_holds(pg_dsn, secret)
+    assert len(ks.all_keys()) == 6
+    ks.close()
+
+
 def test_purge_gives_up_rather_than_queue_readers_behind_a_long_transaction(
     pg_dsn: str,
 ) -> None:

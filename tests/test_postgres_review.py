@@ -22,7 +22,7 @@ from psycopg import sql
 
 from fxcrm_core.events.store import NewEvent, Snapshot, StreamAppend
 from fxcrm_core.kernel import StoreError, ValidationError
-from fxcrm_core.kernel.errors import FxCrmError
+from fxcrm_core.kernel.errors import ConcurrencyError, FxCrmError
 from fxcrm_core.stores.postgres import (
     PostgresDatabase,
     PostgresEventStore,
@@ -327,6 +327,31 @@ def test_an_erased_subjects_snapshot_leaves_the_table_file_when_purged(
     assert db.load_snapshot("client-7") == Snapshot("client-7", 1, b'{"n": 7}')
     with pytest.raises(ValidationError):
         db.purge_snapshots(lock_wait=0)
+
+
+def test_a_snapshot_purge_waits_out_a_transaction_that_still_sees_the_erased_rows(
+    db: PostgresDatabase, pg_dsn: str
+) -> None:
+    """A rewrite copies the deleted rows an open snapshot may still read: the purge waits for it
+    (within lock_wait) and purges, or says it could not."""
+    pii = b'{"name": "Bea Victim", "passport": "Y7654321", "iban": "GB82WEST12345698765432"}'
+    db.save_snapshot(Snapshot("client-victim", 3, pii))
+    db.save_snapshot(Snapshot("client-1", 1, b'{"n": 1}'))
+    report = psycopg.connect(pg_dsn, autocommit=True)
+    report.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    report.execute("SELECT 1")  # a snapshot from before the erasure
+    db.delete_snapshot("client-victim")
+    with pytest.raises(ConcurrencyError, match="purge again later"):
+        db.purge_snapshots(lock_wait=0.3)
+    assert _snapshot_file_holds(pg_dsn, pii)
+    ended = threading.Timer(0.5, report.close)  # the report ends while the purge waits
+    ended.start()
+    try:
+        db.purge_snapshots(lock_wait=30)
+    finally:
+        ended.join()
+    assert not _snapshot_file_holds(pg_dsn, pii)
+    assert db.load_snapshot("client-1") == Snapshot("client-1", 1, b'{"n": 1}')
 
 
 # -- a database that does not store UTF-8 ---------------------------------------------------------

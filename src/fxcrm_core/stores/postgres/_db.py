@@ -9,14 +9,17 @@ idempotency key, which makes the store answer from what was recorded.
 
 from __future__ import annotations
 
+import re
 import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -24,7 +27,7 @@ from fxcrm_core.events.store import Snapshot
 from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
 from fxcrm_core.stores.postgres._schema import check_schema
 
-__all__ = ["OnDatabase", "PostgresDatabase"]
+__all__ = ["OnDatabase", "PostgresDatabase", "rewrite_table"]
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -210,23 +213,62 @@ class PostgresDatabase:
         An erasure deletes the snapshots that may hold a subject's PII in clear, but a deleted
         row's bytes stay in the table's file (a dead tuple, and fragments after a plain VACUUM)
         until the table is rewritten: run this after erasures, with
-        ``PostgresKeyStore.purge``. Gives up with ConcurrencyError if the table's lock is not
-        granted within ``lock_wait`` seconds (snapshot reads wait while it runs)."""
-        if isinstance(lock_wait, bool) or not 0 < lock_wait <= 3600:
-            raise ValidationError("lock_wait is seconds, between 0 and 3600")
-        try:  # VACUUM cannot run in a transaction block: a connection of its own, autocommit
-            with psycopg.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
-            ) as conn:
-                conn.execute(f"SET lock_timeout = {max(1, int(lock_wait * 1000))}")
-                conn.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
-                conn.execute("VACUUM FULL fx_snapshots")
-        except psycopg.errors.LockNotAvailable:
-            raise ConcurrencyError(
-                "the snapshot table is in use by a long transaction; purge again later"
-            ) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot purge the snapshot table: {type(exc).__name__}") from None
+        ``PostgresKeyStore.purge``. Gives up with ConcurrencyError if, within ``lock_wait``
+        seconds, the table's lock is not granted (snapshot reads wait while it runs) or an open
+        transaction still may read the deleted rows (see :func:`rewrite_table`)."""
+        rewrite_table(self, "fx_snapshots", "the snapshot table", lock_wait=lock_wait)
+
+
+_FIRST_NUMBER = re.compile(r"\d+")
+
+
+def rewrite_table(db: PostgresDatabase, table: str, what: str, *, lock_wait: float) -> None:
+    """``VACUUM FULL`` ``table`` until its new file holds no deleted row.
+
+    A rewrite copies a deleted row that an open transaction in this database (a report, a
+    ``pg_dump``) began before the deletion and so may still read: its bytes would move to the
+    new file. ``VACUUM FULL VERBOSE`` reports how many such rows it kept ("N dead row versions
+    cannot be removed yet", the first number of its INFO notice's detail, in any server
+    language); while that is not 0 it waits and rewrites again, up to ``lock_wait`` seconds in
+    all, then raises ConcurrencyError: the purge has not happened, call it again later. A
+    report that cannot be read is a StoreError, never taken for a purge done."""
+    if isinstance(lock_wait, bool) or not 0 < lock_wait <= 3600:
+        raise ValidationError("lock_wait is seconds, between 0 and 3600")
+    statement = sql.SQL("VACUUM FULL VERBOSE {}").format(sql.Identifier(table))
+    deadline = time.monotonic() + lock_wait
+    pause = 0.05
+    details: list[str] = []
+    try:  # VACUUM cannot run in a transaction block: a connection of its own, autocommit
+        with psycopg.connect(
+            db.dsn, autocommit=True, connect_timeout=max(1, int(db.connect_timeout))
+        ) as conn:
+            conn.add_notice_handler(
+                lambda d: details.append(d.message_detail) if d.message_detail else None
+            )
+            conn.execute(f"SET statement_timeout = {db.statement_timeout_ms}")
+            while True:
+                left = max(0.001, deadline - time.monotonic())
+                conn.execute(f"SET lock_timeout = {max(1, int(left * 1000))}")  # 0: no limit
+                details.clear()
+                conn.execute(statement)
+                kept = [m.group() for d in details if (m := _FIRST_NUMBER.search(d))]
+                if not kept:
+                    raise StoreError(f"the rewrite of {what} gave no report; nothing is known")
+                if all(n == "0" for n in kept):
+                    return
+                if time.monotonic() + pause > deadline:
+                    raise ConcurrencyError(
+                        f"an open transaction may still read rows deleted from {what}: their "
+                        "bytes stay in its file until it ends; purge again later"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+    except psycopg.errors.LockNotAvailable:
+        raise ConcurrencyError(
+            f"{what} is in use by a long transaction; purge again later"
+        ) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot purge {what}: {type(exc).__name__}") from None
 
 
 class OnDatabase:

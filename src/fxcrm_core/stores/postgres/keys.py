@@ -18,13 +18,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
-import psycopg.errors
-
-from fxcrm_core.kernel.errors import ConcurrencyError, StoreError, ValidationError
+from fxcrm_core.kernel.errors import StoreError, ValidationError
 from fxcrm_core.kernel.time import from_micros, to_micros
 from fxcrm_core.privacy.keys import WrappedKey
-from fxcrm_core.stores.postgres._db import OnDatabase
+from fxcrm_core.stores.postgres._db import OnDatabase, rewrite_table
 
 __all__ = ["PostgresKeyStore"]
 
@@ -137,26 +134,9 @@ class PostgresKeyStore(OnDatabase):
         """Rewrite the key table into a new file of live rows only (``VACUUM FULL``), so the
         bytes of destroyed keys leave the table's files (not the WAL nor backups: see the
         module's docstring). It holds an exclusive lock on the table for the rewrite (key reads
-        wait; the table is small); if that lock is not granted within ``lock_wait`` seconds (a
-        long transaction reads keys) it gives up with ConcurrencyError rather than queue every
-        reader behind it: call it again later."""
-        if isinstance(lock_wait, bool) or not 0 < lock_wait <= 3600:
-            raise ValidationError("lock_wait is seconds, between 0 and 3600")
-        # VACUUM cannot run in a transaction block: a connection of its own, in autocommit.
-        try:
-            with psycopg.connect(
-                self.db.dsn,
-                autocommit=True,
-                connect_timeout=max(1, int(self.db.connect_timeout)),
-            ) as conn:
-                conn.execute(f"SET lock_timeout = {max(1, int(lock_wait * 1000))}")  # 0: no limit
-                conn.execute(f"SET statement_timeout = {self.db.statement_timeout_ms}")
-                conn.execute("VACUUM FULL fx_data_keys")
-        except psycopg.errors.LockNotAvailable:
-            raise ConcurrencyError(
-                "the key table is in use by a long transaction; purge again later"
-            ) from None
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot purge the PostgreSQL key table: {type(exc).__name__}"
-            ) from None
+        wait; the table is small). It gives up with ConcurrencyError rather than queue every
+        reader behind it if, within ``lock_wait`` seconds, that lock is not granted (a long
+        transaction reads keys) or an open transaction still may read a destroyed key's old
+        row (the rewrite would copy it): call it again
+        later."""
+        rewrite_table(self.db, "fx_data_keys", "the key table", lock_wait=lock_wait)
