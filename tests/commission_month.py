@@ -67,10 +67,10 @@ def pay(broker: Broker) -> list[dict[str, str | None]]:
     return demo.pay_ibs(broker)
 
 
-def steps() -> list[Step]:
+def steps(days: int = DAYS) -> list[Step]:
     setup = [s for s in demo.DAY if s.fn in _SETUP]
     out = [Step(s.title, s.ref, *s.args) for s in setup]
-    for day in weekdays():
+    for day in weekdays()[:days]:
         if day == SWITCH:
             out.append(Step("Ana moves to ib-east", f"{MODULE}:move_ana_to_east", at=_at(day, 1)))
         out.append(Step(f"trading {day}", f"{MODULE}:trading_day", 25, at=_at(day, 9)))
@@ -128,10 +128,11 @@ def _wallet(broker: Broker, ib: str) -> str | None:
         return None
 
 
-def scenario() -> Scenario:
+def scenario(days: int = DAYS) -> Scenario:
+    """The month, or its first ``days`` weekdays (10: the switch and two Fridays' payouts)."""
     return Scenario(
         build="fxcrm_core.demo:open_demo_broker",
-        steps=steps(),
+        steps=steps(days),
         probes=[f"{MODULE}:month"],
         probe_every_step=False,
         name="a month of IB commissions",

@@ -580,6 +580,7 @@ def _child(db: str, wire: str, consumer: str, stop_after: int, where: str) -> No
     sys.stdout.flush()
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_delivers_each_key_once(tmp_path: Path) -> None:
     db, wire, consumer = (str(tmp_path / n) for n in ("log.sqlite", "wire.txt", "consumer.db"))
     store = SqliteEventStore(db, clock=FixedClock(T0))

@@ -136,6 +136,7 @@ def policy_worker(dsn: str, index: int, go: Any, out: multiprocessing.Queue) -> 
     out.put(("worker", index, handled, 0))
 
 
+@pytest.mark.slow
 def test_eight_processes_under_load_keep_the_books_exact(pg_dsn: str) -> None:
     clients = set_up(pg_dsn)
     ctx = multiprocessing.get_context("spawn")
