@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -262,8 +263,9 @@ def test_purge_gives_up_rather_than_queue_readers_behind_a_long_transaction(
 ) -> None:
     ks = PostgresKeyStore(pg_dsn)
     ks.put_new(_wrapped("c-1", 1))
-    with pytest.raises(ValidationError):
-        ks.purge(lock_wait=0)
+    for bad in (0, -1, 3601, True, "1", Decimal("1"), float("nan")):
+        with pytest.raises(ValidationError):
+            ks.purge(lock_wait=bad)  # type: ignore[arg-type]
     with psycopg.connect(pg_dsn) as reader:
         reader.execute("SELECT count(*) FROM fx_data_keys")  # holds the table until it ends
         began = time.monotonic()

@@ -354,6 +354,13 @@ def test_a_snapshot_purge_waits_out_a_transaction_that_still_sees_the_erased_row
     assert db.load_snapshot("client-1") == Snapshot("client-1", 1, b'{"n": 1}')
 
 
+def test_a_closed_database_purges_nothing(pg_dsn: str) -> None:
+    database = PostgresDatabase(pg_dsn)
+    database.close()
+    with pytest.raises(StoreError, match="closed"):
+        database.purge_snapshots()
+
+
 # -- a database that does not store UTF-8 ---------------------------------------------------------
 @pytest.fixture(params=["SQL_ASCII", "LATIN1"])
 def non_utf8_dsn(request: pytest.FixtureRequest) -> Iterator[str]:

@@ -68,20 +68,21 @@ class PostgresDatabase:
         self.statement_timeout_ms = int(statement_timeout_ms)
         self.connect_timeout = float(connect_timeout)
         self._closed = threading.Event()
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, int(connect_timeout)),
+            # A host that vanishes mid-append holds the append lock until the server
+            # notices: TCP keepalives make it notice in seconds, not hours.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 3,
+            "keepalives_count": 3,
+        }
         self.pool = ConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout,
-            kwargs={
-                "connect_timeout": max(1, int(connect_timeout)),
-                # A host that vanishes mid-append holds the append lock until the server
-                # notices: TCP keepalives make it notice in seconds, not hours.
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 3,
-                "keepalives_count": 3,
-            },
+            kwargs=self._connect_kwargs,
             configure=self._configure,
             check=self._check_idle,
             open=False,
@@ -229,19 +230,27 @@ def rewrite_table(db: PostgresDatabase, table: str, what: str, *, lock_wait: flo
     ``pg_dump``) began before the deletion and so may still read: its bytes would move to the
     new file. ``VACUUM FULL VERBOSE`` reports how many such rows it kept ("N dead row versions
     cannot be removed yet", the first number of its INFO notice's detail, in any server
-    language); while that is not 0 it waits and rewrites again, up to ``lock_wait`` seconds in
-    all, then raises ConcurrencyError: the purge has not happened, call it again later. A
-    report that cannot be read is a StoreError, never taken for a purge done."""
-    if isinstance(lock_wait, bool) or not 0 < lock_wait <= 3600:
+    language); while that is not 0 it waits and rewrites again, then raises ConcurrencyError:
+    the purge has not happened, call it again later. A report that cannot be read is a
+    StoreError, never taken for a purge done.
+
+    ``lock_wait`` bounds the waiting: no new rewrite starts after it, and each lock a rewrite
+    takes (the table's, its TOAST table's) waits at most what is left of it. A rewrite under
+    way runs to its end, bounded by the database's ``statement_timeout_ms``. Rows that
+    concurrent writers delete while it runs count as kept too: on a busy table a purge may
+    give up and ask to be called again."""
+    if not isinstance(lock_wait, int | float) or isinstance(lock_wait, bool):
+        raise ValidationError("lock_wait is seconds, a number")
+    if not 0 < lock_wait <= 3600:
         raise ValidationError("lock_wait is seconds, between 0 and 3600")
+    if db._closed.is_set():
+        raise StoreError("the PostgreSQL database is closed")
     statement = sql.SQL("VACUUM FULL VERBOSE {}").format(sql.Identifier(table))
     deadline = time.monotonic() + lock_wait
     pause = 0.05
     details: list[str] = []
     try:  # VACUUM cannot run in a transaction block: a connection of its own, autocommit
-        with psycopg.connect(
-            db.dsn, autocommit=True, connect_timeout=max(1, int(db.connect_timeout))
-        ) as conn:
+        with psycopg.connect(db.dsn, autocommit=True, **db._connect_kwargs) as conn:
             conn.add_notice_handler(
                 lambda d: details.append(d.message_detail) if d.message_detail else None
             )
