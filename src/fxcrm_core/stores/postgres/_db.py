@@ -132,12 +132,21 @@ class PostgresDatabase:
         self._closed.set()
         self.pool.close()
 
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise StoreError("the PostgreSQL database is closed")
+
+    def _own_connection(self) -> Conn:
+        """A connection outside the pool, in autocommit, with the pool's settings (VACUUM
+        cannot run in a transaction block); psycopg's errors are the caller's to type."""
+        self._check_open()
+        return psycopg.connect(self.dsn, autocommit=True, **self._connect_kwargs)
+
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
         """A connection in a transaction, committed when the block ends, rolled back if it
         raises; PostgreSQL's errors typed (see the module's docstring)."""
-        if self._closed.is_set():
-            raise StoreError("the PostgreSQL database is closed")
+        self._check_open()
         try:
             with self.pool.connection(timeout=self.connect_timeout) as conn, conn.transaction():
                 yield conn
@@ -243,14 +252,12 @@ def rewrite_table(db: PostgresDatabase, table: str, what: str, *, lock_wait: flo
         raise ValidationError("lock_wait is seconds, a number")
     if not 0 < lock_wait <= 3600:
         raise ValidationError("lock_wait is seconds, between 0 and 3600")
-    if db._closed.is_set():
-        raise StoreError("the PostgreSQL database is closed")
     statement = sql.SQL("VACUUM FULL VERBOSE {}").format(sql.Identifier(table))
     deadline = time.monotonic() + lock_wait
     pause = 0.05
     details: list[str] = []
-    try:  # VACUUM cannot run in a transaction block: a connection of its own, autocommit
-        with psycopg.connect(db.dsn, autocommit=True, **db._connect_kwargs) as conn:
+    try:
+        with db._own_connection() as conn:
             conn.add_notice_handler(
                 lambda d: details.append(d.message_detail) if d.message_detail else None
             )
@@ -260,10 +267,10 @@ def rewrite_table(db: PostgresDatabase, table: str, what: str, *, lock_wait: flo
                 conn.execute(f"SET lock_timeout = {max(1, int(left * 1000))}")  # 0: no limit
                 details.clear()
                 conn.execute(statement)
-                kept = [m.group() for d in details if (m := _FIRST_NUMBER.search(d))]
+                kept = [int(m.group()) for d in details if (m := _FIRST_NUMBER.search(d))]
                 if not kept:
                     raise StoreError(f"the rewrite of {what} gave no report; nothing is known")
-                if all(n == "0" for n in kept):
+                if not any(kept):
                     return
                 if time.monotonic() + pause > deadline:
                     raise ConcurrencyError(

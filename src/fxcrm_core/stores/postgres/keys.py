@@ -137,6 +137,5 @@ class PostgresKeyStore(OnDatabase):
         wait; the table is small). It gives up with ConcurrencyError rather than queue every
         reader behind it if, within ``lock_wait`` seconds, that lock is not granted (a long
         transaction reads keys) or an open transaction still may read a destroyed key's old
-        row (the rewrite would copy it): call it again
-        later."""
+        row (the rewrite would copy it): call it again later."""
         rewrite_table(self.db, "fx_data_keys", "the key table", lock_wait=lock_wait)
